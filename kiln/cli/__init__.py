@@ -1,0 +1,42 @@
+"""The `kiln` command. Subcommands live in one small module each; none imports torch until it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kiln import __version__
+from kiln.cli import config_cmd, schema_cmd, test_cmd, train_cmd
+from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
+
+COMMANDS = (train_cmd, test_cmd, config_cmd, schema_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiln", description="Config-driven PyTorch training. Run `kiln COMMAND --help` for details.",
+        epilog="Exit codes: 0 ok, 1 unexpected error or training stopped (NaN), 2 bad input, 130 interrupted "
+               "(last.pt saved; resume with kiln train --resume RUN_DIR).")
+    parser.add_argument("--version", action="version", version=f"kiln {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KilnError as e:
+        print(f"kiln: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as e:
+        print(f"kiln: {e}", file=sys.stderr)
+        return 130
+    except TrainingStopped as e:
+        print(f"kiln: training stopped: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kiln: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,49 @@
+"""kiln test RUN_DIR [--checkpoint best|last|PATH] [key=value ...]"""
+
+from __future__ import annotations
+
+import argparse
+
+from kiln.cli.common import OVERRIDES_HELP, add_verbosity, verbosity
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("test", help="evaluate a trained run on the test split",
+                       description="Evaluate a run's checkpoint on the test split; writes test_metrics.json "
+                                   "(loss, accuracy, top-5, macro F1, per-class accuracy, confusion matrix) "
+                                   "into the run folder and prints a table.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. runs/fashion_mnist/20260101-120000")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"{OVERRIDES_HELP} (e.g. data.root=...)")
+    p.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                   help="which checkpoint to evaluate (default: best)")
+    add_verbosity(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kiln.errors import KilnError
+    from kiln.track.console import setup_logging
+    from kiln.train import session
+
+    setup_logging(verbosity(args))
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise KilnError(f"override {bad[0]!r} is not of the form key.path=value")
+    results = session.test(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.overrides)
+    table = Table(title=f"test split — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("loss", "acc", "acc_top5", "f1"):
+        if results.get(key) is not None:
+            table.add_row(key, f"{results[key]:.4f}")
+    table.add_row("samples", f"{results['num_samples']:,}")
+    Console().print(table)
+    worst = sorted(results["per_class_acc"].items(), key=lambda kv: kv[1])[:3]
+    print("hardest classes: " + ", ".join(f"{name} {acc:.3f}" for name, acc in worst))
+    print(f"wrote {Path(args.run_dir) / 'test_metrics.json'}")
+    return 0

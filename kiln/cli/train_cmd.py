@@ -1,0 +1,58 @@
+"""kiln train CONFIG [key=value ...] [--resume RUN_DIR|auto]"""
+
+from __future__ import annotations
+
+import argparse
+
+from kiln.cli.common import OVERRIDES_HELP, add_verbosity, split_config_and_overrides, verbosity
+from kiln.errors import KilnError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a config file",
+                       description="Train the model described by CONFIG (YAML or JSON). Writes a run folder "
+                                   "runs/<name>/<YYYYmmdd-HHMMSS>/ with config.yaml, metrics, checkpoints, "
+                                   "TensorBoard logs and, at the end, test_metrics.json.",
+                       epilog="examples:\n  kiln train configs/fashion_mnist.yaml optim.lr=0.05 trainer.epochs=3\n"
+                              "  kiln train --resume runs/fashion_mnist/20260101-120000\n"
+                              "  kiln train configs/fashion_mnist.yaml --resume auto",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("items", nargs="*", metavar="CONFIG [KEY=VALUE ...]", help=f"config file, then {OVERRIDES_HELP}")
+    p.add_argument("--resume", metavar="RUN_DIR|auto",
+                   help="continue an interrupted run in its folder; 'auto' picks the newest unfinished run "
+                        "of the config's name. Everything is restored (weights, optimizer, schedule, RNG, ...)")
+    add_verbosity(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import yaml
+
+    from kiln.config import load_config
+    from kiln.runs import check_run_dir, find_resumable
+    from kiln.track.console import setup_logging
+    from kiln.train import session
+
+    setup_logging(verbosity(args))
+    config_path, overrides = split_config_and_overrides(args.items)
+    resume = None
+    if args.resume and args.resume != "auto":
+        if config_path is not None:
+            raise KilnError(f"--resume {args.resume} uses the config saved in that run folder; drop {config_path} "
+                            "(overrides such as trainer.epochs=N are still accepted)")
+        resume = check_run_dir(Path(args.resume))
+        cfg = load_config(None, overrides, base=yaml.safe_load((resume / "config.yaml").read_text()))
+    else:
+        if config_path is None:
+            raise KilnError("no config file given: kiln train CONFIG [key=value ...] (e.g. configs/fashion_mnist.yaml)")
+        cfg = load_config(config_path, overrides)
+        if args.resume == "auto":
+            resume = find_resumable(cfg.log.dir, cfg.name)
+            cfg = load_config(None, overrides, base=yaml.safe_load((resume / "config.yaml").read_text()))
+    result = session.train(cfg, resume=resume, quiet=args.quiet)
+    if result.test_metrics:
+        print(f"test accuracy {result.test_metrics['acc']:.4f}  (macro F1 {result.test_metrics['f1']:.4f})")
+    print(f"run folder: {result.run_dir}")
+    return 0

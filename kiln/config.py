@@ -1,0 +1,315 @@
+"""The typed config: one model per section, loading, `base:` merging, overrides.
+
+Every field has a docstring; they become the descriptions in `kiln schema`.
+A config is plain data: it creates no folders and is never pickled into a
+checkpoint (checkpoints hold `Config.model_dump()`).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kiln.errors import KilnError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class AugmentConfig(Section):
+    crop_padding: int = Field(0, ge=0)
+    """Random crop after zero-padding each side by this many pixels (0 = off). Training split only."""
+    hflip: bool = False
+    """Random horizontal flip with probability 0.5. Training split only."""
+
+
+class DataConfig(Section):
+    name: str = "fashion_mnist"
+    """Registered dataset name (see `kiln doctor` / the README for the list)."""
+    root: Path | None = None
+    """Folder holding the dataset files. Unset: $KILN_DATA/<name>, ./data/<name>, then system locations."""
+    download: bool = False
+    """Download the dataset into ./data/<name> if it is not found. Off by default: no hidden network access."""
+    batch_size: int = Field(128, gt=0)
+    """Training batch size per process."""
+    eval_batch_size: int | None = Field(None, gt=0)
+    """Batch size for validation and test; unset means 4 x batch_size (no gradients, so more fits)."""
+    val_split: float | int = Field(0.1, ge=0)
+    """Validation split taken from the training files: a fraction in [0, 1) or a count of samples."""
+    split_seed: int = 0
+    """Seed of the train/validation split; independent of `seed` so the split never changes between runs."""
+    train_subset: int | None = Field(None, gt=0)
+    """Use only this many training samples (a fixed seeded subset), e.g. for quick experiments."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes. 0 loads in the main process, which is fastest for in-memory tensors."""
+    loader: Literal["auto", "dataloader"] = "auto"
+    """How batches are produced. `auto` picks the best available path for the dataset."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Train-time augmentation, applied on the device to whole batches."""
+
+    @field_validator("val_split")
+    @classmethod
+    def _fraction_or_count(cls, v: float | int) -> float | int:
+        if isinstance(v, float) and not v < 1:
+            raise ValueError("a fraction must be below 1 (use an integer for a count of samples)")
+        return v
+
+
+class ModelConfig(Section):
+    name: str = "cnn"
+    """Registered model name (mlp, cnn, resnet18, resnet34, resnet50) or `package.module:ClassName`."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments for the model's constructor; checked against its signature before training."""
+
+
+class OptimConfig(Section):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    """Optimizer."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate."""
+    weight_decay: float = Field(0.0, ge=0)
+    """Weight decay (decoupled for adamw). Not applied to biases and normalisation weights."""
+    momentum: float = Field(0.9, ge=0, lt=1)
+    """SGD momentum."""
+    nesterov: bool = False
+    """SGD Nesterov momentum."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam/AdamW betas."""
+
+
+class ScheduleConfig(Section):
+    name: Literal["none", "step", "cosine", "onecycle", "reduce_on_plateau"] = "none"
+    """Learning-rate schedule. onecycle is stepped per batch; reduce_on_plateau on the monitored metric."""
+    warmup_epochs: float = Field(0.0, ge=0)
+    """Linear warm-up length in epochs (cosine and step)."""
+    step_size: int = Field(10, gt=0)
+    """step: multiply the LR by `gamma` every this many epochs."""
+    gamma: float = Field(0.1, gt=0)
+    """step: the LR multiplier."""
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    """cosine: the final LR as a fraction of the peak."""
+    pct_start: float = Field(0.25, gt=0, lt=1)
+    """onecycle: fraction of training spent increasing the LR."""
+    patience: int = Field(3, ge=0)
+    """reduce_on_plateau: epochs without improvement before the LR is cut."""
+    factor: float = Field(0.1, gt=0, lt=1)
+    """reduce_on_plateau: the LR multiplier."""
+
+
+class EarlyStoppingConfig(Section):
+    enabled: bool = False
+    """Stop when the monitored metric has not improved for `patience` epochs."""
+    monitor: str = "val/loss"
+    """Metric to watch; checked before training starts."""
+    mode: Literal["min", "max"] = "min"
+    """Whether lower (min) or higher (max) is better."""
+    patience: int = Field(5, gt=0)
+    """Epochs without improvement before stopping."""
+    min_delta: float = Field(0.0, ge=0)
+    """Smallest change that counts as an improvement."""
+
+
+class CheckpointConfig(Section):
+    monitor: str = "val/acc"
+    """Metric that decides `best.pt`; checked before training starts."""
+    mode: Literal["min", "max"] = "max"
+    """Whether lower (min) or higher (max) is better."""
+    keep_top_k: int = Field(0, ge=0)
+    """Also keep the k best epochs as `epoch-NNN.pt` (0 = only last.pt and best.pt)."""
+
+
+class TrainerConfig(Section):
+    epochs: int = Field(10, gt=0)
+    """Number of passes over the training split."""
+    device: str = "auto"
+    """auto | cpu | cuda | cuda:N | mps. auto picks cuda, then mps, then cpu."""
+    precision: Literal["auto", "32", "bf16", "16"] = "auto"
+    """auto = bf16 on GPUs that support it, else 32. 16 uses a gradient scaler (CUDA only)."""
+    compile: Literal[False, "default", "reduce-overhead", "max-autotune"] = False
+    """torch.compile the model: false, or a mode (default | reduce-overhead | max-autotune). true = default."""
+    deterministic: bool = False
+    """Use deterministic algorithms (slower; bit-exact reruns on GPU too)."""
+    channels_last: Literal["auto", True, False] = "auto"
+    """Store conv activations NHWC; auto turns it on for 4-D inputs (faster on CPU and GPU)."""
+    grad_clip: float | None = Field(None, gt=0)
+    """Clip the global gradient norm to this value."""
+    accumulate: int = Field(1, gt=0)
+    """Accumulate gradients over this many batches per optimizer step."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Label smoothing of the cross-entropy loss."""
+    nan_policy: Literal["stop", "skip_batch"] = "stop"
+    """On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip that batch."""
+    fast_dev_run: bool = False
+    """Run 2 training and 2 validation batches for 1 epoch to check the whole pipeline."""
+    limit_train_batches: int | None = Field(None, gt=0)
+    """Use at most this many training batches per epoch."""
+    limit_val_batches: int | None = Field(None, gt=0)
+    """Use at most this many validation batches."""
+    overfit_batches: int = Field(0, ge=0)
+    """Train on this many fixed batches (no augmentation, no shuffling) to check the model can overfit."""
+    test_after_fit: bool = True
+    """Evaluate the best checkpoint on the test split when training ends."""
+    log_every_n_steps: int = Field(25, gt=0)
+    """Refresh the progress bar's loss every this many steps (each refresh reads one value from the device)."""
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    """Early stopping."""
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    """Which checkpoints are kept."""
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_true_is_default(cls, v: Any) -> Any:
+        return "default" if v is True else v
+
+
+class LogConfig(Section):
+    dir: Path = Path("runs")
+    """Runs are written to <dir>/<name>/<YYYYmmdd-HHMMSS>/."""
+    tensorboard: bool = True
+    """Write TensorBoard event files to the run's tb/ folder."""
+    progress: Literal["auto", "bar", "none"] = "auto"
+    """Progress bar: auto shows it only on a terminal."""
+
+
+class Config(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Experiment name; runs go to <log.dir>/<name>/."""
+    seed: int = 0
+    """Seeds every random generator (python, numpy, torch, CUDA)."""
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _schedule_needs_validation(self) -> "Config":
+        if self.schedule.name == "reduce_on_plateau" and self.data.val_split == 0:
+            raise ValueError("schedule.name=reduce_on_plateau needs a validation split (data.val_split > 0)")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+def read_file(path: Path) -> dict[str, Any]:
+    """Read one YAML/JSON config file, merging its `base:` chain (paths relative to the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KilnError(f"config file not found: {path}")
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise KilnError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {e}") from None
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise KilnError(f"{path} must hold a mapping of config sections, not {type(raw).__name__}")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return deep_merge(read_file(path.parent / base), raw)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """Turn ["optim.lr=0.05", "trainer.epochs=3"] into a nested dict; values are parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise KilnError(f"override {item!r} is not of the form key.path=value (e.g. optim.lr=0.05)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            value = text
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise KilnError(f"override {item!r} conflicts with an earlier override of {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def build_config(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise KilnError(explain(e)) from None
+
+
+def load_config(path: Path | str | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> Config:
+    """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides."""
+    raw = read_file(Path(path)) if path is not None else copy.deepcopy(base or {})
+    return build_config(deep_merge(raw, parse_overrides(list(overrides))))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "kiln config"
+    schema.setdefault("properties", {})["base"] = {
+        "type": "string", "description": "Path of a config file this one extends (merged key by key)."}
+    return schema
+
+
+# --------------------------------------------------------------------------- messages
+
+def explain(error: ValidationError) -> str:
+    """One readable line per problem, with a did-you-mean for unknown keys."""
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
+        # Union types report one error per member; the field name is enough for the user.
+        loc = ".".join(p for p in loc.split(".") if p not in {"int", "float", "bool", "str", "none", "literal"})
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'{_did_you_mean(err['loc'])}")
+        else:
+            where = f"'{loc}'" if loc else "config"
+            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    unique = list(dict.fromkeys(lines))
+    return "invalid config:\n  " + "\n  ".join(unique)
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    known = list(model.model_fields)
+    prefix = ".".join(str(p) for p in loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    if close:
+        return f" — did you mean '{prefix + '.' if prefix else ''}{close[0]}'?"
+    return f" — valid keys{' in ' + repr(prefix) if prefix else ''}: {', '.join(known)}"
+

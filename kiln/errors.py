@@ -1,0 +1,18 @@
+"""The one error type for user mistakes.
+
+A `KilnError` carries a message meant for the person who wrote the config or
+typed the command: what is wrong and how to fix it. The CLI prints it without a
+traceback and exits with code 2. Anything else escaping is a bug (exit 1).
+"""
+
+
+class KilnError(ValueError):
+    """A user mistake: bad config, bad data, bad checkpoint, bad arguments."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped early for a reason the user must hear about (e.g. NaN loss)."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM: the current step finished and last.pt was written (exit code 130)."""

@@ -1,0 +1,57 @@
+"""Model registry: small factory functions looked up by name (timm's @register_model idea)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from kiln.errors import KilnError
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    MODELS[fn.__name__] = fn
+    return fn
+
+
+def resolve(name: str) -> Callable[..., nn.Module]:
+    """A registered name, or `package.module:Attribute` pointing at the user's own class/factory."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise KilnError(f"model.name={name!r}: cannot import module {module_name!r} ({e}); "
+                            "is it installed or on PYTHONPATH?") from None
+        if not hasattr(module, attr):
+            raise KilnError(f"model.name={name!r}: module {module_name!r} has no attribute {attr!r}")
+        return getattr(module, attr)
+    if name not in MODELS:
+        raise KilnError(f"unknown model '{name}' — registered models: {', '.join(sorted(MODELS))}, "
+                        "or give your own as 'package.module:ClassName'")
+    return MODELS[name]
+
+
+def construct(name: str, args: dict[str, Any], data_args: dict[str, Any]) -> nn.Module:
+    """Call the factory with the user's args plus the data-derived ones it accepts; check args first."""
+    factory = resolve(name)
+    params = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in args if k not in params and not takes_any]
+    if unknown:
+        accepted = [k for k in params if k not in data_args and k != "self"]
+        raise KilnError(f"model '{name}' does not take {', '.join(map(repr, unknown))} in model.args — "
+                        f"it accepts: {', '.join(accepted) or 'no arguments'}")
+    kwargs = {k: v for k, v in data_args.items() if k in params or takes_any}
+    kwargs.update(args)
+    try:
+        model = factory(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise KilnError(f"model '{name}' could not be built from model.args={args}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise KilnError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -1,0 +1,270 @@
+"""The training loop: `fit` (epochs) -> `train_epoch` (batches) -> `train_step` (one batch), and `evaluate`.
+
+`fit` takes ready-made objects (a `Trainer` bundle), not a config: building them
+is the caller's job, so tuning and tests can call it as a plain function.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kiln.config import TrainerConfig
+from kiln.data import Batches, Data
+from kiln.errors import TrainingInterrupted, TrainingStopped
+from kiln.track import Trackers
+from kiln.track.console import EpochProgress
+from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
+from kiln.train.device import autocast
+from kiln.train.metrics import RunningMean, eval_metrics
+from kiln.train.optim import Schedule
+from kiln.train.state import rng_state, set_rng_state, unwrap
+
+log = logging.getLogger("kiln")
+
+
+@dataclass
+class LoopState:
+    epoch: int = 0  # completed epochs
+    batch: int = 0  # batches done in the current, unfinished epoch
+    step: int = 0  # optimizer steps so far
+    finished: bool = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+@dataclass
+class Trainer:
+    """Everything `fit` works with. Each part is built from its own config section by the caller."""
+
+    cfg: TrainerConfig
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    data: Data
+    device: torch.device
+    precision: str
+    epochs: int
+    early_stopping: EarlyStopping
+    checkpoint: ModelCheckpoint | None  # None on processes that do not write
+    trackers: Trackers
+    progress: EpochProgress
+    meta: dict[str, Any] = field(default_factory=dict)  # config and data info, saved as plain data
+    step_hooks: list[Callable[["Trainer"], None]] = field(default_factory=list)
+    state: LoopState = field(default_factory=LoopState)
+    stop_requested: bool = False
+
+    def __post_init__(self) -> None:
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
+        self.running = RunningMean(self.device)
+        self.nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.skipped = 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        limit = 2 if self.cfg.fast_dev_run else self.cfg.limit_train_batches
+        return min(len(self.data.train), limit or len(self.data.train))
+
+    @property
+    def val_limit(self) -> int | None:
+        return 2 if self.cfg.fast_dev_run else self.cfg.limit_val_batches
+
+    # -- everything that must survive a resume
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **self.meta,
+            "model": unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loop": self.state.state_dict(),
+            "running": self.running.state_dict(),
+            "early_stopping": self.early_stopping.state_dict(),
+            "checkpoint": self.checkpoint.state_dict() if self.checkpoint else None,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.state.load_state_dict(state["loop"])
+        self.running.load_state_dict(state["running"])
+        self.early_stopping.load_state_dict(state["early_stopping"])
+        if self.checkpoint and state["checkpoint"]:
+            self.checkpoint.load_state_dict(state["checkpoint"])
+        set_rng_state(state["rng"])
+
+
+def fit(t: Trainer) -> dict[str, float]:
+    """Train from `t.state` to the last epoch (or an early stop); return the last epoch's metrics."""
+    metrics: dict[str, float] = {}
+    with _stop_on_signals(t):
+        while t.state.epoch < t.epochs:
+            epoch = t.state.epoch
+            train_seconds, num_images = train_epoch(t, epoch)
+            metrics = {"step": t.state.step, "lr": t.optimizer.param_groups[0]["lr"],
+                       **{f"train/{k}": v for k, v in t.running.compute().items()}}
+            if t.data.val is not None:
+                val = evaluate(t.model, t.data.val, num_classes=t.meta["data_info"]["num_classes"],
+                               device=t.device, precision=t.precision, limit=t.val_limit)
+                metrics.update({f"val/{k}": v for k, v in val.items()})
+            metrics.update({"time/epoch_s": train_seconds, "time/images_per_s": num_images / train_seconds})
+            if t.skipped:
+                metrics["train/skipped_batches"] = t.skipped
+            t.schedule.after_epoch(metrics)
+            t.state.epoch, t.state.batch = epoch + 1, 0
+            t.running.reset()
+            stop = t.early_stopping.should_stop(metrics, epoch + 1)
+            t.trackers.log_epoch(epoch + 1, metrics)
+            improved = t.checkpoint.on_epoch_end(metrics, epoch + 1, t.state_dict) if t.checkpoint else False
+            log.info(_summary(epoch + 1, t.epochs, metrics, improved))
+            if stop:
+                break
+            if t.stop_requested:
+                raise TrainingInterrupted
+    t.state.finished = True
+    if t.checkpoint:
+        t.checkpoint.save_last(t.state_dict())
+    return metrics
+
+
+def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
+    """Train the rest of `epoch` from `t.state.batch`; returns (seconds, images seen)."""
+    t.model.train()
+    total = t.batches_per_epoch
+    t.progress.start(f"epoch {epoch + 1}/{t.epochs}", total)
+    t.progress.update(t.state.batch)
+    start, num_images = time.perf_counter(), 0
+    try:
+        for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
+            b = t.state.batch
+            optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
+            train_step(t, inputs, targets, optimizer_step)
+            t.state.batch, num_images = b + 1, num_images + targets.shape[0]
+            for hook in t.step_hooks:
+                hook(t)
+            if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
+                _check_finite(t)
+                t.progress.update(b + 1, _progress_stats(t, num_images, start))
+            if t.stop_requested and optimizer_step:
+                _save_interrupted(t)
+    finally:
+        t.progress.stop()
+    _check_finite(t)
+    return time.perf_counter() - start, num_images
+
+
+def train_step(t: Trainer, inputs: torch.Tensor, targets: torch.Tensor, optimizer_step: bool) -> None:
+    """Forward, backward and (every `accumulate` batches) an optimizer step. No host syncs unless skipping NaNs."""
+    with autocast(t.device, t.precision):
+        logits = t.model(inputs)
+        loss = F.cross_entropy(logits, targets, label_smoothing=t.cfg.label_smoothing)
+    if t.cfg.nan_policy == "skip_batch" and not torch.isfinite(loss).item():
+        t.skipped += 1
+        log.warning("non-finite loss at epoch %d batch %d: batch skipped", t.state.epoch + 1, t.state.batch)
+        t.optimizer.zero_grad(set_to_none=True)
+        return
+    t.nonfinite += ~torch.isfinite(loss.detach())
+    t.scaler.scale(loss / t.cfg.accumulate).backward()
+    t.running.update(loss.detach().float(), logits.detach(), targets)
+    if optimizer_step:
+        if t.cfg.grad_clip:
+            t.scaler.unscale_(t.optimizer)
+            nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.grad_clip)
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.optimizer.zero_grad(set_to_none=True)
+        t.schedule.after_step()
+        t.state.step += 1
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Batches, *, num_classes: int, device: torch.device, precision: str,
+             limit: int | None = None, detailed: bool = False) -> dict[str, Any]:
+    """Loss and metrics over `batches` in eval mode; one host sync at the end."""
+    was_training = model.training
+    model.eval()
+    metrics = eval_metrics(num_classes, device, detailed)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    for inputs, targets in islice(batches.epoch(0), limit):
+        with autocast(device, precision):
+            logits = model(inputs)
+        logits = logits.float()
+        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
+        metrics.update(logits, targets)
+        count += targets.shape[0]
+    results: dict[str, Any] = {"loss": loss_sum.item() / max(count, 1)}
+    for name, value in metrics.compute().items():
+        results[name] = value.item() if value.ndim == 0 else value.tolist()
+    model.train(was_training)
+    return results
+
+
+def _check_finite(t: Trainer) -> None:
+    if t.cfg.nan_policy == "stop" and t.nonfinite.item():
+        where = t.checkpoint.last if t.checkpoint else "the last checkpoint"
+        raise TrainingStopped(
+            f"the training loss became NaN/Inf in epoch {t.state.epoch + 1} (by batch {t.state.batch}). "
+            f"The last good checkpoint is kept at {where}. Lower optim.lr, set trainer.grad_clip, check the "
+            "data for bad values, or use trainer.nan_policy=skip_batch")
+
+
+def _save_interrupted(t: Trainer) -> None:
+    _check_finite(t)  # never save NaN weights
+    if t.checkpoint:
+        t.checkpoint.save_last(t.state_dict())
+    raise TrainingInterrupted
+
+
+@contextmanager
+def _stop_on_signals(t: Trainer):
+    """SIGINT/SIGTERM ask for a stop after the current step; a second SIGINT stops at once."""
+
+    def request_stop(signum, frame):
+        if t.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        t.stop_requested = True
+        log.warning("%s received: finishing the current step and saving last.pt ...", signal.Signals(signum).name)
+
+    try:
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (e.g. a tuning worker): leave signals alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _progress_stats(t: Trainer, num_images: int, start: float) -> str:
+    stats = t.running.compute()  # one sync every log_every_n_steps
+    rate = num_images / max(time.perf_counter() - start, 1e-9)
+    return f"loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  {rate:,.0f} img/s"
+
+
+def _summary(epoch: int, epochs: int, m: dict[str, float], improved: bool) -> str:
+    parts = [f"epoch {epoch}/{epochs}", f"train loss {m['train/loss']:.4f} acc {m['train/acc']:.4f}"]
+    if "val/loss" in m:
+        parts.append(f"val loss {m['val/loss']:.4f} acc {m['val/acc']:.4f}" + (" *" if improved else ""))
+    parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/images_per_s']:,.0f} img/s")
+    return " | ".join(parts)
+
+
+__all__ = ["LoopState", "Trainer", "TrainingInterrupted", "evaluate", "fit", "set_rng_state"]

@@ -1,0 +1,79 @@
+"""Optimizers and learning-rate schedules, each built from its own config section."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from kiln.config import OptimConfig, ScheduleConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay weights of linear/conv layers only; biases and normalisation weights (ndim <= 1) are not decayed."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay)
+    # Fused kernels do the whole update in one launch on CUDA; foreach (the CPU default) batches it.
+    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fast)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, **fast)
+    assert cfg.name == "adamw", cfg.name
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
+
+
+class Schedule:
+    """The LR schedule. Stepped after every optimizer step, and once per epoch with the monitored metric."""
+
+    def __init__(self, cfg: ScheduleConfig, optimizer: torch.optim.Optimizer, *, epochs: int,
+                 steps_per_epoch: int, monitor: str = "val/loss", monitor_mode: str = "min"):
+        self.name, self.monitor = cfg.name, monitor
+        total = max(1, epochs * steps_per_epoch)
+        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        self.impl: Any = None
+        if cfg.name == "onecycle":
+            max_lrs = [g["lr"] for g in optimizer.param_groups]
+            self.impl = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total,
+                                                            pct_start=cfg.pct_start)
+        elif cfg.name == "reduce_on_plateau":
+            self.impl = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=monitor_mode,
+                                                                   patience=cfg.patience, factor=cfg.factor)
+        elif cfg.name in ("cosine", "step"):
+            self.impl = torch.optim.lr_scheduler.LambdaLR(
+                optimizer, lambda step: lr_factor(cfg, step, total, warmup, steps_per_epoch))
+
+    def after_step(self) -> None:
+        if self.impl is not None and self.name != "reduce_on_plateau":
+            self.impl.step()
+
+    def after_epoch(self, metrics: dict[str, float]) -> None:
+        if self.name == "reduce_on_plateau":
+            self.impl.step(metrics[self.monitor])
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.impl.state_dict() if self.impl is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.impl is not None:
+            self.impl.load_state_dict(state)
+
+
+def lr_factor(cfg: ScheduleConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:
+    """Multiplier of the peak LR after `step` optimizer steps (cosine and step schedules)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if cfg.name == "step":
+        return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

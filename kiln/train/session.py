@@ -1,0 +1,204 @@
+"""One training run or evaluation, end to end: config -> data -> model -> optim -> fit -> test.
+
+`train()` and `test()` are what the CLI calls; they are plain functions so that
+tuning and tests can call them too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from kiln.config import Config, load_config, to_yaml
+from kiln.data import Data, DataInfo, build_data
+from kiln.data.registry import get_dataset
+from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
+from kiln.models import build_model, describe
+from kiln.runs import check_run_dir, new_run_dir, resolve_checkpoint, write_status
+from kiln.track import Trackers
+from kiln.track.console import EpochProgress, add_log_file
+from kiln.track.files import MetricsFiles
+from kiln.train import dist
+from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
+from kiln.train.device import resolve_device, resolve_precision
+from kiln.train.loop import Trainer, evaluate, fit
+from kiln.train.metrics import metric_names
+from kiln.train.optim import Schedule, build_optimizer
+from kiln.train.state import load_checkpoint, load_weights, seed_everything
+
+log = logging.getLogger("kiln")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict[str, float]
+    test_metrics: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def check_monitors(cfg: Config) -> None:
+    """Reject, before any work, a monitored metric that this run will never produce."""
+    has_val = cfg.data.val_split != 0 or cfg.trainer.overfit_batches > 0
+    available = metric_names(get_dataset(cfg.data.name).num_classes, has_val)
+    watched = {"trainer.checkpoint.monitor": cfg.trainer.checkpoint.monitor}
+    if cfg.trainer.early_stopping.enabled:
+        watched["trainer.early_stopping.monitor"] = cfg.trainer.early_stopping.monitor
+    for key, metric in watched.items():
+        if metric not in available:
+            why = " (there is no validation split: data.val_split=0)" if metric.startswith("val/") and not has_val else ""
+            raise KilnError(f"{key}={metric!r} is a metric this run will never produce{why}; "
+                            f"available: {', '.join(available)}")
+
+
+def _channels_last(setting: Any, device: torch.device) -> bool:
+    return bool(setting) if setting != "auto" else device.type in ("cpu", "cuda")
+
+
+def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    model = build_model(cfg.model, info).to(device)
+    if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
+          step_hooks: list[Callable[[Trainer], None]] | None = None) -> RunResult:
+    """Train `cfg` in a new run folder, or continue the run in `resume`."""
+    check_monitors(cfg)
+    proc = dist.current()
+    device = resolve_device(cfg.trainer.device, proc.local_rank)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    channels_last = _channels_last(cfg.trainer.channels_last, device)
+    checkpoint_state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
+    if checkpoint_state and checkpoint_state["loop"]["finished"] and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
+        raise KilnError(f"{resume} already finished all {checkpoint_state['loop']['epoch']} epochs; to train longer, "
+                        f"resume with trainer.epochs=N (N > {checkpoint_state['loop']['epoch']})")
+
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=channels_last,
+                      overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size)
+    model = _prepare_model(cfg, data.info, device, channels_last)
+    optimizer = build_optimizer(cfg.optim, model, device)
+    epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
+    steps_per_epoch = -(-min(len(data.train), 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
+                             or len(data.train)) // cfg.trainer.accumulate)
+    schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
+
+    run_dir = Path(resume) if resume else new_run_dir(cfg.log.dir, cfg.name)
+    resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else None
+    trackers, file_log = _trackers(cfg, run_dir, resume_epoch) if proc.is_main else (Trackers([]), None)
+    if proc.is_main:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    log.info("run folder: %s", run_dir)
+    log.info("data: %s — %s | device %s, precision %s", data.info.name,
+             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), device, precision)
+    log.info("model: %s", describe(model))
+
+    trainer = Trainer(
+        cfg=cfg.trainer, model=model, optimizer=optimizer, schedule=schedule, data=data, device=device,
+        precision=precision, epochs=epochs, early_stopping=EarlyStopping(cfg.trainer.early_stopping),
+        checkpoint=ModelCheckpoint(cfg.trainer.checkpoint, run_dir / "checkpoints") if proc.is_main else None,
+        trackers=trackers, progress=EpochProgress(proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)),
+        meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info)},
+        step_hooks=list(step_hooks or []))
+    if checkpoint_state:
+        trainer.load_state_dict(checkpoint_state)
+        trainer.state.finished = False
+        log.info("resumed from %s at epoch %d, batch %d (step %d)", run_dir / "checkpoints" / "last.pt",
+                 trainer.state.epoch + 1, trainer.state.batch, trainer.state.step)
+    if cfg.trainer.compile:
+        trainer.model = torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)
+    trackers.log_config(cfg.model_dump(mode="json"))
+
+    if proc.is_main:
+        write_status(run_dir, "running", epoch=trainer.state.epoch)
+    try:
+        metrics = fit(trainer)
+        result = RunResult(run_dir, metrics)
+        if cfg.trainer.test_after_fit and proc.is_main:
+            result.test_metrics = _test_best(cfg, run_dir, model, device, precision, channels_last, trackers)
+        if proc.is_main:
+            write_status(run_dir, "finished", epoch=trainer.state.epoch)
+        return result
+    except TrainingInterrupted:
+        if proc.is_main:
+            write_status(run_dir, "interrupted", epoch=trainer.state.epoch, batch=trainer.state.batch)
+        raise TrainingInterrupted(f"training interrupted; last.pt saved at epoch {trainer.state.epoch + 1}, "
+                                  f"batch {trainer.state.batch}. Resume with: kiln train --resume {run_dir}") from None
+    except TrainingStopped:
+        if proc.is_main:
+            write_status(run_dir, "stopped", epoch=trainer.state.epoch)
+        raise
+    except BaseException:
+        if proc.is_main:
+            write_status(run_dir, "failed", epoch=trainer.state.epoch)
+        raise
+    finally:
+        trackers.close()
+        if file_log is not None:
+            log.removeHandler(file_log)
+            file_log.close()
+
+
+def _trackers(cfg: Config, run_dir: Path, resume_epoch: int | None):
+    file_log = add_log_file(run_dir / "train.log")
+    trackers: list[Any] = [MetricsFiles(run_dir, resume_epoch)]
+    if cfg.log.tensorboard:
+        from kiln.track.tensorboard import TensorBoardTracker
+
+        trackers.append(TensorBoardTracker(run_dir / "tb", resume_epoch))
+    return Trackers(trackers), file_log
+
+
+def _test_best(cfg: Config, run_dir: Path, model, device, precision, channels_last, trackers) -> dict[str, Any]:
+    path = resolve_checkpoint(run_dir, "best")
+    state = load_checkpoint(path, device)
+    load_weights(model, state["model"], path)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last)
+    results = run_evaluation(model, data, path, state, device, precision, run_dir)
+    trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})
+    return results
+
+
+def run_evaluation(model, data: Data, path: Path, state: dict[str, Any], device, precision: str,
+                   run_dir: Path, limit: int | None = None) -> dict[str, Any]:
+    """Evaluate on the test split and write test_metrics.json into the run folder."""
+    raw = evaluate(model, data.test, num_classes=data.info.num_classes, device=device, precision=precision,
+                   limit=limit, detailed=True)
+    names = data.info.class_names
+    results = {
+        "checkpoint": str(path), "epoch": state["loop"]["epoch"], "num_samples": data.sizes["test"],
+        "loss": raw["loss"], "acc": raw["acc"], "acc_top5": raw.get("acc_top5"), "f1": raw["f1"],
+        "per_class_acc": dict(zip(names, raw["per_class_acc"])),
+        "class_names": names, "confusion_matrix": raw["confusion_matrix"],
+    }
+    (Path(run_dir) / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    log.info("test: loss %.4f | acc %.4f | top-5 %s | macro F1 %.4f  (%s)", results["loss"], results["acc"],
+             f"{results['acc_top5']:.4f}" if results["acc_top5"] is not None else "n/a", results["f1"], path.name)
+    return results
+
+
+def test(run_dir: Path, *, checkpoint: str = "best", overrides: list[str] = ()) -> dict[str, Any]:
+    """Evaluate a trained run's checkpoint on the test split (`kiln test`)."""
+    run_dir = check_run_dir(run_dir)
+    import yaml
+
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg = load_config(None, overrides, base=saved)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    channels_last = _channels_last(cfg.trainer.channels_last, device)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    state = load_checkpoint(path, device)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last)
+    model = _prepare_model(cfg, data.info, device, channels_last)
+    load_weights(model, state["model"], path)
+    limit = 2 if cfg.trainer.fast_dev_run else None
+    return run_evaluation(model, data, path, state, device, precision, run_dir, limit)

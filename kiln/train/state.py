@@ -1,0 +1,136 @@
+"""Checkpoints: atomic writes, safe loads, RNG state, and weight loading that explains mismatches."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kiln.errors import KilnError
+
+FORMAT_VERSION = 1
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    elif torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG as plain data that `torch.load(weights_only=True)` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temp file in the same folder, fsync, then rename: a crash leaves the old file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(Path(path), lambda f: torch.save({"format": FORMAT_VERSION, **payload}, f))
+
+
+def copy_checkpoint(src: Path, dst: Path) -> None:
+    atomic_write(Path(dst), lambda f: shutil.copyfileobj(open(src, "rb"), f))
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a kiln checkpoint with `weights_only=True` (a checkpoint cannot run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise KilnError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or foreign files
+        raise KilnError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} — the file is corrupt, "
+                        "truncated, or not a kiln checkpoint") from None
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise KilnError(f"{path} is not a kiln checkpoint (no 'model' entry); for a plain state_dict "
+                        "use it as pretrained weights instead")
+    return payload
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Strictly load `weights`; on mismatch, say exactly which tensors differ."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shapes = [f"{k}: checkpoint {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
+              for k in own if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for title, items in (("missing from the checkpoint", missing), ("not in the model", unexpected),
+                             ("with different shapes", shapes)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items) - 8} more)" if len(items) > 8 else "")
+                parts.append(f"{len(items)} tensors {title}: {shown}")
+        raise KilnError(f"checkpoint {source} does not match the model (was it trained with another "
+                        f"model or model.args?):\n  " + "\n  ".join(parts))
+    model.load_state_dict(weights)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP/compile wrappers, so saved weights carry no 'module.'/'_orig_mod.' prefix."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):  # torch.compile's wrapper
+            model = model._orig_mod
+        else:
+            return model

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fakedata import write_idx_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def idx_root(tmp_path_factory) -> Path:
+    return write_idx_dataset(tmp_path_factory.mktemp("fashion_mnist"))
+
+
+def tiny_config(tmp_path: Path, idx_root: Path, **sections) -> dict:
+    """A config that trains in about a second on the generated data."""
+    cfg = {
+        "name": "tiny",
+        "seed": 3,
+        "data": {"name": "fashion_mnist", "root": str(idx_root), "batch_size": 32, "val_split": 96,
+                 "augment": {"crop_padding": 2, "hflip": True}},
+        "model": {"name": "cnn", "args": {"channels": [8, 16], "dropout": 0.1}},
+        "optim": {"name": "sgd", "lr": 0.05, "nesterov": True, "weight_decay": 1e-4},
+        "schedule": {"name": "onecycle"},
+        "trainer": {"epochs": 2, "log_every_n_steps": 3},
+        "log": {"dir": str(tmp_path / "runs"), "progress": "none"},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict) and isinstance(cfg.get(section), dict):
+            cfg[section] = {**cfg[section], **values}
+        else:
+            cfg[section] = values
+    return cfg
+
+
+def write_config(tmp_path: Path, cfg: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path, idx_root) -> Path:
+    return write_config(tmp_path, tiny_config(tmp_path, idx_root))
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None):
+    """Run the real `kiln` console entry point in a subprocess."""
+    full_env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "kiln", *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+def only_run(runs: Path) -> Path:
+    found = [p for p in runs.glob("*/*") if p.is_dir()]
+    assert len(found) == 1, found
+    return found[0]

@@ -1,0 +1,85 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kiln.config import Config, json_schema, load_config, parse_overrides
+from kiln.errors import KilnError
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+
+
+def test_configs_are_shipped():
+    names = {p.name for p in CONFIGS}
+    assert {"fashion_mnist.yaml", "mnist.yaml", "fashion_mnist_resnet.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, Config) and cfg.name == path.stem
+
+
+def test_overrides_are_typed_and_nested():
+    cfg = load_config(CONFIGS[0], ["optim.lr=0.05", "trainer.epochs=3", "data.batch_size=128",
+                                   "model.args.channels=[4,8]", "data.augment.hflip=false"])
+    assert cfg.optim.lr == 0.05 and cfg.trainer.epochs == 3 and cfg.data.batch_size == 128
+    assert cfg.model.args["channels"] == [4, 8] and cfg.data.augment.hflip is False
+
+
+def test_unknown_key_suggests_the_right_one():
+    with pytest.raises(KilnError, match=r"unknown key 'trainer.epoch' — did you mean 'trainer.epochs'\?"):
+        load_config(None, ["trainer.epoch=3"])
+
+
+def test_unknown_section_suggests_or_lists_valid_keys():
+    with pytest.raises(KilnError, match="unknown key 'optimizer' — did you mean 'optim'"):
+        load_config(None, ["optimizer.lr=3"])
+    with pytest.raises(KilnError, match="unknown key 'zzz' — valid keys: name, seed, data, model"):
+        load_config(None, ["zzz.lr=3"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lr=abc", "'optim.lr'.*valid number"),
+    ("data.batch_size=0", "'data.batch_size'.*greater than 0"),
+    ("optim.name=rmsprop", "'optim.name'.*'sgd', 'adam' or 'adamw'"),
+    ("schedule.name=linear", "'schedule.name'.*'none', 'step', 'cosine', 'onecycle' or 'reduce_on_plateau'"),
+    ("data.val_split=1.5", "fraction must be below 1"),
+    ("trainer.precision=8", "'trainer.precision'"),
+])
+def test_wrong_values_are_named(override, message):
+    with pytest.raises(KilnError, match=message):
+        load_config(None, [override])
+
+
+def test_override_without_equals():
+    with pytest.raises(KilnError, match="not of the form key.path=value"):
+        parse_overrides(["trainer.epochs"])
+
+
+def test_base_is_merged_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"name": "a", "optim": {"lr": 0.3, "name": "sgd"}}))
+    (tmp_path / "child.json").write_text(json.dumps({"base": "base.yaml", "name": "b", "optim": {"lr": 0.01}}))
+    cfg = load_config(tmp_path / "child.json")
+    assert (cfg.name, cfg.optim.name, cfg.optim.lr) == ("b", "sgd", 0.01)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(KilnError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(KilnError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+def test_precision_accepts_yaml_integers():
+    assert load_config(None, ["trainer.precision=32"]).trainer.precision == "32"
+
+
+def test_schema_documents_every_field():
+    schema = json_schema()
+    trainer = schema["$defs"]["TrainerConfig"]["properties"]
+    assert trainer["epochs"]["description"].startswith("Number of passes")
+    assert all("description" in field for field in trainer.values())
+    assert schema["properties"]["base"]["type"] == "string"
