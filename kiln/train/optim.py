@@ -65,8 +65,12 @@ class Schedule:
         return self.impl.state_dict() if self.impl is not None else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.impl is not None:
-            self.impl.load_state_dict(state)
+        if self.impl is None:
+            return
+        if isinstance(self.impl, torch.optim.lr_scheduler.OneCycleLR):
+            # A run resumed with more epochs keeps the new length (its LR curve is stretched from here on).
+            state = {**state, "total_steps": self.impl.total_steps}
+        self.impl.load_state_dict(state)
 
 
 def lr_factor(cfg: ScheduleConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:

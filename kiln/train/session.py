@@ -109,6 +109,7 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info)},
         step_hooks=list(step_hooks or []))
     if checkpoint_state:
+        _warn_changed(checkpoint_state["config"], cfg)
         trainer.load_state_dict(checkpoint_state)
         trainer.state.finished = False
         log.info("resumed from %s at epoch %d, batch %d (step %d)", run_dir / "checkpoints" / "last.pt",
@@ -145,6 +146,21 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
         if file_log is not None:
             log.removeHandler(file_log)
             file_log.close()
+
+
+def _warn_changed(saved: dict[str, Any], cfg: Config) -> None:
+    """A resumed run with another config is no longer exact; say which keys changed."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    before, after = flat(saved), flat(cfg.model_dump(mode="json"))
+    changed = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in after if before.get(k) != after.get(k)]
+    if changed:
+        log.warning("resuming with a changed config (the result will differ from an uninterrupted run): %s",
+                    "; ".join(changed))
 
 
 def _trackers(cfg: Config, run_dir: Path, resume_epoch: int | None):

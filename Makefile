@@ -1,0 +1,49 @@
+# kiln — set-up, demo and tests. `make demo` and `make test` are the README's quick start.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.kiln-installed
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test bench clean help
+
+help:
+	@echo "make demo   set up .venv, get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
+	@echo "make test   set up .venv and run the test suite"
+	@echo "make data   make Fashion-MNIST available (Debian package, else download)"
+	@echo "make bench  run the training-speed benchmark (benchmarks/train_speed.py)"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Fashion-MNIST: the Debian/Ubuntu package when apt is usable (as root), else torchvision's downloader.
+data: setup
+	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST found in $(FASHION_DIR)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		(apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)); then \
+		echo "installed dataset-fashion-mnist into $(FASHION_DIR)"; \
+	else \
+		echo "no apt: downloading Fashion-MNIST into ./data/fashion_mnist"; \
+		$(PY) -c 'from kiln.data.registry import get_dataset, locate; print(locate(get_dataset("fashion_mnist"), None, True))'; \
+	fi
+
+demo: data
+	$(VENV)/bin/kiln train configs/fashion_mnist.yaml
+
+# The real-data test runs when Fashion-MNIST can be had; the rest needs nothing but the venv.
+test: setup
+	-@$(MAKE) --no-print-directory data || echo "warning: Fashion-MNIST unavailable; its learning test will be skipped"
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) benchmarks/train_speed.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,116 @@
+"""Exact resume: an interrupted-and-resumed run ends bit-identical to an uninterrupted one."""
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import only_run, run_cli, tiny_config, write_config
+from kiln.config import build_config
+from kiln.errors import KilnError, TrainingInterrupted
+from kiln.train import session
+from kiln.train.state import load_checkpoint
+
+TIMING = ("time/epoch_s", "time/images_per_s")
+
+
+def _cfg(tmp_path, idx_root, folder):
+    raw = tiny_config(tmp_path, idx_root,
+                      trainer={"epochs": 3, "accumulate": 2, "label_smoothing": 0.1, "log_every_n_steps": 3,
+                               "early_stopping": {"enabled": True, "monitor": "val/loss", "patience": 10}},
+                      log={"dir": str(tmp_path / folder), "progress": "none", "tensorboard": False})
+    return build_config(raw)
+
+
+def _rows(run: Path):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def _assert_same_state(a: dict, b: dict):
+    assert a["model"].keys() == b["model"].keys()
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for key in pa:
+            assert torch.equal(torch.as_tensor(pa[key]), torch.as_tensor(pb[key])), key
+    assert a["schedule"] == b["schedule"]
+    assert a["loop"] == b["loop"] and a["early_stopping"] == b["early_stopping"]
+    assert a["checkpoint"] == b["checkpoint"]
+
+
+@pytest.mark.parametrize("stop_at_step", [2, 6, 8])  # mid epoch 1, end of epoch 1 (before validation), mid epoch 2
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, idx_root, stop_at_step):
+    full = session.train(_cfg(tmp_path, idx_root, "full"), quiet=True)
+
+    def stop(trainer):
+        if trainer.state.step == stop_at_step:
+            trainer.stop_requested = True  # what the SIGINT/SIGTERM handler does
+
+    cfg = _cfg(tmp_path, idx_root, "cut")
+    with pytest.raises(TrainingInterrupted, match="--resume"):
+        session.train(cfg, quiet=True, step_hooks=[stop])
+    run = only_run(tmp_path / "cut")
+    cut = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert cut["loop"]["step"] == stop_at_step and not cut["loop"]["finished"]
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+
+    resumed = session.train(cfg, resume=run, quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    _assert_same_state(a, b)
+    assert _rows(full.run_dir) == _rows(resumed.run_dir)
+    assert full.test_metrics["acc"] == resumed.test_metrics["acc"]
+    best_a = load_checkpoint(full.run_dir / "checkpoints" / "best.pt")["model"]
+    best_b = load_checkpoint(resumed.run_dir / "checkpoints" / "best.pt")["model"]
+    assert all(torch.equal(best_a[k], best_b[k]) for k in best_a)
+
+
+def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path, idx_root):
+    cfg = _cfg(tmp_path, idx_root, "done")
+    cfg.trainer.epochs = 1
+    result = session.train(cfg, quiet=True)
+    last = result.run_dir / "checkpoints" / "last.pt"
+    digest = hashlib.sha256(last.read_bytes()).hexdigest()
+    with pytest.raises(KilnError, match="already finished all 1 epochs.*trainer.epochs=N"):
+        session.train(cfg, resume=result.run_dir, quiet=True)
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
+    cfg.trainer.epochs = 2  # training longer is allowed
+    longer = session.train(cfg, resume=result.run_dir, quiet=True)
+    assert load_checkpoint(longer.run_dir / "checkpoints" / "last.pt")["loop"]["epoch"] == 2
+
+
+def test_sigterm_saves_last_and_resume_auto_finishes(tmp_path, idx_root):
+    raw = tiny_config(tmp_path, idx_root, trainer={"epochs": 40, "test_after_fit": False})
+    path = write_config(tmp_path, raw)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "kiln", "train", str(path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the first epoch is done
+        runs = list((tmp_path / "runs").glob("*/*/metrics.jsonl"))
+        if runs and runs[0].read_text().strip():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    run = only_run(tmp_path / "runs")
+    assert f"kiln train --resume {run}" in err
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert 1 <= state["loop"]["epoch"] < 40 and not state["loop"]["finished"]
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+
+    result = run_cli("train", path, "--resume", "auto")
+    assert result.returncode == 0, result.stderr
+    assert f"run folder: {run}" in result.stdout
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 40
+    epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, 41))  # no epoch logged twice

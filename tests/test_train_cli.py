@@ -1,0 +1,78 @@
+"""End to end through the real CLI on generated IDX data."""
+
+import json
+
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import only_run, run_cli, tiny_config, write_config
+from kiln.train.state import load_checkpoint
+
+
+def test_train_then_test(tmp_path, config_file):
+    result = run_cli("train", config_file, "trainer.epochs=2")
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path / "runs")
+    assert f"run folder: {run}" in result.stdout and "test accuracy" in result.stdout
+
+    for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "train.log", "test_metrics.json", "status.json",
+                 "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in ("step", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s", "time/images_per_s"):
+        assert key in rows[-1], key
+    assert rows[-1]["val/acc"] > 0.3  # chance is 0.1 on the generated data
+    assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,train/loss")
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert "epoch 2/2" in (run / "train.log").read_text()
+
+    events = EventAccumulator(str(run / "tb")).Reload()
+    assert {"val/acc", "train/loss", "lr"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/acc")] == [1, 2]
+    assert events.Scalars("val/acc")[-1].value == rows[-1]["val/acc"] or \
+        abs(events.Scalars("val/acc")[-1].value - rows[-1]["val/acc"]) < 1e-6
+
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["loop"]["epoch"] == 2 and last["loop"]["finished"] and last["config"]["name"] == "tiny"
+
+    result = run_cli("test", run, "--checkpoint", "last")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["checkpoint"].endswith("last.pt") and metrics["num_samples"] == 160
+    assert 0.3 < metrics["acc"] <= 1 and 0 < metrics["f1"] <= 1 and metrics["acc_top5"] >= metrics["acc"]
+    cm = torch.tensor(metrics["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == 160
+    assert abs(cm.diag().sum().item() / 160 - metrics["acc"]) < 1e-6
+    assert len(metrics["per_class_acc"]) == 10 and "T-shirt/top" in metrics["per_class_acc"]
+    assert "acc" in result.stdout and "test_metrics.json" in result.stdout
+
+
+def test_config_and_schema_commands(config_file):
+    result = run_cli("config", config_file, "optim.lr=0.3")
+    assert result.returncode == 0 and "lr: 0.3" in result.stdout and "batch_size: 32" in result.stdout
+    result = run_cli("schema")
+    assert result.returncode == 0 and json.loads(result.stdout)["title"] == "kiln config"
+
+
+def test_cli_start_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, kiln.cli; kiln.cli.build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_every_subcommand_explains_itself():
+    for command in ("train", "test", "config", "schema"):
+        result = run_cli(command, "--help")
+        assert result.returncode == 0 and "usage: kiln " + command in result.stdout
+
+
+def test_fast_dev_run(tmp_path, idx_root):
+    path = write_config(tmp_path, tiny_config(tmp_path, idx_root, trainer={"epochs": 5, "fast_dev_run": True}))
+    result = run_cli("train", path)
+    assert result.returncode == 0, result.stderr
+    rows = (only_run(tmp_path / "runs") / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["step"] == 2
