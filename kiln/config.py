@@ -30,6 +30,34 @@ class AugmentConfig(Section):
     """Random horizontal flip with probability 0.5. Training split only."""
 
 
+class TextConfig(Section):
+    """How text datasets (ag_news, text_csv) are read, tokenized and batched."""
+
+    text_columns: list[str] = Field(default_factory=lambda: ["text"])
+    """text_csv: header names of the columns joined (with a space) into the text."""
+    label_column: str | None = "label"
+    """text_csv: header name of the label column (labels may be names or 0-based integers)."""
+    label_names: list[str] | None = None
+    """text_csv: the class names in label order; unset: taken from the training file's labels."""
+    tokenizer: Literal["basic_english", "whitespace"] = "basic_english"
+    """basic_english: lowercase, words and punctuation split apart; whitespace: split on spaces only."""
+    ngrams: int = Field(1, ge=1, le=3)
+    """Add n-grams up to this length as extra tokens (2 = bigrams, as in fastText)."""
+    min_freq: int = Field(1, ge=1)
+    """Tokens seen fewer times than this in the training split map to <unk>."""
+    max_vocab: int | None = Field(None, gt=2)
+    """Keep at most this many tokens (the most frequent; <pad> and <unk> included)."""
+    max_len: int | None = Field(None, gt=0)
+    """Truncate every text to this many tokens (n-grams included)."""
+    collate: Literal["pad", "offsets"] = "pad"
+    """pad: (B, T) ids padded to the batch's longest text, with lengths and a mask; offsets: one flat id list
+    plus start offsets, for EmbeddingBag models (no padding at all)."""
+    bucket: bool = False
+    """Batch texts of similar length together (less padding); the order stays seeded and resumable."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A malformed CSV row (wrong column count, bad label): stop with its file and line, or skip and count it."""
+
+
 class DataConfig(Section):
     name: str = "fashion_mnist"
     """Registered dataset name (see `kiln doctor` / the README for the list)."""
@@ -49,10 +77,16 @@ class DataConfig(Section):
     """Use only this many training samples (a fixed seeded subset), e.g. for quick experiments."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes. 0 loads in the main process, which is fastest for in-memory tensors."""
-    loader: Literal["auto", "dataloader"] = "auto"
-    """How batches are produced. `auto` picks the best available path for the dataset."""
+    loader: Literal["auto", "resident", "dataloader"] = "auto"
+    """resident: keep the uint8 dataset on the training device and batch/augment there (fastest);
+    dataloader: a torch DataLoader; auto: resident when the data fits within `resident_max_mb`."""
+    resident_max_mb: float | None = Field(None, gt=0)
+    """Largest dataset (MiB, uint8) that `loader: auto` keeps on the device. Unset: a quarter of the GPU's free
+    memory on CUDA, no limit on CPU (the data is in host memory either way)."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    """Train-time augmentation, applied on the device to whole batches."""
+    """Train-time augmentation of images, applied on the device to whole batches."""
+    text: TextConfig = Field(default_factory=TextConfig)
+    """Text datasets: columns, tokenizer, vocabulary and batching."""
 
     @field_validator("val_split")
     @classmethod

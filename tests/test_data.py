@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kiln.config import AugmentConfig, DataConfig
-from kiln.data import build_data, split_indices
+from kiln.data import build_data, choose_loader, split_indices
 from kiln.data.loaders import EpochBatchSampler
 from kiln.data.registry import get_dataset, load_split, locate
 from kiln.data.transforms import BatchTransform, random_crop
@@ -121,3 +121,41 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
 def test_unknown_dataset_lists_known_ones():
     with pytest.raises(KilnError, match="unknown dataset 'cifar' — registered datasets: .*fashion_mnist.*mnist"):
         get_dataset("cifar")
+
+
+@pytest.mark.parametrize("overfit", [0, 2])
+def test_resident_and_dataloader_paths_give_identical_batches(idx_root, overfit):
+    def batches(loader, split, epoch, start=0):
+        cfg = DataConfig(root=idx_root, batch_size=32, val_split=96, loader=loader,
+                         augment=AugmentConfig(crop_padding=3, hflip=True))
+        data = build_data(cfg, seed=7, device=CPU, channels_last=True, overfit_batches=overfit)
+        assert data.loader == loader
+        return list(getattr(data, split).epoch(epoch, start))
+
+    for split, epoch, start in (("train", 0, 0), ("train", 3, 1), ("val", 0, 0), ("test", 0, 0)):
+        a, b = batches("resident", split, epoch, start), batches("dataloader", split, epoch, start)
+        assert len(a) == len(b) > 0
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert xa.dtype == xb.dtype == torch.float32 and ya.dtype == yb.dtype == torch.int64
+            assert xa.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_resident_epoch_visits_every_training_sample_once(idx_root):
+    cfg = DataConfig(root=idx_root, batch_size=25, val_split=0, loader="resident")
+    data = build_data(cfg, seed=1, device=CPU, splits=("train",))
+    images = data.train.images.view(len(data.train.images), -1).float()
+    seen = torch.cat([x.view(len(x), -1) for x, _ in data.train.epoch(2)])
+    spec = get_dataset("fashion_mnist")
+    seen = ((seen * spec.std + spec.mean) * 255).round()
+    assert len(seen) == 475  # 480 samples, drop_last: 19 full batches of 25
+    match = (torch.cdist(seen, images) < 1e-3).sum(0)
+    assert match.max() == 1 and match.sum() == 475  # no sample twice
+
+
+def test_auto_loader_respects_the_memory_budget():
+    cpu, mb = torch.device("cpu"), 2**20
+    assert choose_loader("auto", 50 * mb, cpu, None) == "resident"
+    assert choose_loader("auto", 50 * mb, cpu, 10) == "dataloader"
+    assert choose_loader("auto", 5 * mb, cpu, 10) == "resident"
+    assert choose_loader("dataloader", 1, cpu, None) == "dataloader"

@@ -8,7 +8,7 @@ from kiln.data import DataInfo
 from kiln.errors import KilnError
 from kiln.models import build_model
 
-INFO = DataInfo("fashion_mnist", 10, 1, (28, 28), [str(i) for i in range(10)], 0.5, 0.5)
+INFO = DataInfo("fashion_mnist", "image", 10, [str(i) for i in range(10)], in_channels=1, image_size=(28, 28))
 
 
 @pytest.mark.parametrize("name, args", [("mlp", {}), ("cnn", {}), ("cnn", {"channels": [4, 8], "convs_per_stage": 2,
@@ -26,7 +26,7 @@ def test_small_input_stem():
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(KilnError, match="unknown model 'vgg' — registered models: cnn, mlp, resnet18"):
+    with pytest.raises(KilnError, match="unknown model .vgg. — registered models: cnn, embedding_bag, gru, mlp, resnet18"):
         build_model(ModelConfig(name="vgg"), INFO)
 
 

@@ -21,8 +21,8 @@ from kiln.train.state import load_checkpoint
 TIMING = ("time/epoch_s", "time/images_per_s")
 
 
-def _cfg(tmp_path, idx_root, folder):
-    raw = tiny_config(tmp_path, idx_root,
+def _cfg(tmp_path, idx_root, folder, loader="auto"):
+    raw = tiny_config(tmp_path, idx_root, data={"loader": loader},
                       trainer={"epochs": 3, "accumulate": 2, "label_smoothing": 0.1, "log_every_n_steps": 3,
                                "early_stopping": {"enabled": True, "monitor": "val/loss", "patience": 10}},
                       log={"dir": str(tmp_path / folder), "progress": "none", "tensorboard": False})
@@ -46,15 +46,17 @@ def _assert_same_state(a: dict, b: dict):
     assert a["checkpoint"] == b["checkpoint"]
 
 
-@pytest.mark.parametrize("stop_at_step", [2, 6, 8])  # mid epoch 1, end of epoch 1 (before validation), mid epoch 2
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, idx_root, stop_at_step):
-    full = session.train(_cfg(tmp_path, idx_root, "full"), quiet=True)
+# mid epoch 1, end of epoch 1 (before validation), mid epoch 2; with both batch sources
+@pytest.mark.parametrize("stop_at_step, loader", [(2, "resident"), (6, "resident"), (8, "resident"),
+                                                  (8, "dataloader")])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, idx_root, stop_at_step, loader):
+    full = session.train(_cfg(tmp_path, idx_root, "full", loader), quiet=True)
 
     def stop(trainer):
         if trainer.state.step == stop_at_step:
             trainer.stop_requested = True  # what the SIGINT/SIGTERM handler does
 
-    cfg = _cfg(tmp_path, idx_root, "cut")
+    cfg = _cfg(tmp_path, idx_root, "cut", loader)
     with pytest.raises(TrainingInterrupted, match="--resume"):
         session.train(cfg, quiet=True, step_hooks=[stop])
     run = only_run(tmp_path / "cut")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from kiln.config import ModelConfig
-from kiln.models import vision  # noqa: F401  (registers the built-in models)
+from kiln.models import text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 
 __all__ = ["MODELS", "build_model", "register_model", "describe"]
@@ -13,8 +13,7 @@ __all__ = ["MODELS", "build_model", "register_model", "describe"]
 
 def build_model(cfg: ModelConfig, info) -> nn.Module:
     """Build the configured model for data described by `info` (a `kiln.data.DataInfo`)."""
-    data_args = {"in_channels": info.in_channels, "image_size": info.image_size, "num_classes": info.num_classes}
-    return construct(cfg.name, cfg.args, data_args)
+    return construct(cfg.name, cfg.args, info.model_args())
 
 
 def describe(model: nn.Module) -> str:

@@ -72,6 +72,8 @@ class Trainer:
         self.running = RunningMean(self.device)
         self.nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
         self.skipped = 0
+        self.compile_seconds: float | None = None  # the first compiled step, reported on its own
+        self.first_epoch = self.state.epoch
 
     @property
     def batches_per_epoch(self) -> int:
@@ -113,6 +115,7 @@ class Trainer:
 def fit(t: Trainer) -> dict[str, float]:
     """Train from `t.state` to the last epoch (or an early stop); return the last epoch's metrics."""
     metrics: dict[str, float] = {}
+    t.first_epoch = t.state.epoch
     with _stop_on_signals(t):
         while t.state.epoch < t.epochs:
             epoch = t.state.epoch
@@ -124,8 +127,13 @@ def fit(t: Trainer) -> dict[str, float]:
                                device=t.device, precision=t.precision, limit=t.val_limit)
                 metrics.update({f"val/{k}": v for k, v in val.items()})
             metrics.update({"time/epoch_s": train_seconds, "time/images_per_s": num_images / train_seconds})
+            epoch_stats = getattr(t.data.train, "epoch_stats", None)
+            if epoch_stats is not None:
+                metrics.update({f"train/{k}": v for k, v in epoch_stats(epoch).items()})
             if t.skipped:
                 metrics["train/skipped_batches"] = t.skipped
+            if t.compile_seconds is not None and epoch == t.first_epoch:
+                metrics["time/compile_s"] = t.compile_seconds
             t.schedule.after_epoch(metrics)
             t.state.epoch, t.state.batch = epoch + 1, 0
             t.running.reset()
@@ -154,7 +162,11 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
         for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
             b = t.state.batch
             optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
-            train_step(t, inputs, targets, optimizer_step)
+            if t.cfg.compile and t.compile_seconds is None:
+                t.compile_seconds = _timed(lambda: train_step(t, inputs, targets, optimizer_step), t.device)
+                start += t.compile_seconds  # the epoch's time and throughput exclude compilation
+            else:
+                train_step(t, inputs, targets, optimizer_step)
             t.state.batch, num_images = b + 1, num_images + targets.shape[0]
             for hook in t.step_hooks:
                 hook(t)
@@ -216,6 +228,14 @@ def evaluate(model: nn.Module, batches: Batches, *, num_classes: int, device: to
     return results
 
 
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
 def _check_finite(t: Trainer) -> None:
     if t.cfg.nan_policy == "stop" and t.nonfinite.item():
         where = t.checkpoint.last if t.checkpoint else "the last checkpoint"
@@ -263,7 +283,8 @@ def _summary(epoch: int, epochs: int, m: dict[str, float], improved: bool) -> st
     parts = [f"epoch {epoch}/{epochs}", f"train loss {m['train/loss']:.4f} acc {m['train/acc']:.4f}"]
     if "val/loss" in m:
         parts.append(f"val loss {m['val/loss']:.4f} acc {m['val/acc']:.4f}" + (" *" if improved else ""))
-    parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/images_per_s']:,.0f} img/s")
+    parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/images_per_s']:,.0f} img/s"
+                 + (f"  (+{m['time/compile_s']:.1f}s compile)" if "time/compile_s" in m else ""))
     return " | ".join(parts)
 
 

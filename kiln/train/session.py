@@ -42,10 +42,12 @@ class RunResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_monitors(cfg: Config) -> None:
-    """Reject, before any work, a monitored metric that this run will never produce."""
+def check_monitors(cfg: Config, num_classes: int | None) -> None:
+    """Reject, before training, a monitored metric that this run will never produce."""
     has_val = cfg.data.val_split != 0 or cfg.trainer.overfit_batches > 0
-    available = metric_names(get_dataset(cfg.data.name).num_classes, has_val)
+    if num_classes is None:  # not known before the data is read (text_csv); checked again after loading
+        return
+    available = metric_names(num_classes, has_val)
     watched = {"trainer.checkpoint.monitor": cfg.trainer.checkpoint.monitor}
     if cfg.trainer.early_stopping.enabled:
         watched["trainer.early_stopping.monitor"] = cfg.trainer.early_stopping.monitor
@@ -70,7 +72,7 @@ def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_l
 def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
           step_hooks: list[Callable[[Trainer], None]] | None = None) -> RunResult:
     """Train `cfg` in a new run folder, or continue the run in `resume`."""
-    check_monitors(cfg)
+    check_monitors(cfg, get_dataset(cfg.data.name).num_classes)
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank)
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -82,7 +84,9 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=channels_last,
-                      overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size)
+                      overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
+                      vocab=saved_vocab(resume) if resume else None)
+    check_monitors(cfg, data.info.num_classes)
     model = _prepare_model(cfg, data.info, device, channels_last)
     optimizer = build_optimizer(cfg.optim, model, device)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
@@ -96,9 +100,11 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
     trackers, file_log = _trackers(cfg, run_dir, resume_epoch) if proc.is_main else (Trackers([]), None)
     if proc.is_main:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        if data.vocab is not None:
+            data.vocab.save(run_dir / "vocab.json")
     log.info("run folder: %s", run_dir)
-    log.info("data: %s — %s | device %s, precision %s", data.info.name,
-             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), device, precision)
+    log.info("data: %s — %s | %s loader | device %s, precision %s", data.info.name,
+             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, precision)
     log.info("model: %s", describe(model))
 
     trainer = Trainer(
@@ -148,6 +154,16 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
             file_log.close()
 
 
+def saved_vocab(run_dir: Path):
+    """The vocabulary a text run was trained with (None for image runs)."""
+    path = Path(run_dir) / "vocab.json"
+    if not path.is_file():
+        return None
+    from kiln.data.text import Vocab
+
+    return Vocab.load(path)
+
+
 def _warn_changed(saved: dict[str, Any], cfg: Config) -> None:
     """A resumed run with another config is no longer exact; say which keys changed."""
     def flat(d, prefix=""):
@@ -177,7 +193,8 @@ def _test_best(cfg: Config, run_dir: Path, model, device, precision, channels_la
     path = resolve_checkpoint(run_dir, "best")
     state = load_checkpoint(path, device)
     load_weights(model, state["model"], path)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
+                      vocab=saved_vocab(run_dir))
     results = run_evaluation(model, data, path, state, device, precision, run_dir)
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})
     return results
@@ -213,7 +230,8 @@ def test(run_dir: Path, *, checkpoint: str = "best", overrides: list[str] = ()) 
     channels_last = _channels_last(cfg.trainer.channels_last, device)
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path, device)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
+                      vocab=saved_vocab(run_dir))
     model = _prepare_model(cfg, data.info, device, channels_last)
     load_weights(model, state["model"], path)
     limit = 2 if cfg.trainer.fast_dev_run else None
