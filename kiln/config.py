@@ -258,7 +258,11 @@ def read_file(path: Path) -> dict[str, Any]:
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Merge `over` into `base` key by key. When `over` switches a component to another `name`, the base's
+    `args` belong to the old component and are dropped rather than merged."""
     out = copy.deepcopy(base)
+    if "name" in over and "name" in out and over["name"] != out["name"]:
+        out.pop("args", None)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)

@@ -12,7 +12,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 def test_configs_are_shipped():
     names = {p.name for p in CONFIGS}
-    assert {"fashion_mnist.yaml", "mnist.yaml", "fashion_mnist_resnet.yaml"} <= names
+    assert {"fashion_mnist.yaml", "mnist.yaml", "fashion_mnist_resnet.yaml", "ag_news.yaml",
+            "ag_news_transformer.yaml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
@@ -83,3 +84,12 @@ def test_schema_documents_every_field():
     assert trainer["epochs"]["description"].startswith("Number of passes")
     assert all("description" in field for field in trainer.values())
     assert schema["properties"]["base"]["type"] == "string"
+
+
+def test_switching_a_component_drops_the_old_components_args(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"model": {"name": "cnn", "args": {"channels": [4]}}}))
+    (tmp_path / "child.yaml").write_text(yaml.safe_dump({"base": "base.yaml", "model": {"name": "mlp"}}))
+    assert load_config(tmp_path / "child.yaml").model.args == {}
+    assert load_config(tmp_path / "base.yaml", ["model.name=resnet18"]).model.args == {}
+    assert load_config(tmp_path / "base.yaml", ["model.args.dropout=0.1"]).model.args == {"channels": [4],
+                                                                                           "dropout": 0.1}

@@ -1,0 +1,42 @@
+"""kiln predict RUN_DIR INPUT ... [--file rows.csv]"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict classes for new texts or images with a trained run",
+                       description="Print the predicted label and probabilities for each input: texts for text "
+                                   "runs (or the rows of a CSV file with --file), image files (PNG/JPEG, "
+                                   "converted to the training size and normalisation) for image runs.",
+                       epilog='examples:\n  kiln predict runs/ag_news/20260101-120000 "Stocks rally as rates fall"\n'
+                              "  kiln predict runs/ag_news/20260101-120000 --file headlines.csv\n"
+                              "  kiln predict runs/fashion_mnist/20260101-120000 shoe.png shirt.jpg",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="texts (text runs) or image paths (image runs)")
+    p.add_argument("--file", help="a CSV file of texts, in the run's dataset layout (a label column is optional)")
+    p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
+    p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
+    p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from kiln.predict import predict
+
+    results = predict(Path(args.run_dir), args.inputs, file=Path(args.file) if args.file else None,
+                      checkpoint=args.checkpoint, top_k=args.top_k)
+    for r in results:
+        if args.json:
+            print(json.dumps({"input": r.input, "label": r.label, "probability": r.probability,
+                              "top": [{"label": lab, "probability": p} for lab, p in r.top]}, ensure_ascii=False))
+        else:
+            others = "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
+            excerpt = r.input if len(r.input) <= 60 else r.input[:57] + "..."
+            print(f"{r.label}\t{r.probability:.3f}\t{others}\t{excerpt}")
+    return 0

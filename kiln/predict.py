@@ -1,0 +1,102 @@
+"""`kiln predict`: class probabilities for new inputs (texts, CSV rows or image files) from a trained run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kiln.config import load_config
+from kiln.data import DataInfo
+from kiln.data.registry import get_dataset
+from kiln.errors import KilnError
+from kiln.models import build_model
+from kiln.runs import check_run_dir, resolve_checkpoint
+from kiln.train.device import autocast, resolve_device, resolve_precision
+from kiln.train.state import load_checkpoint, load_weights
+
+
+@dataclass
+class Prediction:
+    input: str
+    label: str
+    probability: float
+    top: list[tuple[str, float]]  # the top-k (label, probability), best first
+
+
+def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
+            top_k: int = 3, overrides: list[str] = ()) -> list[Prediction]:
+    run_dir = check_run_dir(run_dir)
+    cfg = load_config(None, overrides, base=yaml.safe_load((run_dir / "config.yaml").read_text()))
+    path = resolve_checkpoint(run_dir, checkpoint)
+    device = resolve_device(cfg.trainer.device)
+    precision = resolve_precision(cfg.trainer.precision, device)
+    state = load_checkpoint(path, device)
+    raw_info = dict(state["data_info"])
+    raw_info["image_size"] = tuple(raw_info["image_size"])
+    info = DataInfo(**raw_info)
+    model = build_model(cfg.model, info).to(device)
+    load_weights(model, state["model"], path)
+    model.eval()
+
+    if info.kind == "text":
+        texts = list(inputs) + (_csv_texts(file, cfg) if file else [])
+        labels = texts
+        batch = _text_batch(texts, run_dir, cfg)
+    else:
+        if file:
+            raise KilnError("--file is for text runs; pass image paths as arguments")
+        labels = list(inputs)
+        batch = _image_batch([Path(p) for p in inputs], info)
+    if not labels:
+        raise KilnError("nothing to predict: pass inputs as arguments or --file")
+    with torch.no_grad(), autocast(device, precision):
+        probs = model(batch.to(device)).float().softmax(-1).cpu()
+    k = min(top_k, info.num_classes)
+    out = []
+    for text, p in zip(labels, probs):
+        values, idx = p.topk(k)
+        top = [(info.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+        out.append(Prediction(text, top[0][0], top[0][1], top))
+    return out
+
+
+def _csv_texts(file: Path, cfg) -> list[str]:
+    from kiln.data.text import read_rows
+
+    if not Path(file).is_file():
+        raise KilnError(f"--file {file} not found")
+    return read_rows(Path(file), get_dataset(cfg.data.name), cfg.data.text, require_labels=False).texts
+
+
+def _text_batch(texts: list[str], run_dir: Path, cfg) -> Any:
+    from kiln.data.text import Vocab, encode_texts, offsets_collate, pad_collate
+
+    vocab_path = run_dir / "vocab.json"
+    if not vocab_path.is_file():
+        raise KilnError(f"{run_dir} has no vocab.json: it is not a text run, or its folder is incomplete")
+    seqs = encode_texts(texts, Vocab.load(vocab_path), cfg.data.text)
+    return pad_collate(seqs, Vocab.pad_id) if cfg.data.text.collate == "pad" else offsets_collate(seqs)
+
+
+def _image_batch(paths: list[Path], info: DataInfo) -> torch.Tensor:
+    """Image files -> (B, C, H, W) normalised like the training data (grayscale/RGB, resized)."""
+    from PIL import Image, UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if info.in_channels == 1 else "RGB").resize(info.image_size[::-1])
+                array = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        except FileNotFoundError:
+            raise KilnError(f"image not found: {path}") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise KilnError(f"cannot read image {path}: {e}") from None
+        h, w = info.image_size
+        images.append(array.view(h, w, info.in_channels).permute(2, 0, 1))
+    x = torch.stack(images).float().div_(255)
+    return x.sub_(info.mean).div_(info.std)
