@@ -75,6 +75,8 @@ class DataConfig(Section):
     """Seed of the train/validation split; independent of `seed` so the split never changes between runs."""
     train_subset: int | None = Field(None, gt=0)
     """Use only this many training samples (a fixed seeded subset), e.g. for quick experiments."""
+    classes: list[int] | None = None
+    """Keep only these classes (original label numbers), relabelled 0..k-1 in this order (image datasets)."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes. 0 loads in the main process, which is fastest for in-memory tensors."""
     loader: Literal["auto", "resident", "dataloader"] = "auto"
@@ -98,9 +100,26 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     name: str = "cnn"
-    """Registered model name (mlp, cnn, resnet18, resnet34, resnet50) or `package.module:ClassName`."""
+    """Registered model name (mlp, cnn, resnet18/34/50, embedding_bag, gru, transformer) or `package.module:Class`."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the model's constructor; checked against its signature before training."""
+    pretrained: str | None = None
+    """Start from weights: `torchvision` (the architecture's torchvision weights, see `weights`), a kiln run
+    folder (its best.pt; a folder of runs: the newest), a kiln checkpoint, or a plain state_dict file."""
+    weights: str = "DEFAULT"
+    """With pretrained: torchvision, the weights enum member, e.g. IMAGENET1K_V1 (DEFAULT = the best available)."""
+    freeze: Literal["none", "backbone"] | list[str] = "none"
+    """Parameters to freeze: none, backbone (everything but the classifier head), or a list of name prefixes."""
+    unfreeze_at_epoch: int | None = Field(None, gt=1)
+    """From this epoch on (1-based) train every parameter: staged fine-tuning."""
+    head: str | None = None
+    """Name prefix of the classifier head; unset: the last Linear layer (e.g. `fc` in a ResNet)."""
+
+    @model_validator(mode="after")
+    def _unfreeze_needs_freeze(self) -> "ModelConfig":
+        if self.unfreeze_at_epoch is not None and self.freeze == "none":
+            raise ValueError("model.unfreeze_at_epoch needs model.freeze (backbone or a list of prefixes)")
+        return self
 
 
 class OptimConfig(Section):
@@ -116,6 +135,8 @@ class OptimConfig(Section):
     """SGD Nesterov momentum."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam/AdamW betas."""
+    backbone_lr_mult: float = Field(1.0, ge=0)
+    """Learning rate of the backbone (all but the head) as a multiple of `lr`: discriminative fine-tuning."""
 
 
 class ScheduleConfig(Section):

@@ -21,6 +21,7 @@ from torch import nn
 from kiln.config import TrainerConfig
 from kiln.data import Batches, Data
 from kiln.errors import TrainingInterrupted, TrainingStopped
+from kiln.models.freeze import train_mode
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
@@ -64,6 +65,7 @@ class Trainer:
     progress: EpochProgress
     meta: dict[str, Any] = field(default_factory=dict)  # config and data info, saved as plain data
     step_hooks: list[Callable[["Trainer"], None]] = field(default_factory=list)
+    epoch_hooks: list[Callable[[int], None]] = field(default_factory=list)  # called at each epoch's start
     state: LoopState = field(default_factory=LoopState)
     stop_requested: bool = False
 
@@ -153,7 +155,9 @@ def fit(t: Trainer) -> dict[str, float]:
 
 def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     """Train the rest of `epoch` from `t.state.batch`; returns (seconds, images seen)."""
-    t.model.train()
+    for hook in t.epoch_hooks:
+        hook(epoch)
+    train_mode(t.model)
     total = t.batches_per_epoch
     t.progress.start(f"epoch {epoch + 1}/{t.epochs}", total)
     t.progress.update(t.state.batch)

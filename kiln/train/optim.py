@@ -11,18 +11,22 @@ from torch import nn
 from kiln.config import OptimConfig, ScheduleConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay weights of linear/conv layers only; biases and normalisation weights (ndim <= 1) are not decayed."""
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None) -> list[dict[str, Any]]:
+    """Decay weights of linear/conv layers only (biases and normalisation weights, ndim <= 1, are not decayed);
+    the backbone (everything but `head`) learns at lr x backbone_lr_mult. Frozen parameters are included:
+    they have no gradient, so the optimizer skips them until they are unfrozen."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        in_head = head is None or name == head or name.startswith(head + ".")
+        groups.setdefault((in_head, p.ndim > 1), []).append(p)
+    return [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+             "lr": cfg.lr * (1.0 if in_head else cfg.backbone_lr_mult)}
+            for (in_head, decay), params in sorted(groups.items())]
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay)
+def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device,
+                    head: str | None = None) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg, head if cfg.backbone_lr_mult != 1.0 else None)
     # Fused kernels do the whole update in one launch on CUDA; foreach (the CPU default) batches it.
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if cfg.name == "sgd":

@@ -19,6 +19,8 @@ from kiln.data import Data, DataInfo, build_data
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.models import build_model, describe
+from kiln.models.freeze import FreezeSchedule, head_prefix
+from kiln.models.pretrained import load_pretrained
 from kiln.runs import check_run_dir, new_run_dir, resolve_checkpoint, write_status
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
@@ -62,8 +64,12 @@ def _channels_last(setting: Any, device: torch.device) -> bool:
     return bool(setting) if setting != "auto" else device.type in ("cpu", "cuda")
 
 
-def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_last: bool) -> torch.nn.Module:
-    model = build_model(cfg.model, info).to(device)
+def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_last: bool,
+                   pretrained: bool = False) -> torch.nn.Module:
+    model = build_model(cfg.model, info)
+    if pretrained and cfg.model.pretrained:
+        load_pretrained(model, cfg.model.pretrained, cfg.model.name, cfg.model.weights)
+    model = model.to(device)
     if channels_last and any(isinstance(m, torch.nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -72,7 +78,7 @@ def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_l
 def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
           step_hooks: list[Callable[[Trainer], None]] | None = None) -> RunResult:
     """Train `cfg` in a new run folder, or continue the run in `resume`."""
-    check_monitors(cfg, get_dataset(cfg.data.name).num_classes)
+    check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes)
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank)
     precision = resolve_precision(cfg.trainer.precision, device)
@@ -87,8 +93,10 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=saved_vocab(resume) if resume else None)
     check_monitors(cfg, data.info.num_classes)
-    model = _prepare_model(cfg, data.info, device, channels_last)
-    optimizer = build_optimizer(cfg.optim, model, device)
+    model = _prepare_model(cfg, data.info, device, channels_last, pretrained=resume is None)
+    fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
+    head = head_prefix(model, cfg.model.head) if fine_tuning else None
+    optimizer = build_optimizer(cfg.optim, model, device, head)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
     steps_per_epoch = -(-min(len(data.train), 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
                              or len(data.train)) // cfg.trainer.accumulate)
@@ -114,6 +122,8 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
         trackers=trackers, progress=EpochProgress(proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)),
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info)},
         step_hooks=list(step_hooks or []))
+    if cfg.model.freeze != "none":
+        trainer.epoch_hooks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head).on_epoch_start)
     if checkpoint_state:
         _warn_changed(checkpoint_state["config"], cfg)
         trainer.load_state_dict(checkpoint_state)

@@ -1,0 +1,83 @@
+"""What `kiln inspect` looks at: a model (from a run or a config) and one batch of inputs for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from kiln.config import load_config
+from kiln.data import build_data
+from kiln.errors import KilnError
+from kiln.runs import resolve_checkpoint
+from kiln.train.state import load_checkpoint, load_weights
+
+
+@dataclass
+class Target:
+    model: torch.nn.Module
+    inputs: Any
+    description: str
+    input_description: str
+    run_dir: Path | None
+
+
+def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str | None, sample: int) -> Target:
+    from kiln.models import build_model
+    from kiln.train.session import saved_vocab
+
+    is_run = path.is_dir()
+    if is_run and not (path / "config.yaml").is_file():
+        raise KilnError(f"{path} is neither a config file nor a kiln run folder (no config.yaml)")
+    raw = yaml.safe_load((path / "config.yaml").read_text()) if is_run else None
+    cfg = load_config(None if is_run else path, overrides, base=raw)
+    device = torch.device("cpu")
+    vocab = saved_vocab(path) if is_run else None
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), vocab=vocab)
+    model = build_model(cfg.model, data.info)
+    if is_run:
+        ckpt = resolve_checkpoint(path, checkpoint)
+        load_weights(model, load_checkpoint(ckpt)["model"], ckpt)
+        description = f"{cfg.model.name} from {ckpt}"
+    elif cfg.model.pretrained:
+        from kiln.models.pretrained import load_pretrained
+
+        load_pretrained(model, cfg.model.pretrained, cfg.model.name, cfg.model.weights)
+        description = f"{cfg.model.name} ({cfg.model.pretrained} weights)"
+    else:
+        description = f"{cfg.model.name} (freshly initialised)"
+    if input is not None:
+        inputs = _one_input(input, data, cfg, vocab)
+        input_description = input
+    else:
+        batch, _ = next(iter(data.test.epoch(0)))
+        inputs = _first(batch, sample)
+        input_description = f"the first {sample} test sample(s)"
+    return Target(model, inputs, description, input_description, path if is_run else None)
+
+
+def _first(batch: Any, n: int) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch[:n]
+    from kiln.data.text import offsets_collate, pad_collate
+
+    if batch.offsets is not None:  # rebuild the first n sequences from the flat ids
+        ends = (batch.offsets + batch.lengths)[:n].tolist()
+        seqs = [batch.ids[s:e] for s, e in zip(batch.offsets[:n].tolist(), ends)]
+        return offsets_collate(seqs)
+    seqs = [batch.ids[i, :batch.lengths[i]] for i in range(min(n, len(batch)))]
+    return pad_collate(seqs, 0)
+
+
+def _one_input(value: str, data, cfg, vocab) -> Any:
+    if data.info.kind == "text":
+        from kiln.data.text import encode_texts, offsets_collate, pad_collate
+
+        seqs = encode_texts([value], vocab or data.vocab, cfg.data.text)
+        return pad_collate(seqs, 0) if cfg.data.text.collate == "pad" else offsets_collate(seqs)
+    from kiln.predict import _image_batch
+
+    return _image_batch([Path(value)], data.info)

@@ -1,0 +1,83 @@
+"""Freezing parameters for fine-tuning, and unfreezing them at a given epoch.
+
+The trainable set is a pure function of the epoch, so resuming across an unfreeze boundary is exact.
+Frozen BatchNorm layers stay in eval mode: their running statistics do not move either.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torch import nn
+
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
+
+
+def head_prefix(model: nn.Module, configured: str | None = None) -> str:
+    """The classifier head's name prefix: configured, or the last Linear layer (e.g. `fc` in a ResNet)."""
+    names = [n for n, _ in model.named_parameters()]
+    if configured is not None:
+        if not any(n == configured or n.startswith(configured + ".") for n in names):
+            raise KilnError(f"model.head={configured!r} names no parameters; parameter names start with: "
+                            f"{', '.join(sorted({n.split('.')[0] for n in names}))}")
+        return configured
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise KilnError("cannot tell this model's head (it has no Linear layer); set model.head=PREFIX")
+    return linear[-1]
+
+
+def matches(name: str, prefixes: list[str]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+class FreezeSchedule:
+    """Which parameters train in which epoch: `freeze` until `unfreeze_at_epoch` (1-based), then all."""
+
+    def __init__(self, model: nn.Module, freeze: str | list[str], unfreeze_at_epoch: int | None, head: str):
+        self.model, self.unfreeze_at_epoch, self.head = model, unfreeze_at_epoch, head
+        names = [n for n, _ in model.named_parameters()]
+        if freeze == "none":
+            self.frozen = set()
+        elif freeze == "backbone":
+            self.frozen = {n for n in names if not matches(n, [head])}
+        else:
+            unknown = [p for p in freeze if not any(matches(n, [p]) for n in names)]
+            if unknown:
+                raise KilnError(f"model.freeze: {', '.join(map(repr, unknown))} match no parameter; names start "
+                                f"with: {', '.join(sorted({n.split('.')[0] for n in names}))}")
+            self.frozen = {n for n in names if matches(n, freeze)}
+        self.current: set[str] | None = None
+
+    def frozen_in(self, epoch: int) -> set[str]:
+        """Frozen parameter names in 0-based `epoch`."""
+        if self.unfreeze_at_epoch is not None and epoch + 1 >= self.unfreeze_at_epoch:
+            return set()
+        return self.frozen
+
+    def on_epoch_start(self, epoch: int) -> None:
+        frozen = self.frozen_in(epoch)
+        if frozen == self.current:
+            return
+        for name, p in self.model.named_parameters():
+            p.requires_grad_(name not in frozen)
+        for module in self.model.modules():  # a BatchNorm whose parameters are all frozen is frozen entirely
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                params = list(module.parameters(recurse=False))
+                module.kiln_frozen = bool(params) and not any(p.requires_grad for p in params)
+        if self.current is not None or frozen:
+            total = sum(p.numel() for p in self.model.parameters())
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            log.info("epoch %d: %s trainable parameters of %s%s", epoch + 1, f"{trainable:,}", f"{total:,}",
+                     " (unfrozen)" if self.current and not frozen else "")
+        self.current = frozen
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except frozen BatchNorm layers, which keep their running statistics fixed."""
+    model.train()
+    for module in model.modules():
+        if getattr(module, "kiln_frozen", False):
+            module.eval()

@@ -1,0 +1,1 @@
+"""Figures, all drawn in one style (kiln.viz.style)."""

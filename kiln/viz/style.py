@@ -1,0 +1,43 @@
+"""The one plotting style: colour-vision-deficiency-safe colours, a light grid below the data, labelled axes.
+
+Categories use the Okabe–Ito palette; magnitudes (feature maps, counts) the sequential viridis; signed
+quantities the diverging RdBu. Every figure states its point in its title.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed, same output everywhere
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+SEQUENTIAL = "viridis"
+DIVERGING = "RdBu_r"
+
+RC = {
+    "figure.dpi": 110, "savefig.dpi": 110, "savefig.bbox": "tight",
+    "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
+    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "axes.grid": True, "axes.axisbelow": True, "grid.color": "#dddddd", "grid.linewidth": 0.6,
+    "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
+    "image.cmap": SEQUENTIAL,
+}
+
+
+def figure(*args, **kwargs):
+    """plt.subplots in kiln's style."""
+    with plt.rc_context(RC):
+        return plt.subplots(*args, **kwargs)
+
+
+def save(fig, path, formats: tuple[str, ...] = ("png",)) -> list:
+    out = []
+    with plt.rc_context(RC):
+        for fmt in formats:
+            target = path.with_suffix("." + fmt)
+            fig.savefig(target)
+            out.append(target)
+    plt.close(fig)
+    return out
