@@ -209,6 +209,8 @@ class TrainerConfig(Section):
     """Use at most this many validation batches."""
     overfit_batches: int = Field(0, ge=0)
     """Train on this many fixed batches (no augmentation, no shuffling) to check the model can overfit."""
+    sync_batchnorm: bool = False
+    """Under DDP, compute BatchNorm statistics over the global batch instead of each process's share."""
     test_after_fit: bool = True
     """Evaluate the best checkpoint on the test split when training ends."""
     log_every_n_steps: int = Field(25, gt=0)

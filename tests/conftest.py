@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from fakedata import write_idx_dataset
+from kiln.config import deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -32,12 +33,7 @@ def tiny_config(tmp_path: Path, idx_root: Path, **sections) -> dict:
         "trainer": {"epochs": 2, "log_every_n_steps": 3},
         "log": {"dir": str(tmp_path / "runs"), "progress": "none"},
     }
-    for section, values in sections.items():
-        if isinstance(values, dict) and isinstance(cfg.get(section), dict):
-            cfg[section] = {**cfg[section], **values}
-        else:
-            cfg[section] = values
-    return cfg
+    return deep_merge(cfg, sections)  # kiln's own merge: switching model.name drops the old args
 
 
 def write_config(tmp_path: Path, cfg: dict, name: str = "config.yaml") -> Path:

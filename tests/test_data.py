@@ -25,14 +25,25 @@ def test_split_is_seeded_disjoint_and_complete():
         split_indices(100, 100, seed=0)
 
 
-@pytest.mark.parametrize("world_size", [1, 3])
-def test_an_epoch_visits_every_sample_once(world_size):
-    seen = []
-    for rank in range(world_size):
-        s = EpochBatchSampler(103, 10, shuffle=True, drop_last=False, seed=5, rank=rank, world_size=world_size)
-        s.set_epoch(2)
-        seen += [i for batch in s for i in batch]
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_ranks_shard_an_epoch_disjointly(world_size):
+    """Evaluation: the ranks together see every sample exactly once. Training: every rank gets as many
+    samples (at most world_size - 1 left out per epoch, different ones each epoch)."""
+    def epoch(shuffle, ep):
+        seen, sizes = [], []
+        for rank in range(world_size):
+            s = EpochBatchSampler(103, 10, shuffle=shuffle, drop_last=False, seed=5, rank=rank, world_size=world_size)
+            s.set_epoch(ep)
+            mine = [i for batch in s for i in batch]
+            seen += mine
+            sizes.append((len(mine), len(s)))
+        return seen, sizes
+
+    seen, _ = epoch(False, 0)
     assert sorted(seen) == list(range(103))
+    seen, sizes = epoch(True, 2)
+    assert len(set(seen)) == len(seen) == 103 - 103 % world_size and len(set(sizes)) == 1
+    assert set(epoch(True, 3)[0]) != set(seen) or world_size == 1
 
 
 def test_order_depends_on_epoch_and_restarts_mid_epoch():

@@ -21,6 +21,13 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR|auto",
                    help="continue an interrupted run in its folder; 'auto' picks the newest unfinished run "
                         "of the config's name. Everything is restored (weights, optimizer, schedule, RNG, ...)")
+    p.add_argument("--run-dir", metavar="DIR",
+                   help="write the run into DIR instead of runs/<name>/<timestamp> (resumes it if it holds last.pt)")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="train with N processes on this machine (DistributedDataParallel through torchrun; one per "
+                        "GPU, or gloo on CPU). Same as: torchrun --nproc-per-node N -m kiln train ...")
+    p.add_argument("--max-restarts", type=int, default=0, metavar="R",
+                   help="with --nproc: restart a failed group up to R times, resuming from last.pt")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -51,8 +58,32 @@ def run(args: argparse.Namespace) -> int:
         if args.resume == "auto":
             resume = find_resumable(cfg.log.dir, cfg.name)
             cfg = load_config(None, overrides, base=yaml.safe_load((resume / "config.yaml").read_text()))
-    result = session.train(cfg, resume=resume, quiet=args.quiet)
+    if args.nproc:
+        return _launch(args, cfg, config_path, overrides, resume)
+    result = session.train(cfg, resume=resume, run_dir=Path(args.run_dir) if args.run_dir else None,
+                           quiet=args.quiet)
+    from kiln.train.dist import current
+
+    if not current().is_main:
+        return 0
     if result.test_metrics:
         print(f"test accuracy {result.test_metrics['acc']:.4f}  (macro F1 {result.test_metrics['f1']:.4f})")
     print(f"run folder: {result.run_dir}")
     return 0
+
+
+def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: list[str], resume) -> int:
+    """Start the workers; they all write into one run folder, chosen here so a restart finds it."""
+    from pathlib import Path
+
+    from kiln.runs import new_run_dir
+    from kiln.train.launch import launch
+
+    if resume is not None:
+        worker = ["--resume", str(resume), *overrides]
+    else:
+        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg.log.dir, cfg.name)
+        worker = [config_path, *overrides, "--run-dir", str(run_dir)]
+    if args.quiet:
+        worker.append("--quiet")
+    return launch(args.nproc, args.max_restarts, worker)

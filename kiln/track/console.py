@@ -16,7 +16,11 @@ log = logging.getLogger("kiln")
 
 def setup_logging(verbosity: int = 0) -> None:
     """verbosity: -1 quiet (warnings only), 0 normal, 1 verbose (debug)."""
+    from kiln.train.dist import current
+
     level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[max(-1, min(1, verbosity))]
+    if not current().is_main:  # other ranks only speak up about problems
+        level = max(level, logging.WARNING)
     log.setLevel(logging.DEBUG)
     log.propagate = False
     for h in list(log.handlers):
@@ -26,7 +30,8 @@ def setup_logging(verbosity: int = 0) -> None:
         handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False, markup=False)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        rank = current()
+        handler.setFormatter(logging.Formatter(f"[rank {rank.rank}] %(message)s" if rank.distributed else "%(message)s"))
     handler.setLevel(level)
     handler._kiln_console = True  # type: ignore[attr-defined]
     log.addHandler(handler)

@@ -1,9 +1,19 @@
-"""The one place that knows the process rank. Everything else asks `current()`."""
+"""The one place that knows the process rank, and the few collectives the loop needs.
+
+With one process every helper is a no-op, so the training loop reads the same either way.
+Launch several with torchrun (`torchrun --nproc-per-node N -m kiln train CONFIG`) or `kiln train --nproc N`.
+"""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import json
 import os
 from dataclasses import dataclass
+from typing import Any
+
+from kiln.errors import KilnError
 
 
 @dataclass(frozen=True)
@@ -26,3 +36,83 @@ def current() -> ProcessInfo:
     """Rank and world size as set by torchrun (RANK, LOCAL_RANK, WORLD_SIZE); one process otherwise."""
     return ProcessInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
                        int(os.environ.get("WORLD_SIZE", 1)))
+
+
+def setup(device) -> None:
+    """Join the process group (nccl on CUDA, gloo on CPU); each rank uses its LOCAL_RANK GPU."""
+    import torch
+    import torch.distributed as dist
+
+    if not current().distributed or dist.is_initialized():
+        return
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    timeout = datetime.timedelta(seconds=float(os.environ.get("KILN_DIST_TIMEOUT", 600)))
+    try:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    except Exception as e:  # a rank that never joins, an unreachable MASTER_ADDR
+        raise KilnError(f"rank {current().rank} could not join the process group within {timeout}: {e}") from None
+
+
+def teardown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def _active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce(tensor, op: str = "sum"):
+    """In place over all ranks (sum or max); returns the tensor."""
+    if _active():
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return tensor
+
+
+def barrier() -> None:
+    if _active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def any_rank(flag: bool, device) -> bool:
+    """True on every rank if it is True on any: stop and NaN decisions are taken together."""
+    if not _active():
+        return flag
+    import torch
+
+    return bool(all_reduce(torch.tensor([int(flag)], device=device), "max").item())
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's value of a small picklable object, on every rank."""
+    if not _active():
+        return obj
+    import torch.distributed as dist
+
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def check_same_config(config: dict[str, Any]) -> None:
+    """Every rank must train the same config; a mismatch is an error on all ranks, not a hang later."""
+    if not _active():
+        return
+    import torch.distributed as dist
+
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    digests = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, digest)
+    if len(set(digests)) > 1:
+        differing = [r for r, d in enumerate(digests) if d != digests[0]]
+        raise KilnError(f"ranks disagree on the config: ranks {differing} differ from rank 0; launch every rank "
+                        "with the same config file and overrides")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Callable
@@ -24,6 +24,7 @@ from kiln.errors import TrainingInterrupted, TrainingStopped
 from kiln.models.freeze import train_mode
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
+from kiln.train import dist
 from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
 from kiln.train.device import autocast
 from kiln.train.metrics import RunningMean, eval_metrics
@@ -122,8 +123,8 @@ def fit(t: Trainer) -> dict[str, float]:
         while t.state.epoch < t.epochs:
             epoch = t.state.epoch
             train_seconds, num_images = train_epoch(t, epoch)
-            metrics = {"step": t.state.step, "lr": t.optimizer.param_groups[0]["lr"],
-                       **{f"train/{k}": v for k, v in t.running.compute().items()}}
+            metrics = {"step": t.state.step, "lr": max(g["lr"] for g in t.optimizer.param_groups),
+                       **{f"train/{k}": v for k, v in t.running.compute(sync=True).items()}}
             if t.data.val is not None:
                 val = evaluate(t.model, t.data.val, num_classes=t.meta["data_info"]["num_classes"],
                                device=t.device, precision=t.precision, limit=t.val_limit)
@@ -145,7 +146,7 @@ def fit(t: Trainer) -> dict[str, float]:
             log.info(_summary(epoch + 1, t.epochs, metrics, improved))
             if stop:
                 break
-            if t.stop_requested:
+            if dist.any_rank(t.stop_requested, t.device):
                 raise TrainingInterrupted
     t.state.finished = True
     if t.checkpoint:
@@ -177,7 +178,7 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
             if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
                 _check_finite(t)
                 t.progress.update(b + 1, _progress_stats(t, num_images, start))
-            if t.stop_requested and optimizer_step:
+            if optimizer_step and _stop_agreed(t):
                 _save_interrupted(t)
     finally:
         t.progress.stop()
@@ -186,17 +187,20 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
 
 
 def train_step(t: Trainer, inputs: torch.Tensor, targets: torch.Tensor, optimizer_step: bool) -> None:
-    """Forward, backward and (every `accumulate` batches) an optimizer step. No host syncs unless skipping NaNs."""
-    with autocast(t.device, t.precision):
-        logits = t.model(inputs)
-        loss = F.cross_entropy(logits, targets, label_smoothing=t.cfg.label_smoothing)
-    if t.cfg.nan_policy == "skip_batch" and not torch.isfinite(loss).item():
-        t.skipped += 1
-        log.warning("non-finite loss at epoch %d batch %d: batch skipped", t.state.epoch + 1, t.state.batch)
-        t.optimizer.zero_grad(set_to_none=True)
-        return
-    t.nonfinite += ~torch.isfinite(loss.detach())
-    t.scaler.scale(loss / t.cfg.accumulate).backward()
+    """Forward, backward and (every `accumulate` batches) an optimizer step. No host syncs unless skipping NaNs.
+    Under DDP the gradients are all-reduced only on the micro-step that steps the optimizer."""
+    no_sync = getattr(t.model, "no_sync", None)
+    with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
+        with autocast(t.device, t.precision):
+            logits = t.model(inputs)
+            loss = F.cross_entropy(logits, targets, label_smoothing=t.cfg.label_smoothing)
+        if t.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), t.device):
+            t.skipped += 1
+            log.warning("non-finite loss at epoch %d batch %d: batch skipped", t.state.epoch + 1, t.state.batch)
+            t.optimizer.zero_grad(set_to_none=True)
+            return
+        t.nonfinite += ~torch.isfinite(loss.detach())
+        t.scaler.scale(loss / t.cfg.accumulate).backward()
     t.running.update(loss.detach().float(), logits.detach(), targets)
     if optimizer_step:
         if t.cfg.grad_clip:
@@ -213,9 +217,10 @@ def train_step(t: Trainer, inputs: torch.Tensor, targets: torch.Tensor, optimize
 def evaluate(model: nn.Module, batches: Batches, *, num_classes: int, device: torch.device, precision: str,
              limit: int | None = None, detailed: bool = False) -> dict[str, Any]:
     """Loss and metrics over `batches` in eval mode; one host sync at the end."""
+    model = unwrap(model)  # plain forward passes: no DDP hooks
     was_training = model.training
     model.eval()
-    metrics = eval_metrics(num_classes, device, detailed)
+    metrics = eval_metrics(num_classes, device, detailed)  # torchmetrics syncs across ranks in compute()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     for inputs, targets in islice(batches.epoch(0), limit):
@@ -225,7 +230,8 @@ def evaluate(model: nn.Module, batches: Batches, *, num_classes: int, device: to
         loss_sum += F.cross_entropy(logits, targets, reduction="sum")
         metrics.update(logits, targets)
         count += targets.shape[0]
-    results: dict[str, Any] = {"loss": loss_sum.item() / max(count, 1)}
+    totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
+    results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1)}
     for name, value in metrics.compute().items():
         results[name] = value.item() if value.ndim == 0 else value.tolist()
     model.train(was_training)
@@ -240,8 +246,15 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _stop_agreed(t: Trainer) -> bool:
+    """After an optimizer step: has a stop been asked for? Ranks agree every log_every_n_steps steps."""
+    if not dist.current().distributed:
+        return t.stop_requested
+    return t.state.step % t.cfg.log_every_n_steps == 0 and dist.any_rank(t.stop_requested, t.device)
+
+
 def _check_finite(t: Trainer) -> None:
-    if t.cfg.nan_policy == "stop" and t.nonfinite.item():
+    if t.cfg.nan_policy == "stop" and dist.any_rank(t.nonfinite.item() > 0, t.device):
         where = t.checkpoint.last if t.checkpoint else "the last checkpoint"
         raise TrainingStopped(
             f"the training loss became NaN/Inf in epoch {t.state.epoch + 1} (by batch {t.state.batch}). "

@@ -22,8 +22,12 @@ class RunningMean:
         correct = (logits.argmax(1) == targets).sum()
         self.sums += torch.stack([loss.detach().double() * n, correct.double(), self.sums.new_tensor(n)])
 
-    def compute(self) -> dict[str, float]:
-        loss_sum, correct, n = self.sums.tolist()  # the one sync
+    def compute(self, sync: bool = False) -> dict[str, float]:
+        """Means over this rank's batches, or over every rank's with sync=True (all ranks must call it)."""
+        from kiln.train import dist
+
+        sums = dist.all_reduce(self.sums.clone()) if sync else self.sums
+        loss_sum, correct, n = sums.tolist()  # the one host sync
         return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -75,12 +75,27 @@ def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_l
     return model
 
 
-def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
+def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = None, quiet: bool = False,
           step_hooks: list[Callable[[Trainer], None]] | None = None) -> RunResult:
-    """Train `cfg` in a new run folder, or continue the run in `resume`."""
+    """Train `cfg` in a new run folder (or in `run_dir`), or continue the run in `resume`.
+
+    Under torchrun every rank calls this; rank 0 alone writes the run folder.
+    """
     check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes)
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank)
+    dist.setup(device)
+    try:
+        dist.check_same_config(cfg.model_dump(mode="json"))
+        if run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file():
+            resume = Path(run_dir)  # e.g. a worker restarted by torchrun's --max-restarts
+        return _train(cfg, proc, device, resume, run_dir, quiet, step_hooks or [])
+    finally:
+        dist.teardown()
+
+
+def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Path | None, run_dir: Path | None,
+           quiet: bool, step_hooks: list[Callable[[Trainer], None]]) -> RunResult:
     precision = resolve_precision(cfg.trainer.precision, device)
     channels_last = _channels_last(cfg.trainer.channels_last, device)
     checkpoint_state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
@@ -94,6 +109,8 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
                       vocab=saved_vocab(resume) if resume else None)
     check_monitors(cfg, data.info.num_classes)
     model = _prepare_model(cfg, data.info, device, channels_last, pretrained=resume is None)
+    if proc.distributed and cfg.trainer.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
     optimizer = build_optimizer(cfg.optim, model, device, head)
@@ -103,16 +120,14 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
 
-    run_dir = Path(resume) if resume else new_run_dir(cfg.log.dir, cfg.name)
+    run_dir = _run_folder(cfg, proc, resume, run_dir, data)
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else None
     trackers, file_log = _trackers(cfg, run_dir, resume_epoch) if proc.is_main else (Trackers([]), None)
-    if proc.is_main:
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        if data.vocab is not None:
-            data.vocab.save(run_dir / "vocab.json")
+    global_batch = cfg.data.batch_size * proc.world_size * cfg.trainer.accumulate
     log.info("run folder: %s", run_dir)
-    log.info("data: %s — %s | %s loader | device %s, precision %s", data.info.name,
-             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, precision)
+    log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
+             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, precision,
+             f" | {proc.world_size} processes, global batch {global_batch}" if proc.distributed else "")
     log.info("model: %s", describe(model))
 
     trainer = Trainer(
@@ -120,48 +135,79 @@ def train(cfg: Config, *, resume: Path | None = None, quiet: bool = False,
         precision=precision, epochs=epochs, early_stopping=EarlyStopping(cfg.trainer.early_stopping),
         checkpoint=ModelCheckpoint(cfg.trainer.checkpoint, run_dir / "checkpoints") if proc.is_main else None,
         trackers=trackers, progress=EpochProgress(proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)),
-        meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info)},
-        step_hooks=list(step_hooks or []))
+        meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info),
+              "world_size": proc.world_size, "global_batch_size": global_batch},
+        step_hooks=step_hooks)
     if cfg.model.freeze != "none":
         trainer.epoch_hooks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head).on_epoch_start)
     if checkpoint_state:
-        _warn_changed(checkpoint_state["config"], cfg)
+        _warn_changed(checkpoint_state, cfg, proc.world_size)
         trainer.load_state_dict(checkpoint_state)
         trainer.state.finished = False
         log.info("resumed from %s at epoch %d, batch %d (step %d)", run_dir / "checkpoints" / "last.pt",
                  trainer.state.epoch + 1, trainer.state.batch, trainer.state.step)
-    if cfg.trainer.compile:
-        trainer.model = torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)
+    trainer.model = _wrap(model, cfg, proc, device)
     trackers.log_config(cfg.model_dump(mode="json"))
 
+    status = {"world_size": proc.world_size, "global_batch_size": global_batch}
     if proc.is_main:
-        write_status(run_dir, "running", epoch=trainer.state.epoch)
+        write_status(run_dir, "running", epoch=trainer.state.epoch, **status)
     try:
         metrics = fit(trainer)
+        dist.barrier()  # rank 0 has written best.pt before anyone reads it
         result = RunResult(run_dir, metrics)
-        if cfg.trainer.test_after_fit and proc.is_main:
-            result.test_metrics = _test_best(cfg, run_dir, model, device, precision, channels_last, trackers)
+        if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
+            result.test_metrics = _test_best(cfg, run_dir, model, device, precision, channels_last, trackers, proc)
         if proc.is_main:
-            write_status(run_dir, "finished", epoch=trainer.state.epoch)
+            write_status(run_dir, "finished", epoch=trainer.state.epoch, **status)
         return result
     except TrainingInterrupted:
         if proc.is_main:
-            write_status(run_dir, "interrupted", epoch=trainer.state.epoch, batch=trainer.state.batch)
+            write_status(run_dir, "interrupted", epoch=trainer.state.epoch, batch=trainer.state.batch, **status)
         raise TrainingInterrupted(f"training interrupted; last.pt saved at epoch {trainer.state.epoch + 1}, "
                                   f"batch {trainer.state.batch}. Resume with: kiln train --resume {run_dir}") from None
     except TrainingStopped:
         if proc.is_main:
-            write_status(run_dir, "stopped", epoch=trainer.state.epoch)
+            write_status(run_dir, "stopped", epoch=trainer.state.epoch, **status)
         raise
     except BaseException:
         if proc.is_main:
-            write_status(run_dir, "failed", epoch=trainer.state.epoch)
+            write_status(run_dir, "failed", epoch=trainer.state.epoch, **status)
         raise
     finally:
         trackers.close()
         if file_log is not None:
             log.removeHandler(file_log)
             file_log.close()
+
+
+def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_dir: Path | None, data: Data) -> Path:
+    """The run folder, made by rank 0 and shared with the other ranks; holds the resolved config."""
+    if resume:
+        folder = Path(resume)
+    elif proc.is_main:
+        folder = Path(run_dir) if run_dir else new_run_dir(cfg.log.dir, cfg.name)
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        folder = None
+    folder = Path(dist.broadcast(str(folder) if folder else None))
+    if proc.is_main:
+        (folder / "config.yaml").write_text(to_yaml(cfg))
+        if data.vocab is not None:
+            data.vocab.save(folder / "vocab.json")
+    return folder
+
+
+def _wrap(model: torch.nn.Module, cfg: Config, proc: dist.ProcessInfo, device: torch.device) -> torch.nn.Module:
+    """DDP across processes (frozen parameters need find_unused_parameters), then torch.compile."""
+    if proc.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=cfg.model.freeze != "none")
+    if cfg.trainer.compile:
+        model = torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)
+    return model
 
 
 def saved_vocab(run_dir: Path):
@@ -174,8 +220,14 @@ def saved_vocab(run_dir: Path):
     return Vocab.load(path)
 
 
-def _warn_changed(saved: dict[str, Any], cfg: Config) -> None:
-    """A resumed run with another config is no longer exact; say which keys changed."""
+def _warn_changed(checkpoint: dict[str, Any], cfg: Config, world_size: int) -> None:
+    """A run resumed with another config or world size is no longer exact; say what changed."""
+    if checkpoint.get("world_size", 1) != world_size:
+        log.warning("resuming a %d-process run with %d processes: training continues from the same state, but "
+                    "batches and their order differ from the original run from here on",
+                    checkpoint.get("world_size", 1), world_size)
+    saved = checkpoint["config"]
+
     def flat(d, prefix=""):
         out = {}
         for k, v in d.items():
@@ -199,29 +251,33 @@ def _trackers(cfg: Config, run_dir: Path, resume_epoch: int | None):
     return Trackers(trackers), file_log
 
 
-def _test_best(cfg: Config, run_dir: Path, model, device, precision, channels_last, trackers) -> dict[str, Any]:
+def _test_best(cfg: Config, run_dir: Path, model, device, precision, channels_last, trackers,
+               proc: dist.ProcessInfo) -> dict[str, Any]:
     path = resolve_checkpoint(run_dir, "best")
     state = load_checkpoint(path, device)
     load_weights(model, state["model"], path)
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
-                      vocab=saved_vocab(run_dir))
-    results = run_evaluation(model, data, path, state, device, precision, run_dir)
+                      vocab=saved_vocab(run_dir), rank=proc.rank, world_size=proc.world_size)
+    results = run_evaluation(model, data, path, state, device, precision, run_dir if proc.is_main else None)
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})
     return results
 
 
 def run_evaluation(model, data: Data, path: Path, state: dict[str, Any], device, precision: str,
-                   run_dir: Path, limit: int | None = None) -> dict[str, Any]:
-    """Evaluate on the test split and write test_metrics.json into the run folder."""
+                   run_dir: Path | None, limit: int | None = None) -> dict[str, Any]:
+    """Evaluate on the test split and write test_metrics.json into `run_dir` (None: write nothing)."""
     raw = evaluate(model, data.test, num_classes=data.info.num_classes, device=device, precision=precision,
                    limit=limit, detailed=True)
     names = data.info.class_names
     results = {
-        "checkpoint": str(path), "epoch": state["loop"]["epoch"], "num_samples": data.sizes["test"],
+        "checkpoint": str(path), "epoch": state["loop"]["epoch"],
         "loss": raw["loss"], "acc": raw["acc"], "acc_top5": raw.get("acc_top5"), "f1": raw["f1"],
+        "num_samples": int(sum(sum(row) for row in raw["confusion_matrix"])),
         "per_class_acc": dict(zip(names, raw["per_class_acc"])),
         "class_names": names, "confusion_matrix": raw["confusion_matrix"],
     }
+    if run_dir is None:
+        return results
     (Path(run_dir) / "test_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("test: loss %.4f | acc %.4f | top-5 %s | macro F1 %.4f  (%s)", results["loss"], results["acc"],
              f"{results['acc_top5']:.4f}" if results["acc_top5"] is not None else "n/a", results["f1"], path.name)
