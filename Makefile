@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kiln-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo test bench clean help
+.PHONY: setup data browser demo test bench clean help
 
 help:
 	@echo "make demo   set up .venv, get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
@@ -16,7 +16,7 @@ help:
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -37,9 +37,21 @@ data: setup
 demo: data
 	$(VENV)/bin/kiln train configs/fashion_mnist.yaml
 
-# The real-data test runs when Fashion-MNIST can be had; the rest needs nothing but the venv.
+# Headless Chromium for the report's browser test: Debian's packages, when apt is usable (as root).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+		echo "chromium and chromedriver found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null); \
+	else \
+		echo "no apt as root: the browser test will be skipped"; \
+	fi
+
+# The real-data and browser tests run when their parts can be had; the rest needs nothing but the venv.
 test: setup
 	-@$(MAKE) --no-print-directory data || echo "warning: Fashion-MNIST unavailable; its learning test will be skipped"
+	-@$(MAKE) --no-print-directory browser || echo "warning: no headless Chromium; the browser test will be skipped"
 	$(PY) -m pytest
 
 bench: setup

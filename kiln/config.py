@@ -231,6 +231,22 @@ class TrainerConfig(Section):
         return "default" if v is True else v
 
 
+class WandbConfig(Section):
+    project: str = "kiln"
+    """W&B project."""
+    entity: str | None = None
+    """W&B entity (team or user); unset: your default."""
+    mode: Literal["online", "offline"] = "offline"
+    """offline writes to RUN_DIR/wandb/ (upload later with `wandb sync`); online streams to the server."""
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = None
+    """MLflow tracking URI (http://host:5000, sqlite:///path/mlflow.db); unset: SQLite in <log.dir>/mlflow.db."""
+    experiment: str | None = None
+    """MLflow experiment; unset: the run's name."""
+
+
 class LogConfig(Section):
     dir: Path = Path("runs")
     """Runs are written to <dir>/<name>/<YYYYmmdd-HHMMSS>/."""
@@ -238,6 +254,10 @@ class LogConfig(Section):
     """Write TensorBoard event files to the run's tb/ folder."""
     progress: Literal["auto", "bar", "none"] = "auto"
     """Progress bar: auto shows it only on a terminal."""
+    wandb: WandbConfig | None = None
+    """Log to Weights & Biases (pip install -e .[wandb]); e.g. {project: my-project, mode: offline}."""
+    mlflow: MlflowConfig | None = None
+    """Log to MLflow (pip install -e .[mlflow]); e.g. {tracking_uri: http://localhost:5000} or {} for local files."""
 
 
 class Config(Section):
@@ -296,21 +316,28 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
     """Turn ["optim.lr=0.05", "trainer.epochs=3"] into a nested dict; values are parsed as YAML."""
-    out: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
             raise KilnError(f"override {item!r} is not of the form key.path=value (e.g. optim.lr=0.05)")
         try:
-            value = yaml.safe_load(text) if text.strip() else ""
+            values[key.strip()] = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
-            value = text
+            values[key.strip()] = text
+    return nest(values)
+
+
+def nest(values: dict[str, Any]) -> dict[str, Any]:
+    """{"optim.lr": 0.1} -> {"optim": {"lr": 0.1}}."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
         node = out
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise KilnError(f"override {item!r} conflicts with an earlier override of {part!r}")
+                raise KilnError(f"{key!r} conflicts with another value given for {part!r}")
         node[parts[-1]] = value
     return out
 

@@ -27,20 +27,35 @@ class Prediction:
     top: list[tuple[str, float]]  # the top-k (label, probability), best first
 
 
-def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
-            top_k: int = 3, overrides: list[str] = ()) -> list[Prediction]:
+@dataclass
+class TrainedRun:
+    cfg: Any
+    model: torch.nn.Module  # in eval mode, on `device`, with the checkpoint's weights
+    info: DataInfo
+    device: torch.device
+    precision: str
+    checkpoint: Path
+
+
+def load_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] = ()) -> TrainedRun:
+    """A run's model with its trained weights, and what it was trained on (no dataset needed)."""
     run_dir = check_run_dir(run_dir)
     cfg = load_config(None, overrides, base=yaml.safe_load((run_dir / "config.yaml").read_text()))
     path = resolve_checkpoint(run_dir, checkpoint)
     device = resolve_device(cfg.trainer.device)
-    precision = resolve_precision(cfg.trainer.precision, device)
     state = load_checkpoint(path, device)
     raw_info = dict(state["data_info"])
     raw_info["image_size"] = tuple(raw_info["image_size"])
     info = DataInfo(**raw_info)
     model = build_model(cfg.model, info).to(device)
     load_weights(model, state["model"], path)
-    model.eval()
+    return TrainedRun(cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path)
+
+
+def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
+            top_k: int = 3, overrides: list[str] = ()) -> list[Prediction]:
+    run = load_run(run_dir, checkpoint, overrides)
+    cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
 
     if info.kind == "text":
         texts = list(inputs) + (_csv_texts(file, cfg) if file else [])

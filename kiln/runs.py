@@ -12,8 +12,9 @@ from kiln.errors import KilnError
 STATUS = "status.json"
 
 
-def new_run_dir(log_dir: Path, name: str) -> Path:
-    base = Path(log_dir) / name / time.strftime("%Y%m%d-%H%M%S")
+def new_run_dir(log_dir: Path, name: str, prefix: str = "") -> Path:
+    """<log_dir>/<name>/<prefix><YYYYmmdd-HHMMSS>, made now (with a -N suffix if that second is taken)."""
+    base = Path(log_dir) / name / (prefix + time.strftime("%Y%m%d-%H%M%S"))
     path, n = base, 1
     while True:
         try:

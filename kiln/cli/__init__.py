@@ -6,10 +6,12 @@ import argparse
 import sys
 
 from kiln import __version__
-from kiln.cli import config_cmd, inspect_cmd, predict_cmd, schema_cmd, test_cmd, train_cmd
+from kiln.cli import (config_cmd, doctor_cmd, inspect_cmd, lr_find_cmd, predict_cmd, report_cmd, schema_cmd, test_cmd,
+                      train_cmd, tune_cmd)
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
-COMMANDS = (train_cmd, test_cmd, predict_cmd, inspect_cmd, config_cmd, schema_cmd)
+COMMANDS = (train_cmd, test_cmd, predict_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, doctor_cmd, config_cmd,
+            schema_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

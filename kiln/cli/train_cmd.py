@@ -28,6 +28,8 @@ def add_parser(sub) -> None:
                         "GPU, or gloo on CPU). Same as: torchrun --nproc-per-node N -m kiln train ...")
     p.add_argument("--max-restarts", type=int, default=0, metavar="R",
                    help="with --nproc: restart a failed group up to R times, resuming from last.pt")
+    p.add_argument("--find-batch-size", action="store_true",
+                   help="find the largest data.batch_size whose training step fits in GPU memory, print it and exit")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -58,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
         if args.resume == "auto":
             resume = find_resumable(cfg.log.dir, cfg.name)
             cfg = load_config(None, overrides, base=yaml.safe_load((resume / "config.yaml").read_text()))
+    if args.find_batch_size:
+        from kiln.train.batch_size import find_batch_size
+
+        size = find_batch_size(cfg)
+        print(f"largest batch size that fits: {size}  (train with data.batch_size={size}; leave some headroom, "
+              f"e.g. {max(1, int(size * 0.8))}, for longer runs)")
+        return 0
     if args.nproc:
         return _launch(args, cfg, config_path, overrides, resume)
     result = session.train(cfg, resume=resume, run_dir=Path(args.run_dir) if args.run_dir else None,

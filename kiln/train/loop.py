@@ -27,6 +27,7 @@ from kiln.track.console import EpochProgress
 from kiln.train import dist
 from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
 from kiln.train.device import autocast
+from kiln.train.memory import GrowthWatch, epoch_memory, out_of_memory_message
 from kiln.train.metrics import RunningMean, eval_metrics
 from kiln.train.optim import Schedule
 from kiln.train.state import rng_state, set_rng_state, unwrap
@@ -67,6 +68,7 @@ class Trainer:
     meta: dict[str, Any] = field(default_factory=dict)  # config and data info, saved as plain data
     step_hooks: list[Callable[["Trainer"], None]] = field(default_factory=list)
     epoch_hooks: list[Callable[[int], None]] = field(default_factory=list)  # called at each epoch's start
+    epoch_end_hooks: list[Callable[[int, dict], None]] = field(default_factory=list)  # (epoch, metrics), after saving
     state: LoopState = field(default_factory=LoopState)
     stop_requested: bool = False
 
@@ -77,6 +79,7 @@ class Trainer:
         self.skipped = 0
         self.compile_seconds: float | None = None  # the first compiled step, reported on its own
         self.first_epoch = self.state.epoch
+        self.memory_watch = GrowthWatch()
 
     @property
     def batches_per_epoch(self) -> int:
@@ -123,20 +126,7 @@ def fit(t: Trainer) -> dict[str, float]:
         while t.state.epoch < t.epochs:
             epoch = t.state.epoch
             train_seconds, num_images = train_epoch(t, epoch)
-            metrics = {"step": t.state.step, "lr": max(g["lr"] for g in t.optimizer.param_groups),
-                       **{f"train/{k}": v for k, v in t.running.compute(sync=True).items()}}
-            if t.data.val is not None:
-                val = evaluate(t.model, t.data.val, num_classes=t.meta["data_info"]["num_classes"],
-                               device=t.device, precision=t.precision, limit=t.val_limit)
-                metrics.update({f"val/{k}": v for k, v in val.items()})
-            metrics.update({"time/epoch_s": train_seconds, "time/images_per_s": num_images / train_seconds})
-            epoch_stats = getattr(t.data.train, "epoch_stats", None)
-            if epoch_stats is not None:
-                metrics.update({f"train/{k}": v for k, v in epoch_stats(epoch).items()})
-            if t.skipped:
-                metrics["train/skipped_batches"] = t.skipped
-            if t.compile_seconds is not None and epoch == t.first_epoch:
-                metrics["time/compile_s"] = t.compile_seconds
+            metrics = _epoch_metrics(t, epoch, train_seconds, num_images)
             t.schedule.after_epoch(metrics)
             t.state.epoch, t.state.batch = epoch + 1, 0
             t.running.reset()
@@ -144,6 +134,8 @@ def fit(t: Trainer) -> dict[str, float]:
             t.trackers.log_epoch(epoch + 1, metrics)
             improved = t.checkpoint.on_epoch_end(metrics, epoch + 1, t.state_dict) if t.checkpoint else False
             log.info(_summary(epoch + 1, t.epochs, metrics, improved))
+            for hook in t.epoch_end_hooks:  # e.g. a tuner's pruning decision, which may raise
+                hook(epoch + 1, metrics)
             if stop:
                 break
             if dist.any_rank(t.stop_requested, t.device):
@@ -151,6 +143,28 @@ def fit(t: Trainer) -> dict[str, float]:
     t.state.finished = True
     if t.checkpoint:
         t.checkpoint.save_last(t.state_dict())
+    return metrics
+
+
+def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_images: int) -> dict[str, float]:
+    """Everything logged for an epoch: train (over all ranks), validation, time, memory, data stats."""
+    metrics = {"step": t.state.step, "lr": max(g["lr"] for g in t.optimizer.param_groups),
+               **{f"train/{k}": v for k, v in t.running.compute(sync=True).items()}}
+    if t.data.val is not None:
+        with _out_of_memory_is_fatal("evaluation", t):
+            val = evaluate(t.model, t.data.val, num_classes=t.meta["data_info"]["num_classes"],
+                           device=t.device, precision=t.precision, limit=t.val_limit)
+        metrics.update({f"val/{k}": v for k, v in val.items()})
+    metrics.update({"time/epoch_s": train_seconds, "time/images_per_s": num_images / max(train_seconds, 1e-9)})
+    epoch_stats = getattr(t.data.train, "epoch_stats", None)
+    if epoch_stats is not None:
+        metrics.update({f"train/{k}": v for k, v in epoch_stats(epoch).items()})
+    if t.skipped:
+        metrics["train/skipped_batches"] = t.skipped
+    if t.compile_seconds is not None and epoch == t.first_epoch:
+        metrics["time/compile_s"] = t.compile_seconds
+    metrics.update(epoch_memory(t.device))
+    t.memory_watch.update(metrics)
     return metrics
 
 
@@ -164,22 +178,23 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     t.progress.update(t.state.batch)
     start, num_images = time.perf_counter(), 0
     try:
-        for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
-            b = t.state.batch
-            optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
-            if t.cfg.compile and t.compile_seconds is None:
-                t.compile_seconds = _timed(lambda: train_step(t, inputs, targets, optimizer_step), t.device)
-                start += t.compile_seconds  # the epoch's time and throughput exclude compilation
-            else:
-                train_step(t, inputs, targets, optimizer_step)
-            t.state.batch, num_images = b + 1, num_images + targets.shape[0]
-            for hook in t.step_hooks:
-                hook(t)
-            if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
-                _check_finite(t)
-                t.progress.update(b + 1, _progress_stats(t, num_images, start))
-            if optimizer_step and _stop_agreed(t):
-                _save_interrupted(t)
+        with _out_of_memory_is_fatal("training step", t):
+            for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
+                b = t.state.batch
+                optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
+                if t.cfg.compile and t.compile_seconds is None:
+                    t.compile_seconds = _timed(lambda: train_step(t, inputs, targets, optimizer_step), t.device)
+                    start += t.compile_seconds  # the epoch's time and throughput exclude compilation
+                else:
+                    train_step(t, inputs, targets, optimizer_step)
+                t.state.batch, num_images = b + 1, num_images + targets.shape[0]
+                for hook in t.step_hooks:
+                    hook(t)
+                if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
+                    _check_finite(t)
+                    t.progress.update(b + 1, _progress_stats(t, num_images, start))
+                if optimizer_step and _stop_agreed(t):
+                    _save_interrupted(t)
     finally:
         t.progress.stop()
     _check_finite(t)
@@ -244,6 +259,16 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+@contextmanager
+def _out_of_memory_is_fatal(phase: str, t: Trainer):
+    """CUDA out of memory: stop with what ran out, the peak, and a batch size to try (last.pt is untouched)."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError:
+        batch = t.data.train.sampler.batch_size if hasattr(t.data.train, "sampler") else 0
+        raise TrainingStopped(out_of_memory_message(phase, t.device, batch)) from None
 
 
 def _stop_agreed(t: Trainer) -> bool:

@@ -76,7 +76,8 @@ def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_l
 
 
 def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = None, quiet: bool = False,
-          step_hooks: list[Callable[[Trainer], None]] | None = None) -> RunResult:
+          step_hooks: list[Callable[[Trainer], None]] | None = None,
+          epoch_end_hooks: list[Callable[[int, dict], None]] | None = None) -> RunResult:
     """Train `cfg` in a new run folder (or in `run_dir`), or continue the run in `resume`.
 
     Under torchrun every rank calls this; rank 0 alone writes the run folder.
@@ -89,13 +90,14 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
         dist.check_same_config(cfg.model_dump(mode="json"))
         if run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file():
             resume = Path(run_dir)  # e.g. a worker restarted by torchrun's --max-restarts
-        return _train(cfg, proc, device, resume, run_dir, quiet, step_hooks or [])
+        return _train(cfg, proc, device, resume, run_dir, quiet, step_hooks or [], epoch_end_hooks or [])
     finally:
         dist.teardown()
 
 
 def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Path | None, run_dir: Path | None,
-           quiet: bool, step_hooks: list[Callable[[Trainer], None]]) -> RunResult:
+           quiet: bool, step_hooks: list[Callable[[Trainer], None]],
+           epoch_end_hooks: list[Callable[[int, dict], None]]) -> RunResult:
     precision = resolve_precision(cfg.trainer.precision, device)
     channels_last = _channels_last(cfg.trainer.channels_last, device)
     checkpoint_state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
@@ -137,7 +139,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         trackers=trackers, progress=EpochProgress(proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)),
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info),
               "world_size": proc.world_size, "global_batch_size": global_batch},
-        step_hooks=step_hooks)
+        step_hooks=step_hooks, epoch_end_hooks=epoch_end_hooks)
     if cfg.model.freeze != "none":
         trainer.epoch_hooks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head).on_epoch_start)
     if checkpoint_state:
@@ -248,7 +250,30 @@ def _trackers(cfg: Config, run_dir: Path, resume_epoch: int | None):
         from kiln.track.tensorboard import TensorBoardTracker
 
         trackers.append(TensorBoardTracker(run_dir / "tb", resume_epoch))
+    trackers += _external_trackers(cfg, run_dir, resume_epoch is not None)
     return Trackers(trackers), file_log
+
+
+def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
+    """W&B and MLflow, when configured; one that cannot start is a warning, and training goes on."""
+    from kiln.track.external import MlflowTracker, WandbTracker
+
+    makers = []
+    if cfg.log.wandb is not None:
+        makers.append(("Weights & Biases", lambda: WandbTracker(cfg.log.wandb, run_dir, resuming)))
+    if cfg.log.mlflow is not None:
+        Path(cfg.log.dir).mkdir(parents=True, exist_ok=True)
+        default_uri = f"sqlite:///{(Path(cfg.log.dir) / 'mlflow.db').resolve()}"
+        makers.append(("MLflow", lambda: MlflowTracker(cfg.log.mlflow, run_dir, default_uri, cfg.name)))
+    started = []
+    for name, make in makers:
+        try:
+            started.append(make())
+        except KilnError:
+            raise  # not installed: a config the user must fix
+        except Exception as e:  # noqa: BLE001 — an unreachable server must not stop training
+            log.warning("%s tracker could not start (%s); training goes on without it", name, e)
+    return started
 
 
 def _test_best(cfg: Config, run_dir: Path, model, device, precision, channels_last, trackers,

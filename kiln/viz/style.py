@@ -34,6 +34,7 @@ def figure(*args, **kwargs):
 
 def save(fig, path, formats: tuple[str, ...] = ("png",)) -> list:
     out = []
+    path.parent.mkdir(parents=True, exist_ok=True)
     with plt.rc_context(RC):
         for fmt in formats:
             target = path.with_suffix("." + fmt)

@@ -1,0 +1,58 @@
+"""kiln lr-find CONFIG [key=value ...]: the learning-rate range test."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("lr-find", help="find a good learning rate (LR range test)",
+                       description="Train a few batches while raising the learning rate exponentially, plot the "
+                                   "smoothed loss against it, and suggest the LR where the loss falls fastest. "
+                                   "The model starts as `kiln train` would start it and nothing is saved but the "
+                                   "plot (runs/<name>/lr-find-<timestamp>/lr_find.png) and the numbers (lr_find.json).")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="batches in the sweep (default 100)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from kiln.config import load_config
+    from kiln.data import build_data
+    from kiln.errors import KilnError
+    from kiln.models import build_model
+    from kiln.runs import new_run_dir
+    from kiln.track.console import setup_logging
+    from kiln.train.device import resolve_device, resolve_precision
+    from kiln.train.lr_find import plot, sweep
+    from kiln.train.optim import build_optimizer
+    from kiln.train.state import seed_everything
+
+    setup_logging(0)
+    if not 0 < args.start < args.end:
+        raise KilnError(f"--start ({args.start}) must be positive and below --end ({args.end})")
+    cfg = load_config(args.config, args.overrides)
+    device = resolve_device(cfg.trainer.device)
+    seed_everything(cfg.seed)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",))
+    model = build_model(cfg.model, data.info).to(device)
+    optimizer = build_optimizer(cfg.optim, model, device)
+    result = sweep(model, optimizer, data.train, device=device, precision=resolve_precision(cfg.trainer.precision,
+                                                                                               device),
+                   start_lr=args.start, end_lr=args.end, steps=args.steps)
+    folder = new_run_dir(cfg.log.dir, cfg.name, prefix="lr-find-")
+    plot(result, folder / "lr_find")
+    (folder / "lr_find.json").write_text(json.dumps({"suggestion": result.suggestion, "lrs": result.lrs,
+                                                     "losses": result.losses}, indent=1))
+    print(f"suggested learning rate: {result.suggestion:.3g}  (set optim.lr={result.suggestion:.2g}"
+          f"{'; for one-cycle schedules a few times higher also works' if cfg.schedule.name == 'onecycle' else ''})")
+    if result.stopped_early:
+        print(f"the loss diverged at lr {result.lrs[-1] * 1.1:.2g}; the sweep stopped there")
+    print(f"plot: {Path(folder) / 'lr_find.png'}")
+    return 0

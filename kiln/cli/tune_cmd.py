@@ -1,0 +1,79 @@
+"""kiln tune TUNE_CONFIG [key=value ...] [--resume TUNE_DIR] [--workers N] [--backend optuna|ray]"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("tune", help="search hyperparameters (grid, random, TPE, CMA-ES; pruning; Ray)",
+                       description="Search the hyperparameters named in TUNE_CONFIG's `space` over its `base` "
+                                   "training config. Each trial is a normal kiln run in "
+                                   "runs/<name>/tune-<timestamp>/trial-NNN/. The study is kept in study.db "
+                                   "(SQLite) in that folder: resume with --resume, watch it with "
+                                   "`optuna-dashboard sqlite:///.../study.db`. Writes results.csv, best.yaml "
+                                   "(runnable with kiln train) and plots/.",
+                       epilog="examples:\n  kiln tune configs/tune_fashion_mnist.yaml trainer.epochs=5\n"
+                              "  kiln tune configs/tune_fashion_mnist.yaml --workers 4\n"
+                              "  kiln tune configs/tune_fashion_mnist.yaml --resume runs/fashion_mnist/tune-20260101-120000\n"
+                              "  kiln tune configs/tune_fashion_mnist.yaml --backend ray --address auto --gpus-per-trial 1",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", metavar="TUNE_CONFIG")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the base training config, e.g. data.root=... trainer.epochs=5")
+    p.add_argument("--resume", metavar="TUNE_DIR", help="continue an interrupted search (finished trials are kept)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run N trials in parallel processes (one GPU each when there are GPUs, else CPU threads "
+                        "split between them)")
+    p.add_argument("--storage", metavar="URL",
+                   help="a database URL shared by several machines (e.g. postgresql://user@host/db); "
+                        "default: study.db in the tune folder")
+    p.add_argument("--backend", choices=["optuna", "ray"], default="optuna",
+                   help="optuna: trials on this machine; ray: on a Ray cluster (pip install -e .[ray])")
+    p.add_argument("--address", help="ray: cluster address (auto, ray://host:10001); default: a local Ray")
+    p.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial (default 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1, help="ray: CPUs per trial (default 1)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from kiln.track.console import setup_logging
+
+    setup_logging(0)
+    if args.backend == "ray":
+        from kiln.tune.ray_runner import run_ray
+
+        tune_dir = run_ray(Path(args.config), args.overrides, address=args.address,
+                           gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
+    else:
+        from kiln.tune.runner import run_tune
+
+        tune_dir = run_tune(Path(args.config), args.overrides, resume=Path(args.resume) if args.resume else None,
+                            workers=args.workers, storage=args.storage)
+    from kiln.tune.runner import summary_table
+
+    rows = summary_table(tune_dir)
+    table = Table(title=f"trials of {tune_dir}")
+    columns = [c for c in rows[0] if c != "run_dir"] if rows else []
+    for c in columns:
+        table.add_column(c.removeprefix("param:"), justify="right")
+    for r in rows:
+        table.add_row(*[_fmt(r[c]) for c in columns])
+    Console().print(table)
+    if (tune_dir / "best.yaml").is_file():
+        print(f"best config: {tune_dir / 'best.yaml'}  (train it with: kiln train {tune_dir / 'best.yaml'})")
+    print(f"tune folder: {tune_dir}")
+    return 0
+
+
+def _fmt(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() and "." not in value else f"{number:.4g}"

@@ -1,0 +1,93 @@
+"""`kiln doctor`: what this machine offers for training, and where kiln's data and extras stand."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+from typing import Any
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def host() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                            "cpus": os.cpu_count()}
+    try:
+        pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        available = os.sysconf("SC_AVPHYS_PAGES")
+        info["ram_gib"] = round(pages * size / 2**30, 1)
+        info["ram_free_gib"] = round(available * size / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return info
+
+
+def torch_info() -> dict[str, Any]:
+    import torch
+
+    info = {"torch": torch.__version__, "torchvision": _version("torchvision"),
+            "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+            "threads": torch.get_num_threads()}
+    return info
+
+
+def gpus() -> tuple[list[dict[str, Any]], str | None]:
+    """Each GPU's name, memory, utilisation and processes through NVIDIA's management library (NVML)."""
+    try:
+        import pynvml
+    except ImportError:
+        return [], "nvidia-ml-py is not installed"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as e:
+        return [], f"no NVIDIA driver or GPU ({e})"
+    try:
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            name = pynvml.nvmlDeviceGetName(handle)
+            out.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
+                        "memory_used_mib": memory.used // 2**20, "memory_total_mib": memory.total // 2**20,
+                        "utilization_pct": util.gpu,
+                        "processes": [{"pid": p.pid, "memory_mib": (p.usedGpuMemory or 0) // 2**20} for p in procs]})
+        return out, None
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def datasets() -> list[dict[str, Any]]:
+    from kiln.data.registry import DATASETS, candidate_dirs
+
+    rows = []
+    for name, spec in sorted(DATASETS.items()):
+        where = next((spec.find(d) for d in candidate_dirs(spec, None) if spec.find(d) is not None), None)
+        rows.append({"name": name, "found": str(where) if where else None,
+                     "looked_in": [str(d) for d in candidate_dirs(spec, None)]})
+    return rows
+
+
+EXTRAS = {"ray": "ray", "wandb": "wandb", "mlflow": "mlflow", "lightning": "lightning",
+          "optuna-dashboard": "optuna_dashboard", "plotly": "plotly", "nvidia-ml-py": "pynvml"}
+
+
+def extras() -> dict[str, str | None]:
+    return {name: (_version(name) or "installed") if importlib.util.find_spec(module) else None
+            for name, module in EXTRAS.items()}
+
+
+def report() -> dict[str, Any]:
+    gpu_list, gpu_note = gpus()
+    return {"host": host(), "torch": torch_info(), "gpus": gpu_list, "gpu_note": gpu_note,
+            "datasets": datasets(), "extras": extras()}

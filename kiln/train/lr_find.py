@@ -1,0 +1,91 @@
+"""The learning-rate range test (Smith, 2015): raise the LR exponentially batch by batch, record the smoothed
+loss, and suggest the LR where the loss falls fastest. The model and optimizer are restored afterwards."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kiln.train.device import autocast
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]  # smoothed
+    suggestion: float
+    stopped_early: bool
+
+
+def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
+          precision: str = "32", start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
+          smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
+    """Train `steps` batches with LRs from start_lr to end_lr (log-spaced); stop when the loss diverges."""
+    model_state = copy.deepcopy(model.state_dict())
+    optim_state = copy.deepcopy(optimizer.state_dict())
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    lrs, losses = [], []
+    avg, best, stopped = 0.0, math.inf, False
+    try:
+        model.train()
+        batches = _cycle(batches)
+        for i, (inputs, targets) in enumerate(islice(batches, steps)):
+            lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * base / max(base_lrs)  # keeps discriminative ratios between groups
+            with autocast(device, precision):
+                loss = F.cross_entropy(model(inputs), targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = loss.item()
+            avg = smoothing * avg + (1 - smoothing) * value
+            smoothed = avg / (1 - smoothing ** (i + 1))  # bias-corrected exponential average
+            if not math.isfinite(smoothed) or (i > 10 and smoothed > diverge * best):
+                stopped = True
+                break
+            best = min(best, smoothed)
+            lrs.append(lr)
+            losses.append(smoothed)
+    finally:  # the model and optimizer are exactly as before, whatever happened
+        model.load_state_dict(model_state)
+        optimizer.load_state_dict(optim_state)
+    return LRFindResult(lrs, losses, suggest(lrs, losses), stopped)
+
+
+def suggest(lrs: list[float], losses: list[float]) -> float:
+    """The LR at the steepest descent of the smoothed loss against log LR (ignoring the noisy ends)."""
+    if len(lrs) < 5:
+        return lrs[len(lrs) // 2] if lrs else math.nan
+    gradient = np.gradient(np.asarray(losses), np.log10(np.asarray(lrs)))
+    skip = max(1, len(lrs) // 10)
+    window = gradient[skip:-skip] if len(gradient) > 2 * skip + 1 else gradient
+    return float(lrs[int(np.argmin(window)) + (skip if len(gradient) > 2 * skip + 1 else 0)])
+
+
+def _cycle(batches):
+    epoch = 0
+    while True:
+        yield from batches.epoch(epoch)
+        epoch += 1
+
+
+def plot(result: LRFindResult, path):
+    from kiln.viz.style import OKABE_ITO, figure, save
+
+    fig, ax = figure(figsize=(7, 4.2))
+    ax.plot(result.lrs, result.losses, color=OKABE_ITO[0])
+    ax.set_xscale("log")
+    ax.axvline(result.suggestion, color=OKABE_ITO[3], linestyle="--", linewidth=1)
+    ax.annotate(f"suggested lr {result.suggestion:.2g}", xy=(result.suggestion, min(result.losses)),
+                xytext=(8, 12), textcoords="offset points", fontsize=9)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.set_title(f"Loss falls fastest at lr ≈ {result.suggestion:.2g}")
+    return save(fig, path, formats=("png", "svg"))

@@ -1,0 +1,76 @@
+"""Memory: a per-epoch memory line in the metrics, a warning when memory grows every epoch, and a clear
+message when CUDA runs out of memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("kiln")
+MIB = 2**20
+
+
+def host_rss_mib() -> float:
+    """This process's resident memory now (Linux /proc; ru_maxrss peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def epoch_memory(device: torch.device) -> dict[str, float]:
+    """mem/* metrics for the epoch just finished; resets the CUDA peak for the next one."""
+    stats = {"mem/host_rss_mib": round(host_rss_mib(), 1)}
+    if device.type == "cuda":
+        stats["mem/cuda_max_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / MIB, 1)
+        stats["mem/cuda_allocated_mib"] = round(torch.cuda.memory_allocated(device) / MIB, 1)
+        stats["mem/cuda_reserved_mib"] = round(torch.cuda.memory_reserved(device) / MIB, 1)
+        torch.cuda.reset_peak_memory_stats(device)
+    return stats
+
+
+class GrowthWatch:
+    """Warns once when host RSS or CUDA allocated memory has grown at every one of the last `window` epochs,
+    by at least `min_step` MiB each and `min_total` MiB in all: the classic leak of accumulating tensors."""
+
+    KEYS = {"mem/host_rss_mib": "host memory (RSS)", "mem/cuda_allocated_mib": "CUDA allocated memory"}
+
+    def __init__(self, window: int = 3, min_step: float = 2.0, min_total: float = 20.0):
+        self.window, self.min_step, self.min_total = window, min_step, min_total
+        self.history: dict[str, list[float]] = {k: [] for k in self.KEYS}
+        self.warned: set[str] = set()
+
+    def update(self, metrics: dict[str, float]) -> str | None:
+        for key, what in self.KEYS.items():
+            if key not in metrics:
+                continue
+            values = self.history[key]
+            values.append(metrics[key])
+            recent = values[-(self.window + 1):]
+            if key in self.warned or len(recent) <= self.window:
+                continue
+            steps = [b - a for a, b in zip(recent, recent[1:])]
+            if min(steps) >= self.min_step and recent[-1] - recent[0] >= self.min_total:
+                self.warned.add(key)
+                message = (f"{what} grew at each of the last {self.window} epochs ({recent[0]:.0f} -> "
+                           f"{recent[-1]:.0f} MiB, +{(recent[-1] - recent[0]) / self.window:.0f} MiB per epoch). "
+                           "A classic cause is keeping tensors that hold their graph across steps, e.g. "
+                           "`total += loss` instead of `total += loss.item()`, or appending outputs to a list.")
+                log.warning(message)
+                return message
+        return None
+
+
+def out_of_memory_message(phase: str, device: torch.device, batch_size: int) -> str:
+    peak = (f"{torch.cuda.max_memory_allocated(device) / MIB:,.0f} MiB allocated at peak, "
+            f"{torch.cuda.get_device_properties(device).total_memory / MIB:,.0f} MiB on the device"
+            if device.type == "cuda" and torch.cuda.is_available() else "peak unknown")
+    return (f"out of memory in the {phase} ({peak}) with batch size {batch_size}. Try "
+            f"data.batch_size={max(1, batch_size // 2)}, trainer.precision=bf16 (or 16), or let kiln find the "
+            "largest batch that fits: kiln train CONFIG --find-batch-size. last.pt from the last finished "
+            "epoch is intact")

@@ -1,0 +1,119 @@
+"""The tune config: which training config, which metric, which search space, which search method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import Field, model_validator
+
+from kiln.config import Section, build_config, deep_merge, nest, parse_overrides, read_file
+from kiln.errors import KilnError
+
+
+class FloatParam(Section):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    """Sample on a log scale (learning rates, weight decay)."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "FloatParam":
+        if not self.low < self.high or (self.log and self.low <= 0):
+            raise ValueError(f"needs low < high (and low > 0 with log), got {self.low}..{self.high}")
+        return self
+
+
+class IntParam(Section):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "IntParam":
+        if not self.low < self.high:
+            raise ValueError(f"needs low < high, got {self.low}..{self.high}")
+        return self
+
+
+class CategoricalParam(Section):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+Param = Union[FloatParam, IntParam, CategoricalParam, list]
+
+
+class TuneConfig(Section):
+    base: Path
+    """The training config to tune (relative to the tune file)."""
+    name: str | None = None
+    """Study name; runs go to <log.dir>/<name>/tune-<timestamp>/. Unset: the base config's name."""
+    metric: str = "val/acc"
+    """The metric to optimise, as logged per epoch (checked before the search starts)."""
+    mode: Literal["min", "max"] = "max"
+    trials: int = Field(20, gt=0)
+    """Number of finished (complete or pruned) trials."""
+    sampler: Literal["grid", "random", "tpe", "cmaes"] = "tpe"
+    """grid (every combination of the listed values), random, tpe (Bayesian), cmaes."""
+    pruner: Literal["none", "median", "asha", "hyperband"] = "none"
+    """Stop hopeless trials early, judged on the metric after every epoch."""
+    seed: int = 0
+    """Seed of the sampler (each trial's training uses the base config's seed)."""
+    space: dict[str, Param]
+    """Config key -> {type: float|int|categorical, ...}, or a list of values (categorical; grid search)."""
+
+    @model_validator(mode="after")
+    def _grid_needs_lists(self) -> "TuneConfig":
+        if not self.space:
+            raise ValueError("space is empty: name at least one config key to search")
+        for key, p in self.space.items():
+            choices = p.choices if isinstance(p, CategoricalParam) else (p if isinstance(p, list) else [])
+            if any(isinstance(c, (list, dict)) for c in choices):
+                raise ValueError(f"{key}: choices must be numbers, strings, booleans or null (the study database "
+                                 "stores them); search list-valued settings through separate scalar keys, e.g. "
+                                 "model.args.channels.0")
+        if self.sampler == "grid":
+            ranges = [k for k, v in self.space.items() if not isinstance(v, (list, CategoricalParam))]
+            if ranges:
+                raise ValueError(f"grid search needs lists of values; {', '.join(ranges)} are ranges")
+        return self
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {k: (v if isinstance(v, list) else v.choices) for k, v in self.space.items()}
+
+
+def load_tune_config(path: Path) -> TuneConfig:
+    from pydantic import ValidationError
+
+    from kiln.config import explain
+
+    if not Path(path).is_file():
+        raise KilnError(f"tune config not found: {path}")
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as e:
+        raise KilnError(f"{path} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict) or "base" not in raw:
+        raise KilnError(f"{path} must name the training config to tune with `base: path/to/config.yaml`")
+    raw["base"] = str((Path(path).parent / raw["base"]).resolve()) if not Path(raw["base"]).is_absolute() \
+        else raw["base"]
+    try:
+        return TuneConfig.model_validate(raw)
+    except ValidationError as e:
+        raise KilnError(explain(e).replace("invalid config", f"invalid tune config {path}")) from None
+
+
+def trial_config(base_raw: dict[str, Any], values: dict[str, Any]):
+    """The base training config (already with command-line overrides) with one trial's values set."""
+    return build_config(deep_merge(base_raw, nest(values)))
+
+
+def base_raw(tune: TuneConfig, overrides: list[str]) -> dict[str, Any]:
+    raw = deep_merge(read_file(tune.base), parse_overrides(overrides))
+    build_config(raw)  # fail now, not in the first trial
+    return raw

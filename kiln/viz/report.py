@@ -1,0 +1,223 @@
+"""`kiln report`: one self-contained report.html (images embedded, no scripts, no network) plus each figure
+as PNG and SVG in RUN_DIR/figures/."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from kiln.errors import KilnError
+from kiln.runs import check_run_dir
+from kiln.track.files import read_metrics
+from kiln.viz import figures
+from kiln.viz.style import save
+
+log = logging.getLogger("kiln")
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+img{max-width:100%;height:auto;display:block;margin:.5em 0}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left}
+th{background:#f5f5f5}.num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#666;font-size:.9em}
+"""
+
+
+class Report:
+    """HTML assembled section by section; figures are saved to disk and embedded as data URIs."""
+
+    def __init__(self, title: str):
+        self.title, self.parts = title, []
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
+
+    def note(self, text: str) -> None:
+        self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def figure(self, fig, folder: Path, name: str, alt: str) -> None:
+        png, _svg = save(fig, folder / name, formats=("png", "svg"))
+        data = base64.b64encode(png.read_bytes()).decode()
+        self.parts.append(f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">')
+
+    def table(self, header: list[str], rows: list[list[Any]]) -> None:
+        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+        self.parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+
+    def html(self) -> str:
+        return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>'
+                f"<style>{CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"
+                f"<p class=\"note\">written by kiln report on {time.strftime('%Y-%m-%d %H:%M')}</p>"
+                + "\n".join(self.parts) + "</body></html>\n")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f'<td class="num">{v:.4f}</td>'
+    if isinstance(v, int):
+        return f'<td class="num">{v:,}</td>'
+    return f"<td>{html.escape(str(v))}</td>"
+
+
+def build(run_dirs: list[Path], out: Path | None = None, num_wrong: int = 12) -> Path:
+    runs = [check_run_dir(Path(r)) for r in run_dirs]
+    if out is None:
+        out = runs[0] / "report.html" if len(runs) == 1 else Path("report.html")
+    report = Report(f"kiln report — {runs[0]}" if len(runs) == 1 else f"kiln report — {len(runs)} runs")
+    if len(runs) > 1:
+        _comparison(report, runs, out.parent / "figures")
+    for run in runs:
+        _single(report, run, num_wrong, with_heading=len(runs) > 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report.html(), encoding="utf-8")
+    return out
+
+
+def _config(run: Path) -> dict[str, Any]:
+    return yaml.safe_load((run / "config.yaml").read_text())
+
+
+def _single(report: Report, run: Path, num_wrong: int, with_heading: bool) -> None:
+    folder = run / "figures"
+    cfg = _config(run)
+    rows = read_metrics(run)
+    if with_heading:
+        report.heading(str(run))
+    if rows:
+        ck = cfg.get("trainer", {}).get("checkpoint", {})
+        monitor, mode = ck.get("monitor", "val/acc"), ck.get("mode", "max")
+        if not any(monitor in r for r in rows):
+            monitor, mode = "train/loss", "min"
+        report.heading("Training curves", 3 if with_heading else 2)
+        report.figure(figures.curves(rows, monitor, mode), folder, "curves", "loss, accuracy and learning rate")
+    else:
+        report.note("no metrics.jsonl yet: the run has not finished an epoch")
+    test_file = run / "test_metrics.json"
+    if not test_file.is_file():
+        report.note(f"no test_metrics.json: run `kiln test {run}` for the test-split figures")
+        return
+    test = json.loads(test_file.read_text())
+    names = test["class_names"]
+    report.heading("Test split", 3 if with_heading else 2)
+    report.table(["metric", "value"], [[k, test[k]] for k in ("loss", "acc", "acc_top5", "f1") if test.get(k) is not None]
+                 + [["samples", test["num_samples"]], ["checkpoint", Path(test["checkpoint"]).name]])
+    report.figure(figures.confusion(test["confusion_matrix"], names), folder, "confusion_matrix", "confusion matrix")
+    report.figure(figures.per_class(test["confusion_matrix"], names), folder, "per_class", "per-class scores")
+    if num_wrong and not with_heading:
+        _wrong(report, run, num_wrong, folder)
+
+
+def _wrong(report: Report, run: Path, num_wrong: int, folder: Path) -> None:
+    try:
+        mistakes = most_confident_mistakes(run, num_wrong)
+    except KilnError as e:  # e.g. the test data is not on this machine
+        report.note(f"most confident mistakes not shown: {e}")
+        return
+    report.heading("Most confident mistakes")
+    if not mistakes["true"]:
+        report.note("no mistakes on the test split")
+    elif mistakes["kind"] == "image":
+        report.figure(figures.wrong_examples(mistakes["inputs"], mistakes["true"], mistakes["predicted"],
+                                             mistakes["confidence"]), folder, "wrong_examples", "mistakes")
+    else:
+        report.table(["text", "true", "predicted", "confidence"],
+                     [[t[:200], a, b, c] for t, a, b, c in zip(mistakes["inputs"], mistakes["true"],
+                                                               mistakes["predicted"], mistakes["confidence"])])
+
+
+@torch.no_grad()
+def most_confident_mistakes(run: Path, n: int) -> dict[str, Any]:
+    """Run the best checkpoint over the test split; the n wrong predictions with the highest confidence."""
+    from kiln.data import build_data
+    from kiln.predict import load_run
+    from kiln.train.device import autocast
+    from kiln.train.session import saved_vocab
+
+    trained = load_run(run)
+    data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",), vocab=saved_vocab(run))
+    confidences, predictions, targets, index = [], [], [], []
+    offset = 0
+    for inputs, y in data.test.epoch(0):
+        with autocast(trained.device, trained.precision):
+            probs = trained.model(inputs).float().softmax(-1)
+        conf, pred = probs.max(-1)
+        confidences.append(conf.cpu())
+        predictions.append(pred.cpu())
+        targets.append(y.cpu())
+        index.append(torch.arange(offset, offset + len(y)))
+        offset += len(y)
+    conf, pred, true, idx = (torch.cat(t) for t in (confidences, predictions, targets, index))
+    wrong = (pred != true).nonzero().flatten()
+    top = wrong[conf[wrong].argsort(descending=True)[:n]]
+    names = trained.info.class_names
+    result = {"kind": trained.info.kind, "true": [names[i] for i in true[top].tolist()],
+              "predicted": [names[i] for i in pred[top].tolist()], "confidence": conf[top].tolist()}
+    if trained.info.kind == "image":
+        images = data.test.images if hasattr(data.test, "images") else data.test.loader.dataset.images
+        result["inputs"] = images[idx[top].to(images.device)].cpu().numpy().astype(np.uint8)
+    else:
+        from kiln.data.text import read_rows
+
+        texts = read_rows(_test_file(trained.cfg), _spec(trained.cfg), trained.cfg.data.text).texts
+        result["inputs"] = [texts[i] if i < len(texts) else "" for i in idx[top].tolist()]
+    return result
+
+
+def _spec(cfg):
+    from kiln.data.registry import get_dataset
+
+    return get_dataset(cfg.data.name)
+
+
+def _test_file(cfg) -> Path:
+    from kiln.data.registry import locate
+
+    return locate(_spec(cfg), cfg.data.root, False) / "test.csv"
+
+
+def _comparison(report: Report, runs: list[Path], folder: Path) -> None:
+    labels = _labels(runs)
+    metrics = {label: read_metrics(run) for label, run in zip(labels, runs)}
+    present = [m for m in ("val/acc", "val/loss", "train/loss") if any(m in r for rows in metrics.values() for r in rows)]
+    report.heading("Runs compared")
+    if present:
+        report.figure(figures.compare_curves(metrics, present), folder, "compare", "runs compared")
+    report.heading("Config differences", 3)
+    flat = [_flatten(_config(run)) for run in runs]
+    keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
+    if keys:
+        report.table(["key", *labels], [[k, *[str(f.get(k, "—")) for f in flat]] for k in keys])
+    else:
+        report.note("the runs' configs are identical")
+    finals = []
+    for label, run in zip(labels, runs):
+        test = json.loads((run / "test_metrics.json").read_text()) if (run / "test_metrics.json").is_file() else {}
+        rows = metrics[label]
+        best = max((r.get("val/acc") or 0 for r in rows), default=None)
+        finals.append([label, len(rows), best if best is not None else "—", test.get("acc", "—")])
+    report.table(["run", "epochs", "best val/acc", "test acc"], finals)
+
+
+def _labels(runs: list[Path]) -> list[str]:
+    return [f"{r.parent.name}/{r.name}" for r in runs]
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

@@ -1,0 +1,112 @@
+"""Out-of-memory handling, the memory-growth warning, the batch-size search and lr-find."""
+
+import json
+import logging
+
+import pytest
+import torch
+
+from conftest import only_run, run_cli, tiny_config, write_config
+from kiln.config import build_config
+from kiln.data import build_data
+from kiln.errors import TrainingStopped
+from kiln.models import build_model
+from kiln.train import session
+from kiln.train.batch_size import search
+from kiln.train.lr_find import sweep
+from kiln.train.memory import GrowthWatch
+from kiln.train.optim import build_optimizer
+from kiln.train.state import load_checkpoint
+
+
+def test_out_of_memory_names_the_phase_and_keeps_last_pt(tmp_path, idx_root):
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3}))
+
+    def run_out_of_memory(t):
+        if t.state.epoch == 1 and t.state.batch == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+    with pytest.raises(TrainingStopped) as e:
+        session.train(cfg, quiet=True, step_hooks=[run_out_of_memory])
+    message = str(e.value)
+    assert "out of memory in the training step" in message and "data.batch_size=16" in message
+    assert "--find-batch-size" in message
+    run = only_run(tmp_path / "runs")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 1
+    assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+
+
+def test_memory_line_and_growth_warning(tmp_path, idx_root, caplog):
+    logger = logging.getLogger("kiln")
+    logger.addHandler(caplog.handler)
+    try:
+        leaky = build_config(tiny_config(tmp_path, idx_root, model={"name": "leakmodel:Leaky"},
+                                         trainer={"epochs": 5, "test_after_fit": False},
+                                         log={"dir": str(tmp_path / "leaky"), "progress": "none"}))
+        import sys
+        from pathlib import Path
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        with caplog.at_level(logging.WARNING, logger="kiln"):
+            result = session.train(leaky, quiet=True)
+        assert "host memory (RSS) grew at each of the last 3 epochs" in caplog.text
+        assert "loss.item()" in caplog.text
+        rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert rows[-1]["mem/host_rss_mib"] - rows[0]["mem/host_rss_mib"] > 60
+        caplog.clear()
+        clean = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 5, "test_after_fit": False},
+                                         log={"dir": str(tmp_path / "clean"), "progress": "none"}))
+        with caplog.at_level(logging.WARNING, logger="kiln"):
+            session.train(clean, quiet=True)
+        assert "grew at each" not in caplog.text
+    finally:
+        logger.removeHandler(caplog.handler)
+
+
+def test_growth_watch_rules():
+    watch = GrowthWatch(window=3, min_step=2, min_total=20)
+    assert [watch.update({"mem/host_rss_mib": v}) for v in (100, 101, 100, 102, 101)] == [None] * 5  # noise
+    watch = GrowthWatch(window=3, min_step=2, min_total=20)
+    messages = [watch.update({"mem/host_rss_mib": v}) for v in (100, 110, 120, 130, 140)]
+    assert messages[:3] == [None] * 3 and "grew at each of the last 3 epochs" in messages[3] and messages[4] is None
+
+
+@pytest.mark.parametrize("threshold", [1, 7, 256, 700, 5000])
+def test_batch_size_search_finds_the_largest_that_fits(threshold):
+    probes = []
+
+    def fits(n):
+        probes.append(n)
+        return n <= threshold
+
+    assert search(fits, start=32, limit=4096) == min(threshold, 4096)
+    assert len(probes) < 30
+
+
+def test_find_batch_size_needs_cuda(config_file):
+    result = run_cli("train", config_file, "--find-batch-size")
+    if torch.cuda.is_available():
+        assert result.returncode == 0 and "largest batch size that fits" in result.stdout
+    else:
+        assert result.returncode == 2 and "needs a CUDA device" in result.stderr
+
+
+def test_lr_find_suggests_within_the_sweep_and_restores_the_model(tmp_path, idx_root):
+    cfg = build_config(tiny_config(tmp_path, idx_root))
+    data = build_data(cfg.data, seed=0, device=torch.device("cpu"), splits=("train",))
+    model = build_model(cfg.model, data.info)
+    optimizer = build_optimizer(cfg.optim, model, torch.device("cpu"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = sweep(model, optimizer, data.train, device=torch.device("cpu"), start_lr=1e-5, end_lr=10, steps=40)
+    assert 1e-5 <= result.suggestion <= 10 and len(result.lrs) == len(result.losses) >= 10
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert optimizer.state_dict()["state"] == {}
+
+
+def test_lr_find_cli_writes_the_plot(tmp_path, config_file):
+    result = run_cli("lr-find", config_file, "--steps", "30")
+    assert result.returncode == 0, result.stderr
+    assert "suggested learning rate" in result.stdout
+    folder = next((tmp_path / "runs" / "tiny").glob("lr-find-*"))
+    assert (folder / "lr_find.png").stat().st_size > 5000
+    assert json.loads((folder / "lr_find.json").read_text())["suggestion"] > 0

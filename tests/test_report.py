@@ -1,0 +1,104 @@
+"""kiln report (figures, self-contained HTML, a real browser) and kiln doctor."""
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import only_run, run_cli, tiny_config, write_config
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, idx_root):
+    tmp = tmp_path_factory.mktemp("report")
+    for lr in (0.05, 0.2):
+        path = write_config(tmp, tiny_config(tmp, idx_root, optim={"lr": lr}, trainer={"epochs": 3}), f"lr{lr}.yaml")
+        assert run_cli("train", path).returncode == 0
+    return sorted(p for p in (tmp / "runs" / "tiny").iterdir())
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.verify()
+    with Image.open(path) as img:
+        return img.size
+
+
+def test_single_run_report_has_every_figure_embedded(two_runs):
+    run = two_runs[0]
+    result = run_cli("report", run)
+    assert result.returncode == 0, result.stderr
+    for name in ("curves", "confusion_matrix", "per_class", "wrong_examples"):
+        w, h = _png_size(run / "figures" / f"{name}.png")
+        assert w > 400 and h > 250, name
+        assert (run / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    page = (run / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert base64.b64decode(sources[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # offline, self-contained
+    assert "Training curves" in page and "Most confident mistakes" in page and "<td>acc</td>" in page
+
+
+def test_two_run_comparison(two_runs, tmp_path):
+    out = tmp_path / "compare.html"
+    result = run_cli("report", *two_runs, "--out", out)
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert "Config differences" in page and "optim.lr" in page and "0.05" in page and "0.2" in page
+    assert _png_size(tmp_path / "figures" / "compare.png")[0] > 600
+
+
+def _chrome():
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    return chrome, driver
+
+
+@pytest.mark.skipif(not all(_chrome()), reason="headless Chromium and chromedriver are not installed "
+                                                 "(make test installs Debian's chromium and chromium-driver)")
+def test_report_renders_in_a_real_browser(two_runs, tmp_path):
+    selenium = pytest.importorskip("selenium", reason="selenium is not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    run = two_runs[1]
+    assert run_cli("report", run).returncode == 0
+    chrome, driver_path = _chrome()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    try:
+        browser.get((run / "report.html").resolve().as_uri())
+        images = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
+        expected = (run / "report.html").read_text().count("<img ")
+        assert len(images) == expected >= 3 and all(done and w > 0 and h > 0 for done, w, h in images)
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        assert browser.title.startswith("kiln report")
+        browser.save_screenshot(str(run / "figures" / "report_screenshot.png"))
+    finally:
+        browser.quit()
+    assert _png_size(run / "figures" / "report_screenshot.png")[0] >= 1000
+
+
+def test_doctor_on_a_machine_without_gpu(tmp_path):
+    result = run_cli("doctor")
+    assert result.returncode == 0, result.stderr
+    assert "torch " in result.stdout and "dataset fashion_mnist:" in result.stdout and "extras:" in result.stdout
+    assert "cpus " in result.stdout
+    report = json.loads(run_cli("doctor", "--json").stdout)
+    assert report["host"]["cpus"] >= 1 and {d["name"] for d in report["datasets"]} >= {"fashion_mnist", "ag_news"}
+    if not report["torch"]["cuda_available"]:
+        assert "GPU: none" in result.stdout

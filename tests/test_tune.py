@@ -1,0 +1,142 @@
+"""kiln tune: samplers, pruning, resume, parallel workers, best.yaml, Ray."""
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli, tiny_config, write_config
+from kiln.errors import KilnError
+from kiln.tune.runner import run_tune
+from kiln.tune.space import load_tune_config
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tune").glob("*.yaml"))
+
+
+@pytest.fixture
+def base(tmp_path, idx_root):
+    cfg = tiny_config(tmp_path, idx_root, model={"name": "mlp", "args": {"hidden": [32]}},
+                      data={"augment": {"crop_padding": 0, "hflip": False}}, schedule={"name": "none"},
+                      optim={"name": "sgd", "lr": 0.05}, trainer={"epochs": 2, "test_after_fit": False},
+                      log={"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False})
+    return write_config(tmp_path, cfg, "base.yaml")
+
+
+def tune_file(tmp_path, **fields):
+    spec = {"base": "base.yaml", "metric": "val/acc", "mode": "max", "trials": 4, "sampler": "tpe",
+            "pruner": "none", "space": {"optim.lr": {"type": "float", "low": 0.005, "high": 0.2, "log": True},
+                                        "model.args.dropout": [0.0, 0.2]}}
+    spec.update(fields)
+    return write_config(tmp_path, spec, "tune.yaml")
+
+
+def results(tune_dir):
+    with open(tune_dir / "results.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_tune_configs_validate(path):
+    tune = load_tune_config(path)
+    assert tune.base.is_file() and tune.space
+
+
+@pytest.mark.parametrize("sampler", ["grid", "random", "tpe", "cmaes"])
+def test_every_sampler_runs_a_small_search(tmp_path, base, sampler):
+    space = {"optim.lr": [0.01, 0.1], "model.args.dropout": [0.0, 0.2]} if sampler == "grid" else None
+    path = tune_file(tmp_path, sampler=sampler, **({"space": space} if space else {}))
+    tune_dir = run_tune(path, [])
+    rows = results(tune_dir)
+    assert len(rows) == 4 and {r["state"] for r in rows} == {"complete"}
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    values = [float(r["val/acc"]) for r in rows]
+    assert values == sorted(values, reverse=True)
+    assert all((tune_dir / f"trial-{i:03d}" / "checkpoints" / "last.pt").is_file() for i in range(4))
+    best = yaml.safe_load((tune_dir / "best.yaml").read_text())
+    assert best["optim"]["lr"] == pytest.approx(float(rows[0]["param:optim.lr"]))
+    if sampler == "grid":
+        combos = {(r["param:optim.lr"], r["param:model.args.dropout"]) for r in rows}
+        assert len(combos) == 4  # every combination once
+    assert (tune_dir / "plots" / "optimization_history.png").is_file()
+
+
+def test_pruning_stops_hopeless_trials(tmp_path, base):
+    path = tune_file(tmp_path, trials=8, sampler="random", pruner="median",
+                     space={"optim.lr": [1.0e-7, 0.05]})
+    tune_dir = run_tune(path, ["trainer.epochs=4"])
+    rows = results(tune_dir)
+    pruned = [r for r in rows if r["state"] == "pruned"]
+    assert pruned and all(r["param:optim.lr"] == "1e-07" for r in pruned)
+    assert all(int(r["epochs"]) < 4 for r in pruned)
+    assert json.loads((Path(pruned[0]["run_dir"]) / "status.json").read_text())["state"] == "pruned"
+
+
+def test_unknown_metric_and_bad_space_are_rejected(tmp_path, base):
+    with pytest.raises(KilnError, match="metric='val/accuracy' is never produced.*available: train/loss"):
+        run_tune(tune_file(tmp_path, metric="val/accuracy"), [])
+    with pytest.raises(KilnError, match="grid search needs lists of values; optim.lr"):
+        run_tune(tune_file(tmp_path, sampler="grid"), [])
+    with pytest.raises(KilnError, match="unknown key 'trainer.epoch'"):
+        run_tune(tune_file(tmp_path), ["trainer.epoch=3"])
+    with pytest.raises(KilnError, match="model.args.hidden: choices must be numbers, strings"):
+        run_tune(tune_file(tmp_path, space={"model.args.hidden": [[16], [32]]}), [])
+
+
+def test_resume_after_a_kill_finishes_without_repeating(tmp_path, base):
+    path = tune_file(tmp_path, trials=6, sampler="random")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "kiln", "tune", str(path), "trainer.epochs=6"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    finished = []
+    while time.time() < deadline and len(finished) < 2:
+        finished = [p for p in (tmp_path / "runs").glob("tiny/tune-*/trial-*/status.json")
+                    if json.loads(p.read_text() or "{}").get("state") == "finished"]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    tune_dir = next((tmp_path / "runs" / "tiny").glob("tune-*"))
+    done_before = {p.parent.name for p in finished}
+
+    result = run_cli("tune", path, "trainer.epochs=6", "--resume", tune_dir)
+    assert result.returncode == 0, result.stderr
+    rows = results(tune_dir)
+    complete = [r for r in rows if r["state"] == "complete"]
+    assert len(complete) == 6 and len({r["trial"] for r in complete}) == 6
+    assert done_before <= {Path(r["run_dir"]).name for r in complete}  # finished trials were kept, not re-run
+    assert "best config:" in result.stdout
+
+
+def test_two_workers_share_one_study(tmp_path, base):
+    tune_dir = run_tune(tune_file(tmp_path, trials=4, sampler="random"), [], workers=2)
+    rows = results(tune_dir)
+    assert len([r for r in rows if r["state"] == "complete"]) == 4
+    import optuna
+
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tune_dir / 'study.db'}")
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2
+
+
+def test_best_yaml_trains(tmp_path, base):
+    tune_dir = run_tune(tune_file(tmp_path, trials=2, sampler="random"), [])
+    result = run_cli("train", tune_dir / "best.yaml", "trainer.epochs=1")
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e .[ray])")
+def test_local_ray_search(tmp_path, base):
+    result = run_cli("tune", tune_file(tmp_path, trials=3, sampler="tpe", pruner="asha"), "--backend", "ray",
+                     timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    tune_dir = next((tmp_path / "runs" / "tiny").glob("tune-*"))
+    rows = results(tune_dir)
+    assert len(rows) == 3 and all(r["val/acc"] for r in rows)
+    assert (tune_dir / "best.yaml").is_file()
