@@ -328,6 +328,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return nest(values)
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.1}} -> {"optim.lr": 0.1} (the inverse of `nest`; empty dicts stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def nest(values: dict[str, Any]) -> dict[str, Any]:
     """{"optim.lr": 0.1} -> {"optim": {"lr": 0.1}}."""
     out: dict[str, Any] = {}

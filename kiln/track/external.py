@@ -9,17 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kiln.config import flatten
 from kiln.errors import KilnError
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 class WandbTracker:
@@ -70,7 +61,7 @@ class MlflowTracker:
         from mlflow.entities import Param
 
         existing = self.client.get_run(self.run_id).data.params
-        params = [Param(k, str(v)[:6000]) for k, v in _flatten(config).items() if k not in existing]
+        params = [Param(k, str(v)[:6000]) for k, v in flatten(config).items() if k not in existing]
         for i in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[i:i + 100])
 

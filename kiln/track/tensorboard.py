@@ -5,16 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
-    return out
+from kiln.config import flatten
 
 
 class TensorBoardTracker:
@@ -27,7 +18,8 @@ class TensorBoardTracker:
         self.config: dict[str, Any] = {}
 
     def log_config(self, config: dict[str, Any]) -> None:
-        self.config = _flatten(config)
+        # hparams take numbers, strings and booleans only
+        self.config = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
         text = "\n".join(f"    {k}: {v}" for k, v in self.config.items())
         self.writer.add_text("config", text, 0)
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from kiln.config import Config, load_config, to_yaml
+from kiln.config import Config, flatten, load_config, to_yaml
 from kiln.data import Data, DataInfo, build_data
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
@@ -228,15 +228,7 @@ def _warn_changed(checkpoint: dict[str, Any], cfg: Config, world_size: int) -> N
         log.warning("resuming a %d-process run with %d processes: training continues from the same state, but "
                     "batches and their order differ from the original run from here on",
                     checkpoint.get("world_size", 1), world_size)
-    saved = checkpoint["config"]
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    before, after = flat(saved), flat(cfg.model_dump(mode="json"))
+    before, after = flatten(checkpoint["config"]), flatten(cfg.model_dump(mode="json"))
     changed = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in after if before.get(k) != after.get(k)]
     if changed:
         log.warning("resuming with a changed config (the result will differ from an uninterrupted run): %s",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from kiln.viz.style import OKABE_ITO, SEQUENTIAL, figure
 
@@ -34,7 +35,7 @@ def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "ma
         ax.set_ylabel(unit)
         if best is not None:
             ax.axvline(best[0], color="#777777", linestyle="--", linewidth=1)
-        ax.legend(loc="best")
+    ax_loss.legend(loc="best")  # one legend: the colours mean the same in both panels
     if best is not None:
         ax_target = ax_acc if monitor.endswith("acc") else ax_loss
         ax_target.annotate(f"best {monitor} {best[1]:.4f}\nat epoch {best[0]}", xy=best, xytext=(8, -28),
@@ -44,6 +45,7 @@ def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "ma
     ax_lr.plot(x, y, color=OKABE_ITO[2])
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("epoch")
+    ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
     final = rows[-1] if rows else {}
     gap = (final.get("train/acc", 0) - final.get("val/acc", 0)) if "val/acc" in final else None
     title = "Training curves"
@@ -80,8 +82,9 @@ def confusion(matrix: list[list[int]], names: list[str]):
     i, j = np.unravel_index(off.argmax(), off.shape)
     axes[0].set_title("Counts")
     axes[1].set_title("Row-normalised")
-    fig.suptitle(f"Most frequent confusion: {names[i]} predicted as {names[j]} ({off[i, j]:.0%} of {names[i]})",
-                 fontweight="bold")
+    title = (f"Most frequent confusion: {names[i]} predicted as {names[j]} ({off[i, j]:.0%} of {names[i]})"
+             if off[i, j] > 0 else "No confusions: every test sample was classified correctly")
+    fig.suptitle(title, fontweight="bold")
     return fig
 
 
@@ -138,6 +141,7 @@ def compare_curves(runs: dict[str, list[dict[str, Any]]], metrics: list[str]):
             ax.plot(x, y, color=color, marker="o", markersize=3, label=label)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.split("/")[-1])
     axes[0][0].legend(loc="best", fontsize=8)
     best = {label: max((r.get("val/acc") or 0) for r in rows) for label, rows in runs.items()}

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import yaml
 
+from kiln.config import flatten
 from kiln.errors import KilnError
 from kiln.runs import check_run_dir
 from kiln.track.files import read_metrics
@@ -194,7 +195,7 @@ def _comparison(report: Report, runs: list[Path], folder: Path) -> None:
     if present:
         report.figure(figures.compare_curves(metrics, present), folder, "compare", "runs compared")
     report.heading("Config differences", 3)
-    flat = [_flatten(_config(run)) for run in runs]
+    flat = [flatten(_config(run)) for run in runs]
     keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
     if keys:
         report.table(["key", *labels], [[k, *[str(f.get(k, "—")) for f in flat]] for k in keys])
@@ -211,13 +212,3 @@ def _comparison(report: Report, runs: list[Path], folder: Path) -> None:
 
 def _labels(runs: list[Path]) -> list[str]:
     return [f"{r.parent.name}/{r.name}" for r in runs]
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
