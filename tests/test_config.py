@@ -12,7 +12,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 
 def test_configs_are_shipped():
     names = {p.name for p in CONFIGS}
-    assert {"fashion_mnist.yaml", "mnist.yaml", "fashion_mnist_resnet.yaml", "ag_news.yaml",
+    assert {"fashion_mnist.yaml", "fashion_mnist_best.yaml", "mnist.yaml", "fashion_mnist_resnet.yaml", "ag_news.yaml",
             "ag_news_transformer.yaml"} <= names
 
 

@@ -171,6 +171,7 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
     from kiln.runs import new_run_dir
     from kiln.tune.space import load_tune_config
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # kiln logs the trials itself
     tune = load_tune_config(tune_path)
     raw = base_raw(tune, overrides)
     check_metric(tune, raw)
