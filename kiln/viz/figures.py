@@ -103,9 +103,10 @@ def per_class(matrix: list[list[int]], names: list[str]):
                                          (0.0, recall, "recall", OKABE_ITO[1]), (0.27, f1, "F1", OKABE_ITO[2])):
         ax.barh(y + offset, values[order], height=0.27, label=label, color=color)
     ax.set_yticks(y, [names[i] for i in order])
+    ax.invert_yaxis()  # the weakest class on top
     ax.set_xlim(0, 1)
     ax.set_xlabel("score (0–1)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bars, never over them
     worst = order[0]
     ax.set_title(f"Weakest class: {names[worst]} (F1 {f1[worst]:.2f}); best: {names[order[-1]]} "
                  f"(F1 {f1[order[-1]]:.2f})")

@@ -1,0 +1,91 @@
+"""Datasets and batch sources: `build_data(cfg.data, ...)` is the one entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kiln.config import DataConfig
+from kiln.data.loaders import Batches
+from kiln.data.registry import DATASETS, get_dataset
+from kiln.errors import KilnError
+
+__all__ = ["DATASETS", "Batches", "Data", "DataInfo", "build_data", "choose_loader", "split_indices"]
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model, the metrics and `kiln predict` need to know about the data."""
+
+    name: str
+    kind: str  # "image" | "text"
+    num_classes: int
+    class_names: list[str]
+    in_channels: int = 0  # images
+    image_size: tuple[int, int] = (0, 0)
+    mean: float = 0.0
+    std: float = 1.0
+    vocab_size: int = 0  # text
+    pad_id: int = 0
+
+    def model_args(self) -> dict[str, Any]:
+        """The constructor arguments a model takes from the data rather than from model.args."""
+        if self.kind == "text":
+            return {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "pad_id": self.pad_id}
+        return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes}
+
+
+@dataclass
+class Data:
+    info: DataInfo
+    train: Batches | None = None
+    val: Batches | None = None
+    test: Batches | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    loader: str = "dataloader"
+    vocab: Any = None  # text: the training vocabulary, saved in the run folder
+
+
+def split_indices(n: int, val_split: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of a seeded split; the same for the same (n, val_split, seed)."""
+    num_val = int(round(n * val_split)) if isinstance(val_split, float) else int(val_split)
+    if num_val >= n:
+        raise KilnError(f"data.val_split={val_split} leaves no training samples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[num_val:], order[:num_val].sort().values
+
+
+def choose_loader(setting: str, num_bytes: int, device: torch.device, max_mb: float | None) -> str:
+    """`loader: auto` keeps the data resident on the device when it fits the budget."""
+    if setting != "auto":
+        return setting
+    if max_mb is not None:
+        budget = max_mb * 2**20
+    elif device.type == "cuda":
+        budget = torch.cuda.mem_get_info(device)[0] / 4  # leave the rest to activations, weights, optimizer
+    elif device.type == "cpu":
+        budget = float("inf")  # the tensors are in host memory whichever path reads them
+    else:
+        budget = 2 * 2**30
+    return "resident" if num_bytes <= budget else "dataloader"
+
+
+def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...] = ("train", "val", "test"),
+               channels_last: bool = False, overfit_batches: int = 0, rank: int = 0, world_size: int = 1,
+               vocab: Any = None) -> Data:
+    """Load the requested splits of `cfg.name` and wrap each in a batch source for `device`.
+
+    `vocab` (text only): reuse a run's saved vocabulary instead of building one from the training split.
+    """
+    spec = get_dataset(cfg.name)
+    common = dict(seed=seed, device=device, splits=splits, overfit_batches=overfit_batches, rank=rank,
+                  world_size=world_size)
+    if spec.kind == "text":
+        from kiln.data.text import build_text_data
+
+        return build_text_data(spec, cfg, vocab=vocab, **common)
+    from kiln.data.images import build_image_data
+
+    return build_image_data(spec, cfg, channels_last=channels_last, **common)

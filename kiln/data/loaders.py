@@ -1,0 +1,176 @@
+"""Batch sources behind one small interface, so the training loop never sees a DataLoader.
+
+A `Batches` object yields (inputs, targets) already on the training device and already transformed.
+Its order is a pure function of (seed, epoch) and it can start mid-epoch, which is all exact resume
+needs. Under DDP each rank takes its own slice of the same epoch plan.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from kiln.data.transforms import seed_for
+
+
+class Batches(Protocol):
+    num_samples: int
+
+    def __len__(self) -> int:
+        """Batches per epoch (on this rank)."""
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, torch.Tensor]]:
+        """Yield this epoch's batches from `start_batch` on, on the device and transformed."""
+
+
+class TensorImages(Dataset):
+    """An in-memory image dataset; `__getitems__` fetches a whole batch with one index op."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        assert len(images) == len(labels)
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices)
+        return self.images[idx], self.labels[idx]
+
+
+class EpochBatchSampler(Sampler):
+    """Index batches of one epoch: a seeded permutation (or the natural order), sliced per rank.
+
+    Shuffled (training) epochs give every rank the same number of samples, dropping at most world_size - 1
+    per epoch (different ones each epoch), so no rank waits for a batch another never gets. Evaluation
+    epochs keep every sample: the ranks together cover the split exactly once.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.used = num_samples - num_samples % world_size if shuffle else num_samples
+        self.per_rank = len(range(rank, self.used, world_size))
+        self.drop_last = drop_last and self.per_rank >= batch_size  # never drop a whole tiny dataset
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(self.num_samples)
+        return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed_for(self.seed, epoch, 0x5EED)))
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """This rank's sample order for `epoch`; batch b is order[b * batch_size:(b + 1) * batch_size]."""
+        return self.permutation(epoch)[:self.used][self.rank::self.world_size]
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        order = self.order(epoch)
+        return [order[b * self.batch_size:(b + 1) * self.batch_size] for b in range(len(self))]
+
+    def __len__(self) -> int:
+        return self.per_rank // self.batch_size if self.drop_last else -(-self.per_rank // self.batch_size)
+
+    def __iter__(self):
+        for batch in self.batches(self.epoch)[self.start_batch:]:
+            yield batch.tolist()
+
+
+class BucketBatchSampler(EpochBatchSampler):
+    """Batches of similar-length samples: sort chunks of a seeded permutation by length, then shuffle the
+    batches. Less padding, still a pure function of (seed, epoch). Ranks take every world_size-th batch."""
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
+                 chunk_batches: int = 50):
+        super().__init__(len(lengths), batch_size, shuffle=True, drop_last=False, seed=seed)
+        self.lengths, self.chunk = lengths, batch_size * chunk_batches
+        self.rank, self.world_size = rank, world_size
+        self.num_batches = -(-len(lengths) // batch_size) // world_size  # the same on every rank
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def batches(self, epoch: int) -> list[torch.Tensor]:
+        perm = self.permutation(epoch)
+        all_batches = []
+        for start in range(0, len(perm), self.chunk):
+            chunk = perm[start:start + self.chunk]
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            all_batches += list(chunk.split(self.batch_size))
+        g = torch.Generator().manual_seed(seed_for(self.seed, epoch, 0xB0C7))
+        shuffled = [all_batches[i] for i in torch.randperm(len(all_batches), generator=g).tolist()]
+        return shuffled[self.rank::self.world_size][:self.num_batches]
+
+
+def _already_batched(batch):
+    return batch
+
+
+class LoaderBatches:
+    """The DataLoader path: a dataset whose `__getitems__` builds whole batches (optionally in worker
+    processes); `transform` then runs on the device (images: normalise + augment)."""
+
+    def __init__(self, dataset: Dataset, *, sampler: EpochBatchSampler, device: torch.device, seed: int,
+                 transform: Callable | None = None, num_workers: int = 0):
+        self.num_samples, self.sampler = len(dataset), sampler
+        self.loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_already_batched,
+                                 num_workers=num_workers, pin_memory=device.type == "cuda",
+                                 persistent_workers=num_workers > 0,
+                                 # Its own generator: creating an iterator must not draw from the global RNG,
+                                 # or dropout after a mid-epoch resume would see different random numbers.
+                                 generator=torch.Generator().manual_seed(seed))
+        self.transform, self.device, self.seed = transform, device, seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, torch.Tensor]]:
+        self.sampler.set_epoch(epoch, start_batch)
+        non_blocking = self.device.type == "cuda"
+        for b, (inputs, labels) in enumerate(self.loader, start=start_batch):
+            inputs = inputs.to(self.device, non_blocking=non_blocking)
+            labels = labels.to(self.device, non_blocking=non_blocking)
+            if self.transform is not None:
+                inputs = self.transform(inputs, _generator(self.transform, self.device, self.seed, epoch, b))
+            yield inputs, labels
+
+
+class ResidentBatches:
+    """The resident path: the whole uint8 dataset lives on the training device; batches are gathered,
+    converted and augmented there. No DataLoader, no workers, no host-to-device copy per batch.
+
+    The order comes from the same sampler as the DataLoader path (drawn on the host, one small index copy
+    per epoch), so both paths see identical batches for the same seed.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, sampler: EpochBatchSampler,
+                 transform: Callable, device: torch.device, seed: int):
+        self.num_samples, self.sampler = len(labels), sampler
+        self.images, self.labels = images.to(device), labels.to(device)  # (N, C, H, W) uint8, (N,) int64
+        self.transform, self.device, self.seed = transform, device, seed
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.sampler.order(epoch).to(self.device, non_blocking=True)
+        size = self.sampler.batch_size
+        for b in range(start_batch, len(self)):
+            idx = order[b * size:(b + 1) * size]
+            generator = _generator(self.transform, self.device, self.seed, epoch, b)
+            yield self.transform(self.images[idx], generator), self.labels[idx]
+
+
+def _generator(transform, device: torch.device, seed: int, epoch: int, batch: int) -> torch.Generator | None:
+    """Augmentation randomness as a pure function of (seed, epoch, batch): resuming needs no saved state."""
+    if not getattr(transform, "augments", False):
+        return None
+    return torch.Generator(device).manual_seed(seed_for(seed, epoch, batch))

@@ -1,0 +1,194 @@
+"""Registered datasets: names, where their files live, how to load them.
+
+Each entry is a small spec; `locate` finds its files in the documented order
+and `load_split` reads one split into uint8 tensors on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kiln.data.idx import read_idx
+from kiln.errors import KilnError
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+DIGITS = [str(i) for i in range(10)]
+KMNIST_CLASSES = ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]
+EMNIST_BALANCED = DIGITS + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + list("abdefghnqrt")
+
+
+@dataclass(frozen=True)
+class IdxDataset:
+    """A dataset stored as IDX files (the MNIST family)."""
+
+    name: str
+    class_names: list[str]
+    mean: float  # of the training pixels in [0, 1]
+    std: float
+    torchvision_class: str  # torchvision.datasets.<class> downloads it
+    prefix: str = ""  # file name prefix, e.g. "emnist-balanced-"
+    system_dirs: tuple[str, ...] = ()
+    transpose: bool = False  # EMNIST stores images transposed
+    label_offset: int = 0  # EMNIST letters are labelled 1..26
+    download_kwargs: dict = field(default_factory=dict)
+
+    kind = "image"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def find(self, folder: Path) -> Path | None:
+        """The folder (under `folder`) holding all four files, in any of the layouts people have."""
+        for base in (folder, folder / self.torchvision_class, folder / self.torchvision_class / "raw"):
+            if all(_find_file(base, stem) for split in ("train", "test") for stem in self.files(split)):
+                return base
+        return None
+
+    def download(self, folder: Path) -> None:
+        import torchvision.datasets as tvd
+
+        getattr(tvd, self.torchvision_class)(root=str(folder), train=True, download=True, **self.download_kwargs)
+
+    def describe_files(self) -> str:
+        return " / ".join(self.files("train")) + " (.gz or plain)"
+
+    def files(self, split: str) -> tuple[str, str]:
+        stem = "train" if split == "train" else "t10k"
+        if self.prefix:  # EMNIST names its splits "train"/"test"
+            stem = "train" if split == "train" else "test"
+        return f"{self.prefix}{stem}-images-idx3-ubyte", f"{self.prefix}{stem}-labels-idx1-ubyte"
+
+
+DATASETS: dict[str, Any] = {}  # name -> a spec with .kind, .find(folder), .download(folder), .describe_files()
+
+
+def register(spec):
+    DATASETS[spec.name] = spec
+    return spec
+
+
+AG_NEWS_URL = "https://raw.githubusercontent.com/mhjabreel/CharCnn_Keras/master/data/ag_news_csv/{}.csv"
+
+register(IdxDataset("fashion_mnist", FASHION_CLASSES, 0.2860, 0.3530, "FashionMNIST",
+                    system_dirs=("/usr/share/datasets/fashion-mnist",)))
+register(IdxDataset("mnist", DIGITS, 0.1307, 0.3081, "MNIST"))
+register(IdxDataset("kmnist", KMNIST_CLASSES, 0.1918, 0.3483, "KMNIST"))
+register(IdxDataset("emnist_digits", DIGITS, 0.1733, 0.3317, "EMNIST", prefix="emnist-digits-",
+                    transpose=True, download_kwargs={"split": "digits"}))
+register(IdxDataset("emnist_balanced", EMNIST_BALANCED, 0.1751, 0.3332, "EMNIST", prefix="emnist-balanced-",
+                    transpose=True, download_kwargs={"split": "balanced"}))
+register(IdxDataset("emnist_letters", [chr(c) for c in range(ord("a"), ord("z") + 1)], 0.1722, 0.3309, "EMNIST",
+                    prefix="emnist-letters-", transpose=True, label_offset=1, download_kwargs={"split": "letters"}))
+
+
+@dataclass(frozen=True)
+class CsvDataset:
+    """A text dataset of train.csv / test.csv files."""
+
+    name: str
+    header: bool  # False: the AG News layout (label, title, description), 1-based labels
+    class_names: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+    kind = "text"
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) or None
+
+    def find(self, folder: Path) -> Path | None:
+        return folder if (folder / "train.csv").is_file() and (folder / "test.csv").is_file() else None
+
+    def describe_files(self) -> str:
+        return "train.csv and test.csv"
+
+    def download(self, folder: Path) -> None:
+        if not self.urls:
+            raise KilnError(f"'{self.name}' has no download source; put train.csv and test.csv in data.root")
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, url in zip(("train", "test"), self.urls):
+            tmp = folder / f".{split}.csv.part"
+            urllib.request.urlretrieve(url, tmp)
+            tmp.replace(folder / f"{split}.csv")
+
+
+register(CsvDataset("ag_news", header=False, class_names=("World", "Sports", "Business", "Sci/Tech"),
+                    urls=(AG_NEWS_URL.format("train"), AG_NEWS_URL.format("test"))))
+register(CsvDataset("text_csv", header=True))
+
+
+def get_dataset(name: str):
+    if name not in DATASETS:
+        raise KilnError(f"unknown dataset '{name}' — registered datasets: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def candidate_dirs(spec, root: Path | None) -> list[Path]:
+    """Where the files may be, in the documented search order."""
+    if root is not None:
+        return [Path(root).absolute()]
+    dirs = []
+    if os.environ.get("KILN_DATA"):
+        dirs.append(Path(os.environ["KILN_DATA"]) / spec.name)
+    dirs.append(Path("data") / spec.name)
+    dirs.extend(Path(d) for d in getattr(spec, "system_dirs", ()))
+    return [d.absolute() for d in dirs]
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    # torchvision's downloader leaves the files in <root>/<Class>/raw/; EMNIST in .../raw/gzip/.
+    for sub in (folder, folder / "raw", folder / "gzip"):
+        for name in (stem + ".gz", stem):
+            if (sub / name).is_file():
+                return sub / name
+    return None
+
+
+def locate(spec, root: Path | None, download: bool) -> Path:
+    """The folder holding the dataset's files, downloading them only when asked to."""
+    tried = candidate_dirs(spec, root)
+    for folder in tried:
+        found = spec.find(folder)
+        if found is not None:
+            return found
+    if download:
+        folder = Path(root) if root is not None else Path("data") / spec.name
+        try:
+            spec.download(folder)
+        except (OSError, RuntimeError, ValueError) as e:
+            raise KilnError(f"downloading '{spec.name}' into {folder} failed: {e}") from None
+        found = spec.find(folder)
+        if found is None:
+            raise KilnError(f"downloaded '{spec.name}' into {folder} but did not find its files there")
+        return found
+    looked = "\n  ".join(str(d) for d in tried)
+    hint = "`make data` (installs the Debian package dataset-fashion-mnist), " if spec.name == "fashion_mnist" else ""
+    raise KilnError(f"dataset '{spec.name}' not found. Looked for {spec.describe_files()} in:\n  {looked}\n"
+                    f"Get it with {hint}set data.root=FOLDER, or let kiln download it with data.download=true")
+
+
+def load_split(spec: IdxDataset, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 1, H, W), labels int64 (N,)) of the train or test split."""
+    image_file, label_file = (_find_file(folder, stem) for stem in spec.files(split))
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or images.dtype != torch.uint8:
+        raise KilnError(f"{image_file} should hold uint8 images of shape (N, H, W), not {tuple(images.shape)} "
+                        f"{images.dtype}")
+    if labels.ndim != 1:
+        raise KilnError(f"{label_file} should hold a 1-D list of labels, not shape {tuple(labels.shape)}")
+    if len(images) != len(labels):
+        raise KilnError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels")
+    labels = labels.long() - spec.label_offset
+    if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise KilnError(f"{label_file} has labels outside 0..{spec.num_classes - 1} "
+                        f"(found {int(labels.min())}..{int(labels.max())})")
+    if spec.transpose:
+        images = images.transpose(1, 2).contiguous()
+    return images.unsqueeze(1), labels
