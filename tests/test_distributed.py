@@ -95,16 +95,7 @@ def test_a_crashed_worker_stops_the_group_with_its_error(tmp_path, idx_root):
 
 
 def test_max_restarts_resumes_from_last_checkpoint(tmp_path, idx_root):
-    config = _crash_cfg(tmp_path, idx_root)
-    for attempt in range(2):
-        # gloo's connection set-up after a restart occasionally races on a loaded 2-core machine ("connection
-        # refused" while the new rank 0 is still starting); one more try tells that apart from a broken restart.
-        result = run_cli("train", config, "--nproc", "2", "--max-restarts", "1", timeout=300)
-        if result.returncode == 0 or "could not join the process group" not in result.stderr:
-            break
-        import shutil
-
-        shutil.rmtree(tmp_path / "runs")
+    result = run_cli("train", _crash_cfg(tmp_path, idx_root), "--nproc", "2", "--max-restarts", "1", timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     run = only_run(tmp_path / "runs")
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]

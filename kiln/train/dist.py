@@ -49,7 +49,13 @@ def setup(device) -> None:
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get("KILN_DIST_TIMEOUT", 600)))
     try:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        # Keys per restart attempt: after torchrun restarts a failed group, no rank may read the connection
+        # details that the previous attempt's ranks left in a store that outlives them.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"kiln/attempt_{attempt}", store)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
+                                world_size=world_size, timeout=timeout)
     except Exception as e:  # a rank that never joins, an unreachable MASTER_ADDR
         raise KilnError(f"rank {current().rank} could not join the process group within {timeout}: {e}") from None
 

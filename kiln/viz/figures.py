@@ -71,7 +71,6 @@ def confusion(matrix: list[list[int]], names: list[str]):
         ax.set_xticks(range(k), names, rotation=45, ha="right")
         ax.set_yticks(range(k), names)
         ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
         if k <= 12:  # numbers stay legible
             for i in range(k):
                 for j in range(k):
@@ -80,6 +79,7 @@ def confusion(matrix: list[list[int]], names: list[str]):
     off = rates.copy()
     np.fill_diagonal(off, 0)
     i, j = np.unravel_index(off.argmax(), off.shape)
+    axes[0].set_ylabel("true class")  # the right panel shares the rows; its label would hit the colour bar
     axes[0].set_title("Counts")
     axes[1].set_title("Row-normalised")
     title = (f"Most frequent confusion: {names[i]} predicted as {names[j]} ({off[i, j]:.0%} of {names[i]})"
