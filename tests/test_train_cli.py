@@ -76,3 +76,27 @@ def test_fast_dev_run(tmp_path, idx_root):
     assert result.returncode == 0, result.stderr
     rows = (only_run(tmp_path / "runs") / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1 and json.loads(rows[0])["step"] == 2
+
+
+def test_predict_image_files(tmp_path, config_file):
+    from PIL import Image
+
+    from fakedata import make_images
+
+    assert run_cli("train", config_file, "trainer.epochs=2").returncode == 0
+    run = only_run(tmp_path / "runs")
+    images, labels = make_images(4, seed=9)
+    paths = []
+    for i, (img, label) in enumerate(zip(images, labels)):
+        path = tmp_path / f"sample{i}.png"
+        Image.fromarray(img.numpy()).resize((56, 56)).convert("RGB").save(path)  # other size and mode
+        paths.append(path)
+    result = run_cli("predict", run, *paths, "--json")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert [r["input"] for r in rows] == [str(p) for p in paths]
+    assert all(0 < sum(t["probability"] for t in r["top"]) <= 1 + 1e-6 and r["label"] in names for r in rows)
+    assert sum(r["label"] == names[int(y)] for r, y in zip(rows, labels)) >= 2  # the model learned something
+    result = run_cli("predict", run, tmp_path / "missing.png")
+    assert result.returncode == 2 and "image not found" in result.stderr
