@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from conftest import only_run, run_cli, tiny_config, write_config
+from conftest import only_run, run_cli, tiny_config
 from kiln.config import build_config
 from kiln.data import build_data
 from kiln.errors import TrainingStopped

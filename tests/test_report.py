@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import only_run, run_cli, tiny_config, write_config
+from conftest import run_cli, tiny_config, write_config
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _chrome():
 @pytest.mark.skipif(not all(_chrome()), reason="headless Chromium and chromedriver are not installed "
                                                  "(make test installs Debian's chromium and chromium-driver)")
 def test_report_renders_in_a_real_browser(two_runs, tmp_path):
-    selenium = pytest.importorskip("selenium", reason="selenium is not installed")
+    pytest.importorskip("selenium", reason="selenium is not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

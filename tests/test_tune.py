@@ -138,5 +138,7 @@ def test_local_ray_search(tmp_path, base):
     assert result.returncode == 0, result.stderr[-3000:]
     tune_dir = next((tmp_path / "runs" / "tiny").glob("tune-*"))
     rows = results(tune_dir)
-    assert len(rows) == 3 and all(r["val/acc"] for r in rows)
+    assert len(rows) == 3 and all(r["val/acc"] and r["state"] == "complete" for r in rows)
+    assert len({r["run_dir"] for r in rows}) == 3  # every trial trained in a folder of its own
+    assert all((Path(r["run_dir"]) / "checkpoints" / "last.pt").is_file() for r in rows)
     assert (tune_dir / "best.yaml").is_file()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +55,14 @@ def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune
     from kiln.train import session
 
     setup_logging(-1)
-    name = rt.get_context().get_trial_name()
-    number = int(re.findall(r"\d+", name)[-1]) if re.findall(r"\d+", name) else 0
+    trial_id = rt.get_context().get_trial_id()  # unique within the experiment, e.g. "090c8fb6"
     cfg = trial_config(raw, params)
     cfg.trainer.test_after_fit = False
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        rt.report({metric: metrics[metric], "epoch": epoch, "trial": number})
+        rt.report({metric: metrics[metric], "epoch": epoch, "trial": trial_id})
 
-    session.train(cfg, run_dir=Path(tune_dir) / f"trial-{number:03d}", quiet=True, epoch_end_hooks=[report])
+    session.train(cfg, run_dir=Path(tune_dir) / f"trial-{trial_id}", quiet=True, epoch_end_hooks=[report])
 
 
 def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_per_trial: float,
@@ -112,10 +110,10 @@ def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_
         epochs = len(values)
         state = "failed" if result.error else ("complete" if epochs >= base_cfg.trainer.epochs else "pruned")
         best = (max(values) if tune.mode == "max" else min(values)) if values else None
-        number = int(result.metrics.get("trial", i)) if result.metrics else i
-        rows.append({"trial": number, "state": state, tune.metric: best if state == "complete" else None,
+        trial_id = (result.metrics or {}).get("trial", str(i))
+        rows.append({"trial": trial_id, "state": state, tune.metric: best if state == "complete" else None,
                      "epochs": epochs, **{f"param:{k}": v for k, v in result.config.items()},
-                     "run_dir": str(tune_dir / f"trial-{number:03d}")})
+                     "run_dir": str(tune_dir / f"trial-{trial_id}")})
     save_results(rows, tune, raw, tune_dir)
     return tune_dir
 
