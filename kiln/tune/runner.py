@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,21 @@ def make_storage(url: str):
     return optuna.storages.RDBStorage(url)
 
 
-def make_sampler(tune: TuneConfig):
+def make_sampler(tune: TuneConfig, worker: int = 0):
+    """Parallel workers get different seeds, or they would all propose the same values."""
     import optuna
 
+    seed = tune.seed + 1000 * worker
+
     if tune.sampler == "grid":
-        return optuna.samplers.GridSampler(tune.grid(), seed=tune.seed)
+        return optuna.samplers.GridSampler(tune.grid(), seed=seed)
     if tune.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=tune.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=tune.seed, warn_independent_sampling=False)
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
     # TPE samples at random until it has n_startup_trials results; Optuna's default of 10 would make a short
     # search plain random search, so a quarter of the budget (3..10) is used.
-    return optuna.samplers.TPESampler(seed=tune.seed, n_startup_trials=max(3, min(10, tune.trials // 4)))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, tune.trials // 4)))
 
 
 def make_pruner(tune: TuneConfig, epochs: int):
@@ -129,7 +133,7 @@ def _short(v: Any) -> str:
 
 
 def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str, study_name: str,
-             threads: int | None = None) -> None:
+             threads: int | None = None, quota: int | None = None, worker: int = 0) -> None:
     """Run trials until the study holds `tune.trials` finished (complete or pruned) ones."""
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -140,19 +144,34 @@ def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str
 
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=make_storage(storage), sampler=make_sampler(tune),
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage), sampler=make_sampler(tune, worker),
                               pruner=make_pruner(tune, trial_config(raw, {}).trainer.epochs))
     done = MaxTrialsCallback(tune.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    remaining = tune.trials - len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    remaining = quota if quota is not None else tune.trials - _finished(study)
     if remaining <= 0:
         return
-    # A trial that fails is recorded as failed and the search goes on; an interrupt stops the search.
-    study.optimize(Objective(tune, raw, tune_dir), n_trials=remaining, callbacks=[done], catch=TRIAL_ERRORS,
-                   gc_after_trial=True)
+    from sqlalchemy.exc import OperationalError
+
+    ran: list[int] = []
+    for _ in range(5):
+        try:
+            # A trial that fails is recorded as failed and the search goes on; an interrupt stops the search.
+            study.optimize(Objective(tune, raw, tune_dir), n_trials=remaining - len(ran), catch=TRIAL_ERRORS,
+                           callbacks=[done, lambda study, trial: ran.append(trial.number)], gc_after_trial=True)
+            return
+        except OperationalError as e:  # a shared SQLite file briefly busy with another worker's write
+            log.warning("study storage busy (%s); retrying", str(e).splitlines()[0])
+            time.sleep(1.0)
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def _worker(tune_path: str, overrides: list[str], tune_dir: str, storage: str, study_name: str,
-            threads: int, gpu: int | None) -> None:
+            threads: int, gpu: int | None, quota: int, worker: int) -> None:
     """A parallel worker process (spawned): the same study, its own share of CPU threads or its own GPU."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
@@ -161,7 +180,7 @@ def _worker(tune_path: str, overrides: list[str], tune_dir: str, storage: str, s
 
     setup_logging(-1)
     tune = load_tune_config(Path(tune_path))
-    optimize(tune, base_raw(tune, overrides), Path(tune_dir), storage, study_name, threads)
+    optimize(tune, base_raw(tune, overrides), Path(tune_dir), storage, study_name, threads, quota, worker)
 
 
 def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = None, workers: int = 1,
@@ -201,7 +220,7 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
         if workers <= 1:
             optimize(tune, raw, tune_dir, url, study_name)
         else:
-            _parallel(tune_path, overrides, tune_dir, url, study_name, workers)
+            _parallel(tune_path, overrides, tune_dir, url, study_name, workers, tune.trials - _finished(study))
     except (KeyboardInterrupt, TrainingInterrupted):
         raise TrainingInterrupted(f"search interrupted; continue it with: kiln tune {tune_path} --resume {tune_dir}")
     finally:
@@ -209,7 +228,8 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
     return tune_dir
 
 
-def _parallel(tune_path, overrides, tune_dir, url, study_name, workers: int) -> None:
+def _parallel(tune_path, overrides, tune_dir, url, study_name, workers: int, remaining: int) -> None:
+    """Split the remaining trials between the workers up front, so together they run exactly that many."""
     import multiprocessing as mp
 
     import torch
@@ -218,7 +238,9 @@ def _parallel(tune_path, overrides, tune_dir, url, study_name, workers: int) -> 
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(str(tune_path), list(overrides), str(tune_dir), url, study_name,
-                                               threads, (i % gpus) if gpus else None)) for i in range(workers)]
+                                               threads, (i % gpus) if gpus else None,
+                                               remaining // workers + (i < remaining % workers), i))
+             for i in range(workers)]
     for p in procs:
         p.start()
     for p in procs:
