@@ -82,10 +82,24 @@ def run_kiln(args, device) -> dict:
             "steps": len(data.train), "loader": data.loader, "precision": t.precision}
 
 
+def bare_epoch(model, optimizer, schedule, batches, epoch: int, device, precision: str, label_smoothing: float):
+    """kiln's step without its bookkeeping: forward, backward, optimizer and schedule step."""
+    from kiln.train.device import autocast
+
+    model.train()
+    for x, y in batches.epoch(epoch):
+        with autocast(device, precision):
+            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        schedule.after_step()
+
+
 def run_bare(args, device) -> dict:
     """kiln's data path, model, optimizer and step, without the loop's bookkeeping. It evaluates between
     epochs (untimed) like kiln does, so both run under the same memory conditions."""
-    from kiln.train.device import autocast, resolve_precision
+    from kiln.train.device import resolve_precision
     from kiln.train.loop import evaluate
     from kiln.train.optim import Schedule, build_optimizer
 
@@ -95,15 +109,8 @@ def run_bare(args, device) -> dict:
     precision = resolve_precision(cfg.trainer.precision, device)
     epochs = []
     for epoch in range(args.epochs):
-        model.train()
         start = time.perf_counter()
-        for x, y in data.train.epoch(epoch):
-            with autocast(device, precision):
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.trainer.label_smoothing)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.after_step()
+        bare_epoch(model, optimizer, schedule, data.train, epoch, device, precision, cfg.trainer.label_smoothing)
         sync(device)
         epochs.append(time.perf_counter() - start)
         evaluate(model, data.val, num_classes=10, device=device, precision=precision)
@@ -118,7 +125,7 @@ def run_overhead(args, device) -> dict:
     from kiln.track import Trackers
     from kiln.track.console import EpochProgress
     from kiln.train.callbacks import EarlyStopping
-    from kiln.train.device import autocast, resolve_precision
+    from kiln.train.device import resolve_precision
     from kiln.train.loop import Trainer, train_epoch
     from kiln.train.optim import Schedule, build_optimizer
 
@@ -134,17 +141,6 @@ def run_overhead(args, device) -> dict:
                 precision=precision, epochs=2 * args.epochs + 2, early_stopping=EarlyStopping(EarlyStoppingConfig()),
                 checkpoint=None, trackers=Trackers([]), progress=EpochProgress(False), meta={})
 
-    def bare_epoch(epoch):
-        bm, bopt, bsched = parts["bare"]
-        bm.train()
-        for x, y in data.train.epoch(epoch):
-            with autocast(device, precision):
-                loss = F.cross_entropy(bm(x), y, label_smoothing=cfg.trainer.label_smoothing)
-            loss.backward()
-            bopt.step()
-            bopt.zero_grad(set_to_none=True)
-            bsched.after_step()
-
     times = {"kiln": [], "bare": []}
     for epoch in range(args.epochs + 1):
         for name in (("kiln", "bare") if epoch % 2 else ("bare", "kiln")):
@@ -153,7 +149,7 @@ def run_overhead(args, device) -> dict:
                 t.state.batch = 0
                 train_epoch(t, epoch)
             else:
-                bare_epoch(epoch)
+                bare_epoch(*parts["bare"], data.train, epoch, device, precision, cfg.trainer.label_smoothing)
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {"kiln": times["kiln"][1:], "bare": times["bare"][1:], "steps": len(data.train)}

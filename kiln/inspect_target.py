@@ -74,10 +74,9 @@ def _first(batch: Any, n: int) -> Any:
 
 def _one_input(value: str, data, cfg, vocab) -> Any:
     if data.info.kind == "text":
-        from kiln.data.text import encode_texts, offsets_collate, pad_collate
+        from kiln.data.text import collate, encode_texts
 
-        seqs = encode_texts([value], vocab or data.vocab, cfg.data.text)
-        return pad_collate(seqs, 0) if cfg.data.text.collate == "pad" else offsets_collate(seqs)
+        return collate(encode_texts([value], vocab or data.vocab, cfg.data.text), cfg.data.text.collate)
     from kiln.predict import _image_batch
 
     return _image_batch([Path(value)], data.info)

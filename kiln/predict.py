@@ -88,13 +88,13 @@ def _csv_texts(file: Path, cfg) -> list[str]:
 
 
 def _text_batch(texts: list[str], run_dir: Path, cfg) -> Any:
-    from kiln.data.text import Vocab, encode_texts, offsets_collate, pad_collate
+    from kiln.data.text import Vocab, collate, encode_texts
 
     vocab_path = run_dir / "vocab.json"
     if not vocab_path.is_file():
         raise KilnError(f"{run_dir} has no vocab.json: it is not a text run, or its folder is incomplete")
     seqs = encode_texts(texts, Vocab.load(vocab_path), cfg.data.text)
-    return pad_collate(seqs, Vocab.pad_id) if cfg.data.text.collate == "pad" else offsets_collate(seqs)
+    return collate(seqs, cfg.data.text.collate, Vocab.pad_id)
 
 
 def _image_batch(paths: list[Path], info: DataInfo) -> torch.Tensor:

@@ -246,6 +246,11 @@ def offsets_collate(seqs: list[torch.Tensor], max_len: int | None = None) -> Tex
     return TextBatch(torch.cat(seqs).long(), lengths, offsets=offsets)
 
 
+def collate(seqs: list[torch.Tensor], mode: str, pad_id: int = 0) -> TextBatch:
+    """The batch layout a run was configured with (data.text.collate): pad or offsets."""
+    return pad_collate(seqs, pad_id) if mode == "pad" else offsets_collate(seqs)
+
+
 class TokenDataset(Dataset):
     """Encoded texts and labels; `__getitems__` collates a whole batch (in a worker when there are workers)."""
 
@@ -261,7 +266,7 @@ class TokenDataset(Dataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[TextBatch, torch.Tensor]:
         seqs = [self.seqs[i] for i in indices]
-        batch = pad_collate(seqs, self.pad_id) if self.collate == "pad" else offsets_collate(seqs)
+        batch = collate(seqs, self.collate, self.pad_id)
         return batch, self.labels[torch.as_tensor(indices)]
 
 
