@@ -39,19 +39,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def kiln_parts(args, device):
+def kiln_parts(args, device, extra: tuple[str, ...] = ()):
     from kiln.config import load_config
     from kiln.data import build_data
     from kiln.models import build_model
+    from kiln.train.state import seed_everything
 
-    cfg = load_config(CONFIG, [f"trainer.epochs={args.epochs}", f"trainer.device={device}"] + args.override)
+    cfg = load_config(CONFIG, [f"trainer.epochs={args.epochs}", f"trainer.device={device}", *args.override, *extra])
+    seed_everything(cfg.seed, cfg.trainer.deterministic)  # as kiln train does: cudnn.benchmark, TF32
     data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=True)
     data.val = data.test  # per-epoch accuracy on the test split, like the other methods
     model = build_model(cfg.model, data.info).to(device).to(memory_format=torch.channels_last)
     return cfg, data, model
 
 
-def run_kiln(args, device) -> dict:
+def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
     from kiln.config import EarlyStoppingConfig
     from kiln.track import Trackers
     from kiln.track.console import EpochProgress
@@ -60,7 +62,7 @@ def run_kiln(args, device) -> dict:
     from kiln.train.loop import Trainer, fit
     from kiln.train.optim import Schedule, build_optimizer
 
-    cfg, data, model = kiln_parts(args, device)
+    cfg, data, model = kiln_parts(args, device, extra)
     optimizer = build_optimizer(cfg.optim, model, device)
     schedule = Schedule(cfg.schedule, optimizer, epochs=args.epochs, steps_per_epoch=len(data.train))
     epochs, accs = [], []
@@ -79,7 +81,8 @@ def run_kiln(args, device) -> dict:
                 progress=EpochProgress(False), meta={"data_info": {"num_classes": data.info.num_classes}})
     fit(t)
     return {"epoch_s": epochs, "acc": accs, "images": data.sizes["train"], "batch": cfg.data.batch_size,
-            "steps": len(data.train), "loader": data.loader, "precision": t.precision}
+            "steps": len(data.train), "loader": data.loader, "precision": t.precision,
+            "compile_s": t.compile_seconds}
 
 
 def bare_epoch(model, optimizer, schedule, batches, epoch: int, device, precision: str, label_smoothing: float):
@@ -266,7 +269,8 @@ def child(args) -> None:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = {"kiln": run_kiln, "bare": run_bare, "textbook": run_textbook, "lightning": run_lightning,
+    result = {"kiln": run_kiln, "kiln_fp32": lambda a, d: run_kiln(a, d, ("trainer.precision=32",)),
+              "bare": run_bare, "textbook": run_textbook, "lightning": run_lightning,
               "overhead": run_overhead}[args.only](args, device)
     result["rss_mb"] = peak_rss_mb()
     result["cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -279,7 +283,8 @@ def summarize(name: str, r: dict, target: float) -> dict:
     return {"method": name, "s_per_epoch": per_epoch, "images_s": r["images"] / per_epoch,
             "to_target": sum(r["epoch_s"][:reached + 1]) if reached is not None else None,
             "final_acc": r["acc"][-1] if r["acc"] else None, "rss_mb": r["rss_mb"], "cuda_mb": r["cuda_mb"],
-            "step_ms": 1000 * per_epoch / r["steps"]}
+            "step_ms": 1000 * per_epoch / r["steps"], "precision": r.get("precision", "32"),
+            "batch": r.get("batch", 128)}
 
 
 def main() -> None:
@@ -287,8 +292,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--target", type=float, default=0.93, help="test accuracy for the time-to-target column")
-    p.add_argument("--methods", default="kiln,textbook,lightning,overhead",
-                   help="comma-separated: kiln, bare, textbook, lightning, overhead")
+    p.add_argument("--methods", default="kiln,kiln_fp32,textbook,lightning,overhead",
+                   help="comma-separated: kiln, kiln_fp32 (kiln in 32-bit, like the others), bare, textbook, "
+                        "lightning, overhead")
     p.add_argument("--override", nargs="*", default=[], help="kiln config overrides, e.g. data.batch_size=512")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the methods round-robin this many times and keep each one's fastest run (noise)")
@@ -337,18 +343,20 @@ def report(rows: dict, args, overhead: dict | None = None) -> None:
         f" ({os.cpu_count()} cores)"
     print(f"\n{device} | torch {torch.__version__} | python {platform.python_version()} | {args.epochs} epochs"
           f" | best of {args.repeat}")
-    print("| method | s/epoch (median) | images/s | step ms | time to {:.0%} | final test acc | peak RSS MiB | "
-          "CUDA max alloc MiB |".format(args.target))
-    print("|---|---|---|---|---|---|---|---|")
+    print("| method | precision | batch | s/epoch (median) | images/s | step ms | time to {:.0%} | final test acc | "
+          "peak RSS MiB | CUDA max alloc MiB |".format(args.target))
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows.values():
-        cells = [r["method"], f"{r['s_per_epoch']:.2f}", f"{r['images_s']:,.0f}", f"{r['step_ms']:.2f}",
+        cells = [r["method"], r["precision"], str(r["batch"]), f"{r['s_per_epoch']:.2f}", f"{r['images_s']:,.0f}",
+                 f"{r['step_ms']:.2f}",
                  _fmt(r["to_target"], "{:.1f} s", "not reached"), _fmt(r["final_acc"], "{:.4f}"),
                  f"{r['rss_mb']:,.0f}", _fmt(r["cuda_mb"], "{:,.0f}")]
         print("| " + " | ".join(cells) + " |")
-    if "kiln" in rows:
+    for mine in ("kiln", "kiln_fp32"):
         for other in ("textbook", "lightning"):
-            if other in rows:
-                print(f"kiln vs {other}: {rows[other]['s_per_epoch'] / rows['kiln']['s_per_epoch']:.2f}x faster per epoch")
+            if mine in rows and other in rows:
+                print(f"{mine} vs {other}: {rows[other]['s_per_epoch'] / rows[mine]['s_per_epoch']:.2f}x "
+                      "faster per epoch")
     if overhead:
         kiln_s, bare_s = statistics.median(overhead["kiln"]), statistics.median(overhead["bare"])
         print(f"kiln's loop vs a bare loop over the same batches, one process, alternating epochs: "

@@ -184,13 +184,18 @@ class TrainerConfig(Section):
     epochs: int = Field(10, gt=0)
     """Number of passes over the training split."""
     device: str = "auto"
-    """auto | cpu | cuda | cuda:N | mps. auto picks cuda, then mps, then cpu."""
+    """auto | cpu | cuda | cuda:N | mps. auto picks cuda, then mps, then cpu. Under DDP each process takes
+    cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)."""
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    """DDP process-group backend: auto = nccl on CUDA, gloo on CPU. gloo lets several processes share a GPU."""
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
-    """auto = bf16 on GPUs that support it, else 32. 16 uses a gradient scaler (CUDA only)."""
+    """auto = bf16 on GPUs with native bf16 (Ampere and newer), fp16 with a gradient scaler on older GPUs,
+    32 on CPU. 16 uses a gradient scaler (CUDA only)."""
     compile: Literal[False, "default", "reduce-overhead", "max-autotune"] = False
     """torch.compile the model: false, or a mode (default | reduce-overhead | max-autotune). true = default."""
     deterministic: bool = False
-    """Use deterministic algorithms (slower; bit-exact reruns on GPU too)."""
+    """Use deterministic algorithms and no TF32 (slower): bit-exact reruns and resumes on GPU too. Off, a GPU
+    run autotunes its kernels (cudnn.benchmark) and uses TF32 for fp32 matmuls."""
     channels_last: Literal["auto", True, False] = "auto"
     """Store conv activations NHWC; auto turns it on for 4-D inputs (faster on CPU and GPU)."""
     grad_clip: float | None = Field(None, gt=0)

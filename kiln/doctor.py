@@ -51,20 +51,33 @@ def gpus() -> tuple[list[dict[str, Any]], str | None]:
     except pynvml.NVMLError as e:
         return [], f"no NVIDIA driver or GPU ({e})"
     try:
-        out = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            memory = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            util = pynvml.nvmlDeviceGetUtilizationRates(handle)
-            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            out.append({"index": i, "name": name.decode() if isinstance(name, bytes) else name,
-                        "memory_used_mib": memory.used // 2**20, "memory_total_mib": memory.total // 2**20,
-                        "utilization_pct": util.gpu,
-                        "processes": [{"pid": p.pid, "memory_mib": (p.usedGpuMemory or 0) // 2**20} for p in procs]})
-        return out, None
+        return [_gpu(pynvml, i) for i in range(pynvml.nvmlDeviceGetCount())], None
+    except pynvml.NVMLError as e:
+        return [], f"NVML could not list the GPUs ({e})"
     finally:
         pynvml.nvmlShutdown()
+
+
+def _gpu(pynvml, index: int) -> dict[str, Any]:
+    """One GPU's facts; a query this GPU or driver does not support (MIG, vGPU, old drivers) gives "n/a"."""
+    handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+
+    def query(fn, *args, convert=lambda v: v):
+        try:
+            return convert(fn(handle, *args))
+        except pynvml.NVMLError:
+            return "n/a"
+
+    def mib(value: int | None) -> int:
+        return (value or 0) // 2**20
+
+    return {"index": index,
+            "name": query(pynvml.nvmlDeviceGetName, convert=lambda n: n.decode() if isinstance(n, bytes) else n),
+            "memory_used_mib": query(pynvml.nvmlDeviceGetMemoryInfo, convert=lambda m: mib(m.used)),
+            "memory_total_mib": query(pynvml.nvmlDeviceGetMemoryInfo, convert=lambda m: mib(m.total)),
+            "utilization_pct": query(pynvml.nvmlDeviceGetUtilizationRates, convert=lambda u: u.gpu),
+            "processes": query(pynvml.nvmlDeviceGetComputeRunningProcesses, convert=lambda procs: [
+                {"pid": p.pid, "memory_mib": mib(p.usedGpuMemory)} for p in procs])}
 
 
 def datasets() -> list[dict[str, Any]]:

@@ -43,7 +43,7 @@ def load_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] = ())
     cfg = load_config(None, overrides, base=yaml.safe_load((run_dir / "config.yaml").read_text()))
     path = resolve_checkpoint(run_dir, checkpoint)
     device = resolve_device(cfg.trainer.device)
-    state = load_checkpoint(path, device)
+    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     raw_info = dict(state["data_info"])
     raw_info["image_size"] = tuple(raw_info["image_size"])
     info = DataInfo(**raw_info)

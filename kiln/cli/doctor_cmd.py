@@ -31,9 +31,10 @@ def run(args: argparse.Namespace) -> int:
           f"{t['threads']} CPU threads")
     if r["gpus"]:
         for g in r["gpus"]:
-            procs = ", ".join(f"pid {p['pid']} ({p['memory_mib']} MiB)" for p in g["processes"]) or "no processes"
-            print(f"GPU {g['index']}: {g['name']}, {g['memory_used_mib']:,} / {g['memory_total_mib']:,} MiB used, "
-                  f"{g['utilization_pct']}% busy, {procs}")
+            procs = g["processes"] if isinstance(g["processes"], str) else (", ".join(
+                f"pid {p['pid']} ({p['memory_mib']} MiB)" for p in g["processes"]) or "no processes")
+            print(f"GPU {g['index']}: {g['name']}, {_n(g['memory_used_mib'])} / {_n(g['memory_total_mib'])} MiB "
+                  f"used, {_n(g['utilization_pct'])}% busy, processes: {procs}")
     else:
         print(f"GPU: none — {r['gpu_note']}; training runs on the CPU" +
               (" (MPS is available)" if t["mps_available"] else ""))
@@ -42,3 +43,8 @@ def run(args: argparse.Namespace) -> int:
                                           f"not found (looked in {', '.join(d['looked_in'])})"))
     print("extras: " + ", ".join(f"{k} {v}" if v else f"{k} (not installed)" for k, v in r["extras"].items()))
     return 0
+
+
+def _n(value) -> str:
+    """A count with thousands separators, or "n/a" where NVML could not tell."""
+    return f"{value:,}" if isinstance(value, int) else str(value)

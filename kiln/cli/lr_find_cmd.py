@@ -43,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",))
     model = build_model(cfg.model, data.info).to(device)
     optimizer = build_optimizer(cfg.optim, model, device)
-    result = sweep(model, optimizer, data.train, device=device, precision=resolve_precision(cfg.trainer.precision,
-                                                                                               device),
+    result = sweep(model, optimizer, data.train, device=device, trainer=cfg.trainer,
+                   precision=resolve_precision(cfg.trainer.precision, device),
                    start_lr=args.start, end_lr=args.end, steps=args.steps)
     folder = new_run_dir(cfg.log.dir, cfg.name, prefix="lr-find-")
     plot(result, folder / "lr_find")

@@ -86,7 +86,11 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
     from pathlib import Path
 
     from kiln.runs import new_run_dir
+    from kiln.train.device import resolve_device
     from kiln.train.launch import launch
+
+    # The GPU layout is checked here, before any process starts, as each worker would check it.
+    resolve_device(cfg.trainer.device, args.nproc - 1, args.nproc, cfg.trainer.backend)
 
     if resume is not None:
         worker = ["--resume", str(resume), *overrides]

@@ -225,6 +225,11 @@ class TextBatch:
         move = lambda t: t.to(device, non_blocking=non_blocking) if t is not None else None  # noqa: E731
         return TextBatch(move(self.ids), self.lengths, move(self.mask), move(self.offsets))  # lengths stay on host
 
+    def pin_memory(self) -> "TextBatch":
+        """Called by the DataLoader (pin_memory=True on CUDA) so the copy to the GPU overlaps compute."""
+        pin = lambda t: t.pin_memory() if t is not None else None  # noqa: E731
+        return TextBatch(pin(self.ids), self.lengths, pin(self.mask), pin(self.offsets))
+
     def __len__(self) -> int:
         return len(self.lengths)
 

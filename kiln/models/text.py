@@ -51,8 +51,12 @@ class GRUClassifier(nn.Module):
 
     def forward(self, batch) -> torch.Tensor:
         x = self.embed(batch.ids)  # (B, T, E)
-        packed = nn.utils.rnn.pack_padded_sequence(x, batch.lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.gru(packed)  # (layers * directions, B, H): the last real step of every sequence
+        # The recurrence runs in fp32 even under autocast: cuDNN's GRU would run in fp16 (also under bf16, and
+        # without a gradient scaler), where its gradients through many steps underflow.
+        with torch.autocast(x.device.type, enabled=False):
+            packed = nn.utils.rnn.pack_padded_sequence(x.float(), batch.lengths.cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            _, h = self.gru(packed)  # (layers * directions, B, H): the last real step of every sequence
         last = torch.cat([h[-2], h[-1]], dim=1) if self.gru.bidirectional else h[-1]
         return self.fc(self.dropout(last))
 

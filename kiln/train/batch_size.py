@@ -6,14 +6,13 @@ that fitted and the first that did not, freeing cached memory between probes.
 
 from __future__ import annotations
 
-import copy
 import logging
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from kiln.errors import KilnError
+from kiln.train.step import TrainStep
 
 log = logging.getLogger("kiln")
 
@@ -39,32 +38,39 @@ def search(fits: Callable[[int], bool], start: int, limit: int) -> int:
     return good
 
 
-def cuda_probe(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sample: torch.Tensor, num_classes: int,
-               device: torch.device, precision: str) -> Callable[[int], bool]:
-    """fits(n): do two training steps with a batch of n samples fit in memory? (on copies; nothing changes)"""
-    from kiln.train.device import autocast
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's allocator, and cuBLAS/cuDNN failing to get their workspaces, all mean "does not fit"."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(error)
+    return isinstance(error, RuntimeError) and any(s in text for s in (
+        "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "out of memory"))
+
+
+def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, num_classes: int,
+               device: torch.device) -> Callable[[int], bool]:
+    """fits(n): do two training steps with a batch of n samples fit in memory? `build` makes a fresh model and
+    the training step `kiln train` runs (its optimizer built by the same builder), so nothing is shared."""
 
     def fits(n: int) -> bool:
-        trial_model = copy.deepcopy(model)
-        trial_optim = type(optimizer)(trial_model.parameters(), **optimizer.defaults)
+        model = step = None
         try:
+            model, step = build()
             reps = -(-n // len(sample))
             x = sample.repeat(reps, *([1] * (sample.ndim - 1)))[:n].to(device)
             y = torch.randint(0, num_classes, (n,), device=device)
             for _ in range(2):
-                with autocast(device, precision):
-                    loss = F.cross_entropy(trial_model(x), y)
-                loss.backward()
-                trial_optim.step()
-                trial_optim.zero_grad(set_to_none=True)
+                step(model, x, y)
             torch.cuda.synchronize(device)
             log.info("batch size %d fits (peak %.0f MiB)", n, torch.cuda.max_memory_allocated(device) / 2**20)
             return True
-        except torch.cuda.OutOfMemoryError:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
             log.info("batch size %d runs out of memory", n)
             return False
         finally:
-            del trial_model, trial_optim
+            del model, step
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
 
@@ -73,9 +79,9 @@ def cuda_probe(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sample:
 
 def find_batch_size(cfg, limit: int = 2**16) -> int:
     from kiln.data import build_data
-    from kiln.models import build_model
     from kiln.train.device import resolve_device, resolve_precision
     from kiln.train.optim import build_optimizer
+    from kiln.train.session import prepare_model, use_channels_last
 
     device = resolve_device(cfg.trainer.device)
     if device.type != "cuda":
@@ -85,8 +91,12 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
     sample, _ = next(iter(data.train.epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")
-    model = build_model(cfg.model, data.info).to(device)
-    optimizer = build_optimizer(cfg.optim, model, device)
-    fits = cuda_probe(model, optimizer, sample, data.info.num_classes, device,
-                      resolve_precision(cfg.trainer.precision, device))
+    precision = resolve_precision(cfg.trainer.precision, device)
+
+    def build() -> tuple[torch.nn.Module, TrainStep]:
+        model = prepare_model(cfg, data.info, device, use_channels_last(cfg.trainer.channels_last, device))
+        trainer = cfg.trainer.model_copy(update={"accumulate": 1, "nan_policy": "stop"})
+        return model, TrainStep(trainer, build_optimizer(cfg.optim, model, device), device, precision)
+
+    fits = cuda_probe(build, sample, data.info.num_classes, device)
     return search(fits, cfg.data.batch_size, min(limit, data.sizes["train"]))

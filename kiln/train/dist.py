@@ -38,8 +38,8 @@ def current() -> ProcessInfo:
                        int(os.environ.get("WORLD_SIZE", 1)))
 
 
-def setup(device) -> None:
-    """Join the process group (nccl on CUDA, gloo on CPU); each rank uses its LOCAL_RANK GPU."""
+def setup(device, backend: str) -> None:
+    """Join the process group with `backend` (nccl or gloo); each rank uses its own GPU (`device`)."""
     import torch
     import torch.distributed as dist
 
@@ -54,7 +54,7 @@ def setup(device) -> None:
         # details that the previous attempt's ranks left in a store that outlives them.
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         store = dist.PrefixStore(f"kiln/attempt_{attempt}", store)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", store=store, rank=rank,
+        dist.init_process_group(backend, store=store, rank=rank,
                                 world_size=world_size, timeout=timeout)
     except Exception as e:  # a rank that never joins, an unreachable MASTER_ADDR
         raise KilnError(f"rank {current().rank} could not join the process group within {timeout}: {e}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Callable
@@ -28,9 +28,10 @@ from kiln.train import dist
 from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
 from kiln.train.device import autocast
 from kiln.train.memory import GrowthWatch, epoch_memory, out_of_memory_message
-from kiln.train.metrics import RunningMean, eval_metrics
+from kiln.train.metrics import eval_metrics
 from kiln.train.optim import Schedule
 from kiln.train.state import rng_state, set_rng_state, unwrap
+from kiln.train.step import TrainStep
 
 log = logging.getLogger("kiln")
 
@@ -73,9 +74,7 @@ class Trainer:
     stop_requested: bool = False
 
     def __post_init__(self) -> None:
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "16")
-        self.running = RunningMean(self.device)
-        self.nonfinite = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.step = TrainStep(self.cfg, self.optimizer, self.device, self.precision, self.schedule)
         self.skipped = 0
         self.compile_seconds: float | None = None  # the first compiled step, reported on its own
         self.first_epoch = self.state.epoch
@@ -97,9 +96,9 @@ class Trainer:
             "model": unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.step.scaler.state_dict(),
             "loop": self.state.state_dict(),
-            "running": self.running.state_dict(),
+            "running": self.step.running.state_dict(),
             "early_stopping": self.early_stopping.state_dict(),
             "checkpoint": self.checkpoint.state_dict() if self.checkpoint else None,
             "rng": rng_state(),
@@ -109,13 +108,23 @@ class Trainer:
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
-        self.scaler.load_state_dict(state["scaler"])
+        self._load_scaler(state.get("scaler") or {})
         self.state.load_state_dict(state["loop"])
-        self.running.load_state_dict(state["running"])
+        self.step.running.load_state_dict(state["running"])
         self.early_stopping.load_state_dict(state["early_stopping"])
         if self.checkpoint and state["checkpoint"]:
             self.checkpoint.load_state_dict(state["checkpoint"])
         set_rng_state(state["rng"])
+
+    def _load_scaler(self, saved: dict[str, Any]) -> None:
+        """A checkpoint saved without a scaler (bf16, 32, or 16 that fell back to 32) has nothing to load."""
+        scaler = self.step.scaler
+        if bool(saved) != scaler.is_enabled():
+            log.warning("resuming with another precision (%s; the checkpoint was saved %s a gradient scaler): "
+                        "the scaler %s", self.precision, "with" if saved else "without",
+                        "starts afresh" if scaler.is_enabled() else "state is dropped")
+        if saved and scaler.is_enabled():
+            scaler.load_state_dict(saved)
 
 
 def fit(t: Trainer) -> dict[str, float]:
@@ -129,7 +138,7 @@ def fit(t: Trainer) -> dict[str, float]:
             metrics = _epoch_metrics(t, epoch, train_seconds, num_images)
             t.schedule.after_epoch(metrics)
             t.state.epoch, t.state.batch = epoch + 1, 0
-            t.running.reset()
+            t.step.running.reset()
             stop = t.early_stopping.should_stop(metrics, epoch + 1)
             t.trackers.log_epoch(epoch + 1, metrics)
             improved = t.checkpoint.on_epoch_end(metrics, epoch + 1, t.state_dict) if t.checkpoint else False
@@ -149,7 +158,7 @@ def fit(t: Trainer) -> dict[str, float]:
 def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_images: int) -> dict[str, float]:
     """Everything logged for an epoch: train (over all ranks), validation, time, memory, data stats."""
     metrics = {"step": t.state.step, "lr": max(g["lr"] for g in t.optimizer.param_groups),
-               **{f"train/{k}": v for k, v in t.running.compute(sync=True).items()}}
+               **{f"train/{k}": v for k, v in t.step.running.compute(sync=True).items()}}
     if t.data.val is not None:
         with _out_of_memory_is_fatal("evaluation", t):
             val = evaluate(t.model, t.data.val, num_classes=t.meta["data_info"]["num_classes"],
@@ -191,8 +200,9 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
                 for hook in t.step_hooks:
                     hook(t)
                 if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
-                    _check_finite(t)
-                    t.progress.update(b + 1, _progress_stats(t, num_images, start))
+                    _check_finite(t, wait=False)
+                    if t.progress.enabled:  # the statistics cost a host sync: only for a bar someone sees
+                        t.progress.update(b + 1, _progress_stats(t, num_images, start))
                 if optimizer_step and _stop_agreed(t):
                     _save_interrupted(t)
     finally:
@@ -201,30 +211,12 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     return time.perf_counter() - start, num_images
 
 
-def train_step(t: Trainer, inputs: torch.Tensor, targets: torch.Tensor, optimizer_step: bool) -> None:
-    """Forward, backward and (every `accumulate` batches) an optimizer step. No host syncs unless skipping NaNs.
-    Under DDP the gradients are all-reduced only on the micro-step that steps the optimizer."""
-    no_sync = getattr(t.model, "no_sync", None)
-    with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
-        with autocast(t.device, t.precision):
-            logits = t.model(inputs)
-            loss = F.cross_entropy(logits, targets, label_smoothing=t.cfg.label_smoothing)
-        if t.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), t.device):
-            t.skipped += 1
-            log.warning("non-finite loss at epoch %d batch %d: batch skipped", t.state.epoch + 1, t.state.batch)
-            t.optimizer.zero_grad(set_to_none=True)
-            return
-        t.nonfinite += ~torch.isfinite(loss.detach())
-        t.scaler.scale(loss / t.cfg.accumulate).backward()
-    t.running.update(loss.detach().float(), logits.detach(), targets)
-    if optimizer_step:
-        if t.cfg.grad_clip:
-            t.scaler.unscale_(t.optimizer)
-            nn.utils.clip_grad_norm_(t.model.parameters(), t.cfg.grad_clip)
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-        t.optimizer.zero_grad(set_to_none=True)
-        t.schedule.after_step()
+def train_step(t: Trainer, inputs, targets: torch.Tensor, optimizer_step: bool) -> None:
+    """One batch through the shared `TrainStep`; counts optimizer steps and skipped batches."""
+    if t.step(t.model, inputs, targets, optimizer_step) is None:
+        t.skipped += 1
+        log.warning("non-finite loss at epoch %d batch %d: batch skipped", t.state.epoch + 1, t.state.batch)
+    elif optimizer_step:
         t.state.step += 1
 
 
@@ -278,8 +270,10 @@ def _stop_agreed(t: Trainer) -> bool:
     return t.state.step % t.cfg.log_every_n_steps == 0 and dist.any_rank(t.stop_requested, t.device)
 
 
-def _check_finite(t: Trainer) -> None:
-    if t.cfg.nan_policy == "stop" and dist.any_rank(t.nonfinite.item() > 0, t.device):
+def _check_finite(t: Trainer, wait: bool = True) -> None:
+    """Stop on a NaN/Inf loss. wait=False (during the epoch) may notice it one check late but never waits for
+    the GPU; the checks at the epoch's end and before saving wait."""
+    if t.cfg.nan_policy == "stop" and t.step.nonfinite.seen(wait):
         where = t.checkpoint.last if t.checkpoint else "the last checkpoint"
         raise TrainingStopped(
             f"the training loss became NaN/Inf in epoch {t.state.epoch + 1} (by batch {t.state.batch}). "
@@ -316,7 +310,7 @@ def _stop_on_signals(t: Trainer):
 
 
 def _progress_stats(t: Trainer, num_images: int, start: float) -> str:
-    stats = t.running.compute()  # one sync every log_every_n_steps
+    stats = t.step.running.compute()  # one sync every log_every_n_steps
     rate = num_images / max(time.perf_counter() - start, 1e-9)
     return f"loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  {rate:,.0f} img/s"
 

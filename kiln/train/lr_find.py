@@ -10,9 +10,10 @@ from itertools import islice
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from kiln.train.device import autocast
+from kiln.config import TrainerConfig
+from kiln.models.freeze import train_mode
+from kiln.train.step import TrainStep
 
 
 @dataclass
@@ -24,27 +25,26 @@ class LRFindResult:
 
 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
-          precision: str = "32", start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
-          smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
-    """Train `steps` batches with LRs from start_lr to end_lr (log-spaced); stop when the loss diverges."""
+          precision: str = "32", trainer: TrainerConfig | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
+          steps: int = 100, smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
+    """Train `steps` batches with LRs from start_lr to end_lr (log-spaced); stop when the loss diverges.
+    Each batch is the training step `kiln train` runs with `trainer`'s settings (label smoothing, scaler,
+    clipping), without accumulation: the LR changes every batch."""
+    step = TrainStep((trainer or TrainerConfig()).model_copy(update={"accumulate": 1, "nan_policy": "stop"}),
+                     optimizer, device, precision)
     model_state = copy.deepcopy(model.state_dict())
     optim_state = copy.deepcopy(optimizer.state_dict())
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     lrs, losses = [], []
     avg, best, stopped = 0.0, math.inf, False
     try:
-        model.train()
+        train_mode(model)
         batches = _cycle(batches)
         for i, (inputs, targets) in enumerate(islice(batches, steps)):
             lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / max(base_lrs)  # keeps discriminative ratios between groups
-            with autocast(device, precision):
-                loss = F.cross_entropy(model(inputs), targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = loss.item()
+            value = step(model, inputs, targets).item()  # the sweep reads every loss: one sync per batch
             avg = smoothing * avg + (1 - smoothing) * value
             smoothed = avg / (1 - smoothing ** (i + 1))  # bias-corrected exponential average
             if not math.isfinite(smoothed) or (i > 10 and smoothed > diverge * best):

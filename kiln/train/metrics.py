@@ -8,33 +8,40 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 
 class RunningMean:
-    """Sum of loss and correct predictions over an epoch, kept as device tensors."""
+    """Sum of loss and correct predictions over an epoch, kept as device tensors; the sample count is kept on
+    the host. Creating a device tensor from a Python number (the count) would be a blocking host-to-device
+    copy on every step."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.reset()
 
     def reset(self) -> None:
-        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss * n, correct, n
+        self.sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss * n, correct
+        self.count = 0  # samples: a host int
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
         n = targets.shape[0]
         correct = (logits.argmax(1) == targets).sum()
-        self.sums += torch.stack([loss.detach().double() * n, correct.double(), self.sums.new_tensor(n)])
+        self.sums += torch.stack([loss.detach().double() * n, correct.double()])
+        self.count += n
 
     def compute(self, sync: bool = False) -> dict[str, float]:
         """Means over this rank's batches, or over every rank's with sync=True (all ranks must call it)."""
         from kiln.train import dist
 
-        sums = dist.all_reduce(self.sums.clone()) if sync else self.sums
-        loss_sum, correct, n = sums.tolist()  # the one host sync
+        if sync and dist.current().distributed:
+            loss_sum, correct, n = dist.all_reduce(torch.cat([self.sums, self.sums.new_tensor([self.count])])).tolist()
+        else:
+            (loss_sum, correct), n = self.sums.tolist(), self.count  # the one host sync
         return {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"sums": self.sums.cpu()}
+        return {"sums": torch.cat([self.sums.cpu(), torch.tensor([float(self.count)], dtype=torch.float64)])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.sums = state["sums"].to(self.device)
+        sums = state["sums"].double()  # (loss * n, correct, n), as every checkpoint format stored it
+        self.sums, self.count = sums[:2].to(self.device), int(sums[2].item())
 
 
 def eval_metrics(num_classes: int, device: torch.device, detailed: bool = False) -> MetricCollection:

@@ -27,7 +27,7 @@ from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
 from kiln.train import dist
 from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
-from kiln.train.device import resolve_device, resolve_precision
+from kiln.train.device import resolve_backend, resolve_device, resolve_precision
 from kiln.train.loop import Trainer, evaluate, fit
 from kiln.train.metrics import metric_names
 from kiln.train.optim import Schedule, build_optimizer
@@ -60,11 +60,11 @@ def check_monitors(cfg: Config, num_classes: int | None) -> None:
                             f"available: {', '.join(available)}")
 
 
-def _channels_last(setting: Any, device: torch.device) -> bool:
+def use_channels_last(setting: Any, device: torch.device) -> bool:
     return bool(setting) if setting != "auto" else device.type in ("cpu", "cuda")
 
 
-def _prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_last: bool,
+def prepare_model(cfg: Config, info: DataInfo, device: torch.device, channels_last: bool,
                    pretrained: bool = False) -> torch.nn.Module:
     model = build_model(cfg.model, info)
     if pretrained and cfg.model.pretrained:
@@ -84,8 +84,8 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
     """
     check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes)
     proc = dist.current()
-    device = resolve_device(cfg.trainer.device, proc.local_rank)
-    dist.setup(device)
+    device = resolve_device(cfg.trainer.device, proc.local_rank, proc.world_size, cfg.trainer.backend)
+    dist.setup(device, resolve_backend(cfg.trainer.backend, device))
     try:
         dist.check_same_config(cfg.model_dump(mode="json"))
         if run_dir is not None and (Path(run_dir) / "checkpoints" / "last.pt").is_file():
@@ -99,7 +99,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
            quiet: bool, step_hooks: list[Callable[[Trainer], None]],
            epoch_end_hooks: list[Callable[[int, dict], None]]) -> RunResult:
     precision = resolve_precision(cfg.trainer.precision, device)
-    channels_last = _channels_last(cfg.trainer.channels_last, device)
+    channels_last = use_channels_last(cfg.trainer.channels_last, device)
     checkpoint_state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt") if resume else None
     if checkpoint_state and checkpoint_state["loop"]["finished"] and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
         raise KilnError(f"{resume} already finished all {checkpoint_state['loop']['epoch']} epochs; to train longer, "
@@ -110,7 +110,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=saved_vocab(resume) if resume else None)
     check_monitors(cfg, data.info.num_classes)
-    model = _prepare_model(cfg, data.info, device, channels_last, pretrained=resume is None)
+    model = prepare_model(cfg, data.info, device, channels_last, pretrained=resume is None)
     if proc.distributed and cfg.trainer.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
@@ -271,7 +271,7 @@ def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
 def _test_best(cfg: Config, run_dir: Path, model, device, precision, channels_last, trackers,
                proc: dist.ProcessInfo) -> dict[str, Any]:
     path = resolve_checkpoint(run_dir, "best")
-    state = load_checkpoint(path, device)
+    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     load_weights(model, state["model"], path)
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
                       vocab=saved_vocab(run_dir), rank=proc.rank, world_size=proc.world_size)
@@ -310,12 +310,12 @@ def test(run_dir: Path, *, checkpoint: str = "best", overrides: list[str] = ()) 
     cfg = load_config(None, overrides, base=saved)
     device = resolve_device(cfg.trainer.device)
     precision = resolve_precision(cfg.trainer.precision, device)
-    channels_last = _channels_last(cfg.trainer.channels_last, device)
+    channels_last = use_channels_last(cfg.trainer.channels_last, device)
     path = resolve_checkpoint(run_dir, checkpoint)
-    state = load_checkpoint(path, device)
+    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
                       vocab=saved_vocab(run_dir))
-    model = _prepare_model(cfg, data.info, device, channels_last)
+    model = prepare_model(cfg, data.info, device, channels_last)
     load_weights(model, state["model"], path)
     limit = 2 if cfg.trainer.fast_dev_run else None
     return run_evaluation(model, data, path, state, device, precision, run_dir, limit)

@@ -1,0 +1,83 @@
+"""The training step: one for every caller. `fit`, `kiln lr-find` and `--find-batch-size` all run it, so label
+smoothing, the gradient scaler, clipping and accumulation behave the same everywhere.
+
+The step makes no host syncs (no `.item()`, no tensor made from a Python number) unless the config asks for
+one by design: `nan_policy: skip_batch` reads every loss, and fp16's scaler step reads its inf check.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kiln.config import TrainerConfig
+from kiln.train import dist
+from kiln.train.device import autocast
+from kiln.train.metrics import RunningMean
+
+
+class TrainStep:
+    """Forward, loss, backward and (every `accumulate` batches) an optimizer and schedule step."""
+
+    def __init__(self, cfg: TrainerConfig, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
+                 schedule=None):
+        self.cfg, self.optimizer, self.device, self.precision, self.schedule = cfg, optimizer, device, precision, schedule
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+        self.running = RunningMean(device)
+        self.nonfinite = NonFiniteCount(device)
+
+    def __call__(self, model: nn.Module, inputs, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
+        """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
+        Under DDP the gradients are all-reduced only on the micro-step that steps the optimizer."""
+        no_sync = getattr(model, "no_sync", None)
+        with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
+            with autocast(self.device, self.precision):
+                logits = model(inputs)
+                loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
+            if self.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), self.device):
+                self.optimizer.zero_grad(set_to_none=True)
+                return None
+            self.nonfinite.add(loss)
+            self.scaler.scale(loss / self.cfg.accumulate).backward()
+        self.running.update(loss.detach().float(), logits.detach(), targets)
+        if optimizer_step:
+            if self.cfg.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.schedule is not None:
+                self.schedule.after_step()
+        return loss.detach()
+
+
+class NonFiniteCount:
+    """Counts non-finite losses on the device. `seen(wait=False)` answers without stopping the GPU: it reads
+    the count copied (asynchronously) at the previous check, so a NaN is noticed one check late; `wait=True`
+    (epoch ends, before saving) reads the current count."""
+
+    def __init__(self, device: torch.device):
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+        self.async_copy = device.type == "cuda"
+        if self.async_copy:
+            self.host = torch.zeros((), dtype=torch.int64, pin_memory=True)
+            self.copied = torch.cuda.Event()
+            self.pending = False
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.count += ~torch.isfinite(loss.detach())
+
+    def seen(self, wait: bool = True) -> bool:
+        """Has any loss so far been NaN/Inf (on any rank)? Under DDP the ranks agree, which syncs."""
+        if wait or not self.async_copy or dist.current().distributed:
+            return dist.any_rank(self.count.item() > 0, self.count.device)
+        found = self.pending and self.copied.query() and self.host.item() > 0
+        if not self.pending or self.copied.query():
+            self.host.copy_(self.count, non_blocking=True)
+            self.copied.record()
+            self.pending = True
+        return found
