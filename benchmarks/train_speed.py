@@ -82,7 +82,7 @@ def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
     fit(t)
     return {"epoch_s": epochs, "acc": accs, "images": data.sizes["train"], "batch": cfg.data.batch_size,
             "steps": len(data.train), "loader": data.loader, "precision": t.precision,
-            "compile_s": t.compile_seconds}
+            "first_step_s": t.first_step_seconds}
 
 
 def bare_epoch(model, optimizer, schedule, batches, epoch: int, device, precision: str, label_smoothing: float):
@@ -284,7 +284,8 @@ def summarize(name: str, r: dict, target: float) -> dict:
             "to_target": sum(r["epoch_s"][:reached + 1]) if reached is not None else None,
             "final_acc": r["acc"][-1] if r["acc"] else None, "rss_mb": r["rss_mb"], "cuda_mb": r["cuda_mb"],
             "step_ms": 1000 * per_epoch / r["steps"], "precision": r.get("precision", "32"),
-            "batch": r.get("batch", 128)}
+            "batch": r.get("batch", 128), "first_step_s": r.get("first_step_s"), "epochs_s": r["epoch_s"],
+            "accs": r["acc"]}
 
 
 def main() -> None:
@@ -298,6 +299,7 @@ def main() -> None:
     p.add_argument("--override", nargs="*", default=[], help="kiln config overrides, e.g. data.batch_size=512")
     p.add_argument("--repeat", type=int, default=1,
                    help="run the methods round-robin this many times and keep each one's fastest run (noise)")
+    p.add_argument("--json", metavar="PATH", help="also write the rows (and the overhead run) to this JSON file")
     p.add_argument("--only", help=argparse.SUPPRESS)
     p.add_argument("--tmp", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -326,6 +328,8 @@ def main() -> None:
                 rows[method] = row
             print(f"{method}: {row['s_per_epoch']:.2f} s/epoch", file=sys.stderr)
     report(rows, args, overhead)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "overhead": overhead}, indent=1))
 
 
 def _has(module: str) -> bool:

@@ -76,7 +76,8 @@ class Trainer:
     def __post_init__(self) -> None:
         self.step = TrainStep(self.cfg, self.optimizer, self.device, self.precision, self.schedule)
         self.skipped = 0
-        self.compile_seconds: float | None = None  # the first compiled step, reported on its own
+        # The run's first step on a GPU or compiled: compilation / cuDNN autotuning, reported on its own.
+        self.first_step_seconds: float | None = None
         self.first_epoch = self.state.epoch
         self.memory_watch = GrowthWatch()
 
@@ -170,8 +171,8 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_images: int
         metrics.update({f"train/{k}": v for k, v in epoch_stats(epoch).items()})
     if t.skipped:
         metrics["train/skipped_batches"] = t.skipped
-    if t.compile_seconds is not None and epoch == t.first_epoch:
-        metrics["time/compile_s"] = t.compile_seconds
+    if t.first_step_seconds is not None and epoch == t.first_epoch:
+        metrics["time/first_step_s"] = t.first_step_seconds
     metrics.update(epoch_memory(t.device))
     t.memory_watch.update(metrics)
     return metrics
@@ -191,9 +192,9 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
             for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
                 b = t.state.batch
                 optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
-                if t.cfg.compile and t.compile_seconds is None:
-                    t.compile_seconds = _timed(lambda: train_step(t, inputs, targets, optimizer_step), t.device)
-                    start += t.compile_seconds  # the epoch's time and throughput exclude compilation
+                if t.first_step_seconds is None and (t.cfg.compile or t.device.type == "cuda"):
+                    t.first_step_seconds = _timed(lambda: train_step(t, inputs, targets, optimizer_step), t.device)
+                    start += t.first_step_seconds  # the epoch's time and throughput exclude the warm-up
                 else:
                     train_step(t, inputs, targets, optimizer_step)
                 t.state.batch, num_images = b + 1, num_images + targets.shape[0]
@@ -320,7 +321,7 @@ def _summary(epoch: int, epochs: int, m: dict[str, float], improved: bool) -> st
     if "val/loss" in m:
         parts.append(f"val loss {m['val/loss']:.4f} acc {m['val/acc']:.4f}" + (" *" if improved else ""))
     parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/images_per_s']:,.0f} img/s"
-                 + (f"  (+{m['time/compile_s']:.1f}s compile)" if "time/compile_s" in m else ""))
+                 + (f"  (+{m['time/first_step_s']:.1f}s first step)" if "time/first_step_s" in m else ""))
     return " | ".join(parts)
 
 

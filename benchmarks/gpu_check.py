@@ -1,0 +1,601 @@
+"""The GPU acceptance run: every GPU path of kiln in one command (run it through gpu_check.sh).
+
+    benchmarks/gpu_check.sh OUT_DIR [--cpu-dry-run]
+
+Each check runs kiln as a user would (the CLI on the real Fashion-MNIST files and on generated text) and is
+written to OUT_DIR/results.md and OUT_DIR/results.json the moment it ends — PASS / FAIL / SKIP, seconds, a
+detail — so a run that fails or is cut short still leaves its table. The functional checks run a few at a
+time (they are short, and one GPU has room for several); the timed ones (speed benchmark, presets, the best
+config) run alone afterwards.
+
+--cpu-dry-run: every step with trainer.fast_dev_run on tiny generated data, in this one process, with the
+CUDA-only checks reported as SKIP: the plumbing, tested on a machine without a GPU (part of `make test`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/fashion_mnist.yaml"
+# Presets of the default config for the GPU default: (name, overrides). Each runs to its last epoch.
+PRESETS = [
+    ("b256-lr0.1-e12 (current default)", ["data.batch_size=256", "optim.lr=0.1", "trainer.epochs=12"]),
+    ("b512-lr0.2-e8", ["data.batch_size=512", "optim.lr=0.2", "trainer.epochs=8"]),
+    ("b1024-lr0.4-e8", ["data.batch_size=1024", "optim.lr=0.4", "trainer.epochs=8"]),
+    ("b512-lr0.2-e5", ["data.batch_size=512", "optim.lr=0.2", "trainer.epochs=5"]),
+]
+
+
+class CheckFailed(Exception):
+    pass
+
+
+@dataclass
+class Result:
+    name: str
+    status: str = "RUNNING"
+    seconds: float = 0.0
+    detail: str = ""
+
+
+@dataclass
+class Ctx:
+    out: Path
+    work: Path
+    dry: bool
+    results: dict[str, Result] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    procs: set = field(default_factory=set)
+    started: float = field(default_factory=time.perf_counter)
+    extra: dict[str, str] = field(default_factory=dict)  # sections appended to results.md (speed, presets)
+
+    @property
+    def device(self) -> str:
+        return "cpu" if self.dry else "cuda"
+
+    def train_args(self, run: str | None = None, batches: int = 30, images: bool = True) -> list[str]:
+        """Overrides that make a run short and put it in the work folder (options last: see the CLI's parsing)."""
+        common = [f"log.dir={self.work / 'runs'}", "log.progress=none", f"trainer.device={self.device}"]
+        if self.dry:
+            common += ["trainer.fast_dev_run=true"]
+            common += [f"data.root={self.work / 'fashion_mnist'}", "data.val_split=96"] if images else []
+        else:
+            common += [f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=5"]
+        return common + ([f"--run-dir={self.work / run}"] if run else [])
+
+    def kiln(self, *argv: str, expect: int | None = 0, env: dict[str, str] | None = None,
+             timeout: float = 240) -> tuple[int, str, str]:
+        """Run `kiln ARGV`: a subprocess on the GPU machine, in this process for the dry run (one torch import)."""
+        argv = [str(a) for a in argv]
+        if self.dry:
+            rc, out, err = _in_process(argv, env or {})
+        else:
+            rc, out, err = self.run([sys.executable, "-m", "kiln", *argv], env=env, timeout=timeout)
+        if expect is not None and rc != expect:
+            raise CheckFailed(f"kiln {' '.join(argv[:3])} ... exited {rc} (expected {expect}): {_tail(err or out)}")
+        return rc, out, err
+
+    def run(self, cmd: list[str], env: dict[str, str] | None = None, timeout: float = 240) -> tuple[int, str, str]:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        self.procs.add(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            raise CheckFailed(f"timed out after {timeout:.0f} s: {_tail(err or out)}") from None
+        finally:
+            self.procs.discard(proc)
+        return proc.returncode, out, err
+
+    def python(self, *args: str, timeout: float = 240) -> str:
+        """A probe of this script in a fresh process (GPU), or in this process (dry run)."""
+        if self.dry:
+            return PROBES[args[0]](self, *args[1:])
+        rc, out, err = self.run([sys.executable, __file__, "--probe", *args, "--work", str(self.work)], timeout=timeout)
+        if rc != 0:
+            raise CheckFailed(_tail(err or out))
+        return out.strip().splitlines()[-1] if out.strip() else ""
+
+
+def _in_process(argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    from kiln.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(argv)
+    except SystemExit as e:  # argparse errors
+        rc = e.code if isinstance(e.code, int) else 2
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def _tail(text: str, lines: int = 6) -> str:
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _test_acc(run: Path) -> float:
+    path = run / "test_metrics.json"
+    if not path.is_file():
+        raise CheckFailed(f"no test_metrics.json in {run}")
+    return json.loads(path.read_text())["acc"]
+
+
+# --------------------------------------------------------------------------- the checks
+
+def check_doctor(c: Ctx) -> str:
+    _, out, _ = c.kiln("doctor")
+    _, js, _ = c.kiln("doctor", "--json")
+    gpus = json.loads(js)["gpus"]
+    if not c.dry and not gpus:
+        raise CheckFailed(f"kiln doctor sees no GPU: {_tail(out)}")
+    return "; ".join(f"{g['name']} {g['memory_total_mib']} MiB, util {g['utilization_pct']}" for g in gpus) or "no GPU"
+
+
+def check_bf16(c: Ctx) -> str:
+    c.kiln("train", CONFIG, "trainer.precision=bf16", "trainer.grad_clip=1.0", "trainer.accumulate=2",
+           "trainer.epochs=2", *c.train_args("bf16"))
+    m = _metrics(c.work / "bf16")
+    return f"test acc {_test_acc(c.work / 'bf16'):.4f}, train loss {m[-1]['train/loss']:.3f}, {m[-1]['time/epoch_s']:.2f} s/epoch"
+
+
+def check_fp16(c: Ctx) -> str:
+    _, _, err = c.kiln("train", CONFIG, "trainer.precision=16", "trainer.grad_clip=1.0", "trainer.accumulate=2",
+                       "trainer.epochs=2", *c.train_args("fp16"))
+    m = _metrics(c.work / "fp16")
+    if not m[-1]["train/loss"] < 5:
+        raise CheckFailed(f"fp16 training loss {m[-1]['train/loss']}")
+    return f"test acc {_test_acc(c.work / 'fp16'):.4f}, train loss {m[-1]['train/loss']:.3f}"
+
+
+def check_resume_precision(c: Ctx) -> str:
+    c.kiln("train", CONFIG, "trainer.precision=bf16", "trainer.epochs=1", *c.train_args("resume_prec"))
+    _, _, err = c.kiln("train", "--resume", c.work / "resume_prec", "trainer.epochs=2", "trainer.precision=16")
+    if not c.dry and "another precision" not in err:
+        raise CheckFailed("no warning that the precision changed on resume")
+    return "bf16 -> fp16 resume ok" + ("" if c.dry else ", warned")
+
+
+def check_sync_free(c: Ctx) -> str:
+    return c.python("sync_free")
+
+
+def check_deterministic(c: Ctx) -> str:
+    return c.python("deterministic_resume")
+
+
+def check_workers(c: Ctx) -> str:
+    c.kiln("train", CONFIG, "data.loader=dataloader", "data.num_workers=4", *c.train_args("workers"))
+    m = _metrics(c.work / "workers")
+    return f"{m[-1]['time/images_per_s']:,.0f} img/s through 4 DataLoader workers"
+
+
+def _compile(c: Ctx, mode: str) -> str:
+    run = f"compile_{mode}"
+    _, _, err = c.kiln("train", CONFIG, f"trainer.compile={mode}", *c.train_args(run, batches=60),
+                       env={"TORCH_LOGS": "recompiles"}, timeout=300)
+    m = _metrics(c.work / run)
+    recompiles = len(re.findall(r"[Rr]ecompiling", err))
+    return (f"first step (compile) {m[0].get('time/first_step_s', float('nan')):.1f} s, recompiles {recompiles}, "
+            f"{m[-1]['time/images_per_s']:,.0f} img/s")
+
+
+def check_resnet(c: Ctx) -> str:
+    c.kiln("train", "configs/fashion_mnist_resnet.yaml", "trainer.epochs=1", *c.train_args("resnet"))
+    return f"test acc {_test_acc(c.work / 'resnet'):.4f} after {'2' if c.dry else '30'} batches"
+
+
+def check_transfer(c: Ctx) -> str:
+    """The transfer config (frozen backbone, unfreezing at epoch 2, fused AdamW) from a torchvision-layout
+    state_dict (no internet here for the ImageNet weights: random weights of the same layout)."""
+    import torch
+    import torchvision
+
+    weights = c.work / "resnet18_state_dict.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    _, _, err = c.kiln("train", "configs/transfer_resnet18_fashion.yaml", f"model.pretrained={weights}",
+                       "optim.name=adamw", "optim.lr=1e-3", "trainer.epochs=2", *c.train_args("transfer", batches=20))
+    return f"test acc {_test_acc(c.work / 'transfer'):.4f}; " + _tail(
+        "\n".join(line for line in err.splitlines() if "trainable" in line or "pretrained" in line), 2)
+
+
+def _text(c: Ctx, name: str, config: str, *overrides: str) -> str:
+    root = c.work / "ag_news"
+    c.kiln("train", config, f"data.root={root}", "data.val_split=0.1", *overrides,
+           *c.train_args(name, batches=20, images=False))
+    return f"test acc {_test_acc(c.work / name):.4f}"
+
+
+def check_lr_find(c: Ctx) -> str:
+    _, out, _ = c.kiln("lr-find", CONFIG, f"log.dir={c.work / 'runs'}", f"trainer.device={c.device}",
+                       *([f"data.root={c.work / 'fashion_mnist'}", "data.val_split=96"] if c.dry else []),
+                       "--steps", "30")
+    return _tail(out, 1)
+
+
+def _find_batch_size(c: Ctx, optimizer: str) -> str:
+    _, out, _ = c.kiln("train", CONFIG, f"optim.name={optimizer}", f"log.dir={c.work / 'runs'}", "--find-batch-size",
+                       timeout=300)
+    found = re.search(r"largest batch size that fits: (\d+)", out)
+    if not found:
+        raise CheckFailed(f"no batch size printed: {_tail(out)}")
+    return f"{optimizer}: {found.group(1)}"
+
+
+def check_oom(c: Ctx) -> str:
+    rc, _, err = c.kiln("train", CONFIG, "model.name=gpu_hog:MemoryHog", "model.args={}", *c.train_args("oom"),
+                        expect=None)
+    if rc == 0 or "out of memory in the training step" not in err or "Traceback" in err:
+        raise CheckFailed(f"exit {rc}, expected kiln's out-of-memory message: {_tail(err)}")
+    return f"exit {rc}: " + _tail(err, 1)[:160]
+
+
+def check_eval_commands(c: Ctx) -> str:
+    run = c.work / "bf16"
+    c.kiln("test", run)
+    image = c.work / "shirt.png"
+    c.python("write_png", str(image))
+    _, out, _ = c.kiln("predict", run, image, "--json")
+    c.kiln("inspect", run, "--sample", "2")
+    c.kiln("report", run)
+    if not (run / "report.html").is_file():
+        raise CheckFailed("kiln report wrote no report.html")
+    return "test, predict, inspect, report ok; predicted " + json.loads(out.splitlines()[0])["label"]
+
+
+def check_ddp_gloo(c: Ctx) -> str:
+    c.kiln("train", CONFIG, "trainer.backend=gloo", *c.train_args("ddp_gloo"), "--nproc", "2", timeout=300)
+    return f"2 processes sharing the GPU via gloo: test acc {_test_acc(c.work / 'ddp_gloo'):.4f}"
+
+
+def check_ddp_nccl_layout(c: Ctx) -> str:
+    import torch
+
+    count = torch.cuda.device_count()
+    if count >= 2:
+        c.kiln("train", CONFIG, *c.train_args("ddp_nccl"), "--nproc", "2", timeout=300)
+        return f"2 processes on 2 of {count} GPUs via nccl ok"
+    _, _, err = c.kiln("train", CONFIG, *c.train_args(), "--nproc", "2", expect=2)
+    return "refused before launch: " + _tail(err, 1)[:160]
+
+
+def check_speed(c: Ctx) -> str:
+    path = c.work / "speed.json"
+    rc, out, err = c.run([sys.executable, "benchmarks/train_speed.py", "--device", "cuda", "--epochs", "3",
+                          "--json", str(path)], timeout=330)
+    c.extra["Speed (benchmarks/train_speed.py --device cuda --epochs 3)"] = out.strip()
+    if rc != 0 or not path.is_file():
+        raise CheckFailed(_tail(err))
+    rows = json.loads(path.read_text())["rows"]
+    return ", ".join(f"{k} {v['s_per_epoch']:.2f} s/epoch" for k, v in rows.items())
+
+
+def check_presets(c: Ctx) -> str:
+    lines = ["| preset | epochs run | s/epoch | time to 93 % (s) | first step (s) | test acc per epoch |",
+             "|---|---|---|---|---|---|"]
+    best = None
+    for name, overrides in PRESETS:
+        epochs = next(o for o in overrides if o.startswith("trainer.epochs=")).split("=")[1]
+        path = c.work / f"preset_{len(lines)}.json"
+        rc, _, err = c.run([sys.executable, "benchmarks/train_speed.py", "--device", "cuda", "--methods", "kiln",
+                            "--epochs", epochs, "--target", "0.93", "--json", str(path), "--override",
+                            *[o for o in overrides if not o.startswith("trainer.epochs=")]], timeout=200)
+        if rc != 0 or not path.is_file():
+            lines.append(f"| {name} | failed: {_tail(err, 2)} | | | | |")
+            continue
+        r = json.loads(path.read_text())["rows"]["kiln"]
+        accs = " ".join(f"{a:.4f}" for a in r["accs"])
+        to93 = r["to_target"]
+        lines.append(f"| {name} | {len(r['accs'])} | {r['s_per_epoch']:.2f} | "
+                     f"{'not reached' if to93 is None else f'{to93:.2f}'} | {r['first_step_s'] or 0:.2f} | {accs} |")
+        if to93 is not None and (best is None or to93 < best[1]):
+            best = (name, to93)
+        c.extra["Presets of the default config (time to 93 % test accuracy)"] = "\n".join(lines)
+    return f"fastest to 93 %: {best[0]} in {best[1]:.2f} s" if best else "no preset reached 93 %"
+
+
+def check_best_config(c: Ctx) -> str:
+    c.kiln("train", "configs/fashion_mnist_best.yaml", f"log.dir={c.work / 'runs'}", "log.progress=none",
+           f"--run-dir={c.work / 'best'}", timeout=330)
+    m = [r for r in _metrics(c.work / "best") if "time/epoch_s" in r]
+    return (f"test acc {_test_acc(c.work / 'best'):.4f}, {sum(r['time/epoch_s'] for r in m):.1f} s of training "
+            f"over {len(m)} epochs (+{m[0].get('time/first_step_s', 0):.1f} s first step)")
+
+
+@dataclass
+class Check:
+    name: str
+    fn: Callable[[Ctx], str]
+    cuda_only: bool = False
+    timed: bool = False  # runs alone, after the functional checks
+    needs: str | None = None
+
+
+CHECKS = [
+    Check("doctor", check_doctor),
+    Check("train bf16 (clip, accumulate)", check_bf16),
+    Check("train fp16 (scaler, clip, accumulate)", check_fp16),
+    Check("resume bf16 -> fp16", check_resume_precision),
+    Check("sync-free training step", check_sync_free, cuda_only=True),
+    Check("deterministic resume bit-exact", check_deterministic),
+    Check("DataLoader with workers", check_workers),
+    Check("compile default", lambda c: _compile(c, "default"), cuda_only=True),
+    Check("compile reduce-overhead", lambda c: _compile(c, "reduce-overhead"), cuda_only=True),
+    Check("resnet18 small input", check_resnet),
+    Check("transfer: frozen backbone, fused AdamW", check_transfer),
+    Check("text embedding_bag", lambda c: _text(c, "text_bag", "configs/ag_news.yaml")),
+    Check("text gru (autocast)", lambda c: _text(c, "text_gru", "configs/ag_news.yaml", "model.name=gru",
+                                                 "data.text.collate=pad", "trainer.precision=auto")),
+    Check("text transformer", lambda c: _text(c, "text_transformer", "configs/ag_news_transformer.yaml")),
+    Check("lr-find", check_lr_find),
+    Check("find-batch-size sgd", lambda c: _find_batch_size(c, "sgd"), cuda_only=True),
+    Check("find-batch-size adamw", lambda c: _find_batch_size(c, "adamw"), cuda_only=True),
+    Check("out of memory message", check_oom, cuda_only=True),
+    Check("test, predict, inspect, report", check_eval_commands, needs="train bf16 (clip, accumulate)"),
+    Check("DDP 2 processes, gloo", check_ddp_gloo, cuda_only=True),
+    Check("DDP nccl GPU layout", check_ddp_nccl_layout, cuda_only=True),
+    Check("speed benchmark", check_speed, cuda_only=True, timed=True),
+    Check("default-config presets", check_presets, cuda_only=True, timed=True),
+    Check("fashion_mnist_best", check_best_config, cuda_only=True, timed=True),
+]
+
+
+# --------------------------------------------------------------------------- probes (run in a fresh process)
+
+def probe_sync_free(c: Ctx) -> str:
+    """The default config's training step under torch.cuda.set_sync_debug_mode("error"): any host sync raises."""
+    from itertools import islice
+
+    import torch
+
+    from kiln.config import EarlyStoppingConfig, load_config
+    from kiln.data import build_data
+    from kiln.track import Trackers
+    from kiln.track.console import EpochProgress
+    from kiln.train.callbacks import EarlyStopping
+    from kiln.train.device import resolve_precision
+    from kiln.train.loop import Trainer, _check_finite, train_step
+    from kiln.train.optim import Schedule, build_optimizer
+    from kiln.train.session import prepare_model
+    from kiln.train.state import seed_everything
+
+    device = torch.device("cuda")
+    cfg = load_config(ROOT / CONFIG, ["trainer.device=cuda", "log.progress=none"])
+    seed_everything(cfg.seed)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=True, splits=("train",))
+    model = prepare_model(cfg, data.info, device, channels_last=True)
+    optimizer = build_optimizer(cfg.optim, model, device)
+    schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
+    precision = resolve_precision(cfg.trainer.precision, device)
+    t = Trainer(cfg=cfg.trainer, model=model, optimizer=optimizer, schedule=schedule, data=data, device=device,
+                precision=precision, epochs=1, early_stopping=EarlyStopping(EarlyStoppingConfig()), checkpoint=None,
+                trackers=Trackers([]), progress=EpochProgress(False), meta={})
+    batches = data.train.epoch(0)
+    for inputs, targets in islice(batches, 3):  # warm-up: cuDNN autotuning, optimizer state
+        train_step(t, inputs, targets, True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        try:
+            torch.zeros(1, device=device).item()
+            raise CheckFailed("set_sync_debug_mode('error') did not catch a planted .item()")
+        except RuntimeError:
+            pass  # the mode works
+        steps = 0
+        for inputs, targets in islice(batches, 60):
+            train_step(t, inputs, targets, True)
+            if (steps + 1) % cfg.trainer.log_every_n_steps == 0:
+                _check_finite(t, wait=False)
+            steps += 1
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return f"{steps} steps ({precision}, batch {cfg.data.batch_size}, NaN checks every " \
+           f"{cfg.trainer.log_every_n_steps}) with no host sync"
+
+
+def probe_deterministic_resume(c: Ctx) -> str:
+    """trainer.deterministic=true: interrupted mid-epoch then resumed equals uninterrupted, bit for bit."""
+    import torch
+
+    from kiln.config import load_config
+    from kiln.errors import TrainingInterrupted
+    from kiln.train import session
+    from kiln.train.state import load_checkpoint, seed_everything
+
+    def cfg(folder: str):
+        return load_config(ROOT / CONFIG, [*c.train_args(batches=20), "trainer.deterministic=true",
+                                           "trainer.epochs=2", "trainer.fast_dev_run=false",
+                                           "trainer.limit_train_batches=6" if c.dry else "trainer.limit_train_batches=20",
+                                           f"log.dir={c.work / folder}"]
+                           + (["trainer.limit_val_batches=2", "data.batch_size=16"] if c.dry else []))
+
+    full = session.train(cfg("det_full"), quiet=True)
+
+    def stop(trainer):
+        if trainer.state.step == (4 if c.dry else 13):
+            trainer.stop_requested = True
+
+    try:
+        session.train(cfg("det_cut"), quiet=True, step_hooks=[stop])
+        raise CheckFailed("the run was not interrupted")
+    except TrainingInterrupted:
+        pass
+    cut_dir = next((c.work / "det_cut").glob("*/*"))
+    resumed = session.train(cfg("det_cut"), resume=cut_dir, quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    differing = [k for k in a if not torch.equal(a[k], b[k])]
+    if differing:
+        raise CheckFailed(f"{len(differing)} tensors differ after resume, e.g. {differing[:3]}")
+    seed_everything(0, deterministic=False)  # what the next (non-deterministic) run in this process does
+    if torch.are_deterministic_algorithms_enabled():
+        raise CheckFailed("deterministic algorithms stayed on for a later non-deterministic run")
+    return f"{len(a)} tensors bit-identical after an interrupted + resumed run; deterministic mode switched off after"
+
+
+def probe_write_png(c: Ctx, path: str) -> str:
+    """A real Fashion-MNIST test image (or a generated one in the dry run) as a PNG file."""
+    from PIL import Image
+
+    from kiln.data.registry import get_dataset, load_split, locate
+
+    spec = get_dataset("fashion_mnist")
+    folder = c.work / "fashion_mnist" if c.dry else locate(spec, None, False)
+    images, _ = load_split(spec, folder, "test")
+    Image.fromarray(images[0].squeeze().numpy()).resize((56, 56)).save(path)
+    return path
+
+
+PROBES = {"sync_free": probe_sync_free, "deterministic_resume": probe_deterministic_resume,
+          "write_png": probe_write_png}
+
+
+# --------------------------------------------------------------------------- running and reporting
+
+def run_check(c: Ctx, check: Check, futures: dict) -> None:
+    result = c.results[check.name]
+    if check.needs and futures.get(check.needs) is not None:
+        futures[check.needs].result()
+    if check.needs and c.results[check.needs].status != "PASS":
+        result.status, result.detail = "SKIP", f"needs '{check.needs}', which did not pass"
+        write_results(c)
+        return
+    start = time.perf_counter()
+    try:
+        result.detail = check.fn(c)
+        result.status = "PASS"
+    except CheckFailed as e:
+        result.status, result.detail = "FAIL", str(e)
+    except Exception as e:  # noqa: BLE001 — a broken check is a failed check, and the others go on
+        result.status, result.detail = "FAIL", f"{type(e).__name__}: {e}"
+    result.seconds = time.perf_counter() - start
+    print(f"{result.status} {check.name} ({result.seconds:.1f} s): {result.detail}", flush=True)
+    write_results(c)
+
+
+def write_results(c: Ctx, note: str = "") -> None:
+    with c.lock:
+        rows = list(c.results.values())
+        counts = {s: sum(r.status == s for r in rows) for s in ("PASS", "FAIL", "SKIP", "RUNNING", "PENDING")}
+        lines = [f"# kiln GPU check — {_machine()}", "",
+                 f"wall time so far {time.perf_counter() - c.started:.0f} s; "
+                 + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + (f"; {note}" if note else ""), "",
+                 "| check | result | seconds | detail |", "|---|---|---|---|"]
+        lines += [f"| {r.name} | {r.status} | {r.seconds:.1f} | {r.detail.replace('|', '/')} |" for r in rows]
+        for title, body in c.extra.items():
+            lines += ["", f"## {title}", "", body]
+        (c.out / "results.md").write_text("\n".join(lines) + "\n")
+        (c.out / "results.json").write_text(json.dumps(
+            {"machine": _machine(), "wall_s": time.perf_counter() - c.started, "note": note,
+             "checks": [r.__dict__ for r in rows], "extra": c.extra}, indent=1))
+
+
+_MACHINE: list[str] = []
+
+
+def _machine() -> str:
+    if not _MACHINE:
+        import platform
+
+        import torch
+
+        gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU (CPU dry run)"
+        _MACHINE.append(f"{gpu}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
+                        f"Python {platform.python_version()}")
+    return _MACHINE[0]
+
+
+def prepare(c: Ctx) -> None:
+    """Generated text (both modes) and, for the dry run, tiny image data in the real formats."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakedata import write_ag_news, write_idx_dataset
+
+    write_ag_news(c.work / "ag_news", n_train=2000 if not c.dry else 200, n_test=400 if not c.dry else 60)
+    if c.dry:
+        write_idx_dataset(c.work / "fashion_mnist", n_train=240, n_test=64)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", type=Path)
+    p.add_argument("--cpu-dry-run", action="store_true")
+    p.add_argument("--parallel", type=int, default=4, help="functional checks at a time on the GPU (default 4)")
+    p.add_argument("--only", help="run only the checks whose names contain this text")
+    p.add_argument("--probe", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.probe:
+        print(PROBES[args.probe[0]](Ctx(out=args.work, work=args.work, dry=False), *args.probe[1:]))
+        return 0
+    if args.out is None:
+        p.error("give the folder to write results into")
+    import torch
+
+    if not args.cpu_dry_run and not torch.cuda.is_available():
+        print("no CUDA device: use --cpu-dry-run to test the plumbing", file=sys.stderr)
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    c = Ctx(out=args.out.resolve(), work=(args.out / "work").resolve(), dry=args.cpu_dry_run)
+    c.work.mkdir(exist_ok=True)
+    checks = [k for k in CHECKS if not args.only or args.only in k.name]
+    for k in checks:
+        c.results[k.name] = Result(k.name, "PENDING")
+
+    def cut_short(signum, frame):
+        for proc in list(c.procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        write_results(c, note=f"cut short by signal {signum}")
+        os._exit(124)
+
+    signal.signal(signal.SIGTERM, cut_short)
+    prepare(c)
+    for k in checks:
+        if k.cuda_only and c.dry:
+            c.results[k.name] = Result(k.name, "SKIP", 0.0, "needs CUDA (CPU dry run)")
+    write_results(c)
+    runnable = [k for k in checks if not (k.cuda_only and c.dry)]
+    functional, timed = [k for k in runnable if not k.timed], [k for k in runnable if k.timed]
+    if c.dry:  # one process, one check at a time
+        for k in functional:
+            run_check(c, k, {})
+    else:
+        futures: dict = {}
+        with ThreadPoolExecutor(args.parallel) as pool:
+            for k in functional:  # a check is submitted after the one it needs: FIFO never deadlocks
+                futures[k.name] = pool.submit(run_check, c, k, futures)
+    for k in timed:  # alone on the GPU
+        run_check(c, k, {})
+    write_results(c, note="finished")
+    failed = [r.name for r in c.results.values() if r.status == "FAIL"]
+    print(f"results: {c.out / 'results.md'}" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
