@@ -49,7 +49,7 @@ class Schedule:
         if cfg.name == "onecycle":
             max_lrs = [g["lr"] for g in optimizer.param_groups]
             self.impl = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total,
-                                                            pct_start=cfg.pct_start)
+                                                            pct_start=onecycle_pct_start(cfg.pct_start, total))
         elif cfg.name == "reduce_on_plateau":
             self.impl = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=monitor_mode,
                                                                    patience=cfg.patience, factor=cfg.factor)
@@ -75,6 +75,14 @@ class Schedule:
             # A run resumed with more epochs keeps the new length (its LR curve is stretched from here on).
             state = {**state, "total_steps": self.impl.total_steps}
         self.impl.load_state_dict(state)
+
+
+def onecycle_pct_start(pct_start: float, total: int) -> float:
+    """OneCycleLR divides by (pct_start * total - 1): when the warm-up would end exactly on the first step
+    (0.25 of 4 steps, 0.5 of 2) it raises ZeroDivisionError. Warm up over two steps instead."""
+    if abs(pct_start * total - 1) < 1e-9:
+        return 2 / total if total > 2 else pct_start / 2
+    return pct_start
 
 
 def lr_factor(cfg: ScheduleConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:
