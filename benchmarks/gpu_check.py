@@ -194,7 +194,7 @@ def check_deterministic(c: Ctx) -> str:
 def check_workers(c: Ctx) -> str:
     c.kiln("train", CONFIG, "data.loader=dataloader", "data.num_workers=4", *c.train_args("workers"))
     m = _metrics(c.work / "workers")
-    return f"{m[-1]['time/images_per_s']:,.0f} img/s through 4 DataLoader workers"
+    return f"{m[-1]['time/samples_per_s']:,.0f} img/s through 4 DataLoader workers"
 
 
 def _compile(c: Ctx, mode: str) -> str:
@@ -204,7 +204,7 @@ def _compile(c: Ctx, mode: str) -> str:
     m = _metrics(c.work / run)
     recompiles = len(re.findall(r"[Rr]ecompiling", err))
     return (f"first step (compile) {m[0].get('time/first_step_s', float('nan')):.1f} s, recompiles {recompiles}, "
-            f"{m[-1]['time/images_per_s']:,.0f} img/s")
+            f"{m[-1]['time/samples_per_s']:,.0f} img/s")
 
 
 def check_resnet(c: Ctx) -> str:
@@ -375,28 +375,26 @@ def probe_sync_free(c: Ctx) -> str:
 
     import torch
 
-    from kiln.config import EarlyStoppingConfig, load_config
+    from kiln.config import load_config
     from kiln.data import build_data
-    from kiln.track import Trackers
     from kiln.track.console import EpochProgress
-    from kiln.train.callbacks import EarlyStopping
     from kiln.train.device import resolve_precision
     from kiln.train.loop import Trainer, _check_finite, train_step
     from kiln.train.optim import Schedule, build_optimizer
-    from kiln.train.session import prepare_model
+    from kiln.models import prepare_model
+    from kiln.tasks import build_task
     from kiln.train.state import seed_everything
 
     device = torch.device("cuda")
     cfg = load_config(ROOT / CONFIG, ["trainer.device=cuda", "log.progress=none"])
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=True, splits=("train",))
-    model = prepare_model(cfg, data.info, device, channels_last=True)
+    model = prepare_model(cfg.model, data.info, device, channels_last=True)
     optimizer = build_optimizer(cfg.optim, model, device)
     schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
     precision = resolve_precision(cfg.trainer.precision, device)
-    t = Trainer(cfg=cfg.trainer, model=model, optimizer=optimizer, schedule=schedule, data=data, device=device,
-                precision=precision, epochs=1, early_stopping=EarlyStopping(EarlyStoppingConfig()), checkpoint=None,
-                trackers=Trackers([]), progress=EpochProgress(False), meta={})
+    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer, schedule=schedule, data=data, device=device,
+                precision=precision, epochs=1, progress=EpochProgress(False))
     batches = data.train.epoch(0)
     for inputs, targets in islice(batches, 3):  # warm-up: cuDNN autotuning, optimizer state
         train_step(t, inputs, targets, True)
@@ -427,6 +425,7 @@ def probe_deterministic_resume(c: Ctx) -> str:
     from kiln.config import load_config
     from kiln.errors import TrainingInterrupted
     from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
     from kiln.train.state import load_checkpoint, seed_everything
 
     def cfg(folder: str):
@@ -443,7 +442,7 @@ def probe_deterministic_resume(c: Ctx) -> str:
             trainer.stop_requested = True
 
     try:
-        session.train(cfg("det_cut"), quiet=True, step_hooks=[stop])
+        session.train(cfg("det_cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
         raise CheckFailed("the run was not interrupted")
     except TrainingInterrupted:
         pass

@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from kiln.tasks import build_task
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "fashion_mnist.yaml"
 
@@ -54,10 +56,8 @@ def kiln_parts(args, device, extra: tuple[str, ...] = ()):
 
 
 def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
-    from kiln.config import EarlyStoppingConfig
-    from kiln.track import Trackers
     from kiln.track.console import EpochProgress
-    from kiln.train.callbacks import EarlyStopping
+    from kiln.train.callbacks import LambdaCallback
     from kiln.train.device import resolve_precision
     from kiln.train.loop import Trainer, fit
     from kiln.train.optim import Schedule, build_optimizer
@@ -67,18 +67,14 @@ def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
     schedule = Schedule(cfg.schedule, optimizer, epochs=args.epochs, steps_per_epoch=len(data.train))
     epochs, accs = [], []
 
-    class Record:
-        def log_config(self, c): pass
-        def log_test(self, m): pass
-        def close(self): pass
-        def log_epoch(self, epoch, m):
-            epochs.append(m["time/epoch_s"])
-            accs.append(m["val/acc"])
+    def record(epoch, m):
+        epochs.append(m["time/epoch_s"])
+        accs.append(m["val/acc"])
 
-    t = Trainer(cfg=cfg.trainer, model=model, optimizer=optimizer, schedule=schedule, data=data, device=device,
+    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model,
+                optimizer=optimizer, schedule=schedule, data=data, device=device,
                 precision=resolve_precision(cfg.trainer.precision, device), epochs=args.epochs,
-                early_stopping=EarlyStopping(EarlyStoppingConfig()), checkpoint=None, trackers=Trackers([Record()]),
-                progress=EpochProgress(False), meta={"data_info": {"num_classes": data.info.num_classes}})
+                progress=EpochProgress(False), callbacks=[LambdaCallback(on_epoch_end=record)])
     fit(t)
     return {"epoch_s": epochs, "acc": accs, "images": data.sizes["train"], "batch": cfg.data.batch_size,
             "steps": len(data.train), "loader": data.loader, "precision": t.precision,
@@ -113,10 +109,10 @@ def run_bare(args, device) -> dict:
     epochs = []
     for epoch in range(args.epochs):
         start = time.perf_counter()
-        bare_epoch(model, optimizer, schedule, data.train, epoch, device, precision, cfg.trainer.label_smoothing)
+        bare_epoch(model, optimizer, schedule, data.train, epoch, device, precision, cfg.task.label_smoothing)
         sync(device)
         epochs.append(time.perf_counter() - start)
-        evaluate(model, data.val, num_classes=10, device=device, precision=precision)
+        evaluate(model, data.val, build_task(cfg.task, 10), device=device, precision=precision)
     return {"epoch_s": epochs, "acc": [], "images": data.sizes["train"], "steps": len(data.train)}
 
 
@@ -124,10 +120,7 @@ def run_overhead(args, device) -> dict:
     """kiln's train_epoch vs the bare loop in one process, alternating epochs (process effects cancel out)."""
     import copy
 
-    from kiln.config import EarlyStoppingConfig
-    from kiln.track import Trackers
     from kiln.track.console import EpochProgress
-    from kiln.train.callbacks import EarlyStopping
     from kiln.train.device import resolve_precision
     from kiln.train.loop import Trainer, train_epoch
     from kiln.train.optim import Schedule, build_optimizer
@@ -140,9 +133,9 @@ def run_overhead(args, device) -> dict:
         opt = build_optimizer(cfg.optim, m, device)
         parts[name] = (m, opt, Schedule(cfg.schedule, opt, epochs=2 * args.epochs + 2, steps_per_epoch=len(data.train)))
     m, opt, sched = parts["kiln"]
-    t = Trainer(cfg=cfg.trainer, model=m, optimizer=opt, schedule=sched, data=data, device=device,
-                precision=precision, epochs=2 * args.epochs + 2, early_stopping=EarlyStopping(EarlyStoppingConfig()),
-                checkpoint=None, trackers=Trackers([]), progress=EpochProgress(False), meta={})
+    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=m, optimizer=opt,
+                schedule=sched, data=data, device=device, precision=precision, epochs=2 * args.epochs + 2,
+                progress=EpochProgress(False))
 
     times = {"kiln": [], "bare": []}
     for epoch in range(args.epochs + 1):
@@ -152,7 +145,7 @@ def run_overhead(args, device) -> dict:
                 t.state.batch = 0
                 train_epoch(t, epoch)
             else:
-                bare_epoch(*parts["bare"], data.train, epoch, device, precision, cfg.trainer.label_smoothing)
+                bare_epoch(*parts["bare"], data.train, epoch, device, precision, cfg.task.label_smoothing)
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {"kiln": times["kiln"][1:], "bare": times["bare"][1:], "steps": len(data.train)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
 
 
 class Section(BaseModel):
@@ -203,7 +206,7 @@ class TrainerConfig(Section):
     accumulate: int = Field(1, gt=0)
     """Accumulate gradients over this many batches per optimizer step."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    """Label smoothing of the cross-entropy loss."""
+    """Deprecated: use task.label_smoothing (a value here is moved there, with a warning)."""
     nan_policy: Literal["stop", "skip_batch"] = "stop"
     """On a NaN/Inf loss: stop (keeping the last good checkpoint) or skip that batch."""
     fast_dev_run: bool = False
@@ -234,6 +237,16 @@ class TrainerConfig(Section):
     @classmethod
     def _compile_true_is_default(cls, v: Any) -> Any:
         return "default" if v is True else v
+
+
+class TaskConfig(Section):
+    """What kind of problem this is: the loss, the metrics and the predictions follow from it."""
+
+    name: Literal["multiclass"] = "multiclass"
+    """multiclass: one label per sample (cross-entropy; accuracy, top-5 accuracy, macro F1)."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Label smoothing of the training objective. The reported train/val/test loss stays plain cross-entropy;
+    the smoothed objective is logged as train/objective."""
 
 
 class WandbConfig(Section):
@@ -270,12 +283,24 @@ class Config(Section):
     """Experiment name; runs go to <log.dir>/<name>/."""
     seed: int = 0
     """Seeds every random generator (python, numpy, torch, CUDA)."""
+    task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _label_smoothing_belongs_to_the_task(self) -> "Config":
+        old = self.trainer.label_smoothing
+        if old:
+            if self.task.label_smoothing and self.task.label_smoothing != old:
+                raise ValueError(f"trainer.label_smoothing={old} and task.label_smoothing="
+                                 f"{self.task.label_smoothing} disagree; set task.label_smoothing only")
+            log.warning("trainer.label_smoothing is deprecated: use task.label_smoothing=%g", old)
+            self.task.label_smoothing, self.trainer.label_smoothing = old, 0.0
+        return self
 
     @model_validator(mode="after")
     def _schedule_needs_validation(self) -> "Config":
@@ -369,6 +394,16 @@ def load_config(path: Path | str | None, overrides: list[str] = (), base: dict[s
     """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides."""
     raw = read_file(Path(path)) if path is not None else copy.deepcopy(base or {})
     return build_config(deep_merge(raw, parse_overrides(list(overrides))))
+
+
+def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config that kiln itself saved (a run's config.yaml, a checkpoint's config) in an older layout, brought
+    to today's without the deprecation warnings meant for config files people write."""
+    raw = copy.deepcopy(raw)
+    trainer, task = raw.get("trainer") or {}, raw.setdefault("task", {})
+    if trainer.get("label_smoothing") and not task.get("label_smoothing"):  # format 1: the trainer owned it
+        task["label_smoothing"] = trainer.pop("label_smoothing")
+    return raw
 
 
 def to_yaml(cfg: Config) -> str:

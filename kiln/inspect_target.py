@@ -7,13 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from kiln.config import load_config
 from kiln.data import build_data
 from kiln.errors import KilnError
-from kiln.runs import resolve_checkpoint
-from kiln.train.state import load_checkpoint, load_weights
+from kiln.runs import RunDir
 
 
 @dataclass
@@ -27,28 +25,27 @@ class Target:
 
 def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str | None, sample: int) -> Target:
     from kiln.models import build_model
-    from kiln.train.session import saved_vocab
+    from kiln.trained import load_trained
 
     is_run = path.is_dir()
-    if is_run and not (path / "config.yaml").is_file():
+    if is_run and not RunDir(path).config_file.is_file():
         raise KilnError(f"{path} is neither a config file nor a kiln run folder (no config.yaml)")
-    raw = yaml.safe_load((path / "config.yaml").read_text()) if is_run else None
-    cfg = load_config(None if is_run else path, overrides, base=raw)
     device = torch.device("cpu")
-    vocab = saved_vocab(path) if is_run else None
+    trained = load_trained(path, checkpoint, overrides, device=device) if is_run else None
+    cfg = trained.cfg if trained else load_config(path, overrides)
+    vocab = trained.vocab if trained else None
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), vocab=vocab)
-    model = build_model(cfg.model, data.info)
-    if is_run:
-        ckpt = resolve_checkpoint(path, checkpoint)
-        load_weights(model, load_checkpoint(ckpt)["model"], ckpt)
-        description = f"{cfg.model.name} from {ckpt}"
-    elif cfg.model.pretrained:
-        from kiln.models.pretrained import load_pretrained
-
-        load_pretrained(model, cfg.model.pretrained, cfg.model.name, cfg.model.weights)
-        description = f"{cfg.model.name} ({cfg.model.pretrained} weights)"
+    if trained:
+        model = trained.model
+        description = f"{cfg.model.name} from {trained.checkpoint}"
     else:
+        model = build_model(cfg.model, data.info)
         description = f"{cfg.model.name} (freshly initialised)"
+        if cfg.model.pretrained:
+            from kiln.models.pretrained import load_pretrained
+
+            load_pretrained(model, cfg.model.pretrained, cfg.model.name, cfg.model.weights)
+            description = f"{cfg.model.name} ({cfg.model.pretrained} weights)"
     if input is not None:
         inputs = _one_input(input, data, cfg, vocab)
         input_description = input

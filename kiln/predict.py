@@ -7,16 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from kiln.config import load_config
 from kiln.data import DataInfo
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError
-from kiln.models import build_model
-from kiln.runs import check_run_dir, resolve_checkpoint
-from kiln.train.device import autocast, resolve_device, resolve_precision
-from kiln.train.state import load_checkpoint, load_weights
+from kiln.runs import RunDir
+from kiln.trained import load_trained
+from kiln.train.device import autocast
 
 
 @dataclass
@@ -27,40 +24,15 @@ class Prediction:
     top: list[tuple[str, float]]  # the top-k (label, probability), best first
 
 
-@dataclass
-class TrainedRun:
-    cfg: Any
-    model: torch.nn.Module  # in eval mode, on `device`, with the checkpoint's weights
-    info: DataInfo
-    device: torch.device
-    precision: str
-    checkpoint: Path
-
-
-def load_run(run_dir: Path, checkpoint: str = "best", overrides: list[str] = ()) -> TrainedRun:
-    """A run's model with its trained weights, and what it was trained on (no dataset needed)."""
-    run_dir = check_run_dir(run_dir)
-    cfg = load_config(None, overrides, base=yaml.safe_load((run_dir / "config.yaml").read_text()))
-    path = resolve_checkpoint(run_dir, checkpoint)
-    device = resolve_device(cfg.trainer.device)
-    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
-    raw_info = dict(state["data_info"])
-    raw_info["image_size"] = tuple(raw_info["image_size"])
-    info = DataInfo(**raw_info)
-    model = build_model(cfg.model, info).to(device)
-    load_weights(model, state["model"], path)
-    return TrainedRun(cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path)
-
-
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
             top_k: int = 3, overrides: list[str] = ()) -> list[Prediction]:
-    run = load_run(run_dir, checkpoint, overrides)
+    run = load_trained(run_dir, checkpoint, overrides)
     cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
 
     if info.kind == "text":
         texts = list(inputs) + (_csv_texts(file, cfg) if file else [])
         labels = texts
-        batch = _text_batch(texts, run_dir, cfg)
+        batch = _text_batch(texts, run.run, cfg)
     else:
         if file:
             raise KilnError("--file is for text runs; pass image paths as arguments")
@@ -69,7 +41,7 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
     if not labels:
         raise KilnError("nothing to predict: pass inputs as arguments or --file")
     with torch.no_grad(), autocast(device, precision):
-        probs = model(batch.to(device)).float().softmax(-1).cpu()
+        probs = run.task.probabilities(model(batch.to(device))).cpu()
     k = min(top_k, info.num_classes)
     out = []
     for text, p in zip(labels, probs):
@@ -87,13 +59,13 @@ def _csv_texts(file: Path, cfg) -> list[str]:
     return read_rows(Path(file), get_dataset(cfg.data.name), cfg.data.text, require_labels=False).texts
 
 
-def _text_batch(texts: list[str], run_dir: Path, cfg) -> Any:
+def _text_batch(texts: list[str], run: RunDir, cfg) -> Any:
     from kiln.data.text import Vocab, collate, encode_texts
 
-    vocab_path = run_dir / "vocab.json"
-    if not vocab_path.is_file():
-        raise KilnError(f"{run_dir} has no vocab.json: it is not a text run, or its folder is incomplete")
-    seqs = encode_texts(texts, Vocab.load(vocab_path), cfg.data.text)
+    vocab = run.vocab()
+    if vocab is None:
+        raise KilnError(f"{run} has no vocab.json: it is not a text run, or its folder is incomplete")
+    seqs = encode_texts(texts, vocab, cfg.data.text)
     return collate(seqs, cfg.data.text.collate, Vocab.pad_id)
 
 

@@ -1,4 +1,9 @@
-"""Run folders: runs/<name>/<YYYYmmdd-HHMMSS>/, their status, and finding one to resume."""
+"""Run folders: `RunDir` is the one owner of their layout; plus finding one to resume.
+
+    runs/<name>/<YYYYmmdd-HHMMSS>/
+      config.yaml  status.json  train.log  metrics.jsonl  metrics.csv  tb/  vocab.json
+      checkpoints/{last,best,epoch-NNN}.pt  test_metrics.json  figures/  report.html
+"""
 
 from __future__ import annotations
 
@@ -9,66 +14,181 @@ from typing import Any
 
 from kiln.errors import KilnError
 
-STATUS = "status.json"
 
+class RunDir:
+    """Where everything of one run lives. Nothing else in kiln spells these file names."""
 
-def new_run_dir(log_dir: Path, name: str, prefix: str = "") -> Path:
-    """<log_dir>/<name>/<prefix><YYYYmmdd-HHMMSS>, made now (with a -N suffix if that second is taken)."""
-    base = Path(log_dir) / name / (prefix + time.strftime("%Y%m%d-%H%M%S"))
-    path, n = base, 1
-    while True:
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @classmethod
+    def create(cls, log_dir: Path | str, name: str, prefix: str = "") -> "RunDir":
+        """<log_dir>/<name>/<prefix><YYYYmmdd-HHMMSS>, made now (with a -N suffix if that second is taken)."""
+        base = Path(log_dir) / name / (prefix + time.strftime("%Y%m%d-%H%M%S"))
+        path, n = base, 1
+        while True:
+            try:
+                path.mkdir(parents=True)
+                return cls(path)
+            except FileExistsError:  # two runs started in the same second
+                path, n = base.with_name(f"{base.name}-{n}"), n + 1
+
+    @classmethod
+    def open(cls, path: Path | str) -> "RunDir":
+        """An existing run folder (it must hold config.yaml)."""
+        run = cls(path)
+        if not run.config_file.is_file():
+            raise KilnError(f"{run.path} is not a kiln run folder (no config.yaml); "
+                            "pass a folder like runs/<name>/<YYYYmmdd-HHMMSS>")
+        return run
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- the layout
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "train.log"
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def vocab_file(self) -> Path:
+        return self.path / "vocab.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch-{epoch:03d}.pt"
+
+    @property
+    def test_metrics_file(self) -> Path:
+        return self.path / "test_metrics.json"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report.html"
+
+    # -- reading and writing
+    def saved_config(self) -> dict[str, Any]:
+        """The resolved config the run was trained with, as plain data."""
+        import yaml
+
         try:
-            path.mkdir(parents=True)
+            raw = yaml.safe_load(self.config_file.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise KilnError(f"cannot read {self.config_file}: {e}") from None
+        if not isinstance(raw, dict):
+            raise KilnError(f"{self.config_file} is not a kiln config (a mapping of sections)")
+        from kiln.config import upgrade_saved
+
+        return upgrade_saved(raw)
+
+    def config(self, overrides: list[str] | tuple[str, ...] = ()):
+        """The run's config with `overrides` applied (e.g. data.root=... on another machine)."""
+        from kiln.config import load_config
+
+        return load_config(None, list(overrides), base=self.saved_config())
+
+    def write_config(self, cfg) -> None:
+        from kiln.config import to_yaml
+
+        self.config_file.write_text(to_yaml(cfg))
+
+    def checkpoint(self, which: str = "best") -> Path:
+        """best | last | a path; best falls back to last when the run never validated."""
+        if which in ("best", "last"):
+            path = self.best if which == "best" and self.best.is_file() else self.last
+            if not path.is_file():
+                raise KilnError(f"{self.path} has no checkpoints/{which}.pt — did its training start?")
             return path
-        except FileExistsError:  # two runs started in the same second
-            path, n = base.with_name(f"{base.name}-{n}"), n + 1
+        path = Path(which)
+        if not path.is_file():
+            raise KilnError(f"checkpoint not found: {path}")
+        return path
+
+    def has_last(self) -> bool:
+        return self.last.is_file()
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.status_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_status(self, state: str, **extra: Any) -> None:
+        """state: running | interrupted | stopped | failed | finished | pruned."""
+        info = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+        tmp = self.path / f".{self.status_file.name}.tmp"
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(self.status_file)
+
+    def vocab(self):
+        """The vocabulary a text run was trained with (None for image runs)."""
+        if not self.vocab_file.is_file():
+            return None
+        from kiln.data.text import Vocab
+
+        return Vocab.load(self.vocab_file)
+
+    def test_metrics(self) -> dict[str, Any] | None:
+        if not self.test_metrics_file.is_file():
+            return None
+        return json.loads(self.test_metrics_file.read_text())
+
+    def write_test_metrics(self, results: dict[str, Any]) -> None:
+        self.test_metrics_file.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def write_status(run_dir: Path, state: str, **extra: Any) -> None:
-    """state: running | interrupted | stopped | failed | finished."""
-    info = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
-    tmp = Path(run_dir) / f".{STATUS}.tmp"
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(Path(run_dir) / STATUS)
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(run_dir) / STATUS).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def check_run_dir(run_dir: Path) -> Path:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise KilnError(f"{run_dir} is not a kiln run folder (no config.yaml); "
-                        "pass a folder like runs/<name>/<YYYYmmdd-HHMMSS>")
-    return run_dir
-
-
-def find_resumable(log_dir: Path, name: str) -> Path:
+def find_resumable(log_dir: Path, name: str) -> RunDir:
     """The newest run of `name` that has a last.pt and did not finish."""
     folder = Path(log_dir) / name
-    candidates = sorted((p for p in folder.glob("*") if (p / "checkpoints" / "last.pt").is_file()),
-                        key=lambda p: p.name, reverse=True)
+    candidates = sorted((RunDir(p) for p in folder.glob("*") if RunDir(p).has_last()),
+                        key=lambda r: r.path.name, reverse=True)
     for run in candidates:
-        if read_status(run).get("state") != "finished":
+        if run.status().get("state") != "finished":
             return run
     raise KilnError(f"--resume auto found no unfinished run of '{name}' with a checkpoint under {folder}; "
                     "start a new run without --resume, or pass --resume RUN_DIR")
 
 
-def resolve_checkpoint(run_dir: Path, which: str) -> Path:
-    """best | last | a path; best falls back to last when the run never validated."""
-    if which in ("best", "last"):
-        path = Path(run_dir) / "checkpoints" / f"{which}.pt"
-        if which == "best" and not path.is_file():
-            path = Path(run_dir) / "checkpoints" / "last.pt"
-        if not path.is_file():
-            raise KilnError(f"{run_dir} has no checkpoints/{which}.pt — did its training start?")
-        return path
-    path = Path(which)
-    if not path.is_file():
-        raise KilnError(f"checkpoint not found: {path}")
-    return path
+def newest_finished(folder: Path) -> RunDir | None:
+    """runs/<name>: the newest of its runs that finished."""
+    finished = sorted((p for p in Path(folder).iterdir() if RunDir(p).status().get("state") == "finished"),
+                      reverse=True)
+    return RunDir(finished[0]) if finished else None

@@ -6,25 +6,23 @@ import subprocess
 import sys
 import types
 from itertools import islice
-from pathlib import Path
 
 import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
 from conftest import ROOT, tiny_config
-from kiln.config import EarlyStoppingConfig, build_config
+from kiln.config import build_config
 from kiln.data import build_data
 from kiln.errors import KilnError
-from kiln.track import Trackers
+from kiln.models import prepare_model
+from kiln.tasks import build_task
 from kiln.track.console import EpochProgress
 from kiln.train import device as device_mod
 from kiln.train.batch_size import cuda_probe, is_out_of_memory
-from kiln.train.callbacks import EarlyStopping
 from kiln.train.loop import Trainer, train_step
 from kiln.train.metrics import RunningMean
 from kiln.train.optim import Schedule, build_optimizer
-from kiln.train.session import prepare_model
 from kiln.train.state import seed_everything
 from kiln.train.step import TrainStep
 from kiln.tune.runner import visible_gpus
@@ -48,19 +46,18 @@ class SyncRecorder(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _trainer(tmp_path, idx_root, **trainer) -> Trainer:
-    cfg = build_config(tiny_config(tmp_path, idx_root, trainer=trainer))
+def _trainer(tmp_path, idx_root, task=None, **trainer) -> Trainer:
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer=trainer, task=task or {}))
     data = build_data(cfg.data, seed=cfg.seed, device=CPU, splits=("train",))
-    model = prepare_model(cfg, data.info, CPU, channels_last=True)
+    model = prepare_model(cfg.model, data.info, CPU, channels_last=True)
     optimizer = build_optimizer(cfg.optim, model, CPU)
     schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
-    return Trainer(cfg=cfg.trainer, model=model, optimizer=optimizer, schedule=schedule, data=data, device=CPU,
-                   precision="32", epochs=1, early_stopping=EarlyStopping(EarlyStoppingConfig()), checkpoint=None,
-                   trackers=Trackers([]), progress=EpochProgress(False), meta={})
+    return Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer, schedule=schedule, data=data, device=CPU,
+                   precision="32", epochs=1, progress=EpochProgress(False))
 
 
 def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, idx_root):
-    t = _trainer(tmp_path, idx_root, grad_clip=1.0, label_smoothing=0.1)
+    t = _trainer(tmp_path, idx_root, task={"label_smoothing": 0.1}, grad_clip=1.0)
     batches = t.data.train.epoch(0)
     next(batches)  # the epoch's start copies its index order once: not a per-step cost
     with SyncRecorder() as recorder:
@@ -88,10 +85,10 @@ def test_skip_batch_nan_policy_syncs_by_design(tmp_path, idx_root):
 
 def test_running_mean_loads_checkpoints_that_stored_the_count_on_the_device():
     old_format = {"sums": torch.tensor([12.0, 5.0, 8.0], dtype=torch.float64)}  # loss * n, correct, n
-    running = RunningMean(CPU)
+    running = RunningMean(CPU, build_task(build_config({}).task, 10))
     running.load_state_dict(old_format)
     assert running.compute() == {"loss": 1.5, "acc": 0.625}
-    assert torch.equal(running.state_dict()["sums"], old_format["sums"])
+    assert torch.equal(running.state_dict()["sums"][:3], old_format["sums"])
 
 
 def test_batch_size_probe_runs_the_real_step_with_adamw_and_treats_alloc_failures_as_not_fitting(
@@ -105,9 +102,9 @@ def test_batch_size_probe_runs_the_real_step_with_adamw_and_treats_alloc_failure
     built = []
 
     def build():
-        model = prepare_model(cfg, data.info, CPU, channels_last=False)
+        model = prepare_model(cfg.model, data.info, CPU, channels_last=False)
         built.append(build_optimizer(cfg.optim, model, CPU))
-        return model, TrainStep(cfg.trainer, built[-1], CPU, "32")
+        return model, TrainStep(cfg.trainer, build_task(cfg.task, 10), built[-1], CPU, "32")
 
     assert cuda_probe(build, sample, 10, CPU)(48)  # the old probe raised: AdamW rejects its own defaults
     assert isinstance(built[-1], torch.optim.AdamW) and built[-1].state  # it really stepped
@@ -173,7 +170,7 @@ def test_auto_precision_is_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
 
 
 def test_resuming_with_a_scaler_from_a_checkpoint_without_one_warns_instead_of_crashing(caplog):
-    step = TrainStep(build_config({}).trainer, torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+    step = TrainStep(build_config({}).trainer, build_task(build_config({}).task, 10), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
                      CPU, "16")
     assert step.scaler.is_enabled()
     owner = types.SimpleNamespace(step=step, precision="16")

@@ -12,6 +12,7 @@ from kiln.data import build_data
 from kiln.errors import TrainingStopped
 from kiln.models import build_model
 from kiln.train import session
+from kiln.train.callbacks import LambdaCallback
 from kiln.train.batch_size import search
 from kiln.train.lr_find import sweep
 from kiln.train.memory import GrowthWatch
@@ -27,7 +28,7 @@ def test_out_of_memory_names_the_phase_and_keeps_last_pt(tmp_path, idx_root):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
 
     with pytest.raises(TrainingStopped) as e:
-        session.train(cfg, quiet=True, step_hooks=[run_out_of_memory])
+        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=run_out_of_memory)])
     message = str(e.value)
     assert "out of memory in the training step" in message and "data.batch_size=16" in message
     assert "--find-batch-size" in message

@@ -16,6 +16,7 @@ from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import build_config
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
+from kiln.train.callbacks import LambdaCallback
 from kiln.train.state import load_checkpoint
 
 def _measured(key):  # timings and memory differ between any two runs
@@ -24,7 +25,8 @@ def _measured(key):  # timings and memory differ between any two runs
 
 def _cfg(tmp_path, idx_root, folder, loader="auto"):
     raw = tiny_config(tmp_path, idx_root, data={"loader": loader},
-                      trainer={"epochs": 3, "accumulate": 2, "label_smoothing": 0.1, "log_every_n_steps": 3,
+                      task={"label_smoothing": 0.1},
+                      trainer={"epochs": 3, "accumulate": 2, "log_every_n_steps": 3,
                                "early_stopping": {"enabled": True, "monitor": "val/loss", "patience": 10}},
                       log={"dir": str(tmp_path / folder), "progress": "none", "tensorboard": False})
     return build_config(raw)
@@ -59,7 +61,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, idx_root, stop_
 
     cfg = _cfg(tmp_path, idx_root, "cut", loader)
     with pytest.raises(TrainingInterrupted, match="--resume"):
-        session.train(cfg, quiet=True, step_hooks=[stop])
+        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
     run = only_run(tmp_path / "cut")
     cut = load_checkpoint(run / "checkpoints" / "last.pt")
     assert cut["loop"]["step"] == stop_at_step and not cut["loop"]["finished"]

@@ -20,7 +20,7 @@ def test_train_then_test(tmp_path, config_file):
         assert (run / name).is_file(), name
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
-    for key in ("step", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s", "time/images_per_s"):
+    for key in ("step", "lr", "train/loss", "train/acc", "val/loss", "val/acc", "time/epoch_s", "time/samples_per_s"):
         assert key in rows[-1], key
     assert rows[-1]["val/acc"] > 0.3  # chance is 0.1 on the generated data
     assert (run / "metrics.csv").read_text().splitlines()[0].startswith("epoch,step,lr,train/loss")

@@ -15,6 +15,7 @@ from kiln.inspect import layer_table, selected
 from kiln.models import build_model
 from kiln.models.pretrained import adapt_in_channels, load_pretrained
 from kiln.train import session
+from kiln.train.callbacks import LambdaCallback
 from kiln.train.optim import build_optimizer
 from kiln.train.state import load_checkpoint
 
@@ -141,7 +142,7 @@ def test_unfreezing_changes_the_trainable_set_and_resumes_exactly(tmp_path, idx_
         trainable[t.state.epoch] = sum(p.numel() for p in t.model.parameters() if p.requires_grad)
 
     full = session.train(_fine_tune_cfg(tmp_path, idx_root, cnn_weights, "full", unfreeze_at_epoch=2), quiet=True,
-                         step_hooks=[record])
+                         callbacks=[LambdaCallback(on_step_end=record)])
     assert trainable[0] == 16 * 7 * 7 * 10 + 10 < trainable[1] == trainable[2]  # only the head, then all
 
     def stop(t):
@@ -150,7 +151,7 @@ def test_unfreezing_changes_the_trainable_set_and_resumes_exactly(tmp_path, idx_
 
     cfg = _fine_tune_cfg(tmp_path, idx_root, cnn_weights, "cut", unfreeze_at_epoch=2)
     with pytest.raises(TrainingInterrupted):
-        session.train(cfg, quiet=True, step_hooks=[stop])
+        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
     resumed = session.train(cfg, resume=only_run(tmp_path / "cut"), quiet=True)
     a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.data import build_data
     from kiln.errors import KilnError
     from kiln.models import build_model
-    from kiln.runs import new_run_dir
+    from kiln.runs import RunDir
     from kiln.track.console import setup_logging
     from kiln.train.device import resolve_device, resolve_precision
     from kiln.train.lr_find import plot, sweep
@@ -43,10 +43,13 @@ def run(args: argparse.Namespace) -> int:
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",))
     model = build_model(cfg.model, data.info).to(device)
     optimizer = build_optimizer(cfg.optim, model, device)
+    from kiln.tasks import build_task
+
     result = sweep(model, optimizer, data.train, device=device, trainer=cfg.trainer,
+                   task=build_task(cfg.task, data.info.num_classes),
                    precision=resolve_precision(cfg.trainer.precision, device),
                    start_lr=args.start, end_lr=args.end, steps=args.steps)
-    folder = new_run_dir(cfg.log.dir, cfg.name, prefix="lr-find-")
+    folder = RunDir.create(cfg.log.dir, cfg.name, prefix="lr-find-").path
     plot(result, folder / "lr_find")
     (folder / "lr_find.json").write_text(json.dumps({"suggestion": result.suggestion, "lrs": result.lrs,
                                                      "losses": result.losses}, indent=1))

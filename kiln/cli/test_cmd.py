@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
     from kiln.errors import KilnError
     from kiln.track.console import setup_logging
-    from kiln.train import session
+    from kiln.evaluation import run_test
 
     setup_logging(verbosity(args))
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise KilnError(f"override {bad[0]!r} is not of the form key.path=value")
-    results = session.test(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.overrides)
+    results = run_test(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.overrides)
     table = Table(title=f"test split — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -37,10 +37,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import yaml
-
     from kiln.config import load_config
-    from kiln.runs import check_run_dir, find_resumable
+    from kiln.runs import RunDir, find_resumable
     from kiln.track.console import setup_logging
     from kiln.train import session
 
@@ -51,15 +49,15 @@ def run(args: argparse.Namespace) -> int:
         if config_path is not None:
             raise KilnError(f"--resume {args.resume} uses the config saved in that run folder; drop {config_path} "
                             "(overrides such as trainer.epochs=N are still accepted)")
-        resume = check_run_dir(Path(args.resume))
-        cfg = load_config(None, overrides, base=yaml.safe_load((resume / "config.yaml").read_text()))
+        resume = RunDir.open(args.resume)
+        cfg = resume.config(overrides)
     else:
         if config_path is None:
             raise KilnError("no config file given: kiln train CONFIG [key=value ...] (e.g. configs/fashion_mnist.yaml)")
         cfg = load_config(config_path, overrides)
         if args.resume == "auto":
             resume = find_resumable(cfg.log.dir, cfg.name)
-            cfg = load_config(None, overrides, base=yaml.safe_load((resume / "config.yaml").read_text()))
+            cfg = resume.config(overrides)
     if args.find_batch_size:
         from kiln.train.batch_size import find_batch_size
 
@@ -69,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.nproc:
         return _launch(args, cfg, config_path, overrides, resume)
-    result = session.train(cfg, resume=resume, run_dir=Path(args.run_dir) if args.run_dir else None,
+    result = session.train(cfg, resume=resume.path if resume else None,
+                           run_dir=Path(args.run_dir) if args.run_dir else None,
                            quiet=args.quiet)
     from kiln.train.dist import current
 
@@ -85,7 +84,7 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
     """Start the workers; they all write into one run folder, chosen here so a restart finds it."""
     from pathlib import Path
 
-    from kiln.runs import new_run_dir
+    from kiln.runs import RunDir
     from kiln.train.device import resolve_device
     from kiln.train.launch import launch
 
@@ -95,7 +94,7 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
     if resume is not None:
         worker = ["--resume", str(resume), *overrides]
     else:
-        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(cfg.log.dir, cfg.name)
+        run_dir = Path(args.run_dir) if args.run_dir else RunDir.create(cfg.log.dir, cfg.name).path
         worker = [config_path, *overrides, "--run-dir", str(run_dir)]
     if args.quiet:
         worker.append("--quiet")

@@ -16,10 +16,16 @@ from kiln.data.transforms import seed_for
 
 
 class Batches(Protocol):
-    num_samples: int
+    """What the training loop uses of a batch source; every source (resident, DataLoader, text) has it all."""
+
+    num_samples: int  # samples in the split (all ranks together)
+    batch_size: int  # samples per batch on this rank (the last batch may be smaller)
 
     def __len__(self) -> int:
         """Batches per epoch (on this rank)."""
+
+    def epoch_stats(self, epoch: int) -> dict[str, float]:
+        """Statistics of this epoch's plan, logged as train/<name> (e.g. text padding); {} when there are none."""
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, torch.Tensor]]:
         """Yield this epoch's batches from `start_batch` on, on the device and transformed."""
@@ -132,6 +138,13 @@ class LoaderBatches:
     def __len__(self) -> int:
         return len(self.sampler)
 
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    def epoch_stats(self, epoch: int) -> dict[str, float]:
+        return {}
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, torch.Tensor]]:
         self.sampler.set_epoch(epoch, start_batch)
         non_blocking = self.device.type == "cuda"
@@ -159,6 +172,13 @@ class ResidentBatches:
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    def epoch_stats(self, epoch: int) -> dict[str, float]:
+        return {}
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.order(epoch).to(self.device, non_blocking=True)

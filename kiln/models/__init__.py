@@ -2,18 +2,34 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from kiln.config import ModelConfig
 from kiln.models import text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 
-__all__ = ["MODELS", "build_model", "register_model", "describe"]
+__all__ = ["MODELS", "build_model", "prepare_model", "register_model", "describe"]
 
 
 def build_model(cfg: ModelConfig, info) -> nn.Module:
     """Build the configured model for data described by `info` (a `kiln.data.DataInfo`)."""
     return construct(cfg.name, cfg.args, info.model_args())
+
+
+def prepare_model(cfg: ModelConfig, info, device: torch.device, channels_last: bool,
+                  pretrained: bool = False) -> nn.Module:
+    """The model as training uses it: built, optionally with `cfg.pretrained` weights, on `device`, and with
+    channels_last memory for conv nets."""
+    model = build_model(cfg, info)
+    if pretrained and cfg.pretrained:
+        from kiln.models.pretrained import load_pretrained
+
+        load_pretrained(model, cfg.pretrained, cfg.name, cfg.weights)
+    model = model.to(device)
+    if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 def describe(model: nn.Module) -> str:

@@ -96,15 +96,15 @@ def source_weights(spec: str, arch: str, weights: str) -> tuple[dict[str, torch.
 
 
 def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
-    from kiln.runs import read_status, resolve_checkpoint
+    from kiln.runs import RunDir, newest_finished
     from kiln.train.state import load_checkpoint
 
-    if not (folder / "config.yaml").is_file():  # runs/<name>: the newest finished run in it
-        finished = sorted((p for p in folder.iterdir() if read_status(p).get("state") == "finished"), reverse=True)
-        if not finished:
+    run: RunDir | None = RunDir(folder)
+    if not run.config_file.is_file():  # runs/<name>: the newest finished run in it
+        run = newest_finished(folder)
+        if run is None:
             raise KilnError(f"model.pretrained={folder}: neither a run folder nor a folder with a finished run")
-        folder = finished[0]
-    path = resolve_checkpoint(folder, "best")
+    path = run.checkpoint("best")
     return load_checkpoint(path)["model"], str(path)
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 from typing import Any
+
+from kiln.runs import RunDir
 
 
 class MetricsFiles:
-    def __init__(self, folder: Path, resume_epoch: int | None = None):
-        self.jsonl, self.csv = Path(folder) / "metrics.jsonl", Path(folder) / "metrics.csv"
+    def __init__(self, run: RunDir, resume_epoch: int | None = None):
+        self.jsonl, self.csv = run.metrics_jsonl, run.metrics_csv
         self.rows: list[dict[str, Any]] = []
         if resume_epoch is not None and self.jsonl.exists():
             # Epochs logged after the checkpoint we resume from will be trained again: drop them.
@@ -46,8 +47,8 @@ class MetricsFiles:
         pass
 
 
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    path = Path(folder) / "metrics.jsonl"
+def read_metrics(run: RunDir) -> list[dict[str, Any]]:
+    path = run.metrics_jsonl
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -81,7 +81,9 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
     from kiln.data import build_data
     from kiln.train.device import resolve_device, resolve_precision
     from kiln.train.optim import build_optimizer
-    from kiln.train.session import prepare_model, use_channels_last
+    from kiln.models import prepare_model
+    from kiln.tasks import build_task
+    from kiln.train.device import use_channels_last
 
     device = resolve_device(cfg.trainer.device)
     if device.type != "cuda":
@@ -92,11 +94,12 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")
     precision = resolve_precision(cfg.trainer.precision, device)
+    task = build_task(cfg.task, data.info.num_classes)
 
     def build() -> tuple[torch.nn.Module, TrainStep]:
-        model = prepare_model(cfg, data.info, device, use_channels_last(cfg.trainer.channels_last, device))
+        model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device))
         trainer = cfg.trainer.model_copy(update={"accumulate": 1, "nan_policy": "stop"})
-        return model, TrainStep(trainer, build_optimizer(cfg.optim, model, device), device, precision)
+        return model, TrainStep(trainer, task, build_optimizer(cfg.optim, model, device), device, precision)
 
     fits = cuda_probe(build, sample, data.info.num_classes, device)
     return search(fits, cfg.data.batch_size, min(limit, data.sizes["train"]))

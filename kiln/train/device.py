@@ -83,6 +83,11 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
+def use_channels_last(setting, device: torch.device) -> bool:
+    """trainer.channels_last: auto turns NHWC conv activations on where they are faster (CPU and CUDA)."""
+    return bool(setting) if setting != "auto" else device.type in ("cpu", "cuda")
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "32":
         return nullcontext()

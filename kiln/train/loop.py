@@ -15,20 +15,16 @@ from itertools import islice
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.data import Batches, Data
 from kiln.errors import TrainingInterrupted, TrainingStopped
-from kiln.models.freeze import train_mode
-from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train import dist
-from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
+from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
-from kiln.train.memory import GrowthWatch, epoch_memory, out_of_memory_message
-from kiln.train.metrics import eval_metrics
+from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
 from kiln.train.state import rng_state, set_rng_state, unwrap
 from kiln.train.step import TrainStep
@@ -55,6 +51,7 @@ class Trainer:
     """Everything `fit` works with. Each part is built from its own config section by the caller."""
 
     cfg: TrainerConfig
+    task: Any  # kiln.tasks: the loss, the metrics and their names
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
@@ -62,24 +59,19 @@ class Trainer:
     device: torch.device
     precision: str
     epochs: int
-    early_stopping: EarlyStopping
-    checkpoint: ModelCheckpoint | None  # None on processes that do not write
-    trackers: Trackers
     progress: EpochProgress
+    callbacks: list[Callback] = field(default_factory=list)  # called in this order
     meta: dict[str, Any] = field(default_factory=dict)  # config and data info, saved as plain data
-    step_hooks: list[Callable[["Trainer"], None]] = field(default_factory=list)
-    epoch_hooks: list[Callable[[int], None]] = field(default_factory=list)  # called at each epoch's start
-    epoch_end_hooks: list[Callable[[int, dict], None]] = field(default_factory=list)  # (epoch, metrics), after saving
     state: LoopState = field(default_factory=LoopState)
-    stop_requested: bool = False
+    stop_requested: bool = False  # a signal asked to stop: save and exit
+    stop_training: bool = False  # a callback (early stopping) ends training after this epoch
 
     def __post_init__(self) -> None:
-        self.step = TrainStep(self.cfg, self.optimizer, self.device, self.precision, self.schedule)
+        self.step = TrainStep(self.cfg, self.task, self.optimizer, self.device, self.precision, self.schedule)
         self.skipped = 0
         # The run's first step on a GPU or compiled: compilation / cuDNN autotuning, reported on its own.
         self.first_step_seconds: float | None = None
         self.first_epoch = self.state.epoch
-        self.memory_watch = GrowthWatch()
 
     @property
     def batches_per_epoch(self) -> int:
@@ -100,8 +92,7 @@ class Trainer:
             "scaler": self.step.scaler.state_dict(),
             "loop": self.state.state_dict(),
             "running": self.step.running.state_dict(),
-            "early_stopping": self.early_stopping.state_dict(),
-            "checkpoint": self.checkpoint.state_dict() if self.checkpoint else None,
+            **{cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
             "rng": rng_state(),
         }
 
@@ -112,9 +103,9 @@ class Trainer:
         self._load_scaler(state.get("scaler") or {})
         self.state.load_state_dict(state["loop"])
         self.step.running.load_state_dict(state["running"])
-        self.early_stopping.load_state_dict(state["early_stopping"])
-        if self.checkpoint and state["checkpoint"]:
-            self.checkpoint.load_state_dict(state["checkpoint"])
+        for cb in self.callbacks:
+            if cb.state_key and state.get(cb.state_key):
+                cb.load_state_dict(state[cb.state_key])
         set_rng_state(state["rng"])
 
     def _load_scaler(self, saved: dict[str, Any]) -> None:
@@ -131,62 +122,58 @@ class Trainer:
 def fit(t: Trainer) -> dict[str, float]:
     """Train from `t.state` to the last epoch (or an early stop); return the last epoch's metrics."""
     metrics: dict[str, float] = {}
-    t.first_epoch = t.state.epoch
+    t.first_epoch, t.stop_training = t.state.epoch, False
+    _call(t, "on_fit_start", t)
     with _stop_on_signals(t):
         while t.state.epoch < t.epochs:
             epoch = t.state.epoch
-            train_seconds, num_images = train_epoch(t, epoch)
-            metrics = _epoch_metrics(t, epoch, train_seconds, num_images)
+            train_seconds, num_samples = train_epoch(t, epoch)
+            metrics = _epoch_metrics(t, epoch, train_seconds, num_samples)
             t.schedule.after_epoch(metrics)
             t.state.epoch, t.state.batch = epoch + 1, 0
             t.step.running.reset()
-            stop = t.early_stopping.should_stop(metrics, epoch + 1)
-            t.trackers.log_epoch(epoch + 1, metrics)
-            improved = t.checkpoint.on_epoch_end(metrics, epoch + 1, t.state_dict) if t.checkpoint else False
-            log.info(_summary(epoch + 1, t.epochs, metrics, improved))
-            for hook in t.epoch_end_hooks:  # e.g. a tuner's pruning decision, which may raise
-                hook(epoch + 1, metrics)
-            if stop:
+            # early stopping, trackers, checkpoints, the summary line, a tuner's pruning (which may raise)
+            _call(t, "on_epoch_end", t, epoch + 1, metrics)
+            if t.stop_training:
                 break
             if dist.any_rank(t.stop_requested, t.device):
                 raise TrainingInterrupted
     t.state.finished = True
-    if t.checkpoint:
-        t.checkpoint.save_last(t.state_dict())
+    _call(t, "on_fit_end", t)
     return metrics
 
 
-def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_images: int) -> dict[str, float]:
+def _call(t: Trainer, hook: str, *args: Any) -> None:
+    for cb in t.callbacks:
+        getattr(cb, hook)(*args)
+
+
+def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: int) -> dict[str, float]:
     """Everything logged for an epoch: train (over all ranks), validation, time, memory, data stats."""
     metrics = {"step": t.state.step, "lr": max(g["lr"] for g in t.optimizer.param_groups),
                **{f"train/{k}": v for k, v in t.step.running.compute(sync=True).items()}}
     if t.data.val is not None:
         with _out_of_memory_is_fatal("evaluation", t):
-            val = evaluate(t.model, t.data.val, num_classes=t.meta["data_info"]["num_classes"],
-                           device=t.device, precision=t.precision, limit=t.val_limit)
+            val = evaluate(t.model, t.data.val, t.task, device=t.device, precision=t.precision, limit=t.val_limit)
         metrics.update({f"val/{k}": v for k, v in val.items()})
-    metrics.update({"time/epoch_s": train_seconds, "time/images_per_s": num_images / max(train_seconds, 1e-9)})
-    epoch_stats = getattr(t.data.train, "epoch_stats", None)
-    if epoch_stats is not None:
-        metrics.update({f"train/{k}": v for k, v in epoch_stats(epoch).items()})
+    metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
+    metrics.update({f"train/{k}": v for k, v in t.data.train.epoch_stats(epoch).items()})
     if t.skipped:
         metrics["train/skipped_batches"] = t.skipped
     if t.first_step_seconds is not None and epoch == t.first_epoch:
         metrics["time/first_step_s"] = t.first_step_seconds
     metrics.update(epoch_memory(t.device))
-    t.memory_watch.update(metrics)
     return metrics
 
 
 def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
-    """Train the rest of `epoch` from `t.state.batch`; returns (seconds, images seen)."""
-    for hook in t.epoch_hooks:
-        hook(epoch)
-    train_mode(t.model)
+    """Train the rest of `epoch` from `t.state.batch`; returns (seconds, samples seen)."""
+    t.model.train()
+    _call(t, "on_epoch_start", t, epoch)  # e.g. the freeze schedule: which layers train, frozen BatchNorm
     total = t.batches_per_epoch
     t.progress.start(f"epoch {epoch + 1}/{t.epochs}", total)
     t.progress.update(t.state.batch)
-    start, num_images = time.perf_counter(), 0
+    start, num_samples = time.perf_counter(), 0
     try:
         with _out_of_memory_is_fatal("training step", t):
             for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
@@ -197,19 +184,18 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
                     start += t.first_step_seconds  # the epoch's time and throughput exclude the warm-up
                 else:
                     train_step(t, inputs, targets, optimizer_step)
-                t.state.batch, num_images = b + 1, num_images + targets.shape[0]
-                for hook in t.step_hooks:
-                    hook(t)
+                t.state.batch, num_samples = b + 1, num_samples + targets.shape[0]
+                _call(t, "on_step_end", t)
                 if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
                     _check_finite(t, wait=False)
                     if t.progress.enabled:  # the statistics cost a host sync: only for a bar someone sees
-                        t.progress.update(b + 1, _progress_stats(t, num_images, start))
+                        t.progress.update(b + 1, _progress_stats(t, num_samples, start))
                 if optimizer_step and _stop_agreed(t):
                     _save_interrupted(t)
     finally:
         t.progress.stop()
     _check_finite(t)
-    return time.perf_counter() - start, num_images
+    return time.perf_counter() - start, num_samples
 
 
 def train_step(t: Trainer, inputs, targets: torch.Tensor, optimizer_step: bool) -> None:
@@ -222,21 +208,20 @@ def train_step(t: Trainer, inputs, targets: torch.Tensor, optimizer_step: bool) 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, *, num_classes: int, device: torch.device, precision: str,
+def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, precision: str,
              limit: int | None = None, detailed: bool = False) -> dict[str, Any]:
     """Loss and metrics over `batches` in eval mode; one host sync at the end."""
     model = unwrap(model)  # plain forward passes: no DDP hooks
     was_training = model.training
     model.eval()
-    metrics = eval_metrics(num_classes, device, detailed)  # torchmetrics syncs across ranks in compute()
+    metrics = task.metrics(device, detailed)  # torchmetrics syncs across ranks in compute()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
     for inputs, targets in islice(batches.epoch(0), limit):
         with autocast(device, precision):
-            logits = model(inputs)
-        logits = logits.float()
-        loss_sum += F.cross_entropy(logits, targets, reduction="sum")
-        metrics.update(logits, targets)
+            outputs = model(inputs).float()
+        loss_sum += task.loss_sum(outputs, targets)
+        metrics.update(outputs, targets)
         count += targets.shape[0]
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
     results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1)}
@@ -260,8 +245,7 @@ def _out_of_memory_is_fatal(phase: str, t: Trainer):
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        batch = t.data.train.sampler.batch_size if hasattr(t.data.train, "sampler") else 0
-        raise TrainingStopped(out_of_memory_message(phase, t.device, batch)) from None
+        raise TrainingStopped(out_of_memory_message(phase, t.device, t.data.train.batch_size)) from None
 
 
 def _stop_agreed(t: Trainer) -> bool:
@@ -275,17 +259,15 @@ def _check_finite(t: Trainer, wait: bool = True) -> None:
     """Stop on a NaN/Inf loss. wait=False (during the epoch) may notice it one check late but never waits for
     the GPU; the checks at the epoch's end and before saving wait."""
     if t.cfg.nan_policy == "stop" and t.step.nonfinite.seen(wait):
-        where = t.checkpoint.last if t.checkpoint else "the last checkpoint"
         raise TrainingStopped(
             f"the training loss became NaN/Inf in epoch {t.state.epoch + 1} (by batch {t.state.batch}). "
-            f"The last good checkpoint is kept at {where}. Lower optim.lr, set trainer.grad_clip, check the "
-            "data for bad values, or use trainer.nan_policy=skip_batch")
+            "The last good checkpoint (checkpoints/last.pt) is kept. Lower optim.lr, set trainer.grad_clip, "
+            "check the data for bad values, or use trainer.nan_policy=skip_batch")
 
 
 def _save_interrupted(t: Trainer) -> None:
     _check_finite(t)  # never save NaN weights
-    if t.checkpoint:
-        t.checkpoint.save_last(t.state_dict())
+    _call(t, "on_interrupt", t)
     raise TrainingInterrupted
 
 
@@ -310,19 +292,10 @@ def _stop_on_signals(t: Trainer):
             signal.signal(s, handler)
 
 
-def _progress_stats(t: Trainer, num_images: int, start: float) -> str:
+def _progress_stats(t: Trainer, num_samples: int, start: float) -> str:
     stats = t.step.running.compute()  # one sync every log_every_n_steps
-    rate = num_images / max(time.perf_counter() - start, 1e-9)
-    return f"loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  {rate:,.0f} img/s"
-
-
-def _summary(epoch: int, epochs: int, m: dict[str, float], improved: bool) -> str:
-    parts = [f"epoch {epoch}/{epochs}", f"train loss {m['train/loss']:.4f} acc {m['train/acc']:.4f}"]
-    if "val/loss" in m:
-        parts.append(f"val loss {m['val/loss']:.4f} acc {m['val/acc']:.4f}" + (" *" if improved else ""))
-    parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/images_per_s']:,.0f} img/s"
-                 + (f"  (+{m['time/first_step_s']:.1f}s first step)" if "time/first_step_s" in m else ""))
-    return " | ".join(parts)
+    rate = num_samples / max(time.perf_counter() - start, 1e-9)
+    return f"loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  {rate:,.0f} samples/s"
 
 
 __all__ = ["LoopState", "Trainer", "TrainingInterrupted", "evaluate", "fit", "set_rng_state"]

@@ -11,8 +11,8 @@ from itertools import islice
 import numpy as np
 import torch
 
-from kiln.config import TrainerConfig
-from kiln.models.freeze import train_mode
+from kiln.config import TaskConfig, TrainerConfig
+from kiln.tasks import build_task
 from kiln.train.step import TrainStep
 
 
@@ -25,20 +25,20 @@ class LRFindResult:
 
 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
-          precision: str = "32", trainer: TrainerConfig | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
-          steps: int = 100, smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
+          precision: str = "32", trainer: TrainerConfig | None = None, task=None, start_lr: float = 1e-7,
+          end_lr: float = 10.0, steps: int = 100, smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
     """Train `steps` batches with LRs from start_lr to end_lr (log-spaced); stop when the loss diverges.
     Each batch is the training step `kiln train` runs with `trainer`'s settings (label smoothing, scaler,
     clipping), without accumulation: the LR changes every batch."""
     step = TrainStep((trainer or TrainerConfig()).model_copy(update={"accumulate": 1, "nan_policy": "stop"}),
-                     optimizer, device, precision)
+                     task or build_task(TaskConfig(), None), optimizer, device, precision)
     model_state = copy.deepcopy(model.state_dict())
     optim_state = copy.deepcopy(optimizer.state_dict())
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     lrs, losses = [], []
     avg, best, stopped = 0.0, math.inf, False
     try:
-        train_mode(model)
+        model.train()
         batches = _cycle(batches)
         for i, (inputs, targets) in enumerate(islice(batches, steps)):
             lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))

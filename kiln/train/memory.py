@@ -8,6 +8,8 @@ import os
 
 import torch
 
+from kiln.train.callbacks.base import Callback
+
 log = logging.getLogger("kiln")
 MIB = 2**20
 
@@ -34,7 +36,7 @@ def epoch_memory(device: torch.device) -> dict[str, float]:
     return stats
 
 
-class GrowthWatch:
+class GrowthWatch(Callback):
     """Warns once when host RSS or CUDA allocated memory has grown at every one of the last `window` epochs,
     by at least `min_step` MiB each and `min_total` MiB in all: the classic leak of accumulating tensors."""
 
@@ -44,6 +46,9 @@ class GrowthWatch:
         self.window, self.min_step, self.min_total = window, min_step, min_total
         self.history: dict[str, list[float]] = {k: [] for k in self.KEYS}
         self.warned: set[str] = set()
+
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+        self.update(metrics)
 
     def update(self, metrics: dict[str, float]) -> str | None:
         for key, what in self.KEYS.items():

@@ -15,7 +15,9 @@ from torch import nn
 
 from kiln.errors import KilnError
 
-FORMAT_VERSION = 1
+# 1: the first format. 2: the config has a task section (label smoothing moved there from the trainer) and
+# the running training metrics also sum the objective. Older checkpoints are converted when loaded.
+FORMAT_VERSION = 2
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -107,6 +109,19 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or "model" not in payload:
         raise KilnError(f"{path} is not a kiln checkpoint (no 'model' entry); for a plain state_dict "
                         "use it as pretrained weights instead")
+    if payload.get("format", 1) > FORMAT_VERSION:
+        raise KilnError(f"{path} was written by a newer kiln (checkpoint format {payload['format']}; this kiln "
+                        f"reads up to {FORMAT_VERSION}): upgrade kiln to use it")
+    return upgrade_checkpoint(payload)
+
+
+def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
+    """Bring an older checkpoint to FORMAT_VERSION (the running sums convert themselves when loaded)."""
+    if payload.get("format", 1) < 2 and isinstance(payload.get("config"), dict):
+        from kiln.config import upgrade_saved
+
+        payload["config"] = upgrade_saved(payload["config"])
+    payload["format"] = FORMAT_VERSION
     return payload
 
 

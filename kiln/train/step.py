@@ -10,7 +10,6 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kiln.config import TrainerConfig
@@ -22,11 +21,12 @@ from kiln.train.metrics import RunningMean
 class TrainStep:
     """Forward, loss, backward and (every `accumulate` batches) an optimizer and schedule step."""
 
-    def __init__(self, cfg: TrainerConfig, optimizer: torch.optim.Optimizer, device: torch.device, precision: str,
-                 schedule=None):
-        self.cfg, self.optimizer, self.device, self.precision, self.schedule = cfg, optimizer, device, precision, schedule
+    def __init__(self, cfg: TrainerConfig, task, optimizer: torch.optim.Optimizer, device: torch.device,
+                 precision: str, schedule=None):
+        self.cfg, self.task, self.optimizer, self.schedule = cfg, task, optimizer, schedule
+        self.device, self.precision = device, precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
-        self.running = RunningMean(device)
+        self.running = RunningMean(device, task)
         self.nonfinite = NonFiniteCount(device)
 
     def __call__(self, model: nn.Module, inputs, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
@@ -35,14 +35,14 @@ class TrainStep:
         no_sync = getattr(model, "no_sync", None)
         with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
             with autocast(self.device, self.precision):
-                logits = model(inputs)
-                loss = F.cross_entropy(logits, targets, label_smoothing=self.cfg.label_smoothing)
+                outputs = model(inputs)
+                loss = self.task.objective(outputs, targets)
             if self.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), self.device):
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self.nonfinite.add(loss)
             self.scaler.scale(loss / self.cfg.accumulate).backward()
-        self.running.update(loss.detach().float(), logits.detach(), targets)
+        self.running.update(loss.detach().float(), outputs.detach(), targets)
         if optimizer_step:
             if self.cfg.grad_clip:
                 self.scaler.unscale_(self.optimizer)

@@ -53,6 +53,7 @@ def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune
 
     from kiln.track.console import setup_logging
     from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
 
     setup_logging(-1)
     trial_id = rt.get_context().get_trial_id()  # unique within the experiment, e.g. "090c8fb6"
@@ -62,7 +63,8 @@ def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune
     def report(epoch: int, metrics: dict[str, float]) -> None:
         rt.report({metric: metrics[metric], "epoch": epoch, "trial": trial_id})
 
-    session.train(cfg, run_dir=Path(tune_dir) / f"trial-{trial_id}", quiet=True, epoch_end_hooks=[report])
+    session.train(cfg, run_dir=Path(tune_dir) / f"trial-{trial_id}", quiet=True,
+                  callbacks=[LambdaCallback(on_epoch_end=report)])
 
 
 def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_per_trial: float,
@@ -72,13 +74,13 @@ def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_
         from ray import tune as rt
     except ImportError:
         raise KilnError("--backend ray needs Ray: pip install -e '.[ray]'") from None
-    from kiln.runs import new_run_dir
+    from kiln.runs import RunDir
 
     tune = load_tune_config(tune_path)
     raw = base_raw(tune, overrides)
     check_metric(tune, raw)
     base_cfg = trial_config(raw, {})
-    tune_dir = new_run_dir(base_cfg.log.dir, tune.name or base_cfg.name, prefix="tune-").resolve()
+    tune_dir = RunDir.create(base_cfg.log.dir, tune.name or base_cfg.name, prefix="tune-").path.resolve()
     (tune_dir / "tune.yaml").write_text(Path(tune_path).read_text())
     raw = _absolute_paths(raw)  # trials may run in other working directories (or on other machines)
 

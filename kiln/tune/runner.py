@@ -16,8 +16,9 @@ from typing import Any
 from kiln.config import to_yaml
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
-from kiln.runs import write_status
-from kiln.train.metrics import metric_names
+from kiln.runs import RunDir
+from kiln.tasks import build_task
+from kiln.train.callbacks import LambdaCallback
 from kiln.tune.space import CategoricalParam, FloatParam, IntParam, TuneConfig, base_raw, trial_config
 
 log = logging.getLogger("kiln")
@@ -28,7 +29,7 @@ TRIAL_ERRORS = (KilnError, TrainingStopped, RuntimeError, ValueError, TypeError,
 def check_metric(tune: TuneConfig, raw: dict[str, Any]) -> None:
     cfg = trial_config(raw, {})
     num_classes = len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes
-    available = metric_names(num_classes or 0, cfg.data.val_split != 0)
+    available = build_task(cfg.task, num_classes or 0).metric_names(cfg.data.val_split != 0)
     if num_classes is not None and tune.metric not in available:
         raise KilnError(f"metric={tune.metric!r} is never produced by {tune.base.name}; available: "
                         f"{', '.join(available)}")
@@ -116,9 +117,9 @@ class Objective:
 
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         try:
-            session.train(cfg, run_dir=run_dir, quiet=True, epoch_end_hooks=[report])
+            session.train(cfg, run_dir=run_dir, quiet=True, callbacks=[LambdaCallback(on_epoch_end=report)])
         except optuna.TrialPruned:
-            write_status(run_dir, "pruned", epoch=len(history))
+            RunDir(run_dir).write_status("pruned", epoch=len(history))
             raise
         except TRIAL_ERRORS as e:  # NaN, a sampled value the model rejects, ...: a failed trial
             trial.set_user_attr("error", str(e).splitlines()[0][:500])
@@ -189,7 +190,6 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
     import optuna
     from optuna.trial import TrialState
 
-    from kiln.runs import new_run_dir
     from kiln.tune.space import load_tune_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # kiln logs the trials itself
@@ -203,7 +203,7 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
         if not (tune_dir / "tune.yaml").is_file():
             raise KilnError(f"{tune_dir} is not a kiln tune folder (no tune.yaml)")
     else:
-        tune_dir = new_run_dir(base_cfg.log.dir, name, prefix="tune-")
+        tune_dir = RunDir.create(base_cfg.log.dir, name, prefix="tune-").path
         (tune_dir / "tune.yaml").write_text(Path(tune_path).read_text())
     url = storage or storage_url(tune_dir)
     study_name = f"{name}-{tune_dir.name}"

@@ -5,19 +5,16 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import yaml
 
 from kiln.config import flatten
 from kiln.errors import KilnError
-from kiln.runs import check_run_dir
+from kiln.runs import RunDir
 from kiln.track.files import read_metrics
 from kiln.viz import figures
 from kiln.viz.style import save
@@ -72,9 +69,9 @@ def _cell(v: Any) -> str:
 
 
 def build(run_dirs: list[Path], out: Path | None = None, num_wrong: int = 12) -> Path:
-    runs = [check_run_dir(Path(r)) for r in run_dirs]
+    runs = [RunDir.open(r) for r in run_dirs]
     if out is None:
-        out = runs[0] / "report.html" if len(runs) == 1 else Path("report.html")
+        out = runs[0].report if len(runs) == 1 else Path("report.html")
     report = Report(f"kiln report — {runs[0]}" if len(runs) == 1 else f"kiln report — {len(runs)} runs")
     if len(runs) > 1:
         _comparison(report, runs, out.parent / "figures")
@@ -85,13 +82,9 @@ def build(run_dirs: list[Path], out: Path | None = None, num_wrong: int = 12) ->
     return out
 
 
-def _config(run: Path) -> dict[str, Any]:
-    return yaml.safe_load((run / "config.yaml").read_text())
-
-
-def _single(report: Report, run: Path, num_wrong: int, with_heading: bool) -> None:
-    folder = run / "figures"
-    cfg = _config(run)
+def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> None:
+    folder = run.figures
+    cfg = run.saved_config()
     rows = read_metrics(run)
     if with_heading:
         report.heading(str(run))
@@ -104,11 +97,10 @@ def _single(report: Report, run: Path, num_wrong: int, with_heading: bool) -> No
         report.figure(figures.curves(rows, monitor, mode), folder, "curves", "loss, accuracy and learning rate")
     else:
         report.note("no metrics.jsonl yet: the run has not finished an epoch")
-    test_file = run / "test_metrics.json"
-    if not test_file.is_file():
+    test = run.test_metrics()
+    if test is None:
         report.note(f"no test_metrics.json: run `kiln test {run}` for the test-split figures")
         return
-    test = json.loads(test_file.read_text())
     names = test["class_names"]
     report.heading("Test split", 3 if with_heading else 2)
     report.table(["metric", "value"], [[k, test[k]] for k in ("loss", "acc", "acc_top5", "f1") if test.get(k) is not None]
@@ -119,7 +111,7 @@ def _single(report: Report, run: Path, num_wrong: int, with_heading: bool) -> No
         _wrong(report, run, num_wrong, folder)
 
 
-def _wrong(report: Report, run: Path, num_wrong: int, folder: Path) -> None:
+def _wrong(report: Report, run: RunDir, num_wrong: int, folder: Path) -> None:
     try:
         mistakes = most_confident_mistakes(run, num_wrong)
     except KilnError as e:  # e.g. the test data is not on this machine
@@ -137,41 +129,29 @@ def _wrong(report: Report, run: Path, num_wrong: int, folder: Path) -> None:
                                                                mistakes["predicted"], mistakes["confidence"])])
 
 
-@torch.no_grad()
-def most_confident_mistakes(run: Path, n: int) -> dict[str, Any]:
-    """Run the best checkpoint over the test split; the n wrong predictions with the highest confidence."""
+def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
+    """The best checkpoint's n wrong test predictions with the highest confidence."""
     from kiln.data import build_data
-    from kiln.predict import load_run
-    from kiln.train.device import autocast
-    from kiln.train.session import saved_vocab
+    from kiln.evaluation import collect_predictions
+    from kiln.trained import load_trained
 
-    trained = load_run(run)
-    data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",), vocab=saved_vocab(run))
-    confidences, predictions, targets, index = [], [], [], []
-    offset = 0
-    for inputs, y in data.test.epoch(0):
-        with autocast(trained.device, trained.precision):
-            probs = trained.model(inputs).float().softmax(-1)
-        conf, pred = probs.max(-1)
-        confidences.append(conf.cpu())
-        predictions.append(pred.cpu())
-        targets.append(y.cpu())
-        index.append(torch.arange(offset, offset + len(y)))
-        offset += len(y)
-    conf, pred, true, idx = (torch.cat(t) for t in (confidences, predictions, targets, index))
+    trained = load_trained(run)
+    data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",), vocab=trained.vocab)
+    conf, pred, true = collect_predictions(trained.model, data.test, trained.task, trained.device,
+                                           trained.precision)
     wrong = (pred != true).nonzero().flatten()
-    top = wrong[conf[wrong].argsort(descending=True)[:n]]
+    top = wrong[conf[wrong].argsort(descending=True)[:n]]  # indices into the test split, most confident first
     names = trained.info.class_names
     result = {"kind": trained.info.kind, "true": [names[i] for i in true[top].tolist()],
               "predicted": [names[i] for i in pred[top].tolist()], "confidence": conf[top].tolist()}
     if trained.info.kind == "image":
         images = data.test.images if hasattr(data.test, "images") else data.test.loader.dataset.images
-        result["inputs"] = images[idx[top].to(images.device)].cpu().numpy().astype(np.uint8)
+        result["inputs"] = images[top.to(images.device)].cpu().numpy().astype(np.uint8)
     else:
         from kiln.data.text import read_rows
 
         texts = read_rows(_test_file(trained.cfg), _spec(trained.cfg), trained.cfg.data.text).texts
-        result["inputs"] = [texts[i] if i < len(texts) else "" for i in idx[top].tolist()]
+        result["inputs"] = [texts[i] if i < len(texts) else "" for i in top.tolist()]
     return result
 
 
@@ -187,7 +167,7 @@ def _test_file(cfg) -> Path:
     return locate(_spec(cfg), cfg.data.root, False) / "test.csv"
 
 
-def _comparison(report: Report, runs: list[Path], folder: Path) -> None:
+def _comparison(report: Report, runs: list[RunDir], folder: Path) -> None:
     labels = _labels(runs)
     metrics = {label: read_metrics(run) for label, run in zip(labels, runs)}
     present = [m for m in ("val/acc", "val/loss", "train/loss") if any(m in r for rows in metrics.values() for r in rows)]
@@ -195,7 +175,7 @@ def _comparison(report: Report, runs: list[Path], folder: Path) -> None:
     if present:
         report.figure(figures.compare_curves(metrics, present), folder, "compare", "runs compared")
     report.heading("Config differences", 3)
-    flat = [flatten(_config(run)) for run in runs]
+    flat = [flatten(run.saved_config()) for run in runs]
     keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
     if keys:
         report.table(["key", *labels], [[k, *[str(f.get(k, "—")) for f in flat]] for k in keys])
@@ -203,12 +183,12 @@ def _comparison(report: Report, runs: list[Path], folder: Path) -> None:
         report.note("the runs' configs are identical")
     finals = []
     for label, run in zip(labels, runs):
-        test = json.loads((run / "test_metrics.json").read_text()) if (run / "test_metrics.json").is_file() else {}
+        test = run.test_metrics() or {}
         rows = metrics[label]
         best = max((r.get("val/acc") or 0 for r in rows), default=None)
         finals.append([label, len(rows), best if best is not None else "—", test.get("acc", "—")])
     report.table(["run", "epochs", "best val/acc", "test acc"], finals)
 
 
-def _labels(runs: list[Path]) -> list[str]:
-    return [f"{r.parent.name}/{r.name}" for r in runs]
+def _labels(runs: list[RunDir]) -> list[str]:
+    return [f"{r.path.parent.name}/{r.path.name}" for r in runs]

@@ -1,14 +1,13 @@
-"""Epoch-end callbacks: early stopping and checkpointing. Both resume exactly (state_dict/load_state_dict)."""
+"""Early stopping on a monitored metric; its patience counter resumes exactly."""
 
 from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
-from kiln.config import CheckpointConfig, EarlyStoppingConfig
-from kiln.train.state import copy_checkpoint, save_checkpoint
+from kiln.config import EarlyStoppingConfig
+from kiln.train.callbacks.base import Callback
 
 log = logging.getLogger("kiln")
 
@@ -42,7 +41,11 @@ class Monitor:
         self.best, self.best_epoch = state["best"], state["best_epoch"]
 
 
-class EarlyStopping:
+class EarlyStopping(Callback):
+    """Stops training when the monitored metric has not improved for `patience` epochs."""
+
+    state_key = "early_stopping"
+
     def __init__(self, cfg: EarlyStoppingConfig):
         self.enabled, self.patience = cfg.enabled, cfg.patience
         self.monitor = Monitor(cfg.monitor, cfg.mode, cfg.min_delta)
@@ -58,53 +61,13 @@ class EarlyStopping:
             return True
         return False
 
+    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+        if self.should_stop(metrics, epoch):
+            trainer.stop_training = True
+
     def state_dict(self) -> dict[str, Any]:
         return {"wait": self.wait, "monitor": self.monitor.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wait = state["wait"]
         self.monitor.load_state_dict(state["monitor"])
-
-
-class ModelCheckpoint:
-    """Writes last.pt every epoch, best.pt whenever the monitored metric improves, and the top-k epochs."""
-
-    def __init__(self, cfg: CheckpointConfig, folder: Path):
-        self.folder, self.keep_top_k = Path(folder), cfg.keep_top_k
-        self.monitor = Monitor(cfg.monitor, cfg.mode)
-        self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN.pt files
-
-    @property
-    def last(self) -> Path:
-        return self.folder / "last.pt"
-
-    @property
-    def best(self) -> Path:
-        return self.folder / "best.pt"
-
-    def save_last(self, payload: dict[str, Any]) -> None:
-        save_checkpoint(self.last, payload)
-
-    def on_epoch_end(self, metrics: dict[str, float], epoch: int, payload_fn) -> bool:
-        """Update the monitor, then write checkpoints from `payload_fn()` (which must include this state)."""
-        improved = self.monitor.update(metrics, epoch)
-        if self.keep_top_k:
-            self.top.append((metrics[self.monitor.metric], epoch))
-            self.top.sort(key=lambda t: t[0], reverse=self.monitor.mode == "max")
-        self.save_last(payload_fn())
-        if improved:
-            copy_checkpoint(self.last, self.best)
-        if self.keep_top_k:
-            if any(e == epoch for _, e in self.top[:self.keep_top_k]):
-                copy_checkpoint(self.last, self.folder / f"epoch-{epoch:03d}.pt")
-            for _, old in self.top[self.keep_top_k:]:
-                (self.folder / f"epoch-{old:03d}.pt").unlink(missing_ok=True)
-            self.top = self.top[:self.keep_top_k]
-        return improved
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor.state_dict(), "top": [list(t) for t in self.top]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.monitor.load_state_dict(state["monitor"])
-        self.top = [tuple(t) for t in state["top"]]

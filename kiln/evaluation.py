@@ -1,0 +1,72 @@
+"""Evaluating a trained model on the test split: `kiln test`, and the test at the end of `kiln train`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kiln.data import Data, build_data
+from kiln.runs import RunDir
+from kiln.train.loop import evaluate
+
+log = logging.getLogger("kiln")
+
+
+def run_evaluation(model: torch.nn.Module, data: Data, task_cfg, checkpoint: Path, epoch: int,
+                   device: torch.device, precision: str, run: RunDir | None, limit: int | None = None
+                   ) -> dict[str, Any]:
+    """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing)."""
+    from kiln.tasks import build_task
+
+    raw = evaluate(model, data.test, build_task(task_cfg, data.info.num_classes), device=device,
+                   precision=precision, limit=limit, detailed=True)
+    names = data.info.class_names
+    results = {
+        "checkpoint": str(checkpoint), "epoch": epoch,
+        "loss": raw["loss"], "acc": raw["acc"], "acc_top5": raw.get("acc_top5"), "f1": raw["f1"],
+        "num_samples": int(sum(sum(row) for row in raw["confusion_matrix"])),
+        "per_class_acc": dict(zip(names, raw["per_class_acc"])),
+        "class_names": names, "confusion_matrix": raw["confusion_matrix"],
+    }
+    if run is None:
+        return results
+    run.write_test_metrics(results)
+    log.info("test: loss %.4f | acc %.4f | top-5 %s | macro F1 %.4f  (%s)", results["loss"], results["acc"],
+             f"{results['acc_top5']:.4f}" if results["acc_top5"] is not None else "n/a", results["f1"],
+             Path(checkpoint).name)
+    return results
+
+
+@torch.no_grad()
+def collect_predictions(model: torch.nn.Module, batches, task, device: torch.device, precision: str
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(confidence, predicted class, true class) of every sample of `batches`, in order, on the CPU."""
+    from kiln.train.device import autocast
+
+    confidences, predictions, targets = [], [], []
+    for inputs, y in batches.epoch(0):
+        with autocast(device, precision):
+            probs = task.probabilities(model(inputs))
+        conf, pred = probs.max(-1)
+        confidences.append(conf.cpu())
+        predictions.append(pred.cpu())
+        targets.append(y.cpu())
+    return torch.cat(confidences), torch.cat(predictions), torch.cat(targets)
+
+
+def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()
+             ) -> dict[str, Any]:
+    """`kiln test`: evaluate a trained run's checkpoint on the test split; writes test_metrics.json."""
+    from kiln.trained import load_trained
+    from kiln.train.device import use_channels_last
+
+    trained = load_trained(run_dir, checkpoint, overrides)
+    cfg, device = trained.cfg, trained.device
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",),
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device), vocab=trained.vocab)
+    limit = 2 if cfg.trainer.fast_dev_run else None
+    return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, trained.state["loop"]["epoch"],
+                          device, trained.precision, trained.run, limit)

@@ -1,0 +1,87 @@
+"""The task: what depends on the kind of problem — the head's output size, the training loss, the metrics and
+the names they are logged under, and how outputs become predictions. The loop never names a loss.
+
+Today's task is single-label classification (`multiclass`); others slot in behind the same methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from kiln.config import TaskConfig
+
+
+class MulticlassTask:
+    """One label per sample out of `num_classes`: cross-entropy, accuracy, top-5 accuracy and macro F1.
+
+    The reported loss (`train/loss`, `val/loss`, the test loss) is plain cross-entropy everywhere, so training
+    and validation curves compare like with like; with label smoothing the smoothed objective that is
+    optimised is logged on its own as `train/objective`.
+    """
+
+    name = "multiclass"
+    default_monitor = ("val/acc", "max")
+
+    def __init__(self, cfg: TaskConfig, num_classes: int | None):
+        self.cfg, self.num_classes = cfg, num_classes
+
+    @property
+    def smoothed(self) -> bool:
+        return self.cfg.label_smoothing > 0
+
+    def output_size(self, num_classes: int) -> int:
+        """The model's head size for this many classes."""
+        return num_classes
+
+    def objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean loss that training minimises (label-smoothed when configured). outputs: (B, C) logits."""
+        return F.cross_entropy(outputs, targets, label_smoothing=self.cfg.label_smoothing)
+
+    def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The reported loss, summed over the batch: plain cross-entropy in fp32."""
+        return F.cross_entropy(outputs.float(), targets, reduction="sum")
+
+    def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """How many samples of the batch are right (a device scalar): the running training accuracy."""
+        return (outputs.argmax(1) == targets).sum()
+
+    def metrics(self, device: torch.device, detailed: bool = False) -> MetricCollection:
+        """Accuracy, top-5 accuracy (more than 5 classes), macro F1; per class and the confusion matrix on request."""
+        n = self.num_classes
+        assert n is not None, "the number of classes is known once the data is loaded"
+        metrics: dict[str, Any] = {
+            "acc": MulticlassAccuracy(n, average="micro", validate_args=False),
+            "f1": MulticlassF1Score(n, average="macro", validate_args=False),
+        }
+        if n > 5:
+            metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro", validate_args=False)
+        if detailed:
+            metrics["per_class_acc"] = MulticlassAccuracy(n, average="none", validate_args=False)
+            metrics["confusion_matrix"] = MulticlassConfusionMatrix(n, validate_args=False)
+        return MetricCollection(metrics).to(device)
+
+    def metric_names(self, has_val: bool) -> list[str] | None:
+        """Every metric an epoch produces (what early stopping and checkpointing may monitor); None while the
+        number of classes is not known yet."""
+        if self.num_classes is None:
+            return None
+        names = ["train/loss", "train/acc", "lr"] + (["train/objective"] if self.smoothed else [])
+        if has_val:
+            names += ["val/loss", "val/acc", "val/f1"] + (["val/acc_top5"] if self.num_classes > 5 else [])
+        return names
+
+    def probabilities(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Model outputs -> per-class probabilities (B, C)."""
+        return outputs.float().softmax(-1)
+
+
+TASKS = {"multiclass": MulticlassTask}
+
+
+def build_task(cfg: TaskConfig, num_classes: int | None) -> MulticlassTask:
+    return TASKS[cfg.name](cfg, num_classes)

@@ -1,0 +1,62 @@
+"""`load_trained`: the one way from a run folder to a model with its trained weights. `kiln test`, `predict`,
+`inspect` and `report` all start here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kiln.config import Config
+from kiln.data import DataInfo
+from kiln.runs import RunDir
+
+
+@dataclass
+class Trained:
+    run: RunDir
+    cfg: Config
+    model: torch.nn.Module  # in eval mode, on `device`, with the checkpoint's weights
+    info: DataInfo  # the data the model was trained on, as saved in the checkpoint
+    device: torch.device
+    precision: str
+    checkpoint: Path
+    state: dict[str, Any]  # the checkpoint (loaded on the CPU)
+
+    @property
+    def vocab(self):
+        return self.run.vocab()
+
+    @property
+    def task(self):
+        from kiln.tasks import build_task
+
+        return build_task(self.cfg.task, self.info.num_classes)
+
+
+def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = (),
+                 device: torch.device | str | None = None) -> Trained:
+    """The run's model with the weights of `checkpoint` (best | last | a path), built from the saved config
+    (plus `overrides`) on `device` (default: the config's trainer.device)."""
+    from kiln.models import prepare_model
+    from kiln.train.device import resolve_device, resolve_precision, use_channels_last
+    from kiln.train.state import load_checkpoint, load_weights
+
+    run = run if isinstance(run, RunDir) else RunDir.open(run)
+    cfg = run.config(overrides)
+    device = resolve_device(cfg.trainer.device) if device is None else torch.device(device)
+    path = run.checkpoint(checkpoint)
+    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
+    info = saved_data_info(state)
+    model = prepare_model(cfg.model, info, device, use_channels_last(cfg.trainer.channels_last, device))
+    load_weights(model, state["model"], path)
+    return Trained(run, cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path,
+                   state)
+
+
+def saved_data_info(state: dict[str, Any]) -> DataInfo:
+    raw = dict(state["data_info"])
+    raw["image_size"] = tuple(raw["image_size"])
+    return DataInfo(**raw)

@@ -1,0 +1,86 @@
+"""The run folder's one owner (RunDir), the one route to a trained model (load_trained), and run folders written
+by an older kiln (checkpoint format 1) still working with test, predict, report and --resume."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from kiln.cli import main
+from kiln.errors import KilnError
+from kiln.runs import RunDir
+from kiln.trained import load_trained
+from kiln.train.state import FORMAT_VERSION, load_checkpoint
+
+FORMAT1 = Path(__file__).parent / "data" / "run_format1"  # written by kiln before the task section existed
+
+
+def test_run_dirs_made_in_the_same_second_get_their_own_folder(tmp_path):
+    runs = [RunDir.create(tmp_path, "exp") for _ in range(3)]
+    assert len({r.path for r in runs}) == 3 and all(r.path.is_dir() for r in runs)
+    assert runs[1].path.name.startswith(runs[0].path.name)
+
+
+def test_checkpoint_choice_falls_back_from_best_to_last_and_explains_what_is_missing(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(KilnError, match="not a kiln run folder"):
+        RunDir.open(tmp_path)
+    with pytest.raises(KilnError, match="no checkpoints/best.pt"):
+        run.checkpoint("best")
+    run.checkpoints.mkdir()
+    run.last.write_bytes(b"x")
+    assert run.checkpoint("best") == run.last  # a run that never validated has no best.pt
+    with pytest.raises(KilnError, match="checkpoint not found"):
+        run.checkpoint(str(tmp_path / "nope.pt"))
+
+
+@pytest.fixture
+def old_run(tmp_path) -> Path:
+    run = tmp_path / "old_run"
+    shutil.copytree(FORMAT1, run)
+    return run
+
+
+def test_load_trained_converts_a_format1_run(old_run):
+    trained = load_trained(old_run, device="cpu")
+    assert trained.state["format"] == FORMAT_VERSION
+    assert trained.cfg.task.label_smoothing == 0.1 and trained.cfg.trainer.label_smoothing == 0.0
+    assert not trained.model.training and trained.info.num_classes == 10
+    weights = torch.load(old_run / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(v, trained.model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_a_format1_run_still_tests_predicts_reports_and_resumes(old_run, idx_root, tmp_path, capsys, caplog):
+    root = f"data.root={idx_root}"
+    assert main(["test", str(old_run), root]) == 0
+    assert json.loads((old_run / "test_metrics.json").read_text())["num_samples"] == 160
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("L", (28, 28), 128).save(image)
+    assert main(["predict", str(old_run), str(image), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"]
+    assert main(["report", str(old_run)]) == 0 and (old_run / "report.html").is_file()
+    caplog.clear()
+    assert main(["train", "--resume", str(old_run), "trainer.epochs=2", root, "log.progress=none"]) == 0
+    assert "deprecated" not in caplog.text  # kiln's own saved files are upgraded silently
+    state = load_checkpoint(old_run / "checkpoints" / "last.pt")
+    assert state["format"] == FORMAT_VERSION and state["loop"]["epoch"] == 2
+
+
+def test_a_checkpoint_from_a_newer_kiln_is_refused_clearly(tmp_path):
+    path = tmp_path / "future.pt"
+    torch.save({"format": FORMAT_VERSION + 1, "model": {}}, path)
+    with pytest.raises(KilnError, match="newer kiln"):
+        load_checkpoint(path)
+
+
+def test_label_smoothing_in_the_trainer_section_still_works_with_a_warning(caplog):
+    from kiln.config import build_config
+
+    cfg = build_config({"trainer": {"label_smoothing": 0.2}})
+    assert cfg.task.label_smoothing == 0.2 and "deprecated" in caplog.text
+    with pytest.raises(KilnError, match="disagree"):
+        build_config({"trainer": {"label_smoothing": 0.2}, "task": {"label_smoothing": 0.1}})
