@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kiln-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser demo test bench clean help
+.PHONY: setup data browser demo test lint bench clean help
 
 help:
 	@echo "make demo   set up .venv, get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
-	@echo "make test   set up .venv and run the test suite"
+	@echo "make test   set up .venv and run the test suite (after make lint)"
+	@echo "make lint   ruff (style, imports, likely bugs) and mypy (types) over kiln/"
 	@echo "make data   make Fashion-MNIST available (Debian package, else download)"
 	@echo "make bench  run the training-speed benchmark (benchmarks/train_speed.py)"
 
@@ -48,8 +49,13 @@ browser:
 		echo "no apt as root: the browser test will be skipped"; \
 	fi
 
+# Hygiene: ruff over the code, tests and benchmarks; mypy over the package (cached in .mypy_cache).
+lint: setup
+	$(VENV)/bin/ruff check kiln tests benchmarks
+	$(VENV)/bin/mypy
+
 # The real-data and browser tests run when their parts can be had; the rest needs nothing but the venv.
-test: setup
+test: setup lint
 	-@$(MAKE) --no-print-directory data || echo "warning: Fashion-MNIST unavailable; its learning test will be skipped"
 	-@$(MAKE) --no-print-directory browser || echo "warning: no headless Chromium; the browser test will be skipped"
 	$(PY) -m pytest
@@ -58,4 +64,4 @@ bench: setup
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

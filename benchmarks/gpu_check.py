@@ -25,10 +25,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/fashion_mnist.yaml"
@@ -377,12 +377,12 @@ def probe_sync_free(c: Ctx) -> str:
 
     from kiln.config import load_config
     from kiln.data import build_data
+    from kiln.models import prepare_model
+    from kiln.tasks import build_task
     from kiln.track.console import EpochProgress
     from kiln.train.device import resolve_precision
     from kiln.train.loop import Trainer, _check_finite, train_step
     from kiln.train.optim import Schedule, build_optimizer
-    from kiln.models import prepare_model
-    from kiln.tasks import build_task
     from kiln.train.state import seed_everything
 
     device = torch.device("cuda")
@@ -393,7 +393,8 @@ def probe_sync_free(c: Ctx) -> str:
     optimizer = build_optimizer(cfg.optim, model, device)
     schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
     precision = resolve_precision(cfg.trainer.precision, device)
-    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer, schedule=schedule, data=data, device=device,
+    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer,
+                schedule=schedule, data=data, device=device,
                 precision=precision, epochs=1, progress=EpochProgress(False))
     batches = data.train.epoch(0)
     for inputs, targets in islice(batches, 3):  # warm-up: cuDNN autotuning, optimizer state

@@ -175,8 +175,8 @@ def textbook_data(args, device):
 
 
 def textbook_model(device):
-    from kiln.data import DataInfo
     from kiln.config import ModelConfig
+    from kiln.data import DataInfo
     from kiln.models import build_model
 
     info = DataInfo("fashion_mnist", "image", 10, [str(i) for i in range(10)], in_channels=1, image_size=(28, 28))
@@ -309,7 +309,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--only", method, "--tmp", tmp, "--device", args.device,
                    "--epochs", str(args.epochs), "--override", *args.override]
             out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-            line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+            line = next((row for row in out.stdout.splitlines() if row.startswith("RESULT ")), None)
             if line is None:
                 print(f"{method} failed:\n{out.stderr[-3000:]}", file=sys.stderr)
                 continue
@@ -340,8 +340,8 @@ def report(rows: dict, args, overhead: dict | None = None) -> None:
         f" ({os.cpu_count()} cores)"
     print(f"\n{device} | torch {torch.__version__} | python {platform.python_version()} | {args.epochs} epochs"
           f" | best of {args.repeat}")
-    print("| method | precision | batch | s/epoch (median) | images/s | step ms | time to {:.0%} | final test acc | "
-          "peak RSS MiB | CUDA max alloc MiB |".format(args.target))
+    print(f"| method | precision | batch | s/epoch (median) | images/s | step ms | time to {args.target:.0%} | final test acc | "
+          "peak RSS MiB | CUDA max alloc MiB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows.values():
         cells = [r["method"], r["precision"], str(r["batch"]), f"{r['s_per_epoch']:.2f}", f"{r['images_s']:,.0f}",

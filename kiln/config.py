@@ -11,6 +11,7 @@ import copy
 import difflib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -390,7 +391,7 @@ def build_config(raw: dict[str, Any]) -> Config:
         raise KilnError(explain(e)) from None
 
 
-def load_config(path: Path | str | None, overrides: list[str] = (), base: dict[str, Any] | None = None) -> Config:
+def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> Config:
     """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides."""
     raw = read_file(Path(path)) if path is not None else copy.deepcopy(base or {})
     return build_config(deep_merge(raw, parse_overrides(list(overrides))))

@@ -21,7 +21,7 @@ def run_evaluation(model: torch.nn.Module, data: Data, task_cfg, checkpoint: Pat
     """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing)."""
     from kiln.tasks import build_task
 
-    raw = evaluate(model, data.test, build_task(task_cfg, data.info.num_classes), device=device,
+    raw = evaluate(model, data.require("test"), build_task(task_cfg, data.info.num_classes), device=device,
                    precision=precision, limit=limit, detailed=True)
     names = data.info.class_names
     results = {
@@ -60,8 +60,8 @@ def collect_predictions(model: torch.nn.Module, batches, task, device: torch.dev
 def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()
              ) -> dict[str, Any]:
     """`kiln test`: evaluate a trained run's checkpoint on the test split; writes test_metrics.json."""
-    from kiln.trained import load_trained
     from kiln.train.device import use_channels_last
+    from kiln.trained import load_trained
 
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device

@@ -6,10 +6,11 @@ Hooks are always removed afterwards, whatever happens during the forward pass.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -50,7 +50,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
         inputs = _one_input(input, data, cfg, vocab)
         input_description = input
     else:
-        batch, _ = next(iter(data.test.epoch(0)))
+        batch, _ = next(iter(data.require("test").epoch(0)))
         inputs = _first(batch, sample)
         input_description = f"the first {sample} test sample(s)"
     return Target(model, inputs, description, input_description, path if is_run else None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,8 @@ from kiln.data import DataInfo
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError
 from kiln.runs import RunDir
-from kiln.trained import load_trained
 from kiln.train.device import autocast
+from kiln.trained import load_trained
 
 
 @dataclass
@@ -25,7 +26,7 @@ class Prediction:
 
 
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
-            top_k: int = 3, overrides: list[str] = ()) -> list[Prediction]:
+            top_k: int = 3, overrides: Sequence[str] = ()) -> list[Prediction]:
     run = load_trained(run_dir, checkpoint, overrides)
     cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
 

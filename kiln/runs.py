@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ class RunDir:
 
         return upgrade_saved(raw)
 
-    def config(self, overrides: list[str] | tuple[str, ...] = ()):
+    def config(self, overrides: Sequence[str] = ()):
         """The run's config with `overrides` applied (e.g. data.root=... on another machine)."""
         from kiln.config import load_config
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ class Trained:
         return build_task(self.cfg.task, self.info.num_classes)
 
 
-def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = (),
+def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: Sequence[str] = (),
                  device: torch.device | str | None = None) -> Trained:
     """The run's model with the weights of `checkpoint` (best | last | a path), built from the saved config
     (plus `overrides`) on `device` (default: the config's trainer.device)."""

@@ -3,13 +3,13 @@ import os
 import pytest
 import torch
 
+from fakedata import write_idx_dataset
 from kiln.config import AugmentConfig, DataConfig
 from kiln.data import build_data, choose_loader, split_indices
 from kiln.data.loaders import EpochBatchSampler
 from kiln.data.registry import get_dataset, load_split, locate
 from kiln.data.transforms import BatchTransform, random_crop
 from kiln.errors import KilnError
-from fakedata import write_idx_dataset
 
 CPU = torch.device("cpu")
 
@@ -90,7 +90,7 @@ def test_random_crop_shifts_content_without_changing_it():
         assert set(kept.tolist()) <= set(src.flatten().tolist())
         nz = img.nonzero()
         window = img[nz[:, 0].min():nz[:, 0].max() + 1, nz[:, 1].min():nz[:, 1].max() + 1]
-        rows = torch.nonzero((src == window[0, 0]))[0]
+        rows = torch.nonzero(src == window[0, 0])[0]
         assert torch.equal(src[rows[0]:rows[0] + window.shape[0], rows[1]:rows[1] + window.shape[1]], window)
 
 

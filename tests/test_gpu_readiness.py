@@ -52,7 +52,8 @@ def _trainer(tmp_path, idx_root, task=None, **trainer) -> Trainer:
     model = prepare_model(cfg.model, data.info, CPU, channels_last=True)
     optimizer = build_optimizer(cfg.optim, model, CPU)
     schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
-    return Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer, schedule=schedule, data=data, device=CPU,
+    return Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model,
+                   optimizer=optimizer, schedule=schedule, data=data, device=CPU,
                    precision="32", epochs=1, progress=EpochProgress(False))
 
 
@@ -170,7 +171,8 @@ def test_auto_precision_is_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
 
 
 def test_resuming_with_a_scaler_from_a_checkpoint_without_one_warns_instead_of_crashing(caplog):
-    step = TrainStep(build_config({}).trainer, build_task(build_config({}).task, 10), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
+    cfg = build_config({})
+    step = TrainStep(cfg.trainer, build_task(cfg.task, 10), torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1),
                      CPU, "16")
     assert step.scaler.is_enabled()
     owner = types.SimpleNamespace(step=step, precision="16")

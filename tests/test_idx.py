@@ -3,10 +3,10 @@ import gzip
 import pytest
 import torch
 
+from fakedata import write_idx_dataset
 from kiln.data.idx import read_idx, write_idx
 from kiln.data.registry import get_dataset, load_split
 from kiln.errors import KilnError
-from fakedata import write_idx_dataset
 
 
 @pytest.mark.parametrize("name", ["x.idx", "x.idx.gz"])

@@ -12,8 +12,8 @@ from kiln.data import build_data
 from kiln.errors import TrainingStopped
 from kiln.models import build_model
 from kiln.train import session
-from kiln.train.callbacks import LambdaCallback
 from kiln.train.batch_size import search
+from kiln.train.callbacks import LambdaCallback
 from kiln.train.lr_find import sweep
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import build_optimizer

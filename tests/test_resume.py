@@ -19,6 +19,7 @@ from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
 from kiln.train.state import load_checkpoint
 
+
 def _measured(key):  # timings and memory differ between any two runs
     return key.startswith(("time/", "mem/"))
 

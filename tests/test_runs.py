@@ -11,8 +11,8 @@ import torch
 from kiln.cli import main
 from kiln.errors import KilnError
 from kiln.runs import RunDir
-from kiln.trained import load_trained
 from kiln.train.state import FORMAT_VERSION, load_checkpoint
+from kiln.trained import load_trained
 
 FORMAT1 = Path(__file__).parent / "data" / "run_format1"  # written by kiln before the task section existed
 

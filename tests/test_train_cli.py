@@ -87,7 +87,7 @@ def test_predict_image_files(tmp_path, config_file):
     run = only_run(tmp_path / "runs")
     images, labels = make_images(4, seed=9)
     paths = []
-    for i, (img, label) in enumerate(zip(images, labels)):
+    for i, (img, _label) in enumerate(zip(images, labels)):
         path = tmp_path / f"sample{i}.png"
         Image.fromarray(img.numpy()).resize((56, 56)).convert("RGB").save(path)  # other size and mode
         paths.append(path)

@@ -6,8 +6,18 @@ import argparse
 import sys
 
 from kiln import __version__
-from kiln.cli import (config_cmd, doctor_cmd, inspect_cmd, lr_find_cmd, predict_cmd, report_cmd, schema_cmd, test_cmd,
-                      train_cmd, tune_cmd)
+from kiln.cli import (
+    config_cmd,
+    doctor_cmd,
+    inspect_cmd,
+    lr_find_cmd,
+    predict_cmd,
+    report_cmd,
+    schema_cmd,
+    test_cmd,
+    train_cmd,
+    tune_cmd,
+)
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, doctor_cmd, config_cmd,
@@ -32,14 +42,14 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TORCHELASTIC_RUN_ID") and argv is None:  # a torchrun worker: report errors to the agent
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        return record(_main)(argv)
+        return int(record(_main)(argv) or 0)
     return _main(argv)
 
 
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args) or 0
+        return int(args.run(args) or 0)
     except KilnError as e:
         print(f"kiln: error: {e}", file=sys.stderr)
         return 2

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"{target.description} — input {target.input_description}")
     for column, justify in (("layer", "left"), ("type", "left"), ("output shape", "left"),
                             ("parameters", "right"), ("trainable", "center")):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]  # one of rich's literals
     for r in rows:
         table.add_row(r.name, r.type, str(tuple(r.output_shape)) if r.output_shape else "-", f"{r.params:,}",
                       r.trainable)

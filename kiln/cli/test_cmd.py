@@ -27,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from kiln.errors import KilnError
-    from kiln.track.console import setup_logging
     from kiln.evaluation import run_test
+    from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
     bad = [o for o in args.overrides if "=" not in o]

@@ -95,6 +95,7 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
         worker = ["--resume", str(resume), *overrides]
     else:
         run_dir = Path(args.run_dir) if args.run_dir else RunDir.create(cfg.log.dir, cfg.name).path
+        assert config_path is not None  # checked by run(): a new run needs a config file
         worker = [config_path, *overrides, "--run-dir", str(run_dir)]
     if args.quiet:
         worker.append("--quiet")

@@ -47,6 +47,13 @@ class Data:
     loader: str = "dataloader"
     vocab: Any = None  # text: the training vocabulary, saved in the run folder
 
+    def require(self, split: str) -> Batches:
+        """The batches of `split` (train | val | test), which the caller asked build_data for."""
+        batches = getattr(self, split)
+        if batches is None:
+            raise KilnError(f"the data has no {split} split here")
+        return batches
+
 
 def split_indices(n: int, val_split: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, val) indices of a seeded split; the same for the same (n, val_split, seed)."""
@@ -80,7 +87,7 @@ def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tupl
     `vocab` (text only): reuse a run's saved vocabulary instead of building one from the training split.
     """
     spec = get_dataset(cfg.name)
-    common = dict(seed=seed, device=device, splits=splits, overfit_batches=overfit_batches, rank=rank,
+    common: dict[str, Any] = dict(seed=seed, device=device, splits=splits, overfit_batches=overfit_batches, rank=rank,
                   world_size=world_size)
     if spec.kind == "text":
         from kiln.data.text import build_text_data

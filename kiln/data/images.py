@@ -72,3 +72,12 @@ def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int
     remap[torch.tensor(classes)] = torch.arange(len(classes))
     keep = remap[labels] >= 0
     return images[keep], remap[labels[keep]]
+
+
+def stored_images(batches: Batches) -> torch.Tensor:
+    """The uint8 images (N, C, H, W) behind an image batch source, in split order (for showing them)."""
+    if isinstance(batches, ResidentBatches):
+        return batches.images
+    if isinstance(batches, LoaderBatches) and isinstance(batches.loader.dataset, TensorImages):
+        return batches.loader.dataset.images
+    raise KilnError("these batches hold no stored images")

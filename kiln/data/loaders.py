@@ -19,7 +19,10 @@ class Batches(Protocol):
     """What the training loop uses of a batch source; every source (resident, DataLoader, text) has it all."""
 
     num_samples: int  # samples in the split (all ranks together)
-    batch_size: int  # samples per batch on this rank (the last batch may be smaller)
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch on this rank (the last batch may be smaller)."""
 
     def __len__(self) -> int:
         """Batches per epoch (on this rank)."""
@@ -126,7 +129,7 @@ class LoaderBatches:
 
     def __init__(self, dataset: Dataset, *, sampler: EpochBatchSampler, device: torch.device, seed: int,
                  transform: Callable | None = None, num_workers: int = 0):
-        self.num_samples, self.sampler = len(dataset), sampler
+        self.num_samples, self.sampler = len(dataset), sampler  # type: ignore[arg-type]  # map-style: sized
         self.loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=_already_batched,
                                  num_workers=num_workers, pin_memory=device.type == "cuda",
                                  persistent_workers=num_workers > 0,

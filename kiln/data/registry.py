@@ -176,7 +176,12 @@ def locate(spec, root: Path | None, download: bool) -> Path:
 
 def load_split(spec: IdxDataset, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 1, H, W), labels int64 (N,)) of the train or test split."""
-    image_file, label_file = (_find_file(folder, stem) for stem in spec.files(split))
+    found = {stem: _find_file(folder, stem) for stem in spec.files(split)}
+    missing = [stem for stem, path in found.items() if path is None]
+    if missing:
+        raise KilnError(f"{folder} lacks {', '.join(missing)} (.gz or uncompressed) of the {split} split; "
+                        f"the dataset needs {spec.describe_files()}")
+    image_file, label_file = (path for path in found.values() if path is not None)
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.dtype != torch.uint8:
         raise KilnError(f"{image_file} should hold uint8 images of shape (N, H, W), not {tuple(images.shape)} "

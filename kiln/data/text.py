@@ -98,6 +98,7 @@ def label_ids(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
               one_based: bool) -> tuple[list[int], list[int]]:
     """Map raw labels (class names or integers) to 0-based class indices; bad labels per on_bad_row.
     Returns (labels, indices of the rows kept)."""
+    assert rows.labels is not None, "training and test files are read with require_labels=True"
     index = {name: i for i, name in enumerate(class_names)}
     out, keep = [], []
     for i, raw in enumerate(rows.labels):
@@ -222,13 +223,18 @@ class TextBatch:
     offsets: torch.Tensor | None = None
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "TextBatch":
-        move = lambda t: t.to(device, non_blocking=non_blocking) if t is not None else None  # noqa: E731
-        return TextBatch(move(self.ids), self.lengths, move(self.mask), move(self.offsets))  # lengths stay on host
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(device, non_blocking=non_blocking) if t is not None else None
+
+        return TextBatch(self.ids.to(device, non_blocking=non_blocking), self.lengths, move(self.mask),
+                         move(self.offsets))  # lengths stay on the host
 
     def pin_memory(self) -> "TextBatch":
         """Called by the DataLoader (pin_memory=True on CUDA) so the copy to the GPU overlaps compute."""
-        pin = lambda t: t.pin_memory() if t is not None else None  # noqa: E731
-        return TextBatch(pin(self.ids), self.lengths, pin(self.mask), pin(self.offsets))
+        def pin(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.pin_memory() if t is not None else None
+
+        return TextBatch(self.ids.pin_memory(), self.lengths, pin(self.mask), pin(self.offsets))
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -304,7 +310,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     folder = locate(spec, cfg.root, cfg.download)
     tc = cfg.text
     train_tokens, train_rows = cached_tokens(folder / "train.csv", spec, tc)
-    class_names = list(spec.class_names or tc.label_names or infer_class_names(train_rows.labels))
+    class_names = list(spec.class_names or tc.label_names or infer_class_names(train_rows.labels or []))
     one_based = not spec.header
     train_labels, kept = label_ids(train_rows, class_names, folder / "train.csv", tc, one_based)
     train_tokens = [train_tokens[i] for i in kept]
@@ -325,6 +331,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         dataset = TokenDataset(seqs, labels, tc.collate, vocab.pad_id)
         size = cfg.batch_size if train else (cfg.eval_batch_size or 4 * cfg.batch_size)
         shuffle = train and not overfit_batches
+        sampler: EpochBatchSampler
         if shuffle and tc.bucket:
             sampler = BucketBatchSampler(dataset.lengths, size, seed=seed, rank=rank, world_size=world_size)
         else:

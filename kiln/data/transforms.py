@@ -51,7 +51,8 @@ class BatchTransform:
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         x = images.float().div_(255.0)
         if self.augments:
-            assert generator is not None, "augmentation needs a generator (its randomness must be resumable)"
+            assert self.augment is not None and generator is not None, \
+                "augmentation needs a generator (its randomness must be resumable)"
             if self.augment.crop_padding:
                 x = random_crop(x, self.augment.crop_padding, generator)
             if self.augment.hflip:

@@ -51,7 +51,7 @@ class FreezeSchedule(Callback):
             if unknown:
                 raise KilnError(f"model.freeze: {', '.join(map(repr, unknown))} match no parameter; names start "
                                 f"with: {', '.join(sorted({n.split('.')[0] for n in names}))}")
-            self.frozen = {n for n in names if matches(n, freeze)}
+            self.frozen = {n for n in names if matches(n, list(freeze))}
         self.current: set[str] | None = None
         self.frozen_norms: list[nn.Module] = []
 

@@ -99,11 +99,12 @@ def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     from kiln.runs import RunDir, newest_finished
     from kiln.train.state import load_checkpoint
 
-    run: RunDir | None = RunDir(folder)
+    run = RunDir(folder)
     if not run.config_file.is_file():  # runs/<name>: the newest finished run in it
-        run = newest_finished(folder)
-        if run is None:
+        newest = newest_finished(folder)
+        if newest is None:
             raise KilnError(f"model.pretrained={folder}: neither a run folder nor a folder with a finished run")
+        run = newest
     path = run.checkpoint("best")
     return load_checkpoint(path)["model"], str(path)
 

@@ -67,7 +67,10 @@ class EpochProgress:
 
     def update(self, completed: int, stats: str | None = None) -> None:
         if self.progress is not None:
-            self.progress.update(self.task, completed=completed, **({"stats": stats} if stats is not None else {}))
+            if stats is None:
+                self.progress.update(self.task, completed=completed)
+            else:
+                self.progress.update(self.task, completed=completed, stats=stats)
 
     def stop(self) -> None:
         if self.progress is not None:

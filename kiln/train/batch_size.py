@@ -7,7 +7,7 @@ that fitted and the first that did not, freeing cached memory between probes.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -79,18 +79,17 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, n
 
 def find_batch_size(cfg, limit: int = 2**16) -> int:
     from kiln.data import build_data
-    from kiln.train.device import resolve_device, resolve_precision
-    from kiln.train.optim import build_optimizer
     from kiln.models import prepare_model
     from kiln.tasks import build_task
-    from kiln.train.device import use_channels_last
+    from kiln.train.device import resolve_device, resolve_precision, use_channels_last
+    from kiln.train.optim import build_optimizer
 
     device = resolve_device(cfg.trainer.device)
     if device.type != "cuda":
         raise KilnError(f"--find-batch-size measures GPU memory and needs a CUDA device; this run would train on "
                         f"{device.type}, where memory is rarely what limits the batch size")
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",))
-    sample, _ = next(iter(data.train.epoch(0)))
+    sample, _ = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")
     precision = resolve_precision(cfg.trainer.precision, device)

@@ -116,7 +116,7 @@ def check_same_config(config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
-    digests = [None] * dist.get_world_size()
+    digests: list[str | None] = [None] * dist.get_world_size()
     dist.all_gather_object(digests, digest)
     if len(set(digests)) > 1:
         differing = [r for r, d in enumerate(digests) if d != digests[0]]

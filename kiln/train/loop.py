@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -74,9 +75,13 @@ class Trainer:
         self.first_epoch = self.state.epoch
 
     @property
+    def train_batches(self) -> Batches:
+        return self.data.require("train")
+
+    @property
     def batches_per_epoch(self) -> int:
         limit = 2 if self.cfg.fast_dev_run else self.cfg.limit_train_batches
-        return min(len(self.data.train), limit or len(self.data.train))
+        return min(len(self.train_batches), limit or len(self.train_batches))
 
     @property
     def val_limit(self) -> int | None:
@@ -157,7 +162,7 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
             val = evaluate(t.model, t.data.val, t.task, device=t.device, precision=t.precision, limit=t.val_limit)
         metrics.update({f"val/{k}": v for k, v in val.items()})
     metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
-    metrics.update({f"train/{k}": v for k, v in t.data.train.epoch_stats(epoch).items()})
+    metrics.update({f"train/{k}": v for k, v in t.train_batches.epoch_stats(epoch).items()})
     if t.skipped:
         metrics["train/skipped_batches"] = t.skipped
     if t.first_step_seconds is not None and epoch == t.first_epoch:
@@ -176,7 +181,7 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     start, num_samples = time.perf_counter(), 0
     try:
         with _out_of_memory_is_fatal("training step", t):
-            for inputs, targets in islice(t.data.train.epoch(epoch, t.state.batch), total - t.state.batch):
+            for inputs, targets in islice(t.train_batches.epoch(epoch, t.state.batch), total - t.state.batch):
                 b = t.state.batch
                 optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
                 if t.first_step_seconds is None and (t.cfg.compile or t.device.type == "cuda"):
@@ -245,7 +250,7 @@ def _out_of_memory_is_fatal(phase: str, t: Trainer):
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        raise TrainingStopped(out_of_memory_message(phase, t.device, t.data.train.batch_size)) from None
+        raise TrainingStopped(out_of_memory_message(phase, t.device, t.train_batches.batch_size)) from None
 
 
 def _stop_agreed(t: Trainer) -> bool:

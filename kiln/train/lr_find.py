@@ -44,7 +44,9 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, 
             lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / max(base_lrs)  # keeps discriminative ratios between groups
-            value = step(model, inputs, targets).item()  # the sweep reads every loss: one sync per batch
+            loss = step(model, inputs, targets)
+            assert loss is not None  # nan_policy is stop here: no batch is skipped
+            value = loss.item()  # the sweep reads every loss: one sync per batch
             avg = smoothing * avg + (1 - smoothing) * value
             smoothed = avg / (1 - smoothing ** (i + 1))  # bias-corrected exponential average
             if not math.isfinite(smoothed) or (i > 10 and smoothed > diverge * best):

@@ -51,7 +51,7 @@ class Schedule:
             self.impl = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total,
                                                             pct_start=onecycle_pct_start(cfg.pct_start, total))
         elif cfg.name == "reduce_on_plateau":
-            self.impl = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=monitor_mode,
+            self.impl = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if monitor_mode == "max" else "min",
                                                                    patience=cfg.patience, factor=cfg.factor)
         elif cfg.name in ("cosine", "step"):
             self.impl = torch.optim.lr_scheduler.LambdaLR(

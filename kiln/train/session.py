@@ -7,6 +7,7 @@ tuning and tests can call them too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
 from kiln.train import dist
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
-from kiln.train.memory import GrowthWatch
 from kiln.train.device import resolve_backend, resolve_device, resolve_precision, use_channels_last
 from kiln.train.loop import Trainer, fit
+from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
 from kiln.train.state import load_checkpoint, load_weights, seed_everything
 
@@ -101,8 +102,9 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
     optimizer = build_optimizer(cfg.optim, model, device, head)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
-    steps_per_epoch = -(-min(len(data.train), 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
-                             or len(data.train)) // cfg.trainer.accumulate)
+    train_batches = data.require("train")
+    steps_per_epoch = -(-min(len(train_batches), 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
+                             or len(train_batches)) // cfg.trainer.accumulate)
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
 
@@ -201,7 +203,7 @@ def _wrap(model: torch.nn.Module, cfg: Config, proc: dist.ProcessInfo, device: t
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
                                         find_unused_parameters=cfg.model.freeze != "none")
     if cfg.trainer.compile:
-        model = torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)
+        return torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)  # type: ignore[return-value]
     return model
 
 
@@ -233,7 +235,7 @@ def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
     """W&B and MLflow, when configured; one that cannot start is a warning, and training goes on."""
     from kiln.track.external import MlflowTracker, WandbTracker
 
-    makers = []
+    makers: list[tuple[str, Callable[[], Any]]] = []
     if cfg.log.wandb is not None:
         makers.append(("Weights & Biases", lambda: WandbTracker(cfg.log.wandb, run_dir, resuming)))
     if cfg.log.mlflow is not None:

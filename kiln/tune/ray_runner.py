@@ -14,8 +14,7 @@ from typing import Any
 
 from kiln.errors import KilnError
 from kiln.tune.runner import check_metric, make_sampler, save_results
-from kiln.tune.space import CategoricalParam, FloatParam, IntParam, TuneConfig, base_raw, load_tune_config, \
-    trial_config
+from kiln.tune.space import CategoricalParam, FloatParam, IntParam, TuneConfig, base_raw, load_tune_config, trial_config
 
 log = logging.getLogger("kiln")
 
@@ -106,7 +105,8 @@ def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_
     finally:
         ray.shutdown()
     rows = []
-    for i, result in enumerate(grid):
+    for i in range(len(grid)):
+        result = grid[i]
         history = result.metrics_dataframe
         values = history[tune.metric].tolist() if history is not None and tune.metric in history else []
         epochs = len(values)
@@ -114,7 +114,7 @@ def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_
         best = (max(values) if tune.mode == "max" else min(values)) if values else None
         trial_id = (result.metrics or {}).get("trial", str(i))
         rows.append({"trial": trial_id, "state": state, tune.metric: best if state == "complete" else None,
-                     "epochs": epochs, **{f"param:{k}": v for k, v in result.config.items()},
+                     "epochs": epochs, **{f"param:{k}": v for k, v in (result.config or {}).items()},
                      "run_dir": str(tune_dir / f"trial-{trial_id}")})
     save_results(rows, tune, raw, tune_dir)
     return tune_dir

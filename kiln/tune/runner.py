@@ -29,7 +29,7 @@ TRIAL_ERRORS = (KilnError, TrainingStopped, RuntimeError, ValueError, TypeError,
 def check_metric(tune: TuneConfig, raw: dict[str, Any]) -> None:
     cfg = trial_config(raw, {})
     num_classes = len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes
-    available = build_task(cfg.task, num_classes or 0).metric_names(cfg.data.val_split != 0)
+    available = build_task(cfg.task, num_classes or 0).metric_names(cfg.data.val_split != 0) or []
     if num_classes is not None and tune.metric not in available:
         raise KilnError(f"metric={tune.metric!r} is never produced by {tune.base.name}; available: "
                         f"{', '.join(available)}")
@@ -222,7 +222,8 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
         else:
             _parallel(tune_path, overrides, tune_dir, url, study_name, workers, tune.trials - _finished(study))
     except (KeyboardInterrupt, TrainingInterrupted):
-        raise TrainingInterrupted(f"search interrupted; continue it with: kiln tune {tune_path} --resume {tune_dir}")
+        raise TrainingInterrupted(
+            f"search interrupted; continue it with: kiln tune {tune_path} --resume {tune_dir}") from None
     finally:
         write_results(optuna.load_study(study_name=study_name, storage=make_storage(url)), tune, raw, tune_dir)
     return tune_dir
@@ -308,7 +309,7 @@ def _plots(study, tune_dir: Path) -> None:
         try:
             import matplotlib.pyplot as plt
 
-            with warnings.catch_warnings(), plt.rc_context(RC):
+            with warnings.catch_warnings(), plt.rc_context(RC):  # type: ignore[arg-type]
                 warnings.simplefilter("ignore")
                 ax = getattr(mpl_vis, name)(study)
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure

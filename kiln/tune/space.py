@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, model_validator
@@ -45,7 +45,7 @@ class CategoricalParam(Section):
     choices: list[Any] = Field(min_length=1)
 
 
-Param = Union[FloatParam, IntParam, CategoricalParam, list]
+Param = FloatParam | IntParam | CategoricalParam | list
 
 
 class TuneConfig(Section):
@@ -84,7 +84,8 @@ class TuneConfig(Section):
         return self
 
     def grid(self) -> dict[str, list[Any]]:
-        return {k: (v if isinstance(v, list) else v.choices) for k, v in self.space.items()}
+        return {k: (v if isinstance(v, list) else v.choices) for k, v in self.space.items()
+                if isinstance(v, (list, CategoricalParam))}  # all of them, once validated for grid search
 
 
 def load_tune_config(path: Path) -> TuneConfig:

@@ -146,7 +146,7 @@ def compare_curves(runs: dict[str, list[dict[str, Any]]], metrics: list[str]):
         ax.set_ylabel(metric.split("/")[-1])
     axes[0][0].legend(loc="best", fontsize=8)
     best = {label: max((r.get("val/acc") or 0) for r in rows) for label, rows in runs.items()}
-    leader = max(best, key=best.get) if best else ""
+    leader = max(best, key=lambda label: best[label]) if best else ""
     fig.suptitle(f"{len(runs)} runs compared — best val/acc: {leader} ({best.get(leader, 0):.4f})",
                  fontweight="bold")
     return fig

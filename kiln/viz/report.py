@@ -35,7 +35,7 @@ class Report:
     """HTML assembled section by section; figures are saved to disk and embedded as data URIs."""
 
     def __init__(self, title: str):
-        self.title, self.parts = title, []
+        self.title, self.parts = title, list[str]()
 
     def heading(self, text: str, level: int = 2) -> None:
         self.parts.append(f"<h{level}>{html.escape(text)}</h{level}>")
@@ -137,15 +137,18 @@ def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
 
     trained = load_trained(run)
     data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",), vocab=trained.vocab)
-    conf, pred, true = collect_predictions(trained.model, data.test, trained.task, trained.device,
+    test = data.require("test")
+    conf, pred, true = collect_predictions(trained.model, test, trained.task, trained.device,
                                            trained.precision)
     wrong = (pred != true).nonzero().flatten()
     top = wrong[conf[wrong].argsort(descending=True)[:n]]  # indices into the test split, most confident first
     names = trained.info.class_names
-    result = {"kind": trained.info.kind, "true": [names[i] for i in true[top].tolist()],
+    result: dict[str, Any] = {"kind": trained.info.kind, "true": [names[i] for i in true[top].tolist()],
               "predicted": [names[i] for i in pred[top].tolist()], "confidence": conf[top].tolist()}
     if trained.info.kind == "image":
-        images = data.test.images if hasattr(data.test, "images") else data.test.loader.dataset.images
+        from kiln.data.images import stored_images
+
+        images = stored_images(test)
         result["inputs"] = images[top.to(images.device)].cpu().numpy().astype(np.uint8)
     else:
         from kiln.data.text import read_rows

@@ -7,6 +7,7 @@ quantities the diverging RdBu. Every figure states its point in its title.
 from __future__ import annotations
 
 import matplotlib
+from cycler import cycler
 
 matplotlib.use("Agg")  # files only: no display needed, same output everywhere
 
@@ -19,7 +20,7 @@ DIVERGING = "RdBu_r"
 RC = {
     "figure.dpi": 110, "savefig.dpi": 110, "savefig.bbox": "tight",
     "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
-    "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+    "axes.prop_cycle": cycler(color=OKABE_ITO),
     "axes.grid": True, "axes.axisbelow": True, "grid.color": "#dddddd", "grid.linewidth": 0.6,
     "axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False,
     "image.cmap": SEQUENTIAL,
@@ -35,7 +36,7 @@ def figure(*args, **kwargs):
 def save(fig, path, formats: tuple[str, ...] = ("png",)) -> list:
     out = []
     path.parent.mkdir(parents=True, exist_ok=True)
-    with plt.rc_context(RC):
+    with plt.rc_context(RC):  # type: ignore[arg-type]  # matplotlib types keys as literals
         for fmt in formats:
             target = path.with_suffix("." + fmt)
             fig.savefig(target)
