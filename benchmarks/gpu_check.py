@@ -377,26 +377,17 @@ def probe_sync_free(c: Ctx) -> str:
 
     from kiln.config import load_config
     from kiln.data import build_data
-    from kiln.models import prepare_model
-    from kiln.tasks import build_task
-    from kiln.track.console import EpochProgress
-    from kiln.train.device import resolve_precision
-    from kiln.train.loop import Trainer, _check_finite, train_step
-    from kiln.train.optim import Schedule, build_optimizer
+    from kiln.train.build import build_trainer
+    from kiln.train.loop import _check_finite, train_step
     from kiln.train.state import seed_everything
 
     device = torch.device("cuda")
-    cfg = load_config(ROOT / CONFIG, ["trainer.device=cuda", "log.progress=none"])
+    cfg = load_config(ROOT / CONFIG, ["trainer.device=cuda", "trainer.precision=bf16", "log.progress=none"])
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=True, splits=("train",))
-    model = prepare_model(cfg.model, data.info, device, channels_last=True)
-    optimizer = build_optimizer(cfg.optim, model, device)
-    schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
-    precision = resolve_precision(cfg.trainer.precision, device)
-    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer,
-                schedule=schedule, data=data, device=device,
-                precision=precision, epochs=1, progress=EpochProgress(False))
-    batches = data.train.epoch(0)
+    t = build_trainer(cfg, data, device)
+    precision = t.precision
+    batches = t.train_batches.epoch(0)
     for inputs, targets in islice(batches, 3):  # warm-up: cuDNN autotuning, optimizer state
         train_step(t, inputs, targets, True)
     torch.cuda.synchronize()

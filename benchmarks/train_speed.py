@@ -56,25 +56,18 @@ def kiln_parts(args, device, extra: tuple[str, ...] = ()):
 
 
 def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
-    from kiln.track.console import EpochProgress
+    from kiln.train.build import build_trainer
     from kiln.train.callbacks import LambdaCallback
-    from kiln.train.device import resolve_precision
-    from kiln.train.loop import Trainer, fit
-    from kiln.train.optim import Schedule, build_optimizer
+    from kiln.train.loop import fit
 
     cfg, data, model = kiln_parts(args, device, extra)
-    optimizer = build_optimizer(cfg.optim, model, device)
-    schedule = Schedule(cfg.schedule, optimizer, epochs=args.epochs, steps_per_epoch=len(data.train))
     epochs, accs = [], []
 
     def record(epoch, m):
         epochs.append(m["time/epoch_s"])
         accs.append(m["val/acc"])
 
-    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model,
-                optimizer=optimizer, schedule=schedule, data=data, device=device,
-                precision=resolve_precision(cfg.trainer.precision, device), epochs=args.epochs,
-                progress=EpochProgress(False), callbacks=[LambdaCallback(on_epoch_end=record)])
+    t = build_trainer(cfg, data, device, model=model, callbacks=[LambdaCallback(on_epoch_end=record)])
     fit(t)
     return {"epoch_s": epochs, "acc": accs, "images": data.sizes["train"], "batch": cfg.data.batch_size,
             "steps": len(data.train), "loader": data.loader, "precision": t.precision,
@@ -113,29 +106,24 @@ def run_bare(args, device) -> dict:
         sync(device)
         epochs.append(time.perf_counter() - start)
         evaluate(model, data.val, build_task(cfg.task, 10), device=device, precision=precision)
-    return {"epoch_s": epochs, "acc": [], "images": data.sizes["train"], "steps": len(data.train)}
+    return {"epoch_s": epochs, "acc": [], "images": data.sizes["train"], "steps": len(data.train),
+            "batch": cfg.data.batch_size, "precision": precision}
 
 
 def run_overhead(args, device) -> dict:
     """kiln's train_epoch vs the bare loop in one process, alternating epochs (process effects cancel out)."""
     import copy
 
-    from kiln.track.console import EpochProgress
-    from kiln.train.device import resolve_precision
-    from kiln.train.loop import Trainer, train_epoch
+    from kiln.train.build import build_trainer
+    from kiln.train.loop import train_epoch
     from kiln.train.optim import Schedule, build_optimizer
 
-    cfg, data, model = kiln_parts(args, device)
-    precision = resolve_precision(cfg.trainer.precision, device)
+    epochs = 2 * args.epochs + 2  # a schedule long enough for both loops' epochs
+    cfg, data, model = kiln_parts(args, device, (f"trainer.epochs={epochs}",))
     bare_model = copy.deepcopy(model)
-    parts = {}
-    for name, m in (("kiln", model), ("bare", bare_model)):
-        opt = build_optimizer(cfg.optim, m, device)
-        parts[name] = (m, opt, Schedule(cfg.schedule, opt, epochs=2 * args.epochs + 2, steps_per_epoch=len(data.train)))
-    m, opt, sched = parts["kiln"]
-    t = Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=m, optimizer=opt,
-                schedule=sched, data=data, device=device, precision=precision, epochs=2 * args.epochs + 2,
-                progress=EpochProgress(False))
+    t = build_trainer(cfg, data, device, model=model)
+    opt = build_optimizer(cfg.optim, bare_model, device)
+    bare = (bare_model, opt, Schedule(cfg.schedule, opt, epochs=epochs, steps_per_epoch=len(data.train)))
 
     times = {"kiln": [], "bare": []}
     for epoch in range(args.epochs + 1):
@@ -145,7 +133,7 @@ def run_overhead(args, device) -> dict:
                 t.state.batch = 0
                 train_epoch(t, epoch)
             else:
-                bare_epoch(*parts["bare"], data.train, epoch, device, precision, cfg.task.label_smoothing)
+                bare_epoch(*bare, data.train, epoch, device, t.precision, cfg.task.label_smoothing)
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {"kiln": times["kiln"][1:], "bare": times["bare"][1:], "steps": len(data.train)}

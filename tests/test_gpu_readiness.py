@@ -17,12 +17,12 @@ from kiln.data import build_data
 from kiln.errors import KilnError
 from kiln.models import prepare_model
 from kiln.tasks import build_task
-from kiln.track.console import EpochProgress
 from kiln.train import device as device_mod
 from kiln.train.batch_size import cuda_probe, is_out_of_memory
+from kiln.train.build import build_trainer
 from kiln.train.loop import Trainer, train_step
 from kiln.train.metrics import RunningMean
-from kiln.train.optim import Schedule, build_optimizer
+from kiln.train.optim import build_optimizer
 from kiln.train.state import seed_everything
 from kiln.train.step import TrainStep
 from kiln.tune.runner import visible_gpus
@@ -47,14 +47,9 @@ class SyncRecorder(TorchFunctionMode):
 
 
 def _trainer(tmp_path, idx_root, task=None, **trainer) -> Trainer:
-    cfg = build_config(tiny_config(tmp_path, idx_root, trainer=trainer, task=task or {}))
-    data = build_data(cfg.data, seed=cfg.seed, device=CPU, splits=("train",))
-    model = prepare_model(cfg.model, data.info, CPU, channels_last=True)
-    optimizer = build_optimizer(cfg.optim, model, CPU)
-    schedule = Schedule(cfg.schedule, optimizer, epochs=1, steps_per_epoch=len(data.train))
-    return Trainer(cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model,
-                   optimizer=optimizer, schedule=schedule, data=data, device=CPU,
-                   precision="32", epochs=1, progress=EpochProgress(False))
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 1, **trainer}, task=task or {}))
+    data = build_data(cfg.data, seed=cfg.seed, device=CPU, splits=("train",), channels_last=True)
+    return build_trainer(cfg, data, CPU)
 
 
 def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, idx_root):

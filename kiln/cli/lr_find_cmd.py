@@ -26,28 +26,25 @@ def run(args: argparse.Namespace) -> int:
     from kiln.config import load_config
     from kiln.data import build_data
     from kiln.errors import KilnError
-    from kiln.models import build_model
     from kiln.runs import RunDir
     from kiln.track.console import setup_logging
-    from kiln.train.device import resolve_device, resolve_precision
+    from kiln.train.build import build_trainer
+    from kiln.train.device import resolve_device, use_channels_last
     from kiln.train.lr_find import plot, sweep
-    from kiln.train.optim import build_optimizer
     from kiln.train.state import seed_everything
 
     setup_logging(0)
     if not 0 < args.start < args.end:
         raise KilnError(f"--start ({args.start}) must be positive and below --end ({args.end})")
-    cfg = load_config(args.config, args.overrides)
+    # The training step as kiln train builds it, but one optimizer step per batch and no schedule: the sweep sets
+    # the learning rate itself.
+    cfg = load_config(args.config, [*args.overrides, "trainer.accumulate=1", "schedule.name=none"])
     device = resolve_device(cfg.trainer.device)
-    seed_everything(cfg.seed)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",))
-    model = build_model(cfg.model, data.info).to(device)
-    optimizer = build_optimizer(cfg.optim, model, device)
-    from kiln.tasks import build_task
-
-    result = sweep(model, optimizer, data.train, device=device, trainer=cfg.trainer,
-                   task=build_task(cfg.task, data.info.num_classes),
-                   precision=resolve_precision(cfg.trainer.precision, device),
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",),
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device))
+    t = build_trainer(cfg, data, device, pretrained=True)
+    result = sweep(t.model, t.optimizer, t.train_batches, device=device, precision=t.precision, step=t.step,
                    start_lr=args.start, end_lr=args.end, steps=args.steps)
     folder = RunDir.create(cfg.log.dir, cfg.name, prefix="lr-find-").path
     plot(result, folder / "lr_find")

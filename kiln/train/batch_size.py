@@ -78,27 +78,27 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, n
 
 
 def find_batch_size(cfg, limit: int = 2**16) -> int:
+    from kiln.config import load_config
     from kiln.data import build_data
-    from kiln.models import prepare_model
-    from kiln.tasks import build_task
-    from kiln.train.device import resolve_device, resolve_precision, use_channels_last
-    from kiln.train.optim import build_optimizer
+    from kiln.train.build import build_trainer
+    from kiln.train.device import resolve_device, use_channels_last
 
     device = resolve_device(cfg.trainer.device)
     if device.type != "cuda":
         raise KilnError(f"--find-batch-size measures GPU memory and needs a CUDA device; this run would train on "
                         f"{device.type}, where memory is rarely what limits the batch size")
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",))
+    # Every probe steps the optimizer once per batch, with no schedule to run past its end.
+    cfg = load_config(None, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"],
+                      base=cfg.model_dump(mode="json"))
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",),
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device))
     sample, _ = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")
-    precision = resolve_precision(cfg.trainer.precision, device)
-    task = build_task(cfg.task, data.info.num_classes)
 
     def build() -> tuple[torch.nn.Module, TrainStep]:
-        model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device))
-        trainer = cfg.trainer.model_copy(update={"accumulate": 1, "nan_policy": "stop"})
-        return model, TrainStep(trainer, task, build_optimizer(cfg.optim, model, device), device, precision)
+        t = build_trainer(cfg, data, device)  # a fresh model, its optimizer and step, as kiln train builds them
+        return t.model, t.step
 
     fits = cuda_probe(build, sample, data.info.num_classes, device)
     return search(fits, cfg.data.batch_size, min(limit, data.sizes["train"]))

@@ -25,13 +25,12 @@ class LRFindResult:
 
 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
-          precision: str = "32", trainer: TrainerConfig | None = None, task=None, start_lr: float = 1e-7,
-          end_lr: float = 10.0, steps: int = 100, smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
+          precision: str = "32", step: TrainStep | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
+          steps: int = 100, smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
     """Train `steps` batches with LRs from start_lr to end_lr (log-spaced); stop when the loss diverges.
-    Each batch is the training step `kiln train` runs with `trainer`'s settings (label smoothing, scaler,
-    clipping), without accumulation: the LR changes every batch."""
-    step = TrainStep((trainer or TrainerConfig()).model_copy(update={"accumulate": 1, "nan_policy": "stop"}),
-                     task or build_task(TaskConfig(), None), optimizer, device, precision)
+    Each batch is `step`, the training step `kiln train` runs (label smoothing, scaler, clipping); it must not
+    accumulate or step a schedule (`kiln lr-find` builds it with accumulate=1 and no schedule)."""
+    step = step or TrainStep(TrainerConfig(), build_task(TaskConfig(), None), optimizer, device, precision)
     model_state = copy.deepcopy(model.state_dict())
     optim_state = copy.deepcopy(optimizer.state_dict())
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -45,8 +44,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, 
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / max(base_lrs)  # keeps discriminative ratios between groups
             loss = step(model, inputs, targets)
-            assert loss is not None  # nan_policy is stop here: no batch is skipped
-            value = loss.item()  # the sweep reads every loss: one sync per batch
+            value = loss.item() if loss is not None else math.nan  # one sync per batch; None: a skipped NaN
             avg = smoothing * avg + (1 - smoothing) * value
             smoothed = avg / (1 - smoothing ** (i + 1))  # bias-corrected exponential average
             if not math.isfinite(smoothed) or (i > 10 and smoothed > diverge * best):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,19 +19,17 @@ from kiln.data import Data, build_data
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
-from kiln.models import describe, prepare_model
-from kiln.models.freeze import FreezeSchedule, head_prefix
+from kiln.models import describe
 from kiln.runs import RunDir
 from kiln.tasks import build_task
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
 from kiln.train import dist
-from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
-from kiln.train.device import resolve_backend, resolve_device, resolve_precision, use_channels_last
-from kiln.train.loop import Trainer, fit
-from kiln.train.memory import GrowthWatch
-from kiln.train.optim import Schedule, build_optimizer
+from kiln.train.build import build_trainer
+from kiln.train.callbacks import Callback
+from kiln.train.device import resolve_backend, resolve_device, use_channels_last
+from kiln.train.loop import fit
 from kiln.train.state import load_checkpoint, load_weights, seed_everything
 
 log = logging.getLogger("kiln")
@@ -83,7 +81,6 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 
 def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Path | None, run_dir: Path | None,
            quiet: bool, extra_callbacks: list[Callback]) -> RunResult:
-    precision = resolve_precision(cfg.trainer.precision, device)
     channels_last = use_channels_last(cfg.trainer.channels_last, device)
     checkpoint_state = load_checkpoint(RunDir(resume).last) if resume else None
     if checkpoint_state and checkpoint_state["loop"]["finished"] and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
@@ -95,36 +92,18 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=RunDir(resume).vocab() if resume else None)
     check_monitors(cfg, data.info.num_classes)
-    model = prepare_model(cfg.model, data.info, device, channels_last, pretrained=resume is None)
-    if proc.distributed and cfg.trainer.sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
-    head = head_prefix(model, cfg.model.head) if fine_tuning else None
-    optimizer = build_optimizer(cfg.optim, model, device, head)
-    epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
-    train_batches = data.require("train")
-    steps_per_epoch = -(-min(len(train_batches), 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
-                             or len(train_batches)) // cfg.trainer.accumulate)
-    schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
-
     run = _run_folder(cfg, proc, resume, run_dir, data)
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else None
     trackers, file_log = _trackers(cfg, run, resume_epoch) if proc.is_main else (Trackers([]), None)
-    global_batch = cfg.data.batch_size * proc.world_size * cfg.trainer.accumulate
+    trainer = build_trainer(cfg, data, device, pretrained=resume is None, world_size=proc.world_size,
+                            run=run if proc.is_main else None, trackers=trackers, callbacks=extra_callbacks,
+                            progress=proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet))
+    model, global_batch = trainer.model, trainer.meta["global_batch_size"]
     log.info("run folder: %s", run)
     log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
-             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, precision,
+             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, trainer.precision,
              f" | {proc.world_size} processes, global batch {global_batch}" if proc.distributed else "")
     log.info("model: %s", describe(model))
-
-    trainer = Trainer(
-        cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer,
-        schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
-        progress=EpochProgress(proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)),
-        callbacks=_callbacks(cfg, model, head, run if proc.is_main else None, trackers) + extra_callbacks,
-        meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info),
-              "world_size": proc.world_size, "global_batch_size": global_batch})
     if checkpoint_state:
         _warn_changed(checkpoint_state, cfg, proc.world_size)
         trainer.load_state_dict(checkpoint_state)
@@ -142,7 +121,8 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         dist.barrier()  # rank 0 has written best.pt before anyone reads it
         result = RunResult(run.path, metrics)
         if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
-            result.test_metrics = _test_best(cfg, run, model, device, precision, channels_last, trackers, proc)
+            result.test_metrics = _test_best(cfg, run, model, device, trainer.precision, channels_last, trackers,
+                                             proc)
         if proc.is_main:
             run.write_status("finished", epoch=trainer.state.epoch, **status)
         return result
@@ -164,18 +144,6 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         if file_log is not None:
             log.removeHandler(file_log)
             file_log.close()
-
-
-def _callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,
-               trackers: Trackers) -> list[Callback]:
-    """kiln's own callbacks, in the order they run. Only the main process (run given) writes checkpoints."""
-    callbacks: list[Callback] = []
-    if cfg.model.freeze != "none":
-        assert head is not None
-        callbacks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head))
-    callbacks += [GrowthWatch(), EarlyStopping(cfg.trainer.early_stopping), LogMetrics(trackers)]
-    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None else None
-    return callbacks + ([checkpoint] if checkpoint else []) + [EpochSummary(checkpoint)]
 
 
 def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_dir: Path | None, data: Data) -> RunDir:

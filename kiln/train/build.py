@@ -1,0 +1,69 @@
+"""`build_trainer`: a `Trainer` from a config and loaded data, built the same way for every caller — `kiln train`
+and tune trials, lr-find, --find-batch-size, the benchmarks and the tests. Running it is `fit`'s job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import torch
+
+from kiln.config import Config
+from kiln.data import Data
+from kiln.models import prepare_model
+from kiln.models.freeze import FreezeSchedule, head_prefix
+from kiln.runs import RunDir
+from kiln.tasks import build_task
+from kiln.track import Trackers
+from kiln.track.console import EpochProgress
+from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
+from kiln.train.device import resolve_precision, use_channels_last
+from kiln.train.loop import Trainer
+from kiln.train.memory import GrowthWatch
+from kiln.train.optim import Schedule, build_optimizer
+
+
+def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch.nn.Module | None = None,
+                  pretrained: bool = False, run: RunDir | None = None, trackers: Trackers | None = None,
+                  callbacks: Sequence[Callback] = (), progress: bool = False, world_size: int = 1) -> Trainer:
+    """The model (built here unless given; with `cfg.model.pretrained` weights if `pretrained`), its optimizer
+    and schedule, the task, and the callbacks: kiln's own, in order, then `callbacks`. Checkpoints are written
+    only with `run`, metrics logged only with `trackers` (the main process)."""
+    precision = resolve_precision(cfg.trainer.precision, device)
+    if model is None:
+        model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device),
+                              pretrained)
+    if world_size > 1 and cfg.trainer.sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
+    head = head_prefix(model, cfg.model.head) if fine_tuning else None
+    optimizer = build_optimizer(cfg.optim, model, device, head)
+    epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
+    batches = len(data.require("train"))
+    limit = 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
+    steps_per_epoch = -(-min(batches, limit or batches) // cfg.trainer.accumulate)
+    schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                        monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
+    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
+    return Trainer(
+        cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer,
+        schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
+        progress=EpochProgress(progress),
+        callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),
+        meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info), "world_size": world_size,
+              "global_batch_size": global_batch})
+
+
+def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,
+                      trackers: Trackers | None) -> list[Callback]:
+    """kiln's own callbacks, in the order they run: the freeze schedule, the memory watch, early stopping
+    (before the checkpoint, which saves its state), metric logging, checkpoints, the summary line."""
+    callbacks: list[Callback] = []
+    if cfg.model.freeze != "none":
+        assert head is not None
+        callbacks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head))
+    callbacks += [GrowthWatch(), EarlyStopping(cfg.trainer.early_stopping)]
+    if trackers is not None:
+        callbacks.append(LogMetrics(trackers))
+    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None else None
+    return callbacks + ([checkpoint] if checkpoint else []) + [EpochSummary(checkpoint)]
