@@ -86,5 +86,6 @@ def _image_batch(paths: list[Path], info: DataInfo) -> torch.Tensor:
             raise KilnError(f"cannot read image {path}: {e}") from None
         h, w = info.image_size
         images.append(array.view(h, w, info.in_channels).permute(2, 0, 1))
-    x = torch.stack(images).float().div_(255)
-    return x.sub_(info.mean).div_(info.std)
+    from kiln.data.transforms import BatchTransform
+
+    return BatchTransform(info.mean, info.std)(torch.stack(images))  # exactly as evaluation batches

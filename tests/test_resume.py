@@ -39,15 +39,24 @@ def _rows(run: Path):
 
 
 def _assert_same_state(a: dict, b: dict):
+    assert a.keys() == b.keys()
     assert a["model"].keys() == b["model"].keys()
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
-    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        for key in pa:
-            assert torch.equal(torch.as_tensor(pa[key]), torch.as_tensor(pb[key])), key
-    assert a["schedule"] == b["schedule"]
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and len(sa) > 0  # every parameter's state, not just the common ones
+    for p in sa:
+        assert sa[p].keys() == sb[p].keys()
+        for key in sa[p]:
+            assert torch.equal(torch.as_tensor(sa[p][key]), torch.as_tensor(sb[p][key])), key
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert a["schedule"] == b["schedule"] and a["scaler"] == b["scaler"]
+    assert torch.equal(a["running"]["sums"], b["running"]["sums"])
     assert a["loop"] == b["loop"] and a["early_stopping"] == b["early_stopping"]
     assert a["checkpoint"] == b["checkpoint"]
+    assert a["rng"]["python"] == b["rng"]["python"] and torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert torch.equal(a["rng"]["numpy"]["keys"], b["rng"]["numpy"]["keys"])
+    assert a["rng"]["numpy"]["pos"] == b["rng"]["numpy"]["pos"]
 
 
 # mid epoch 1, end of epoch 1 (before validation), mid epoch 2; with both batch sources

@@ -11,7 +11,7 @@ from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import DataConfig, ModelConfig, OptimConfig, build_config
 from kiln.data import DataInfo, build_data
 from kiln.errors import KilnError, TrainingInterrupted
-from kiln.inspect import layer_table, selected
+from kiln.layers import layer_table, selected
 from kiln.models import build_model
 from kiln.models.pretrained import adapt_in_channels, load_pretrained
 from kiln.train import session

@@ -33,8 +33,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from kiln.inspect import layer_table, save_activations
     from kiln.inspect_target import load_target
+    from kiln.layers import layer_table, save_activations
     from kiln.track.console import setup_logging
 
     setup_logging(0)

@@ -64,6 +64,23 @@ def split_indices(n: int, val_split: float | int, seed: int) -> tuple[torch.Tens
     return order[num_val:], order[:num_val].sort().values
 
 
+def train_val_split(n: int, cfg: DataConfig, overfit_batches: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of the training files as a run uses them: the seeded split, then the optional
+    fixed subset; with overfit_batches, that many training batches, validated on themselves."""
+    train_idx, val_idx = split_indices(n, cfg.val_split, cfg.split_seed)
+    if cfg.train_subset is not None:
+        train_idx = train_idx[:cfg.train_subset]
+    if overfit_batches:
+        train_idx = train_idx[:overfit_batches * cfg.batch_size]
+        val_idx = train_idx  # overfitting is judged on the batches it trains on
+    return train_idx, val_idx
+
+
+def eval_batch_size(cfg: DataConfig) -> int:
+    """Validation and test batches: no gradients, so 4x the training batch fits unless set."""
+    return cfg.eval_batch_size or 4 * cfg.batch_size
+
+
 def choose_loader(setting: str, num_bytes: int, device: torch.device, max_mb: float | None) -> str:
     """`loader: auto` keeps the data resident on the device when it fits the budget."""
     if setting != "auto":

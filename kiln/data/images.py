@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from kiln.config import DataConfig
-from kiln.data import Data, DataInfo, choose_loader, split_indices
+from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_split
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, ResidentBatches, TensorImages
 from kiln.data.registry import IdxDataset, load_split, locate
 from kiln.data.transforms import BatchTransform
@@ -15,7 +15,7 @@ from kiln.errors import KilnError
 def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
                      channels_last: bool, overfit_batches: int, rank: int, world_size: int) -> Data:
     folder = locate(spec, cfg.root, cfg.download)
-    eval_batch = cfg.eval_batch_size or 4 * cfg.batch_size
+    eval_batch = eval_batch_size(cfg)
     plain = BatchTransform(spec.mean, spec.std, None, channels_last)
     loaded = {split: load_split(spec, folder, split) for split in {"train" if s == "val" else s for s in splits}}
     class_names = list(spec.class_names)
@@ -39,12 +39,7 @@ def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: to
     if "train" in loaded:
         images, labels = loaded.pop("train")
         shape = images.shape[1:]
-        train_idx, val_idx = split_indices(len(labels), cfg.val_split, cfg.split_seed)
-        if cfg.train_subset is not None:
-            train_idx = train_idx[:cfg.train_subset]
-        if overfit_batches:
-            train_idx = train_idx[:overfit_batches * cfg.batch_size]
-            val_idx = train_idx  # overfitting is judged on the batches it trains on
+        train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches)
         if "train" in splits:
             sources["train"] = batches(images[train_idx], labels[train_idx], train=True)
             sizes["train"] = len(train_idx)

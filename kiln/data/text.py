@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kiln.config import DataConfig, TextConfig
-from kiln.data import Data, DataInfo, split_indices
+from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
 from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches
 from kiln.data.registry import CsvDataset, locate
 from kiln.errors import KilnError
@@ -314,12 +314,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     one_based = not spec.header
     train_labels, kept = label_ids(train_rows, class_names, folder / "train.csv", tc, one_based)
     train_tokens = [train_tokens[i] for i in kept]
-    train_idx, val_idx = split_indices(len(train_labels), cfg.val_split, cfg.split_seed)
-    if cfg.train_subset is not None:
-        train_idx = train_idx[:cfg.train_subset]
-    if overfit_batches:
-        train_idx = train_idx[:overfit_batches * cfg.batch_size]
-        val_idx = train_idx
+    train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches)
     if vocab is None:
         vocab = Vocab.build((train_tokens[i] for i in train_idx.tolist()), tc.min_freq, tc.max_vocab)
     labels = torch.tensor(train_labels, dtype=torch.long)
@@ -329,7 +324,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
 
     def batches(seqs, labels, *, train: bool) -> Batches:
         dataset = TokenDataset(seqs, labels, tc.collate, vocab.pad_id)
-        size = cfg.batch_size if train else (cfg.eval_batch_size or 4 * cfg.batch_size)
+        size = cfg.batch_size if train else eval_batch_size(cfg)
         shuffle = train and not overfit_batches
         sampler: EpochBatchSampler
         if shuffle and tc.bucket:
