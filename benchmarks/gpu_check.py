@@ -455,7 +455,8 @@ def probe_write_png(c: Ctx, path: str) -> str:
     """A real Fashion-MNIST test image (or a generated one in the dry run) as a PNG file."""
     from PIL import Image
 
-    from kiln.data.registry import get_dataset, load_split, locate
+    from kiln.data.idx import load_split
+    from kiln.data.registry import get_dataset, locate
 
     spec = get_dataset("fashion_mnist")
     folder = c.work / "fashion_mnist" if c.dry else locate(spec, None, False)

@@ -71,7 +71,8 @@ def _first(batch: Any, n: int) -> Any:
 
 def _one_input(value: str, data, cfg, vocab) -> Any:
     if data.info.kind == "text":
-        from kiln.data.text import collate, encode_texts
+        from kiln.data.text import collate
+        from kiln.data.vocab import encode_texts
 
         return collate(encode_texts([value], vocab or data.vocab, cfg.data.text), cfg.data.text.collate)
     from kiln.predict import _image_batch

@@ -53,7 +53,7 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
 
 
 def _csv_texts(file: Path, cfg) -> list[str]:
-    from kiln.data.text import read_rows
+    from kiln.data.csv_rows import read_rows
 
     if not Path(file).is_file():
         raise KilnError(f"--file {file} not found")
@@ -61,7 +61,8 @@ def _csv_texts(file: Path, cfg) -> list[str]:
 
 
 def _text_batch(texts: list[str], run: RunDir, cfg) -> Any:
-    from kiln.data.text import Vocab, collate, encode_texts
+    from kiln.data.text import collate
+    from kiln.data.vocab import Vocab, encode_texts
 
     vocab = run.vocab()
     if vocab is None:

@@ -163,7 +163,7 @@ class RunDir:
         """The vocabulary a text run was trained with (None for image runs)."""
         if not self.vocab_file.is_file():
             return None
-        from kiln.data.text import Vocab
+        from kiln.data.vocab import Vocab
 
         return Vocab.load(self.vocab_file)
 

@@ -6,8 +6,9 @@ import torch
 from fakedata import write_idx_dataset
 from kiln.config import AugmentConfig, DataConfig
 from kiln.data import build_data, choose_loader, split_indices
+from kiln.data.idx import load_split
 from kiln.data.loaders import EpochBatchSampler
-from kiln.data.registry import get_dataset, load_split, locate
+from kiln.data.registry import get_dataset, locate
 from kiln.data.transforms import BatchTransform, random_crop
 from kiln.errors import KilnError
 

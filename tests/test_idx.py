@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fakedata import write_idx_dataset
-from kiln.data.idx import read_idx, write_idx
-from kiln.data.registry import get_dataset, load_split
+from kiln.data.idx import load_split, read_idx, write_idx
+from kiln.data.registry import get_dataset
 from kiln.errors import KilnError
 
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 import gzip
 import struct
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from kiln.errors import KilnError
+
+if TYPE_CHECKING:
+    from kiln.data.registry import IdxDataset
 
 # type code -> big-endian numpy dtype
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -63,3 +67,30 @@ def write_idx(path: Path | str, tensor: torch.Tensor) -> Path:
     with (gzip.open(path, "wb", compresslevel=1) if path.suffix == ".gz" else open(path, "wb")) as f:
         f.write(payload)
     return path
+
+
+def load_split(spec: IdxDataset, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 1, H, W), labels int64 (N,)) of a registered dataset's train or test split."""
+    from kiln.data.registry import find_file
+
+    found = {stem: find_file(folder, stem) for stem in spec.files(split)}
+    missing = [stem for stem, path in found.items() if path is None]
+    if missing:
+        raise KilnError(f"{folder} lacks {', '.join(missing)} (.gz or uncompressed) of the {split} split; "
+                        f"the dataset needs {spec.describe_files()}")
+    image_file, label_file = (path for path in found.values() if path is not None)
+    images, labels = read_idx(image_file), read_idx(label_file)
+    if images.ndim != 3 or images.dtype != torch.uint8:
+        raise KilnError(f"{image_file} should hold uint8 images of shape (N, H, W), not {tuple(images.shape)} "
+                        f"{images.dtype}")
+    if labels.ndim != 1:
+        raise KilnError(f"{label_file} should hold a 1-D list of labels, not shape {tuple(labels.shape)}")
+    if len(images) != len(labels):
+        raise KilnError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels")
+    labels = labels.long() - spec.label_offset
+    if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_classes):
+        raise KilnError(f"{label_file} has labels outside 0..{spec.num_classes - 1} "
+                        f"(found {int(labels.min())}..{int(labels.max())})")
+    if spec.transpose:
+        images = images.transpose(1, 2).contiguous()
+    return images.unsqueeze(1), labels

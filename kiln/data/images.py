@@ -7,7 +7,8 @@ import torch
 from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_split
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, ResidentBatches, TensorImages
-from kiln.data.registry import IdxDataset, load_split, locate
+from kiln.data.idx import load_split
+from kiln.data.registry import IdxDataset, locate
 from kiln.data.transforms import BatchTransform
 from kiln.errors import KilnError
 

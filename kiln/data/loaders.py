@@ -7,7 +7,8 @@ needs. Under DDP each rank takes its own slice of the same epoch plan.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -123,7 +124,23 @@ def _already_batched(batch):
     return batch
 
 
-class LoaderBatches:
+class SampledBatches:
+    """What every batch source shares: its epochs are planned by an `EpochBatchSampler`."""
+
+    sampler: EpochBatchSampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    def epoch_stats(self, epoch: int) -> dict[str, float]:
+        return {}
+
+
+class LoaderBatches(SampledBatches):
     """The DataLoader path: a dataset whose `__getitems__` builds whole batches (optionally in worker
     processes); `transform` then runs on the device (images: normalise + augment)."""
 
@@ -138,16 +155,6 @@ class LoaderBatches:
                                  generator=torch.Generator().manual_seed(seed))
         self.transform, self.device, self.seed = transform, device, seed
 
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    @property
-    def batch_size(self) -> int:
-        return self.sampler.batch_size
-
-    def epoch_stats(self, epoch: int) -> dict[str, float]:
-        return {}
-
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[Any, torch.Tensor]]:
         self.sampler.set_epoch(epoch, start_batch)
         non_blocking = self.device.type == "cuda"
@@ -159,7 +166,7 @@ class LoaderBatches:
             yield inputs, labels
 
 
-class ResidentBatches:
+class ResidentBatches(SampledBatches):
     """The resident path: the whole uint8 dataset lives on the training device; batches are gathered,
     converted and augmented there. No DataLoader, no workers, no host-to-device copy per batch.
 
@@ -172,16 +179,6 @@ class ResidentBatches:
         self.num_samples, self.sampler = len(labels), sampler
         self.images, self.labels = images.to(device), labels.to(device)  # (N, C, H, W) uint8, (N,) int64
         self.transform, self.device, self.seed = transform, device, seed
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    @property
-    def batch_size(self) -> int:
-        return self.sampler.batch_size
-
-    def epoch_stats(self, epoch: int) -> dict[str, float]:
-        return {}
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.order(epoch).to(self.device, non_blocking=True)

@@ -1,7 +1,7 @@
 """Registered datasets: names, where their files live, how to load them.
 
 Each entry is a small spec; `locate` finds its files in the documented order
-and `load_split` reads one split into uint8 tensors on the host.
+(reading them is the format's job: kiln.data.idx, kiln.data.csv_rows).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-from kiln.data.idx import read_idx
 from kiln.errors import KilnError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -48,7 +47,7 @@ class IdxDataset:
     def find(self, folder: Path) -> Path | None:
         """The folder (under `folder`) holding all four files, in any of the layouts people have."""
         for base in (folder, folder / self.torchvision_class, folder / self.torchvision_class / "raw"):
-            if all(_find_file(base, stem) for split in ("train", "test") for stem in self.files(split)):
+            if all(find_file(base, stem) for split in ("train", "test") for stem in self.files(split)):
                 return base
         return None
 
@@ -142,7 +141,7 @@ def candidate_dirs(spec, root: Path | None) -> list[Path]:
     return [d.absolute() for d in dirs]
 
 
-def _find_file(folder: Path, stem: str) -> Path | None:
+def find_file(folder: Path, stem: str) -> Path | None:
     # torchvision's downloader leaves the files in <root>/<Class>/raw/; EMNIST in .../raw/gzip/.
     for sub in (folder, folder / "raw", folder / "gzip"):
         for name in (stem + ".gz", stem):
@@ -172,28 +171,3 @@ def locate(spec, root: Path | None, download: bool) -> Path:
     hint = "`make data` (installs the Debian package dataset-fashion-mnist), " if spec.name == "fashion_mnist" else ""
     raise KilnError(f"dataset '{spec.name}' not found. Looked for {spec.describe_files()} in:\n  {looked}\n"
                     f"Get it with {hint}set data.root=FOLDER, or let kiln download it with data.download=true")
-
-
-def load_split(spec: IdxDataset, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images uint8 (N, 1, H, W), labels int64 (N,)) of the train or test split."""
-    found = {stem: _find_file(folder, stem) for stem in spec.files(split)}
-    missing = [stem for stem, path in found.items() if path is None]
-    if missing:
-        raise KilnError(f"{folder} lacks {', '.join(missing)} (.gz or uncompressed) of the {split} split; "
-                        f"the dataset needs {spec.describe_files()}")
-    image_file, label_file = (path for path in found.values() if path is not None)
-    images, labels = read_idx(image_file), read_idx(label_file)
-    if images.ndim != 3 or images.dtype != torch.uint8:
-        raise KilnError(f"{image_file} should hold uint8 images of shape (N, H, W), not {tuple(images.shape)} "
-                        f"{images.dtype}")
-    if labels.ndim != 1:
-        raise KilnError(f"{label_file} should hold a 1-D list of labels, not shape {tuple(labels.shape)}")
-    if len(images) != len(labels):
-        raise KilnError(f"{image_file} holds {len(images)} images but {label_file} holds {len(labels)} labels")
-    labels = labels.long() - spec.label_offset
-    if len(labels) and (labels.min() < 0 or labels.max() >= spec.num_classes):
-        raise KilnError(f"{label_file} has labels outside 0..{spec.num_classes - 1} "
-                        f"(found {int(labels.min())}..{int(labels.max())})")
-    if spec.transpose:
-        images = images.transpose(1, 2).contiguous()
-    return images.unsqueeze(1), labels

@@ -151,7 +151,7 @@ def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
         images = stored_images(test)
         result["inputs"] = images[top.to(images.device)].cpu().numpy().astype(np.uint8)
     else:
-        from kiln.data.text import read_rows
+        from kiln.data.csv_rows import read_rows
 
         texts = read_rows(_test_file(trained.cfg), _spec(trained.cfg), trained.cfg.data.text).texts
         result["inputs"] = [texts[i] if i < len(texts) else "" for i in top.tolist()]

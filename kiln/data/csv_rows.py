@@ -1,0 +1,109 @@
+"""Rows of text-classification CSV files: the AG News layout (no header, quoted fields) or any CSV with a
+header; labels as names or integers; malformed rows stopped at or skipped, with file and line."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln.config import TextConfig
+from kiln.data.registry import CsvDataset
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
+
+
+@dataclass
+class Rows:
+    texts: list[str]
+    labels: list[str] | None  # raw label values as written; None when the file has no label column
+    skipped: int = 0
+
+
+def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True) -> Rows:
+    """Read one CSV file. Malformed rows raise (with file and line) or are skipped, per cfg.on_bad_row."""
+    texts: list[str] = []
+    labels: list[str] = []
+    skipped, first_bad = 0, None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            text_idx, label_idx, width = _columns(reader, path, spec, cfg, require_labels)
+            for row in reader:
+                if not row:
+                    continue
+                problem = None if len(row) == width else f"expected {width} columns, found {len(row)}"
+                if problem is None and label_idx is not None and not row[label_idx].strip():
+                    problem = "empty label"
+                if problem:
+                    if cfg.on_bad_row == "error":
+                        raise KilnError(f"{path}, line {reader.line_num}: malformed row ({problem}). Fix the row, "
+                                        "or set data.text.on_bad_row=skip to skip such rows")
+                    skipped += 1
+                    first_bad = first_bad or f"line {reader.line_num}: {problem}"
+                    continue
+                texts.append(" ".join(row[i] for i in text_idx))
+                if label_idx is not None:
+                    labels.append(row[label_idx].strip())
+    except UnicodeDecodeError as e:
+        raise KilnError(f"{path} is not UTF-8 text ({e}); re-save it as UTF-8") from None
+    except csv.Error as e:
+        raise KilnError(f"{path} is not a valid CSV file: {e}") from None
+    if skipped:
+        log.warning("skipped %d malformed rows in %s (first: %s)", skipped, path, first_bad)
+    return Rows(texts, labels if label_idx is not None else None, skipped)
+
+
+def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool):
+    """(text column indices, label column index or None, expected row width)."""
+    if not spec.header:  # AG News: "class index","title","description"
+        return [1, 2], 0, 3
+    header = next(reader, None)
+    if header is None:
+        raise KilnError(f"{path} is empty; a text_csv file starts with a header row")
+    header = [h.strip() for h in header]
+    missing = [c for c in cfg.text_columns if c not in header]
+    if missing:
+        raise KilnError(f"{path} has no column {', '.join(map(repr, missing))} (its header: {', '.join(header)}); "
+                        "set data.text.text_columns")
+    label_idx = header.index(cfg.label_column) if cfg.label_column in header else None
+    if label_idx is None and require_labels:
+        raise KilnError(f"{path} has no label column {cfg.label_column!r} (its header: {', '.join(header)}); "
+                        "set data.text.label_column")
+    return [header.index(c) for c in cfg.text_columns], label_idx, len(header)
+
+
+def label_ids(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
+              one_based: bool) -> tuple[list[int], list[int]]:
+    """Map raw labels (class names or integers) to 0-based class indices; bad labels per on_bad_row.
+    Returns (labels, indices of the rows kept)."""
+    assert rows.labels is not None, "training and test files are read with require_labels=True"
+    index = {name: i for i, name in enumerate(class_names)}
+    out, keep = [], []
+    for i, raw in enumerate(rows.labels):
+        label = index.get(raw)
+        if label is None and re.fullmatch(r"-?\d+", raw):
+            label = int(raw) - (1 if one_based else 0)
+            label = label if 0 <= label < len(class_names) else None
+        if label is None:
+            if cfg.on_bad_row == "error":
+                valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
+                raise KilnError(f"{path}: row {i + 1} has label {raw!r}, which is not a class ({valid}). Fix it, or "
+                                "set data.text.on_bad_row=skip")
+            continue
+        out.append(label)
+        keep.append(i)
+    if len(keep) != len(rows.labels):
+        log.warning("skipped %d rows with unknown labels in %s", len(rows.labels) - len(keep), path)
+    return out, keep
+
+
+def infer_class_names(labels: list[str]) -> list[str]:
+    """Integers 0..K-1 when every label is an integer, else the sorted distinct names."""
+    distinct = sorted(set(labels))
+    if distinct and all(re.fullmatch(r"\d+", x) for x in distinct):
+        return [str(i) for i in range(max(int(x) for x in distinct) + 1)]
+    return distinct
