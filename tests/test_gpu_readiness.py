@@ -25,7 +25,7 @@ from kiln.train.metrics import RunningMean
 from kiln.train.optim import build_optimizer
 from kiln.train.state import seed_everything
 from kiln.train.step import TrainStep
-from kiln.tune.runner import visible_gpus
+from kiln.tune.workers import visible_gpus
 
 CPU = torch.device("cpu")
 # Calls that read a device tensor on the host, or copy a host value to the device: each one blocks the CPU

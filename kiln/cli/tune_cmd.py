@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
         tune_dir = run_tune(Path(args.config), args.overrides, resume=Path(args.resume) if args.resume else None,
                             workers=args.workers, storage=args.storage)
-    from kiln.tune.runner import summary_table
+    from kiln.tune.results import summary_table
 
     rows = summary_table(tune_dir)
     table = Table(title=f"trials of {tune_dir}")

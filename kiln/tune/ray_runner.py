@@ -13,25 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.tune.runner import check_metric, make_sampler, save_results
-from kiln.tune.space import CategoricalParam, FloatParam, IntParam, TuneConfig, base_raw, load_tune_config, trial_config
+from kiln.tune.results import save_results
+from kiln.tune.space import TuneConfig, base_raw, load_tune_config, trial_config
+from kiln.tune.study import check_metric, make_sampler
 
 log = logging.getLogger("kiln")
 
 
 def ray_space(tune: TuneConfig) -> dict[str, Any]:
-    from ray import tune as rt
-
-    space = {}
-    for key, p in tune.space.items():
-        if isinstance(p, FloatParam):
-            space[key] = rt.loguniform(p.low, p.high) if p.log else rt.uniform(p.low, p.high)
-        elif isinstance(p, IntParam):
-            space[key] = rt.lograndint(p.low, p.high + 1) if p.log else rt.qrandint(p.low, p.high, p.step)
-        else:
-            choices = p.choices if isinstance(p, CategoricalParam) else p
-            space[key] = rt.grid_search(choices) if tune.sampler == "grid" else rt.choice(choices)
-    return space
+    return {key: p.ray_domain(grid=tune.sampler == "grid") for key, p in tune.space.items()}
 
 
 def scheduler(tune: TuneConfig, epochs: int):

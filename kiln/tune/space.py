@@ -1,4 +1,7 @@
-"""The tune config: which training config, which metric, which search space, which search method."""
+"""The tune config: which training config, which metric, which search space, which search method.
+
+Each kind of parameter translates itself for both back ends (`optuna_value`, `ray_domain`), so the search space
+is defined once."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kiln.config import Section, build_config, deep_merge, nest, parse_overrides, read_file
 from kiln.errors import KilnError
@@ -25,6 +28,14 @@ class FloatParam(Section):
             raise ValueError(f"needs low < high (and low > 0 with log), got {self.low}..{self.high}")
         return self
 
+    def optuna_value(self, trial, key: str) -> float:
+        return trial.suggest_float(key, self.low, self.high, log=self.log)
+
+    def ray_domain(self, grid: bool = False):
+        from ray import tune as rt
+
+        return rt.loguniform(self.low, self.high) if self.log else rt.uniform(self.low, self.high)
+
 
 class IntParam(Section):
     type: Literal["int"]
@@ -39,13 +50,29 @@ class IntParam(Section):
             raise ValueError(f"needs low < high, got {self.low}..{self.high}")
         return self
 
+    def optuna_value(self, trial, key: str) -> int:
+        return trial.suggest_int(key, self.low, self.high, step=self.step, log=self.log)
+
+    def ray_domain(self, grid: bool = False):
+        from ray import tune as rt
+
+        return rt.lograndint(self.low, self.high + 1) if self.log else rt.qrandint(self.low, self.high, self.step)
+
 
 class CategoricalParam(Section):
-    type: Literal["categorical"]
+    type: Literal["categorical"] = "categorical"
     choices: list[Any] = Field(min_length=1)
 
+    def optuna_value(self, trial, key: str) -> Any:
+        return trial.suggest_categorical(key, self.choices)
 
-Param = FloatParam | IntParam | CategoricalParam | list
+    def ray_domain(self, grid: bool = False):
+        from ray import tune as rt
+
+        return rt.grid_search(self.choices) if grid else rt.choice(self.choices)
+
+
+Param = FloatParam | IntParam | CategoricalParam
 
 
 class TuneConfig(Section):
@@ -67,25 +94,31 @@ class TuneConfig(Section):
     space: dict[str, Param]
     """Config key -> {type: float|int|categorical, ...}, or a list of values (categorical; grid search)."""
 
+    @field_validator("space", mode="before")
+    @classmethod
+    def _lists_are_categorical(cls, space: Any) -> Any:
+        if isinstance(space, dict):
+            return {k: {"type": "categorical", "choices": v} if isinstance(v, list) else v for k, v in space.items()}
+        return space
+
     @model_validator(mode="after")
     def _grid_needs_lists(self) -> "TuneConfig":
         if not self.space:
             raise ValueError("space is empty: name at least one config key to search")
         for key, p in self.space.items():
-            choices = p.choices if isinstance(p, CategoricalParam) else (p if isinstance(p, list) else [])
+            choices = p.choices if isinstance(p, CategoricalParam) else []
             if any(isinstance(c, (list, dict)) for c in choices):
                 raise ValueError(f"{key}: choices must be numbers, strings, booleans or null (the study database "
                                  "stores them); search list-valued settings through separate scalar keys, e.g. "
                                  "model.args.channels.0")
         if self.sampler == "grid":
-            ranges = [k for k, v in self.space.items() if not isinstance(v, (list, CategoricalParam))]
+            ranges = [k for k, v in self.space.items() if not isinstance(v, CategoricalParam)]
             if ranges:
                 raise ValueError(f"grid search needs lists of values; {', '.join(ranges)} are ranges")
         return self
 
     def grid(self) -> dict[str, list[Any]]:
-        return {k: (v if isinstance(v, list) else v.choices) for k, v in self.space.items()
-                if isinstance(v, (list, CategoricalParam))}  # all of them, once validated for grid search
+        return {k: v.choices for k, v in self.space.items() if isinstance(v, CategoricalParam)}
 
 
 def load_tune_config(path: Path) -> TuneConfig:

@@ -1,0 +1,100 @@
+"""One trial of a search (`Objective`): an ordinary kiln run with the sampled values, reporting its metric after
+every epoch so the pruner can stop it; and `optimize`, which runs trials until the study has enough."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import KilnError, TrainingStopped
+from kiln.runs import RunDir
+from kiln.train.callbacks import LambdaCallback
+from kiln.tune.space import TuneConfig, trial_config
+from kiln.tune.study import finished_trials, make_pruner, make_sampler, make_storage
+
+log = logging.getLogger("kiln")
+TRIAL_ERRORS = (KilnError, TrainingStopped, RuntimeError, ValueError, TypeError, ArithmeticError)
+
+
+def suggest(trial, tune: TuneConfig) -> dict[str, Any]:
+    return {key: p.optuna_value(trial, key) for key, p in tune.space.items()}
+
+
+class Objective:
+    """One trial: a kiln run with the sampled values, reporting the metric each epoch for pruning."""
+
+    def __init__(self, tune: TuneConfig, raw: dict[str, Any], tune_dir: Path):
+        self.tune, self.raw, self.tune_dir = tune, raw, tune_dir
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        from kiln.train import session
+
+        values = suggest(trial, self.tune)
+        cfg = trial_config(self.raw, values)
+        cfg.trainer.test_after_fit = False
+        run_dir = self.tune_dir / f"trial-{trial.number:03d}"
+        trial.set_user_attr("run_dir", str(run_dir))
+        trial.set_user_attr("pid", os.getpid())
+        history: list[float] = []
+
+        def report(epoch: int, metrics: dict[str, float]) -> None:
+            value = metrics[self.tune.metric]
+            history.append(value)
+            trial.set_user_attr("epochs", epoch)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} ({self.tune.metric}={value:.4f})")
+
+        log.info("trial %d: %s", trial.number, ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
+        try:
+            session.train(cfg, run_dir=run_dir, quiet=True, callbacks=[LambdaCallback(on_epoch_end=report)])
+        except optuna.TrialPruned:
+            RunDir(run_dir).write_status("pruned", epoch=len(history))
+            raise
+        except TRIAL_ERRORS as e:  # NaN, a sampled value the model rejects, ...: a failed trial
+            trial.set_user_attr("error", str(e).splitlines()[0][:500])
+            log.warning("trial %d failed: %s", trial.number, str(e).splitlines()[0])
+            raise
+        best = max(history) if self.tune.mode == "max" else min(history)
+        return best
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str, study_name: str,
+             threads: int | None = None, quota: int | None = None, worker: int = 0) -> None:
+    """Run trials until the study holds `tune.trials` finished (complete or pruned) ones."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage), sampler=make_sampler(tune, worker),
+                              pruner=make_pruner(tune, trial_config(raw, {}).trainer.epochs))
+    done = MaxTrialsCallback(tune.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    remaining = quota if quota is not None else tune.trials - finished_trials(study)
+    if remaining <= 0:
+        return
+    from sqlalchemy.exc import OperationalError
+
+    ran: list[int] = []
+    for _ in range(5):
+        try:
+            # A trial that fails is recorded as failed and the search goes on; an interrupt stops the search.
+            study.optimize(Objective(tune, raw, tune_dir), n_trials=remaining - len(ran), catch=TRIAL_ERRORS,
+                           callbacks=[done, lambda study, trial: ran.append(trial.number)], gc_after_trial=True)
+            return
+        except OperationalError as e:  # a shared SQLite file briefly busy with another worker's write
+            log.warning("study storage busy (%s); retrying", str(e).splitlines()[0])
+            time.sleep(1.0)

@@ -1,0 +1,69 @@
+"""The Optuna study of a search: its SQLite storage in the tune folder (resumable, shared by parallel workers,
+readable by optuna-dashboard), the sampler, the pruner, and the metric check before a search starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kiln.data.registry import get_dataset
+from kiln.errors import KilnError
+from kiln.tasks import build_task
+from kiln.tune.space import TuneConfig, trial_config
+
+STUDY_FILE = "study.db"
+
+
+def check_metric(tune: TuneConfig, raw: dict[str, Any]) -> None:
+    cfg = trial_config(raw, {})
+    num_classes = len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes
+    available = build_task(cfg.task, num_classes or 0).metric_names(cfg.data.val_split != 0) or []
+    if num_classes is not None and tune.metric not in available:
+        raise KilnError(f"metric={tune.metric!r} is never produced by {tune.base.name}; available: "
+                        f"{', '.join(available)}")
+
+
+def storage_url(tune_dir: Path) -> str:
+    return f"sqlite:///{(Path(tune_dir) / STUDY_FILE).resolve()}"
+
+
+def make_storage(url: str):
+    import optuna
+
+    if url.startswith("sqlite"):  # several worker processes share the file: wait for its lock, do not fail
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return optuna.storages.RDBStorage(url)
+
+
+def make_sampler(tune: TuneConfig, worker: int = 0):
+    """Parallel workers get different seeds, or they would all propose the same values."""
+    import optuna
+
+    seed = tune.seed + 1000 * worker
+
+    if tune.sampler == "grid":
+        return optuna.samplers.GridSampler(tune.grid(), seed=seed)
+    if tune.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if tune.sampler == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    # TPE samples at random until it has n_startup_trials results; Optuna's default of 10 would make a short
+    # search plain random search, so a quarter of the budget (3..10) is used.
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(3, min(10, tune.trials // 4)))
+
+
+def make_pruner(tune: TuneConfig, epochs: int):
+    import optuna
+
+    return {
+        "none": optuna.pruners.NopPruner,
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
+    }[tune.pruner]()
+
+
+def finished_trials(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
