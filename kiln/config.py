@@ -312,9 +312,12 @@ class Config(Section):
 
 # --------------------------------------------------------------------------- loading
 
-def read_file(path: Path) -> dict[str, Any]:
+def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read one YAML/JSON config file, merging its `base:` chain (paths relative to the file)."""
     path = Path(path)
+    if path.resolve() in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise KilnError(f"the base: chain of config files loops: {cycle}; remove the base: that points back")
     if not path.is_file():
         raise KilnError(f"config file not found: {path}")
     try:
@@ -328,7 +331,7 @@ def read_file(path: Path) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
-    return deep_merge(read_file(path.parent / base), raw)
+    return deep_merge(read_file(path.parent / base, (*chain, path.resolve())), raw)
 
 
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

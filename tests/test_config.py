@@ -93,3 +93,13 @@ def test_switching_a_component_drops_the_old_components_args(tmp_path):
     assert load_config(tmp_path / "base.yaml", ["model.name=resnet18"]).model.args == {}
     assert load_config(tmp_path / "base.yaml", ["model.args.dropout=0.1"]).model.args == {"channels": [4],
                                                                                            "dropout": 0.1}
+
+
+def test_a_base_chain_that_loops_names_the_files(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\nname: a\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\nseed: 1\n")
+    with pytest.raises(KilnError, match=r"loops: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "self.yaml").write_text("base: self.yaml\n")
+    with pytest.raises(KilnError, match="loops"):
+        load_config(tmp_path / "self.yaml")

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -100,3 +101,31 @@ def test_predict_image_files(tmp_path, config_file):
     assert sum(r["label"] == names[int(y)] for r, y in zip(rows, labels)) >= 2  # the model learned something
     result = run_cli("predict", run, tmp_path / "missing.png")
     assert result.returncode == 2 and "image not found" in result.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["config", "{cfg}", "-q", "trainer.epochs=3"],
+    ["config", "-q", "{cfg}", "trainer.epochs=3", "--json"],
+    ["config", "{cfg}", "trainer.epochs=3", "-q"],
+])
+def test_options_may_stand_anywhere_among_the_overrides(argv, config_file, capsys):
+    from kiln.cli import main
+
+    assert main([a.format(cfg=config_file) for a in argv]) == 0
+    assert "epochs: 3" in capsys.readouterr().out.replace('"epochs": 3', "epochs: 3")
+
+
+def test_train_with_an_option_between_config_and_overrides(tmp_path, config_file):
+    from kiln.cli import main
+
+    assert main(["train", str(config_file), "--run-dir", str(tmp_path / "r"), "-q", "trainer.epochs=1",
+                 "trainer.fast_dev_run=true"]) == 0
+    assert (tmp_path / "r" / "checkpoints" / "last.pt").is_file()
+
+
+def test_an_unknown_option_shows_the_subcommands_usage(capsys):
+    from kiln.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "x.yaml", "--bogus"])
+    assert e.value.code == 2 and "usage: kiln train" in capsys.readouterr().err

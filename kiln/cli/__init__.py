@@ -25,6 +25,10 @@ COMMANDS = (train_cmd, test_cmd, predict_cmd, inspect_cmd, tune_cmd, lr_find_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
+    return _parsers()[0]
+
+
+def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="kiln", description="Config-driven PyTorch training. Run `kiln COMMAND --help` for details.",
         epilog="Exit codes: 0 ok, 1 unexpected error or training stopped (NaN), 2 bad input, 130 interrupted "
@@ -33,7 +37,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
         command.add_parser(sub)
-    return parser
+    return parser, sub.choices
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Options may stand anywhere among a subcommand's positional arguments (`kiln train CONFIG -q a=b`):
+    the subcommand's own parser reads its arguments intermixed, and its usage line is the one shown."""
+    parser, commands = _parsers()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    at = next((i for i, a in enumerate(argv) if a in commands), None)
+    if at is None or at > 0:  # no command, or top-level options before it (--help, --version)
+        return parser.parse_args(argv)
+    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    args.command = argv[at]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return int(args.run(args) or 0)
     except KilnError as e:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kiln.cli.common import add_verbosity, verbosity
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="show a model's layers and intermediate outputs (forward hooks)",
@@ -24,6 +26,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH", help="for a run folder (default best)")
     p.add_argument("--save", action="store_true", help="write activations (.pt) and feature-map grids (.png)")
     p.add_argument("--out", metavar="DIR", help="where --save writes (default RUN_DIR/inspect or ./inspect)")
+    add_verbosity(p)
     p.set_defaults(run=run)
 
 
@@ -37,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.layers import layer_table, save_activations
     from kiln.track.console import setup_logging
 
-    setup_logging(0)
+    setup_logging(verbosity(args))
     target = load_target(Path(args.target), args.overrides, checkpoint=args.checkpoint, input=args.input,
                          sample=args.sample)
     rows, outputs = layer_table(target.model, target.inputs, args.layers)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kiln.cli.common import add_verbosity, verbosity
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("lr-find", help="find a good learning rate (LR range test)",
@@ -16,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
     p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
     p.add_argument("--steps", type=int, default=100, help="batches in the sweep (default 100)")
+    add_verbosity(p)
     p.set_defaults(run=run)
 
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.train.lr_find import plot, sweep
     from kiln.train.state import seed_everything
 
-    setup_logging(0)
+    setup_logging(verbosity(args))
     if not 0 < args.start < args.end:
         raise KilnError(f"--start ({args.start}) must be positive and below --end ({args.end})")
     # The training step as kiln train builds it, but one optimizer step per batch and no schedule: the sweep sets

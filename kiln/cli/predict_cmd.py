@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kiln.cli.common import add_verbosity, verbosity
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict classes for new texts or images with a trained run",
@@ -20,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    add_verbosity(p)
     p.set_defaults(run=run)
 
 
@@ -28,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kiln.predict import predict
+    from kiln.track.console import setup_logging
+
+    setup_logging(verbosity(args))
 
     results = predict(Path(args.run_dir), args.inputs, file=Path(args.file) if args.file else None,
                       checkpoint=args.checkpoint, top_k=args.top_k)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kiln.cli.common import add_verbosity, verbosity
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="write report.html with curves, confusion matrix, mistakes; compare runs",
@@ -17,6 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="FILE",
                    help="where to write the HTML (default: RUN_DIR/report.html, or ./report.html for several runs)")
     p.add_argument("--mistakes", type=int, default=12, metavar="N", help="how many mistakes to show (default 12)")
+    add_verbosity(p)
     p.set_defaults(run=run)
 
 
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.track.console import setup_logging
     from kiln.viz.report import build
 
-    setup_logging(0)
+    setup_logging(verbosity(args))
     out = build([Path(r) for r in args.run_dirs], Path(args.out) if args.out else None, args.mistakes)
     print(f"wrote {out}")
     return 0

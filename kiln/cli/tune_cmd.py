@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kiln.cli.common import add_verbosity, verbosity
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("tune", help="search hyperparameters (grid, random, TPE, CMA-ES; pruning; Ray)",
@@ -33,6 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--address", help="ray: cluster address (auto, ray://host:10001); default: a local Ray")
     p.add_argument("--gpus-per-trial", type=float, default=0, help="ray: GPUs per trial (default 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="ray: CPUs per trial (default 1)")
+    add_verbosity(p)
     p.set_defaults(run=run)
 
 
@@ -44,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kiln.track.console import setup_logging
 
-    setup_logging(0)
+    setup_logging(verbosity(args))
     if args.backend == "ray":
         from kiln.tune.ray_runner import run_ray
 
