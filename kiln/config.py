@@ -201,7 +201,8 @@ class TrainerConfig(Section):
     """Use deterministic algorithms and no TF32 (slower): bit-exact reruns and resumes on GPU too. Off, a GPU
     run autotunes its kernels (cudnn.benchmark) and uses TF32 for fp32 matmuls."""
     channels_last: Literal["auto", True, False] = "auto"
-    """Store conv activations NHWC; auto turns it on for 4-D inputs (faster on CPU and GPU)."""
+    """Store conv activations NHWC; auto turns it on for kiln's own conv models on CPU and GPU (faster there),
+    and leaves models of your own (package.module:Class) as written."""
     grad_clip: float | None = Field(None, gt=0)
     """Clip the global gradient norm to this value."""
     accumulate: int = Field(1, gt=0)

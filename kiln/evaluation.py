@@ -49,7 +49,7 @@ def collect_predictions(model: torch.nn.Module, batches, task, device: torch.dev
     confidences, predictions, targets = [], [], []
     for inputs, y in batches.epoch(0):
         with autocast(device, precision):
-            probs = task.probabilities(model(inputs))
+            probs = task.probabilities(task.logits(model(inputs)))
         conf, pred = probs.max(-1)
         confidences.append(conf.cpu())
         predictions.append(pred.cpu())
@@ -66,7 +66,7 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device), vocab=trained.vocab)
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name), vocab=trained.vocab)
     limit = 2 if cfg.trainer.fast_dev_run else None
     return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, trained.state["loop"]["epoch"],
                           device, trained.precision, trained.run, limit)

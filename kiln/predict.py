@@ -42,7 +42,7 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
     if not labels:
         raise KilnError("nothing to predict: pass inputs as arguments or --file")
     with torch.no_grad(), autocast(device, precision):
-        probs = run.task.probabilities(model(batch.to(device))).cpu()
+        probs = run.task.probabilities(run.task.logits(model(batch.to(device)))).cpu()
     k = min(top_k, info.num_classes)
     out = []
     for text, p in zip(labels, probs):

@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from kiln.config import TaskConfig
+from kiln.errors import KilnError
 
 
 class MulticlassTask:
@@ -33,6 +34,20 @@ class MulticlassTask:
     @property
     def smoothed(self) -> bool:
         return self.cfg.label_smoothing > 0
+
+    def logits(self, outputs: Any) -> torch.Tensor:
+        """The model's class scores (B, C) from what its forward returned: a tensor (logits, or
+        log-probabilities, which cross-entropy treats the same), a tuple whose first element they are, or a dict
+        with a `logits` entry (as Hugging Face models return)."""
+        if isinstance(outputs, torch.Tensor):
+            return outputs
+        if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+            return outputs[0]
+        if isinstance(outputs, dict) and isinstance(outputs.get("logits"), torch.Tensor):
+            return outputs["logits"]
+        got = type(outputs).__name__ + (f" with keys {sorted(outputs)}" if isinstance(outputs, dict) else "")
+        raise KilnError(f"the model's forward returned {got}; kiln takes a tensor of class scores (B, C), a tuple "
+                        "whose first element is that tensor, or a dict with a 'logits' tensor")
 
     def output_size(self, num_classes: int) -> int:
         """The model's head size for this many classes."""

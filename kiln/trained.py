@@ -51,7 +51,7 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
     path = run.checkpoint(checkpoint)
     state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     info = saved_data_info(state)
-    model = prepare_model(cfg.model, info, device, use_channels_last(cfg.trainer.channels_last, device))
+    model = prepare_model(cfg.model, info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
     load_weights(model, state["model"], path)
     return Trained(run, cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path,
                    state)

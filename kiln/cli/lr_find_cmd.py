@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.trainer.device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device))
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
     t = build_trainer(cfg, data, device, pretrained=True)
     result = sweep(t.model, t.optimizer, t.train_batches, device=device, precision=t.precision, step=t.step,
                    start_lr=args.start, end_lr=args.end, steps=args.steps)

@@ -59,5 +59,9 @@ class BatchTransform:
                 x = random_hflip(x, generator)
         x = x.sub_(self.mean).div_(self.std)
         if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
+            return x.contiguous(memory_format=torch.channels_last)
+        # Plain NCHW strides, whatever the augmentation left: the random crop gathers in NHWC, and with one channel
+        # that still counts as "contiguous" while convolutions read it as channels_last, so a model that calls
+        # `.view` after them (pytorch-template's MnistModel) would fail.
+        b, c, h, w = x.shape
+        return x if x.stride() == (c * h * w, h * w, w, 1) else x.clone(memory_format=torch.contiguous_format)

@@ -91,7 +91,7 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
     cfg = load_config(None, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"],
                       base=cfg.model_dump(mode="json"))
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device))
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
     sample, _ = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")

@@ -31,7 +31,7 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     only with `run`, metrics logged only with `trackers` (the main process)."""
     precision = resolve_precision(cfg.trainer.precision, device)
     if model is None:
-        model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device),
+        model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
                               pretrained)
     if world_size > 1 and cfg.trainer.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

@@ -20,7 +20,7 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.data import Batches, Data
-from kiln.errors import TrainingInterrupted, TrainingStopped
+from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.track.console import EpochProgress
 from kiln.train import dist
 from kiln.train.callbacks import Callback
@@ -158,7 +158,7 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
     metrics = {"step": t.state.step, "lr": max(g["lr"] for g in t.optimizer.param_groups),
                **{f"train/{k}": v for k, v in t.step.running.compute(sync=True).items()}}
     if t.data.val is not None:
-        with _out_of_memory_is_fatal("evaluation", t):
+        with _explained_failures("evaluation", t):
             val = evaluate(t.model, t.data.val, t.task, device=t.device, precision=t.precision, limit=t.val_limit)
         metrics.update({f"val/{k}": v for k, v in val.items()})
     metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
@@ -180,7 +180,7 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     t.progress.update(t.state.batch)
     start, num_samples = time.perf_counter(), 0
     try:
-        with _out_of_memory_is_fatal("training step", t):
+        with _explained_failures("training step", t):
             for inputs, targets in islice(t.train_batches.epoch(epoch, t.state.batch), total - t.state.batch):
                 b = t.state.batch
                 optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
@@ -224,7 +224,7 @@ def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, 
     count = 0
     for inputs, targets in islice(batches.epoch(0), limit):
         with autocast(device, precision):
-            outputs = model(inputs).float()
+            outputs = task.logits(model(inputs)).float()
         loss_sum += task.loss_sum(outputs, targets)
         metrics.update(outputs, targets)
         count += targets.shape[0]
@@ -245,12 +245,20 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 @contextmanager
-def _out_of_memory_is_fatal(phase: str, t: Trainer):
-    """CUDA out of memory: stop with what ran out, the peak, and a batch size to try (last.pt is untouched)."""
+def _explained_failures(phase: str, t: Trainer):
+    """Failures with a known cause get a message instead of a traceback. CUDA out of memory: what ran out, the
+    peak, and a batch size to try (last.pt is untouched). `view` on a tensor whose memory layout it cannot
+    view: what to change in the model."""
     try:
         yield
     except torch.cuda.OutOfMemoryError:
         raise TrainingStopped(out_of_memory_message(phase, t.device, t.train_batches.batch_size)) from None
+    except RuntimeError as e:
+        if "view size is not compatible with input tensor's size and stride" not in str(e):
+            raise
+        raise KilnError(f"the model's forward failed in the {phase}: `.view()` on a tensor whose memory layout it "
+                        "cannot view (e.g. after a convolution in channels_last layout). Use `.reshape(...)` or "
+                        "`.flatten(1)` instead of `.view(...)` in the model, or set trainer.channels_last=false") from None
 
 
 def _stop_agreed(t: Trainer) -> bool:

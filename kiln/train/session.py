@@ -81,7 +81,7 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 
 def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Path | None, run_dir: Path | None,
            quiet: bool, extra_callbacks: list[Callback]) -> RunResult:
-    channels_last = use_channels_last(cfg.trainer.channels_last, device)
+    channels_last = use_channels_last(cfg.trainer.channels_last, device, cfg.model.name)
     checkpoint_state = load_checkpoint(RunDir(resume).last) if resume else None
     if checkpoint_state and checkpoint_state["loop"]["finished"] and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
         raise KilnError(f"{resume} already finished all {checkpoint_state['loop']['epoch']} epochs; to train longer, "

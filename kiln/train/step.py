@@ -35,7 +35,7 @@ class TrainStep:
         no_sync = getattr(model, "no_sync", None)
         with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
             with autocast(self.device, self.precision):
-                outputs = model(inputs)
+                outputs = self.task.logits(model(inputs))
                 loss = self.task.objective(outputs, targets)
             if self.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), self.device):
                 self.optimizer.zero_grad(set_to_none=True)
