@@ -8,12 +8,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
 
 
 class RunDir:
@@ -105,6 +110,10 @@ class RunDir:
     def report(self) -> Path:
         return self.path / "report.html"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     # -- reading and writing
     def saved_config(self) -> dict[str, Any]:
         """The resolved config the run was trained with, as plain data."""
@@ -174,6 +183,47 @@ class RunDir:
 
     def write_test_metrics(self, results: dict[str, Any]) -> None:
         self.test_metrics_file.write_text(json.dumps(results, indent=2) + "\n")
+
+
+class RunLock:
+    """An exclusive OS lock on a run folder while a training process writes it, so a second writer (a resume
+    started in another terminal, a requeued job whose old copy still runs) stops before it writes anything. The
+    OS drops the lock when its holder dies, even by SIGKILL. Readers (test, predict, report) do not lock."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.file: TextIO | None = None
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system
+            log.warning("cannot lock %s on this system; make sure no other process trains into it", self.run)
+            return self
+        handle = open(self.run.lock_file, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise KilnError(f"{self.run} is being written by {holder}; wait for that run to finish or stop it "
+                            "(its last.pt is kept), or train into another folder") from None
+        except OSError as e:  # e.g. a network filesystem without locks
+            handle.close()
+            log.warning("cannot lock %s (%s); make sure no other process trains into it", self.run, e)
+            return self
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} on {socket.gethostname()} (since {time.strftime('%Y-%m-%d %H:%M:%S')})")
+        handle.flush()
+        self.file = handle
+        return self
+
+    def release(self) -> None:
+        if self.file is not None:
+            self.file.close()  # closing the descriptor drops the lock
+            self.file = None
 
 
 def find_resumable(log_dir: Path, name: str) -> RunDir:

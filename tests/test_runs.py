@@ -2,6 +2,7 @@
 by an older kiln (checkpoint format 1) still working with test, predict, report and --resume."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -84,3 +85,22 @@ def test_label_smoothing_in_the_trainer_section_still_works_with_a_warning(caplo
     assert cfg.task.label_smoothing == 0.2 and "deprecated" in caplog.text
     with pytest.raises(KilnError, match="disagree"):
         build_config({"trainer": {"label_smoothing": 0.2}, "task": {"label_smoothing": 0.1}})
+
+
+def test_a_second_writer_of_a_live_run_folder_stops_before_writing(tmp_path, idx_root, capsys):
+    from kiln.runs import RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(FORMAT1, run)
+    before = (run / "metrics.jsonl").read_bytes(), (run / "config.yaml").read_bytes()
+    holder = RunLock(RunDir(run)).acquire()  # the original run, still training
+    try:
+        code = main(["train", "--resume", str(run), "trainer.epochs=2", f"data.root={idx_root}"])
+        err = capsys.readouterr().err
+        assert code == 2 and "is being written by process" in err and str(os.getpid()) in err
+        assert ((run / "metrics.jsonl").read_bytes(), (run / "config.yaml").read_bytes()) == before
+        assert main(["test", str(run), f"data.root={idx_root}"]) == 0  # readers are not blocked
+    finally:
+        holder.release()
+    assert main(["train", "--resume", str(run), "trainer.epochs=2", f"data.root={idx_root}",
+                 "log.progress=none"]) == 0  # released (a SIGKILLed holder releases it too: the OS drops it)

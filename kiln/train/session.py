@@ -20,7 +20,7 @@ from kiln.data.registry import get_dataset
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
 from kiln.models import describe
-from kiln.runs import RunDir
+from kiln.runs import RunDir, RunLock
 from kiln.tasks import build_task
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
@@ -92,7 +92,18 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=RunDir(resume).vocab() if resume else None)
     check_monitors(cfg, data.info.num_classes)
-    run = _run_folder(cfg, proc, resume, run_dir, data)
+    run, lock = _run_folder(cfg, proc, resume, run_dir, data)
+    try:
+        return _train_in(run, cfg, proc, device, data, checkpoint_state, channels_last, quiet, extra_callbacks)
+    finally:
+        lock.release()
+
+
+def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.device, data: Data,
+              checkpoint_state: dict[str, Any] | None, channels_last: bool, quiet: bool,
+              extra_callbacks: list[Callback]) -> RunResult:
+    """Train in the run folder this process holds (rank 0) or shares."""
+    resume = run.path if checkpoint_state else None
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else None
     trackers, file_log = _trackers(cfg, run, resume_epoch) if proc.is_main else (Trackers([]), None)
     trainer = build_trainer(cfg, data, device, pretrained=resume is None, world_size=proc.world_size,
@@ -146,8 +157,10 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
             file_log.close()
 
 
-def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_dir: Path | None, data: Data) -> RunDir:
-    """The run folder, made by rank 0 and shared with the other ranks; holds the resolved config."""
+def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_dir: Path | None,
+                data: Data) -> tuple[RunDir, RunLock]:
+    """The run folder, made and locked by rank 0 (before it writes anything there) and shared with the other
+    ranks; holds the resolved config."""
     if resume:
         folder: Path | None = Path(resume)
     elif proc.is_main:
@@ -156,11 +169,14 @@ def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_di
     else:
         folder = None
     run = RunDir(dist.broadcast(str(folder) if folder else None))
+    lock = RunLock(run)
+    if proc.is_main:
+        lock.acquire()
     if proc.is_main:
         run.write_config(cfg)
         if data.vocab is not None:
             data.vocab.save(run.vocab_file)
-    return run
+    return run, lock
 
 
 def _wrap(model: torch.nn.Module, cfg: Config, proc: dist.ProcessInfo, device: torch.device) -> torch.nn.Module:
