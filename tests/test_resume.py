@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,3 +130,31 @@ def test_sigterm_saves_last_and_resume_auto_finishes(tmp_path, idx_root):
     assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 40
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 41))  # no epoch logged twice
+
+
+def test_a_run_killed_after_its_last_epoch_finishes_its_test_on_resume(tmp_path, idx_root):
+    from kiln.cli import main
+    from kiln.runs import RunDir
+
+    cfg = _cfg(tmp_path, idx_root, "end")
+    cfg.trainer.epochs = 1
+    run = RunDir(session.train(cfg, quiet=True).run_dir)
+    run.test_metrics_file.unlink()  # what a kill between the last epoch and the test leaves
+    run.write_status("running", epoch=1)
+    assert main(["train", "--resume", str(run), "log.progress=none"]) == 0
+    assert run.test_metrics()["num_samples"] == 160 and run.status()["state"] == "finished"
+    assert main(["train", "--resume", str(run)]) == 2  # now there is nothing left to do
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over_on_resume(tmp_path, idx_root):
+    from kiln.cli import main
+    from kiln.runs import RunDir
+
+    cfg = _cfg(tmp_path, idx_root, "start")
+    cfg.trainer.epochs = 2
+    run = RunDir(session.train(cfg, quiet=True).run_dir)
+    shutil.rmtree(run.checkpoints)  # as if killed during the first epoch (its metrics row may exist)
+    run.metrics_jsonl.write_text(run.metrics_jsonl.read_text().splitlines()[0] + "\n")
+    assert main(["train", "--resume", str(run), "log.progress=none"]) == 0
+    assert [r["epoch"] for r in _rows(run.path)] == [1, 2] and run.status()["state"] == "finished"
+    assert load_checkpoint(run.last)["loop"]["epoch"] == 2

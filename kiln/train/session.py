@@ -82,10 +82,15 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Path | None, run_dir: Path | None,
            quiet: bool, extra_callbacks: list[Callback]) -> RunResult:
     channels_last = use_channels_last(cfg.trainer.channels_last, device, cfg.model.name)
-    checkpoint_state = load_checkpoint(RunDir(resume).last) if resume else None
-    if checkpoint_state and checkpoint_state["loop"]["finished"] and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
-        raise KilnError(f"{resume} already finished all {checkpoint_state['loop']['epoch']} epochs; to train longer, "
-                        f"resume with trainer.epochs=N (N > {checkpoint_state['loop']['epoch']})")
+    checkpoint_state = None
+    if resume is not None and RunDir(resume).has_last():
+        checkpoint_state = load_checkpoint(RunDir(resume).last)
+    elif resume is not None:
+        log.warning("%s has no checkpoint yet (it stopped before its first epoch ended): training it from the "
+                    "beginning", resume)
+    loop = checkpoint_state["loop"] if checkpoint_state else None
+    if resume is not None and checkpoint_state and loop and loop["finished"] and cfg.trainer.epochs <= loop["epoch"]:
+        return _finish(RunDir(resume), cfg, proc, checkpoint_state)
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=channels_last,
@@ -93,20 +98,47 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                       vocab=RunDir(resume).vocab() if resume else None)
     check_monitors(cfg, data.info.num_classes)
     run, lock = _run_folder(cfg, proc, resume, run_dir, data)
+    # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
+    resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
     try:
-        return _train_in(run, cfg, proc, device, data, checkpoint_state, channels_last, quiet, extra_callbacks)
+        return _train_in(run, cfg, proc, device, data, checkpoint_state, resume_epoch, channels_last, quiet,
+                         extra_callbacks)
     finally:
         lock.release()
 
 
+def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, Any]) -> RunResult:
+    """Resume of a run whose epochs are all done: finish what is left (the test and the status), or say that
+    nothing is."""
+    epochs = state["loop"]["epoch"]
+    test_missing = cfg.trainer.test_after_fit and run.test_metrics() is None
+    if run.status().get("state") == "finished" and not test_missing:
+        raise KilnError(f"{run} already finished all {epochs} epochs; to train longer, resume with "
+                        f"trainer.epochs=N (N > {epochs})")
+    if proc.distributed:
+        raise KilnError(f"{run} trained all {epochs} epochs but stopped before its end: finish it with one "
+                        f"process (kiln train --resume {run}) or run `kiln test {run}`")
+    from kiln.evaluation import run_test
+    from kiln.track.files import read_metrics
+
+    lock = RunLock(run).acquire()
+    try:
+        log.info("%s trained all %d epochs; finishing what the interrupted run left undone", run, epochs)
+        test_metrics = run_test(run.path) if test_missing else run.test_metrics()
+        run.write_status("finished", epoch=epochs, world_size=state.get("world_size", 1),
+                         global_batch_size=state.get("global_batch_size"))
+    finally:
+        lock.release()
+    rows = read_metrics(run)
+    return RunResult(run.path, rows[-1] if rows else {}, test_metrics)
+
+
 def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.device, data: Data,
-              checkpoint_state: dict[str, Any] | None, channels_last: bool, quiet: bool,
+              checkpoint_state: dict[str, Any] | None, resume_epoch: int | None, channels_last: bool, quiet: bool,
               extra_callbacks: list[Callback]) -> RunResult:
     """Train in the run folder this process holds (rank 0) or shares."""
-    resume = run.path if checkpoint_state else None
-    resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else None
     trackers, file_log = _trackers(cfg, run, resume_epoch) if proc.is_main else (Trackers([]), None)
-    trainer = build_trainer(cfg, data, device, pretrained=resume is None, world_size=proc.world_size,
+    trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None, world_size=proc.world_size,
                             run=run if proc.is_main else None, trackers=trackers, callbacks=extra_callbacks,
                             progress=proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet))
     model, global_batch = trainer.model, trainer.meta["global_batch_size"]
