@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -20,17 +19,12 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def resolve(name: str) -> Callable[..., nn.Module]:
-    """A registered name, or `package.module:Attribute` pointing at the user's own class/factory."""
+    """A registered name, or `package.module:Name`: the user's own nn.Module class or model factory (see
+    kiln.user_code for what is accepted)."""
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise KilnError(f"model.name={name!r}: cannot import module {module_name!r} ({e}); "
-                            "is it installed or on PYTHONPATH?") from None
-        if not hasattr(module, attr):
-            raise KilnError(f"model.name={name!r}: module {module_name!r} has no attribute {attr!r}")
-        return getattr(module, attr)
+        from kiln.user_code import resolve as resolve_user
+
+        return resolve_user("model.name", name, nn.Module, functions=True)
     if name not in MODELS:
         raise KilnError(f"unknown model '{name}' — registered models: {', '.join(sorted(MODELS))}, "
                         "or give your own as 'package.module:ClassName'")

@@ -1,0 +1,60 @@
+"""What a config's `package.module:Name` may resolve to. A config file, and so any run folder someone hands you,
+names code: kiln imports the module (its top-level code runs: that much a run folder is trusted with) and then
+accepts only what the key is for — a subclass of the expected base class, or a plain function defined in the
+user's own code, never one from the standard library or an installed package. Nothing is called before that
+check."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import KilnError
+
+
+def resolve(key: str, spec: str, base: type, *, functions: bool) -> Any:
+    """`spec` ("package.module:Name") for config key `key`: a subclass of `base`, or (with `functions`) a function
+    from the user's own code."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise KilnError(f"{key}={spec!r}: cannot import module {module_name!r} ({e}); is it installed or on "
+                        "PYTHONPATH?") from None
+    if not hasattr(module, attr):
+        raise KilnError(f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}")
+    obj = getattr(module, attr)
+    if isinstance(obj, type) and issubclass(obj, base):
+        return obj
+    if functions and inspect.isfunction(obj) and is_users_code(obj):
+        return obj
+    accepted = f"a {base.__module__}.{base.__qualname__} subclass"
+    if functions:
+        accepted += " or a factory function defined in your own code (not in the standard library or a package)"
+    raise KilnError(f"{key}={spec!r} is {_describe(obj)}; kiln only accepts {accepted} here, and did not call it")
+
+
+def is_users_code(fn) -> bool:
+    """Defined in a file outside the Python installation's standard library and site-packages."""
+    try:
+        path = inspect.getsourcefile(fn)
+    except TypeError:  # built-in
+        return False
+    if path is None:
+        return False
+    file = Path(path).resolve()
+    paths = sysconfig.get_paths()
+    roots = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return not any(file.is_relative_to(root) for root in roots)
+
+
+def _describe(obj: Any) -> str:
+    if inspect.isclass(obj):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    if callable(obj):
+        where = getattr(obj, "__module__", None) or "a built-in module"
+        return f"{type(obj).__name__} {getattr(obj, '__qualname__', obj)!s} from {where}"
+    return f"a {type(obj).__name__}, not a class or function"
