@@ -104,3 +104,39 @@ def test_a_second_writer_of_a_live_run_folder_stops_before_writing(tmp_path, idx
         holder.release()
     assert main(["train", "--resume", str(run), "trainer.epochs=2", f"data.root={idx_root}",
                  "log.progress=none"]) == 0  # released (a SIGKILLed holder releases it too: the OS drops it)
+
+
+def _flip_a_byte_in_tensor_data(path: Path) -> None:
+    """Flip one byte in the middle of the largest tensor record of a torch.save zip file."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        info = max((i for i in z.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        at = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 0xFF]))
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught_and_resume_falls_back(tmp_path, idx_root, capsys, caplog):
+    from conftest import tiny_config
+    from kiln.config import build_config
+    from kiln.train import session
+    from kiln.train.state import CorruptCheckpoint
+
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3, "checkpoint": {"keep_top_k": 3}}))
+    run = RunDir(session.train(cfg, quiet=True).run_dir)
+    _flip_a_byte_in_tensor_data(run.last)
+    torch.load(run.last, weights_only=True)  # torch alone does not notice
+    with pytest.raises(CorruptCheckpoint, match="checkpoint corrupted"):
+        load_checkpoint(run.last)
+    assert main(["test", str(run), "--checkpoint", "last"]) == 2
+    assert "checkpoint corrupted" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "trainer.epochs=4", "log.progress=none"]) == 0
+    assert "the newest intact checkpoint" in caplog.text
+    assert load_checkpoint(run.last)["loop"]["epoch"] == 4  # rewritten, intact again

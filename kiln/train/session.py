@@ -30,7 +30,7 @@ from kiln.train.build import build_trainer
 from kiln.train.callbacks import Callback
 from kiln.train.device import resolve_backend, resolve_device, use_channels_last
 from kiln.train.loop import fit
-from kiln.train.state import load_checkpoint, load_weights, seed_everything
+from kiln.train.state import CorruptCheckpoint, load_checkpoint, load_weights, seed_everything
 
 log = logging.getLogger("kiln")
 
@@ -84,7 +84,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     channels_last = use_channels_last(cfg.trainer.channels_last, device, cfg.model.name)
     checkpoint_state = None
     if resume is not None and RunDir(resume).has_last():
-        checkpoint_state = load_checkpoint(RunDir(resume).last)
+        checkpoint_state = _resume_state(RunDir(resume))
     elif resume is not None:
         log.warning("%s has no checkpoint yet (it stopped before its first epoch ended): training it from the "
                     "beginning", resume)
@@ -105,6 +105,27 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                          extra_callbacks)
     finally:
         lock.release()
+
+
+def _resume_state(run: RunDir) -> dict[str, Any]:
+    """last.pt, or, when it is corrupt, the newest intact checkpoint of the run (with a warning)."""
+    try:
+        return load_checkpoint(run.last)
+    except CorruptCheckpoint as e:
+        log.warning("%s", e)
+    intact = []
+    for path in [*run.checkpoints.glob("epoch-*.pt"), run.best]:
+        try:
+            intact.append((load_checkpoint(path), path))
+        except KilnError:
+            continue
+    if not intact:
+        raise KilnError(f"{run.last} is corrupt and {run} has no other intact checkpoint to resume from; "
+                        f"start the run again") from None
+    state, path = max(intact, key=lambda sp: (sp[0]["loop"]["step"], sp[0]["loop"]["epoch"]))
+    log.warning("resuming from %s (epoch %d), the newest intact checkpoint of %s", path.name,
+                state["loop"]["epoch"], run)
+    return state
 
 
 def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, Any]) -> RunResult:

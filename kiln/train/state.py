@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -89,7 +90,32 @@ def atomic_write(path: Path, write) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(Path(path), lambda f: torch.save({"format": FORMAT_VERSION, **payload}, f))
+    """Atomically, with a checksum of everything in it: torch.load does not notice a flipped byte in tensor data."""
+    payload = {"format": FORMAT_VERSION, **payload}
+    payload["sha256"] = payload_digest(payload)
+    atomic_write(Path(path), lambda f: torch.save(payload, f))
+
+
+def payload_digest(payload: dict[str, Any]) -> str:
+    """sha256 over every value in the checkpoint (tensor bytes, and the repr of plain values), in order."""
+    digest = hashlib.sha256()
+
+    def visit(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            digest.update(f"{obj.dtype}{tuple(obj.shape)}".encode())
+            digest.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                digest.update(repr(key).encode())
+                visit(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                visit(value)
+        else:
+            digest.update(repr(obj).encode())
+
+    visit({k: v for k, v in payload.items() if k != "sha256"})
+    return digest.hexdigest()
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
@@ -112,7 +138,16 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if payload.get("format", 1) > FORMAT_VERSION:
         raise KilnError(f"{path} was written by a newer kiln (checkpoint format {payload['format']}; this kiln "
                         f"reads up to {FORMAT_VERSION}): upgrade kiln to use it")
+    if "sha256" in payload and payload_digest(payload) != payload["sha256"]:  # older checkpoints have none
+        others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
+        raise CorruptCheckpoint(f"checkpoint corrupted: {path} does not match the checksum stored when it was "
+                                f"written (a damaged disk or copy); the other checkpoints here: "
+                                f"{', '.join(others) or 'none'}")
     return upgrade_checkpoint(payload)
+
+
+class CorruptCheckpoint(KilnError):
+    """A checkpoint whose content no longer matches its checksum."""
 
 
 def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
