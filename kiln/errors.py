@@ -14,5 +14,12 @@ class TrainingStopped(RuntimeError):
     """Training stopped early for a reason the user must hear about (e.g. NaN loss)."""
 
 
+def write_failed(path, error: OSError) -> TrainingStopped:
+    """A run's own file could not be written (disk full, read-only, permissions): stop, and say what to do."""
+    return TrainingStopped(f"cannot write {path}: {error.strerror or error}. The last checkpoint written before "
+                           "stays intact; free space or fix the folder's permissions, then resume with "
+                           "kiln train --resume RUN_DIR")
+
+
 class TrainingInterrupted(Exception):
     """SIGINT/SIGTERM: the current step finished and last.pt was written (exit code 130)."""

@@ -165,8 +165,11 @@ class RunDir:
         """state: running | interrupted | stopped | failed | finished | pruned."""
         info = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         tmp = self.path / f".{self.status_file.name}.tmp"
-        tmp.write_text(json.dumps(info, indent=2) + "\n")
-        tmp.replace(self.status_file)
+        try:
+            tmp.write_text(json.dumps(info, indent=2) + "\n")
+            tmp.replace(self.status_file)
+        except OSError as e:  # e.g. the disk filled up: the status is informative, the run's state is in last.pt
+            log.warning("could not write %s: %s", self.status_file, e)
 
     def vocab(self):
         """The vocabulary a text run was trained with (None for image runs)."""

@@ -158,3 +158,28 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_on_resume(tmp_path
     assert main(["train", "--resume", str(run), "log.progress=none"]) == 0
     assert [r["epoch"] for r in _rows(run.path)] == [1, 2] and run.status()["state"] == "finished"
     assert load_checkpoint(run.last)["loop"]["epoch"] == 2
+
+
+def test_a_full_disk_stops_training_with_the_path_and_resume_works_afterwards(tmp_path, idx_root, monkeypatch):
+    import errno
+
+    from kiln.errors import TrainingStopped
+
+    cfg = _cfg(tmp_path, idx_root, "disk")
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):  # the second checkpoint write finds the disk full
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    with pytest.raises(TrainingStopped, match=r"cannot write .*last\.pt: No space left on device.*--resume"):
+        session.train(cfg, quiet=True)
+    monkeypatch.undo()
+    run = only_run(tmp_path / "disk")
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 1  # the previous one, intact
+    assert not list((run / "checkpoints").glob(".*.tmp"))
+    resumed = session.train(cfg, resume=run, quiet=True)
+    assert load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["loop"]["epoch"] == 3

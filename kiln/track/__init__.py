@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any, Protocol
 
+from kiln.errors import write_failed
+
 log = logging.getLogger("kiln")
+_DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}
 
 
 class Tracker(Protocol):
@@ -25,6 +29,10 @@ class Trackers:
         for tracker in self.trackers:
             try:
                 getattr(tracker, method)(*args)
+            except OSError as e:
+                if e.errno in _DISK_ERRORS:  # the run's own disk: every later write fails too
+                    raise write_failed(e.filename or type(tracker).__name__, e) from None
+                log.warning("tracker %s failed in %s: %s", type(tracker).__name__, method, e)
             except Exception as e:  # noqa: BLE001 — a tracker must not take training down
                 log.warning("tracker %s failed in %s: %s", type(tracker).__name__, method, e)
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import KilnError
+from kiln.errors import KilnError, write_failed
 
 # 1: the first format. 2: the config has a task section (label smoothing moved there from the trainer) and
 # the running training metrics also sum the objective. Older checkpoints are converted when loaded.
@@ -84,6 +84,9 @@ def atomic_write(path: Path, write) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as e:  # disk full, read-only: the previous file is untouched
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failed(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
