@@ -332,6 +332,8 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     base = raw.pop("base", None)
     if base is None:
         return raw
+    if not isinstance(base, str) or not base.strip():
+        raise KilnError(f"{path}: base: must be the path of another config file, not {base!r}")
     return deep_merge(read_file(path.parent / base, (*chain, path.resolve())), raw)
 
 

@@ -14,6 +14,11 @@ class TrainingStopped(RuntimeError):
     """Training stopped early for a reason the user must hear about (e.g. NaN loss)."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none), for one-line messages."""
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def write_failed(path, error: OSError) -> TrainingStopped:
     """A run's own file could not be written (disk full, read-only, permissions): stop, and say what to do."""
     return TrainingStopped(f"cannot write {path}: {error.strerror or error}. The last checkpoint written before "

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kiln.errors import KilnError
+from kiln.errors import KilnError, first_line
 
 log = logging.getLogger("kiln")
 
@@ -85,7 +85,7 @@ def source_weights(spec: str, arch: str, weights: str) -> tuple[dict[str, torch.
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or pickled with code
-        raise KilnError(f"model.pretrained={spec!r}: cannot load it ({str(e).splitlines()[0]})") from None
+        raise KilnError(f"model.pretrained={spec!r}: cannot load it ({first_line(e)})") from None
     if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
         payload = payload["model"]  # a kiln checkpoint
     elif isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):

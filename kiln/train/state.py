@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import KilnError, write_failed
+from kiln.errors import KilnError, first_line, write_failed
 
 # 1: the first format. 2: the config has a task section (label smoothing moved there from the trainer) and
 # the running training metrics also sum the objective. Older checkpoints are converted when loaded.
@@ -133,7 +133,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt or foreign files
-        raise KilnError(f"cannot load checkpoint {path}: {str(e).splitlines()[0]} — the file is corrupt, "
+        raise KilnError(f"cannot load checkpoint {path}: {first_line(e)} — the file is corrupt, "
                         "truncated, or not a kiln checkpoint") from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise KilnError(f"{path} is not a kiln checkpoint (no 'model' entry); for a plain state_dict "

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError, TrainingStopped
+from kiln.errors import KilnError, TrainingStopped, first_line
 from kiln.runs import RunDir
 from kiln.train.callbacks import LambdaCallback
 from kiln.tune.space import TuneConfig, trial_config
@@ -57,8 +57,8 @@ class Objective:
             RunDir(run_dir).write_status("pruned", epoch=len(history))
             raise
         except TRIAL_ERRORS as e:  # NaN, a sampled value the model rejects, ...: a failed trial
-            trial.set_user_attr("error", str(e).splitlines()[0][:500])
-            log.warning("trial %d failed: %s", trial.number, str(e).splitlines()[0])
+            trial.set_user_attr("error", first_line(e)[:500])
+            log.warning("trial %d failed: %s", trial.number, first_line(e))
             raise
         best = max(history) if self.tune.mode == "max" else min(history)
         return best
@@ -96,5 +96,5 @@ def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str
                            callbacks=[done, lambda study, trial: ran.append(trial.number)], gc_after_trial=True)
             return
         except OperationalError as e:  # a shared SQLite file briefly busy with another worker's write
-            log.warning("study storage busy (%s); retrying", str(e).splitlines()[0])
+            log.warning("study storage busy (%s); retrying", first_line(e))
             time.sleep(1.0)
