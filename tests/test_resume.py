@@ -183,3 +183,12 @@ def test_a_full_disk_stops_training_with_the_path_and_resume_works_afterwards(tm
     assert not list((run / "checkpoints").glob(".*.tmp"))
     resumed = session.train(cfg, resume=run, quiet=True)
     assert load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["loop"]["epoch"] == 3
+
+
+def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
+    """benchmarks/kill_resume.py, small: 4 chained SIGKILLs (the README's figure uses 20)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from kill_resume import chain
+
+    result = chain(tmp_path, kills=4, seed=1, train=1500, epochs=3)
+    assert result["kills"] >= 3 and result["identical"], result

@@ -59,3 +59,8 @@ def test_a_run_folder_naming_library_code_is_refused_by_every_reader(tmp_path, i
                  ["inspect", str(result.run_dir)]):
         assert main(argv) == 2, argv
         assert "did not call it" in capsys.readouterr().err
+
+
+def test_a_model_that_moves_tensors_itself_gets_a_message(tmp_path, idx_root):
+    with pytest.raises(KilnError, match="puts tensors on another device.*x.device"):
+        _train(tmp_path, idx_root, "MovesItself")

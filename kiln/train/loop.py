@@ -253,12 +253,25 @@ def _explained_failures(phase: str, t: Trainer):
         yield
     except torch.cuda.OutOfMemoryError:
         raise TrainingStopped(out_of_memory_message(phase, t.device, t.train_batches.batch_size)) from None
-    except RuntimeError as e:
-        if "view size is not compatible with input tensor's size and stride" not in str(e):
-            raise
-        raise KilnError(f"the model's forward failed in the {phase}: `.view()` on a tensor whose memory layout it "
-                        "cannot view (e.g. after a convolution in channels_last layout). Use `.reshape(...)` or "
-                        "`.flatten(1)` instead of `.view(...)` in the model, or set trainer.channels_last=false") from None
+    except (RuntimeError, AssertionError) as e:
+        raise _explained(e, phase, t.device) from None
+
+
+def _explained(e: Exception, phase: str, device: torch.device) -> Exception:
+    """A KilnError saying what to change, for failures of a user's model whose cause is known; else `e`."""
+    text = str(e)
+    if "view size is not compatible with input tensor's size and stride" in text:
+        return KilnError(f"the model's forward failed in the {phase}: `.view()` on a tensor whose memory layout it "
+                         "cannot view (e.g. after a convolution in channels_last layout). Use `.reshape(...)` or "
+                         "`.flatten(1)` instead of `.view(...)` in the model, or set trainer.channels_last=false")
+    moved = ("Expected all tensors to be on the same device", "Torch not compiled with CUDA", "No CUDA GPUs",
+             "Found no NVIDIA driver")
+    if any(m in text for m in moved):
+        return KilnError(f"the model's forward failed in the {phase}: it puts tensors on another device than the "
+                         f"one kiln trains on ({device}): {text.splitlines()[0]}. In forward, create tensors on the "
+                         "input's device (`x.device`) instead of calling .to('cuda')/.cuda(); kiln moves the model "
+                         "and the batches (trainer.device)")
+    return e
 
 
 def _stop_agreed(t: Trainer) -> bool:

@@ -72,8 +72,8 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
     dist.setup(device, resolve_backend(cfg.trainer.backend, device))
     try:
         dist.check_same_config(cfg.model_dump(mode="json"))
-        if run_dir is not None and RunDir(run_dir).has_last():
-            resume = Path(run_dir)  # e.g. a worker restarted by torchrun's --max-restarts
+        if run_dir is not None and RunDir(run_dir).config_file.is_file():
+            resume = Path(run_dir)  # e.g. a worker restarted by torchrun's --max-restarts: finish that run
         return _train(cfg, proc, device, resume, run_dir, quiet, callbacks or [])
     finally:
         dist.teardown()
