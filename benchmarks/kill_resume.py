@@ -64,7 +64,7 @@ def where(run: Path) -> str:
     loop = load_checkpoint(folder.last)["loop"]
     if loop["finished"]:
         return "after the last epoch, before or during the final test"
-    return "mid-run (after a checkpoint)"
+    return "mid-epoch (after a checkpoint)"
 
 
 def chain(work: Path, *, kills: int, seed: int, train: int, epochs: int) -> dict:
@@ -72,11 +72,14 @@ def chain(work: Path, *, kills: int, seed: int, train: int, epochs: int) -> dict
 
     data = write_idx_dataset(work / "idx", n_train=train, n_test=max(200, train // 5))
     cfg = config(work, data, epochs)
-    start = time.perf_counter()
+    began = time.perf_counter()
     ref = kiln("train", str(cfg), "--run-dir", str(work / "ref"))
+    while ref.poll() is None and not (work / "ref" / "config.yaml").is_file():
+        time.sleep(0.02)
+    startup = time.perf_counter() - began  # the torch import and data loading, until the run folder exists
     if ref.wait() != 0:
         raise RuntimeError(f"the reference run failed: {ref.stderr.read()[-2000:]}")
-    life = time.perf_counter() - start  # seconds from start to finish, startup and test included
+    life = time.perf_counter() - began  # seconds from start to finish, startup and test included
     rng = random.Random(seed)
     landed: Counter = Counter()
     attempts = chains = 0
@@ -87,13 +90,17 @@ def chain(work: Path, *, kills: int, seed: int, train: int, epochs: int) -> dict
         while sum(landed.values()) < kills and not finished(run):
             proc = start(run, cfg)
             attempts += 1
-            try:  # a kill somewhere in the first ~40 % of an attempt's life: start-up, epochs, writes, the test
-                proc.wait(timeout=rng.uniform(0.02, 0.4) * life)
+            # A kill somewhere in what is left of the run (start-up, the remaining epochs, checkpoint writes,
+            # the test), stratified: kill k lands in quarter k % 4 of that time, so kills spread over the run.
+            left = startup + (life - startup) * (epochs - epochs_done(run)) / epochs
+            delay = left * ((sum(landed.values()) % 4) + rng.random()) / 4
+            try:
+                proc.wait(timeout=delay)
                 continue  # finished before this kill
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-            landed[where(run)] += 1
+            landed["during start-up (imports, data loading)" if delay < startup else where(run)] += 1
         while not finished(run):  # resume, unkilled, until the run is complete
             proc = start(run, cfg)
             attempts += 1
@@ -101,7 +108,7 @@ def chain(work: Path, *, kills: int, seed: int, train: int, epochs: int) -> dict
                 raise RuntimeError(f"the killed run did not finish: {proc.stderr.read()[-2000:]}")
         identical_runs &= identical(work / "ref", run)
     return {"kills": sum(landed.values()), "landed": dict(landed), "attempts": attempts, "chains": chains,
-            "identical": identical_runs, "reference_seconds": round(life, 1)}
+            "identical": identical_runs, "reference_seconds": round(life, 1), "startup_seconds": round(startup, 1)}
 
 
 def start(run: Path, cfg: Path) -> subprocess.Popen:
@@ -109,6 +116,17 @@ def start(run: Path, cfg: Path) -> subprocess.Popen:
     if (run / "config.yaml").is_file():
         return kiln("train", "--resume", str(run))
     return kiln("train", str(cfg), "--run-dir", str(run))
+
+
+def epochs_done(run: Path) -> int:
+    from kiln.runs import RunDir
+    from kiln.train.state import load_checkpoint
+
+    folder = RunDir(run)
+    try:
+        return load_checkpoint(folder.last)["loop"]["epoch"] if folder.has_last() else 0
+    except Exception:  # noqa: BLE001 — a checkpoint a kill damaged counts as none (resume falls back)
+        return 0
 
 
 def finished(run: Path) -> bool:
