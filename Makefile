@@ -5,25 +5,35 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kiln-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data browser demo test lint bench clean help
+.PHONY: setup setup-core data browser demo test lint bench clean help
 
 help:
-	@echo "make demo   set up .venv, get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
+	@echo "make demo   set up .venv (kiln alone), get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
 	@echo "make test   set up .venv and run the test suite (after make lint)"
 	@echo "make lint   ruff (style, imports, likely bugs) and mypy (types) over kiln/"
 	@echo "make data   make Fashion-MNIST available (Debian package, else download)"
 	@echo "make bench  run the training-speed benchmark (benchmarks/train_speed.py)"
 
-$(STAMP): pyproject.toml
+# Two install levels: the core alone for make demo (a first run needs nothing else), and the test, tracker and
+# export extras for make test.
+CORE := $(VENV)/.kiln-core-installed
+
+$(CORE): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow]'
+	$(PY) -m pip install --quiet -e .
+	touch $(CORE)
+
+$(STAMP): $(CORE) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export]'
 	touch $(STAMP)
+
+setup-core: $(CORE)
 
 setup: $(STAMP)
 
 # Fashion-MNIST: the Debian/Ubuntu package when apt is usable (as root), else torchvision's downloader.
-data: setup
+data: setup-core
 	@if [ -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
 		echo "Fashion-MNIST found in $(FASHION_DIR)"; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

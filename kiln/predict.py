@@ -27,6 +27,10 @@ class Prediction:
 
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
             top_k: int = 3, overrides: Sequence[str] = ()) -> list[Prediction]:
+    if Path(run_dir).suffix == ".onnx":
+        if file:
+            raise KilnError("--file is for text runs; an exported ONNX model takes image paths")
+        return predict_onnx(Path(run_dir), list(inputs), top_k)
     run = load_trained(run_dir, checkpoint, overrides)
     cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
 
@@ -43,11 +47,31 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
         raise KilnError("nothing to predict: pass inputs as arguments or --file")
     with torch.no_grad(), autocast(device, precision):
         probs = run.task.probabilities(run.task.logits(model(batch.to(device)))).cpu()
-    k = min(top_k, info.num_classes)
+    return _ranked(labels, probs, info.class_names, top_k)
+
+
+def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Prediction]:
+    """The same predictions from a model exported with `kiln export --format onnx` (through onnxruntime)."""
+    from kiln.export import onnx_metadata, run_exported
+
+    if not path.is_file():
+        raise KilnError(f"ONNX file not found: {path}")
+    meta = onnx_metadata(path)
+    names, shape = meta["class_names"], meta["input"]["shape"]
+    info = DataInfo("onnx", "image", len(names), names, in_channels=int(shape[1]),
+                    image_size=(int(shape[2]), int(shape[3])), mean=meta["input"]["mean"], std=meta["input"]["std"])
+    if not inputs:
+        raise KilnError("nothing to predict: pass image paths as arguments")
+    logits = torch.from_numpy(run_exported(path, "onnx", _image_batch([Path(p) for p in inputs], info).numpy()))
+    return _ranked(inputs, logits.softmax(-1), names, top_k)
+
+
+def _ranked(labels: list[str], probs: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
+    k = min(top_k, len(names))
     out = []
     for text, p in zip(labels, probs):
         values, idx = p.topk(k)
-        top = [(info.class_names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+        top = [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
         out.append(Prediction(text, top[0][0], top[0][1], top))
     return out
 

@@ -9,6 +9,7 @@ from kiln import __version__
 from kiln.cli import (
     config_cmd,
     doctor_cmd,
+    export_cmd,
     inspect_cmd,
     lr_find_cmd,
     predict_cmd,
@@ -20,8 +21,8 @@ from kiln.cli import (
 )
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
-COMMANDS = (train_cmd, test_cmd, predict_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, doctor_cmd, config_cmd,
-            schema_cmd)
+COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, doctor_cmd,
+            config_cmd, schema_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,55 @@
+"""kiln export: ONNX (checked through onnxruntime), torch.export and TorchScript, each parity-checked on the run's
+test data; kiln predict on the ONNX file agrees with the run folder."""
+
+import json
+
+import pytest
+
+from conftest import tiny_config
+from fakedata import make_images
+from kiln.cli import main
+from kiln.config import build_config
+from kiln.train import session
+
+pytest.importorskip("onnxruntime", reason="pip install -e .[export]")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, idx_root):
+    tmp = tmp_path_factory.mktemp("export")
+    cfg = build_config(tiny_config(tmp, idx_root, trainer={"epochs": 1, "limit_train_batches": 4}))
+    return session.train(cfg, quiet=True).run_dir
+
+
+@pytest.mark.parametrize("fmt, suffix", [("onnx", ".onnx"), ("exported", ".pt2"), ("torchscript", ".ts.pt")])
+def test_every_format_is_written_parity_checked_and_described(trained, fmt, suffix, capsys):
+    assert main(["export", str(trained), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert f"model{suffix}" in out and "largest logit difference" in out
+    meta = json.loads((trained / f"model{suffix}.json").read_text())
+    assert meta["class_names"][0] == "T-shirt/top" and meta["input"]["shape"] == ["batch", 1, 28, 28]
+    assert meta["parity_max_abs_diff"] <= 1e-4
+
+
+def test_predict_on_the_onnx_file_agrees_with_the_run_folder(trained, tmp_path, capsys):
+    from PIL import Image
+
+    assert main(["export", str(trained), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    paths = []
+    for i, img in enumerate(make_images(5, seed=4)[0]):
+        Image.fromarray(img.numpy()).save(tmp_path / f"{i}.png")
+        paths.append(str(tmp_path / f"{i}.png"))
+    capsys.readouterr()
+    assert main(["predict", str(trained), *paths, "--json"]) == 0
+    from_run = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["predict", str(tmp_path / "m.onnx"), *paths, "--json"]) == 0
+    from_onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in from_run] == [r["label"] for r in from_onnx]
+    assert all(abs(a["probability"] - b["probability"]) < 1e-4 for a, b in zip(from_run, from_onnx))
+
+
+def test_bad_exports_are_explained(trained, tmp_path, capsys):
+    assert main(["export", str(tmp_path), "--format", "onnx"]) == 2  # not a run folder
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    assert main(["predict", str(tmp_path / "junk.onnx"), "x.png"]) == 2
+    assert "cannot read" in capsys.readouterr().err
