@@ -64,7 +64,16 @@ class TextConfig(Section):
 
 class DataConfig(Section):
     name: str = "fashion_mnist"
-    """Registered dataset name (see `kiln doctor` / the README for the list)."""
+    """Registered dataset name (see `kiln doctor` / the README for the list), or your own Dataset class as
+    `package.module:Class` (built with data.args, and split="train"/"val"/"test" if it takes `split`)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Your own Dataset: keyword arguments for its constructor."""
+    test_args: dict[str, Any] | None = None
+    """Your own Dataset without a `split` argument: constructor arguments of the test split (unset: no test)."""
+    collate: str | None = None
+    """Your own Dataset: a collate function of yours, `package.module:function` (e.g. one that pads)."""
+    num_classes: int | None = Field(None, gt=0)
+    """Your own Dataset: the number of classes, when it has no `classes`/`class_to_idx`/`num_classes` attribute."""
     root: Path | None = None
     """Folder holding the dataset files. Unset: $KILN_DATA/<name>, ./data/<name>, then system locations."""
     download: bool = False

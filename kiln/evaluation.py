@@ -45,11 +45,12 @@ def collect_predictions(model: torch.nn.Module, batches, task, device: torch.dev
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(confidence, predicted class, true class) of every sample of `batches`, in order, on the CPU."""
     from kiln.train.device import autocast
+    from kiln.train.step import forward
 
     confidences, predictions, targets = [], [], []
     for inputs, y in batches.epoch(0):
         with autocast(device, precision):
-            probs = task.probabilities(task.logits(model(inputs)))
+            probs = task.probabilities(task.logits(forward(model, inputs)))
         conf, pred = probs.max(-1)
         confidences.append(conf.cpu())
         predictions.append(pred.cpu())

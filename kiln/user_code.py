@@ -15,7 +15,7 @@ from typing import Any
 from kiln.errors import KilnError
 
 
-def resolve(key: str, spec: str, base: type, *, functions: bool) -> Any:
+def resolve(key: str, spec: str, base: type | None, *, functions: bool) -> Any:
     """`spec` ("package.module:Name") for config key `key`: a subclass of `base`, or (with `functions`) a function
     from the user's own code."""
     module_name, _, attr = spec.partition(":")
@@ -27,13 +27,14 @@ def resolve(key: str, spec: str, base: type, *, functions: bool) -> Any:
     if not hasattr(module, attr):
         raise KilnError(f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
-    if isinstance(obj, type) and issubclass(obj, base):
+    if base is not None and isinstance(obj, type) and issubclass(obj, base):
         return obj
     if functions and inspect.isfunction(obj) and is_users_code(obj):
         return obj
-    accepted = f"a {base.__module__}.{base.__qualname__} subclass"
+    kinds = [f"a {base.__module__}.{base.__qualname__} subclass"] if base is not None else []
     if functions:
-        accepted += " or a factory function defined in your own code (not in the standard library or a package)"
+        kinds.append("a function defined in your own code (not in the standard library or a package)")
+    accepted = " or ".join(kinds)
     raise KilnError(f"{key}={spec!r} is {_describe(obj)}; kiln only accepts {accepted} here, and did not call it")
 
 

@@ -20,7 +20,7 @@ class DataInfo:
     """What a model, the metrics and `kiln predict` need to know about the data."""
 
     name: str
-    kind: str  # "image" | "text"
+    kind: str  # "image" | "text" | "custom" (the user's own Dataset)
     num_classes: int
     class_names: list[str]
     in_channels: int = 0  # images
@@ -34,6 +34,8 @@ class DataInfo:
         """The constructor arguments a model takes from the data rather than from model.args."""
         if self.kind == "text":
             return {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "pad_id": self.pad_id}
+        if self.kind == "custom":  # the user's own Dataset: only the class count is known
+            return {"num_classes": self.num_classes}
         return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes}
 
 
@@ -103,6 +105,11 @@ def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tupl
 
     `vocab` (text only): reuse a run's saved vocabulary instead of building one from the training split.
     """
+    if ":" in cfg.name:  # the user's own Dataset class
+        from kiln.data.user import build_user_data
+
+        return build_user_data(cfg, seed=seed, device=device, splits=splits, overfit_batches=overfit_batches,
+                               rank=rank, world_size=world_size)
     spec = get_dataset(cfg.name)
     common: dict[str, Any] = dict(seed=seed, device=device, splits=splits, overfit_batches=overfit_batches, rank=rank,
                   world_size=world_size)

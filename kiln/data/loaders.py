@@ -90,8 +90,27 @@ class EpochBatchSampler(Sampler):
         return self.per_rank // self.batch_size if self.drop_last else -(-self.per_rank // self.batch_size)
 
     def __iter__(self):
-        for batch in self.batches(self.epoch)[self.start_batch:]:
-            yield batch.tolist()
+        for b, batch in enumerate(self.batches(self.epoch)[self.start_batch:], start=self.start_batch):
+            yield BatchIndices(batch.tolist(), self.epoch, b)
+
+
+class BatchIndices(list):
+    """One batch's sample indices, and which (epoch, batch) they are: a Dataset can seed per batch from it."""
+
+    def __init__(self, indices: list[int], epoch: int, batch: int):
+        super().__init__(indices)
+        self.epoch, self.batch = epoch, batch
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
+    """Tensors, and tuples/lists/dicts of them (and anything with .to, e.g. a TextBatch), on `device`."""
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(v, device, non_blocking) for v in obj)
+    if hasattr(obj, "to"):
+        return obj.to(device, non_blocking=non_blocking)
+    return obj
 
 
 class BucketBatchSampler(EpochBatchSampler):
@@ -159,8 +178,8 @@ class LoaderBatches(SampledBatches):
         self.sampler.set_epoch(epoch, start_batch)
         non_blocking = self.device.type == "cuda"
         for b, (inputs, labels) in enumerate(self.loader, start=start_batch):
-            inputs = inputs.to(self.device, non_blocking=non_blocking)
-            labels = labels.to(self.device, non_blocking=non_blocking)
+            inputs = to_device(inputs, self.device, non_blocking)
+            labels = to_device(labels, self.device, non_blocking)
             if self.transform is not None:
                 inputs = self.transform(inputs, _generator(self.transform, self.device, self.seed, epoch, b))
             yield inputs, labels

@@ -123,6 +123,11 @@ register(CsvDataset("ag_news", header=False, class_names=("World", "Sports", "Bu
 register(CsvDataset("text_csv", header=True))
 
 
+def known_num_classes(name: str) -> int | None:
+    """The class count of a registered dataset, known before reading it (None: read from the data)."""
+    return None if ":" in name else get_dataset(name).num_classes
+
+
 def get_dataset(name: str):
     if name not in DATASETS:
         raise KilnError(f"unknown dataset '{name}' — registered datasets: {', '.join(sorted(DATASETS))}")

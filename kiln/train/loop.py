@@ -28,7 +28,7 @@ from kiln.train.device import autocast
 from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
 from kiln.train.state import rng_state, set_rng_state, unwrap
-from kiln.train.step import TrainStep
+from kiln.train.step import TrainStep, forward
 
 log = logging.getLogger("kiln")
 
@@ -224,7 +224,7 @@ def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, 
     count = 0
     for inputs, targets in islice(batches.epoch(0), limit):
         with autocast(device, precision):
-            outputs = task.logits(model(inputs)).float()
+            outputs = task.logits(forward(model, inputs)).float()
         loss_sum += task.loss_sum(outputs, targets)
         metrics.update(outputs, targets)
         count += targets.shape[0]

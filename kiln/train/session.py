@@ -16,7 +16,7 @@ import torch
 
 from kiln.config import Config, flatten
 from kiln.data import Data, build_data
-from kiln.data.registry import get_dataset
+from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
 from kiln.models import describe
@@ -66,7 +66,7 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 
     Under torchrun every rank calls this; rank 0 alone writes the run folder.
     """
-    check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes)
+    check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank, proc.world_size, cfg.trainer.backend)
     dist.setup(device, resolve_backend(cfg.trainer.backend, device))
@@ -128,6 +128,41 @@ def _resume_state(run: RunDir) -> dict[str, Any]:
     return state
 
 
+def check_first_batch(t) -> None:
+    """Your own Dataset and model meet before training starts: the first training batch goes through the model
+    (eval mode, no gradients, nothing changes) and the loss, so a mismatch is a message naming the samples and
+    their shapes instead of a traceback minutes in."""
+    from kiln.data.user import describe as shapes
+    from kiln.data.user import own_index
+    from kiln.errors import first_line
+    from kiln.train.step import forward
+
+    batches = t.train_batches
+    dataset = batches.loader.dataset.dataset  # LoaderBatches -> SampleBatches -> the user's Dataset
+    indices = [own_index(dataset, int(i)) for i in batches.sampler.batches(0)[0][:4]]
+    inputs, targets = next(iter(batches.epoch(0)))
+    where = f"the first training batch (samples {indices}...: inputs {shapes(inputs)}, labels {shapes(targets)})"
+    was_training = t.model.training
+    t.model.eval()
+    try:
+        with torch.no_grad():
+            try:
+                outputs = t.task.logits(forward(t.model, inputs))
+            except KilnError:
+                raise
+            except Exception as e:  # noqa: BLE001 — whatever the model raises on these shapes
+                raise KilnError(f"the model cannot take {where}: {first_line(e)}. Check the input shape and "
+                                "channels the model expects, and the keys of dict inputs") from None
+            try:
+                t.task.objective(outputs.float(), targets)
+            except Exception as e:  # noqa: BLE001
+                raise KilnError(f"the loss cannot compare the model's outputs {shapes(outputs)} with the labels of "
+                                f"{where}: {first_line(e)}. The multiclass task needs one class index per sample "
+                                f"and outputs (batch, {t.task.num_classes})") from None
+    finally:
+        t.model.train(was_training)
+
+
 def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, Any]) -> RunResult:
     """Resume of a run whose epochs are all done: finish what is left (the test and the status), or say that
     nothing is."""
@@ -168,6 +203,8 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
              ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, trainer.precision,
              f" | {proc.world_size} processes, global batch {global_batch}" if proc.distributed else "")
     log.info("model: %s", describe(model))
+    if data.info.kind == "custom":
+        check_first_batch(trainer)
     if checkpoint_state:
         _warn_changed(checkpoint_state, cfg, proc.world_size)
         trainer.load_state_dict(checkpoint_state)
@@ -291,13 +328,17 @@ def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
 
 
 def _test_best(cfg: Config, run: RunDir, model, device, precision, channels_last, trackers,
-               proc: dist.ProcessInfo) -> dict[str, Any]:
-    """The best checkpoint's weights in the model trained here, on this rank's shard of the test split."""
+               proc: dist.ProcessInfo) -> dict[str, Any] | None:
+    """The best checkpoint's weights in the model trained here, on this rank's shard of the test split (None when
+    the data has no test split, e.g. your own Dataset without one)."""
+    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
+                      vocab=run.vocab(), rank=proc.rank, world_size=proc.world_size)
+    if data.test is None:
+        log.info("no test split: the final test is skipped")
+        return None
     path = run.checkpoint("best")
     state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     load_weights(model, state["model"], path)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
-                      vocab=run.vocab(), rank=proc.rank, world_size=proc.world_size)
     results = run_evaluation(model, data, cfg.task, path, state["loop"]["epoch"], device, precision,
                              run if proc.is_main else None)
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})

@@ -8,6 +8,7 @@ one by design: `nan_policy: skip_batch` reads every loss, and fp16's scaler step
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +17,16 @@ from kiln.config import TrainerConfig
 from kiln.train import dist
 from kiln.train.device import autocast
 from kiln.train.metrics import RunningMean
+
+
+def forward(model: nn.Module, inputs: Any) -> Any:
+    """The model on a batch's inputs: a tensor (or TextBatch), a tuple (positional arguments) or a dict (keyword
+    arguments), as a user's Dataset may return them."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 class TrainStep:
@@ -35,7 +46,7 @@ class TrainStep:
         no_sync = getattr(model, "no_sync", None)
         with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
             with autocast(self.device, self.precision):
-                outputs = self.task.logits(model(inputs))
+                outputs = self.task.logits(forward(model, inputs))
                 loss = self.task.objective(outputs, targets)
             if self.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), self.device):
                 self.optimizer.zero_grad(set_to_none=True)

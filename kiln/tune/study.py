@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kiln.data.registry import get_dataset
+from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError
 from kiln.tasks import build_task
 from kiln.tune.space import TuneConfig, trial_config
@@ -16,7 +16,7 @@ STUDY_FILE = "study.db"
 
 def check_metric(tune: TuneConfig, raw: dict[str, Any]) -> None:
     cfg = trial_config(raw, {})
-    num_classes = len(cfg.data.classes) if cfg.data.classes else get_dataset(cfg.data.name).num_classes
+    num_classes = len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name)
     available = build_task(cfg.task, num_classes or 0).metric_names(cfg.data.val_split != 0) or []
     if num_classes is not None and tune.metric not in available:
         raise KilnError(f"metric={tune.metric!r} is never produced by {tune.base.name}; available: "

@@ -1,0 +1,234 @@
+"""Your own `torch.utils.data.Dataset` class as a kiln data source: `data.name: my_pkg.data:PetsDataset`.
+
+Samples may be `(x, y)`, `x` alone (no label: prediction only) or a dict with `input` / `label`; `x` may be a
+tensor, a tuple of tensors or a dict of tensors (passed to the model as positional or keyword arguments). Splits:
+a class whose constructor takes `split` is built with split="train" / "val" / "test"; otherwise it is built once as
+the training set, the seeded validation split comes from it, and a test split only from `data.test_args`.
+Randomness in `__getitem__` (random, numpy, torch) is seeded per batch from (seed, epoch, batch), so batches are
+the same with any number of workers and after a resume.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import random
+from contextlib import contextmanager
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, default_collate
+
+from kiln.config import DataConfig
+from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
+from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches
+from kiln.data.transforms import seed_for
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
+
+
+def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
+                    overfit_batches: int, rank: int, world_size: int) -> Data:
+    from kiln.user_code import resolve
+
+    cls = resolve("data.name", cfg.name, Dataset, functions=False)
+    if issubclass(cls, torch.utils.data.IterableDataset):
+        raise KilnError(f"data.name={cfg.name!r} is an IterableDataset: kiln plans every epoch (seeded order, "
+                        "per-rank shards, exact mid-epoch resume) by index, which a stream cannot give; wrap it "
+                        "in a map-style Dataset with __len__ and __getitem__")
+    collate = resolve_collate(cfg.collate)
+    datasets = _splits(cls, cfg, splits, overfit_batches)
+    if not datasets:  # e.g. the test split of a Dataset that has none
+        return Data(DataInfo(cfg.name, "custom", cfg.num_classes or 0, []), loader="dataloader")
+    info = _info(cfg, datasets.get("train") or next(iter(datasets.values())))
+    sources: dict[str, Batches] = {}
+    for split, ds in datasets.items():
+        training = split == "train"
+        shuffle = training and not overfit_batches
+        sampler = EpochBatchSampler(_size(ds), cfg.batch_size if training else eval_batch_size(cfg), shuffle=shuffle,
+                                    drop_last=shuffle, seed=seed, rank=rank, world_size=world_size)
+        sources[split] = LoaderBatches(SampleBatches(ds, collate, seed, split, info.num_classes), sampler=sampler,
+                                       device=device, seed=seed, num_workers=cfg.num_workers)
+    sizes = {split: _size(ds) for split, ds in datasets.items()}
+    return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader")
+
+
+def resolve_collate(spec: str | None) -> Callable | None:
+    if spec is None:
+        return None
+    from kiln.user_code import resolve
+
+    return resolve("data.collate", spec, None, functions=True)  # a function of the user's own only
+
+
+def _takes_split(cls) -> bool:
+    try:
+        return "split" in inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _build(cls, name: str, args: dict[str, Any]) -> Dataset:
+    try:
+        return cls(**args)
+    except TypeError as e:
+        raise KilnError(f"data.name={name!r} could not be built from data.args={args}: {e}") from None
+
+
+def _splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int) -> dict[str, Dataset]:
+    """Each requested split that exists. Never evaluates "test" on training data."""
+    out: dict[str, Dataset] = {}
+    if _takes_split(cls):
+        for split in ("train", "val", "test", "predict"):
+            if split not in splits and not (split == "train" and "val" in splits):
+                continue
+            try:
+                ds = cls(**cfg.args, split=split)
+            except (ValueError, KeyError) as e:
+                log.info("data: %s has no %s split (%s)", cfg.name, split, e)
+                continue
+            except TypeError as e:
+                raise KilnError(f"data.name={cfg.name!r} could not be built from data.args={cfg.args}: {e}") from None
+            if _size(ds) == 0:
+                log.info("data: %s's %s split is empty: left out", cfg.name, split)
+                continue
+            out[split] = ds
+        if "val" not in out and "train" in out and cfg.val_split:  # no val split of its own: take one
+            out["train"], out["val"] = _seeded_split(out["train"], cfg, overfit_batches)
+    else:
+        if "train" in splits or "val" in splits:
+            out["train"], val = _seeded_split(_build(cls, cfg.name, cfg.args), cfg, overfit_batches)
+            if _size(val):
+                out["val"] = val
+        if "test" in splits and cfg.test_args is not None:
+            out["test"] = _build(cls, cfg.name, cfg.test_args)
+        elif "test" in splits:
+            log.info("data: %s takes no split argument and data.test_args is unset: no test split (kiln never "
+                     "tests on training data)", cfg.name)
+    return {k: v for k, v in out.items() if k in splits}
+
+
+def _seeded_split(full: Dataset, cfg: DataConfig, overfit_batches: int) -> tuple[Dataset, Dataset]:
+    train_idx, val_idx = train_val_split(_size(full), cfg, overfit_batches)
+    return Subset(full, train_idx.tolist()), Subset(full, val_idx.tolist())
+
+
+def _size(ds: Any) -> int:
+    """A map-style Dataset's length (Dataset itself does not declare __len__)."""
+    return len(ds)
+
+
+def _base(ds: Dataset | None) -> Any:
+    while isinstance(ds, Subset):
+        ds = ds.dataset
+    return ds
+
+
+def _info(cfg: DataConfig, ds: Dataset | None) -> DataInfo:
+    """Class names from the dataset's `classes` / `class_to_idx` / `num_classes`, else data.num_classes."""
+    base = _base(ds)
+    names: list[str] | None = None
+    if isinstance(getattr(base, "classes", None), (list, tuple)):
+        names = [str(c) for c in base.classes]
+    elif isinstance(getattr(base, "class_to_idx", None), dict):
+        names = [str(k) for k, _ in sorted(base.class_to_idx.items(), key=lambda kv: kv[1])]
+    count = len(names) if names else getattr(base, "num_classes", None) or cfg.num_classes
+    if not isinstance(count, int) or count < 1:
+        raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of classes; give the dataset a `classes` "
+                        "list, `class_to_idx` or `num_classes` attribute, or set data.num_classes")
+    names = names or [str(i) for i in range(count)]
+    return DataInfo(cfg.name, "custom", count, names)
+
+
+@contextmanager
+def _rng_for(seed: int, epoch: int, batch: int, restore: bool):
+    """Seed random/numpy/torch for one batch; in the main process put the training RNGs back afterwards."""
+    saved = (random.getstate(), np.random.get_state(), torch.get_rng_state()) if restore else None
+    s = seed_for(seed, epoch, batch, 0xDA7A)
+    random.seed(s)
+    np.random.seed(s % 2**32)
+    torch.manual_seed(s)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+class SampleBatches(Dataset):
+    """A user Dataset behind kiln's batch plan: fetches one batch of samples, collates them (the user's collate
+    or PyTorch's), and splits the result into (inputs, targets); targets is None for unlabelled data."""
+
+    def __init__(self, dataset: Dataset, collate: Callable | None, seed: int, split: str, num_classes: int):
+        self.dataset, self.collate, self.seed, self.split, self.num_classes = dataset, collate, seed, split, num_classes
+
+    def __len__(self) -> int:
+        return _size(self.dataset)
+
+    def __getitems__(self, indices) -> tuple[Any, torch.Tensor | None]:
+        in_worker = torch.utils.data.get_worker_info() is not None
+        with _rng_for(self.seed, getattr(indices, "epoch", 0), getattr(indices, "batch", 0), restore=not in_worker):
+            samples = [self.dataset[i] for i in indices]
+        batch = self.collate(samples) if self.collate else _default_collate(
+            samples, [own_index(self.dataset, i) for i in indices], self.split)
+        inputs, targets = split_sample(batch)
+        own = [own_index(self.dataset, i) for i in indices]  # the indices the user's Dataset knows them by
+        if targets is None and self.split in ("train", "val", "test"):
+            raise KilnError(f"the {self.split} samples have no labels (sample {own[0]} is {describe(samples[0])}); "
+                            "return (x, y) or {'input': x, 'label': y} from __getitem__ (x alone: prediction only)")
+        if targets is not None:
+            targets = _checked_labels(targets, own, self.num_classes, self.split)
+        return inputs, targets
+
+
+def own_index(ds: Dataset, i: int) -> int:
+    """The index of sample i of `ds` in the user's own Dataset (through kiln's seeded Subsets)."""
+    while isinstance(ds, Subset):
+        i, ds = int(ds.indices[i]), ds.dataset
+    return i
+
+
+def _default_collate(samples: list, indices, split: str) -> Any:
+    try:
+        return default_collate(samples)
+    except (RuntimeError, TypeError) as e:
+        shapes = ", ".join(f"sample {i}: {describe(s)}" for i, s in list(zip(indices, samples))[:4])
+        raise KilnError(f"the {split} samples cannot be batched ({str(e).splitlines()[0]}): {shapes}. Samples of "
+                        "different sizes need data.collate (e.g. a function that pads), or resizing in the "
+                        "Dataset") from None
+
+
+def split_sample(batch: Any) -> tuple[Any, torch.Tensor | None]:
+    """A collated batch -> (inputs, targets): (x, y), a dict with input/label, or x alone (no targets)."""
+    if isinstance(batch, dict) and "input" in batch:
+        return batch["input"], batch.get("label")
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    return batch, None
+
+
+def _checked_labels(targets: Any, indices, num_classes: int, split: str) -> torch.Tensor:
+    targets = torch.as_tensor(targets)
+    if targets.ndim != 1 or targets.dtype.is_floating_point:
+        raise KilnError(f"the {split} labels of samples {list(indices)[:4]}... have shape {tuple(targets.shape)} and "
+                        f"dtype {targets.dtype}; the multiclass task needs one integer class index per sample")
+    bad = ((targets < 0) | (targets >= num_classes)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise KilnError(f"{split} sample {list(indices)[i]} has label {int(targets[i])}, outside 0..{num_classes - 1}")
+    return targets.long()
+
+
+def describe(obj: Any) -> str:
+    """Shapes of a sample or batch, for messages: tensor (3, 32, 32), tuple of ..., dict of ...."""
+    if isinstance(obj, torch.Tensor):
+        return f"tensor {tuple(obj.shape)} {str(obj.dtype).removeprefix('torch.')}"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k}: {describe(v)}" for k, v in obj.items()) + "}"
+    if isinstance(obj, (tuple, list)):
+        return "(" + ", ".join(describe(v) for v in obj) + ")"
+    return type(obj).__name__

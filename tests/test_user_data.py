@@ -1,0 +1,85 @@
+"""Your own Dataset class (data.name: package.module:Class): splits, sample shapes, collate, workers, resume,
+and the mistakes that must be caught before training."""
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from kiln.cli import main
+from kiln.config import build_config
+from kiln.data import build_data
+from kiln.errors import KilnError, TrainingInterrupted
+from kiln.train import session
+from kiln.train.callbacks import LambdaCallback
+from kiln.train.state import load_checkpoint
+
+
+def _cfg(tmp_path, dataset: str, model: str = "TinyNet", folder: str = "runs", **data):
+    raw = tiny_config(tmp_path, tmp_path, data={"name": f"userdata:{dataset}", "batch_size": 16, "val_split": 0.2,
+                                                "augment": {"crop_padding": 0, "hflip": False}, **data},
+                      model={"name": f"userdata:{model}", "args": {}},
+                      trainer={"epochs": 2, "log_every_n_steps": 2}, log={"dir": str(tmp_path / folder),
+                                                                          "progress": "none"})
+    raw["data"].pop("root", None)
+    return build_config(raw)
+
+
+def test_a_dataset_with_splits_trains_tests_and_resumes_bit_exact(tmp_path):
+    full = session.train(_cfg(tmp_path, "Blobs", folder="full"), quiet=True)
+    assert full.test_metrics["num_samples"] == 32 and full.test_metrics["class_names"] == ["a", "b", "c"]
+
+    def stop(t):
+        if t.state.step == 5:  # mid epoch 1
+            t.stop_requested = True
+
+    cfg = _cfg(tmp_path, "Blobs", folder="cut")
+    with pytest.raises(TrainingInterrupted):
+        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    run = next((tmp_path / "cut").glob("*/*"))
+    resumed = session.train(cfg, resume=run, quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the noise in __getitem__ replays exactly
+    assert main(["test", str(resumed.run_dir)]) == 0
+
+
+def test_randomness_in_getitem_gives_the_same_batches_with_any_number_of_workers(tmp_path):
+    def first_batches(workers):
+        cfg = _cfg(tmp_path, "Blobs", num_workers=workers)
+        data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=("train",))
+        return [x for x, _ in data.train.epoch(1)][:3]
+
+    assert all(torch.equal(a, b) for a, b in zip(first_batches(0), first_batches(2)))
+
+
+def test_no_split_argument_takes_a_seeded_validation_split_and_never_tests_on_training_data(tmp_path):
+    result = session.train(_cfg(tmp_path, "NoSplit", num_classes=3), quiet=True)
+    assert result.test_metrics is None and "val/acc" in result.metrics
+    with_test = session.train(_cfg(tmp_path, "NoSplit", num_classes=3, test_args={"n": 30, "seed": 9}), quiet=True)
+    assert with_test.test_metrics["num_samples"] == 30
+
+
+def test_dict_inputs_go_to_the_model_as_keywords(tmp_path):
+    result = session.train(_cfg(tmp_path, "TwoInputs", model="TwoInputNet"), quiet=True)
+    assert result.metrics["train/loss"] > 0
+
+
+def test_the_users_collate_pads_variable_length_samples(tmp_path):
+    cfg = _cfg(tmp_path, "Sequences", model="SeqNet", collate="userdata:pad_collate")
+    assert session.train(cfg, quiet=True).metrics["train/loss"] > 0
+
+
+@pytest.mark.parametrize("dataset, model, extra, message", [
+    ("NoSplit", "TinyNet", {}, "cannot tell the number of classes"),
+    ("BadLabels", "TinyNet", {}, "sample 5 has label 7, outside 0..2"),
+    ("Unlabelled", "TinyNet", {}, "samples have no labels"),
+    ("Stream", "TinyNet", {}, "IterableDataset"),
+    ("Sequences", "SeqNet", {}, "cannot be batched.*data.collate"),
+    ("Blobs", "TwoInputNet", {}, r"the model cannot take the first training batch \(samples \["),
+    ("Blobs", "TinyNet", {"collate": "os:getcwd"}, "did not call it"),
+])
+def test_mistakes_are_caught_before_training_with_the_samples_named(tmp_path, dataset, model, extra, message):
+    with pytest.raises(KilnError, match=message):
+        session.train(_cfg(tmp_path, dataset, model=model, **extra), quiet=True)
+    if dataset != "BadLabels":  # labels are checked as batches are read: a bad one may sit in a later batch
+        assert not list((tmp_path / "runs").glob("*/*/checkpoints/*.pt"))
