@@ -33,6 +33,10 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
         return predict_onnx(Path(run_dir), list(inputs), top_k)
     run = load_trained(run_dir, checkpoint, overrides)
     cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
+    if info.kind == "custom":
+        raise KilnError(f"{run_dir} was trained on your own Dataset ({cfg.data.name}): kiln predict reads image "
+                        "files and texts only; use `kiln test` on a split of yours, or call the model on your "
+                        "data (kiln.trained.load_trained gives it with its weights)")
 
     if info.kind == "text":
         texts = list(inputs) + (_csv_texts(file, cfg) if file else [])
