@@ -1,6 +1,8 @@
 """Your own Dataset class (data.name: package.module:Class): splits, sample shapes, collate, workers, resume,
 and the mistakes that must be caught before training."""
 
+import json
+
 import pytest
 import torch
 
@@ -83,3 +85,18 @@ def test_mistakes_are_caught_before_training_with_the_samples_named(tmp_path, da
         session.train(_cfg(tmp_path, dataset, model=model, **extra), quiet=True)
     if dataset != "BadLabels":  # labels are checked as batches are read: a bad one may sit in a later batch
         assert not list((tmp_path / "runs").glob("*/*/checkpoints/*.pt"))
+
+
+def test_two_process_ddp_on_a_users_dataset(tmp_path):
+    import yaml
+
+    from conftest import run_cli
+
+    cfg = _cfg(tmp_path, "Blobs").model_dump(mode="json")
+    cfg["trainer"]["epochs"] = 1
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = run_cli("train", path, "--run-dir", tmp_path / "ddp", "--nproc", "2", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())["num_samples"] == 32
+    assert json.loads((tmp_path / "ddp" / "status.json").read_text())["world_size"] == 2
