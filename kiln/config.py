@@ -294,6 +294,9 @@ class Config(Section):
     """Experiment name; runs go to <log.dir>/<name>/."""
     seed: int = 0
     """Seeds every random generator (python, numpy, torch, CUDA)."""
+    code_dir: Path | None = None
+    """A folder of your own code (relative to the config file) that kiln puts on the import path, so names such as
+    `model.name: my_project.models:Net` resolve. Loading the config imports the modules it names from there."""
     task: TaskConfig = Field(default_factory=TaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -338,6 +341,8 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise KilnError(f"{path} must hold a mapping of config sections, not {type(raw).__name__}")
+    if isinstance(raw.get("code_dir"), str):  # relative to the file that says it, wherever kiln runs
+        raw["code_dir"] = str((path.parent / raw["code_dir"]).resolve())
     base = raw.pop("base", None)
     if base is None:
         return raw
@@ -409,7 +414,19 @@ def build_config(raw: dict[str, Any]) -> Config:
 def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> Config:
     """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides."""
     raw = read_file(Path(path)) if path is not None else copy.deepcopy(base or {})
-    return build_config(deep_merge(raw, parse_overrides(list(overrides))))
+    cfg = build_config(deep_merge(raw, parse_overrides(list(overrides))))
+    if cfg.code_dir is not None:
+        _import_from(cfg.code_dir)
+    return cfg
+
+
+def _import_from(folder: Path) -> None:
+    import sys
+
+    if not Path(folder).is_dir():
+        raise KilnError(f"code_dir={folder} is not a folder (it is relative to the config file that sets it)")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 
 def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,7 @@ def test_unknown_key_suggests_the_right_one():
 def test_unknown_section_suggests_or_lists_valid_keys():
     with pytest.raises(KilnError, match="unknown key 'optimizer' — did you mean 'optim'"):
         load_config(None, ["optimizer.lr=3"])
-    with pytest.raises(KilnError, match="unknown key 'zzz' — valid keys: name, seed, task, data, model"):
+    with pytest.raises(KilnError, match="unknown key 'zzz' — valid keys: name, seed, code_dir, task, data, model"):
         load_config(None, ["zzz.lr=3"])
 
 

@@ -12,6 +12,7 @@ from kiln.cli import (
     export_cmd,
     inspect_cmd,
     lr_find_cmd,
+    new_cmd,
     predict_cmd,
     report_cmd,
     schema_cmd,
@@ -22,7 +23,7 @@ from kiln.cli import (
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, doctor_cmd,
-            config_cmd, schema_cmd)
+            config_cmd, schema_cmd, new_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
