@@ -59,6 +59,10 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
 def _first(batch: Any, n: int) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch[:n]
+    if isinstance(batch, dict):  # your own Dataset's inputs: the first n of each
+        return {k: _first(v, n) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_first(v, n) for v in batch)
     from kiln.data.text import offsets_collate, pad_collate
 
     if batch.offsets is not None:  # rebuild the first n sequences from the flat ids

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from kiln.train.step import forward
+
 
 @dataclass
 class LayerRow:
@@ -70,7 +72,7 @@ def layer_table(model: nn.Module, inputs: Any, pattern: str | None = None) -> tu
     model.eval()
     try:
         with capture(modules) as outputs, torch.no_grad():
-            model(inputs)
+            forward(model, inputs)
     finally:
         model.train(was_training)
     rows = []

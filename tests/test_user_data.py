@@ -100,3 +100,14 @@ def test_two_process_ddp_on_a_users_dataset(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())["num_samples"] == 32
     assert json.loads((tmp_path / "ddp" / "status.json").read_text())["world_size"] == 2
+
+
+def test_inspect_shows_a_model_on_a_users_dict_inputs(tmp_path, capsys):
+    import yaml
+
+    cfg = _cfg(tmp_path, "TwoInputs", model="TwoInputNet", test_args={"n": 12, "seed": 4})
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    assert main(["inspect", str(path), "--sample", "2"]) == 0  # dict inputs, sliced to 2 samples, as keywords
+    out = capsys.readouterr().out
+    assert "fc" in out and "(2, 3)" in out
