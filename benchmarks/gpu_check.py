@@ -167,8 +167,8 @@ def check_bf16(c: Ctx) -> str:
 
 
 def check_fp16(c: Ctx) -> str:
-    _, _, err = c.kiln("train", CONFIG, "trainer.precision=16", "trainer.grad_clip=1.0", "trainer.accumulate=2",
-                       "trainer.epochs=2", *c.train_args("fp16"))
+    c.kiln("train", CONFIG, "trainer.precision=16", "trainer.grad_clip=1.0", "trainer.accumulate=2",
+           "trainer.epochs=2", *c.train_args("fp16"))
     m = _metrics(c.work / "fp16")
     if not m[-1]["train/loss"] < 5:
         raise CheckFailed(f"fp16 training loss {m[-1]['train/loss']}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kiln.errors import KilnError, TrainingStopped
+from kiln.errors import KilnError, TrainingStopped, first_line
 from kiln.trained import Trained, load_trained
 
 log = logging.getLogger("kiln")
@@ -62,7 +62,7 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
         path.unlink(missing_ok=True)
         others = ", ".join(f for f in FORMATS if f != fmt)
         raise KilnError(f"the model could not be exported as {fmt}: {type(e).__name__}: "
-                        f"{(str(e).splitlines() or [''])[0][:300]}; try --format {others}") from None
+                        f"{first_line(e)[:300]}; try --format {others}") from None
     diff = parity(path, fmt, model, sample)
     if not diff <= TOLERANCE:
         path.unlink(missing_ok=True)

@@ -14,7 +14,8 @@ import inspect
 import logging
 import random
 from contextlib import contextmanager
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches
 from kiln.data.transforms import seed_for
-from kiln.errors import KilnError
+from kiln.errors import KilnError, first_line
 
 log = logging.getLogger("kiln")
 
@@ -173,16 +174,19 @@ class SampleBatches(Dataset):
         in_worker = torch.utils.data.get_worker_info() is not None
         with _rng_for(self.seed, getattr(indices, "epoch", 0), getattr(indices, "batch", 0), restore=not in_worker):
             samples = [self.dataset[i] for i in indices]
-        batch = self.collate(samples) if self.collate else _default_collate(
-            samples, [own_index(self.dataset, i) for i in indices], self.split)
+        batch = self.collate(samples) if self.collate else _default_collate(samples, self.own(indices), self.split)
         inputs, targets = split_sample(batch)
-        own = [own_index(self.dataset, i) for i in indices]  # the indices the user's Dataset knows them by
         if targets is None and self.split in ("train", "val", "test"):
-            raise KilnError(f"the {self.split} samples have no labels (sample {own[0]} is {describe(samples[0])}); "
-                            "return (x, y) or {'input': x, 'label': y} from __getitem__ (x alone: prediction only)")
+            raise KilnError(f"the {self.split} samples have no labels (sample {self.own(indices)[0]} is "
+                            f"{describe(samples[0])}); return (x, y) or {{'input': x, 'label': y}} from __getitem__ "
+                            "(x alone: prediction only)")
         if targets is not None:
-            targets = _checked_labels(targets, own, self.num_classes, self.split)
+            targets = _checked_labels(targets, lambda: self.own(indices), self.num_classes, self.split)
         return inputs, targets
+
+    def own(self, indices) -> list[int]:
+        """The indices the user's Dataset knows these samples by (through kiln's seeded Subsets), for messages."""
+        return [own_index(self.dataset, int(i)) for i in indices]
 
 
 def own_index(ds: Dataset, i: int) -> int:
@@ -192,12 +196,12 @@ def own_index(ds: Dataset, i: int) -> int:
     return i
 
 
-def _default_collate(samples: list, indices, split: str) -> Any:
+def _default_collate(samples: list, indices: list[int], split: str) -> Any:
     try:
         return default_collate(samples)
     except (RuntimeError, TypeError) as e:
         shapes = ", ".join(f"sample {i}: {describe(s)}" for i, s in list(zip(indices, samples))[:4])
-        raise KilnError(f"the {split} samples cannot be batched ({str(e).splitlines()[0]}): {shapes}. Samples of "
+        raise KilnError(f"the {split} samples cannot be batched ({first_line(e)}): {shapes}. Samples of "
                         "different sizes need data.collate (e.g. a function that pads), or resizing in the "
                         "Dataset") from None
 
@@ -211,16 +215,24 @@ def split_sample(batch: Any) -> tuple[Any, torch.Tensor | None]:
     return batch, None
 
 
-def _checked_labels(targets: Any, indices, num_classes: int, split: str) -> torch.Tensor:
+def _checked_labels(targets: Any, own: Callable[[], list[int]], num_classes: int, split: str) -> torch.Tensor:
+    """Labels as class indices; `own()` gives the samples' indices for a message (computed only then)."""
     targets = torch.as_tensor(targets)
     if targets.ndim != 1 or targets.dtype.is_floating_point:
-        raise KilnError(f"the {split} labels of samples {list(indices)[:4]}... have shape {tuple(targets.shape)} and "
+        raise KilnError(f"the {split} labels of samples {own()[:4]}... have shape {tuple(targets.shape)} and "
                         f"dtype {targets.dtype}; the multiclass task needs one integer class index per sample")
     bad = ((targets < 0) | (targets >= num_classes)).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
-        raise KilnError(f"{split} sample {list(indices)[i]} has label {int(targets[i])}, outside 0..{num_classes - 1}")
+        raise KilnError(f"{split} sample {own()[i]} has label {int(targets[i])}, outside 0..{num_classes - 1}")
     return targets.long()
+
+
+def first_batch_samples(batches: LoaderBatches, count: int = 4) -> list[int]:
+    """The user's own indices of the first samples of epoch 0's first batch (for messages before training)."""
+    source = batches.loader.dataset
+    assert isinstance(source, SampleBatches), "first_batch_samples is for a user Dataset's batches"
+    return source.own(batches.sampler.batches(0)[0][:count])
 
 
 def describe(obj: Any) -> str:

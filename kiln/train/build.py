@@ -18,7 +18,7 @@ from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.device import resolve_precision, use_channels_last
-from kiln.train.loop import Trainer
+from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
 
@@ -39,9 +39,7 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
     optimizer = build_optimizer(cfg.optim, model, device, head)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
-    batches = len(data.require("train"))
-    limit = 2 if cfg.trainer.fast_dev_run else cfg.trainer.limit_train_batches
-    steps_per_epoch = -(-min(batches, limit or batches) // cfg.trainer.accumulate)
+    steps_per_epoch = -(-batches_per_epoch(cfg.trainer, len(data.require("train"))) // cfg.trainer.accumulate)
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate

@@ -20,7 +20,7 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.data import Batches, Data
-from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
+from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.track.console import EpochProgress
 from kiln.train import dist
 from kiln.train.callbacks import Callback
@@ -45,6 +45,12 @@ class LoopState:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+def batches_per_epoch(cfg: TrainerConfig, available: int) -> int:
+    """Training batches an epoch runs: all, or trainer.limit_train_batches, or 2 with fast_dev_run."""
+    limit = 2 if cfg.fast_dev_run else cfg.limit_train_batches
+    return min(available, limit or available)
 
 
 @dataclass
@@ -80,8 +86,7 @@ class Trainer:
 
     @property
     def batches_per_epoch(self) -> int:
-        limit = 2 if self.cfg.fast_dev_run else self.cfg.limit_train_batches
-        return min(len(self.train_batches), limit or len(self.train_batches))
+        return batches_per_epoch(self.cfg, len(self.train_batches))
 
     @property
     def val_limit(self) -> int | None:
@@ -268,7 +273,7 @@ def _explained(e: Exception, phase: str, device: torch.device) -> Exception:
              "Found no NVIDIA driver")
     if any(m in text for m in moved):
         return KilnError(f"the model's forward failed in the {phase}: it puts tensors on another device than the "
-                         f"one kiln trains on ({device}): {text.splitlines()[0]}. In forward, create tensors on the "
+                         f"one kiln trains on ({device}): {first_line(e)}. In forward, create tensors on the "
                          "input's device (`x.device`) instead of calling .to('cuda')/.cuda(); kiln moves the model "
                          "and the batches (trainer.device)")
     return e

@@ -29,7 +29,7 @@ from kiln.train import dist
 from kiln.train.build import build_trainer
 from kiln.train.callbacks import Callback
 from kiln.train.device import resolve_backend, resolve_device, use_channels_last
-from kiln.train.loop import fit
+from kiln.train.loop import Trainer, fit
 from kiln.train.state import CorruptCheckpoint, load_checkpoint, load_weights, seed_everything
 
 log = logging.getLogger("kiln")
@@ -88,8 +88,8 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     elif resume is not None:
         log.warning("%s has no checkpoint yet (it stopped before its first epoch ended): training it from the "
                     "beginning", resume)
-    loop = checkpoint_state["loop"] if checkpoint_state else None
-    if resume is not None and checkpoint_state and loop and loop["finished"] and cfg.trainer.epochs <= loop["epoch"]:
+    if resume is not None and checkpoint_state is not None and checkpoint_state["loop"]["finished"] \
+            and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
         return _finish(RunDir(resume), cfg, proc, checkpoint_state)
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
@@ -128,18 +128,17 @@ def _resume_state(run: RunDir) -> dict[str, Any]:
     return state
 
 
-def check_first_batch(t) -> None:
+def check_first_batch(t: Trainer) -> None:
     """Your own Dataset and model meet before training starts: the first training batch goes through the model
     (eval mode, no gradients, nothing changes) and the loss, so a mismatch is a message naming the samples and
     their shapes instead of a traceback minutes in."""
     from kiln.data.user import describe as shapes
-    from kiln.data.user import own_index
+    from kiln.data.user import first_batch_samples
     from kiln.errors import first_line
     from kiln.train.step import forward
 
     batches = t.train_batches
-    dataset = batches.loader.dataset.dataset  # LoaderBatches -> SampleBatches -> the user's Dataset
-    indices = [own_index(dataset, int(i)) for i in batches.sampler.batches(0)[0][:4]]
+    indices = first_batch_samples(batches)  # type: ignore[arg-type]  # a user Dataset is always LoaderBatches
     inputs, targets = next(iter(batches.epoch(0)))
     where = f"the first training batch (samples {indices}...: inputs {shapes(inputs)}, labels {shapes(targets)})"
     was_training = t.model.training
