@@ -30,8 +30,23 @@ class Section(BaseModel):
 class AugmentConfig(Section):
     crop_padding: int = Field(0, ge=0)
     """Random crop after zero-padding each side by this many pixels (0 = off). Training split only."""
-    hflip: bool = False
-    """Random horizontal flip with probability 0.5. Training split only."""
+    hflip: bool | None = None
+    """Random horizontal flip with probability 0.5 (training split only). Unset: on for image folders and image
+    CSVs, off for the built-in datasets (digits and letters must not be mirrored)."""
+    resized_crop: bool | None = None
+    """RandomResizedCrop to data.image_size: a random area (`scale`) and aspect ratio (`ratio`) of each image,
+    drawn independently per image. Unset: on for image folders and image CSVs, off for the built-in datasets."""
+    scale: tuple[float, float] = (0.08, 1.0)
+    """resized_crop: the range of the crop's area as a fraction of the (stored) image."""
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """resized_crop: the range of the crop's aspect ratio (width / height)."""
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return v
 
 
 class TextConfig(Section):
@@ -99,13 +114,51 @@ class DataConfig(Section):
     """Largest dataset (MiB, uint8) that `loader: auto` keeps on the device. Unset: a quarter of the GPU's free
     memory on CUDA, no limit on CPU (the data is in host memory either way)."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
-    """Train-time augmentation of images, applied on the device to whole batches."""
+    """Train-time augmentation of images, applied on the device to whole batches (each image its own draw)."""
+    image_size: int | tuple[int, int] | None = Field(None, gt=0)
+    """Image folders/CSVs: the size S (or [H, W]) the model sees. Evaluation resizes the shorter side to
+    S / crop_fraction and centre-crops S; training takes a RandomResizedCrop of that. Unset: the median short side
+    of the training images, rounded to a multiple of 8, at most 224 (recorded in the run's config.yaml)."""
+    crop_fraction: float = Field(0.875, gt=0, le=1)
+    """Image folders/CSVs: the centre crop's share of the resized image at evaluation (0.875 = torchvision's 224/256)."""
+    channels: Literal[1, 3] | None = None
+    """Image folders/CSVs: 3 = RGB (transparency composited on white; palette, CMYK, 16-bit, grayscale converted),
+    1 = grayscale. Unset: 1 if every training image is grayscale, else 3 (recorded in the run's config.yaml)."""
+    mean: list[float] | None = None
+    """Per-channel normalisation mean of pixels in [0, 1]. Unset: the pretrained weights' values with
+    model.pretrained=torchvision, else computed once on the training split (recorded in the run's config.yaml)."""
+    std: list[float] | None = None
+    """Per-channel normalisation standard deviation (see `mean`)."""
+    class_names: list[str] | None = None
+    """Image folders/CSVs: the class names in label order. Unset: the sorted class folder names (or CSV labels);
+    recorded in the run's config.yaml, so `kiln test` on another folder labels it the same way."""
+    class_map: Path | None = None
+    """Image folders/CSVs: a text file with one class name per line, in label order (instead of class_names)."""
+    test_split: float | int | Literal["all"] = 0
+    """Image folders in the <class>/ layout: a stratified test split held out before the validation split
+    (fraction or count; 0 = no test split); `all`: every image is a test image (what `kiln test RUN
+    data.root=other/folder` uses)."""
+    path_column: str = "path"
+    """image_csv: header name of the column of image paths (relative to the CSV file)."""
+    label_column: str = "label"
+    """image_csv: header name of the label column (class names, or 0-based integers)."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A bad sample (a malformed CSV row, a missing or undecodable image): stop with its file (and line), or skip
+    and count it."""
+    cache: Literal["auto", "on", "off"] = "auto"
+    """Image folders/CSVs: decode every image once into a uint8 store in $KILN_CACHE (default ~/.cache/kiln),
+    reused while the files are unchanged. off: decode per sample in DataLoader workers every epoch; auto: on
+    while the store stays within `cache_max_mb`."""
+    cache_max_mb: float = Field(32768, gt=0)
+    """cache: auto decodes once only when the store (N x C x H x W bytes) is at most this many MiB."""
     text: TextConfig = Field(default_factory=TextConfig)
     """Text datasets: columns, tokenizer, vocabulary and batching."""
 
-    @field_validator("val_split")
+    @field_validator("val_split", "test_split")
     @classmethod
-    def _fraction_or_count(cls, v: float | int) -> float | int:
+    def _fraction_or_count(cls, v: float | int | str) -> float | int | str:
+        if isinstance(v, (int, float)) and v < 0:
+            raise ValueError("must be at least 0")
         if isinstance(v, float) and not v < 1:
             raise ValueError("a fraction must be below 1 (use an integer for a count of samples)")
         return v

@@ -66,8 +66,20 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
 
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device
+    _other_folder_is_all_test(cfg, trained.run.config(), overrides)
     data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",),
                       channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name), vocab=trained.vocab)
     limit = 2 if cfg.trainer.fast_dev_run else None
     return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, trained.state["loop"]["epoch"],
                           device, trained.precision, trained.run, limit)
+
+
+def _other_folder_is_all_test(cfg, saved, overrides) -> None:
+    """`kiln test RUN data.root=other/folder` on an image-folder run: every image there is a test image."""
+    if cfg.data.name != "image_folder" or cfg.data.root == saved.data.root:
+        return
+    if any(o.replace(" ", "").startswith("data.test_split=") for o in overrides):
+        return
+    cfg.data.test_split = "all"
+    log.info("testing on every image under %s (not the run's own folder). To test the held-out split of a moved "
+             "copy of the training folder instead, add data.test_split=%s", cfg.data.root, saved.data.test_split)

@@ -91,7 +91,8 @@ def metadata(trained: Trained, fmt: str) -> dict[str, Any]:
     info = trained.info
     return {"format": fmt, "task": trained.cfg.task.name, "class_names": info.class_names,
             "input": {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
-                      "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std},
+                      "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
+                      "stored_size": info.stored_size},
             "output": "logits (batch, classes); softmax gives probabilities",
             "checkpoint": str(trained.checkpoint)}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,18 +40,68 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
 
     if info.kind == "text":
         texts = list(inputs) + (_csv_texts(file, cfg) if file else [])
-        labels = texts
-        batch = _text_batch(texts, run.run, cfg)
+        if not texts:
+            raise KilnError("nothing to predict: pass inputs as arguments or --file")
+        batches: Iterable[tuple[list[str], Any]] = [(texts, _text_batch(texts, run.run, cfg))]
     else:
         if file:
-            raise KilnError("--file is for text runs; pass image paths as arguments")
-        labels = list(inputs)
-        batch = _image_batch([Path(p) for p in inputs], info)
-    if not labels:
-        raise KilnError("nothing to predict: pass inputs as arguments or --file")
-    with torch.no_grad(), autocast(device, precision):
-        probs = run.task.probabilities(run.task.logits(model(batch.to(device)))).cpu()
-    return _ranked(labels, probs, info.class_names, top_k)
+            raise KilnError("--file is for text runs; pass image files, folders, globs or a CSV of paths")
+        paths = image_inputs(inputs, cfg.data.path_column)
+        batches = ((chunk, _image_batch([Path(p) for p in chunk], info)) for chunk in _chunks(paths, 256))
+    out = []
+    for labels, batch in batches:
+        with torch.no_grad(), autocast(device, precision):
+            probs = run.task.probabilities(run.task.logits(model(batch.to(device)))).float().cpu()
+        out += _ranked(labels, probs, info.class_names, top_k)
+    return out
+
+
+def image_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
+    """Image files from what a user passes: files, folders (every image in them, recursively), glob patterns,
+    and CSV files of paths (column `path_column`, relative to the CSV)."""
+    import glob
+
+    from kiln.data.image_files import IMAGE_EXTENSIONS
+
+    paths: list[str] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            if not found:
+                raise KilnError(f"no images in {p} (looked for {', '.join(IMAGE_EXTENSIONS)} files)")
+            paths += found
+        elif p.suffix.lower() == ".csv":
+            paths += _csv_paths(p, path_column)
+        elif any(ch in item for ch in "*?[") and not p.exists():
+            matched = sorted(glob.glob(item, recursive=True))
+            if not matched:
+                raise KilnError(f"no files match {item!r}")
+            paths += matched
+        else:
+            paths.append(item)
+    if not paths:
+        raise KilnError("nothing to predict: pass image files, folders, glob patterns or a CSV of paths")
+    return paths
+
+
+def _csv_paths(path: Path, column: str) -> list[str]:
+    import csv
+
+    if not path.is_file():
+        raise KilnError(f"CSV file not found: {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise KilnError(f"{path} has no {column!r} column of image paths (its header: "
+                            f"{', '.join(reader.fieldnames or [])})")
+        return [str(path.parent / row[column].strip()) for row in reader if (row.get(column) or "").strip()]
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Prediction]:
@@ -62,12 +112,17 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
         raise KilnError(f"ONNX file not found: {path}")
     meta = onnx_metadata(path)
     names, shape = meta["class_names"], meta["input"]["shape"]
+    stored = meta["input"].get("stored_size") or [0, 0]
     info = DataInfo("onnx", "image", len(names), names, in_channels=int(shape[1]),
-                    image_size=(int(shape[2]), int(shape[3])), mean=meta["input"]["mean"], std=meta["input"]["std"])
-    if not inputs:
-        raise KilnError("nothing to predict: pass image paths as arguments")
-    logits = torch.from_numpy(run_exported(path, "onnx", _image_batch([Path(p) for p in inputs], info).numpy()))
-    return _ranked(inputs, logits.softmax(-1), names, top_k)
+                    image_size=(int(shape[2]), int(shape[3])), mean=_per_channel(meta["input"]["mean"]),
+                    std=_per_channel(meta["input"]["std"]), stored_size=(int(stored[0]), int(stored[1])))
+    paths = image_inputs(inputs)
+    logits = torch.from_numpy(run_exported(path, "onnx", _image_batch([Path(p) for p in paths], info).numpy()))
+    return _ranked(paths, logits.softmax(-1), names, top_k)
+
+
+def _per_channel(value) -> tuple[float, ...]:
+    return tuple(value) if isinstance(value, list) else (float(value),)  # older exports: one value for all
 
 
 def _ranked(labels: list[str], probs: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
@@ -100,21 +155,18 @@ def _text_batch(texts: list[str], run: RunDir, cfg) -> Any:
 
 
 def _image_batch(paths: list[Path], info: DataInfo) -> torch.Tensor:
-    """Image files -> (B, C, H, W) normalised like the training data (grayscale/RGB, resized)."""
-    from PIL import Image, UnidentifiedImageError
-
-    images = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L" if info.in_channels == 1 else "RGB").resize(info.image_size[::-1])
-                array = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        except FileNotFoundError:
-            raise KilnError(f"image not found: {path}") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise KilnError(f"cannot read image {path}: {e}") from None
-        h, w = info.image_size
-        images.append(array.view(h, w, info.in_channels).permute(2, 0, 1))
+    """Image files -> (B, C, H, W) exactly as evaluation batches: decoded like the training images (mode, EXIF,
+    resized to cover the stored size, centre cut), centre-cropped to the model's size, normalised."""
+    from kiln.data.image_store import BadImage, decode
     from kiln.data.transforms import BatchTransform
 
-    return BatchTransform(info.mean, info.std)(torch.stack(images))  # exactly as evaluation batches
+    stored = info.stored_size if info.stored_size[0] else info.image_size
+    images = []
+    for path in paths:
+        if not path.is_file():
+            raise KilnError(f"image not found: {path}")
+        try:
+            images.append(torch.from_numpy(decode(path, info.in_channels, stored)))
+        except BadImage as e:
+            raise KilnError(f"cannot read image {path}: {e.error}") from None
+    return BatchTransform(info.mean, info.std, size=info.image_size)(torch.stack(images))

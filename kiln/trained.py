@@ -60,4 +60,7 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
 def saved_data_info(state: dict[str, Any]) -> DataInfo:
     raw = dict(state["data_info"])
     raw["image_size"] = tuple(raw["image_size"])
+    raw["stored_size"] = tuple(raw.get("stored_size", (0, 0)))
+    for key in ("mean", "std"):  # one float for every channel before per-channel statistics
+        raw[key] = tuple(raw[key]) if isinstance(raw.get(key), (list, tuple)) else (float(raw.get(key, 0.0)),)
     return DataInfo(**raw)

@@ -70,3 +70,82 @@ def write_ag_news(folder: Path, n_train: int = 400, n_test: int = 120) -> Path:
         with open(folder / name, "w", newline="", encoding="utf-8") as f:
             csv.writer(f, quoting=csv.QUOTE_ALL).writerows(make_news(n, seed))
     return folder
+
+
+SHAPE_CLASSES = ["blue_disc", "blue_square", "red_disc", "red_square"]
+
+
+def draw_shape_image(label: int, rng, size: tuple[int, int]):
+    """A colour photo-like image whose class is colour x shape: a red or blue disc or square at a random position
+    and scale on a noisy background of random tint (PIL, RGB)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    w, h = size
+    tint = rng.integers(60, 200, 3)
+    noise = rng.integers(-40, 40, (h, w, 3))
+    img = Image.fromarray(np.clip(tint + noise, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+    r = int(min(w, h) * rng.uniform(0.18, 0.32))
+    cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+    colour = (230, 30, 30) if label >= 2 else (30, 30, 230)
+    box = (cx - r, cy - r, cx + r, cy + r)
+    (draw.rectangle if label % 2 else draw.ellipse)(box, fill=colour)
+    return img
+
+
+def write_image_folder(root: Path, n: int = 240, seed: int = 0, layout: str = "classes",
+                       extras: bool = True) -> Path:
+    """Colour images of mixed sizes and aspect ratios, JPEG and PNG, in `root/<class>/` (layout "classes") or
+    `root/{train,val,test}/<class>/` (layout "splits"). `extras`: the oddities of real folders — an RGBA PNG, a
+    palette PNG, a grayscale JPEG, a JPEG with an EXIF rotation, a hidden file and a non-image file."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folders = {"classes": [("", n)], "splits": [("train", n), ("val", n // 4), ("test", n // 4)]}[layout]
+    for sub, count in folders:
+        for i in range(count):
+            label = i % len(SHAPE_CLASSES)
+            size = (int(rng.integers(40, 96)), int(rng.integers(40, 96)))
+            img = draw_shape_image(label, rng, size)
+            folder = root / sub / SHAPE_CLASSES[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            if i % 2:
+                img.save(folder / f"img{i:04d}.jpg", quality=90)
+            else:
+                img.save(folder / f"img{i:04d}.png")
+    if extras:
+        first = root / folders[0][0] / SHAPE_CLASSES[0]
+        img = draw_shape_image(0, rng, (64, 48))
+        rgba = img.convert("RGBA")
+        rgba.putalpha(200)
+        rgba.save(first / "alpha.png")
+        img.convert("P", palette=Image.Palette.ADAPTIVE).save(first / "palette.png")
+        img.convert("L").save(first / "gray.jpg")
+        exif = Image.Exif()
+        exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+        img.save(first / "rotated.jpg", exif=exif)
+        (first / ".hidden.png").write_bytes(b"not really")
+        (first / "notes.txt").write_text("not an image")
+    return root
+
+
+def write_image_csv(root: Path, n: int = 120, seed: int = 0) -> Path:
+    """train.csv and test.csv (columns path,label; paths relative to the CSV) over images in root/images/."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n), ("test", n // 3)):
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "label"])
+            for i in range(count):
+                label = i % len(SHAPE_CLASSES)
+                name = f"images/{split}{i:04d}.png"
+                draw_shape_image(label, rng, (int(rng.integers(40, 80)), int(rng.integers(40, 80)))).save(root / name)
+                writer.writerow([name, SHAPE_CLASSES[label]])
+    return root

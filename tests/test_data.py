@@ -9,7 +9,7 @@ from kiln.data import build_data, choose_loader, split_indices
 from kiln.data.idx import load_split
 from kiln.data.loaders import EpochBatchSampler
 from kiln.data.registry import get_dataset, locate
-from kiln.data.transforms import BatchTransform, random_crop
+from kiln.data.transforms import Augment, BatchTransform, random_crop
 from kiln.errors import KilnError
 
 CPU = torch.device("cpu")
@@ -98,7 +98,7 @@ def test_random_crop_shifts_content_without_changing_it():
 def test_augmentation_statistics():
     x = torch.zeros(4000, 1, 8, 8, dtype=torch.uint8)
     x[..., :, :4] = 255  # left half bright
-    t = BatchTransform(0.0, 1.0, AugmentConfig(hflip=True))
+    t = BatchTransform(0.0, 1.0, Augment(hflip=True))
     out = t(x, torch.Generator().manual_seed(0))
     flipped = (out[:, 0, 0, 0] == 0).float().mean().item()
     assert 0.45 < flipped < 0.55  # p = 0.5

@@ -14,14 +14,18 @@ def add_parser(sub) -> None:
                                    "converted to the training size and normalisation) for image runs.",
                        epilog='examples:\n  kiln predict runs/ag_news/20260101-120000 "Stocks rally as rates fall"\n'
                               "  kiln predict runs/ag_news/20260101-120000 --file headlines.csv\n"
-                              "  kiln predict runs/fashion_mnist/20260101-120000 shoe.png shirt.jpg",
+                              "  kiln predict runs/fashion_mnist/20260101-120000 shoe.png shirt.jpg\n"
+                              "  kiln predict runs/pets/20260101-120000 photos/new/ --out predictions.csv",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="texts (text runs) or image paths (image runs)")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="texts (text runs), or image files, folders, glob patterns or CSVs of paths (image runs)")
     p.add_argument("--file", help="a CSV file of texts, in the run's dataset layout (a label column is optional)")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.add_argument("--out", metavar="CSV", help="write the predictions to this CSV file (columns input/file, label, "
+                                               "probability, top_k) instead of printing them")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -37,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
 
     results = predict(Path(args.run_dir), args.inputs, file=Path(args.file) if args.file else None,
                       checkpoint=args.checkpoint, top_k=args.top_k)
+    if args.out:
+        write_csv(results, Path(args.out))
+        print(f"wrote {len(results)} predictions to {args.out}")
+        return 0
     for r in results:
         if args.json:
             print(json.dumps({"input": r.input, "label": r.label, "probability": r.probability,
@@ -46,3 +54,18 @@ def run(args: argparse.Namespace) -> int:
             excerpt = r.input if len(r.input) <= 60 else r.input[:57] + "..."
             print(f"{r.label}\t{r.probability:.3f}\t{others}\t{excerpt}")
     return 0
+
+
+def write_csv(results, path) -> None:
+    """The predictions as CSV, written whole or not at all (a killed run leaves no half file)."""
+    import csv
+    import io
+
+    from kiln.train.state import atomic_write
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "label", "probability", "top_k"])
+    for r in results:
+        writer.writerow([r.input, r.label, f"{r.probability:.6f}", "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)])
+    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))

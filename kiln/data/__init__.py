@@ -25,8 +25,9 @@ class DataInfo:
     class_names: list[str]
     in_channels: int = 0  # images
     image_size: tuple[int, int] = (0, 0)
-    mean: float = 0.0
-    std: float = 1.0
+    mean: tuple[float, ...] = (0.0,)  # per channel, of pixels in [0, 1]
+    std: tuple[float, ...] = (1.0,)
+    stored_size: tuple[int, int] = (0, 0)  # image files: decoded at this size, then centre-cropped to image_size
     vocab_size: int = 0  # text
     pad_id: int = 0
 
@@ -66,10 +67,37 @@ def split_indices(n: int, val_split: float | int, seed: int) -> tuple[torch.Tens
     return order[num_val:], order[:num_val].sort().values
 
 
-def train_val_split(n: int, cfg: DataConfig, overfit_batches: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, val) indices of the training files as a run uses them: the seeded split, then the optional
-    fixed subset; with overfit_batches, that many training batches, validated on themselves."""
-    train_idx, val_idx = split_indices(n, cfg.val_split, cfg.split_seed)
+def stratified_split(labels: torch.Tensor, amount: float | int, seed: int, what: str = "data.val_split"
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held-out) indices: a seeded split that holds out the same share of every class (largest-remainder
+    rounding of each class's quota), so a small dataset's validation split still has every class."""
+    n = len(labels)
+    num = int(round(n * amount)) if isinstance(amount, float) else int(amount)
+    if num >= n:
+        raise KilnError(f"{what}={amount} leaves no training samples out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    counts = torch.bincount(labels, minlength=int(labels.max()) + 1 if n else 0).double()
+    quota = counts * num / max(n, 1)
+    take = quota.floor().long()
+    extra = num - int(take.sum())
+    if extra > 0:
+        take[torch.argsort(quota - quota.floor(), descending=True, stable=True)[:extra]] += 1
+    held = [order[labels[order] == c][:int(k)] for c, k in enumerate(take.tolist())]
+    held_idx = torch.cat(held).sort().values if held else torch.empty(0, dtype=torch.long)
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[held_idx] = False
+    return order[mask[order]], held_idx
+
+
+def train_val_split(n: int, cfg: DataConfig, overfit_batches: int = 0, labels: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of the training files as a run uses them: the seeded split (stratified by class when
+    `labels` are given), then the optional fixed subset; with overfit_batches, that many training batches,
+    validated on themselves."""
+    if labels is None:
+        train_idx, val_idx = split_indices(n, cfg.val_split, cfg.split_seed)
+    else:
+        train_idx, val_idx = stratified_split(labels, cfg.val_split, cfg.split_seed)
     if cfg.train_subset is not None:
         train_idx = train_idx[:cfg.train_subset]
     if overfit_batches:
@@ -117,6 +145,10 @@ def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tupl
         from kiln.data.text import build_text_data
 
         return build_text_data(spec, cfg, vocab=vocab, **common)
+    if spec.name in ("image_folder", "image_csv"):
+        from kiln.data.images import build_file_image_data
+
+        return build_file_image_data(spec, cfg, channels_last=channels_last, **common)
     from kiln.data.images import build_image_data
 
     return build_image_data(spec, cfg, channels_last=channels_last, **common)

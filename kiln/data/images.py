@@ -1,6 +1,9 @@
-"""Image datasets (the IDX family) as batch sources: resident on the device, or through a DataLoader."""
+"""Image datasets as batch sources (resident on the device, or through a DataLoader): the IDX family, and the
+user's own image folders and CSVs."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
@@ -9,8 +12,11 @@ from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, ResidentBatches, TensorImages
 from kiln.data.idx import load_split
 from kiln.data.registry import IdxDataset, locate
-from kiln.data.transforms import BatchTransform
+from kiln.data.transforms import Augment, BatchTransform
+from kiln.data.image_store import ImageStore
 from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
 
 
 def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
@@ -27,7 +33,8 @@ def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: to
 
     def batches(images, labels, *, train: bool) -> Batches:
         augmented = train and not overfit_batches
-        transform = BatchTransform(spec.mean, spec.std, cfg.augment, channels_last) if augmented else plain
+        transform = BatchTransform(spec.mean, spec.std, Augment.resolve(cfg.augment, photos=False), channels_last) \
+            if augmented else plain
         sampler = EpochBatchSampler(len(labels), cfg.batch_size if train else eval_batch, shuffle=augmented,
                                     drop_last=augmented, seed=seed, rank=rank, world_size=world_size)
         if loader == "resident":
@@ -54,7 +61,7 @@ def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: to
         sources["test"] = batches(images, labels, train=False)
         sizes["test"] = len(labels)
     info = DataInfo(spec.name, "image", len(class_names), class_names, in_channels=int(shape[0]),
-                    image_size=(int(shape[1]), int(shape[2])), mean=spec.mean, std=spec.std)
+                    image_size=(int(shape[1]), int(shape[2])), mean=(spec.mean,), std=(spec.std,))
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, loader)
 
 
@@ -77,3 +84,227 @@ def stored_images(batches: Batches) -> torch.Tensor:
     if isinstance(batches, LoaderBatches) and isinstance(batches.loader.dataset, TensorImages):
         return batches.loader.dataset.images
     raise KilnError("these batches hold no stored images")
+
+
+# --------------------------------------------------------------------------- the user's own image files
+
+def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
+                          channels_last: bool, overfit_batches: int, rank: int, world_size: int) -> Data:
+    """An image folder or image CSV: found, decoded once (or per sample), split, normalised, batched.
+
+    Settings left unset (image_size, channels, class_names, mean, std) are resolved from the training images and
+    written back into `cfg`, so the run's config.yaml records what was used and `kiln test` / `predict` reuse it.
+    """
+    from kiln.data.image_files import read_class_map, scan_csvs, scan_folder
+
+    if cfg.root is None:
+        raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
+    class_names = cfg.class_names or (read_class_map(cfg.class_map) if cfg.class_map else None)
+    found = (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
+             scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row))
+    log.info("%s: %s", cfg.root, found.describe())
+    needed = _lists_for(found, splits)
+    _resolve_image_settings(cfg, found, needed)
+    size = _image_size(cfg)
+    stored = (round(size[0] / cfg.crop_fraction), round(size[1] / cfg.crop_fraction))
+    sources = {name: _image_source(found.files[name], cfg, stored) for name in needed}
+    for name, (source, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
+        found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
+    plan = _split_plan(found, cfg, splits, overfit_batches)
+    if cfg.mean is None or cfg.std is None:
+        name, idx = plan["train"]
+        cfg.mean, cfg.std = _pixel_stats(sources[name], idx, seed)
+        log.info("normalisation computed on the training images: mean %s, std %s",
+                 _fmt(cfg.mean), _fmt(cfg.std))
+    mean, std = _per_channel(cfg.mean, cfg.channels, "mean"), _per_channel(cfg.std, cfg.channels, "std")
+    num_bytes = sum(len(idx) for _, idx in plan.values()) * int(cfg.channels or 3) * stored[0] * stored[1]
+    cached = all(isinstance(src, ImageStore) for src, _ in sources.values())
+    loader = choose_loader(cfg.loader, num_bytes, device, cfg.resident_max_mb or _host_budget(device)) \
+        if cached else "dataloader"
+    log.info("images: %s, served %s", "decoded once (cache)" if cached else "decoded per sample every epoch "
+             "(data.cache)", "from device memory (resident)" if loader == "resident" else "by a DataLoader")
+    out: dict[str, Batches] = {}
+    for split, (name, idx) in plan.items():
+        source, rows = sources[name]
+        labels = torch.tensor(found.files[name].labels, dtype=torch.long)[idx]
+        train = split == "train" and not overfit_batches
+        transform = BatchTransform(mean, std, Augment.resolve(cfg.augment, photos=True) if train else None,
+                                   channels_last, size)
+        sampler = EpochBatchSampler(len(idx), cfg.batch_size if split == "train" else eval_batch_size(cfg),
+                                    shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size)
+        store_rows = rows[idx]
+        if loader == "resident":
+            out[split] = ResidentBatches(source.fetch(store_rows.tolist()), labels, sampler=sampler,
+                                         transform=transform, device=device, seed=seed)
+        else:
+            out[split] = LoaderBatches(ImageRows(source, store_rows, labels), sampler=sampler, transform=transform,
+                                       device=device, seed=seed, num_workers=cfg.num_workers)
+    info = DataInfo(spec.name, "image", len(found.class_names), found.class_names, in_channels=int(cfg.channels or 3),
+                    image_size=size, mean=mean, std=std, stored_size=stored)
+    return Data(info, out.get("train"), out.get("val"), out.get("test"),
+                {split: len(idx) for split, (_, idx) in plan.items()}, loader)
+
+
+class ImageRows(torch.utils.data.Dataset):
+    """Rows of an image source (a decoded store, or files decoded on demand) with their labels; batches are
+    fetched whole (`__getitems__`), in DataLoader workers when data.num_workers > 0."""
+
+    def __init__(self, source, rows: torch.Tensor, labels: torch.Tensor):
+        self.source, self.rows, self.labels = source, rows, labels
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return self.source.fetch(self.rows[idx].tolist()), self.labels[idx]
+
+
+def _lists_for(found, splits: tuple[str, ...]) -> list[str]:
+    """The file lists that the requested splits are drawn from."""
+    if "all" in found.files:
+        return ["all"]
+    wanted = {"train"} if {"train", "val"} & set(splits) else set()
+    wanted |= {s for s in splits if s in found.files}
+    return [name for name in found.files if name in wanted]
+
+
+def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int
+                ) -> dict[str, tuple[str, torch.Tensor]]:
+    """split -> (file list, indices into it). Splits kiln makes are seeded and stratified by class."""
+    from kiln.data import stratified_split
+
+    plan: dict[str, tuple[str, torch.Tensor]] = {}
+    if "all" in found.files:
+        labels = torch.tensor(found.files["all"].labels, dtype=torch.long)
+        rest = torch.arange(len(labels))
+        if cfg.test_split == "all":
+            return {"test": ("all", rest)} if "test" in splits else {}
+        if cfg.test_split:
+            rest, test_idx = stratified_split(labels, cfg.test_split, cfg.split_seed, "data.test_split")
+            plan["test"] = ("all", test_idx)
+        train_pos, val_pos = train_val_split(len(rest), cfg, overfit_batches, labels[rest])
+        plan["train"], plan["val"] = ("all", rest[train_pos]), ("all", rest[val_pos])
+    else:
+        if "train" in found.files:
+            labels = torch.tensor(found.files["train"].labels, dtype=torch.long)
+            if "val" in found.files:
+                if cfg.val_split and "val" in splits:
+                    log.info("validating on the val/ folder (data.val_split is not used)")
+                keep = cfg.model_copy(update={"val_split": 0})
+                train_idx, _ = train_val_split(len(labels), keep, overfit_batches, labels)
+                plan["train"] = ("train", train_idx)
+                plan["val"] = ("val", torch.arange(len(found.files["val"].paths)))
+            else:
+                train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, labels)
+                plan["train"], plan["val"] = ("train", train_idx), ("train", val_idx)
+        if "test" in found.files:
+            plan["test"] = ("test", torch.arange(len(found.files["test"].paths)))
+    if overfit_batches and "train" in plan:
+        plan["val"] = plan["train"]
+    return {split: plan[split] for split in splits if split in plan and len(plan[split][1])}
+
+
+def _resolve_image_settings(cfg: DataConfig, found, needed: list[str]) -> None:
+    """Channels, image size and class names: unset ones from the training images' headers."""
+    if cfg.class_names is None:
+        cfg.class_names = list(found.class_names)
+    if cfg.channels is not None and cfg.image_size is not None:
+        return
+    from kiln.data.image_store import BadImage, probe
+
+    name = "train" if "train" in needed else needed[0]
+    sizes, gray, bad = [], True, set()
+    for i, path in enumerate(found.files[name].paths):
+        try:
+            w, h, is_gray = probe(path)
+        except BadImage as e:
+            if cfg.on_bad_row == "error":
+                raise KilnError(f"cannot read image {found.files[name].where[i]}: {e.error}. Remove or replace the "
+                                "file, or set data.on_bad_row=skip") from None
+            bad.add(i)
+            continue
+        sizes.append(min(w, h))
+        gray &= is_gray
+    if bad:
+        log.warning("skipping %d unreadable images in %s", len(bad), cfg.root)
+        found.files[name] = found.files[name].drop(bad)
+    if cfg.channels is None:
+        cfg.channels = 1 if gray else 3
+        log.info("data.channels=%d (%s)", cfg.channels, "every image is grayscale" if gray else "colour images")
+    if cfg.image_size is None:
+        median = sorted(sizes)[len(sizes) // 2] if sizes else 224
+        cfg.image_size = int(min(224, max(8, 8 * round(median / 8))))
+        log.info("data.image_size=%d (the median short side of the training images is %d px; at most 224)",
+                 cfg.image_size, median)
+
+
+def _image_size(cfg: DataConfig) -> tuple[int, int]:
+    s = cfg.image_size
+    assert s is not None
+    return (s, s) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+
+def _image_source(files, cfg: DataConfig, stored: tuple[int, int]):
+    """(source, rows): the decoded store (or a per-sample decoder) of a file list, and the rows usable in it."""
+    import os
+
+    from kiln.data.image_store import DecodedFiles, ImageStore
+
+    channels = int(cfg.channels or 3)
+    num_bytes = len(files.paths) * channels * stored[0] * stored[1]
+    if cfg.cache == "off" or (cfg.cache == "auto" and num_bytes > cfg.cache_max_mb * 2**20):
+        if cfg.cache == "auto":
+            log.info("image cache: off (the store would take %.0f MiB > data.cache_max_mb=%g); decoding per sample",
+                     num_bytes / 2**20, cfg.cache_max_mb)
+        return DecodedFiles(files.paths, channels, stored), torch.arange(len(files.paths))
+    store = ImageStore.open_or_build(files.paths, channels, stored, threads=os.cpu_count() or 1)
+    if store.bad:
+        listed = "\n  ".join(f"{files.where[i]}" for i in store.bad[:5])
+        if cfg.on_bad_row == "error":
+            raise KilnError(f"{len(store.bad)} image(s) cannot be decoded (corrupt, truncated or not images):\n  "
+                            f"{listed}\nRemove or replace them, or set data.on_bad_row=skip")
+        log.warning("skipping %d images that cannot be decoded:\n  %s", len(store.bad), listed)
+    bad = set(store.bad)
+    return store, torch.tensor([i for i in range(len(files.paths)) if i not in bad], dtype=torch.long)
+
+
+def _pixel_stats(source_rows, idx: torch.Tensor, seed: int, limit: int = 2000) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of pixels in [0, 1] over (up to `limit`, seeded) training images."""
+    source, rows = source_rows
+    pick = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:limit]].sort().values
+    total = sq = None
+    count = 0
+    for chunk in rows[pick].split(256):
+        x = source.fetch(chunk.tolist()).double().div_(255.0)
+        s, s2 = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
+        total, sq = (s, s2) if total is None else (total + s, sq + s2)
+        count += x.numel() // x.shape[1]
+    mean = total / count
+    std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
+    return [round(float(v), 4) for v in mean], [round(float(max(v, 1e-3)), 4) for v in std]
+
+
+def _per_channel(values: list[float], channels: int | None, what: str) -> tuple[float, ...]:
+    channels = int(channels or 3)
+    if len(values) == channels:
+        return tuple(float(v) for v in values)
+    if len(values) == 1:
+        return tuple(float(values[0]) for _ in range(channels))
+    if channels == 1:  # e.g. ImageNet's colour statistics for a grayscale run: their average
+        return (sum(values) / len(values),)
+    raise KilnError(f"data.{what} has {len(values)} values for {channels}-channel images; give one per channel")
+
+
+def _host_budget(device: torch.device) -> float | None:
+    """On the CPU a decoded store is served from memory only while it takes at most a quarter of the RAM;
+    larger ones are read through the memory map."""
+    if device.type != "cpu":
+        return None
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 4 / 2**20
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"

@@ -123,6 +123,25 @@ register(CsvDataset("ag_news", header=False, class_names=("World", "Sports", "Bu
 register(CsvDataset("text_csv", header=True))
 
 
+@dataclass(frozen=True)
+class ImageFilesDataset:
+    """The user's own image files: a folder of class folders (`image_folder`) or CSVs of paths (`image_csv`)."""
+
+    name: str
+    layout: str  # "folder" | "csv"
+    kind = "image"
+    num_classes = None  # read from the files
+
+    def describe_files(self) -> str:
+        if self.layout == "folder":
+            return "<class>/<image> or train/<class>/<image> folders"
+        return "train.csv and test.csv (optional val.csv) of image paths and labels"
+
+
+register(ImageFilesDataset("image_folder", "folder"))
+register(ImageFilesDataset("image_csv", "csv"))
+
+
 def known_num_classes(name: str) -> int | None:
     """The class count of a registered dataset, known before reading it (None: read from the data)."""
     return None if ":" in name else get_dataset(name).num_classes

@@ -7,6 +7,10 @@ function serves every loader path and its randomness is a pure function of
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,27 +40,108 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-class BatchTransform:
-    """uint8 images (B, C, H, W) -> float32 normalised, optionally augmented, optionally channels_last."""
+@dataclass(frozen=True)
+class Augment:
+    """The augmentation a split gets, with a dataset's defaults filled in (see `AugmentConfig`)."""
 
-    def __init__(self, mean: float, std: float, augment: AugmentConfig | None = None, channels_last: bool = False):
-        self.mean, self.std = mean, std
-        self.augment = augment
-        self.channels_last = channels_last
+    crop_padding: int = 0
+    hflip: bool = False
+    resized_crop: bool = False
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    @classmethod
+    def resolve(cls, cfg: AugmentConfig, photos: bool) -> Augment:
+        """`photos`: image folders and CSVs, where crops and flips are on unless switched off."""
+        return cls(cfg.crop_padding, photos if cfg.hflip is None else cfg.hflip,
+                   photos if cfg.resized_crop is None else cfg.resized_crop, tuple(cfg.scale), tuple(cfg.ratio))
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.hflip or self.resized_crop
+
+
+def centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The central `size` (H, W) of a batch (B, C, H', W') at least that large."""
+    h, w = x.shape[-2:]
+    top, left = (h - size[0]) // 2, (w - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]]
+
+
+def random_resized_crop(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float],
+                        ratio: tuple[float, float], generator: torch.Generator, flip: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """torchvision's RandomResizedCrop, drawn independently for every image of the batch and applied to the whole
+    batch at once (one bilinear resample, optionally mirrored per image). x: float (B, C, H, W)."""
+    b, c, h, w = x.shape
+    dev = x.device
+    # Ten tries per image of (area, log-ratio), the first that fits wins; none fits: the centre crop at the
+    # nearest allowed ratio. The same rule as torchvision.transforms.v2.RandomResizedCrop.get_params.
+    u = torch.rand((2, b, 10), generator=generator, device=dev)
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * u[0])
+    aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
+    cw, ch = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
+    fits = (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
+    first = fits.to(torch.uint8).argmax(1, keepdim=True)
+    any_fits = fits.any(1)
+    fw, fh = _fallback_crop(h, w, ratio)
+    cw = torch.where(any_fits, cw.gather(1, first).squeeze(1), float(fw))
+    ch = torch.where(any_fits, ch.gather(1, first).squeeze(1), float(fh))
+    pos = torch.rand((2, b), generator=generator, device=dev)
+    x0 = torch.where(any_fits, (pos[0] * (w - cw + 1)).floor(), float((w - fw) // 2))
+    y0 = torch.where(any_fits, (pos[1] * (h - ch + 1)).floor(), float((h - fh) // 2))
+    # The crop [x0, x0 + cw) x [y0, y0 + ch) in grid_sample's coordinates (-1..1 spans the pixel edges).
+    theta = torch.zeros((b, 2, 3), device=dev)
+    theta[:, 0, 0] = cw / w * (1 - 2 * flip.float() if flip is not None else 1)
+    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
+    theta[:, 1, 1] = ch / h
+    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
+    grid = F.affine_grid(theta.to(x.dtype), [b, c, size[0], size[1]], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _fallback_crop(h: int, w: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    if w / h < ratio[0]:
+        return w, int(round(w / ratio[0]))
+    if w / h > ratio[1]:
+        return int(round(h * ratio[1])), h
+    return w, h
+
+
+class BatchTransform:
+    """uint8 images (B, C, H, W) -> float32 normalised per channel, optionally augmented, optionally channels_last.
+
+    `size`: what the model takes (H, W). Larger stored images (image folders keep a margin for random crops) are
+    centre-cropped to it, or randomly resized-cropped to it when training with `resized_crop`.
+    """
+
+    def __init__(self, mean: float | Sequence[float], std: float | Sequence[float], augment: Augment | None = None,
+                 channels_last: bool = False, size: tuple[int, int] | None = None):
+        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.augment = augment if augment is not None and augment.active else None
+        self.channels_last, self.size = channels_last, size
 
     @property
     def augments(self) -> bool:
-        return self.augment is not None and (self.augment.crop_padding > 0 or self.augment.hflip)
+        return self.augment is not None
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x = images.float().div_(255.0)
-        if self.augments:
-            assert self.augment is not None and generator is not None, \
-                "augmentation needs a generator (its randomness must be resumable)"
-            if self.augment.crop_padding:
-                x = random_crop(x, self.augment.crop_padding, generator)
-            if self.augment.hflip:
+        aug = self.augment
+        if aug is not None:
+            assert generator is not None, "augmentation needs a generator (its randomness must be resumable)"
+        size = self.size or tuple(images.shape[-2:])
+        if aug is not None and aug.resized_crop:
+            flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5 if aug.hflip else None
+            x = random_resized_crop(images.float().div_(255.0), size, aug.scale, aug.ratio, generator, flip)
+        else:
+            x = centre_crop(images, size).float().div_(255.0)
+            if aug is not None and aug.crop_padding:
+                x = random_crop(x, aug.crop_padding, generator)
+            if aug is not None and aug.hflip:
                 x = random_hflip(x, generator)
+        if self.mean.device != x.device:
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         x = x.sub_(self.mean).div_(self.std)
         if self.channels_last:
             return x.contiguous(memory_format=torch.channels_last)

@@ -1,0 +1,188 @@
+"""Finding a user's images: a folder of class subfolders (optionally under train/val/test folders), or CSV files of
+paths and labels. Only file names are read here; decoding is kiln.data.image_store's job."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiln.data.csv_rows import infer_class_names
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+
+
+@dataclass
+class ImageFiles:
+    """Image files and their class indices; `where` says where each came from (for messages)."""
+
+    paths: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
+
+    def add(self, path: Path, label: int, where: str | None = None) -> None:
+        self.paths.append(path)
+        self.labels.append(label)
+        self.where.append(where or str(path))
+
+    def drop(self, bad: set[int]) -> ImageFiles:
+        keep = [i for i in range(len(self.paths)) if i not in bad]
+        return ImageFiles([self.paths[i] for i in keep], [self.labels[i] for i in keep], [self.where[i] for i in keep])
+
+
+@dataclass
+class Found:
+    """What a scan found: the file lists by split (`all` for a folder of class folders, split by kiln)."""
+
+    files: dict[str, ImageFiles]
+    class_names: list[str]
+    layout: str
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{name} {len(f.paths)}" for name, f in self.files.items())
+        return f"{len(self.class_names)} classes ({self.layout}): {counts} images"
+
+
+def read_class_map(path: Path) -> list[str]:
+    """A class-map file: one class name per line, in label order (blank lines and # comments ignored)."""
+    if not Path(path).is_file():
+        raise KilnError(f"data.class_map file not found: {path}")
+    names = [line.strip() for line in Path(path).read_text().splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names or len(set(names)) != len(names):
+        raise KilnError(f"{path}: a class map lists each class name once, one per line")
+    return names
+
+
+def scan_folder(root: Path, class_names: list[str] | None) -> Found:
+    """`root/<class>/...` (kiln splits it) or `root/{train,val,test}/<class>/...` (the folders are the splits)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise KilnError(f"data.root={root} is not a folder; an image folder holds one subfolder per class "
+                        "(or train/, val/, test/ folders of class subfolders)")
+    subdirs = {d.name.lower(): d for d in _visible_dirs(root)}
+    split_dirs = {split: subdirs[n] for split, names in SPLIT_FOLDERS.items() for n in names if n in subdirs}
+    if "train" not in split_dirs:
+        if split_dirs:
+            raise KilnError(f"{root} has {', '.join(d.name for d in split_dirs.values())} but no train/ (or "
+                            "training/) folder; put the training images in train/<class>/")
+        given = class_names is not None  # e.g. a run's classes, tested on a folder that may lack some
+        class_names = class_names or sorted(d.name for d in _visible_dirs(root))
+        return Found({"all": _scan_classes(root, class_names, allow_missing=given)}, class_names, "class folders")
+    if class_names is None:
+        class_names = sorted(d.name for d in _visible_dirs(split_dirs["train"]))
+    files = {split: _scan_classes(folder, class_names, allow_missing=split != "train")
+             for split, folder in split_dirs.items()}
+    return Found(files, class_names, "train/val/test folders")
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _scan_classes(folder: Path, class_names: list[str], allow_missing: bool = False) -> ImageFiles:
+    dirs = _visible_dirs(folder)
+    if not dirs:
+        stray = [p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS][:3]
+        hint = f" (images lie directly in it, e.g. {', '.join(stray)}: move them into class folders)" if stray else ""
+        raise KilnError(f"no class folders in {folder}{hint}; kiln expects {folder}/<class>/<image>")
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [d.name for d in dirs if d.name not in index]
+    if unknown:
+        raise KilnError(f"{folder}: class folder(s) {', '.join(map(repr, unknown))} are not among the classes "
+                        f"({', '.join(class_names[:20])}); rename them, or list them in data.class_names / data.class_map")
+    files, skipped = ImageFiles(), Counter()
+    for d in dirs:
+        found = 0
+        for path in sorted(d.rglob("*")):
+            rel = path.relative_to(d)
+            if any(part.startswith(".") for part in rel.parts):
+                skipped["hidden"] += path.is_file()
+            elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                files.add(path, index[d.name])
+                found += 1
+            elif path.is_file():
+                skipped["not an image (" + (path.suffix.lower() or "no extension") + ")"] += 1
+        if not found:
+            raise KilnError(f"class folder {d} has no images (looked for {', '.join(IMAGE_EXTENSIONS)} files, "
+                            "also in subfolders); add images or remove the folder")
+    if skipped:
+        log.info("%s: skipped %s", folder, ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())))
+    missing = [name for name in class_names if name not in {d.name for d in dirs}]
+    if missing and not allow_missing:
+        log.warning("%s: no folder for class(es) %s", folder, ", ".join(missing[:10]))
+    return files
+
+
+def scan_csvs(root: Path, path_column: str, label_column: str, class_names: list[str] | None,
+              on_bad_row: str) -> Found:
+    """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and labels."""
+    root = Path(root)
+    csv_files = {split: root / f"{split}.csv" for split in ("train", "val", "test") if (root / f"{split}.csv").is_file()}
+    if "train" not in csv_files:
+        raise KilnError(f"no train.csv in {root}; an image CSV dataset is train.csv (and test.csv, optional val.csv) "
+                        f"with columns {path_column!r} and {label_column!r}")
+    rows = {split: _read_csv(path, path_column, label_column) for split, path in csv_files.items()}
+    if class_names is None:
+        class_names = infer_class_names([label for _, label, _ in rows["train"] if label])
+    files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row)
+             for split, split_rows in rows.items()}
+    return Found(files, class_names, "CSV files")
+
+
+def _read_csv(path: Path, path_column: str, label_column: str) -> list[tuple[str, str, int]]:
+    """(path, label, line) of every row; a malformed row is kept with an empty path and reported later."""
+    out = []
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            missing = [c for c in (path_column, label_column) if c not in header]
+            if missing:
+                raise KilnError(f"{path} has no column {', '.join(map(repr, missing))} (its header: "
+                                f"{', '.join(header) or 'none'}); set data.path_column / data.label_column")
+            p, lab = header.index(path_column), header.index(label_column)
+            for row in reader:
+                if not row:
+                    continue
+                ok = len(row) == len(header)
+                out.append((row[p].strip() if ok else "", row[lab].strip() if ok else "", reader.line_num))
+    except UnicodeDecodeError as e:
+        raise KilnError(f"{path} is not UTF-8 text ({e}); re-save it as UTF-8") from None
+    except csv.Error as e:
+        raise KilnError(f"{path} is not a valid CSV file: {e}") from None
+    return out
+
+
+def _resolve_rows(rows: list[tuple[str, str, int]], csv_path: Path, class_names: list[str],
+                  on_bad_row: str) -> ImageFiles:
+    index = {name: i for i, name in enumerate(class_names)}
+    files, skipped, first = ImageFiles(), 0, ""
+    for rel, label, line in rows:
+        where = f"{csv_path}, line {line}"
+        path = (csv_path.parent / rel) if rel else None
+        cls = index.get(label)
+        if cls is None and re.fullmatch(r"\d+", label) and int(label) < len(class_names) and label not in index:
+            cls = int(label)
+        problem = ("malformed row (wrong number of columns)" if path is None
+                   else f"label {label!r} is not a class ({', '.join(class_names[:10])})" if cls is None
+                   else f"image {path} not found" if not path.is_file() else "")
+        if problem:
+            if on_bad_row == "error":
+                raise KilnError(f"{where}: {problem}. Fix the row, or set data.on_bad_row=skip to skip such rows")
+            skipped, first = skipped + 1, first or f"line {line}: {problem}"
+            continue
+        files.add(path, cls, where)
+    if skipped:
+        log.warning("skipped %d bad rows in %s (first: %s)", skipped, csv_path, first)
+    if not files.paths:
+        raise KilnError(f"{csv_path} has no usable rows")
+    return files
+

@@ -1,0 +1,193 @@
+"""Decoding image files, once: every image of a file list decoded, converted to one mode and resized into a
+uint8 store (N, C, H, W) in $KILN_CACHE, memory-mapped and reused while the files are unchanged.
+
+One decoder serves the store, decoding per sample (`data.cache: off`) and `kiln predict`, so every path sees the
+same pixels: EXIF orientation applied, transparency composited on white, the shorter side resized to cover the
+stored size (bilinear, antialiased), then the centre cut out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
+
+DECODER_VERSION = 1  # part of every store's key: a change to decode() must not reuse stores made by the old one
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("KILN_CACHE") or Path.home() / ".cache" / "kiln").expanduser() / "images"
+
+
+def probe(path: Path) -> tuple[int, int, bool]:
+    """(width, height, grayscale) from the file's header, without decoding its pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.width, img.height, img.mode in GRAY_MODES
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise BadImage(path, e) from None
+
+
+class BadImage(Exception):
+    """A file that is not a readable image (unknown format, truncated, corrupt)."""
+
+    def __init__(self, path: Path, error: Exception):
+        super().__init__(f"{path}: {error}")
+        self.path, self.error = path, error
+
+
+def decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+    """The image at `path` as uint8 (channels, H, W) of `size`: its shorter side resized to cover `size`, then the
+    centre. Raises BadImage."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if img.format == "JPEG":  # decode at a reduced DCT scale when the target is much smaller: 2-4x faster
+                scale = max(size[1] / img.width, size[0] / img.height)
+                img.draft("RGB" if channels == 3 else "L", (int(img.width * scale) + 1, int(img.height * scale) + 1))
+            img = ImageOps.exif_transpose(img)
+            img = _to_mode(img, channels)
+            scale = max(size[1] / img.width, size[0] / img.height)
+            resized = (max(size[1], round(img.width * scale)), max(size[0], round(img.height * scale)))
+            if resized != img.size:
+                img = img.resize(resized, Image.Resampling.BILINEAR)
+            left, top = (img.width - size[1]) // 2, (img.height - size[0]) // 2
+            img = img.crop((left, top, left + size[1], top + size[0]))
+            array = np.array(img, dtype=np.uint8)  # a writable copy: tensors are made from it
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise BadImage(path, e) from None
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+def _to_mode(img, channels: int):
+    from PIL import Image
+
+    mode = "RGB" if channels == 3 else "L"
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit: scale to 8 bits (convert() would clip)
+        array = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode != "F" and array.max() > 255 else max(float(array.max()), 255.0)
+        img = Image.fromarray((array * (255.0 / top)).round().clip(0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img if img.mode == mode else img.convert(mode)
+
+
+class DecodedFiles:
+    """Image files decoded when asked for (data.cache: off): `fetch` decodes a batch, e.g. in DataLoader workers."""
+
+    def __init__(self, paths: Sequence[Path], channels: int, size: tuple[int, int]):
+        self.paths, self.channels, self.size = list(paths), channels, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def fetch(self, indices: Sequence[int]) -> torch.Tensor:
+        try:
+            return torch.from_numpy(np.stack([decode(self.paths[i], self.channels, self.size) for i in indices]))
+        except BadImage as e:
+            raise KilnError(f"cannot decode image {e.path} ({e.error}); remove or replace the file") from None
+
+
+class ImageStore:
+    """A file list decoded once into a memory-mapped uint8 array; `fetch` reads batches of rows from it."""
+
+    def __init__(self, images: torch.Tensor, bad: list[int]):
+        self.images, self.bad = images, bad  # (N, C, H, W) uint8; rows of files that could not be decoded
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def fetch(self, indices: Sequence[int]) -> torch.Tensor:
+        return self.images[torch.as_tensor(indices, dtype=torch.long)]
+
+    @staticmethod
+    def key(paths: Sequence[Path], channels: int, size: tuple[int, int]) -> str:
+        """Changes when a file is added, removed, replaced or touched, or when the decode settings change."""
+        h = hashlib.sha256(json.dumps([DECODER_VERSION, channels, list(size)]).encode())
+        for p in paths:
+            st = os.stat(p)
+            h.update(f"\0{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:24]
+
+    @classmethod
+    def open_or_build(cls, paths: Sequence[Path], channels: int, size: tuple[int, int], threads: int) -> ImageStore:
+        folder = cache_dir()
+        key = cls.key(paths, channels, size)
+        data, meta_file = folder / f"{key}.u8", folder / f"{key}.json"
+        shape = (len(paths), channels, *size)
+        if meta_file.is_file() and data.is_file() and data.stat().st_size == int(np.prod(shape)):
+            meta = json.loads(meta_file.read_text())
+            log.info("image cache: reusing %s (%d images, %dx%dx%d)", data, len(paths), channels, *size)
+            return cls(_memmap(data, shape), meta["bad"])
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("image cache: decoding %d images once into %s (%.0f MiB; later runs reuse it while the files are "
+                 "unchanged)", len(paths), data, np.prod(shape) / 2**20)
+        started = time.perf_counter()
+        part = data.with_suffix(f".part{os.getpid()}")
+        out = np.memmap(part, dtype=np.uint8, mode="w+", shape=shape)
+        bad = _decode_into(out, paths, channels, size, threads)
+        out.flush()
+        del out
+        part.replace(data)  # complete stores only: a killed build leaves a .part file, never a half-filled store
+        meta_file.write_text(json.dumps({"files": len(paths), "shape": list(shape), "bad": sorted(bad),
+                                         "first": str(paths[0]) if paths else ""}))
+        seconds = time.perf_counter() - started
+        log.info("image cache: decoded %d images in %.1f s (%.0f images/s)", len(paths), seconds,
+                 len(paths) / max(seconds, 1e-9))
+        _remove_stale(folder, paths, keep=key)
+        return cls(_memmap(data, shape), sorted(bad))
+
+
+def _memmap(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    # copy-on-write: tensors made from it are writable in memory while the file stays as built
+    return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
+
+
+def _decode_into(out: np.ndarray, paths: Sequence[Path], channels: int, size: tuple[int, int],
+                 threads: int) -> dict[int, str]:
+    """Decode every file into its row of `out` (Pillow releases the GIL while decoding and resizing, so threads
+    scale); returns {row: problem} for the files that could not be decoded."""
+    bad: dict[int, str] = {}
+
+    def one(i: int) -> None:
+        try:
+            out[i] = decode(paths[i], channels, size)
+        except BadImage as e:
+            bad[i] = str(e.error)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        list(pool.map(one, range(len(paths))))
+    return bad
+
+
+def _remove_stale(folder: Path, paths: Sequence[Path], keep: str) -> None:
+    """Stores built earlier for the same first file (an older version of this dataset) are deleted: the cache
+    holds one store per dataset, not one per edit."""
+    first = str(paths[0]) if paths else ""
+    for meta_file in folder.glob("*.json"):
+        if meta_file.stem == keep:
+            continue
+        try:
+            if json.loads(meta_file.read_text()).get("first") == first:
+                meta_file.with_suffix(".u8").unlink(missing_ok=True)
+                meta_file.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue

@@ -1,0 +1,249 @@
+"""The user's own images: image folders and CSVs, decoding, the decode-once cache, per-image augmentation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import only_run, run_cli, write_config
+from fakedata import SHAPE_CLASSES, draw_shape_image, write_image_csv, write_image_folder
+from kiln.config import DataConfig, build_config
+from kiln.data import build_data
+from kiln.data.image_store import ImageStore, decode
+from kiln.data.transforms import Augment, BatchTransform
+from kiln.errors import KilnError
+from kiln.train import session
+from kiln.train.callbacks import LambdaCallback
+from kiln.train.state import load_checkpoint
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory) -> Path:
+    return write_image_folder(tmp_path_factory.mktemp("shapes"), n=600)
+
+
+def _config(tmp_path: Path, root: Path, **data) -> dict:
+    return {"name": "shapes", "seed": 0,
+            "data": {"name": "image_folder", "root": str(root), "image_size": 32, "batch_size": 32,
+                     "val_split": 0.15, "test_split": 0.2, "augment": {"scale": [0.5, 1.0]}, **data},
+            "model": {"name": "cnn", "args": {"channels": [16, 32, 64]}},
+            "optim": {"name": "adamw", "lr": 0.005}, "schedule": {"name": "onecycle"},
+            "trainer": {"epochs": 25},
+            "log": {"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False}}
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.mark.slow
+def test_a_colour_folder_is_learnt_then_tested_and_predicted_through_the_cli(tmp_path, shapes):
+    config = write_config(tmp_path, _config(tmp_path, shapes))
+    env = {"KILN_CACHE": str(tmp_path / "cache")}
+    result = run_cli("train", config, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "skipped 1 hidden, 1 not an image (.txt)" in result.stderr
+    run = only_run(tmp_path / "runs")
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["acc"] >= 0.9, metrics["acc"]  # colour and shape at varying positions and scales
+    assert metrics["class_names"] == SHAPE_CLASSES
+    saved = (run / "config.yaml").read_text()
+    assert "channels: 3" in saved and "mean:" in saved  # resolved settings are recorded with the run
+
+    out = tmp_path / "predictions.csv"
+    result = run_cli("predict", run, shapes / "red_square", "--out", out, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 150 and set(rows[0]) >= {"file", "label", "probability", "top_k"}
+    assert sum(r["label"] == "red_square" for r in rows) >= 130
+
+    other = tmp_path / "other"
+    shutil.copytree(shapes / "blue_disc", other / "blue_disc")
+    result = run_cli("test", run, f"data.root={other}", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "test_metrics.json").read_text())["num_samples"] == len(list(other.rglob("*.*"))) - 2
+
+
+def test_training_on_a_folder_resumes_bit_exactly(tmp_path, shapes):
+    def cfg(folder):
+        raw = _config(tmp_path, shapes, loader="dataloader")
+        raw["trainer"]["epochs"] = 2
+        raw["log"]["dir"] = str(tmp_path / folder)
+        return build_config(raw)
+
+    full = session.train(cfg("full"), quiet=True)
+
+    def stop(trainer):
+        if trainer.state.step == 5:
+            trainer.stop_requested = True
+
+    cut = cfg("cut")
+    with pytest.raises(Exception, match="--resume"):
+        session.train(cut, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    resumed = session.train(cut, resume=only_run(tmp_path / "cut"), quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_image_csv_trains_and_reports_a_missing_file_with_its_line(tmp_path):
+    root = write_image_csv(tmp_path / "csvdata", n=64)
+    raw = _config(tmp_path, root, name="image_csv", val_split=8, test_split=0)
+    raw["trainer"]["epochs"] = 1
+    result = session.train(build_config(raw), quiet=True)
+    assert result.test_metrics["num_samples"] == 21
+
+    with open(root / "train.csv", "a") as f:
+        f.write("images/nowhere.png,red_disc\n")
+    with pytest.raises(KilnError, match=r"train.csv, line 66: image .*nowhere.png not found.*on_bad_row=skip"):
+        build_data(DataConfig(name="image_csv", root=root, image_size=16), seed=0, device=CPU)
+    data = build_data(DataConfig(name="image_csv", root=root, image_size=16, on_bad_row="skip", val_split=0),
+                      seed=0, device=CPU)
+    assert data.sizes["train"] == 64
+
+
+# --------------------------------------------------------------------------- layouts and splits
+
+def test_train_val_test_folders_are_the_splits_and_kiln_splits_a_class_folder_stratified(tmp_path):
+    root = write_image_folder(tmp_path / "split", n=40, layout="splits", extras=False)
+    (root / "val").rename(root / "valid")
+    data = build_data(DataConfig(name="image_folder", root=root, image_size=16), seed=0, device=CPU)
+    assert data.sizes == {"train": 40, "val": 10, "test": 10}
+    assert data.info.class_names == SHAPE_CLASSES and data.info.in_channels == 3
+
+    flat = write_image_folder(tmp_path / "flat", n=80, extras=False)
+    data = build_data(DataConfig(name="image_folder", root=flat, image_size=16, val_split=0.2, test_split=0.25),
+                      seed=0, device=CPU)
+    assert data.sizes == {"train": 48, "val": 12, "test": 20}  # the validation share is of what the test left
+    for split, per_class in (("val", 3), ("test", 5)):  # the same share of every class
+        labels = torch.cat([y for _, y in data.require(split).epoch(0)])
+        assert torch.bincount(labels).tolist() == [per_class] * 4
+
+
+def test_unset_image_size_and_channels_come_from_the_training_images(tmp_path):
+    root = tmp_path / "gray"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i, size in enumerate([(50, 70), (60, 90), (100, 61)]):
+            Image.new("L", size, 40 * i).save(root / c / f"{i}.png")
+    cfg = DataConfig(name="image_folder", root=root, val_split=0)
+    data = build_data(cfg, seed=0, device=CPU)
+    assert cfg.channels == 1 and cfg.image_size == 64  # median short side 60 -> rounded to 64 (multiple of 8)
+    assert data.info.in_channels == 1 and data.info.image_size == (64, 64)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda r: (r / "a").mkdir(parents=True), "class folder .*a has no images"),
+    (lambda r: r.mkdir(), "no class folders in"),
+    (lambda r: (r / "a" / "bad.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated"), r"cannot read image .*bad.jpg"),
+])
+def test_bad_folders_are_explained(tmp_path, make, message):
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "b").mkdir()
+    draw_shape_image(0, np.random.default_rng(0), (40, 40)).save(root / "b" / "ok.png")
+    if "no class" in message:
+        shutil.rmtree(root)
+    elif "bad.jpg" in message:
+        (root / "a").mkdir()
+    make(root)
+    with pytest.raises(KilnError, match=message):
+        build_data(DataConfig(name="image_folder", root=root, val_split=0), seed=0, device=CPU)
+
+
+def test_a_truncated_image_is_named_and_skipped_when_asked(tmp_path):
+    root = write_image_folder(tmp_path / "p", n=8, extras=False)
+    good = root / "red_disc" / "img0002.png"
+    data = good.read_bytes()
+    (root / "red_disc" / "cut.png").write_bytes(data[: len(data) // 2])
+    cfg = dict(name="image_folder", root=root, val_split=0, image_size=16, channels=3)
+    with pytest.raises(KilnError, match=r"(?s)cannot be decoded.*cut.png"):
+        build_data(DataConfig(**cfg), seed=0, device=CPU)
+    assert build_data(DataConfig(**cfg, on_bad_row="skip"), seed=0, device=CPU).sizes["train"] == 8
+
+
+def test_testing_on_a_folder_with_a_class_the_run_does_not_know_is_refused(tmp_path, shapes):
+    other = tmp_path / "other"
+    shutil.copytree(shapes / "red_disc", other / "zebra")
+    cfg = DataConfig(name="image_folder", root=other, class_names=SHAPE_CLASSES, image_size=16)
+    with pytest.raises(KilnError, match="'zebra' are not among the classes"):
+        build_data(cfg, seed=0, device=CPU, splits=("test",))
+
+
+# --------------------------------------------------------------------------- decoding
+
+def test_every_image_mode_decodes_to_one_rgb_layout(tmp_path):
+    img = Image.new("RGB", (60, 40), (10, 200, 30))
+    clear = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    clear.save(tmp_path / "clear.png")
+    img.convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "palette.png")
+    img.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(np.full((40, 40), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    Image.new("RGB", (60, 40), (255, 0, 0)).save(tmp_path / "gif.gif")
+    rotated = Image.new("RGB", (60, 40), (0, 0, 0))
+    rotated.paste((255, 255, 255), (0, 0, 30, 40))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise: the white half ends up on top
+    rotated.save(tmp_path / "exif.jpg", exif=exif, quality=95)
+
+    assert decode(tmp_path / "clear.png", 3, (8, 8)).min() == 255  # transparency on white
+    assert tuple(decode(tmp_path / "palette.png", 3, (8, 8))[:, 4, 4]) == pytest.approx((10, 200, 30), abs=8)
+    assert decode(tmp_path / "cmyk.jpg", 3, (8, 8)).shape == (3, 8, 8)
+    assert decode(tmp_path / "deep.png", 3, (8, 8)).min() == 255  # 16-bit white scaled, not clipped
+    assert decode(tmp_path / "gif.gif", 1, (8, 8)).shape == (1, 8, 8)
+    upright = decode(tmp_path / "exif.jpg", 1, (60, 40))[0]  # (H=60, W=40) once rotated
+    assert upright[:20].mean() > 200 and upright[40:].mean() < 50
+
+
+def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, caplog):
+    root = write_image_folder(tmp_path / "p", n=8, extras=False)
+    paths = sorted(root.rglob("*.png")) + sorted(root.rglob("*.jpg"))
+    first = ImageStore.open_or_build(paths, 3, (16, 16), threads=2)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kiln"):
+        again = ImageStore.open_or_build(paths, 3, (16, 16), threads=2)
+    assert "reusing" in caplog.text and torch.equal(first.images, again.images)
+
+    Image.new("RGB", (30, 30), (0, 0, 0)).save(paths[0])
+    os.utime(paths[0], ns=(1, 1))  # a new mtime even on a coarse clock
+    rebuilt = ImageStore.open_or_build(paths, 3, (16, 16), threads=2)
+    assert rebuilt.images[0].max() == 0 and torch.equal(rebuilt.images[1:], first.images[1:])
+    assert len(list((tmp_path / "cache" / "images").glob("*.u8"))) == 1  # the stale store is gone
+
+
+def test_decoding_per_sample_gives_the_same_batches_as_the_cache(tmp_path, shapes):
+    batches = {}
+    for cache in ("on", "off"):
+        cfg = DataConfig(name="image_folder", root=shapes, image_size=24, cache=cache, loader="dataloader",
+                         mean=[0.5], std=[0.25], val_split=0)
+        train = build_data(cfg, seed=4, device=CPU, splits=("train",)).require("train")
+        batches[cache] = next(iter(train.epoch(1)))
+    assert torch.equal(batches["on"][0], batches["off"][0]) and torch.equal(batches["on"][1], batches["off"][1])
+
+
+# --------------------------------------------------------------------------- augmentation
+
+def test_random_resized_crops_and_flips_are_drawn_per_image_and_repeatable():
+    image = torch.arange(3 * 40 * 40, dtype=torch.float32).reshape(1, 3, 40, 40).remainder(251).to(torch.uint8)
+    batch = image.expand(16, -1, -1, -1).contiguous()
+    t = BatchTransform([0.5, 0.5, 0.5], [0.2, 0.2, 0.2], Augment(hflip=True, resized_crop=True), size=(24, 24))
+    out = t(batch, torch.Generator().manual_seed(1))
+    assert out.shape == (16, 3, 24, 24)
+    assert len({tuple(x.flatten()[:50].tolist()) for x in out}) == 16  # no two images share a crop
+    assert torch.equal(out, t(batch, torch.Generator().manual_seed(1)))  # a pure function of the seed
+
+    plain = BatchTransform([0.5, 0.5, 0.5], [0.2, 0.2, 0.2], None, size=(24, 24))(batch)
+    assert torch.equal(plain[0], ((image[0, :, 8:32, 8:32].float() / 255) - 0.5) / 0.2)  # the centre crop
