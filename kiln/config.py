@@ -22,6 +22,9 @@ from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
@@ -47,6 +50,18 @@ class AugmentConfig(Section):
         if not 0 < v[0] <= v[1]:
             raise ValueError("must be [low, high] with 0 < low <= high")
         return v
+
+
+class TransformsConfig(Section):
+    """Per-image transforms for image folders/CSVs, replacing kiln's own augmentation (train) or centre crop (eval)."""
+
+    train: list[dict[str, Any]] | None = None
+    """Training split: a list of {name: <torchvision.transforms.v2 class or package.module:Class>, <its arguments>},
+    e.g. [{name: RandomResizedCrop, size: 64, scale: [0.5, 1.0]}, {name: ColorJitter, brightness: 0.3}]. Applied to
+    each uint8 image (decoded at image_size / crop_fraction), each with its own random draw; must end at
+    data.image_size. kiln normalises afterwards."""
+    eval: list[dict[str, Any]] | None = None
+    """Validation, test and predict: the same form, e.g. [{name: CenterCrop, size: 64}]."""
 
 
 class TextConfig(Section):
@@ -115,6 +130,8 @@ class DataConfig(Section):
     memory on CUDA, no limit on CPU (the data is in host memory either way)."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     """Train-time augmentation of images, applied on the device to whole batches (each image its own draw)."""
+    transforms: TransformsConfig = Field(default_factory=TransformsConfig)
+    """Image folders/CSVs: per-image torchvision transforms from the config, checked before training starts."""
     image_size: int | tuple[int, int] | None = Field(None, gt=0)
     """Image folders/CSVs: the size S (or [H, W]) the model sees. Evaluation resizes the shorter side to
     S / crop_fraction and centre-crops S; training takes a RandomResizedCrop of that. Unset: the median short side
@@ -367,6 +384,15 @@ class Config(Section):
                                  f"{self.task.label_smoothing} disagree; set task.label_smoothing only")
             log.warning("trainer.label_smoothing is deprecated: use task.label_smoothing=%g", old)
             self.task.label_smoothing, self.trainer.label_smoothing = old, 0.0
+        return self
+
+    @model_validator(mode="after")
+    def _pretrained_weights_bring_their_normalisation(self) -> "Config":
+        # Every torchvision ImageNet classification weight was trained on inputs normalised with these values;
+        # fine-tuning on one's own photos must feed them the same way.
+        if self.model.pretrained == "torchvision" and self.data.name in ("image_folder", "image_csv") \
+                and self.data.mean is None and self.data.std is None:
+            self.data.mean, self.data.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
         return self
 
     @model_validator(mode="after")

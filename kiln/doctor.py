@@ -85,6 +85,8 @@ def datasets() -> list[dict[str, Any]]:
 
     rows = []
     for name, spec in sorted(DATASETS.items()):
+        if not hasattr(spec, "find"):  # image_folder / image_csv: the user's own files, wherever data.root says
+            continue
         where = next((spec.find(d) for d in candidate_dirs(spec, None) if spec.find(d) is not None), None)
         rows.append({"name": name, "found": str(where) if where else None,
                      "looked_in": [str(d) for d in candidate_dirs(spec, None)]})

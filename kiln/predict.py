@@ -47,7 +47,8 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
         if file:
             raise KilnError("--file is for text runs; pass image files, folders, globs or a CSV of paths")
         paths = image_inputs(inputs, cfg.data.path_column)
-        batches = ((chunk, _image_batch([Path(p) for p in chunk], info)) for chunk in _chunks(paths, 256))
+        per_image = _eval_transforms(cfg, info)
+        batches = ((chunk, _image_batch([Path(p) for p in chunk], info, per_image)) for chunk in _chunks(paths, 256))
     out = []
     for labels, batch in batches:
         with torch.no_grad(), autocast(device, precision):
@@ -154,7 +155,17 @@ def _text_batch(texts: list[str], run: RunDir, cfg) -> Any:
     return collate(seqs, cfg.data.text.collate, Vocab.pad_id)
 
 
-def _image_batch(paths: list[Path], info: DataInfo) -> torch.Tensor:
+def _eval_transforms(cfg, info: DataInfo):
+    """The run's data.transforms.eval, if it has one (image folders/CSVs): predictions see what evaluation saw."""
+    if not cfg.data.transforms.eval:
+        return None
+    from kiln.data.config_transforms import PerImage, build_pipeline
+
+    return PerImage(build_pipeline(cfg.data.transforms.eval, "data.transforms.eval"), cfg.seed, info.image_size,
+                    "data.transforms.eval")
+
+
+def _image_batch(paths: list[Path], info: DataInfo, per_image=None) -> torch.Tensor:
     """Image files -> (B, C, H, W) exactly as evaluation batches: decoded like the training images (mode, EXIF,
     resized to cover the stored size, centre cut), centre-cropped to the model's size, normalised."""
     from kiln.data.image_store import BadImage, decode
@@ -169,4 +180,7 @@ def _image_batch(paths: list[Path], info: DataInfo) -> torch.Tensor:
             images.append(torch.from_numpy(decode(path, info.in_channels, stored)))
         except BadImage as e:
             raise KilnError(f"cannot read image {path}: {e.error}") from None
-    return BatchTransform(info.mean, info.std, size=info.image_size)(torch.stack(images))
+    batch = torch.stack(images)
+    if per_image is not None:
+        batch = per_image(batch, 0, 0)
+    return BatchTransform(info.mean, info.std, size=info.image_size)(batch)

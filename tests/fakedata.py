@@ -149,3 +149,22 @@ def write_image_csv(root: Path, n: int = 120, seed: int = 0) -> Path:
                 draw_shape_image(label, rng, (int(rng.integers(40, 80)), int(rng.integers(40, 80)))).save(root / name)
                 writer.writerow([name, SHAPE_CLASSES[label]])
     return root
+
+
+def write_cifar_binary(folder: Path, hundred: bool = False, per_file: int = 20) -> Path:
+    """CIFAR binary files (fixed-size records) in their official folder; record i of every file is labelled
+    i % classes and has a red plane of that value, so the layout can be checked."""
+    import numpy as np
+
+    sub, names, label_bytes, classes = (("cifar-100-binary", ["train.bin", "test.bin"], 2, 100) if hundred else
+                                        ("cifar-10-batches-bin", [*(f"data_batch_{i}.bin" for i in range(1, 6)),
+                                                                  "test_batch.bin"], 1, 10))
+    (folder / sub).mkdir(parents=True, exist_ok=True)
+    for name in names:
+        records = np.zeros((per_file, label_bytes + 3072), dtype=np.uint8)
+        labels = np.arange(per_file) % classes
+        records[:, label_bytes - 1] = labels
+        records[:, label_bytes:label_bytes + 1024] = labels[:, None]  # red plane
+        records[:, label_bytes + 2048:] = 200  # blue plane
+        records.tofile(folder / sub / name)
+    return folder

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import only_run, run_cli, write_config
-from fakedata import SHAPE_CLASSES, draw_shape_image, write_image_csv, write_image_folder
+from fakedata import SHAPE_CLASSES, draw_shape_image, write_cifar_binary, write_image_csv, write_image_folder
 from kiln.config import DataConfig, build_config
 from kiln.data import build_data
 from kiln.data.image_store import ImageStore, decode
@@ -247,3 +247,63 @@ def test_random_resized_crops_and_flips_are_drawn_per_image_and_repeatable():
 
     plain = BatchTransform([0.5, 0.5, 0.5], [0.2, 0.2, 0.2], None, size=(24, 24))(batch)
     assert torch.equal(plain[0], ((image[0, :, 8:32, 8:32].float() / 255) - 0.5) / 0.2)  # the centre crop
+
+
+# --------------------------------------------------------------------------- CIFAR
+
+@pytest.mark.parametrize("name, hundred, train", [("cifar10", False, 100), ("cifar100", True, 20)])
+def test_cifar_binary_records_are_read_plane_by_plane(tmp_path, name, hundred, train):
+    root = write_cifar_binary(tmp_path / name, hundred=hundred)
+    data = build_data(DataConfig(name=name, root=root, val_split=0, loader="resident"), seed=0, device=CPU)
+    assert data.sizes == {"train": train, "test": 20}
+    assert data.info.in_channels == 3 and data.info.image_size == (32, 32) and len(data.info.mean) == 3
+    images = data.require("test").images  # the uint8 store, in file order
+    assert images[7, 0].unique().tolist() == [7] and images[7, 2].unique().tolist() == [200]
+    assert data.require("test").labels[7] == 7
+
+
+def test_a_cifar_file_of_the_wrong_size_is_refused(tmp_path):
+    root = write_cifar_binary(tmp_path / "c")
+    with open(root / "cifar-10-batches-bin" / "test_batch.bin", "ab") as f:
+        f.write(b"\0" * 10)
+    with pytest.raises(KilnError, match="not a whole number of 3073-byte records"):
+        build_data(DataConfig(name="cifar10", root=root), seed=0, device=CPU, splits=("test",))
+
+
+# --------------------------------------------------------------------------- transforms from the config
+
+def _with_transforms(root, **transforms):
+    return DataConfig(name="image_folder", root=root, image_size=24, val_split=8, channels=3, mean=[0.5],
+                      std=[0.25], transforms=transforms)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "RandomResizdCrop", "size": 24}, r"unknown transform 'RandomResizdCrop' — did you mean "
+                                               r"RandomResizedCrop\?.*ColorJitter"),
+    ({"name": "RandomResizedCrop", "sise": 24}, r"RandomResizedCrop\(sise=24\) failed.*Its signature: "
+                                                r"RandomResizedCrop\(size"),
+    ({"name": "RandomCrop", "size": 20}, r"gives \(3, 20, 20\) images; the model takes \(3, 24, 24\)"),
+    ({"name": "Normalize", "mean": [0.5], "std": [0.2]}, "kiln normalises after your transforms"),
+])
+def test_a_bad_transform_list_is_refused_before_training(tmp_path, entry, message):
+    root = write_image_folder(tmp_path / "p", n=16, extras=False)
+    with pytest.raises(KilnError, match=message):
+        build_data(_with_transforms(root, train=[entry]), seed=0, device=CPU)
+
+
+def test_config_transforms_draw_per_image_and_repeat_on_resume(tmp_path):
+    root = write_image_folder(tmp_path / "p", n=16, extras=False)
+    first = tmp_path / "p" / "blue_disc" / "img0000.png"
+    for i in range(40):  # one class of identical images: any difference comes from the transforms
+        shutil.copy(first, root / "blue_disc" / f"same{i:02d}.png")
+    cfg = _with_transforms(root, train=[{"name": "RandomResizedCrop", "size": 24, "scale": [0.2, 1.0]},
+                                        {"name": "ColorJitter", "brightness": 0.5}],
+                           eval=[{"name": "CenterCrop", "size": 24}])
+    cfg.batch_size = 64
+    data = build_data(cfg, seed=0, device=CPU)
+    x, y = next(iter(data.require("train").epoch(2)))
+    same = x[y == 0]
+    assert len({tuple(img.flatten()[:40].tolist()) for img in same}) > 0.9 * len(same)
+    again, _ = next(iter(build_data(cfg, seed=0, device=CPU).require("train").epoch(2)))
+    assert torch.equal(x, again)
+    assert next(iter(data.require("val").epoch(0)))[0].shape[1:] == (3, 24, 24)

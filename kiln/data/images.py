@@ -4,14 +4,14 @@ user's own image folders and CSVs."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 
 from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_split
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, ResidentBatches, TensorImages
-from kiln.data.idx import load_split
-from kiln.data.registry import IdxDataset, locate
+from kiln.data.registry import locate
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.data.image_store import ImageStore
 from kiln.errors import KilnError
@@ -19,12 +19,12 @@ from kiln.errors import KilnError
 log = logging.getLogger("kiln")
 
 
-def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
+def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
                      channels_last: bool, overfit_batches: int, rank: int, world_size: int) -> Data:
     folder = locate(spec, cfg.root, cfg.download)
     eval_batch = eval_batch_size(cfg)
     plain = BatchTransform(spec.mean, spec.std, None, channels_last)
-    loaded = {split: load_split(spec, folder, split) for split in {"train" if s == "val" else s for s in splits}}
+    loaded = {split: spec.load(folder, split) for split in {"train" if s == "val" else s for s in splits}}
     class_names = list(spec.class_names)
     if cfg.classes is not None:
         loaded = {split: select_classes(*pair, cfg.classes, spec.num_classes) for split, pair in loaded.items()}
@@ -61,7 +61,8 @@ def build_image_data(spec: IdxDataset, cfg: DataConfig, *, seed: int, device: to
         sources["test"] = batches(images, labels, train=False)
         sizes["test"] = len(labels)
     info = DataInfo(spec.name, "image", len(class_names), class_names, in_channels=int(shape[0]),
-                    image_size=(int(shape[1]), int(shape[2])), mean=(spec.mean,), std=(spec.std,))
+                    image_size=(int(shape[1]), int(shape[2])), mean=_per_channel(spec.mean, int(shape[0]), "mean"),
+                    std=_per_channel(spec.std, int(shape[0]), "std"))
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, loader)
 
 
@@ -119,17 +120,19 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     mean, std = _per_channel(cfg.mean, cfg.channels, "mean"), _per_channel(cfg.std, cfg.channels, "std")
     num_bytes = sum(len(idx) for _, idx in plan.values()) * int(cfg.channels or 3) * stored[0] * stored[1]
     cached = all(isinstance(src, ImageStore) for src, _ in sources.values())
+    per_image = _config_transforms(cfg, seed, size, sources, plan, overfit_batches)
     loader = choose_loader(cfg.loader, num_bytes, device, cfg.resident_max_mb or _host_budget(device)) \
-        if cached else "dataloader"
+        if cached and not per_image else "dataloader"
     log.info("images: %s, served %s", "decoded once (cache)" if cached else "decoded per sample every epoch "
-             "(data.cache)", "from device memory (resident)" if loader == "resident" else "by a DataLoader")
+             "(data.cache)", "from device memory (resident)" if loader == "resident" else
+             "by a DataLoader" + (" (per-image transforms from data.transforms)" if per_image else ""))
     out: dict[str, Batches] = {}
     for split, (name, idx) in plan.items():
         source, rows = sources[name]
         labels = torch.tensor(found.files[name].labels, dtype=torch.long)[idx]
         train = split == "train" and not overfit_batches
-        transform = BatchTransform(mean, std, Augment.resolve(cfg.augment, photos=True) if train else None,
-                                   channels_last, size)
+        augment = Augment.resolve(cfg.augment, photos=True) if train and split not in per_image else None
+        transform = BatchTransform(mean, std, augment, channels_last, size)
         sampler = EpochBatchSampler(len(idx), cfg.batch_size if split == "train" else eval_batch_size(cfg),
                                     shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size)
         store_rows = rows[idx]
@@ -137,8 +140,8 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
             out[split] = ResidentBatches(source.fetch(store_rows.tolist()), labels, sampler=sampler,
                                          transform=transform, device=device, seed=seed)
         else:
-            out[split] = LoaderBatches(ImageRows(source, store_rows, labels), sampler=sampler, transform=transform,
-                                       device=device, seed=seed, num_workers=cfg.num_workers)
+            out[split] = LoaderBatches(ImageRows(source, store_rows, labels, per_image.get(split)), sampler=sampler,
+                                       transform=transform, device=device, seed=seed, num_workers=cfg.num_workers)
     info = DataInfo(spec.name, "image", len(found.class_names), found.class_names, in_channels=int(cfg.channels or 3),
                     image_size=size, mean=mean, std=std, stored_size=stored)
     return Data(info, out.get("train"), out.get("val"), out.get("test"),
@@ -149,15 +152,36 @@ class ImageRows(torch.utils.data.Dataset):
     """Rows of an image source (a decoded store, or files decoded on demand) with their labels; batches are
     fetched whole (`__getitems__`), in DataLoader workers when data.num_workers > 0."""
 
-    def __init__(self, source, rows: torch.Tensor, labels: torch.Tensor):
-        self.source, self.rows, self.labels = source, rows, labels
+    def __init__(self, source, rows: torch.Tensor, labels: torch.Tensor, per_image=None):
+        self.source, self.rows, self.labels, self.per_image = source, rows, labels, per_image
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.as_tensor(indices, dtype=torch.long)
-        return self.source.fetch(self.rows[idx].tolist()), self.labels[idx]
+        images = self.source.fetch(self.rows[idx].tolist())
+        if self.per_image is not None:  # BatchIndices say which (epoch, batch) this is: the transforms' seed
+            images = self.per_image(images, getattr(indices, "epoch", 0), getattr(indices, "batch", 0))
+        return images, self.labels[idx]
+
+
+def _config_transforms(cfg: DataConfig, seed: int, size: tuple[int, int], sources, plan,
+                       overfit_batches: int) -> dict:
+    """split -> PerImage for the splits data.transforms covers, each tried on one of its images now."""
+    from kiln.data.config_transforms import PerImage, build_pipeline
+
+    out = {}
+    for split, (name, idx) in plan.items():
+        train = split == "train" and not overfit_batches
+        entries = cfg.transforms.train if train else cfg.transforms.eval
+        if not entries:
+            continue
+        key = "data.transforms." + ("train" if train else "eval")
+        out[split] = PerImage(build_pipeline(entries, key), seed, size, key)
+        source, rows = sources[name]
+        out[split].check(source.fetch([int(rows[idx[0]])])[0])
+    return out
 
 
 def _lists_for(found, splits: tuple[str, ...]) -> list[str]:
@@ -285,7 +309,9 @@ def _pixel_stats(source_rows, idx: torch.Tensor, seed: int, limit: int = 2000) -
     return [round(float(v), 4) for v in mean], [round(float(max(v, 1e-3)), 4) for v in std]
 
 
-def _per_channel(values: list[float], channels: int | None, what: str) -> tuple[float, ...]:
+def _per_channel(values: float | Sequence[float], channels: int | None, what: str) -> tuple[float, ...]:
+    """One value per channel (a single value serves every channel)."""
+    values = [values] if isinstance(values, (int, float)) else list(values)
     channels = int(channels or 3)
     if len(values) == channels:
         return tuple(float(v) for v in values)

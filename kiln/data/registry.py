@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from kiln.data.cifar import CIFAR10, CIFAR100
 from kiln.errors import KilnError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -58,6 +59,11 @@ class IdxDataset:
 
     def describe_files(self) -> str:
         return " / ".join(self.files("train")) + " (.gz or plain)"
+
+    def load(self, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        from kiln.data.idx import load_split
+
+        return load_split(self, folder, split)
 
     def files(self, split: str) -> tuple[str, str]:
         stem = "train" if split == "train" else "t10k"
@@ -138,6 +144,8 @@ class ImageFilesDataset:
         return "train.csv and test.csv (optional val.csv) of image paths and labels"
 
 
+register(CIFAR10)
+register(CIFAR100)
 register(ImageFilesDataset("image_folder", "folder"))
 register(ImageFilesDataset("image_csv", "csv"))
 
