@@ -89,7 +89,8 @@ class TextConfig(Section):
     bucket: bool = False
     """Batch texts of similar length together (less padding); the order stays seeded and resumable."""
     on_bad_row: Literal["error", "skip"] = "error"
-    """A malformed CSV row (wrong column count, bad label): stop with its file and line, or skip and count it."""
+    """Deprecated: use data.on_bad_row (a different value here is moved there, with a warning; kiln keeps the two
+    equal)."""
 
 
 class DataConfig(Section):
@@ -384,6 +385,19 @@ class Config(Section):
                                  f"{self.task.label_smoothing} disagree; set task.label_smoothing only")
             log.warning("trainer.label_smoothing is deprecated: use task.label_smoothing=%g", old)
             self.task.label_smoothing, self.trainer.label_smoothing = old, 0.0
+        return self
+
+    @model_validator(mode="after")
+    def _on_bad_row_belongs_to_the_data(self) -> "Config":
+        text, data = self.data.text, self.data
+        if "on_bad_row" in text.model_fields_set and text.on_bad_row != data.on_bad_row:
+            if "on_bad_row" in data.model_fields_set:
+                raise ValueError(f"data.text.on_bad_row={text.on_bad_row} and data.on_bad_row={data.on_bad_row} "
+                                 "disagree; set data.on_bad_row only")
+            log.warning("data.text.on_bad_row is deprecated: use data.on_bad_row=%s", text.on_bad_row)
+            data.on_bad_row = text.on_bad_row
+        if text.on_bad_row != data.on_bad_row:
+            text.on_bad_row = data.on_bad_row  # the text readers see the one setting
         return self
 
     @model_validator(mode="after")

@@ -82,3 +82,68 @@ def _one_input(value: str, data, cfg, vocab) -> Any:
     from kiln.predict import _image_batch
 
     return _image_batch([Path(value)], data.info)
+
+
+@dataclass
+class BatchView:
+    """One batch exactly as the model receives it, described for people."""
+
+    lines: list[str]
+    figure_path: Path | None
+
+
+def show_batch(path: Path, overrides: list[str], split: str, out: Path | None, limit: int = 36) -> BatchView:
+    """`kiln inspect --batch`: the first batch of `split` after decoding, resizing, augmentation (epoch 1's draw for
+    train) and normalisation — de-normalised for display, with labels, its per-channel statistics and the split's
+    class counts."""
+    import numpy as np
+
+    from kiln.data.images import split_labels
+    from kiln.viz import figures
+    from kiln.viz.style import save
+
+    is_run = path.is_dir()
+    run = RunDir.open(path) if is_run else None
+    cfg = run.config(overrides) if run else load_config(path, overrides)
+    data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=(split,),
+                      vocab=run.vocab() if run else None)
+    if getattr(data, split) is None:
+        raise KilnError(f"the data has no {split} split (choose --split train, val or test)")
+    batches = data.require(split)
+    x, y = next(iter(batches.epoch(0)))
+    names = data.info.class_names
+    lines = [f"{split} batch of {len(y)} ({data.sizes.get(split, 0):,} samples in the split)"]
+    labels = split_labels(batches)
+    if labels is not None and names:
+        counts = torch.bincount(labels, minlength=len(names)).tolist()
+        lines.append("class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+    if data.info.kind != "image" or not isinstance(x, torch.Tensor):
+        return BatchView(lines + _text_rows(x, y, names, data.vocab or (run.vocab() if run else None)), None)
+    flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
+    lines.append("per channel, as the model sees it: mean " + ", ".join(f"{v:.3f}" for v in flat.mean(1).tolist())
+                 + " | std " + ", ".join(f"{v:.3f}" for v in flat.std(1).tolist()))
+    mean = torch.tensor(data.info.mean).reshape(1, -1, 1, 1)
+    std = torch.tensor(data.info.std).reshape(1, -1, 1, 1)
+    shown = (x[:limit].float() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
+    titles = [names[i] if names else str(i) for i in y[:limit].tolist()]
+    fig = figures.image_grid(np.ascontiguousarray(shown), titles,
+                             f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
+    folder = out or (path / "inspect" if is_run else Path("inspect"))
+    written = save(fig, folder / f"batch_{split}")
+    return BatchView(lines, written[0])
+
+
+def _text_rows(x, y, names: list[str], vocab, rows: int = 4) -> list[str]:
+    """A few padded rows of a text batch, decoded back into tokens."""
+    if vocab is None or not hasattr(x, "ids"):
+        return ["(inputs are not images or texts kiln can show)"]
+    out = []
+    for i in range(min(rows, len(y))):
+        if x.offsets is not None:
+            start = int(x.offsets[i])
+            ids = x.ids[start:start + int(x.lengths[i])].tolist()
+        else:
+            ids = x.ids[i].tolist()
+        label = names[int(y[i])] if names else int(y[i])
+        out.append(f"[{label}] " + " ".join(vocab.itos[t] for t in ids))
+    return out

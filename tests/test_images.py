@@ -307,3 +307,23 @@ def test_config_transforms_draw_per_image_and_repeat_on_resume(tmp_path):
     again, _ = next(iter(build_data(cfg, seed=0, device=CPU).require("train").epoch(2)))
     assert torch.equal(x, again)
     assert next(iter(data.require("val").epoch(0)))[0].shape[1:] == (3, 24, 24)
+
+
+def test_inspect_batch_writes_what_the_model_sees_with_class_counts(tmp_path, shapes):
+    from kiln.inspect_target import show_batch
+
+    config = write_config(tmp_path, _config(tmp_path, shapes))
+    view = show_batch(config, [], "val", tmp_path / "out")
+    assert view.figure_path == tmp_path / "out" / "batch_val.png" and view.figure_path.stat().st_size > 10_000
+    assert any(line.startswith("class counts: blue_disc ") for line in view.lines)
+    assert any("per channel, as the model sees it: mean" in line for line in view.lines)
+
+
+def test_the_old_text_on_bad_row_key_moves_to_data_on_bad_row_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="kiln"):
+        cfg = build_config({"data": {"name": "text_csv", "text": {"on_bad_row": "skip"}}})
+    assert cfg.data.on_bad_row == "skip" and cfg.data.text.on_bad_row == "skip"
+    assert "data.text.on_bad_row is deprecated: use data.on_bad_row=skip" in caplog.text
+    with pytest.raises(KilnError, match="disagree; set data.on_bad_row only"):
+        build_config({"data": {"on_bad_row": "error", "text": {"on_bad_row": "skip"}}})
+    assert build_config({"data": {"on_bad_row": "skip"}}).data.text.on_bad_row == "skip"

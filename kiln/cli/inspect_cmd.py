@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
                                    "chosen layers' activations as .pt files and feature-map grids (PNG).",
                        epilog="examples:\n  kiln inspect runs/fashion_mnist/20260101-120000\n"
                               "  kiln inspect configs/fashion_mnist_resnet.yaml --layers 'layer1*'\n"
-                              "  kiln inspect runs/fashion_mnist/20260101-120000 --layers 0 --input shoe.png --save",
+                              "  kiln inspect runs/fashion_mnist/20260101-120000 --layers 0 --input shoe.png --save\n"
+                              "  kiln inspect configs/image_folder.yaml data.root=photos --batch --split train",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("target", metavar="RUN_DIR|CONFIG")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (e.g. data.root=...)")
@@ -23,9 +24,14 @@ def add_parser(sub) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--input", metavar="IMAGE|TEXT", help="an image file (image models) or a text (text models)")
     group.add_argument("--sample", type=int, default=1, metavar="N", help="use the first N test samples (default 1)")
+    group.add_argument("--batch", action="store_true",
+                       help="see what the model sees: write a grid of one batch exactly as the model receives it "
+                            "(decoded, resized, augmented, normalised; shown de-normalised) with its labels, and print "
+                            "its per-channel statistics and the split's class counts (text: decoded padded rows)")
+    p.add_argument("--split", choices=("train", "val", "test"), default="train", help="with --batch (default train)")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH", help="for a run folder (default best)")
     p.add_argument("--save", action="store_true", help="write activations (.pt) and feature-map grids (.png)")
-    p.add_argument("--out", metavar="DIR", help="where --save writes (default RUN_DIR/inspect or ./inspect)")
+    p.add_argument("--out", metavar="DIR", help="where --save / --batch write (default RUN_DIR/inspect or ./inspect)")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -41,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
+    if args.batch:
+        from kiln.inspect_target import show_batch
+
+        view = show_batch(Path(args.target), args.overrides, args.split, Path(args.out) if args.out else None)
+        print("\n".join(view.lines))
+        if view.figure_path:
+            print(f"wrote {view.figure_path}")
+        return 0
     target = load_target(Path(args.target), args.overrides, checkpoint=args.checkpoint, input=args.input,
                          sample=args.sample)
     rows, outputs = layer_table(target.model, target.inputs, args.layers)

@@ -72,8 +72,10 @@ class CifarDataset:
         with tarfile.open(archive) as tar:
             members = [m for m in tar.getmembers() if m.name in wanted and m.isfile()]
             # Only the named regular files are extracted, so no path in the archive can reach outside `folder`.
-            extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-            tar.extractall(folder, members=members, **extra)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(folder, members=members, filter="data")
+            else:  # Python before 3.12 (and its backports)
+                tar.extractall(folder, members=members)
         archive.unlink()
 
     def load(self, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

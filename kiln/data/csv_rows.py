@@ -41,7 +41,7 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
                 if problem:
                     if cfg.on_bad_row == "error":
                         raise KilnError(f"{path}, line {reader.line_num}: malformed row ({problem}). Fix the row, "
-                                        "or set data.text.on_bad_row=skip to skip such rows")
+                                        "or set data.on_bad_row=skip to skip such rows")
                     skipped += 1
                     first_bad = first_bad or f"line {reader.line_num}: {problem}"
                     continue
@@ -92,7 +92,7 @@ def label_ids(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
             if cfg.on_bad_row == "error":
                 valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
                 raise KilnError(f"{path}: row {i + 1} has label {raw!r}, which is not a class ({valid}). Fix it, or "
-                                "set data.text.on_bad_row=skip")
+                                "set data.on_bad_row=skip")
             continue
         out.append(label)
         keep.append(i)

@@ -98,7 +98,7 @@ def _scan_classes(folder: Path, class_names: list[str], allow_missing: bool = Fa
     if unknown:
         raise KilnError(f"{folder}: class folder(s) {', '.join(map(repr, unknown))} are not among the classes "
                         f"({', '.join(class_names[:20])}); rename them, or list them in data.class_names / data.class_map")
-    files, skipped = ImageFiles(), Counter()
+    files, skipped = ImageFiles(), Counter[str]()
     for d in dirs:
         found = 0
         for path in sorted(d.rglob("*")):
@@ -179,6 +179,7 @@ def _resolve_rows(rows: list[tuple[str, str, int]], csv_path: Path, class_names:
                 raise KilnError(f"{where}: {problem}. Fix the row, or set data.on_bad_row=skip to skip such rows")
             skipped, first = skipped + 1, first or f"line {line}: {problem}"
             continue
+        assert path is not None and cls is not None
         files.add(path, cls, where)
     if skipped:
         log.warning("skipped %d bad rows in %s (first: %s)", skipped, csv_path, first)

@@ -27,7 +27,7 @@ def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, 
     loaded = {split: spec.load(folder, split) for split in {"train" if s == "val" else s for s in splits}}
     class_names = list(spec.class_names)
     if cfg.classes is not None:
-        loaded = {split: select_classes(*pair, cfg.classes, spec.num_classes) for split, pair in loaded.items()}
+        loaded = {split: select_classes(x, y, cfg.classes, spec.num_classes) for split, (x, y) in loaded.items()}
         class_names = [class_names[c] for c in cfg.classes]
     loader = choose_loader(cfg.loader, sum(x.numel() for x, _ in loaded.values()), device, cfg.resident_max_mb)
 
@@ -78,13 +78,25 @@ def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int
     return images[keep], remap[labels[keep]]
 
 
-def stored_images(batches: Batches) -> torch.Tensor:
-    """The uint8 images (N, C, H, W) behind an image batch source, in split order (for showing them)."""
+def stored_images(batches: Batches, indices: torch.Tensor) -> torch.Tensor:
+    """The uint8 images (C, H, W) at `indices` (in split order) behind an image batch source, as stored: for showing
+    them."""
     if isinstance(batches, ResidentBatches):
-        return batches.images
-    if isinstance(batches, LoaderBatches) and isinstance(batches.loader.dataset, TensorImages):
-        return batches.loader.dataset.images
+        return batches.images[indices.to(batches.images.device)].cpu()
+    dataset = batches.loader.dataset if isinstance(batches, LoaderBatches) else None
+    if isinstance(dataset, TensorImages):
+        return dataset.images[indices]
+    if isinstance(dataset, ImageRows):
+        return dataset.source.fetch(dataset.rows[indices].tolist())
     raise KilnError("these batches hold no stored images")
+
+
+def split_labels(batches: Batches) -> torch.Tensor | None:
+    """Every label of an image split without reading its images (None when the source cannot tell)."""
+    if isinstance(batches, ResidentBatches):
+        return batches.labels.cpu()
+    dataset = getattr(getattr(batches, "loader", None), "dataset", None)
+    return getattr(dataset, "labels", None)
 
 
 # --------------------------------------------------------------------------- the user's own image files
@@ -104,19 +116,22 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     found = (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
              scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row))
     log.info("%s: %s", cfg.root, found.describe())
-    needed = _lists_for(found, splits)
+    stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
+    needed = _lists_for(found, (*splits, "train") if stats_needed else splits)
     _resolve_image_settings(cfg, found, needed)
     size = _image_size(cfg)
     stored = (round(size[0] / cfg.crop_fraction), round(size[1] / cfg.crop_fraction))
     sources = {name: _image_source(found.files[name], cfg, stored) for name in needed}
     for name, (source, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
         found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
-    plan = _split_plan(found, cfg, splits, overfit_batches)
-    if cfg.mean is None or cfg.std is None:
-        name, idx = plan["train"]
+    full_plan = _split_plan(found, cfg, ("train", "val", "test"), overfit_batches)
+    plan = {split: full_plan[split] for split in splits if split in full_plan}
+    if stats_needed:
+        name, idx = full_plan["train"]
         cfg.mean, cfg.std = _pixel_stats(sources[name], idx, seed)
         log.info("normalisation computed on the training images: mean %s, std %s",
                  _fmt(cfg.mean), _fmt(cfg.std))
+    assert cfg.mean is not None and cfg.std is not None
     mean, std = _per_channel(cfg.mean, cfg.channels, "mean"), _per_channel(cfg.std, cfg.channels, "std")
     num_bytes = sum(len(idx) for _, idx in plan.values()) * int(cfg.channels or 3) * stored[0] * stored[1]
     cached = all(isinstance(src, ImageStore) for src, _ in sources.values())
@@ -297,13 +312,14 @@ def _pixel_stats(source_rows, idx: torch.Tensor, seed: int, limit: int = 2000) -
     """Per-channel mean and std of pixels in [0, 1] over (up to `limit`, seeded) training images."""
     source, rows = source_rows
     pick = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:limit]].sort().values
-    total = sq = None
+    channels = int(source.fetch([int(rows[0])]).shape[1])
+    total, sq = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
     count = 0
     for chunk in rows[pick].split(256):
         x = source.fetch(chunk.tolist()).double().div_(255.0)
-        s, s2 = x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))
-        total, sq = (s, s2) if total is None else (total + s, sq + s2)
-        count += x.numel() // x.shape[1]
+        total += x.sum((0, 2, 3))
+        sq += (x * x).sum((0, 2, 3))
+        count += x.numel() // channels
     mean = total / count
     std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
     return [round(float(v), 4) for v in mean], [round(float(max(v, 1e-3)), 4) for v in std]

@@ -54,7 +54,7 @@ class Augment:
     def resolve(cls, cfg: AugmentConfig, photos: bool) -> Augment:
         """`photos`: image folders and CSVs, where crops and flips are on unless switched off."""
         return cls(cfg.crop_padding, photos if cfg.hflip is None else cfg.hflip,
-                   photos if cfg.resized_crop is None else cfg.resized_crop, tuple(cfg.scale), tuple(cfg.ratio))
+                   photos if cfg.resized_crop is None else cfg.resized_crop, cfg.scale, cfg.ratio)
 
     @property
     def active(self) -> bool:
@@ -128,18 +128,23 @@ class BatchTransform:
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         aug = self.augment
-        if aug is not None:
-            assert generator is not None, "augmentation needs a generator (its randomness must be resumable)"
-        size = self.size or tuple(images.shape[-2:])
-        if aug is not None and aug.resized_crop:
+        size = self.size or (int(images.shape[-2]), int(images.shape[-1]))
+        if aug is None:
+            x = centre_crop(images, size).float().div_(255.0)
+            return self._finish(x)
+        assert generator is not None, "augmentation needs a generator (its randomness must be resumable)"
+        if aug.resized_crop:
             flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5 if aug.hflip else None
             x = random_resized_crop(images.float().div_(255.0), size, aug.scale, aug.ratio, generator, flip)
         else:
             x = centre_crop(images, size).float().div_(255.0)
-            if aug is not None and aug.crop_padding:
+            if aug.crop_padding:
                 x = random_crop(x, aug.crop_padding, generator)
-            if aug is not None and aug.hflip:
+            if aug.hflip:
                 x = random_hflip(x, generator)
+        return self._finish(x)
+
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
         x = x.sub_(self.mean).div_(self.std)

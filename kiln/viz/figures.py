@@ -115,8 +115,14 @@ def per_class(matrix: list[list[int]], names: list[str]):
 
 def wrong_examples(images: np.ndarray, true: list[str], predicted: list[str], confidence: list[float]):
     """The test images the model got wrong most confidently: a facet grid, one image per panel."""
+    titles = [f"true: {t}\npred: {p} ({c:.0%})" for t, p, c in zip(true, predicted, confidence)]
+    return image_grid(images, titles, f"The {len(images)} most confident mistakes on the test split")
+
+
+def image_grid(images: np.ndarray, titles: list[str], title: str, cols: int = 6):
+    """uint8 images (N, C, H, W) in a facet grid, one titled panel each."""
     n = len(images)
-    cols = min(6, n)
+    cols = min(cols, n)
     rows = -(-n // cols)
     fig, axes = figure(rows, cols, figsize=(1.9 * cols, 2.25 * rows + 0.5), squeeze=False)
     for ax, i in zip(axes.flat, range(rows * cols)):
@@ -128,8 +134,8 @@ def wrong_examples(images: np.ndarray, true: list[str], predicted: list[str], co
             continue
         img = images[i]
         ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None)
-        ax.set_title(f"true: {true[i]}\npred: {predicted[i]} ({confidence[i]:.0%})", fontsize=8, fontweight="normal")
-    fig.suptitle(f"The {n} most confident mistakes on the test split", fontweight="bold")
+        ax.set_title(titles[i], fontsize=8, fontweight="normal")
+    fig.suptitle(title, fontweight="bold")
     return fig
 
 

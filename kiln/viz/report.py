@@ -148,8 +148,7 @@ def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
     if trained.info.kind == "image":
         from kiln.data.images import stored_images
 
-        images = stored_images(test)
-        result["inputs"] = images[top.to(images.device)].cpu().numpy().astype(np.uint8)
+        result["inputs"] = stored_images(test, top).numpy().astype(np.uint8)
     else:
         from kiln.data.csv_rows import read_rows
 
