@@ -93,20 +93,29 @@ class BatchView:
 
 
 def show_batch(path: Path, overrides: list[str], split: str, out: Path | None, limit: int = 36) -> BatchView:
-    """`kiln inspect --batch`: the first batch of `split` after decoding, resizing, augmentation (epoch 1's draw for
-    train) and normalisation — de-normalised for display, with labels, its per-channel statistics and the split's
-    class counts."""
+    """`kiln inspect --batch`: the first batch of `split` of a run's or a config's data, as `batch_view` shows it;
+    the grid is written to `out` (default RUN_DIR/inspect or ./inspect)."""
+    from kiln.viz.style import save
+
+    run = RunDir.open(path) if path.is_dir() else None
+    cfg = run.config(overrides) if run else load_config(path, overrides)
+    lines, fig = batch_view(cfg, split, run.vocab() if run else None, limit)
+    if fig is None:
+        return BatchView(lines, None)
+    folder = out or (path / "inspect" if run else Path("inspect"))
+    return BatchView(lines, save(fig, folder / f"batch_{split}")[0])
+
+
+def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str], Any]:
+    """The first batch of `split` after decoding, resizing, augmentation (epoch 1's draw for train) and
+    normalisation: a figure of it de-normalised for display (None for text, shown as decoded rows in the lines),
+    with labels, and lines giving its per-channel statistics and the split's class counts."""
     import numpy as np
 
     from kiln.data.images import split_labels
     from kiln.viz import figures
-    from kiln.viz.style import save
 
-    is_run = path.is_dir()
-    run = RunDir.open(path) if is_run else None
-    cfg = run.config(overrides) if run else load_config(path, overrides)
-    data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=(split,),
-                      vocab=run.vocab() if run else None)
+    data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=(split,), vocab=vocab)
     if getattr(data, split) is None:
         raise KilnError(f"the data has no {split} split (choose --split train, val or test)")
     batches = data.require(split)
@@ -118,7 +127,7 @@ def show_batch(path: Path, overrides: list[str], split: str, out: Path | None, l
         counts = torch.bincount(labels, minlength=len(names)).tolist()
         lines.append("class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
     if data.info.kind != "image" or not isinstance(x, torch.Tensor):
-        return BatchView(lines + _text_rows(x, y, names, data.vocab or (run.vocab() if run else None)), None)
+        return lines + _text_rows(x, y, names, data.vocab or vocab), None
     flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
     lines.append("per channel, as the model sees it: mean " + ", ".join(f"{v:.3f}" for v in flat.mean(1).tolist())
                  + " | std " + ", ".join(f"{v:.3f}" for v in flat.std(1).tolist()))
@@ -128,9 +137,7 @@ def show_batch(path: Path, overrides: list[str], split: str, out: Path | None, l
     titles = [names[i] if names else str(i) for i in y[:limit].tolist()]
     fig = figures.image_grid(np.ascontiguousarray(shown), titles,
                              f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
-    folder = out or (path / "inspect" if is_run else Path("inspect"))
-    written = save(fig, folder / f"batch_{split}")
-    return BatchView(lines, written[0])
+    return lines, fig
 
 
 def _text_rows(x, y, names: list[str], vocab, rows: int = 4) -> list[str]:

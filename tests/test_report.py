@@ -33,16 +33,17 @@ def test_single_run_report_has_every_figure_embedded(two_runs):
     run = two_runs[0]
     result = run_cli("report", run)
     assert result.returncode == 0, result.stderr
-    for name in ("curves", "confusion_matrix", "per_class", "wrong_examples"):
+    for name in ("curves", "confusion_matrix", "per_class", "wrong_examples", "batch_train"):
         w, h = _png_size(run / "figures" / f"{name}.png")
         assert w > 400 and h > 250, name
         assert (run / "figures" / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     page = (run / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]+)"', page)
-    assert len(sources) == 4 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 5 and all(s.startswith("data:image/png;base64,") for s in sources)
     assert base64.b64decode(sources[0].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<script" not in page and "http://" not in page and "https://" not in page  # offline, self-contained
     assert "Training curves" in page and "Most confident mistakes" in page and "<td>acc</td>" in page
+    assert "What the model sees" in page and "class counts:" in page
 
 
 def test_two_run_comparison(two_runs, tmp_path):

@@ -14,7 +14,8 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,12 @@ def decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
                 img.draft("RGB" if channels == 3 else "L", (int(img.width * scale) + 1, int(img.height * scale) + 1))
             img = ImageOps.exif_transpose(img)
             img = _to_mode(img, channels)
+            # The centre box with the target's aspect ratio, resized to the target in one step (the same as
+            # resizing the shorter side to cover it, then cutting out the centre).
             scale = max(size[1] / img.width, size[0] / img.height)
-            resized = (max(size[1], round(img.width * scale)), max(size[0], round(img.height * scale)))
-            if resized != img.size:
-                img = img.resize(resized, Image.Resampling.BILINEAR)
-            left, top = (img.width - size[1]) // 2, (img.height - size[0]) // 2
-            img = img.crop((left, top, left + size[1], top + size[0]))
+            box_w, box_h = min(img.width, size[1] / scale), min(img.height, size[0] / scale)  # float rounding
+            left, top = (img.width - box_w) / 2, (img.height - box_h) / 2
+            img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h))
             array = np.array(img, dtype=np.uint8)  # a writable copy: tensors are made from it
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise BadImage(path, e) from None
@@ -128,22 +129,33 @@ class ImageStore:
         return h.hexdigest()[:24]
 
     @classmethod
-    def open_or_build(cls, paths: Sequence[Path], channels: int, size: tuple[int, int], threads: int) -> ImageStore:
+    def open_or_build(cls, paths: Sequence[Path], channels: int, size: tuple[int, int], workers: int) -> ImageStore:
+        """The store of `paths`, built now unless an up-to-date one exists. Processes that ask at once (DDP ranks,
+        parallel tune trials) take turns: one builds, the others then find it."""
+        import fcntl
+
         folder = cache_dir()
         key = cls.key(paths, channels, size)
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{key}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return cls._open_or_build(folder, key, paths, channels, size, workers)
+
+    @classmethod
+    def _open_or_build(cls, folder: Path, key: str, paths: Sequence[Path], channels: int, size: tuple[int, int],
+                       workers: int) -> ImageStore:
         data, meta_file = folder / f"{key}.u8", folder / f"{key}.json"
         shape = (len(paths), channels, *size)
         if meta_file.is_file() and data.is_file() and data.stat().st_size == int(np.prod(shape)):
             meta = json.loads(meta_file.read_text())
             log.info("image cache: reusing %s (%d images, %dx%dx%d)", data, len(paths), channels, *size)
             return cls(_memmap(data, shape), meta["bad"])
-        folder.mkdir(parents=True, exist_ok=True)
         log.info("image cache: decoding %d images once into %s (%.0f MiB; later runs reuse it while the files are "
                  "unchanged)", len(paths), data, np.prod(shape) / 2**20)
         started = time.perf_counter()
         part = data.with_suffix(f".part{os.getpid()}")
         out = np.memmap(part, dtype=np.uint8, mode="w+", shape=shape)
-        bad = _decode_into(out, paths, channels, size, threads)
+        bad = _decode_into(out, paths, channels, size, workers)
         out.flush()
         del out
         part.replace(data)  # complete stores only: a killed build leaves a .part file, never a half-filled store
@@ -161,20 +173,48 @@ def _memmap(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=shape))
 
 
-def _decode_into(out: np.ndarray, paths: Sequence[Path], channels: int, size: tuple[int, int],
-                 threads: int) -> dict[int, str]:
-    """Decode every file into its row of `out` (Pillow releases the GIL while decoding and resizing, so threads
-    scale); returns {row: problem} for the files that could not be decoded."""
+def _decode_into(out: np.memmap, paths: Sequence[Path], channels: int, size: tuple[int, int],
+                 workers: int) -> dict[int, str]:
+    """Decode every file into its row of the store `out`; returns {row: problem} for files that could not be
+    decoded. Large lists are split over worker processes that write straight into the memory-mapped file (small
+    images are bound by Python's per-image overhead, which threads would serialise on the GIL)."""
+    chunks = [range(start, min(start + 256, len(paths))) for start in range(0, len(paths), 256)]
+    if workers <= 1 or len(chunks) < 2 or "fork" not in mp.get_all_start_methods():
+        return _decode_chunk(out, paths, channels, size, range(len(paths)))
+    out.flush()
     bad: dict[int, str] = {}
+    ctx = mp.get_context("fork")  # children inherit the file list; nothing is pickled but row ranges
+    global _FORKED
+    _FORKED = (str(out.filename), out.shape, list(paths), channels, size)
+    try:
+        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=ctx) as pool:
+            for result in pool.map(_decode_in_child, chunks):
+                bad.update(result)
+    finally:
+        _FORKED = None
+    return bad
 
-    def one(i: int) -> None:
+
+_FORKED: tuple | None = None  # what forked decoders read: (store file, shape, paths, channels, size)
+
+
+def _decode_in_child(rows: range) -> dict[int, str]:
+    assert _FORKED is not None
+    filename, shape, paths, channels, size = _FORKED
+    out = np.memmap(filename, dtype=np.uint8, mode="r+", shape=shape)
+    bad = _decode_chunk(out, paths, channels, size, rows)
+    out.flush()
+    return bad
+
+
+def _decode_chunk(out: np.ndarray, paths: Sequence[Path], channels: int, size: tuple[int, int],
+                  rows: range) -> dict[int, str]:
+    bad = {}
+    for i in rows:
         try:
             out[i] = decode(paths[i], channels, size)
         except BadImage as e:
             bad[i] = str(e.error)
-
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        list(pool.map(one, range(len(paths))))
     return bad
 
 
@@ -188,6 +228,7 @@ def _remove_stale(folder: Path, paths: Sequence[Path], keep: str) -> None:
         try:
             if json.loads(meta_file.read_text()).get("first") == first:
                 meta_file.with_suffix(".u8").unlink(missing_ok=True)
+                meta_file.with_suffix(".lock").unlink(missing_ok=True)
                 meta_file.unlink(missing_ok=True)
         except (OSError, ValueError):
             continue

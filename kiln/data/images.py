@@ -297,7 +297,7 @@ def _image_source(files, cfg: DataConfig, stored: tuple[int, int]):
             log.info("image cache: off (the store would take %.0f MiB > data.cache_max_mb=%g); decoding per sample",
                      num_bytes / 2**20, cfg.cache_max_mb)
         return DecodedFiles(files.paths, channels, stored), torch.arange(len(files.paths))
-    store = ImageStore.open_or_build(files.paths, channels, stored, threads=os.cpu_count() or 1)
+    store = ImageStore.open_or_build(files.paths, channels, stored, workers=min(16, os.cpu_count() or 1))
     if store.bad:
         listed = "\n  ".join(f"{files.where[i]}" for i in store.bad[:5])
         if cfg.on_bad_row == "error":

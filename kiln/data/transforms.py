@@ -71,13 +71,44 @@ def centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def random_resized_crop(x: torch.Tensor, size: tuple[int, int], scale: tuple[float, float],
                         ratio: tuple[float, float], generator: torch.Generator, flip: torch.Tensor | None = None
                         ) -> torch.Tensor:
-    """torchvision's RandomResizedCrop, drawn independently for every image of the batch and applied to the whole
-    batch at once (one bilinear resample, optionally mirrored per image). x: float (B, C, H, W)."""
+    """torchvision's RandomResizedCrop, drawn independently for every image of the uint8 batch x (B, C, H, W),
+    optionally mirrored per image. On the CPU, crops of 64x64 and more are each resized with antialiasing, as
+    torchvision does (uint8 out); otherwise (smaller sizes, GPUs) all crops are resampled in one bilinear
+    grid_sample (float out): one call per batch rather than one per image."""
+    boxes = _crop_boxes(x.shape[0], x.shape[2], x.shape[3], scale, ratio, generator, x.device)
+    # Per image pays a call per image, worth it for larger images only (measured: benchmarks/image_folder.py).
+    per_image = x.device.type == "cpu" and size[0] * size[1] >= 64 * 64
+    out = resample_each(x, boxes, size) if per_image else resample_grid(x, boxes, size)
+    return out if flip is None else torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def resample_each(x: torch.Tensor, boxes: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
+    """Each image's box (left, top, width, height) resized to `size`, antialiased: one interpolate per image."""
+    rows = torch.stack(boxes).long().T.tolist()
+    return torch.cat([F.interpolate(x[i:i + 1, :, top:top + h, left:left + w], size=size, mode="bilinear",
+                                    antialias=True, align_corners=False) for i, (left, top, w, h) in enumerate(rows)])
+
+
+def resample_grid(x: torch.Tensor, boxes: tuple[torch.Tensor, ...], size: tuple[int, int]) -> torch.Tensor:
+    """Every image's box resampled to `size` in one bilinear grid_sample (float out)."""
+    x0, y0, cw, ch = boxes
     b, c, h, w = x.shape
-    dev = x.device
+    # The box [x0, x0 + cw) x [y0, y0 + ch) in grid_sample's coordinates (-1..1 spans the pixel edges).
+    theta = torch.zeros((b, 2, 3), device=x.device)
+    theta[:, 0, 0] = cw / w
+    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
+    theta[:, 1, 1] = ch / h
+    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
+    grid = F.affine_grid(theta, [b, c, size[0], size[1]], align_corners=False)
+    return F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float],
+                generator: torch.Generator, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(left, top, width, height) of each image's crop, as float tensors (B,)."""
     # Ten tries per image of (area, log-ratio), the first that fits wins; none fits: the centre crop at the
     # nearest allowed ratio. The same rule as torchvision.transforms.v2.RandomResizedCrop.get_params.
-    u = torch.rand((2, b, 10), generator=generator, device=dev)
+    u = torch.rand((2, b, 10), generator=generator, device=device)
     area = h * w * (scale[0] + (scale[1] - scale[0]) * u[0])
     aspect = torch.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
     cw, ch = torch.sqrt(area * aspect).round(), torch.sqrt(area / aspect).round()
@@ -87,17 +118,10 @@ def random_resized_crop(x: torch.Tensor, size: tuple[int, int], scale: tuple[flo
     fw, fh = _fallback_crop(h, w, ratio)
     cw = torch.where(any_fits, cw.gather(1, first).squeeze(1), float(fw))
     ch = torch.where(any_fits, ch.gather(1, first).squeeze(1), float(fh))
-    pos = torch.rand((2, b), generator=generator, device=dev)
+    pos = torch.rand((2, b), generator=generator, device=device)
     x0 = torch.where(any_fits, (pos[0] * (w - cw + 1)).floor(), float((w - fw) // 2))
     y0 = torch.where(any_fits, (pos[1] * (h - ch + 1)).floor(), float((h - fh) // 2))
-    # The crop [x0, x0 + cw) x [y0, y0 + ch) in grid_sample's coordinates (-1..1 spans the pixel edges).
-    theta = torch.zeros((b, 2, 3), device=dev)
-    theta[:, 0, 0] = cw / w * (1 - 2 * flip.float() if flip is not None else 1)
-    theta[:, 0, 2] = (2 * x0 + cw) / w - 1
-    theta[:, 1, 1] = ch / h
-    theta[:, 1, 2] = (2 * y0 + ch) / h - 1
-    grid = F.affine_grid(theta.to(x.dtype), [b, c, size[0], size[1]], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return x0, y0, cw, ch
 
 
 def _fallback_crop(h: int, w: int, ratio: tuple[float, float]) -> tuple[int, int]:
@@ -119,6 +143,7 @@ class BatchTransform:
                  channels_last: bool = False, size: tuple[int, int] | None = None):
         self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std
         self.augment = augment if augment is not None and augment.active else None
         self.channels_last, self.size = channels_last, size
 
@@ -130,14 +155,13 @@ class BatchTransform:
         aug = self.augment
         size = self.size or (int(images.shape[-2]), int(images.shape[-1]))
         if aug is None:
-            x = centre_crop(images, size).float().div_(255.0)
-            return self._finish(x)
+            return self._finish(centre_crop(images, size).float())
         assert generator is not None, "augmentation needs a generator (its randomness must be resumable)"
         if aug.resized_crop:
             flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5 if aug.hflip else None
-            x = random_resized_crop(images.float().div_(255.0), size, aug.scale, aug.ratio, generator, flip)
+            x = random_resized_crop(images, size, aug.scale, aug.ratio, generator, flip)
         else:
-            x = centre_crop(images, size).float().div_(255.0)
+            x = centre_crop(images, size).float()
             if aug.crop_padding:
                 x = random_crop(x, aug.crop_padding, generator)
             if aug.hflip:
@@ -145,9 +169,11 @@ class BatchTransform:
         return self._finish(x)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixels 0..255 -> (x / 255 - mean) / std, in one pass."""
         if self.mean.device != x.device:
             self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-        x = x.sub_(self.mean).div_(self.std)
+            self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std
+        x = torch.addcmul(self.shift, x, self.scale)
         if self.channels_last:
             return x.contiguous(memory_format=torch.channels_last)
         # Plain NCHW strides, whatever the augmentation left: the random crop gathers in NHWC, and with one channel

@@ -109,6 +109,23 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
     report.figure(figures.per_class(test["confusion_matrix"], names), folder, "per_class", "per-class scores")
     if num_wrong and not with_heading:
         _wrong(report, run, num_wrong, folder)
+        _what_the_model_sees(report, run, folder)
+
+
+def _what_the_model_sees(report: Report, run: RunDir, folder: Path) -> None:
+    """One training batch exactly as the model received it (after decoding, resizing, augmentation)."""
+    from kiln.inspect_target import batch_view
+
+    try:
+        lines, fig = batch_view(run.config(), "train", run.vocab(), limit=24)
+    except KilnError as e:  # e.g. the training data is not on this machine
+        report.note(f"a training batch is not shown: {e}")
+        return
+    report.heading("What the model sees")
+    if fig is not None:
+        report.figure(fig, folder, "batch_train", "one training batch as the model receives it")
+    for line in lines:
+        report.note(line)
 
 
 def _wrong(report: Report, run: RunDir, num_wrong: int, folder: Path) -> None:
