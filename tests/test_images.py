@@ -340,3 +340,12 @@ def test_the_gpu_resampling_of_crops_matches_the_cpu_one():
     a = resample_each(x.float(), boxes, (48, 48))
     b = resample_grid(x, boxes, (48, 48))
     assert torch.allclose(a[..., 2:-2, 2:-2], b[..., 2:-2, 2:-2], atol=1e-3)
+
+
+def test_train_and_val_folders_without_a_test_folder_train_and_skip_the_final_test(tmp_path):
+    root = write_image_folder(tmp_path / "split", n=32, layout="splits", extras=False)
+    shutil.rmtree(root / "test")
+    raw = _config(tmp_path, root, image_size=16, test_split=0)
+    raw["trainer"]["epochs"] = 1
+    result = session.train(build_config(raw), quiet=True)
+    assert result.test_metrics is None and (result.run_dir / "checkpoints" / "best.pt").is_file()

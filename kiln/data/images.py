@@ -13,7 +13,6 @@ from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, ResidentBatches, TensorImages
 from kiln.data.registry import locate
 from kiln.data.transforms import Augment, BatchTransform
-from kiln.data.image_store import ImageStore
 from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
@@ -118,10 +117,12 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     log.info("%s: %s", cfg.root, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
     needed = _lists_for(found, (*splits, "train") if stats_needed else splits)
+    if not needed:  # e.g. the test split of train/ + val/ folders: there is none (training's final test skips it)
+        if cfg.image_size is None or cfg.channels is None or stats_needed:
+            raise KilnError(f"{cfg.root} has no {' or '.join(splits)} split ({found.layout})")
+        return Data(_file_info(spec, cfg, found.class_names))
     _resolve_image_settings(cfg, found, needed)
-    size = _image_size(cfg)
-    stored = (round(size[0] / cfg.crop_fraction), round(size[1] / cfg.crop_fraction))
-    sources = {name: _image_source(found.files[name], cfg, stored) for name in needed}
+    sources = {name: _image_source(found.files[name], cfg, _stored_size(cfg)) for name in needed}
     for name, (source, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
         found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
     full_plan = _split_plan(found, cfg, ("train", "val", "test"), overfit_batches)
@@ -129,38 +130,56 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     if stats_needed:
         name, idx = full_plan["train"]
         cfg.mean, cfg.std = _pixel_stats(sources[name], idx, seed)
-        log.info("normalisation computed on the training images: mean %s, std %s",
-                 _fmt(cfg.mean), _fmt(cfg.std))
-    assert cfg.mean is not None and cfg.std is not None
-    mean, std = _per_channel(cfg.mean, cfg.channels, "mean"), _per_channel(cfg.std, cfg.channels, "std")
-    num_bytes = sum(len(idx) for _, idx in plan.values()) * int(cfg.channels or 3) * stored[0] * stored[1]
-    cached = all(isinstance(src, ImageStore) for src, _ in sources.values())
-    per_image = _config_transforms(cfg, seed, size, sources, plan, overfit_batches)
-    loader = choose_loader(cfg.loader, num_bytes, device, cfg.resident_max_mb or _host_budget(device)) \
-        if cached and not per_image else "dataloader"
-    log.info("images: %s, served %s", "decoded once (cache)" if cached else "decoded per sample every epoch "
-             "(data.cache)", "from device memory (resident)" if loader == "resident" else
-             "by a DataLoader" + (" (per-image transforms from data.transforms)" if per_image else ""))
+        log.info("normalisation computed on the training images: mean %s, std %s", _fmt(cfg.mean), _fmt(cfg.std))
+    info = _file_info(spec, cfg, found.class_names)
+    per_image = _config_transforms(cfg, seed, info.image_size, sources, plan, overfit_batches)
+    loader = _image_loader(cfg, sources, plan, bool(per_image), device)
     out: dict[str, Batches] = {}
     for split, (name, idx) in plan.items():
         source, rows = sources[name]
         labels = torch.tensor(found.files[name].labels, dtype=torch.long)[idx]
         train = split == "train" and not overfit_batches
         augment = Augment.resolve(cfg.augment, photos=True) if train and split not in per_image else None
-        transform = BatchTransform(mean, std, augment, channels_last, size)
+        transform = BatchTransform(info.mean, info.std, augment, channels_last, info.image_size)
         sampler = EpochBatchSampler(len(idx), cfg.batch_size if split == "train" else eval_batch_size(cfg),
                                     shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size)
-        store_rows = rows[idx]
         if loader == "resident":
-            out[split] = ResidentBatches(source.fetch(store_rows.tolist()), labels, sampler=sampler,
+            out[split] = ResidentBatches(source.fetch(rows[idx].tolist()), labels, sampler=sampler,
                                          transform=transform, device=device, seed=seed)
         else:
-            out[split] = LoaderBatches(ImageRows(source, store_rows, labels, per_image.get(split)), sampler=sampler,
+            out[split] = LoaderBatches(ImageRows(source, rows[idx], labels, per_image.get(split)), sampler=sampler,
                                        transform=transform, device=device, seed=seed, num_workers=cfg.num_workers)
-    info = DataInfo(spec.name, "image", len(found.class_names), found.class_names, in_channels=int(cfg.channels or 3),
-                    image_size=size, mean=mean, std=std, stored_size=stored)
     return Data(info, out.get("train"), out.get("val"), out.get("test"),
                 {split: len(idx) for split, (_, idx) in plan.items()}, loader)
+
+
+def _file_info(spec, cfg: DataConfig, class_names: list[str]) -> DataInfo:
+    """What a model and `kiln predict` need to know about images read from files (every setting resolved)."""
+    assert cfg.mean is not None and cfg.std is not None
+    return DataInfo(spec.name, "image", len(class_names), class_names, in_channels=int(cfg.channels or 3),
+                    image_size=_image_size(cfg), mean=_per_channel(cfg.mean, cfg.channels, "mean"),
+                    std=_per_channel(cfg.std, cfg.channels, "std"), stored_size=_stored_size(cfg))
+
+
+def _stored_size(cfg: DataConfig) -> tuple[int, int]:
+    """Images are decoded at image_size / crop_fraction: evaluation crops the centre, training crops at random."""
+    h, w = _image_size(cfg)
+    return round(h / cfg.crop_fraction), round(w / cfg.crop_fraction)
+
+
+def _image_loader(cfg: DataConfig, sources, plan, per_image: bool, device: torch.device) -> str:
+    """resident (the decoded images in device memory) or dataloader, said in the log with the reason."""
+    from kiln.data.image_store import ImageStore
+
+    stored = _stored_size(cfg)
+    num_bytes = sum(len(idx) for _, idx in plan.values()) * int(cfg.channels or 3) * stored[0] * stored[1]
+    cached = all(isinstance(src, ImageStore) for src, _ in sources.values())
+    loader = choose_loader(cfg.loader, num_bytes, device, cfg.resident_max_mb or _host_budget(device)) \
+        if cached and not per_image else "dataloader"
+    log.info("images: %s, served %s", "decoded once (cache)" if cached else "decoded per sample every epoch "
+             "(data.cache)", "from device memory (resident)" if loader == "resident" else
+             "by a DataLoader" + (" (per-image transforms from data.transforms)" if per_image else ""))
+    return loader
 
 
 class ImageRows(torch.utils.data.Dataset):
