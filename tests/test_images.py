@@ -349,3 +349,25 @@ def test_train_and_val_folders_without_a_test_folder_train_and_skip_the_final_te
     raw["trainer"]["epochs"] = 1
     result = session.train(build_config(raw), quiet=True)
     assert result.test_metrics is None and (result.run_dir / "checkpoints" / "best.pt").is_file()
+
+
+def test_the_shipped_transfer_config_fine_tunes_on_a_folder_with_imagenet_normalisation(tmp_path, monkeypatch,
+                                                                                         shapes):
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    from conftest import ROOT
+    from kiln.config import IMAGENET_MEAN, load_config
+
+    overrides = [f"data.root={shapes}", "data.image_size=48", "data.train_subset=64", "data.batch_size=32",
+                 "data.num_workers=0", "trainer.epochs=1", "trainer.test_after_fit=false",
+                 f"log.dir={tmp_path / 'runs'}", "log.progress=none", "log.tensorboard=false"]
+    cfg = load_config(ROOT / "configs" / "transfer_resnet18_folder.yaml", overrides)
+    assert cfg.data.mean == list(IMAGENET_MEAN)  # the weights' own normalisation
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(KilnError, match="resnet18-f37072fd.pth"):  # says exactly which file, and where
+        session.train(cfg, quiet=True)
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(resnet18(weights=None).state_dict(), cached)  # stands in for the ImageNet weights
+    result = session.train(load_config(ROOT / "configs" / "transfer_resnet18_folder.yaml", overrides), quiet=True)
+    assert "0.485" in (result.run_dir / "config.yaml").read_text()
