@@ -226,6 +226,28 @@ def check_transfer(c: Ctx) -> str:
         "\n".join(line for line in err.splitlines() if "trainable" in line or "pretrained" in line), 2)
 
 
+def check_image_folder(c: Ctx) -> str:
+    """A colour image folder: decoded once, resident on the GPU, per-image crops in one grid_sample; then the
+    transfer config at its own 224 px with a torchvision-layout state_dict (random weights: no internet here)."""
+    import torch
+    import torchvision
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakedata import write_image_folder
+
+    root = write_image_folder(c.work / "photos", n=120 if c.dry else 400)
+    env = {"KILN_CACHE": str(c.work / "cache")}
+    c.kiln("train", "configs/image_folder.yaml", f"data.root={root}", "data.loader=resident", "trainer.epochs=2",
+           *c.train_args("folder", images=False), env=env)
+    weights = c.work / "resnet18_folder.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    c.kiln("train", "configs/transfer_resnet18_folder.yaml", f"data.root={root}", f"model.pretrained={weights}",
+           "trainer.epochs=1", *c.train_args("folder_transfer", batches=10, images=False), env=env)
+    m = _metrics(c.work / "folder")
+    return (f"image_folder: test acc {_test_acc(c.work / 'folder'):.4f}, {m[-1]['time/samples_per_s']:,.0f} img/s; "
+            f"transfer at 224 px: test acc {_test_acc(c.work / 'folder_transfer'):.4f}")
+
+
 def _text(c: Ctx, name: str, config: str, *overrides: str) -> str:
     root = c.work / "ag_news"
     c.kiln("train", config, f"data.root={root}", "data.val_split=0.1", *overrides,
@@ -350,6 +372,7 @@ CHECKS = [
     Check("compile reduce-overhead", lambda c: _compile(c, "reduce-overhead"), cuda_only=True),
     Check("resnet18 small input", check_resnet),
     Check("transfer: frozen backbone, fused AdamW", check_transfer),
+    Check("image folder resident + transfer 224", check_image_folder),
     Check("text embedding_bag", lambda c: _text(c, "text_bag", "configs/ag_news.yaml")),
     Check("text gru (autocast)", lambda c: _text(c, "text_gru", "configs/ag_news.yaml", "model.name=gru",
                                                  "data.text.collate=pad", "trainer.precision=auto")),
