@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kiln.errors import KilnError
 
-TEMPLATES = ("image", "text")
+TEMPLATES = ("image", "text", "folder")
 
 CONFIG = {
     "image": '''# Trains my_project.models:SmallCNN on my_project.data:ShapesDataset: generated images of squares, discs and
@@ -42,6 +42,27 @@ model:
 optim: {name: adamw, lr: 0.01}
 schedule: {name: cosine}
 trainer: {epochs: 5}
+''',
+    "folder": '''# Trains my_project.models:SmallCNN on the pictures in data/photos/<class>/ (kiln new put a few generated
+# samples there; replace them with yours: any size, colour or grayscale, PNG/JPEG/...). kiln splits off a stratified
+# validation and test share, decodes every image once into a cache, and resizes to image_size.
+name: my_project
+code_dir: ..                 # the project folder, put on the import path (relative to this file)
+seed: 0
+data:
+  name: image_folder
+  root: data/photos          # relative to where you run kiln (the project folder)
+  image_size: 32             # unset: the median short side of your images, at most 224
+  val_split: 0.2
+  test_split: 0.2
+  batch_size: 32
+  augment: {scale: [0.5, 1.0]}
+model:
+  name: my_project.models:SmallCNN
+  args: {channels: 16}
+optim: {name: adamw, lr: 0.003}
+schedule: {name: cosine}
+trainer: {epochs: 10}
 ''',
 }
 
@@ -84,6 +105,29 @@ class BagOfWords(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(ids).sum(1) / lengths[:, None].to(torch.float32))
+''',
+    "folder": '''"""Your model: any torch.nn.Module. kiln passes `num_classes` and `in_channels` (from the images) when the
+constructor takes them."""
+
+import torch
+from torch import nn
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks and a linear head. Input: (batch, in_channels, H, W) normalised images; output: logits."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, channels: int = 16):
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = in_channels
+        for out in (channels, 2 * channels, 4 * channels):
+            blocks += [nn.Conv2d(width, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
+            width = out
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1))
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
 ''',
 }
 
@@ -210,14 +254,56 @@ Every config key is documented by `kiln schema`; `kiln train --help` lists the o
 this folder on the import path, so `my_project.models:...` resolves wherever you run kiln from.
 '''
 
+SMOKE_TEST_FOLDER = '''"""Trains one short epoch through kiln on a few generated pictures, as `kiln train` would: the wiring works
+without your photos (data/ is not in version control)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_one_tiny_epoch_trains_and_tests(tmp_path):
+    for c, colour in enumerate(["red", "green", "blue"]):
+        (tmp_path / "photos" / f"class{c}").mkdir(parents=True)
+        for i in range(12):
+            img = Image.new("RGB", (40 + i, 36), "gray")
+            ImageDraw.Draw(img).rectangle((5 + i, 5, 25 + i, 25), fill=colour)
+            img.save(tmp_path / "photos" / f"class{c}" / f"{i}.png")
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "kiln", "train", str(ROOT / "configs" / "train.yaml"),
+                          f"data.root={tmp_path / 'photos'}", "trainer.epochs=1", f"log.dir={tmp_path}",
+                          "--run-dir", str(run), "-q"], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "KILN_CACHE": str(tmp_path / "cache")})
+    assert out.returncode == 0, out.stderr
+    assert (run / "test_metrics.json").is_file() and (run / "checkpoints" / "last.pt").is_file()
+'''
+
+README_FOLDER = '''# my_project
+
+A kiln project: your pictures in `data/photos/<class>/` (a few generated samples are there now), your model in
+`my_project/models.py`, the run in `configs/train.yaml`.
+
+```bash
+kiln inspect configs/train.yaml --batch       # see one training batch exactly as the model receives it
+kiln train configs/train.yaml                 # train; writes runs/my_project/<timestamp>/
+kiln predict runs/my_project/<timestamp> data/photos/red_square --out predictions.csv
+python -m pytest tests                        # the smoke test: one tiny epoch through kiln
+```
+
+Every config key is documented by `kiln schema`; `kiln train --help` lists the options. `code_dir` in the config puts
+this folder on the import path, so `my_project.models:...` resolves wherever you run kiln from.
+'''
+
 GITIGNORE = "runs/\ndata/\n__pycache__/\n*.pt\n.pytest_cache/\n"
 
 
 def new_project(folder: Path, template: str = "image", force: bool = False) -> list[Path]:
     """Write the project; returns the files written."""
-    if template == "folder":
-        raise KilnError("--template folder needs kiln's image-folder data source, which is not there yet; use "
-                        "--template image and point its Dataset at your files")
     if template not in TEMPLATES:
         raise KilnError(f"--template {template!r}: choose {', '.join(TEMPLATES)}")
     folder = Path(folder)
@@ -226,13 +312,44 @@ def new_project(folder: Path, template: str = "image", force: bool = False) -> l
                         "(files of the same name are replaced)")
     files = {
         "configs/train.yaml": CONFIG[template], "my_project/__init__.py": "", "my_project/models.py": MODELS[template],
-        "my_project/data.py": DATA[template], "tests/test_smoke.py": SMOKE_TEST, "README.md": README,
-        ".gitignore": GITIGNORE,
+        "tests/test_smoke.py": SMOKE_TEST_FOLDER if template == "folder" else SMOKE_TEST,
+        "README.md": README_FOLDER if template == "folder" else README, ".gitignore": GITIGNORE,
     }
+    if template in DATA:  # the folder template reads pictures, not a Dataset of yours
+        files["my_project/data.py"] = DATA[template]
     written = []
     for name, text in files.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         written.append(path)
+    if template == "folder":
+        written.append(write_sample_photos(folder / "data" / "photos"))
     return written
+
+
+def write_sample_photos(folder: Path, per_class: int = 40) -> Path:
+    """Generated colour pictures in class folders (a red square, a green disc, a blue cross at random places and
+    sizes, PNG and JPEG), so the folder template trains at once. Returns the folder."""
+    import random
+
+    from PIL import Image, ImageDraw
+
+    rng = random.Random(0)
+    for name, colour in (("red_square", (220, 40, 40)), ("green_disc", (40, 180, 60)), ("blue_cross", (40, 60, 220))):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            w, h = rng.randint(40, 72), rng.randint(40, 72)
+            img = Image.new("RGB", (w, h), (rng.randint(90, 200), rng.randint(90, 200), rng.randint(90, 200)))
+            draw = ImageDraw.Draw(img)
+            r = rng.randint(6, min(w, h) // 3)
+            x, y = rng.randint(r, w - r), rng.randint(r, h - r)
+            if name == "red_square":
+                draw.rectangle((x - r, y - r, x + r, y + r), fill=colour)
+            elif name == "green_disc":
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+            else:
+                draw.rectangle((x - r, y - r // 3, x + r, y + r // 3), fill=colour)
+                draw.rectangle((x - r // 3, y - r, x + r // 3, y + r), fill=colour)
+            img.save(folder / name / f"{i:03d}.{'jpg' if i % 2 else 'png'}")
+    return folder

@@ -1,4 +1,4 @@
-"""kiln new DIR [--template image|text] [--force]"""
+"""kiln new DIR [--template image|text|folder] [--force]"""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("dir", metavar="DIR")
     p.add_argument("--template", default="image", choices=["image", "text", "folder"],
                    help="image (default): a CNN on generated shapes; text: word embeddings on generated sentences "
-                        "with a padding collate; folder: an image folder (not available yet)")
+                        "with a padding collate; folder: your pictures in data/photos/<class>/ (generated "
+                        "samples to start with)")
     p.add_argument("--force", action="store_true", help="write into a non-empty DIR (same-name files are replaced)")
     p.set_defaults(run=run)
 
