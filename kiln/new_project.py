@@ -62,7 +62,7 @@ model:
   args: {channels: 16}
 optim: {name: adamw, lr: 0.003}
 schedule: {name: cosine}
-trainer: {epochs: 10}
+trainer: {epochs: 20}
 ''',
 }
 
@@ -328,7 +328,7 @@ def new_project(folder: Path, template: str = "image", force: bool = False) -> l
     return written
 
 
-def write_sample_photos(folder: Path, per_class: int = 40) -> Path:
+def write_sample_photos(folder: Path, per_class: int = 80) -> Path:
     """Generated colour pictures in class folders (a red square, a green disc, a blue cross at random places and
     sizes, PNG and JPEG), so the folder template trains at once. Returns the folder."""
     import random
