@@ -207,8 +207,14 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    name: Literal["sgd", "adam", "adamw"] = "adamw"
-    """Optimizer."""
+    name: str = "adamw"
+    """Optimizer: sgd, adam, adamw (kiln's settings below), or any torch.optim class (`Adam`, `RMSprop`,
+    `torch.optim:Adagrad`) or your own `package.module:Class`, built with lr, weight decay and `args`."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """A torch.optim (or your own) optimizer: further constructor arguments, e.g. {amsgrad: true}; checked against
+    its signature before training."""
+    decay_norm_and_bias: bool = False
+    """Apply weight decay to biases and normalisation weights too (torch's own default; kiln's is not to)."""
     lr: float = Field(1e-3, gt=0)
     """Peak learning rate."""
     weight_decay: float = Field(0.0, ge=0)
@@ -224,8 +230,16 @@ class OptimConfig(Section):
 
 
 class ScheduleConfig(Section):
-    name: Literal["none", "step", "cosine", "onecycle", "reduce_on_plateau"] = "none"
-    """Learning-rate schedule. onecycle is stepped per batch; reduce_on_plateau on the monitored metric."""
+    name: str = "none"
+    """Learning-rate schedule: none, step, cosine, onecycle (stepped per batch), reduce_on_plateau (on the monitored
+    metric), or any torch.optim.lr_scheduler class (`StepLR`, `torch.optim.lr_scheduler:ExponentialLR`) or your own
+    `package.module:Class`, built with `args`."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """A torch.optim.lr_scheduler (or your own) schedule: its constructor arguments, e.g. {step_size: 50, gamma: 0.1};
+    checked against its signature before training."""
+    interval: Literal["epoch", "step"] | None = None
+    """A torch.optim.lr_scheduler schedule: step it after every epoch (default; ReduceLROnPlateau with the monitored
+    metric) or after every optimizer step (default for OneCycleLR and CyclicLR)."""
     warmup_epochs: float = Field(0.0, ge=0)
     """Linear warm-up length in epochs (cosine and step)."""
     step_size: int = Field(10, gt=0)
@@ -329,6 +343,10 @@ class TaskConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     """Label smoothing of the training objective. The reported train/val/test loss stays plain cross-entropy;
     the smoothed objective is logged as train/objective."""
+    loss: str | None = None
+    """A training objective of your own, `package.module:function` taking (model output, targets) and returning a
+    scalar (e.g. a pytorch-template project's `model.loss:focal_loss`); logged as train/objective while the reported
+    loss stays cross-entropy. Unset: cross-entropy (what `nll_loss` on log-softmax outputs also is)."""
 
 
 class WandbConfig(Section):
@@ -411,8 +429,9 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _schedule_needs_validation(self) -> "Config":
-        if self.schedule.name == "reduce_on_plateau" and self.data.val_split == 0:
-            raise ValueError("schedule.name=reduce_on_plateau needs a validation split (data.val_split > 0)")
+        plateau = ("reduce_on_plateau", "ReduceLROnPlateau", "torch.optim.lr_scheduler:ReduceLROnPlateau")
+        if self.schedule.name in plateau and self.data.val_split == 0:
+            raise ValueError(f"schedule.name={self.schedule.name} needs a validation split (data.val_split > 0)")
         return self
 
 

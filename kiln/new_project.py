@@ -302,14 +302,18 @@ this folder on the import path, so `my_project.models:...` resolves wherever you
 GITIGNORE = "runs/\ndata/\n__pycache__/\n*.pt\n.pytest_cache/\n"
 
 
-def new_project(folder: Path, template: str = "image", force: bool = False) -> list[Path]:
-    """Write the project; returns the files written."""
+def new_project(folder: Path, template: str = "image", force: bool = False,
+                from_project: Path | None = None) -> list[Path]:
+    """Write the project (or, with `from_project`, a kiln config for a pytorch-template project); returns the files
+    written."""
     if template not in TEMPLATES:
         raise KilnError(f"--template {template!r}: choose {', '.join(TEMPLATES)}")
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not force:
         raise KilnError(f"{folder} is not empty; choose a new folder, or pass --force to write into it "
                         "(files of the same name are replaced)")
+    if from_project is not None:
+        return _from_template_project(folder, Path(from_project))
     files = {
         "configs/train.yaml": CONFIG[template], "my_project/__init__.py": "", "my_project/models.py": MODELS[template],
         "tests/test_smoke.py": SMOKE_TEST_FOLDER if template == "folder" else SMOKE_TEST,
@@ -353,3 +357,41 @@ def write_sample_photos(folder: Path, per_class: int = 80) -> Path:
                 draw.rectangle((x - r // 3, y - r, x + r // 3, y + r), fill=colour)
             img.save(folder / name / f"{i:03d}.{'jpg' if i % 2 else 'png'}")
     return folder
+
+
+def _from_template_project(folder: Path, project: Path) -> list[Path]:
+    """configs/train.yaml equivalent to a pytorch-template project's config.json (its code stays where it is), a
+    README listing what was mapped differently or not at all, and a .gitignore."""
+    import yaml
+
+    from kiln.migrate import migrate
+
+    m = migrate(project, folder / "configs")
+    header = "".join(f"# {line}\n" for line in [f"Brought over from {Path(project).resolve() / 'config.json'} by "
+                                                  "`kiln new --from`."] + [f"- {n}" for n in m.notes])
+    files = {"configs/train.yaml": header + yaml.safe_dump(m.config, sort_keys=False),
+             "README.md": MIGRATED_README.format(project=Path(project).resolve(),
+                                                 notes="\n".join(f"- {n}" for n in m.notes) or "- (none)"),
+             ".gitignore": GITIGNORE}
+    written = []
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written.append(path)
+    return written
+
+
+MIGRATED_README = """# kiln config for {project}
+
+`configs/train.yaml` is the kiln equivalent of that project's `config.json`. The project's own code is used where it
+is (`code_dir` in the config points at it): the model class from `model/model.py`, a loss from `model/loss.py`.
+
+```bash
+kiln train configs/train.yaml        # train (flags and key=value overrides may follow)
+kiln test runs/<name>/<timestamp>    # evaluate best.pt on the test split
+```
+
+Mapped differently, or not at all:
+{notes}
+"""

@@ -30,10 +30,16 @@ class MulticlassTask:
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
         self.cfg, self.num_classes = cfg, num_classes
+        self.own_loss = None
+        if cfg.loss is not None:
+            from kiln.user_code import resolve
+
+            self.own_loss = resolve("task.loss", cfg.loss, None, functions=True)
 
     @property
     def smoothed(self) -> bool:
-        return self.cfg.label_smoothing > 0
+        """Whether the objective differs from the reported loss (and is logged as train/objective)."""
+        return self.cfg.label_smoothing > 0 or self.own_loss is not None
 
     def logits(self, outputs: Any) -> torch.Tensor:
         """The model's class scores (B, C) from what its forward returned: a tensor (logits, or
@@ -54,7 +60,14 @@ class MulticlassTask:
         return num_classes
 
     def objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The mean loss that training minimises (label-smoothed when configured). outputs: (B, C) logits."""
+        """The mean loss that training minimises (label-smoothed, or task.loss, when configured). outputs: (B, C)."""
+        if self.own_loss is not None:
+            loss = self.own_loss(outputs, targets)
+            if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+                raise KilnError(f"task.loss={self.cfg.loss} returned {type(loss).__name__}"
+                                f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}; it must return "
+                                "a scalar tensor (reduce over the batch, e.g. with .mean())")
+            return loss
         return F.cross_entropy(outputs, targets, label_smoothing=self.cfg.label_smoothing)
 
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

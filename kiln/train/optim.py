@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
 from typing import Any
 
@@ -9,6 +11,7 @@ import torch
 from torch import nn
 
 from kiln.config import OptimConfig, ScheduleConfig
+from kiln.errors import KilnError
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None) -> list[dict[str, Any]]:
@@ -18,7 +21,7 @@ def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None) ->
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         in_head = head is None or name == head or name.startswith(head + ".")
-        groups.setdefault((in_head, p.ndim > 1), []).append(p)
+        groups.setdefault((in_head, p.ndim > 1 or cfg.decay_norm_and_bias), []).append(p)
     return [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
              "lr": cfg.lr * (1.0 if in_head else cfg.backbone_lr_mult)}
             for (in_head, decay), params in sorted(groups.items())]
@@ -33,8 +36,47 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device,
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fast)
     if cfg.name == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, **fast)
-    assert cfg.name == "adamw", cfg.name
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
+    cls = torch_class("optim.name", cfg.name, torch.optim, torch.optim.Optimizer)
+    return construct(cls, "optim", groups, lr=cfg.lr, **cfg.args)
+
+
+KILN_SCHEDULES = ("none", "step", "cosine", "onecycle", "reduce_on_plateau")
+PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR")
+
+
+def torch_class(key: str, name: str, module, base: type) -> type:
+    """`name` as a class of `module` (`Adam`, `torch.optim:Adam`) or of the user's code (`pkg.mod:Class`)."""
+    prefix = module.__name__ + ":"
+    short = name[len(prefix):] if name.startswith(prefix) else name
+    if ":" not in short:
+        cls = getattr(module, short, None)
+        if isinstance(cls, type) and issubclass(cls, base):
+            return cls
+        valid = sorted(n for n in dir(module) if isinstance(getattr(module, n), type)
+                       and issubclass(getattr(module, n), base) and getattr(module, n) is not base and n[0] != "_")
+        close = difflib.get_close_matches(short, valid, n=1)
+        raise KilnError(f"{key}={name!r} is not a {module.__name__} class{f' — did you mean {close[0]}?' if close else ''}"
+                        f" Valid: {', '.join(valid)}; or your own as package.module:Class")
+    from kiln.user_code import resolve
+
+    return resolve(key, name, base, functions=False)
+
+
+def construct(cls: type, section: str, first: Any, **kwargs: Any) -> Any:
+    """`cls(first, **kwargs)`, with arguments the constructor does not take named before anything runs."""
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in kwargs if k not in params and not takes_any]
+    if unknown:
+        raise KilnError(f"{section}.args: {cls.__name__} takes no argument {', '.join(map(repr, unknown))}; its "
+                        f"signature: {cls.__name__}{inspect.signature(cls)}")
+    try:
+        return cls(first, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise KilnError(f"{section}: {cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) failed: "
+                        f"{e}. Its signature: {cls.__name__}{inspect.signature(cls)}") from None
 
 
 class Schedule:
@@ -46,7 +88,18 @@ class Schedule:
         total = max(1, epochs * steps_per_epoch)
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
         self.impl: Any = None
-        if cfg.name == "onecycle":
+        self.per_step = cfg.name in ("onecycle", "step", "cosine")
+        self.plateau = cfg.name == "reduce_on_plateau"
+        if cfg.name not in KILN_SCHEDULES:
+            cls = torch_class("schedule.name", cfg.name, torch.optim.lr_scheduler,
+                              torch.optim.lr_scheduler.LRScheduler)  # ReduceLROnPlateau is one since torch 2.2
+            self.impl = construct(cls, "schedule", optimizer, **cfg.args)
+            self.plateau = isinstance(self.impl, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            self.per_step = (cfg.interval or ("step" if cls.__name__ in PER_STEP_SCHEDULERS else "epoch")) == "step"
+            if self.plateau and self.per_step:
+                raise KilnError("schedule.interval=step does not suit ReduceLROnPlateau: it steps once per epoch, "
+                                "with the monitored metric")
+        elif cfg.name == "onecycle":
             max_lrs = [g["lr"] for g in optimizer.param_groups]
             self.impl = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lrs, total_steps=total,
                                                             pct_start=onecycle_pct_start(cfg.pct_start, total))
@@ -58,12 +111,16 @@ class Schedule:
                 optimizer, lambda step: lr_factor(cfg, step, total, warmup, steps_per_epoch))
 
     def after_step(self) -> None:
-        if self.impl is not None and self.name != "reduce_on_plateau":
+        if self.impl is not None and self.per_step:
             self.impl.step()
 
     def after_epoch(self, metrics: dict[str, float]) -> None:
-        if self.name == "reduce_on_plateau":
+        if self.impl is None or self.per_step:
+            return
+        if self.plateau:
             self.impl.step(metrics[self.monitor])
+        else:
+            self.impl.step()
 
     def state_dict(self) -> dict[str, Any]:
         return self.impl.state_dict() if self.impl is not None else {}
