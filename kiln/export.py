@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,41 @@ class Logits(torch.nn.Module):
         return self.task.logits(self.model(x))
 
 
+class PaddedTextLogits(Logits):
+    """A text model on padded token ids: inputs ids (B, T) int64 padded with pad_id, lengths (B,) int64."""
+
+    input_names = ("ids", "lengths")
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        from kiln.data.text import TextBatch
+
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths[:, None]
+        return self.task.logits(self.model(TextBatch(ids, lengths, mask=mask)))
+
+
+class OffsetsTextLogits(Logits):
+    """An EmbeddingBag model on flat token ids: inputs ids (N,) int64 (every text back to back), offsets (B,) int64
+    (where each text starts)."""
+
+    input_names = ("ids", "offsets")
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        from kiln.data.text import TextBatch
+
+        lengths = torch.diff(offsets, append=offsets.new_full((1,), ids.shape[0]))
+        return self.task.logits(self.model(TextBatch(ids, lengths, offsets=offsets)))
+
+
 def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path | None = None) -> Exported:
     if fmt not in FORMATS:
         raise KilnError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     trained = load_trained(run_dir, checkpoint, device="cpu")
-    if trained.info.kind != "image":
-        raise KilnError("kiln export handles image models; a text model takes token ids with padding or offsets "
-                        "(a TextBatch), which the exporters cannot trace as one tensor input yet")
-    model = Logits(trained.model.float().to(memory_format=torch.contiguous_format), trained.task).eval()
+    if trained.info.kind == "custom":
+        raise KilnError(f"kiln export handles kiln's image and text data; {run_dir} was trained on your own Dataset, "
+                        "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.trained."
+                        "load_trained gives it) with torch.onnx.export or torch.export")
+    wrapper = {"image": Logits, "pad": PaddedTextLogits, "offsets": OffsetsTextLogits}[_layout(trained)]
+    model = wrapper(trained.model.float().to(memory_format=torch.contiguous_format), trained.task).eval()
     sample = sample_batch(trained)
     path = Path(out) if out else trained.run.path / f"model{FORMATS[fmt]}"
     meta = metadata(trained, fmt)
@@ -61,8 +89,13 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     except Exception as e:  # noqa: BLE001 — an exporter failing on an operation: say which, suggest the others
         path.unlink(missing_ok=True)
         others = ", ".join(f for f in FORMATS if f != fmt)
-        raise KilnError(f"the model could not be exported as {fmt}: {type(e).__name__}: "
-                        f"{first_line(e)[:300]}; try --format {others}") from None
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", first_line(e))[:300]
+        if "pack_padded_sequence" in _source(trained.model) and fmt != "torchscript":
+            reason = ("the model packs its sequences (pack_padded_sequence), whose shapes depend on the lengths: "
+                      "torch.export cannot trace that with a dynamic batch")
+            others = "torchscript"
+        raise KilnError(f"the model could not be exported as {fmt}: {type(e).__name__}: {reason}; try --format "
+                        f"{others}") from None
     diff = parity(path, fmt, model, sample)
     if not diff <= TOLERANCE:
         path.unlink(missing_ok=True)
@@ -70,39 +103,105 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
                               f"{diff:.3g} > {TOLERANCE}); the file was removed")
     meta_path = path.with_name(path.name + ".json")
     meta_path.write_text(json.dumps({**meta, "parity_max_abs_diff": diff}, indent=2) + "\n")
-    return Exported(path, meta_path, diff, len(sample))
+    return Exported(path, meta_path, diff, len(sample[-1]))
 
 
-def sample_batch(trained: Trained, size: int = 8) -> torch.Tensor:
-    """Up to `size` real test images as the model sees them, or a seeded stand-in when the data is not here."""
+def _source(model: torch.nn.Module) -> str:
+    """The source of the model's forward methods (for explaining an export failure); empty when unavailable."""
+    import inspect
+
+    texts = []
+    for module in model.modules():
+        try:
+            texts.append(inspect.getsource(type(module).forward))
+        except (OSError, TypeError):
+            continue
+    return "\n".join(texts)
+
+
+def _layout(trained: Trained) -> str:
+    """image, or the text batch layout the model was trained on (pad or offsets)."""
+    return "image" if trained.info.kind == "image" else trained.cfg.data.text.collate
+
+
+def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
+    """The model's inputs for up to `size` real test samples, or a seeded stand-in when the data is not here."""
     from kiln.data import build_data
 
     try:
-        data = build_data(trained.cfg.data, seed=0, device=torch.device("cpu"), splits=("test",))
-        images, _ = next(iter(data.require("test").epoch(0)))
-        return images[:size].contiguous()
+        data = build_data(trained.cfg.data, seed=0, device=torch.device("cpu"), splits=("test",),
+                          vocab=trained.vocab)
+        inputs, _ = next(iter(data.require("test").epoch(0)))
+        return _first_inputs(inputs, size)
     except KilnError as e:
         log.warning("checking the export on a stand-in batch (the run's test data is not here: %s)", e)
+    g = torch.Generator().manual_seed(0)
+    if trained.info.kind == "text":
+        from kiln.data.text import collate
+
+        seqs = [torch.randint(2, trained.info.vocab_size, (int(n),), generator=g) for n in range(3, 3 + size)]
+        return _first_inputs(collate(seqs, _layout(trained), trained.info.pad_id), size)
     h, w = trained.info.image_size
-    return torch.randn(size, trained.info.in_channels, h, w, generator=torch.Generator().manual_seed(0))
+    return (torch.randn(size, trained.info.in_channels, h, w, generator=g),)
+
+
+def _first_inputs(inputs: Any, n: int) -> tuple[torch.Tensor, ...]:
+    """The exported graph's input tensors for the first n samples of a batch."""
+    if isinstance(inputs, torch.Tensor):
+        return (inputs[:n].contiguous(),)
+    if inputs.offsets is None:
+        longest = int(inputs.lengths[:n].max())
+        return inputs.ids[:n, :longest].contiguous(), inputs.lengths[:n].clone()
+    end = int(inputs.offsets[n]) if len(inputs.offsets) > n else len(inputs.ids)
+    return inputs.ids[:end].clone(), inputs.offsets[:n].clone()
 
 
 def metadata(trained: Trained, fmt: str) -> dict[str, Any]:
     info = trained.info
-    return {"format": fmt, "task": trained.cfg.task.name, "class_names": info.class_names,
-            "input": {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
-                      "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
-                      "stored_size": info.stored_size},
-            "output": "logits (batch, classes); softmax gives probabilities",
-            "checkpoint": str(trained.checkpoint)}
+    meta: dict[str, Any] = {"format": fmt, "task": trained.cfg.task.name, "class_names": info.class_names,
+                            "output": "logits (batch, classes); softmax gives probabilities",
+                            "checkpoint": str(trained.checkpoint)}
+    if info.kind == "image":
+        meta["input"] = {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
+                         "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
+                         "stored_size": info.stored_size}
+        return meta
+    text = trained.cfg.data.text
+    layout = _layout(trained)
+    meta["input"] = {
+        "layout": layout,
+        "tensors": ({"ids": "int64 (batch, tokens), padded with pad_id", "lengths": "int64 (batch,)"} if layout == "pad"
+                    else {"ids": "int64 (tokens,), every text back to back", "offsets": "int64 (batch,), where each "
+                          "text starts"}),
+        "tokenization": {"tokenizer": text.tokenizer, "ngrams": text.ngrams, "max_len": text.max_len,
+                         "rule": "tokenize; add n-grams joined by a space; tokens not in vocab -> <unk>; an empty "
+                                 "text becomes one <unk>"},
+        "pad_id": info.pad_id, "vocab": trained.vocab.itos if trained.vocab is not None else None,
+    }
+    return meta
+
+
+def _input_names(model) -> tuple[str, ...]:
+    return getattr(model, "input_names", ("images",))
+
+
+def _dynamic(model, sample: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """Dynamic dimensions of each input: the batch, and the token axis of text inputs."""
+    batch = torch.export.Dim("batch", min=1)
+    if isinstance(model, PaddedTextLogits):
+        longest = getattr(model.model, "max_len", None)  # a model that cuts texts at max_len caps the axis there
+        tokens = torch.export.Dim("tokens", min=1, max=longest) if longest else torch.export.Dim("tokens", min=1)
+        return {"ids": {0: batch, 1: tokens}, "lengths": {0: batch}}
+    if isinstance(model, OffsetsTextLogits):
+        return {"ids": {0: torch.export.Dim("tokens", min=2)}, "offsets": {0: batch}}
+    return {"x": {0: batch}}
 
 
 def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
     import onnx
 
-    batch = torch.export.Dim("batch", min=1)
-    torch.onnx.export(model, (sample,), str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_shapes={"x": {0: batch}}, dynamo=True, verbose=False)
+    torch.onnx.export(model, sample, str(path), input_names=list(_input_names(model)), output_names=["logits"],
+                      dynamic_shapes=_dynamic(model, sample), dynamo=True, verbose=False)
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -111,38 +210,52 @@ def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
 
 
 def _exported(model, sample, path: Path, meta: dict[str, Any]) -> None:
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.export.export(model, (sample,), dynamic_shapes={"x": {0: batch}})
+    program = torch.export.export(model, sample, dynamic_shapes=_dynamic(model, sample))
     torch.export.save(program, str(path), extra_files={"kiln.json": json.dumps(meta)})
 
 
 def _torchscript(model, sample, path: Path, meta: dict[str, Any]) -> None:
-    traced = torch.jit.trace(model, sample)
+    # The tracer's own re-run check trips over kernels that choose a path by the data (a transformer's padded-batch
+    # fast path); kiln's parity check below runs the traced file on two batches of other shapes instead.
+    traced = torch.jit.trace(model, sample, check_trace=False)
     torch.jit.save(traced, str(path), _extra_files={"kiln.json": json.dumps(meta)})
 
 
-def parity(path: Path, fmt: str, model: torch.nn.Module, sample: torch.Tensor) -> float:
+def parity(path: Path, fmt: str, model: torch.nn.Module, sample: tuple[torch.Tensor, ...]) -> float:
     """Largest absolute logit difference between the exported file and the PyTorch model on `sample` (and on a
     batch of another size, so a fixed batch dimension is caught)."""
     diffs = []
-    for x in (sample, sample[:3]):
+    for inputs in (sample, _fewer(model, sample, 3)):
         with torch.no_grad():
-            expected = model(x).numpy()
-        diffs.append(float(np.abs(run_exported(path, fmt, x.numpy()) - expected).max()))
+            expected = model(*inputs).numpy()
+        diffs.append(float(np.abs(run_exported(path, fmt, *(x.numpy() for x in inputs)) - expected).max()))
     return max(diffs)
 
 
-def run_exported(path: Path, fmt: str, x: np.ndarray) -> np.ndarray:
+def _fewer(model, sample: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
+    """The first n samples' inputs (text: fewer and shorter sequences, so every dynamic axis is exercised)."""
+    if isinstance(model, OffsetsTextLogits):
+        ids, offsets = sample
+        return ids[:int(offsets[n])], offsets[:n]
+    if isinstance(model, PaddedTextLogits):
+        ids, lengths = sample
+        return ids[:n, :int(lengths[:n].max())], lengths[:n]
+    return (sample[0][:n],)
+
+
+def run_exported(path: Path, fmt: str, *inputs: np.ndarray) -> np.ndarray:
     """Logits from an exported file (ONNX through onnxruntime)."""
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+        feeds = {i.name: (x.astype(np.float32) if x.dtype.kind == "f" else x) for i, x in zip(session.get_inputs(), inputs)}
+        return session.run(None, feeds)[0]
+    tensors = [torch.from_numpy(x) for x in inputs]
     with torch.no_grad():
         if fmt == "exported":
-            return torch.export.load(str(path)).module()(torch.from_numpy(x)).numpy()
-        return torch.jit.load(str(path))(torch.from_numpy(x)).numpy()
+            return torch.export.load(str(path)).module()(*tensors).numpy()
+        return torch.jit.load(str(path))(*tensors).numpy()
 
 
 def onnx_metadata(path: Path) -> dict[str, Any]:

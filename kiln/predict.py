@@ -112,6 +112,8 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
     if not path.is_file():
         raise KilnError(f"ONNX file not found: {path}")
     meta = onnx_metadata(path)
+    if meta["input"].get("layout") in ("pad", "offsets"):
+        return _predict_onnx_text(path, meta, inputs, top_k)
     names, shape = meta["class_names"], meta["input"]["shape"]
     stored = meta["input"].get("stored_size") or [0, 0]
     info = DataInfo("onnx", "image", len(names), names, in_channels=int(shape[1]),
@@ -120,6 +122,25 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
     paths = image_inputs(inputs)
     logits = torch.from_numpy(run_exported(path, "onnx", _image_batch([Path(p) for p in paths], info).numpy()))
     return _ranked(paths, logits.softmax(-1), names, top_k)
+
+
+def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> list[Prediction]:
+    """Texts through an exported text model: tokenised with the vocabulary and settings stored in its metadata."""
+    from kiln.config import TextConfig
+    from kiln.data.text import collate
+    from kiln.data.vocab import Vocab, encode_texts
+    from kiln.export import run_exported
+
+    if not texts:
+        raise KilnError("nothing to predict: pass texts as arguments")
+    spec = meta["input"]
+    tok = spec["tokenization"]
+    cfg = TextConfig(tokenizer=tok["tokenizer"], ngrams=tok["ngrams"], max_len=tok["max_len"])
+    batch = collate(encode_texts(texts, Vocab(spec["vocab"]), cfg), spec["layout"], spec["pad_id"])
+    second = batch.lengths if spec["layout"] == "pad" else batch.offsets
+    assert second is not None
+    logits = run_exported(path, "onnx", batch.ids.long().numpy(), second.long().numpy())
+    return _ranked(texts, torch.from_numpy(logits).softmax(-1), meta["class_names"], top_k)
 
 
 def _per_channel(value) -> tuple[float, ...]:

@@ -53,3 +53,44 @@ def test_bad_exports_are_explained(trained, tmp_path, capsys):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     assert main(["predict", str(tmp_path / "junk.onnx"), "x.png"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def text_runs(tmp_path_factory):
+    from fakedata import write_ag_news
+
+    tmp = tmp_path_factory.mktemp("export_text")
+    root = write_ag_news(tmp / "news", n_train=200, n_test=60)
+    runs = {}
+    for name, model, collate in (("bag", "embedding_bag", "offsets"), ("transformer", "transformer", "pad"),
+                                 ("gru", "gru", "pad")):
+        cfg = build_config({"name": name, "data": {"name": "ag_news", "root": str(root), "text": {"collate": collate}},
+                            "model": {"name": model}, "trainer": {"epochs": 1},
+                            "log": {"dir": str(tmp / "runs"), "progress": "none", "tensorboard": False}})
+        runs[name] = session.train(cfg, quiet=True).run_dir
+    return runs
+
+
+@pytest.mark.parametrize("name", ["bag", "transformer"])
+def test_text_models_export_with_their_vocabulary_and_predict_alike(text_runs, tmp_path, capsys, name):
+    run = text_runs[name]
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
+    meta = json.loads((tmp_path / "m.onnx.json").read_text())
+    assert meta["parity_max_abs_diff"] <= 1e-4 and meta["input"]["vocab"][:2] == ["<pad>", "<unk>"]
+    assert meta["input"]["layout"] == ("offsets" if name == "bag" else "pad")
+    texts = ["the coach and the match, a goal this season", "shares rally as investors cheer the merger", "über"]
+    capsys.readouterr()
+    assert main(["predict", str(run), *texts, "--json"]) == 0
+    from_run = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["predict", str(tmp_path / "m.onnx"), *texts, "--json"]) == 0
+    from_onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in from_run] == [r["label"] for r in from_onnx]
+    assert all(abs(a["probability"] - b["probability"]) < 1e-4 for a, b in zip(from_run, from_onnx))
+
+
+def test_a_packed_gru_is_refused_for_onnx_with_the_reason_and_exports_as_torchscript(text_runs, capsys):
+    assert main(["export", str(text_runs["gru"]), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "pack_padded_sequence" in err and "try --format torchscript" in err
+    assert not (text_runs["gru"] / "model.onnx").exists()
+    assert main(["export", str(text_runs["gru"]), "--format", "torchscript"]) == 0
