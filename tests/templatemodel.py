@@ -53,3 +53,20 @@ class MovesItself(MnistModel):
 
     def forward(self, x):
         return super().forward(x.to("cuda" if x.device.type == "cpu" else "cpu"))
+
+
+class NarrowResNet(nn.Module):
+    """A narrow residual network of torchvision's BasicBlocks (16 and 32 channels): ResNet's structure, small."""
+
+    def __init__(self, num_classes=10, in_channels=1, width=16):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU(inplace=True))
+        down = nn.Sequential(nn.Conv2d(width, 2 * width, 1, stride=2, bias=False), nn.BatchNorm2d(2 * width))
+        self.blocks = nn.Sequential(BasicBlock(width, width), BasicBlock(width, 2 * width, stride=2, downsample=down))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, num_classes))
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)))

@@ -94,3 +94,11 @@ def test_a_packed_gru_is_refused_for_onnx_with_the_reason_and_exports_as_torchsc
     assert "pack_padded_sequence" in err and "try --format torchscript" in err
     assert not (text_runs["gru"] / "model.onnx").exists()
     assert main(["export", str(text_runs["gru"]), "--format", "torchscript"]) == 0
+
+
+def test_a_narrow_resnet_exports_to_onnx_within_tolerance(tmp_path, idx_root, capsys):
+    cfg = build_config(tiny_config(tmp_path, idx_root, model={"name": "templatemodel:NarrowResNet"},
+                                   trainer={"epochs": 1, "limit_train_batches": 3}))
+    run = session.train(cfg, quiet=True).run_dir
+    assert main(["export", str(run), "--format", "onnx"]) == 0
+    assert json.loads((run / "model.onnx.json").read_text())["parity_max_abs_diff"] <= 1e-4
