@@ -280,7 +280,11 @@ class CheckpointConfig(Section):
 
 class TrainerConfig(Section):
     epochs: int = Field(10, gt=0)
-    """Number of passes over the training split."""
+    """Number of passes over the training split (derived from max_steps when that is set)."""
+    max_steps: int | None = Field(None, gt=0)
+    """A training budget in optimizer steps instead of epochs: epochs = ceil(max_steps / steps per epoch), so a
+    small dataset still gets enough updates and a large one is not overtrained. Recorded as trainer.epochs in the
+    run's config.yaml."""
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps. auto picks cuda, then mps, then cpu. Under DDP each process takes
     cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)."""

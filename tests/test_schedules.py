@@ -73,3 +73,16 @@ def test_onecycle_resumed_with_more_epochs_keeps_going_without_error():
     for _ in range(8):  # the 8 more steps of the two added epochs
         longer.after_step()
     assert math.isfinite(longer.impl.optimizer.param_groups[0]["lr"])
+
+
+def test_max_steps_sets_the_epochs_for_the_dataset_size(tmp_path, idx_root):
+    from conftest import tiny_config
+    from kiln.config import build_config
+    from kiln.train import session
+
+    # 384 training images in batches of 32: 12 steps per epoch, so 30 steps take 3 epochs (rounded up)
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"max_steps": 30, "epochs": 50,
+                                                                "test_after_fit": False}))
+    result = session.train(cfg, quiet=True)
+    assert cfg.trainer.epochs == 3 and "epochs: 3" in (result.run_dir / "config.yaml").read_text()
+    assert len((result.run_dir / "metrics.jsonl").read_text().splitlines()) == 3

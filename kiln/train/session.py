@@ -97,6 +97,8 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=RunDir(resume).vocab() if resume else None)
     check_monitors(cfg, data.info.num_classes)
+    if resume is None:
+        epochs_from_steps(cfg, len(data.require("train")))
     run, lock = _run_folder(cfg, proc, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
@@ -105,6 +107,18 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                          extra_callbacks)
     finally:
         lock.release()
+
+
+def epochs_from_steps(cfg: Config, train_batches: int) -> None:
+    """trainer.max_steps -> trainer.epochs (rounded up), written into the config the run folder records."""
+    if cfg.trainer.max_steps is None:
+        return
+    from kiln.train.loop import batches_per_epoch
+
+    steps_per_epoch = max(1, -(-batches_per_epoch(cfg.trainer, train_batches) // cfg.trainer.accumulate))
+    cfg.trainer.epochs = max(1, -(-cfg.trainer.max_steps // steps_per_epoch))
+    log.info("trainer.max_steps=%d at %d steps per epoch: %d epochs", cfg.trainer.max_steps, steps_per_epoch,
+             cfg.trainer.epochs)
 
 
 def _resume_state(run: RunDir) -> dict[str, Any]:
