@@ -282,9 +282,18 @@ class TrainerConfig(Section):
     epochs: int = Field(10, gt=0)
     """Number of passes over the training split (derived from max_steps when that is set)."""
     max_steps: int | None = Field(None, gt=0)
-    """A training budget in optimizer steps instead of epochs: epochs = ceil(max_steps / steps per epoch), so a
-    small dataset still gets enough updates and a large one is not overtrained. Recorded as trainer.epochs in the
-    run's config.yaml."""
+    """A training budget in optimizer steps instead of epochs: epochs = ceil(max_steps / steps per epoch).
+    Recorded as trainer.epochs in the run's config.yaml."""
+    min_steps: int | None = Field(None, gt=0)
+    """At least this many optimizer steps: epochs = max(trainer.epochs, ceil(min_steps / steps per epoch)), so a
+    dataset of a few hundred samples still gets enough updates while a large one trains trainer.epochs. Recorded
+    as trainer.epochs in the run's config.yaml."""
+
+    @model_validator(mode="after")
+    def _one_step_budget(self) -> "TrainerConfig":
+        if self.max_steps is not None and self.min_steps is not None:
+            raise ValueError("set trainer.max_steps (an exact budget) or trainer.min_steps (a floor), not both")
+        return self
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps. auto picks cuda, then mps, then cpu. Under DDP each process takes
     cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)."""

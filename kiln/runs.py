@@ -103,6 +103,10 @@ class RunDir:
         return self.path / "test_metrics.json"
 
     @property
+    def baseline_file(self) -> Path:
+        return self.path / "baseline.json"
+
+    @property
     def figures(self) -> Path:
         return self.path / "figures"
 
@@ -186,6 +190,13 @@ class RunDir:
 
     def write_test_metrics(self, results: dict[str, Any]) -> None:
         self.test_metrics_file.write_text(json.dumps(results, indent=2) + "\n")
+
+    def baseline(self) -> dict[str, Any] | None:
+        """What `kiln baseline RUN` measured on this run's split, if it was run."""
+        return json.loads(self.baseline_file.read_text()) if self.baseline_file.is_file() else None
+
+    def write_baseline(self, results: dict[str, Any]) -> None:
+        self.baseline_file.write_text(json.dumps(results, indent=2) + "\n")
 
 
 class RunLock:

@@ -110,15 +110,19 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
 
 
 def epochs_from_steps(cfg: Config, train_batches: int) -> None:
-    """trainer.max_steps -> trainer.epochs (rounded up), written into the config the run folder records."""
-    if cfg.trainer.max_steps is None:
+    """trainer.max_steps / min_steps -> trainer.epochs (rounded up), written into the config the run records."""
+    tc = cfg.trainer
+    steps = tc.max_steps or tc.min_steps
+    if steps is None:
         return
     from kiln.train.loop import batches_per_epoch
 
-    steps_per_epoch = max(1, -(-batches_per_epoch(cfg.trainer, train_batches) // cfg.trainer.accumulate))
-    cfg.trainer.epochs = max(1, -(-cfg.trainer.max_steps // steps_per_epoch))
-    log.info("trainer.max_steps=%d at %d steps per epoch: %d epochs", cfg.trainer.max_steps, steps_per_epoch,
-             cfg.trainer.epochs)
+    steps_per_epoch = max(1, -(-batches_per_epoch(tc, train_batches) // tc.accumulate))
+    needed = max(1, -(-steps // steps_per_epoch))
+    epochs = needed if tc.max_steps else max(tc.epochs, needed)
+    log.info("trainer.%s=%d at %d steps per epoch: %d epochs", "max_steps" if tc.max_steps else "min_steps", steps,
+             steps_per_epoch, epochs)
+    tc.epochs = epochs
 
 
 def _resume_state(run: RunDir) -> dict[str, Any]:

@@ -105,6 +105,11 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
     report.heading("Test split", 3 if with_heading else 2)
     report.table(["metric", "value"], [[k, test[k]] for k in ("loss", "acc", "acc_top5", "f1") if test.get(k) is not None]
                  + [["samples", test["num_samples"]], ["checkpoint", Path(test["checkpoint"]).name]])
+    baseline = run.baseline()
+    if baseline is not None and baseline.get("split") == "test":
+        report.table(["model", "test accuracy", "macro F1"],
+                     [["this network", test["acc"], test["f1"]], [f"baseline: {baseline['baseline']}",
+                                                                  baseline["acc"], baseline["f1"]]])
     report.figure(figures.confusion(test["confusion_matrix"], names), folder, "confusion_matrix", "confusion matrix")
     report.figure(figures.per_class(test["confusion_matrix"], names), folder, "per_class", "per-class scores")
     if num_wrong and not with_heading:
