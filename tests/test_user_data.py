@@ -75,7 +75,8 @@ def test_the_users_collate_pads_variable_length_samples(tmp_path):
     ("NoSplit", "TinyNet", {}, "cannot tell the number of classes"),
     ("BadLabels", "TinyNet", {}, "sample 5 has label 7, outside 0..2"),
     ("Unlabelled", "TinyNet", {}, "samples have no labels"),
-    ("Stream", "TinyNet", {}, "IterableDataset"),
+    ("Stream", "TinyNet", {}, "IterableDataset without a split argument"),
+    ("Stream", "TinyNet", {"val_split": 0}, "Stream has no __len__"),
     ("Sequences", "SeqNet", {}, "cannot be batched.*data.collate"),
     ("Blobs", "TwoInputNet", {}, r"the model cannot take the first training batch \(samples \["),
     ("Blobs", "TinyNet", {"collate": "os:getcwd"}, "did not call it"),
@@ -111,3 +112,22 @@ def test_inspect_shows_a_model_on_a_users_dict_inputs(tmp_path, capsys):
     assert main(["inspect", str(path), "--sample", "2"]) == 0  # dict inputs, sliced to 2 samples, as keywords
     out = capsys.readouterr().out
     assert "fc" in out and "(2, 3)" in out
+
+
+def test_an_iterable_dataset_trains_tests_and_resumes_to_the_same_weights(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="kiln"):
+        full = session.train(_cfg(tmp_path, "BlobStream", folder="full"), quiet=True)
+    assert "IterableDataset, read as it streams: kiln does not shuffle it" in caplog.text
+    assert full.test_metrics["num_samples"] == 32
+
+    def stop(t):
+        if t.state.step == 7:  # mid epoch 2: the stream is re-read and the trained batches skipped
+            t.stop_requested = True
+
+    cfg = _cfg(tmp_path, "BlobStream", folder="cut")
+    with pytest.raises(TrainingInterrupted):
+        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    resumed = session.train(cfg, resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -98,10 +98,33 @@ class Unlabelled(NoSplit):
 
 
 class Stream(IterableDataset):
+    """No split argument and no length: kiln must say what it needs."""
+
     num_classes = 3
 
     def __iter__(self):
         yield from ()
+
+
+class BlobStream(IterableDataset):
+    """A stream with `split`, a length and `set_epoch`: each epoch its own seeded order (the stream's own)."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self, split: str, n: int = 96):
+        self.blobs = Blobs(split, n)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.blobs)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.blobs), generator=torch.Generator().manual_seed(self.epoch))
+        for i in order.tolist():
+            yield self.blobs.images[i], int(self.blobs.labels[i])
 
 
 class TinyNet(nn.Module):

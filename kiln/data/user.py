@@ -35,10 +35,9 @@ def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits:
     from kiln.user_code import resolve
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
-    if issubclass(cls, torch.utils.data.IterableDataset):
-        raise KilnError(f"data.name={cfg.name!r} is an IterableDataset: kiln plans every epoch (seeded order, "
-                        "per-rank shards, exact mid-epoch resume) by index, which a stream cannot give; wrap it "
-                        "in a map-style Dataset with __len__ and __getitem__")
+    stream = issubclass(cls, torch.utils.data.IterableDataset)
+    if stream:
+        _explain_stream(cfg, cls, world_size)
     collate = resolve_collate(cfg.collate)
     datasets = _splits(cls, cfg, splits, overfit_batches)
     if not datasets:  # e.g. the test split of a Dataset that has none
@@ -47,13 +46,33 @@ def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits:
     sources: dict[str, Batches] = {}
     for split, ds in datasets.items():
         training = split == "train"
+        batch_size = cfg.batch_size if training else eval_batch_size(cfg)
+        if stream:
+            sources[split] = StreamBatches(ds, batch_size, BatchMaker(collate, split, info.num_classes), device=device,
+                                           num_workers=cfg.num_workers)
+            continue
         shuffle = training and not overfit_batches
-        sampler = EpochBatchSampler(_size(ds), cfg.batch_size if training else eval_batch_size(cfg), shuffle=shuffle,
-                                    drop_last=shuffle, seed=seed, rank=rank, world_size=world_size)
+        sampler = EpochBatchSampler(_size(ds), batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed, rank=rank,
+                                    world_size=world_size)
         sources[split] = LoaderBatches(SampleBatches(ds, collate, seed, split, info.num_classes), sampler=sampler,
                                        device=device, seed=seed, num_workers=cfg.num_workers)
     sizes = {split: _size(ds) for split, ds in datasets.items()}
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader")
+
+
+def _explain_stream(cfg: DataConfig, cls, world_size: int) -> None:
+    """An IterableDataset is accepted with what it gives up said once, and what it cannot do refused now."""
+    if not _takes_split(cls) and cfg.val_split:
+        raise KilnError(f"data.name={cfg.name!r} is an IterableDataset without a split argument: kiln cannot take a "
+                        "validation split out of a stream. Give its constructor a `split` argument (kiln then asks "
+                        "for split='train', 'val', 'test'), or set data.val_split=0")
+    log.warning("data: %s is an IterableDataset, read as it streams: kiln does not shuffle it (its order is the "
+                "stream's; a `set_epoch(epoch)` method is called each epoch if it has one), a resume re-reads the "
+                "interrupted epoch from its start and skips the batches already trained%s%s", cfg.name,
+                "; with data.num_workers > 0 each worker runs its own copy of the stream, so shard it with "
+                "torch.utils.data.get_worker_info()" if cfg.num_workers else "",
+                "; under DDP every process reads the whole stream unless it shards by "
+                "torch.distributed.get_rank()" if world_size > 1 else "")
 
 
 def resolve_collate(spec: str | None) -> Callable | None:
@@ -97,7 +116,9 @@ def _splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int)
                 continue
             out[split] = ds
         if "val" not in out and "train" in out and cfg.val_split:  # no val split of its own: take one
-            out["train"], out["val"] = _seeded_split(out["train"], cfg, overfit_batches)
+            out["train"], val = _seeded_split(out["train"], cfg, overfit_batches)
+            if _size(val):
+                out["val"] = val
     else:
         if "train" in splits or "val" in splits:
             out["train"], val = _seeded_split(_build(cls, cfg.name, cfg.args), cfg, overfit_batches)
@@ -112,13 +133,19 @@ def _splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int)
 
 
 def _seeded_split(full: Dataset, cfg: DataConfig, overfit_batches: int) -> tuple[Dataset, Dataset]:
+    if isinstance(full, torch.utils.data.IterableDataset):  # a stream cannot be indexed: no validation split taken
+        return full, Subset(full, [])
     train_idx, val_idx = train_val_split(_size(full), cfg, overfit_batches)
     return Subset(full, train_idx.tolist()), Subset(full, val_idx.tolist())
 
 
 def _size(ds: Any) -> int:
-    """A map-style Dataset's length (Dataset itself does not declare __len__)."""
-    return len(ds)
+    """A Dataset's length (Dataset itself does not declare __len__; a stream must, for the epoch plan)."""
+    try:
+        return len(ds)
+    except TypeError:
+        raise KilnError(f"{type(ds).__name__} has no __len__: kiln needs the number of samples per epoch of an "
+                        "IterableDataset (for the schedule, the progress bar and resume); define __len__") from None
 
 
 def _base(ds: Dataset | None) -> Any:
@@ -160,6 +187,60 @@ def _rng_for(seed: int, epoch: int, batch: int, restore: bool):
             torch.set_rng_state(saved[2])
 
 
+class BatchMaker:
+    """Samples -> (inputs, targets): the user's collate (or PyTorch's), split into inputs and labels, checked."""
+
+    def __init__(self, collate: Callable | None, split: str, num_classes: int):
+        self.collate, self.split, self.num_classes = collate, split, num_classes
+
+    def __call__(self, samples: list, own: Callable[[], list[int]]) -> tuple[Any, torch.Tensor | None]:
+        batch = self.collate(samples) if self.collate else _default_collate(samples, own(), self.split)
+        inputs, targets = split_sample(batch)
+        if targets is None and self.split in ("train", "val", "test"):
+            raise KilnError(f"the {self.split} samples have no labels (sample {own()[0]} is "
+                            f"{describe(samples[0])}); return (x, y) or {{'input': x, 'label': y}} from __getitem__ "
+                            "(x alone: prediction only)")
+        if targets is not None:
+            targets = _checked_labels(targets, own, self.num_classes, self.split)
+        return inputs, targets
+
+
+class StreamBatches:
+    """A user IterableDataset as a batch source: batches in the stream's own order; resuming mid-epoch re-reads
+    the epoch and skips the batches already trained."""
+
+    def __init__(self, dataset, batch_size: int, make: BatchMaker, *, device: torch.device, num_workers: int = 0):
+        from torch.utils.data import DataLoader
+
+        self.dataset, self.device, self._batch_size, self.make = dataset, device, batch_size, make
+        self.num_samples = _size(dataset)
+        self.loader = DataLoader(dataset, batch_size=batch_size, collate_fn=list, num_workers=num_workers,
+                                 pin_memory=device.type == "cuda")
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self._batch_size)
+
+    def epoch_stats(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        from kiln.data.loaders import to_device
+
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        non_blocking = self.device.type == "cuda"
+        for b, samples in enumerate(self.loader):
+            if b < start_batch:
+                continue
+            first = b * self._batch_size
+            inputs, targets = self.make(samples, lambda: list(range(first, first + len(samples))))
+            yield to_device(inputs, self.device, non_blocking), to_device(targets, self.device, non_blocking)
+
+
 class SampleBatches(Dataset):
     """A user Dataset behind kiln's batch plan: fetches one batch of samples, collates them (the user's collate
     or PyTorch's), and splits the result into (inputs, targets); targets is None for unlabelled data."""
@@ -174,15 +255,7 @@ class SampleBatches(Dataset):
         in_worker = torch.utils.data.get_worker_info() is not None
         with _rng_for(self.seed, getattr(indices, "epoch", 0), getattr(indices, "batch", 0), restore=not in_worker):
             samples = [self.dataset[i] for i in indices]
-        batch = self.collate(samples) if self.collate else _default_collate(samples, self.own(indices), self.split)
-        inputs, targets = split_sample(batch)
-        if targets is None and self.split in ("train", "val", "test"):
-            raise KilnError(f"the {self.split} samples have no labels (sample {self.own(indices)[0]} is "
-                            f"{describe(samples[0])}); return (x, y) or {{'input': x, 'label': y}} from __getitem__ "
-                            "(x alone: prediction only)")
-        if targets is not None:
-            targets = _checked_labels(targets, lambda: self.own(indices), self.num_classes, self.split)
-        return inputs, targets
+        return BatchMaker(self.collate, self.split, self.num_classes)(samples, lambda: self.own(indices))
 
     def own(self, indices) -> list[int]:
         """The indices the user's Dataset knows these samples by (through kiln's seeded Subsets), for messages."""
@@ -228,8 +301,12 @@ def _checked_labels(targets: Any, own: Callable[[], list[int]], num_classes: int
     return targets.long()
 
 
-def first_batch_samples(batches: LoaderBatches, count: int = 4) -> list[int]:
-    """The user's own indices of the first samples of epoch 0's first batch (for messages before training)."""
+def first_batch_samples(batches: Batches, count: int = 4) -> list[int]:
+    """The user's own indices of the first samples of epoch 0's first batch (for messages before training); for a
+    stream, their positions in it."""
+    if isinstance(batches, StreamBatches):
+        return list(range(min(count, batches.batch_size)))
+    assert isinstance(batches, LoaderBatches), "a user Dataset's batches come from a DataLoader"
     source = batches.loader.dataset
     assert isinstance(source, SampleBatches), "first_batch_samples is for a user Dataset's batches"
     return source.own(batches.sampler.batches(0)[0][:count])

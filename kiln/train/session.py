@@ -156,7 +156,7 @@ def check_first_batch(t: Trainer) -> None:
     from kiln.train.step import forward
 
     batches = t.train_batches
-    indices = first_batch_samples(batches)  # type: ignore[arg-type]  # a user Dataset is always LoaderBatches
+    indices = first_batch_samples(batches)
     inputs, targets = next(iter(batches.epoch(0)))
     where = f"the first training batch (samples {indices}...: inputs {shapes(inputs)}, labels {shapes(targets)})"
     was_training = t.model.training
