@@ -34,9 +34,7 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
     run = load_trained(run_dir, checkpoint, overrides)
     cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
     if info.kind == "custom":
-        raise KilnError(f"{run_dir} was trained on your own Dataset ({cfg.data.name}): kiln predict reads image "
-                        "files and texts only; use `kiln test` on a split of yours, or call the model on your "
-                        "data (kiln.trained.load_trained gives it with its weights)")
+        return _predict_custom(run, file, top_k)
 
     if info.kind == "text":
         texts = list(inputs) + (_csv_texts(file, cfg) if file else [])
@@ -54,6 +52,20 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
         with torch.no_grad(), autocast(device, precision):
             probs = run.task.probabilities(run.task.logits(model(batch.to(device)))).float().cpu()
         out += _ranked(labels, probs, info.class_names, top_k)
+    return out
+
+
+def _predict_custom(run, file: Path | None, top_k: int) -> list[Prediction]:
+    """A run on your own Dataset: its split="predict" (file=--file) samples, in order, named by their index."""
+    from kiln.data.user import predict_batches
+    from kiln.train.step import forward
+
+    batches = predict_batches(run.cfg.data, run.info.num_classes, file, run.device)
+    out: list[Prediction] = []
+    for inputs, _ in batches.epoch(0):
+        with torch.no_grad(), autocast(run.device, run.precision):
+            probs = run.task.probabilities(run.task.logits(forward(run.model, inputs))).float().cpu()
+        out += _ranked([f"sample {len(out) + i}" for i in range(len(probs))], probs, run.info.class_names, top_k)
     return out
 
 

@@ -131,3 +131,18 @@ def test_an_iterable_dataset_trains_tests_and_resumes_to_the_same_weights(tmp_pa
     a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_predict_on_a_users_dataset_reads_its_predict_split_or_a_file(tmp_path, capsys):
+    import json
+
+    run = session.train(_cfg(tmp_path, "WithPredict"), quiet=True).run_dir
+    assert main(["predict", str(run), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 32 and rows[0]["input"] == "sample 0" and rows[0]["label"] in ("a", "b", "c")
+    torch.save(torch.randn(5, 2, 8, 8), tmp_path / "new.pt")
+    assert main(["predict", str(run), "--file", str(tmp_path / "new.pt"), "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
+    blobs = session.train(_cfg(tmp_path, "Blobs", folder="blobs"), quiet=True).run_dir
+    assert main(["predict", str(blobs)]) == 2
+    assert "has no predict split" in capsys.readouterr().err

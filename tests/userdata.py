@@ -154,3 +154,20 @@ class SeqNet(nn.Module):
 
     def forward(self, ids, lengths):
         return self.fc(self.embed(ids).sum(1) / lengths[:, None])
+
+
+class WithPredict(Dataset):
+    """Blobs with a "predict" split: unlabelled samples, generated or read from `file` (a tensor saved with
+    torch.save), as a user's Dataset for new data looks."""
+
+    classes = ["a", "b", "c"]
+
+    def __init__(self, split: str, n: int = 96, file: str | None = None):
+        self.images = torch.load(file) if file else Blobs("test" if split == "predict" else split, n).images
+        self.labels = None if split == "predict" else Blobs(split, n).labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return self.images[i] if self.labels is None else (self.images[i], int(self.labels[i]))

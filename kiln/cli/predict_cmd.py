@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict classes for new texts or images with a trained run",
                        description="Print the predicted label and probabilities for each input: texts for text "
                                    "runs (or the rows of a CSV file with --file), image files (PNG/JPEG, "
-                                   "converted to the training size and normalisation) for image runs.",
+                                   "converted to the training size and normalisation) for image runs. For a run on your "
+                                   "own Dataset: the samples of its split='predict' (with --file passed as file=...).",
                        epilog='examples:\n  kiln predict runs/ag_news/20260101-120000 "Stocks rally as rates fall"\n'
                               "  kiln predict runs/ag_news/20260101-120000 --file headlines.csv\n"
                               "  kiln predict runs/fashion_mnist/20260101-120000 shoe.png shirt.jpg\n"
@@ -20,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="texts (text runs), or image files, folders, glob patterns or CSVs of paths (image runs)")
-    p.add_argument("--file", help="a CSV file of texts, in the run's dataset layout (a label column is optional)")
+    p.add_argument("--file", help="text runs: a CSV file of texts in the run's dataset layout (a label column is "
+                                  "optional); runs on your own Dataset: passed to it as file=FILE")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")

@@ -321,3 +321,31 @@ def describe(obj: Any) -> str:
     if isinstance(obj, (tuple, list)):
         return "(" + ", ".join(describe(v) for v in obj) + ")"
     return type(obj).__name__
+
+
+def predict_batches(cfg: DataConfig, num_classes: int, file: Any, device: torch.device) -> Batches:
+    """`kiln predict RUN [--file F]` on a run trained on your own Dataset: the Dataset built with split="predict"
+    (and file=F when given), its samples in order; labels, if it returns any, are ignored."""
+    from kiln.user_code import resolve
+
+    cls = resolve("data.name", cfg.name, Dataset, functions=False)
+    if not _takes_split(cls):
+        raise KilnError(f"kiln predict builds {cfg.name} with split='predict'; give its constructor a `split` "
+                        "argument (and a `file` argument to read the file passed with --file)")
+    kwargs: dict[str, Any] = {**cfg.args, "split": "predict"}
+    if file is not None:
+        if "file" not in inspect.signature(cls).parameters:
+            raise KilnError(f"--file: {cfg.name}'s constructor takes no `file` argument to read it from")
+        kwargs["file"] = str(file)
+    try:
+        ds = cls(**kwargs)
+    except (ValueError, KeyError) as e:
+        raise KilnError(f"{cfg.name} has no predict split ({first_line(e)}): make split='predict' return the samples "
+                        "to predict (x alone, or (x, y))") from None
+    make = BatchMaker(resolve_collate(cfg.collate), "predict", num_classes)
+    size = eval_batch_size(cfg)
+    if isinstance(ds, torch.utils.data.IterableDataset):
+        return StreamBatches(ds, size, make, device=device, num_workers=cfg.num_workers)
+    sampler = EpochBatchSampler(_size(ds), size, shuffle=False, drop_last=False, seed=0)
+    return LoaderBatches(SampleBatches(ds, make.collate, 0, "predict", num_classes), sampler=sampler, device=device,
+                         seed=0, num_workers=cfg.num_workers)
