@@ -371,3 +371,33 @@ def test_the_shipped_transfer_config_fine_tunes_on_a_folder_with_imagenet_normal
     torch.save(resnet18(weights=None).state_dict(), cached)  # stands in for the ImageNet weights
     result = session.train(load_config(ROOT / "configs" / "transfer_resnet18_folder.yaml", overrides), quiet=True)
     assert "0.485" in (result.run_dir / "config.yaml").read_text()
+
+
+def test_a_class_map_file_sets_the_label_order(tmp_path):
+    root = write_image_folder(tmp_path / "p", n=8, extras=False)
+    order = list(reversed(SHAPE_CLASSES))
+    (tmp_path / "classes.txt").write_text("# one class per line\n" + "\n".join(order) + "\n")
+    data = build_data(DataConfig(name="image_folder", root=root, image_size=16, val_split=0,
+                                 class_map=tmp_path / "classes.txt"), seed=0, device=CPU)
+    assert data.info.class_names == order
+
+
+def test_a_cifar_download_is_checked_against_its_md5_and_only_its_files_extracted(tmp_path):
+    import dataclasses
+    import hashlib
+    import tarfile
+
+    from kiln.data.cifar import CIFAR10
+
+    src = write_cifar_binary(tmp_path / "src")
+    (src / "cifar-10-batches-bin" / "readme.html").write_text("not extracted")
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src / "cifar-10-batches-bin", arcname="cifar-10-batches-bin")
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    spec = dataclasses.replace(CIFAR10, url=archive.as_uri(), md5=md5)
+    spec.download(tmp_path / "data")
+    assert spec.find(tmp_path / "data") == tmp_path / "data" / "cifar-10-batches-bin"
+    assert not (tmp_path / "data" / "cifar-10-batches-bin" / "readme.html").exists()
+    with pytest.raises(ValueError, match="expected 0+: the download is corrupt"):
+        dataclasses.replace(CIFAR10, url=archive.as_uri(), md5="0" * 32).download(tmp_path / "again")
