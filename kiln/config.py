@@ -332,6 +332,9 @@ class TrainerConfig(Section):
     """Evaluate the best checkpoint on the test split when training ends."""
     log_every_n_steps: int = Field(25, gt=0)
     """Refresh the progress bar's loss every this many steps (each refresh reads one value from the device)."""
+    ema: EmaConfig | None = None
+    """Keep an exponential moving average of the weights, e.g. {decay: 0.999}: it is what is validated, what
+    best.pt holds, and what test, predict, export and fine-tuning use (last.pt keeps the raw weights too)."""
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     """Early stopping."""
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -346,6 +349,13 @@ class TrainerConfig(Section):
     @classmethod
     def _compile_true_is_default(cls, v: Any) -> Any:
         return "default" if v is True else v
+
+
+class EmaConfig(Section):
+    decay: float = Field(0.999, gt=0, lt=1)
+    """Weight of the old average at each update: avg = decay * avg + (1 - decay) * weights."""
+    every: int = Field(1, gt=0)
+    """Update the average every this many optimizer steps."""
 
 
 class TaskConfig(Section):

@@ -18,6 +18,7 @@ from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.device import resolve_precision, use_channels_last
+from kiln.train.ema import WeightEMA
 from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
@@ -43,13 +44,15 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
                         monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
+    ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(
         cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer,
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info), "world_size": world_size,
-              "global_batch_size": global_batch})
+              "global_batch_size": global_batch},
+        ema=ema)
 
 
 def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,

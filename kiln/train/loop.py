@@ -72,9 +72,11 @@ class Trainer:
     state: LoopState = field(default_factory=LoopState)
     stop_requested: bool = False  # a signal asked to stop: save and exit
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
+    ema: Any = None  # a kiln.train.ema.WeightEMA with trainer.ema
 
     def __post_init__(self) -> None:
         self.step = TrainStep(self.cfg, self.task, self.optimizer, self.device, self.precision, self.schedule)
+        self.step.ema = self.ema
         self.skipped = 0
         # The run's first step on a GPU or compiled: compilation / cuDNN autotuning, reported on its own.
         self.first_step_seconds: float | None = None
@@ -89,6 +91,11 @@ class Trainer:
         return batches_per_epoch(self.cfg, len(self.train_batches))
 
     @property
+    def eval_model(self) -> nn.Module:
+        """What is validated and saved as the model: the weight average with trainer.ema, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
     def val_limit(self) -> int | None:
         return 2 if self.cfg.fast_dev_run else self.cfg.limit_val_batches
 
@@ -96,7 +103,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             **self.meta,
-            "model": unwrap(self.model).state_dict(),
+            "model": unwrap(self.eval_model).state_dict(),
+            **({"raw_model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict()} if self.ema else {}),
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
             "scaler": self.step.scaler.state_dict(),
@@ -107,7 +115,14 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unwrap(self.model).load_state_dict(state["model"])
+        if self.ema is not None and "raw_model" in state:
+            unwrap(self.model).load_state_dict(state["raw_model"])
+            self.ema.module.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+        elif "raw_model" in state:  # saved with EMA, resumed without: train on from the raw weights
+            unwrap(self.model).load_state_dict(state["raw_model"])
+        else:
+            unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._load_scaler(state.get("scaler") or {})
@@ -164,7 +179,8 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
                **{f"train/{k}": v for k, v in t.step.running.compute(sync=True).items()}}
     if t.data.val is not None:
         with _explained_failures("evaluation", t):
-            val = evaluate(t.model, t.data.val, t.task, device=t.device, precision=t.precision, limit=t.val_limit)
+            val = evaluate(t.eval_model, t.data.val, t.task, device=t.device, precision=t.precision,
+                           limit=t.val_limit)
         metrics.update({f"val/{k}": v for k, v in val.items()})
     metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
     metrics.update({f"train/{k}": v for k, v in t.train_batches.epoch_stats(epoch).items()})

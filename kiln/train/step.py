@@ -39,6 +39,7 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
         self.running = RunningMean(device, task)
         self.nonfinite = NonFiniteCount(device)
+        self.ema = None  # a WeightEMA, moved after every optimizer step (trainer.ema)
 
     def __call__(self, model: nn.Module, inputs, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
@@ -63,6 +64,8 @@ class TrainStep:
             self.optimizer.zero_grad(set_to_none=True)
             if self.schedule is not None:
                 self.schedule.after_step()
+            if self.ema is not None:
+                self.ema.update(model)
         return loss.detach()
 
 
