@@ -38,7 +38,7 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device,
         return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, **fast)
     if cfg.name == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
-    cls = torch_class("optim.name", cfg.name, torch.optim, torch.optim.Optimizer)
+    cls = torch_class("optim.name", cfg.name, torch.optim, torch.optim.Optimizer, ("sgd", "adam", "adamw"))
     return construct(cls, "optim", groups, lr=cfg.lr, **cfg.args)
 
 
@@ -46,8 +46,9 @@ KILN_SCHEDULES = ("none", "step", "cosine", "onecycle", "reduce_on_plateau")
 PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR")
 
 
-def torch_class(key: str, name: str, module, base: type) -> type:
-    """`name` as a class of `module` (`Adam`, `torch.optim:Adam`) or of the user's code (`pkg.mod:Class`)."""
+def torch_class(key: str, name: str, module, base: type, own: tuple[str, ...] = ()) -> type:
+    """`name` as a class of `module` (`Adam`, `torch.optim:Adam`) or of the user's code (`pkg.mod:Class`); `own`:
+    kiln's names for the same key, listed in the message."""
     prefix = module.__name__ + ":"
     short = name[len(prefix):] if name.startswith(prefix) else name
     if ":" not in short:
@@ -56,9 +57,12 @@ def torch_class(key: str, name: str, module, base: type) -> type:
             return cls
         valid = sorted(n for n in dir(module) if isinstance(getattr(module, n), type)
                        and issubclass(getattr(module, n), base) and getattr(module, n) is not base and n[0] != "_")
-        close = difflib.get_close_matches(short, valid, n=1)
-        raise KilnError(f"{key}={name!r} is not a {module.__name__} class{f' — did you mean {close[0]}?' if close else ''}"
-                        f" Valid: {', '.join(valid)}; or your own as package.module:Class")
+        same = [v for v in valid if v.lower() == short.lower()]
+        close = same or difflib.get_close_matches(short, [*own, *valid], n=1)
+        kiln_names = f"one of kiln's ({', '.join(own)}) nor " if own else ""
+        raise KilnError(f"{key}={name!r} is {'neither ' if own else ''}{kiln_names}a {module.__name__} class"
+                        f"{f' — did you mean {close[0]}?' if close else ''} Valid {module.__name__} classes: "
+                        f"{', '.join(valid)}; or your own as package.module:Class")
     from kiln.user_code import resolve
 
     return resolve(key, name, base, functions=False)
@@ -92,7 +96,8 @@ class Schedule:
         self.plateau = cfg.name == "reduce_on_plateau"
         if cfg.name not in KILN_SCHEDULES:
             cls = torch_class("schedule.name", cfg.name, torch.optim.lr_scheduler,
-                              torch.optim.lr_scheduler.LRScheduler)  # ReduceLROnPlateau is one since torch 2.2
+                              torch.optim.lr_scheduler.LRScheduler,  # ReduceLROnPlateau is one since torch 2.2
+                              KILN_SCHEDULES)
             self.impl = construct(cls, "schedule", optimizer, **cfg.args)
             self.plateau = isinstance(self.impl, torch.optim.lr_scheduler.ReduceLROnPlateau)
             self.per_step = (cfg.interval or ("step" if cls.__name__ in PER_STEP_SCHEDULERS else "epoch")) == "step"
