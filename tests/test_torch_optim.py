@@ -56,7 +56,8 @@ def test_one_cycle_from_torch_steps_per_batch_and_interval_overrides():
 
 
 @pytest.mark.parametrize("section, message", [
-    ({"optim": {"name": "Adamm"}}, r"optim.name='Adamm' is neither one of kiln's .* nor a torch.optim class — did you mean Adam\?"),
+    ({"optim": {"name": "Adamm"}}, r"optim.name='Adamm' is neither one of kiln's .* nor a torch.optim class — "
+                                   r"did you mean Adam\?"),
     ({"optim": {"name": "Adam", "args": {"amsgrab": True}}}, r"Adam takes no argument 'amsgrab'; its signature"),
     ({"schedule": {"name": "StepLR", "args": {"gama": 0.1}}}, r"StepLR takes no argument 'gama'"),
     ({"schedule": {"name": "os:getcwd"}}, "kiln only accepts"),
