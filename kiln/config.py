@@ -121,6 +121,10 @@ class DataConfig(Section):
     """Use only this many training samples (a fixed seeded subset), e.g. for quick experiments."""
     classes: list[int] | None = None
     """Keep only these classes (original label numbers), relabelled 0..k-1 in this order (image datasets)."""
+    sampler: Literal["shuffle", "weighted"] = "shuffle"
+    """Training order: shuffle (a seeded permutation each epoch), or weighted — each epoch a seeded draw with
+    replacement, each sample with probability 1 / its class's count (balanced classes; resumable; under DDP one
+    global draw shared out between the ranks). Built-in datasets, image folders/CSVs and text."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes. 0 loads in the main process, which is fastest for in-memory tensors."""
     loader: Literal["auto", "resident", "dataloader"] = "auto"
@@ -366,6 +370,10 @@ class TaskConfig(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     """Label smoothing of the training objective. The reported train/val/test loss stays plain cross-entropy;
     the smoothed objective is logged as train/objective."""
+    class_weights: Literal["auto"] | list[float] | None = None
+    """Weights of the classes in the training loss: auto = inverse frequency on the training split (n / (k x
+    count), logged), or one weight per class. The reported loss stays unweighted cross-entropy; the weighted
+    objective is logged as train/objective."""
     loss: str | None = None
     """A training objective of your own, `package.module:function` taking (model output, targets) and returning a
     scalar (e.g. a pytorch-template project's `model.loss:focal_loss`); logged as train/objective while the reported

@@ -112,7 +112,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     with labels, and lines giving its per-channel statistics and the split's class counts."""
     import numpy as np
 
-    from kiln.data.images import split_labels
+    from kiln.data.loaders import split_labels
     from kiln.viz import figures
 
     data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=(split,), vocab=vocab)

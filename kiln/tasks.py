@@ -6,6 +6,7 @@ Today's task is single-label classification (`multiclass`); others slot in behin
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -15,6 +16,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from kiln.config import TaskConfig
 from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
 
 
 class MulticlassTask:
@@ -28,8 +31,8 @@ class MulticlassTask:
     name = "multiclass"
     default_monitor = ("val/acc", "max")
 
-    def __init__(self, cfg: TaskConfig, num_classes: int | None):
-        self.cfg, self.num_classes = cfg, num_classes
+    def __init__(self, cfg: TaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None):
+        self.cfg, self.num_classes, self.class_weights = cfg, num_classes, class_weights
         self.own_loss = None
         if cfg.loss is not None:
             from kiln.user_code import resolve
@@ -39,7 +42,7 @@ class MulticlassTask:
     @property
     def smoothed(self) -> bool:
         """Whether the objective differs from the reported loss (and is logged as train/objective)."""
-        return self.cfg.label_smoothing > 0 or self.own_loss is not None
+        return self.cfg.label_smoothing > 0 or self.own_loss is not None or self.class_weights is not None
 
     def logits(self, outputs: Any) -> torch.Tensor:
         """The model's class scores (B, C) from what its forward returned: a tensor (logits, or
@@ -68,7 +71,9 @@ class MulticlassTask:
                                 f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}; it must return "
                                 "a scalar tensor (reduce over the batch, e.g. with .mean())")
             return loss
-        return F.cross_entropy(outputs, targets, label_smoothing=self.cfg.label_smoothing)
+        if self.class_weights is not None and self.class_weights.device != outputs.device:
+            self.class_weights = self.class_weights.to(outputs.device)
+        return F.cross_entropy(outputs, targets, weight=self.class_weights, label_smoothing=self.cfg.label_smoothing)
 
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The reported loss, summed over the batch: plain cross-entropy in fp32."""
@@ -111,5 +116,25 @@ class MulticlassTask:
 TASKS = {"multiclass": MulticlassTask}
 
 
-def build_task(cfg: TaskConfig, num_classes: int | None) -> MulticlassTask:
-    return TASKS[cfg.name](cfg, num_classes)
+def build_task(cfg: TaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None) -> MulticlassTask:
+    return TASKS[cfg.name](cfg, num_classes, class_weights)
+
+
+def class_weights(cfg: TaskConfig, train_batches, num_classes: int) -> torch.Tensor | None:
+    """task.class_weights as a tensor: given (one per class), or auto = n / (k x count) on the training split."""
+    if cfg.class_weights is None:
+        return None
+    if isinstance(cfg.class_weights, list):
+        if len(cfg.class_weights) != num_classes:
+            raise KilnError(f"task.class_weights has {len(cfg.class_weights)} values for {num_classes} classes; give "
+                            "one per class, in label order (or auto)")
+        return torch.tensor(cfg.class_weights, dtype=torch.float32)
+    from kiln.data.loaders import split_labels
+
+    labels = split_labels(train_batches)
+    if labels is None:  # your own Dataset: read its labels once
+        labels = torch.cat([y.cpu() for _, y in train_batches.epoch(0)])
+    counts = torch.bincount(labels.long(), minlength=num_classes).float()
+    weights = len(labels) / (num_classes * counts.clamp_min(1))
+    log.info("task.class_weights=auto: %s", ", ".join(f"{w:.3g}" for w in weights.tolist()))
+    return weights

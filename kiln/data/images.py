@@ -10,7 +10,14 @@ import torch
 
 from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_split
-from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, ResidentBatches, TensorImages
+from kiln.data.loaders import (
+    Batches,
+    EpochBatchSampler,
+    LoaderBatches,
+    ResidentBatches,
+    TensorImages,
+    training_sampler,
+)
 from kiln.data.registry import locate
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.errors import KilnError
@@ -34,8 +41,10 @@ def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, 
         augmented = train and not overfit_batches
         transform = BatchTransform(spec.mean, spec.std, Augment.resolve(cfg.augment, photos=False), channels_last) \
             if augmented else plain
-        sampler = EpochBatchSampler(len(labels), cfg.batch_size if train else eval_batch, shuffle=augmented,
-                                    drop_last=augmented, seed=seed, rank=rank, world_size=world_size)
+        sampler = training_sampler(labels, cfg.batch_size, weighted=cfg.sampler == "weighted", seed=seed, rank=rank,
+                                   world_size=world_size) if augmented else \
+            EpochBatchSampler(len(labels), cfg.batch_size if train else eval_batch, shuffle=False, drop_last=False,
+                              seed=seed, rank=rank, world_size=world_size)
         if loader == "resident":
             return ResidentBatches(images, labels, sampler=sampler, transform=transform, device=device, seed=seed)
         return LoaderBatches(TensorImages(images, labels), sampler=sampler, transform=transform, device=device,
@@ -90,14 +99,6 @@ def stored_images(batches: Batches, indices: torch.Tensor) -> torch.Tensor:
     raise KilnError("these batches hold no stored images")
 
 
-def split_labels(batches: Batches) -> torch.Tensor | None:
-    """Every label of an image split without reading its images (None when the source cannot tell)."""
-    if isinstance(batches, ResidentBatches):
-        return batches.labels.cpu()
-    dataset = getattr(getattr(batches, "loader", None), "dataset", None)
-    return getattr(dataset, "labels", None)
-
-
 # --------------------------------------------------------------------------- the user's own image files
 
 def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
@@ -141,8 +142,10 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
         train = split == "train" and not overfit_batches
         augment = Augment.resolve(cfg.augment, photos=True) if train and split not in per_image else None
         transform = BatchTransform(info.mean, info.std, augment, channels_last, info.image_size)
-        sampler = EpochBatchSampler(len(idx), cfg.batch_size if split == "train" else eval_batch_size(cfg),
-                                    shuffle=train, drop_last=train, seed=seed, rank=rank, world_size=world_size)
+        sampler = training_sampler(labels, cfg.batch_size, weighted=cfg.sampler == "weighted", seed=seed, rank=rank,
+                                   world_size=world_size) if train else \
+            EpochBatchSampler(len(idx), cfg.batch_size if split == "train" else eval_batch_size(cfg), shuffle=False,
+                              drop_last=False, seed=seed, rank=rank, world_size=world_size)
         if loader == "resident":
             out[split] = ResidentBatches(source.fetch(rows[idx].tolist()), labels, sampler=sampler,
                                          transform=transform, device=device, seed=seed)

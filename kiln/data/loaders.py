@@ -94,6 +94,32 @@ class EpochBatchSampler(Sampler):
             yield BatchIndices(batch.tolist(), self.epoch, b)
 
 
+class WeightedEpochSampler(EpochBatchSampler):
+    """data.sampler: weighted — each epoch draws as many samples as the split has, with replacement, each with
+    probability proportional to 1 / (its class's count): the classes come out balanced on average. The draw is a
+    pure function of (seed, epoch), so resume is exact; under DDP there is one global draw and each rank takes its
+    slice of it (never a per-rank sampler that silently draws differently)."""
+
+    def __init__(self, labels: torch.Tensor, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        super().__init__(len(labels), batch_size, shuffle=True, drop_last=True, seed=seed, rank=rank,
+                         world_size=world_size)
+        counts = torch.bincount(labels).double()
+        self.weights = (1.0 / counts.clamp_min(1))[labels]
+
+    def permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed_for(self.seed, epoch, 0x3E16))
+        return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g)
+
+
+def training_sampler(labels: torch.Tensor, batch_size: int, *, weighted: bool, seed: int, rank: int,
+                     world_size: int) -> EpochBatchSampler:
+    """The training split's sampler: a seeded shuffle, or the class-balanced draw of data.sampler: weighted."""
+    if weighted:
+        return WeightedEpochSampler(labels, batch_size, seed=seed, rank=rank, world_size=world_size)
+    return EpochBatchSampler(len(labels), batch_size, shuffle=True, drop_last=True, seed=seed, rank=rank,
+                             world_size=world_size)
+
+
 class BatchIndices(list):
     """One batch's sample indices, and which (epoch, batch) they are: a Dataset can seed per batch from it."""
 
@@ -213,3 +239,12 @@ def _generator(transform, device: torch.device, seed: int, epoch: int, batch: in
     if not getattr(transform, "augments", False):
         return None
     return torch.Generator(device).manual_seed(seed_for(seed, epoch, batch))
+
+
+def split_labels(batches: Batches) -> torch.Tensor | None:
+    """Every label of a split without reading its inputs (None when the source cannot tell)."""
+    if isinstance(batches, ResidentBatches):
+        return batches.labels.cpu()
+    dataset = getattr(getattr(batches, "loader", None), "dataset", None)
+    labels = getattr(dataset, "labels", None)
+    return labels if isinstance(labels, torch.Tensor) else None

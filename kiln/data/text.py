@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
 from kiln.data.csv_rows import infer_class_names, label_ids
-from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches
+from kiln.errors import KilnError
+from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches, training_sampler
 from kiln.data.registry import CsvDataset, locate
 from kiln.data.token_cache import cached_tokens
 from kiln.data.vocab import Vocab
@@ -137,7 +138,11 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         size = cfg.batch_size if train else eval_batch_size(cfg)
         shuffle = train and not overfit_batches
         sampler: EpochBatchSampler
-        if shuffle and tc.bucket:
+        if shuffle and cfg.sampler == "weighted":
+            if tc.bucket:
+                raise KilnError("data.sampler=weighted and data.text.bucket=true cannot be combined: choose one")
+            sampler = training_sampler(labels, size, weighted=True, seed=seed, rank=rank, world_size=world_size)
+        elif shuffle and tc.bucket:
             sampler = BucketBatchSampler(dataset.lengths, size, seed=seed, rank=rank, world_size=world_size)
         else:
             sampler = EpochBatchSampler(len(seqs), size, shuffle=shuffle, drop_last=False, seed=seed, rank=rank,

@@ -35,6 +35,10 @@ def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits:
     from kiln.user_code import resolve
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
+    if cfg.sampler == "weighted":
+        raise KilnError("data.sampler=weighted needs every training label before the epoch starts, which kiln does "
+                        "not read from your own Dataset; use task.class_weights (auto reads the labels once) or "
+                        "a WeightedRandomSampler-like order inside your Dataset")
     stream = issubclass(cls, torch.utils.data.IterableDataset)
     if stream:
         _explain_stream(cfg, cls, world_size)

@@ -13,7 +13,7 @@ from kiln.data import Data
 from kiln.models import prepare_model
 from kiln.models.freeze import FreezeSchedule, head_prefix
 from kiln.runs import RunDir
-from kiln.tasks import build_task
+from kiln.tasks import build_task, class_weights
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
@@ -46,7 +46,9 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
     ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(
-        cfg=cfg.trainer, task=build_task(cfg.task, data.info.num_classes), model=model, optimizer=optimizer,
+        cfg=cfg.trainer, model=model, optimizer=optimizer,
+        task=build_task(cfg.task, data.info.num_classes,
+                        class_weights(cfg.task, data.require("train"), data.info.num_classes)),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),
