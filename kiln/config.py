@@ -219,6 +219,11 @@ class OptimConfig(Section):
     its signature before training."""
     decay_norm_and_bias: bool = False
     """Apply weight decay to biases and normalisation weights too (torch's own default; kiln's is not to)."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return _check_torch_class("optim.name", v, "torch.optim", ("sgd", "adam", "adamw"))
     lr: float = Field(1e-3, gt=0)
     """Peak learning rate."""
     weight_decay: float = Field(0.0, ge=0)
@@ -241,6 +246,12 @@ class ScheduleConfig(Section):
     args: dict[str, Any] = Field(default_factory=dict)
     """A torch.optim.lr_scheduler (or your own) schedule: its constructor arguments, e.g. {step_size: 50, gamma: 0.1};
     checked against its signature before training."""
+    @field_validator("name")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        return _check_torch_class("schedule.name", v, "torch.optim.lr_scheduler",
+                                  ("none", "step", "cosine", "onecycle", "reduce_on_plateau"))
+
     interval: Literal["epoch", "step"] | None = None
     """A torch.optim.lr_scheduler schedule: step it after every epoch (default; ReduceLROnPlateau with the monitored
     metric) or after every optimizer step (default for OneCycleLR and CyclicLR)."""
@@ -258,6 +269,24 @@ class ScheduleConfig(Section):
     """reduce_on_plateau: epochs without improvement before the LR is cut."""
     factor: float = Field(0.1, gt=0, lt=1)
     """reduce_on_plateau: the LR multiplier."""
+
+
+def _check_torch_class(key: str, name: str, module: str, own: tuple[str, ...]) -> str:
+    """kiln's own name, a class of the torch module (checked now, so `kiln config` and every command catch a typo),
+    or a class of the user's code (`pkg.mod:Class`: imported only when it is built)."""
+    if name in own or (":" in name and not name.startswith(module + ":")):
+        return name
+    import importlib
+
+    from kiln.train.optim import torch_class
+
+    base = "Optimizer" if module == "torch.optim" else "LRScheduler"
+    mod = importlib.import_module(module)
+    try:
+        torch_class(key, name, mod, getattr(mod, base), own)
+    except KilnError as e:
+        raise ValueError(str(e).removeprefix(f"{key}=")) from None
+    return name
 
 
 class EarlyStoppingConfig(Section):
@@ -608,7 +637,8 @@ def explain(error: ValidationError) -> str:
             lines.append(f"unknown key '{loc}'{_did_you_mean(err['loc'])}")
         else:
             where = f"'{loc}'" if loc else "config"
-            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+            msg = err["msg"].removeprefix("Value error, ")  # pydantic's wrapping of a validator's ValueError
+            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
     unique = list(dict.fromkeys(lines))
     return "invalid config:\n  " + "\n  ".join(unique)
 

@@ -23,9 +23,9 @@ def kiln(capsys, *args):
     (["trainer.epochs"], "'trainer.epochs' is not of the form key.path=value"),
     (["data.name=cifar"], "unknown dataset 'cifar' — registered datasets:"),
     (["model.name=vgg"], "unknown model 'vgg' — registered models:"),
-    (["optim.name=rmsprop"], "optim.name='rmsprop' is neither one of kiln's (sgd, adam, adamw) nor a torch.optim class "
+    (["optim.name=rmsprop"], "'optim.name': 'rmsprop' is neither one of kiln's (sgd, adam, adamw) nor a torch.optim class "
                              "— did you mean RMSprop"),
-    (["schedule.name=poly"], "schedule.name='poly' is neither one of kiln's (none, step, cosine, onecycle, "
+    (["schedule.name=poly"], "'schedule.name': 'poly' is neither one of kiln's (none, step, cosine, onecycle, "
                              "reduce_on_plateau) nor a torch.optim.lr_scheduler class"),
     (["model.args.width=3"], "model 'cnn' does not take 'width'"),
     (["trainer.checkpoint.monitor=val/accuracy"],
