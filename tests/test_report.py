@@ -44,6 +44,7 @@ def test_single_run_report_has_every_figure_embedded(two_runs):
     assert "<script" not in page and "http://" not in page and "https://" not in page  # offline, self-contained
     assert "Training curves" in page and "Most confident mistakes" in page and "<td>acc</td>" in page
     assert "What the model sees" in page and "class counts:" in page
+    assert "<th>test samples</th>" in page  # per-class support
 
 
 def test_two_run_comparison(two_runs, tmp_path):

@@ -112,6 +112,10 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
                                                                   baseline["acc"], baseline["f1"]]])
     report.figure(figures.confusion(test["confusion_matrix"], names), folder, "confusion_matrix", "confusion matrix")
     report.figure(figures.per_class(test["confusion_matrix"], names), folder, "per_class", "per-class scores")
+    support = [sum(row) for row in test["confusion_matrix"]]  # test samples of each class
+    per_class_acc = test.get("per_class_acc") or {}
+    report.table(["class", "test samples", "accuracy"],
+                 [[name, n, per_class_acc.get(name)] for name, n in zip(names, support)])
     if num_wrong and not with_heading:
         _wrong(report, run, num_wrong, folder)
         _what_the_model_sees(report, run, folder)
