@@ -64,6 +64,21 @@ class TransformsConfig(Section):
     """Validation, test and predict: the same form, e.g. [{name: CenterCrop, size: 64}]."""
 
 
+class CvConfig(Section):
+    """This run is one fold of a k-fold cross-validation (`kiln cv` sets it)."""
+
+    folds: int = Field(gt=1)
+    """How many folds the training split is cut into (stratified by class where labels are known)."""
+    fold: int = Field(gt=0)
+    """Which fold (1..folds) is held out: it is this run's test split; validation comes from the other folds."""
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "CvConfig":
+        if self.fold > self.folds:
+            raise ValueError(f"fold {self.fold} of {self.folds}: choose 1..{self.folds}")
+        return self
+
+
 class TextConfig(Section):
     """How text datasets (ag_news, text_csv) are read, tokenized and batched."""
 
@@ -135,6 +150,9 @@ class DataConfig(Section):
     memory on CUDA, no limit on CPU (the data is in host memory either way)."""
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     """Train-time augmentation of images, applied on the device to whole batches (each image its own draw)."""
+    cv: CvConfig | None = None
+    """Cross-validation fold of this run ({folds: 5, fold: 2}; `kiln cv` sets it): the training split is cut into
+    folds, the held-out fold is the test split, and validation is taken from the rest."""
     transforms: TransformsConfig = Field(default_factory=TransformsConfig)
     """Image folders/CSVs: per-image torchvision transforms from the config, checked before training starts."""
     image_size: int | tuple[int, int] | None = Field(None, gt=0)

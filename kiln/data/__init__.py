@@ -12,7 +12,7 @@ from kiln.data.loaders import Batches
 from kiln.data.registry import DATASETS, get_dataset
 from kiln.errors import KilnError
 
-__all__ = ["DATASETS", "Batches", "Data", "DataInfo", "build_data", "choose_loader", "split_indices"]
+__all__ = ["DATASETS", "Batches", "Data", "DataInfo", "build_data", "choose_loader", "cv_folds", "split_indices"]
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,40 @@ def stratified_split(labels: torch.Tensor, amount: float | int, seed: int, what:
     return order[mask[order]], held_idx
 
 
-def train_val_split(n: int, cfg: DataConfig, overfit_batches: int = 0, labels: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, val) indices of the training files as a run uses them: the seeded split (stratified by class when
-    `labels` are given), then the optional fixed subset; with overfit_batches, that many training batches,
-    validated on themselves."""
+def cv_folds(n: int, cfg: DataConfig, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rest, held-out) indices of data.cv's fold over n training samples: a seeded order, then every class's
+    samples dealt round-robin into the folds (stratified), or the order itself cut when labels are unknown."""
+    assert cfg.cv is not None
+    folds = cfg.cv.folds
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed + 0xC5))
+    fold_of = torch.empty(n, dtype=torch.long)
     if labels is None:
-        train_idx, val_idx = split_indices(n, cfg.val_split, cfg.split_seed)
+        fold_of[order] = torch.arange(n) % folds
     else:
-        train_idx, val_idx = stratified_split(labels, cfg.val_split, cfg.split_seed)
+        counts = torch.bincount(labels)
+        smallest = int(counts[counts > 0].min())
+        if smallest < folds:
+            raise KilnError(f"--folds {folds} is more than the smallest class has samples ({smallest}): every fold "
+                            "needs each class; use fewer folds")
+        for c in labels.unique().tolist():
+            members = order[labels[order] == c]
+            fold_of[members] = torch.arange(len(members)) % folds
+    held = fold_of == cfg.cv.fold - 1
+    return (~held).nonzero().flatten(), held.nonzero().flatten()
+
+
+def train_val_split(n: int, cfg: DataConfig, overfit_batches: int = 0, labels: torch.Tensor | None = None,
+                    fold_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of the training files as a run uses them: the seeded split (stratified by class when
+    `labels` are given) — of the folds not held out, with data.cv — then the optional fixed subset; with
+    overfit_batches, that many training batches, validated on themselves."""
+    fold_labels = labels if fold_labels is None else fold_labels  # labels for the folds only (stratified folds)
+    pool = cv_folds(n, cfg, fold_labels)[0] if cfg.cv is not None else torch.arange(n)
+    if labels is None:
+        train_pos, val_pos = split_indices(len(pool), cfg.val_split, cfg.split_seed)
+    else:
+        train_pos, val_pos = stratified_split(labels[pool], cfg.val_split, cfg.split_seed)
+    train_idx, val_idx = pool[train_pos], pool[val_pos]
     if cfg.train_subset is not None:
         train_idx = train_idx[:cfg.train_subset]
     if overfit_batches:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from kiln.config import DataConfig
-from kiln.data import Data, DataInfo, choose_loader, eval_batch_size, train_val_split
+from kiln.data import Data, DataInfo, choose_loader, cv_folds, eval_batch_size, train_val_split
 from kiln.data.loaders import (
     Batches,
     EpochBatchSampler,
@@ -30,7 +30,8 @@ def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, 
     folder = locate(spec, cfg.root, cfg.download)
     eval_batch = eval_batch_size(cfg)
     plain = BatchTransform(spec.mean, spec.std, None, channels_last)
-    loaded = {split: spec.load(folder, split) for split in {"train" if s == "val" else s for s in splits}}
+    wanted = {"train" if s == "val" or (s == "test" and cfg.cv) else s for s in splits}  # a cv fold tests on train
+    loaded = {split: spec.load(folder, split) for split in wanted}
     class_names = list(spec.class_names)
     if cfg.classes is not None:
         loaded = {split: select_classes(x, y, cfg.classes, spec.num_classes) for split, (x, y) in loaded.items()}
@@ -55,13 +56,16 @@ def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, 
     if "train" in loaded:
         images, labels = loaded.pop("train")
         shape = images.shape[1:]
-        train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches)
+        train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, fold_labels=labels)
         if "train" in splits:
             sources["train"] = batches(images[train_idx], labels[train_idx], train=True)
             sizes["train"] = len(train_idx)
         if "val" in splits and len(val_idx):
             sources["val"] = batches(images[val_idx], labels[val_idx], train=False)
             sizes["val"] = len(val_idx)
+        if "test" in splits and cfg.cv is not None:  # the held-out fold
+            held = cv_folds(len(labels), cfg, labels)[1]
+            sources["test"], sizes["test"] = batches(images[held], labels[held], train=False), len(held)
         del images, labels  # only the split copies stay: one host copy of the data, not two
     if "test" in loaded:
         images, labels = loaded.pop("test")
@@ -117,7 +121,7 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
              scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row))
     log.info("%s: %s", cfg.root, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
-    needed = _lists_for(found, (*splits, "train") if stats_needed else splits)
+    needed = _lists_for(found, (*splits, "train") if stats_needed or cfg.cv else splits)  # a cv fold tests on train
     if not needed:  # e.g. the test split of train/ + val/ folders: there is none (training's final test skips it)
         if cfg.image_size is None or cfg.channels is None or stats_needed:
             raise KilnError(f"{cfg.root} has no {' or '.join(splits)} split ({found.layout})")
@@ -241,7 +245,9 @@ def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches
         rest = torch.arange(len(labels))
         if cfg.test_split == "all":
             return {"test": ("all", rest)} if "test" in splits else {}
-        if cfg.test_split:
+        if cfg.cv is not None:  # the held-out fold is the test split; the folds are cut before anything else
+            plan["test"] = ("all", cv_folds(len(labels), cfg, labels)[1])
+        elif cfg.test_split:
             rest, test_idx = stratified_split(labels, cfg.test_split, cfg.split_seed, "data.test_split")
             plan["test"] = ("all", test_idx)
         train_pos, val_pos = train_val_split(len(rest), cfg, overfit_batches, labels[rest])
@@ -259,7 +265,9 @@ def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches
             else:
                 train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, labels)
                 plan["train"], plan["val"] = ("train", train_idx), ("train", val_idx)
-        if "test" in found.files:
+            if cfg.cv is not None:
+                plan["test"] = ("train", cv_folds(len(labels), cfg, labels)[1])
+        if "test" in found.files and cfg.cv is None:
             plan["test"] = ("test", torch.arange(len(found.files["test"].paths)))
     if overfit_batches and "train" in plan:
         plan["val"] = plan["train"]

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
-from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
+from kiln.data import Data, DataInfo, cv_folds, eval_batch_size, train_val_split
 from kiln.data.csv_rows import infer_class_names, label_ids
 from kiln.errors import KilnError
 from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches, training_sampler
@@ -125,7 +125,8 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     one_based = not spec.header
     train_labels, kept = label_ids(train_rows, class_names, folder / "train.csv", tc, one_based)
     train_tokens = [train_tokens[i] for i in kept]
-    train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches)
+    fold_labels = torch.tensor(train_labels, dtype=torch.long)
+    train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches, fold_labels=fold_labels)
     if vocab is None:
         vocab = Vocab.build((train_tokens[i] for i in train_idx.tolist()), tc.min_freq, tc.max_vocab)
     labels = torch.tensor(train_labels, dtype=torch.long)
@@ -156,7 +157,11 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     if "val" in splits and len(val_idx):
         sources["val"] = batches(encoded(train_tokens, val_idx), labels[val_idx], train=False)
         sizes["val"] = len(val_idx)
-    if "test" in splits:
+    if "test" in splits and cfg.cv is not None:  # the held-out fold of the training file
+        held = cv_folds(len(train_labels), cfg, fold_labels)[1]
+        sources["test"] = batches(encoded(train_tokens, held), labels[held], train=False)
+        sizes["test"] = len(held)
+    elif "test" in splits:
         test_tokens, test_rows = cached_tokens(folder / "test.csv", spec, tc)
         test_labels, kept = label_ids(test_rows, class_names, folder / "test.csv", tc, one_based)
         test_tokens = [test_tokens[i] for i in kept]

@@ -102,7 +102,10 @@ def _build(cls, name: str, args: dict[str, Any]) -> Dataset:
 
 
 def _splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int) -> dict[str, Dataset]:
-    """Each requested split that exists. Never evaluates "test" on training data."""
+    """Each requested split that exists. Never evaluates "test" on training data (a cv fold's test split is the
+    fold held out of training)."""
+    if cfg.cv is not None:
+        return _cv_splits(cls, cfg, splits, overfit_batches)
     out: dict[str, Dataset] = {}
     if _takes_split(cls):
         for split in ("train", "val", "test", "predict"):
@@ -133,6 +136,22 @@ def _splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int)
         elif "test" in splits:
             log.info("data: %s takes no split argument and data.test_args is unset: no test split (kiln never "
                      "tests on training data)", cfg.name)
+    return {k: v for k, v in out.items() if k in splits}
+
+
+def _cv_splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int) -> dict[str, Dataset]:
+    """data.cv on your own Dataset: its training set cut into folds (by position: kiln does not read the labels),
+    the held-out fold as test, validation from the rest."""
+    from kiln.data import cv_folds
+
+    full = cls(**cfg.args, split="train") if _takes_split(cls) else _build(cls, cfg.name, cfg.args)
+    if isinstance(full, torch.utils.data.IterableDataset):
+        raise KilnError("kiln cv cannot cut a stream (IterableDataset) into folds; use a map-style Dataset")
+    out: dict[str, Dataset] = {}
+    out["train"], val = _seeded_split(full, cfg, overfit_batches)
+    if _size(val):
+        out["val"] = val
+    out["test"] = Subset(full, cv_folds(_size(full), cfg)[1].tolist())
     return {k: v for k, v in out.items() if k in splits}
 
 

@@ -1,0 +1,62 @@
+"""kiln cv CONFIG [key=value ...] --folds N [--test] | kiln cv --resume CV_DIR"""
+
+from __future__ import annotations
+
+import argparse
+
+from kiln.cli.common import OVERRIDES_HELP, add_verbosity, verbosity
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("cv", help="k-fold cross-validation: one run per fold, then mean and std",
+                       description="Cut the training split into N folds (stratified by class where kiln knows the "
+                                   "labels) and train one ordinary run per fold in <log.dir>/<name>/cv-<timestamp>/"
+                                   "fold-K/: the held-out fold is that run's test split; model selection uses a "
+                                   "validation split of the other folds, never the held-out one. Prints each fold's "
+                                   "held-out accuracy, macro F1 and loss with their mean and std, and writes cv.json. "
+                                   "--test also scores each fold's best model on the real test split and the "
+                                   "ensemble of their averaged probabilities. A killed cv continues with --resume.",
+                       epilog="examples:\n  kiln cv configs/fashion_mnist.yaml --folds 5 trainer.epochs=5\n"
+                              "  kiln cv --resume runs/fashion_mnist/cv-20260101-120000 --test",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", nargs="?", metavar="CONFIG")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--test", action="store_true", help="also evaluate every fold model and their ensemble on the "
+                                                       "test split")
+    p.add_argument("--resume", metavar="CV_DIR", help="continue a killed cv: the folds that did not finish")
+    add_verbosity(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from kiln.config import build_config, load_config
+    from kiln.cv import METRICS, run_cv
+    from kiln.errors import KilnError
+    from kiln.track.console import setup_logging
+
+    setup_logging(verbosity(args))
+    if args.resume:
+        plan = Path(args.resume) / "cv_plan.json"
+        if not plan.is_file():
+            raise KilnError(f"{args.resume} is not a kiln cv folder (no cv_plan.json)")
+        cfg = build_config(json.loads(plan.read_text())["config"])
+    elif args.config:
+        cfg = load_config(args.config, args.overrides)
+    else:
+        raise KilnError("kiln cv needs a config file (or --resume CV_DIR)")
+    summary = run_cv(cfg, args.folds, test=args.test, resume=Path(args.resume) if args.resume else None)
+    print(f"{'fold':>5} " + " ".join(f"{m:>8}" for m in METRICS))
+    for row in summary["folds"]:
+        print(f"{row['fold']:>5} " + " ".join(f"{row[m]:8.4f}" for m in METRICS))
+    held = summary["held_out"]
+    print(f"{'mean':>5} " + " ".join(f"{held[m]['mean']:8.4f}" for m in METRICS))
+    print(f"{'std':>5} " + " ".join(f"{held[m]['std']:8.4f}" for m in METRICS))
+    if "test" in summary:
+        t = summary["test"]
+        print(f"test split: fold models {t['acc_mean']:.4f} mean accuracy, their ensemble {t['ensemble_acc']:.4f}")
+    print(f"wrote {Path(summary['folder']) / 'cv.json'}")
+    return 0
