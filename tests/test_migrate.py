@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from test_torch_optim import logged_lrs, step_lr_curve
 
 from fakedata import write_idx_dataset
 from kiln.cli import main
@@ -129,16 +129,7 @@ def test_a_pytorch_template_project_is_brought_over_and_trains_with_its_lr_curve
 
     cfg = load_config(cfg_file, ["log.progress=none"])
     result = session.train(cfg, quiet=True)
-    lrs = [json.loads(line)["lr"] for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.Adam([p], lr=0.01, amsgrad=True)
-    direct = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    expected = []
-    for _ in range(3):
-        expected.append(opt.param_groups[0]["lr"])
-        opt.step()
-        direct.step()
-    assert lrs == pytest.approx(expected)
+    assert logged_lrs(result.run_dir) == pytest.approx(step_lr_curve(3, 0.01, step_size=1, gamma=0.5))
     assert result.test_metrics["acc"] > 0.5  # log_softmax + nll_loss learns under kiln's cross-entropy
     assert result.run_dir.is_relative_to(project / "saved")
 

@@ -14,8 +14,22 @@ from kiln.train import session
 from kiln.train.optim import Schedule, build_optimizer
 
 
-def _lrs(run) -> list[float]:
+def logged_lrs(run) -> list[float]:
+    """The learning rate kiln logged for each epoch of a run."""
     return [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def step_lr_curve(epochs: int, lr: float, step_size: int, gamma: float) -> list[float]:
+    """Adam + StepLR run directly, as a pytorch-template trainer steps them: the learning rate of each epoch."""
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.Adam([p], lr=lr, amsgrad=True)
+    direct = torch.optim.lr_scheduler.StepLR(opt, step_size=step_size, gamma=gamma)
+    curve = []
+    for _ in range(epochs):
+        curve.append(opt.param_groups[0]["lr"])
+        opt.step()
+        direct.step()
+    return curve
 
 
 def test_a_torch_scheduler_per_epoch_gives_the_lr_curve_it_gives_when_run_directly(tmp_path, idx_root):
@@ -26,15 +40,8 @@ def test_a_torch_scheduler_per_epoch_gives_the_lr_curve_it_gives_when_run_direct
     raw["schedule"].pop("warmup_epochs", None)
     result = session.train(build_config(raw), quiet=True)
 
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.Adam([p], lr=0.01, amsgrad=True)
-    direct = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
-    expected = []
-    for _ in range(5):
-        expected.append(opt.param_groups[0]["lr"])
-        opt.step()
-        direct.step()
-    assert _lrs(result.run_dir) == pytest.approx(expected)  # 0.01, 0.01, 0.005, 0.005, 0.0025
+    expected = step_lr_curve(5, 0.01, step_size=2, gamma=0.5)
+    assert logged_lrs(result.run_dir) == pytest.approx(expected) and expected[-1] == pytest.approx(0.0025)
     saved = torch.load(result.run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert all(g["amsgrad"] for g in saved["optimizer"]["param_groups"])
 
