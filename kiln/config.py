@@ -11,12 +11,13 @@ import copy
 import difflib
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from kiln.errors import KilnError
 
@@ -155,7 +156,7 @@ class DataConfig(Section):
     folds, the held-out fold is the test split, and validation is taken from the rest."""
     transforms: TransformsConfig = Field(default_factory=TransformsConfig)
     """Image folders/CSVs: per-image torchvision transforms from the config, checked before training starts."""
-    image_size: int | tuple[int, int] | None = Field(None, gt=0)
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = None
     """Image folders/CSVs: the size S (or [H, W]) the model sees. Evaluation resizes the shorter side to
     S / crop_fraction and centre-crops S; training takes a RandomResizedCrop of that. Unset: the median short side
     of the training images, rounded to a multiple of 8, at most 224 (recorded in the run's config.yaml)."""
@@ -189,6 +190,11 @@ class DataConfig(Section):
     """Image folders/CSVs: decode every image once into a uint8 store in $KILN_CACHE (default ~/.cache/kiln),
     reused while the files are unchanged. off: decode per sample in DataLoader workers every epoch; auto: on
     while the store stays within `cache_max_mb`."""
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans
+
     cache_max_mb: float = Field(32768, gt=0)
     """cache: auto decodes once only when the store (N x C x H x W bytes) is at most this many MiB."""
     text: TextConfig = Field(default_factory=TextConfig)
@@ -650,7 +656,8 @@ def explain(error: ValidationError) -> str:
     for err in error.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
         # Union types report one error per member; the field name is enough for the user.
-        loc = ".".join(p for p in loc.split(".") if p not in {"int", "float", "bool", "str", "none", "literal"})
+        loc = ".".join(p for p in loc.split(".") if p not in {"int", "float", "bool", "str", "none", "literal"}
+                       and not re.match(r"(constrained-\w+|tuple\[|list\[|dict\[)", p))
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key '{loc}'{_did_you_mean(err['loc'])}")
         else:

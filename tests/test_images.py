@@ -401,3 +401,13 @@ def test_a_cifar_download_is_checked_against_its_md5_and_only_its_files_extracte
     assert not (tmp_path / "data" / "cifar-10-batches-bin" / "readme.html").exists()
     with pytest.raises(ValueError, match="expected 0+: the download is corrupt"):
         dataclasses.replace(CIFAR10, url=archive.as_uri(), md5="0" * 32).download(tmp_path / "again")
+
+
+def test_yaml_on_off_and_a_rectangular_image_size_are_read_and_a_bad_size_named():
+    import yaml
+
+    cfg = build_config(yaml.safe_load("data: {cache: off, image_size: [24, 40]}"))  # YAML reads `off` as false
+    assert cfg.data.cache == "off" and tuple(cfg.data.image_size) == (24, 40)
+    with pytest.raises(KilnError, match=r"'data.image_size': Input should be greater than 0") as e:
+        build_config({"data": {"image_size": 0}})
+    assert "constrained" not in str(e.value)
