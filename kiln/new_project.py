@@ -321,12 +321,7 @@ def new_project(folder: Path, template: str = "image", force: bool = False,
     }
     if template in DATA:  # the folder template reads pictures, not a Dataset of yours
         files["my_project/data.py"] = DATA[template]
-    written = []
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        written.append(path)
+    written = _write_files(folder, files)
     if template == "folder":
         written.append(write_sample_photos(folder / "data" / "photos"))
     return written
@@ -373,6 +368,11 @@ def _from_template_project(folder: Path, project: Path) -> list[Path]:
              "README.md": MIGRATED_README.format(project=Path(project).resolve(),
                                                  notes="\n".join(f"- {n}" for n in m.notes) or "- (none)"),
              ".gitignore": GITIGNORE}
+    return _write_files(folder, files)
+
+
+def _write_files(folder: Path, files: dict[str, str]) -> list[Path]:
+    """Each `files` entry (path relative to `folder` -> text) written; the paths, in order."""
     written = []
     for name, text in files.items():
         path = folder / name

@@ -39,12 +39,17 @@ def test_predict_on_the_onnx_file_agrees_with_the_run_folder(trained, tmp_path, 
     for i, img in enumerate(make_images(5, seed=4)[0]):
         Image.fromarray(img.numpy()).save(tmp_path / f"{i}.png")
         paths.append(str(tmp_path / f"{i}.png"))
+    _same_predictions(trained, tmp_path / "m.onnx", paths, capsys)
+
+
+def _same_predictions(run, onnx_file, inputs: list[str], capsys) -> None:
+    """kiln predict on the run folder and on its exported ONNX file give the same labels and probabilities."""
     capsys.readouterr()
-    assert main(["predict", str(trained), *paths, "--json"]) == 0
+    assert main(["predict", str(run), *inputs, "--json"]) == 0
     from_run = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert main(["predict", str(tmp_path / "m.onnx"), *paths, "--json"]) == 0
+    assert main(["predict", str(onnx_file), *inputs, "--json"]) == 0
     from_onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["label"] for r in from_run] == [r["label"] for r in from_onnx]
+    assert len(from_run) == len(inputs) and [r["label"] for r in from_run] == [r["label"] for r in from_onnx]
     assert all(abs(a["probability"] - b["probability"]) < 1e-4 for a, b in zip(from_run, from_onnx))
 
 
@@ -79,13 +84,7 @@ def test_text_models_export_with_their_vocabulary_and_predict_alike(text_runs, t
     assert meta["parity_max_abs_diff"] <= 1e-4 and meta["input"]["vocab"][:2] == ["<pad>", "<unk>"]
     assert meta["input"]["layout"] == ("offsets" if name == "bag" else "pad")
     texts = ["the coach and the match, a goal this season", "shares rally as investors cheer the merger", "über"]
-    capsys.readouterr()
-    assert main(["predict", str(run), *texts, "--json"]) == 0
-    from_run = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert main(["predict", str(tmp_path / "m.onnx"), *texts, "--json"]) == 0
-    from_onnx = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["label"] for r in from_run] == [r["label"] for r in from_onnx]
-    assert all(abs(a["probability"] - b["probability"]) < 1e-4 for a, b in zip(from_run, from_onnx))
+    _same_predictions(run, tmp_path / "m.onnx", texts, capsys)
 
 
 def test_a_packed_gru_is_refused_for_onnx_with_the_reason_and_exports_as_torchscript(text_runs, capsys):
