@@ -24,20 +24,29 @@ log = logging.getLogger("kiln")
 METRICS = ("acc", "f1", "loss")
 
 
+def load_plan(folder: Path) -> tuple[Config, int]:
+    """The config and fold count a cv folder was started with (what `--resume` continues)."""
+    from kiln.config import build_config
+
+    plan = Path(folder) / "cv_plan.json"
+    if not plan.is_file():
+        raise KilnError(f"{folder} is not a kiln cv folder (no cv_plan.json)")
+    saved = json.loads(plan.read_text())
+    return build_config(saved["config"]), int(saved["folds"])
+
+
 def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None = None) -> dict[str, Any]:
+    """Every fold of `cfg` (in a new cv folder, or the folds of `resume` that did not finish: pass the config and
+    fold count `load_plan(resume)` gives)."""
     from kiln.train import session
 
     if folds < 2:
         raise KilnError("--folds must be at least 2")
     folder = Path(resume) if resume else Path(cfg.log.dir) / cfg.name / f"cv-{time.strftime('%Y%m%d-%H%M%S')}"
-    plan = folder / "cv_plan.json"
-    if resume:
-        if not plan.is_file():
-            raise KilnError(f"{folder} is not a kiln cv folder (no cv_plan.json)")
-        folds = json.loads(plan.read_text())["folds"]
-    else:
+    if resume is None:
         folder.mkdir(parents=True, exist_ok=False)
-        plan.write_text(json.dumps({"folds": folds, "config": cfg.model_dump(mode="json")}, indent=2) + "\n")
+        (folder / "cv_plan.json").write_text(json.dumps({"folds": folds, "config": cfg.model_dump(mode="json")},
+                                                        indent=2) + "\n")
     results = []
     for k in range(1, folds + 1):
         fold_cfg = cfg.model_copy(deep=True)

@@ -185,7 +185,7 @@ def _input_names(model) -> tuple[str, ...]:
     return getattr(model, "input_names", ("images",))
 
 
-def _dynamic(model, sample: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+def _dynamic(model) -> dict[str, Any]:
     """Dynamic dimensions of each input: the batch, and the token axis of text inputs."""
     batch = torch.export.Dim("batch", min=1)
     if isinstance(model, PaddedTextLogits):
@@ -201,7 +201,7 @@ def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
     import onnx
 
     torch.onnx.export(model, sample, str(path), input_names=list(_input_names(model)), output_names=["logits"],
-                      dynamic_shapes=_dynamic(model, sample), dynamo=True, verbose=False)
+                      dynamic_shapes=_dynamic(model), dynamo=True, verbose=False)
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -210,7 +210,7 @@ def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
 
 
 def _exported(model, sample, path: Path, meta: dict[str, Any]) -> None:
-    program = torch.export.export(model, sample, dynamic_shapes=_dynamic(model, sample))
+    program = torch.export.export(model, sample, dynamic_shapes=_dynamic(model))
     torch.export.save(program, str(path), extra_files={"kiln.json": json.dumps(meta)})
 
 

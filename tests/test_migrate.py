@@ -3,10 +3,12 @@ trained, with its optimizer, LR curve, monitor and early stopping; bad projects 
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
 import pytest
+import templatemodel
 import yaml
 from test_torch_optim import logged_lrs, step_lr_curve
 
@@ -53,29 +55,9 @@ class BaseDataLoader(DataLoader):
         super().__init__(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers)
 ''',
     "model/__init__.py": "",
-    "model/model.py": '''import torch.nn as nn
-import torch.nn.functional as F
-from base import BaseModel
-
-
-class MnistModel(BaseModel):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 10, kernel_size=5)
-        self.conv2 = nn.Conv2d(10, 20, kernel_size=5)
-        self.conv2_drop = nn.Dropout2d()
-        self.fc1 = nn.Linear(320, 50)
-        self.fc2 = nn.Linear(50, num_classes)
-
-    def forward(self, x):
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2_drop(self.conv2(x)), 2))
-        x = x.view(-1, 320)
-        x = F.relu(self.fc1(x))
-        x = F.dropout(x, training=self.training)
-        x = self.fc2(x)
-        return F.log_softmax(x, dim=1)
-''',
+    # pytorch-template's MnistModel as that template ships it: tests/templatemodel.py's copy, on BaseModel
+    "model/model.py": "import torch.nn as nn\nimport torch.nn.functional as F\nfrom base import BaseModel\n\n\n"
+                      + inspect.getsource(templatemodel.MnistModel).replace("(nn.Module)", "(BaseModel)"),
     "model/loss.py": '''import torch.nn.functional as F
 
 

@@ -30,25 +30,21 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from kiln.config import build_config, load_config
-    from kiln.cv import METRICS, run_cv
+    from kiln.config import load_config
+    from kiln.cv import METRICS, load_plan, run_cv
     from kiln.errors import KilnError
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
     if args.resume:
-        plan = Path(args.resume) / "cv_plan.json"
-        if not plan.is_file():
-            raise KilnError(f"{args.resume} is not a kiln cv folder (no cv_plan.json)")
-        cfg = build_config(json.loads(plan.read_text())["config"])
+        cfg, folds = load_plan(Path(args.resume))
     elif args.config:
-        cfg = load_config(args.config, args.overrides)
+        cfg, folds = load_config(args.config, args.overrides), args.folds
     else:
         raise KilnError("kiln cv needs a config file (or --resume CV_DIR)")
-    summary = run_cv(cfg, args.folds, test=args.test, resume=Path(args.resume) if args.resume else None)
+    summary = run_cv(cfg, folds, test=args.test, resume=Path(args.resume) if args.resume else None)
     print(f"{'fold':>5} " + " ".join(f"{m:>8}" for m in METRICS))
     for row in summary["folds"]:
         print(f"{row['fold']:>5} " + " ".join(f"{row[m]:8.4f}" for m in METRICS))

@@ -342,14 +342,13 @@ def _pixel_stats(source_rows, idx: torch.Tensor, seed: int, limit: int = 2000) -
     """Per-channel mean and std of pixels in [0, 1] over (up to `limit`, seeded) training images."""
     source, rows = source_rows
     pick = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))[:limit]].sort().values
-    channels = int(source.fetch([int(rows[0])]).shape[1])
-    total, sq = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64)
+    total = sq = torch.zeros((), dtype=torch.float64)  # broadcast to one value per channel by the first chunk
     count = 0
     for chunk in rows[pick].split(256):
         x = source.fetch(chunk.tolist()).double().div_(255.0)
-        total += x.sum((0, 2, 3))
-        sq += (x * x).sum((0, 2, 3))
-        count += x.numel() // channels
+        total = total + x.sum((0, 2, 3))
+        sq = sq + (x * x).sum((0, 2, 3))
+        count += x.numel() // x.shape[1]
     mean = total / count
     std = (sq / count - mean * mean).clamp_min(1e-12).sqrt()
     return [round(float(v), 4) for v in mean], [round(float(max(v, 1e-3)), 4) for v in std]

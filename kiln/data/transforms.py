@@ -141,9 +141,9 @@ class BatchTransform:
 
     def __init__(self, mean: float | Sequence[float], std: float | Sequence[float], augment: Augment | None = None,
                  channels_last: bool = False, size: tuple[int, int] | None = None):
-        self.mean = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-        self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std
+        m = torch.tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
+        self.scale, self.shift = 1 / (255 * s), -m / s  # (x / 255 - mean) / std = x * scale + shift
         self.augment = augment if augment is not None and augment.active else None
         self.channels_last, self.size = channels_last, size
 
@@ -170,9 +170,8 @@ class BatchTransform:
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels 0..255 -> (x / 255 - mean) / std, in one pass."""
-        if self.mean.device != x.device:
-            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
-            self.scale, self.shift = 1 / (255 * self.std), -self.mean / self.std
+        if self.scale.device != x.device:
+            self.scale, self.shift = self.scale.to(x.device), self.shift.to(x.device)
         x = torch.addcmul(self.shift, x, self.scale)
         if self.channels_last:
             return x.contiguous(memory_format=torch.channels_last)

@@ -51,15 +51,15 @@ def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits:
     for split, ds in datasets.items():
         training = split == "train"
         batch_size = cfg.batch_size if training else eval_batch_size(cfg)
+        make = BatchMaker(collate, split, info.num_classes)
         if stream:
-            sources[split] = StreamBatches(ds, batch_size, BatchMaker(collate, split, info.num_classes), device=device,
-                                           num_workers=cfg.num_workers)
+            sources[split] = StreamBatches(ds, batch_size, make, device=device, num_workers=cfg.num_workers)
             continue
         shuffle = training and not overfit_batches
         sampler = EpochBatchSampler(_size(ds), batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed, rank=rank,
                                     world_size=world_size)
-        sources[split] = LoaderBatches(SampleBatches(ds, collate, seed, split, info.num_classes), sampler=sampler,
-                                       device=device, seed=seed, num_workers=cfg.num_workers)
+        sources[split] = LoaderBatches(SampleBatches(ds, make, seed), sampler=sampler, device=device, seed=seed,
+                                       num_workers=cfg.num_workers)
     sizes = {split: _size(ds) for split, ds in datasets.items()}
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader")
 
@@ -268,8 +268,8 @@ class SampleBatches(Dataset):
     """A user Dataset behind kiln's batch plan: fetches one batch of samples, collates them (the user's collate
     or PyTorch's), and splits the result into (inputs, targets); targets is None for unlabelled data."""
 
-    def __init__(self, dataset: Dataset, collate: Callable | None, seed: int, split: str, num_classes: int):
-        self.dataset, self.collate, self.seed, self.split, self.num_classes = dataset, collate, seed, split, num_classes
+    def __init__(self, dataset: Dataset, make: BatchMaker, seed: int):
+        self.dataset, self.make, self.seed = dataset, make, seed
 
     def __len__(self) -> int:
         return _size(self.dataset)
@@ -278,7 +278,7 @@ class SampleBatches(Dataset):
         in_worker = torch.utils.data.get_worker_info() is not None
         with _rng_for(self.seed, getattr(indices, "epoch", 0), getattr(indices, "batch", 0), restore=not in_worker):
             samples = [self.dataset[i] for i in indices]
-        return BatchMaker(self.collate, self.split, self.num_classes)(samples, lambda: self.own(indices))
+        return self.make(samples, lambda: self.own(indices))
 
     def own(self, indices) -> list[int]:
         """The indices the user's Dataset knows these samples by (through kiln's seeded Subsets), for messages."""
@@ -370,5 +370,5 @@ def predict_batches(cfg: DataConfig, num_classes: int, file: Any, device: torch.
     if isinstance(ds, torch.utils.data.IterableDataset):
         return StreamBatches(ds, size, make, device=device, num_workers=cfg.num_workers)
     sampler = EpochBatchSampler(_size(ds), size, shuffle=False, drop_last=False, seed=0)
-    return LoaderBatches(SampleBatches(ds, make.collate, 0, "predict", num_classes), sampler=sampler, device=device,
-                         seed=0, num_workers=cfg.num_workers)
+    return LoaderBatches(SampleBatches(ds, make, 0), sampler=sampler, device=device, seed=0,
+                         num_workers=cfg.num_workers)
