@@ -85,8 +85,9 @@ class TextConfig(Section):
 
     text_columns: list[str] = Field(default_factory=lambda: ["text"])
     """text_csv: header names of the columns joined (with a space) into the text."""
-    label_column: str | None = "label"
-    """text_csv: header name of the label column (labels may be names or 0-based integers)."""
+    label_column: str | list[str] | None = "label"
+    """text_csv: header name of the label column: names or 0-based integers (multiclass), label sets such as
+    `sports|politics` (multilabel), numbers (regression; a list of columns for several targets)."""
     label_names: list[str] | None = None
     """text_csv: the class names in label order; unset: taken from the training file's labels."""
     tokenizer: Literal["basic_english", "whitespace"] = "basic_english"
@@ -181,8 +182,12 @@ class DataConfig(Section):
     data.root=other/folder` uses)."""
     path_column: str = "path"
     """image_csv: header name of the column of image paths (relative to the CSV file)."""
-    label_column: str = "label"
-    """image_csv: header name of the label column (class names, or 0-based integers)."""
+    label_column: str | list[str] = "label"
+    """image_csv: header name of the label column: class names or 0-based integers (multiclass), label sets such as
+    `cat|dog` (multilabel), numbers (regression; a list of columns for several targets)."""
+    label_separator: str = Field("|", min_length=1)
+    """multilabel (image_csv, text_csv): what separates a sample's labels in its label cell (`cat|dog`); an empty
+    cell is a sample with none of the labels."""
     on_bad_row: Literal["error", "skip"] = "error"
     """A bad sample (a malformed CSV row, a missing or undecodable image): stop with its file (and line), or skip
     and count it."""
@@ -318,8 +323,9 @@ class EarlyStoppingConfig(Section):
     """Stop when the monitored metric has not improved for `patience` epochs."""
     monitor: str = "val/loss"
     """Metric to watch; checked before training starts."""
-    mode: Literal["min", "max"] = "min"
-    """Whether lower (min) or higher (max) is better."""
+    mode: Literal["min", "max"] | None = None
+    """Whether lower (min) or higher (max) is better. Unset: min for losses and errors (loss, mae, rmse), max for
+    the rest."""
     patience: int = Field(5, gt=0)
     """Epochs without improvement before stopping."""
     min_delta: float = Field(0.0, ge=0)
@@ -327,10 +333,12 @@ class EarlyStoppingConfig(Section):
 
 
 class CheckpointConfig(Section):
-    monitor: str = "val/acc"
-    """Metric that decides `best.pt`; checked before training starts."""
-    mode: Literal["min", "max"] = "max"
-    """Whether lower (min) or higher (max) is better."""
+    monitor: str | None = None
+    """Metric that decides `best.pt`; checked before training starts. Unset: the task's (val/acc for multiclass,
+    val/f1_micro for multilabel, val/mae for regression)."""
+    mode: Literal["min", "max"] | None = None
+    """Whether lower (min) or higher (max) is better. Unset: min for losses and errors (loss, mae, rmse), max for
+    the rest."""
     keep_top_k: int = Field(0, ge=0)
     """Also keep the k best epochs as `epoch-NNN.pt` (0 = only last.pt and best.pt)."""
 
@@ -418,19 +426,74 @@ class EmaConfig(Section):
 class TaskConfig(Section):
     """What kind of problem this is: the loss, the metrics and the predictions follow from it."""
 
-    name: Literal["multiclass"] = "multiclass"
-    """multiclass: one label per sample (cross-entropy; accuracy, top-5 accuracy, macro F1)."""
+    name: Literal["multiclass", "multilabel", "regression"] = "multiclass"
+    """multiclass: one label per sample (cross-entropy; accuracy, top-5 accuracy, macro F1; monitors val/acc).
+    multilabel: any number of labels per sample, e.g. `cat|dog` in a CSV (binary cross-entropy per label; micro and
+    macro F1, mAP; monitors val/f1_micro). regression: numeric targets in one or several columns (MSE, L1 or Huber
+    on standardised targets; MAE, RMSE, R² in the original units; monitors val/mae)."""
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    """Label smoothing of the training objective. The reported train/val/test loss stays plain cross-entropy;
-    the smoothed objective is logged as train/objective."""
+    """multiclass: label smoothing of the training objective. The reported train/val/test loss stays plain
+    cross-entropy; the smoothed objective is logged as train/objective."""
     class_weights: Literal["auto"] | list[float] | None = None
-    """Weights of the classes in the training loss: auto = inverse frequency on the training split (n / (k x
-    count), logged), or one weight per class. The reported loss stays unweighted cross-entropy; the weighted
-    objective is logged as train/objective."""
+    """multiclass: weights of the classes in the training loss: auto = inverse frequency on the training split
+    (n / (k x count), logged), or one weight per class. The reported loss stays unweighted cross-entropy; the
+    weighted objective is logged as train/objective."""
+    pos_weight: Literal["auto"] | list[float] | None = None
+    """multilabel: weight of the positive term of each label's binary cross-entropy: auto = negatives / positives
+    on the training split (logged), or one value per label. The reported loss stays unweighted."""
+    threshold: float | list[float] = 0.5
+    """multilabel: a label is predicted when its probability reaches this (one value, or one per label)."""
+    tune_threshold: bool = False
+    """multilabel: after training, choose each label's threshold for the best F1 on the validation split (with the
+    best checkpoint) and record them as task.threshold in the run's config.yaml; the test uses them."""
+    standardize: bool = True
+    """regression: train on targets standardised with the training split's mean and std (recorded as
+    target_mean/target_std); metrics and predictions are in the original units either way."""
+    target_mean: list[float] | None = None
+    """regression: the targets' mean used for standardisation. Unset: computed on the training split (recorded)."""
+    target_std: list[float] | None = None
+    """regression: the targets' standard deviation used for standardisation (see target_mean)."""
     loss: str | None = None
-    """A training objective of your own, `package.module:function` taking (model output, targets) and returning a
-    scalar (e.g. a pytorch-template project's `model.loss:focal_loss`); logged as train/objective while the reported
-    loss stays cross-entropy. Unset: cross-entropy (what `nll_loss` on log-softmax outputs also is)."""
+    """The training loss. Built in: cross_entropy (multiclass), bce (multilabel), mse / l1 / huber (regression;
+    also the reported loss). Or an objective of your own, `package.module:function` taking (model output, targets)
+    and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`), logged as train/objective
+    while the reported loss stays the task's. Unset: the task's first built-in."""
+
+    @model_validator(mode="after")
+    def _settings_of_this_task(self) -> "TaskConfig":
+        own = {"multiclass": {"label_smoothing", "class_weights"}, "multilabel": {"pos_weight", "threshold",
+               "tune_threshold"}, "regression": {"standardize", "target_mean", "target_std"}}
+        for task, keys in own.items():
+            wrong = sorted(k for k in keys & self.model_fields_set if task != self.name
+                           and getattr(self, k) != TaskConfig.model_fields[k].default)
+            if wrong:
+                raise ValueError(f"task.{wrong[0]} is a {task} setting; this task is {self.name} (task.name)")
+        losses = TASK_LOSSES[self.name]
+        if self.loss is not None and ":" not in self.loss and self.loss not in losses:
+            raise ValueError(f"task.loss={self.loss!r}: the {self.name} task's losses are {', '.join(losses)}, or "
+                             "a function of yours as package.module:function")
+        if isinstance(self.threshold, list) and not self.threshold:
+            raise ValueError("task.threshold: give one value, or one per label")
+        for t in self.threshold if isinstance(self.threshold, list) else [self.threshold]:
+            if not 0 < t < 1:
+                raise ValueError(f"task.threshold={t}: a probability threshold lies between 0 and 1")
+        return self
+
+
+TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber")}
+TASK_MONITORS = {"multiclass": "val/acc", "multilabel": "val/f1_micro", "regression": "val/mae"}
+LOWER_IS_BETTER = ("loss", "objective", "mae", "rmse", "mse")
+
+
+def watched(section: "CheckpointConfig | EarlyStoppingConfig") -> tuple[str, str]:
+    """(monitor, mode) of a checkpoint or early-stopping section, as the Config resolved them."""
+    assert section.monitor is not None and section.mode is not None, "Config resolves the monitor and its mode"
+    return section.monitor, section.mode
+
+
+def better(metric: str) -> Literal["min", "max"]:
+    """min for losses and errors (…/loss, …/mae, …/rmse), max for the rest (accuracy, F1, mAP, R²)."""
+    return "min" if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
 
 
 class WandbConfig(Section):
@@ -477,6 +540,25 @@ class Config(Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+
+    @model_validator(mode="after")
+    def _monitors_follow_the_task(self) -> "Config":
+        checkpoint, stopping = self.trainer.checkpoint, self.trainer.early_stopping
+        if checkpoint.monitor is None:
+            checkpoint.monitor = TASK_MONITORS[self.task.name]
+        if checkpoint.mode is None:
+            checkpoint.mode = better(checkpoint.monitor)
+        if stopping.mode is None:
+            stopping.mode = better(stopping.monitor)
+        return self
+
+    @model_validator(mode="after")
+    def _weighted_sampler_balances_classes(self) -> "Config":
+        if self.data.sampler == "weighted" and self.task.name != "multiclass":
+            hint = "task.pos_weight (auto) weighs rare labels" if self.task.name == "multilabel" else \
+                "regression has no classes to balance"
+            raise ValueError(f"data.sampler=weighted draws classes equally (multiclass); {hint}")
+        return self
 
     @model_validator(mode="after")
     def _label_smoothing_belongs_to_the_task(self) -> "Config":

@@ -3,7 +3,7 @@
 selection (best checkpoint, early stopping) uses a validation split taken from the other folds, never the held-out
 fold, so a fold's score is not optimistic. A killed `kiln cv` resumed with `--resume CV_DIR` continues with the folds
 that did not finish. `cv.json` gathers each fold's held-out metrics, their mean and standard deviation, and with
-`--test` each fold model's score on the real test split and that of their ensemble (averaged probabilities)."""
+`--test` each fold model's score on the real test split and that of their ensemble (averaged predictions)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ from kiln.errors import KilnError
 from kiln.runs import RunDir
 
 log = logging.getLogger("kiln")
-METRICS = ("acc", "f1", "loss")
+
+
+def fold_metrics(cfg: Config) -> tuple[str, ...]:
+    """The held-out metrics cv.json and the table show: the task's test summary (accuracy and macro F1; micro and
+    macro F1 and mAP; MAE, RMSE and R²), loss last."""
+    from kiln.tasks import TASKS
+
+    names = [m for m in TASKS[cfg.task.name].summary_metrics if m not in ("loss", "acc_top5")]
+    return (*names, "loss")
 
 
 def load_plan(folder: Path) -> tuple[Config, int]:
@@ -47,7 +55,7 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
         folder.mkdir(parents=True, exist_ok=False)
         (folder / "cv_plan.json").write_text(json.dumps({"folds": folds, "config": cfg.model_dump(mode="json")},
                                                         indent=2) + "\n")
-    results = []
+    results, metric_names = [], fold_metrics(cfg)
     for k in range(1, folds + 1):
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.cv = CvConfig(folds=folds, fold=k)
@@ -59,9 +67,10 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
             session.train(fold_cfg, run_dir=run.path, quiet=True)
         metrics = run.test_metrics()
         assert metrics is not None, "every fold ends with its held-out fold evaluated"
-        results.append({"fold": k, "run": str(run.path), **{m: metrics[m] for m in METRICS},
+        results.append({"fold": k, "run": str(run.path), **{m: metrics[m] for m in metric_names},
                         "num_samples": metrics["num_samples"]})
-    summary: dict[str, Any] = {"folds": results, "held_out": _mean_std(results)}
+    summary: dict[str, Any] = {"task": cfg.task.name, "metrics": list(metric_names), "folds": results,
+                               "held_out": _mean_std(results, metric_names)}
     if test:
         summary["test"] = _test_folds(cfg, [RunDir(r["run"]) for r in results])
     (folder / "cv.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -69,34 +78,31 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
     return summary
 
 
-def _mean_std(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _mean_std(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, dict[str, float]]:
     return {m: {"mean": statistics.fmean(r[m] for r in rows), "std": statistics.stdev(r[m] for r in rows)}
-            for m in METRICS}
+            for m in metrics}
 
 
 def _test_folds(cfg: Config, runs: list[RunDir]) -> dict[str, Any]:
-    """Each fold's best model on the real test split, and the ensemble of their averaged probabilities."""
+    """Each fold's best model on the real test split, and the ensemble of their averaged predictions (class or
+    label probabilities, values), scored by the task's headline metric (accuracy, micro F1, MAE)."""
     from kiln.data import build_data
-    from kiln.train.device import autocast
-    from kiln.train.step import forward
+    from kiln.evaluation import collect_predictions
     from kiln.trained import load_trained
 
-    per_fold, summed, targets = [], None, None
+    per_fold, summed, targets, task = [], None, None, None
     for run in runs:
         trained = load_trained(run, overrides=["data.cv=null"])
-        data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",), vocab=trained.vocab)
+        data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device,
+                          splits=("test",), vocab=trained.vocab)
         if data.test is None:
             raise KilnError("--test: the data has no test split to evaluate the folds on")
-        probs, ys = [], []
+        task = trained.task
         with torch.no_grad():
-            for inputs, y in data.test.epoch(0):
-                with autocast(trained.device, trained.precision):
-                    out = trained.task.logits(forward(trained.model, inputs))
-                probs.append(trained.task.probabilities(out).float().cpu())
-                ys.append(y.cpu())
-        p, targets = torch.cat(probs), torch.cat(ys)
-        per_fold.append(float((p.argmax(1) == targets).float().mean()))
+            p, targets = collect_predictions(trained.model, data.test, task, trained.device, trained.precision)
+        per_fold.append(task.score(p, targets))
         summed = p if summed is None else summed + p
-    assert summed is not None and targets is not None
-    return {"acc_per_fold": per_fold, "acc_mean": statistics.fmean(per_fold),
-            "ensemble_acc": float((summed.argmax(1) == targets).float().mean())}
+    assert summed is not None and targets is not None and task is not None
+    metric = task.headline
+    return {"metric": metric, f"{metric}_per_fold": per_fold, f"{metric}_mean": statistics.fmean(per_fold),
+            f"ensemble_{metric}": task.score(summed / len(runs), targets)}

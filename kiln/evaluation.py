@@ -21,41 +21,31 @@ def run_evaluation(model: torch.nn.Module, data: Data, task_cfg, checkpoint: Pat
     """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing)."""
     from kiln.tasks import build_task
 
-    raw = evaluate(model, data.require("test"), build_task(task_cfg, data.info.num_classes), device=device,
-                   precision=precision, limit=limit, detailed=True)
-    names = data.info.class_names
-    results = {
-        "checkpoint": str(checkpoint), "epoch": epoch,
-        "loss": raw["loss"], "acc": raw["acc"], "acc_top5": raw.get("acc_top5"), "f1": raw["f1"],
-        "num_samples": int(sum(sum(row) for row in raw["confusion_matrix"])),
-        "per_class_acc": dict(zip(names, raw["per_class_acc"])),
-        "class_names": names, "confusion_matrix": raw["confusion_matrix"],
-    }
+    task = build_task(task_cfg, data.info.num_classes)
+    raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit, detailed=True)
+    results = {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name,
+               **task.test_results(raw, data.info.class_names)}
     if run is None:
         return results
     run.write_test_metrics(results)
-    log.info("test: loss %.4f | acc %.4f | top-5 %s | macro F1 %.4f  (%s)", results["loss"], results["acc"],
-             f"{results['acc_top5']:.4f}" if results["acc_top5"] is not None else "n/a", results["f1"],
-             Path(checkpoint).name)
+    log.info("test: %s  (%s)", task.describe(results), Path(checkpoint).name)
     return results
 
 
 @torch.no_grad()
 def collect_predictions(model: torch.nn.Module, batches, task, device: torch.device, precision: str
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(confidence, predicted class, true class) of every sample of `batches`, in order, on the CPU."""
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The task's predictions (class or label probabilities, values in original units) and the targets of every
+    sample of `batches`, in order, on the CPU."""
     from kiln.train.device import autocast
     from kiln.train.step import forward
 
-    confidences, predictions, targets = [], [], []
+    predictions, targets = [], []
     for inputs, y in batches.epoch(0):
         with autocast(device, precision):
-            probs = task.probabilities(task.logits(forward(model, inputs)))
-        conf, pred = probs.max(-1)
-        confidences.append(conf.cpu())
-        predictions.append(pred.cpu())
+            predictions.append(task.predictions(task.logits(forward(model, inputs))).float().cpu())
         targets.append(y.cpu())
-    return torch.cat(confidences), torch.cat(predictions), torch.cat(targets)
+    return torch.cat(predictions), torch.cat(targets)
 
 
 def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()
@@ -67,7 +57,7 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device
     _other_folder_is_all_test(cfg, trained.run.config(), overrides)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",),
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
                       channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name), vocab=trained.vocab)
     limit = 2 if cfg.trainer.fast_dev_run else None
     return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, trained.state["loop"]["epoch"],

@@ -129,7 +129,7 @@ def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
     from kiln.data import build_data
 
     try:
-        data = build_data(trained.cfg.data, seed=0, device=torch.device("cpu"), splits=("test",),
+        data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=torch.device("cpu"), splits=("test",),
                           vocab=trained.vocab)
         inputs, _ = next(iter(data.require("test").epoch(0)))
         return _first_inputs(inputs, size)
@@ -156,11 +156,38 @@ def _first_inputs(inputs: Any, n: int) -> tuple[torch.Tensor, ...]:
     return inputs.ids[:end].clone(), inputs.offsets[:n].clone()
 
 
+OUTPUTS = {
+    "multiclass": "logits (batch, classes); softmax gives probabilities",
+    "multilabel": "logits (batch, labels); sigmoid gives each label's probability; a label is predicted when it "
+                  "reaches its threshold",
+    "regression": "standardised values (batch, targets); value * target_std + target_mean gives the original units "
+                  "(target_mean/target_std null: the values are in the original units)",
+}
+
+
+def task_of(meta: dict[str, Any]):
+    """The task an export's metadata describes (what turns its outputs into predictions)."""
+    from kiln.config import TaskConfig
+    from kiln.tasks import build_task
+
+    name = meta.get("task", "multiclass")
+    settings: dict[str, Any] = {"name": name}
+    if name == "multilabel":
+        settings["threshold"] = meta.get("threshold", 0.5)
+    if name == "regression":
+        settings |= {"target_mean": meta.get("target_mean"), "target_std": meta.get("target_std")}
+    return build_task(TaskConfig(**settings), len(meta["class_names"]))
+
+
 def metadata(trained: Trained, fmt: str) -> dict[str, Any]:
     info = trained.info
-    meta: dict[str, Any] = {"format": fmt, "task": trained.cfg.task.name, "class_names": info.class_names,
-                            "output": "logits (batch, classes); softmax gives probabilities",
-                            "checkpoint": str(trained.checkpoint)}
+    task = trained.cfg.task
+    meta: dict[str, Any] = {"format": fmt, "task": task.name, "class_names": info.class_names,
+                            "output": OUTPUTS[task.name], "checkpoint": str(trained.checkpoint)}
+    if task.name == "multilabel":
+        meta["threshold"] = task.threshold
+    if task.name == "regression":
+        meta["target_mean"], meta["target_std"] = task.target_mean, task.target_std
     if info.kind == "image":
         meta["input"] = {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
                          "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,

@@ -34,7 +34,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
     trained = load_trained(path, checkpoint, overrides, device=device) if is_run else None
     cfg = trained.cfg if trained else load_config(path, overrides)
     vocab = trained.vocab if trained else None
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), vocab=vocab)
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",), vocab=vocab)
     if trained:
         model = trained.model
         description = f"{cfg.model.name} from {trained.checkpoint}"
@@ -113,9 +113,10 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     import numpy as np
 
     from kiln.data.loaders import split_labels
+    from kiln.data.targets import split_summary, target_text
     from kiln.viz import figures
 
-    data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=(split,), vocab=vocab)
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"), splits=(split,), vocab=vocab)
     if getattr(data, split) is None:
         raise KilnError(f"the data has no {split} split (choose --split train, val or test)")
     batches = data.require(split)
@@ -123,25 +124,27 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     names = data.info.class_names
     lines = [f"{split} batch of {len(y)} ({data.sizes.get(split, 0):,} samples in the split)"]
     labels = split_labels(batches)
+    task = cfg.task.name
     if labels is not None and names:
-        counts = torch.bincount(labels, minlength=len(names)).tolist()
-        lines.append("class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+        lines.append(split_summary(labels, names, task))
     if data.info.kind != "image" or not isinstance(x, torch.Tensor):
-        return lines + _text_rows(x, y, names, data.vocab or vocab), None
+        return lines + _text_rows(x, y, names, data.vocab or vocab, task), None
     flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
     lines.append("per channel, as the model sees it: mean " + ", ".join(f"{v:.3f}" for v in flat.mean(1).tolist())
                  + " | std " + ", ".join(f"{v:.3f}" for v in flat.std(1).tolist()))
     mean = torch.tensor(data.info.mean).reshape(1, -1, 1, 1)
     std = torch.tensor(data.info.std).reshape(1, -1, 1, 1)
     shown = (x[:limit].float() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-    titles = [names[i] if names else str(i) for i in y[:limit].tolist()]
+    titles = [target_text(t, names, task) for t in y[:limit]]
     fig = figures.image_grid(np.ascontiguousarray(shown), titles,
                              f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
     return lines, fig
 
 
-def _text_rows(x, y, names: list[str], vocab, rows: int = 4) -> list[str]:
+def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: int = 4) -> list[str]:
     """A few padded rows of a text batch, decoded back into tokens."""
+    from kiln.data.targets import target_text
+
     if vocab is None or not hasattr(x, "ids"):
         return ["(inputs are not images or texts kiln can show)"]
     out = []
@@ -151,6 +154,5 @@ def _text_rows(x, y, names: list[str], vocab, rows: int = 4) -> list[str]:
             ids = x.ids[start:start + int(x.lengths[i])].tolist()
         else:
             ids = x.ids[i].tolist()
-        label = names[int(y[i])] if names else int(y[i])
-        out.append(f"[{label}] " + " ".join(vocab.itos[t] for t in ids))
+        out.append(f"[{target_text(y[i], names, task)}] " + " ".join(vocab.itos[t] for t in ids))
     return out

@@ -20,9 +20,11 @@ from kiln.trained import load_trained
 @dataclass
 class Prediction:
     input: str
-    label: str
-    probability: float
-    top: list[tuple[str, float]]  # the top-k (label, probability), best first
+    label: str  # the class; the labels predicted, `a|b` (multilabel); the values, `name value ...` (regression)
+    probability: float | None  # the class's probability (multiclass only)
+    top: list[tuple[str, float]]  # the top-k (class, probability), best first; every label's probability, best
+    # first (multilabel); (target, value) of every target (regression)
+    kind: str = "multiclass"  # the task
 
 
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
@@ -48,10 +50,11 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
         per_image = _eval_transforms(cfg, info)
         batches = ((chunk, _image_batch([Path(p) for p in chunk], info, per_image)) for chunk in _chunks(paths, 256))
     out = []
+    task = run.task
     for labels, batch in batches:
         with torch.no_grad(), autocast(device, precision):
-            probs = run.task.probabilities(run.task.logits(model(batch.to(device)))).float().cpu()
-        out += _ranked(labels, probs, info.class_names, top_k)
+            predicted = task.predictions(task.logits(model(batch.to(device)))).float().cpu()
+        out += answers(task, labels, predicted, info.class_names, top_k)
     return out
 
 
@@ -60,12 +63,14 @@ def _predict_custom(run, file: Path | None, top_k: int) -> list[Prediction]:
     from kiln.data.user import predict_batches
     from kiln.train.step import forward
 
-    batches = predict_batches(run.cfg.data, run.info.num_classes, file, run.device)
+    batches = predict_batches(run.cfg.data, run.info.num_classes, file, run.device, run.cfg.task.name)
     out: list[Prediction] = []
+    task = run.task
     for inputs, _ in batches.epoch(0):
         with torch.no_grad(), autocast(run.device, run.precision):
-            probs = run.task.probabilities(run.task.logits(forward(run.model, inputs))).float().cpu()
-        out += _ranked([f"sample {len(out) + i}" for i in range(len(probs))], probs, run.info.class_names, top_k)
+            predicted = task.predictions(task.logits(forward(run.model, inputs))).float().cpu()
+        out += answers(task, [f"sample {len(out) + i}" for i in range(len(predicted))], predicted,
+                       run.info.class_names, top_k)
     return out
 
 
@@ -119,7 +124,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Prediction]:
     """The same predictions from a model exported with `kiln export --format onnx` (through onnxruntime)."""
-    from kiln.export import onnx_metadata, run_exported
+    from kiln.export import onnx_metadata, run_exported, task_of
 
     if not path.is_file():
         raise KilnError(f"ONNX file not found: {path}")
@@ -133,7 +138,8 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
                     std=_per_channel(meta["input"]["std"]), stored_size=(int(stored[0]), int(stored[1])))
     paths = image_inputs(inputs)
     logits = torch.from_numpy(run_exported(path, "onnx", _image_batch([Path(p) for p in paths], info).numpy()))
-    return _ranked(paths, logits.softmax(-1), names, top_k)
+    task = task_of(meta)
+    return answers(task, paths, task.predictions(logits), names, top_k)
 
 
 def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> list[Prediction]:
@@ -141,7 +147,7 @@ def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> 
     from kiln.config import TextConfig
     from kiln.data.text import collate
     from kiln.data.vocab import Vocab, encode_texts
-    from kiln.export import run_exported
+    from kiln.export import run_exported, task_of
 
     if not texts:
         raise KilnError("nothing to predict: pass texts as arguments")
@@ -152,11 +158,29 @@ def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> 
     second = batch.lengths if spec["layout"] == "pad" else batch.offsets
     assert second is not None
     logits = run_exported(path, "onnx", batch.ids.long().numpy(), second.long().numpy())
-    return _ranked(texts, torch.from_numpy(logits).softmax(-1), meta["class_names"], top_k)
+    task = task_of(meta)
+    return answers(task, texts, task.predictions(torch.from_numpy(logits)), meta["class_names"], top_k)
 
 
 def _per_channel(value) -> tuple[float, ...]:
     return tuple(value) if isinstance(value, list) else (float(value),)  # older exports: one value for all
+
+
+def answers(task, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
+    """The task's predictions for each input: the top-k classes; every label at or above its threshold (and every
+    label's probability); the values of the targets in their original units."""
+    if task.name == "multilabel":
+        thresholds = task.thresholds(torch.device("cpu")).tolist()
+        out = []
+        for text, p in zip(inputs, predicted.tolist()):
+            ranked = sorted(zip(names, p), key=lambda kv: -kv[1])
+            chosen = [name for name, value in ranked if value >= thresholds[names.index(name)]]
+            out.append(Prediction(text, "|".join(chosen), None, ranked, "multilabel"))
+        return out
+    if task.name == "regression":
+        return [Prediction(text, "  ".join(f"{n} {v:.6g}" for n, v in zip(names, values)), None,
+                           list(zip(names, values)), "regression") for text, values in zip(inputs, predicted.tolist())]
+    return _ranked(inputs, predicted, names, top_k)
 
 
 def _ranked(labels: list[str], probs: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:

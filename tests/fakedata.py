@@ -168,3 +168,79 @@ def write_cifar_binary(folder: Path, hundred: bool = False, per_file: int = 20) 
         records[:, label_bytes + 2048:] = 200  # blue plane
         records.tofile(folder / sub / name)
     return folder
+
+
+BLOB_COLOURS = {"red": (230, 30, 30), "green": (30, 190, 30), "blue": (30, 30, 230)}
+TOPIC_NAMES = ["politics", "sports", "business", "tech"]
+
+
+def write_multilabel_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
+    """train.csv / test.csv (path,labels): each image holds a disc of each colour in BLOB_COLOURS with probability
+    1/2, at a random place; labels like `red|blue`, empty for an image with none."""
+    import csv
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n), ("test", n // 3)):
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "labels"])
+            for i in range(count):
+                present = [c for c in BLOB_COLOURS if rng.random() < 0.5]
+                img = Image.fromarray(rng.integers(90, 170, (32, 32, 3)).astype(np.uint8), "RGB")
+                draw = ImageDraw.Draw(img)
+                for colour in present:
+                    cx, cy = (int(v) for v in rng.integers(5, 27, 2))
+                    draw.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), fill=BLOB_COLOURS[colour])
+                name = f"images/{split}{i:04d}.png"
+                img.save(root / name)
+                writer.writerow([name, "|".join(present)])
+    return root
+
+
+def write_regression_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
+    """train.csv / test.csv (path,brightness,x): one grey disc on a dark noisy background; `brightness` is its
+    grey level (40–250) and `x` its centre's horizontal position (0–1)."""
+    import csv
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n), ("test", n // 3)):
+        with open(root / f"{split}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "brightness", "x"])
+            for i in range(count):
+                level, cx, cy = int(rng.integers(40, 251)), int(rng.integers(7, 25)), int(rng.integers(7, 25))
+                img = Image.fromarray(rng.integers(0, 30, (32, 32)).astype(np.uint8), "L")
+                ImageDraw.Draw(img).ellipse((cx - 6, cy - 6, cx + 6, cy + 6), fill=level)
+                name = f"images/{split}{i:04d}.png"
+                img.save(root / name)
+                writer.writerow([name, level, f"{cx / 32:.4f}"])
+    return root
+
+
+def write_multilabel_text_csv(folder: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """train.csv / test.csv (text,labels): each text mentions one to three of the topics (their words among
+    filler), labels like `sports|tech`."""
+    import csv
+    import random
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in (("train.csv", n_train, 1), ("test.csv", n_test, 2)):
+        rng = random.Random(seed)
+        with open(folder / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "labels"])
+            for _ in range(n):
+                topics = sorted(rng.sample(range(4), rng.randint(1, 3)))
+                words = [rng.choice(TOPICS[t]) for t in topics for _ in range(rng.randint(1, 2))]
+                words += [rng.choice(FILLER) for _ in range(rng.randint(2, 15))]
+                rng.shuffle(words)
+                writer.writerow([" ".join(words), "|".join(TOPIC_NAMES[t] for t in topics)])
+    return folder

@@ -94,7 +94,7 @@ def test_batch_size_probe_runs_the_real_step_with_adamw_and_treats_alloc_failure
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 0)
     cfg = build_config(tiny_config(tmp_path, idx_root, optim={"name": "adamw", "lr": 1e-3}))
     data = build_data(cfg.data, seed=0, device=CPU, splits=("train",))
-    sample, _ = next(data.train.epoch(0))
+    sample, targets = next(data.train.epoch(0))
     built = []
 
     def build():
@@ -102,7 +102,7 @@ def test_batch_size_probe_runs_the_real_step_with_adamw_and_treats_alloc_failure
         built.append(build_optimizer(cfg.optim, model, CPU))
         return model, TrainStep(cfg.trainer, build_task(cfg.task, 10), built[-1], CPU, "32")
 
-    assert cuda_probe(build, sample, 10, CPU)(48)  # the old probe raised: AdamW rejects its own defaults
+    assert cuda_probe(build, sample, targets, CPU)(48)  # the old probe raised: AdamW rejects its own defaults
     assert isinstance(built[-1], torch.optim.AdamW) and built[-1].state  # it really stepped
 
     def alloc_failure(message):
@@ -111,7 +111,7 @@ def test_batch_size_probe_runs_the_real_step_with_adamw_and_treats_alloc_failure
             step.__class__ = type("Failing", (TrainStep,), {
                 "__call__": lambda self, *a, **k: (_ for _ in ()).throw(RuntimeError(message))})
             return model, step
-        return cuda_probe(build_failing, sample, 10, CPU)
+        return cuda_probe(build_failing, sample, targets, CPU)
 
     assert not alloc_failure("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")(48)
     with pytest.raises(RuntimeError, match="shape mismatch"):

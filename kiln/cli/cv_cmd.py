@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kiln.config import load_config
-    from kiln.cv import METRICS, load_plan, run_cv
+    from kiln.cv import fold_metrics, load_plan, run_cv
     from kiln.errors import KilnError
     from kiln.track.console import setup_logging
 
@@ -45,14 +45,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise KilnError("kiln cv needs a config file (or --resume CV_DIR)")
     summary = run_cv(cfg, folds, test=args.test, resume=Path(args.resume) if args.resume else None)
-    print(f"{'fold':>5} " + " ".join(f"{m:>8}" for m in METRICS))
+    metrics = fold_metrics(cfg)
+    print(f"{'fold':>5} " + " ".join(f"{m:>8}" for m in metrics))
     for row in summary["folds"]:
-        print(f"{row['fold']:>5} " + " ".join(f"{row[m]:8.4f}" for m in METRICS))
+        print(f"{row['fold']:>5} " + " ".join(f"{row[m]:8.4f}" for m in metrics))
     held = summary["held_out"]
-    print(f"{'mean':>5} " + " ".join(f"{held[m]['mean']:8.4f}" for m in METRICS))
-    print(f"{'std':>5} " + " ".join(f"{held[m]['std']:8.4f}" for m in METRICS))
+    print(f"{'mean':>5} " + " ".join(f"{held[m]['mean']:8.4f}" for m in metrics))
+    print(f"{'std':>5} " + " ".join(f"{held[m]['std']:8.4f}" for m in metrics))
     if "test" in summary:
         t = summary["test"]
-        print(f"test split: fold models {t['acc_mean']:.4f} mean accuracy, their ensemble {t['ensemble_acc']:.4f}")
+        m = t["metric"]
+        print(f"test split: fold models' mean {m} {t[f'{m}_mean']:.4f}, their ensemble {t[f'ensemble_{m}']:.4f}")
     print(f"wrote {Path(summary['folder']) / 'cv.json'}")
     return 0

@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*args.overrides, "trainer.accumulate=1", "schedule.name=none"])
     device = resolve_device(cfg.trainer.device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",),
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
                       channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
     t = build_trainer(cfg, data, device, pretrained=True)
     result = sweep(t.model, t.optimizer, t.train_batches, device=device, precision=t.precision, step=t.step,

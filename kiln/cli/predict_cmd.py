@@ -8,8 +8,10 @@ from kiln.cli.common import add_verbosity, verbosity
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="predict classes for new texts or images with a trained run",
-                       description="Print the predicted label and probabilities for each input: texts for text "
+    p = sub.add_parser("predict", help="predict classes, labels or values for new texts or images with a trained run",
+                       description="Print the prediction for each input — the class and its probability (multiclass), "
+                                   "every label at or above its threshold with its probability (multilabel), the "
+                                   "target values in their original units (regression) — for texts for text "
                                    "runs (or the rows of a CSV file with --file), image files (PNG/JPEG, "
                                    "converted to the training size and normalisation) for image runs. For a run on your "
                                    "own Dataset: the samples of its split='predict' (with --file passed as file=...).",
@@ -26,8 +28,9 @@ def add_parser(sub) -> None:
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
-    p.add_argument("--out", metavar="CSV", help="write the predictions to this CSV file (columns input/file, label, "
-                                               "probability, top_k) instead of printing them")
+    p.add_argument("--out", metavar="CSV", help="write the predictions to this CSV file instead of printing them "
+                                               "(columns file, label, probability, top_k; multilabel: file, labels "
+                                               "and each label's probability; regression: file and each target)")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -49,13 +52,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for r in results:
         if args.json:
-            print(json.dumps({"input": r.input, "label": r.label, "probability": r.probability,
-                              "top": [{"label": lab, "probability": p} for lab, p in r.top]}, ensure_ascii=False))
+            print(json.dumps(as_json(r), ensure_ascii=False))
         else:
-            others = "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
             excerpt = r.input if len(r.input) <= 60 else r.input[:57] + "..."
-            print(f"{r.label}\t{r.probability:.3f}\t{others}\t{excerpt}")
+            print(f"{_shown(r)}\t{excerpt}")
     return 0
+
+
+def _shown(r) -> str:
+    """One prediction's text: `label 0.953  other 0.021 ...`; `labels  each 0.9 ...` (every label at or above its
+    threshold, with its probability; `(none)` if none is); `target value ...`."""
+    if r.kind == "regression":
+        return r.label
+    if r.kind == "multilabel":
+        chosen = set(r.label.split("|")) if r.label else set()
+        return (r.label or "(none)") + "\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top if lab in chosen)
+    return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
+
+
+def as_json(r) -> dict:
+    if r.kind == "regression":
+        return {"input": r.input, "values": dict(r.top)}
+    if r.kind == "multilabel":
+        return {"input": r.input, "labels": r.label.split("|") if r.label else [],
+                "probabilities": dict(r.top)}
+    return {"input": r.input, "label": r.label, "probability": r.probability,
+            "top": [{"label": lab, "probability": p} for lab, p in r.top]}
 
 
 def write_csv(results, path) -> None:
@@ -67,7 +89,18 @@ def write_csv(results, path) -> None:
 
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["file", "label", "probability", "top_k"])
-    for r in results:
-        writer.writerow([r.input, r.label, f"{r.probability:.6f}", "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)])
+    kind = results[0].kind if results else "multiclass"
+    if kind == "regression":  # one column per target, in the original units
+        writer.writerow(["file", *[name for name, _ in results[0].top]])
+        for r in results:
+            writer.writerow([r.input, *[f"{v:.6g}" for _, v in r.top]])
+    elif kind == "multilabel":  # the labels predicted, and every label's probability
+        writer.writerow(["file", "labels", *[name for name, _ in sorted(results[0].top)]])
+        for r in results:
+            writer.writerow([r.input, r.label, *[f"{p:.6f}" for _, p in sorted(r.top)]])
+    else:
+        writer.writerow(["file", "label", "probability", "top_k"])
+        for r in results:
+            writer.writerow([r.input, r.label, f"{r.probability:.6f}",
+                             "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)])
     atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))

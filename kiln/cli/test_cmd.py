@@ -10,7 +10,8 @@ from kiln.cli.common import OVERRIDES_HELP, add_verbosity, verbosity
 def add_parser(sub) -> None:
     p = sub.add_parser("test", help="evaluate a trained run on the test split",
                        description="Evaluate a run's checkpoint on the test split; writes test_metrics.json "
-                                   "(loss, accuracy, top-5, macro F1, per-class accuracy, confusion matrix) "
+                                   "(multiclass: loss, accuracy, top-5, macro F1, per-class accuracy, confusion "
+                                   "matrix; multilabel: micro/macro F1, mAP, per label; regression: MAE, RMSE, R²) "
                                    "into the run folder and prints a table.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. runs/fashion_mnist/20260101-120000")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"{OVERRIDES_HELP} (e.g. data.root=...)")
@@ -28,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kiln.errors import KilnError
     from kiln.evaluation import run_test
+    from kiln.tasks import TASKS
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
@@ -38,12 +40,14 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"test split — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("loss", "acc", "acc_top5", "f1"):
+    task = TASKS[results["task"]]
+    for key in task.summary_metrics:
         if results.get(key) is not None:
             table.add_row(key, f"{results[key]:.4f}")
     table.add_row("samples", f"{results['num_samples']:,}")
     Console().print(table)
-    worst = sorted(results["per_class_acc"].items(), key=lambda kv: kv[1])[:3]
-    print("hardest classes: " + ", ".join(f"{name} {acc:.3f}" for name, acc in worst))
+    weakest = task.weakest(results)
+    if weakest:
+        print(weakest)
     print(f"wrote {Path(args.run_dir) / 'test_metrics.json'}")
     return 0

@@ -75,7 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if not current().is_main:
         return 0
     if result.test_metrics:
-        print(f"test accuracy {result.test_metrics['acc']:.4f}  (macro F1 {result.test_metrics['f1']:.4f})")
+        from kiln.tasks import TASKS
+
+        print("test: " + TASKS[result.test_metrics.get("task", "multiclass")].describe(result.test_metrics))
     print(f"run folder: {result.run_dir}")
     return 0
 

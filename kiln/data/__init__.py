@@ -91,13 +91,18 @@ def stratified_split(labels: torch.Tensor, amount: float | int, seed: int, what:
 
 def cv_folds(n: int, cfg: DataConfig, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(rest, held-out) indices of data.cv's fold over n training samples: a seeded order, then every class's
-    samples dealt round-robin into the folds (stratified), or the order itself cut when labels are unknown."""
+    samples dealt round-robin into the folds (stratified; classes or quantile bins, see targets.fold_keys), label
+    sets (N, L) by iterative stratification, or the order itself cut when labels are unknown."""
     assert cfg.cv is not None
     folds = cfg.cv.folds
     order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed + 0xC5))
     fold_of = torch.empty(n, dtype=torch.long)
     if labels is None:
         fold_of[order] = torch.arange(n) % folds
+    elif labels.ndim == 2:  # multilabel: label sets, dealt iteratively by label
+        from kiln.data.targets import iterative_folds
+
+        fold_of = iterative_folds(labels, folds, order)
     else:
         counts = torch.bincount(labels)
         smallest = int(counts[counts > 0].min())
@@ -153,19 +158,24 @@ def choose_loader(setting: str, num_bytes: int, device: torch.device, max_mb: fl
 
 def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...] = ("train", "val", "test"),
                channels_last: bool = False, overfit_batches: int = 0, rank: int = 0, world_size: int = 1,
-               vocab: Any = None) -> Data:
+               vocab: Any = None, task: str = "multiclass") -> Data:
     """Load the requested splits of `cfg.name` and wrap each in a batch source for `device`.
 
     `vocab` (text only): reuse a run's saved vocabulary instead of building one from the training split.
+    `task` (task.name): how targets are read — class labels, label sets (multilabel) or numbers (regression).
     """
     if ":" in cfg.name:  # the user's own Dataset class
         from kiln.data.user import build_user_data
 
         return build_user_data(cfg, seed=seed, device=device, splits=splits, overfit_batches=overfit_batches,
-                               rank=rank, world_size=world_size)
+                               rank=rank, world_size=world_size, task=task)
     spec = get_dataset(cfg.name)
+    if task != "multiclass" and spec.name not in ("image_csv", "text_csv"):
+        raise KilnError(f"task.name={task} reads its targets from an image CSV (data.name: image_csv), a text CSV "
+                        f"(text_csv) or your own Dataset; {spec.name} has one class label per sample "
+                        "(task.name: multiclass)")
     common: dict[str, Any] = dict(seed=seed, device=device, splits=splits, overfit_batches=overfit_batches, rank=rank,
-                  world_size=world_size)
+                  world_size=world_size, task=task)
     if spec.kind == "text":
         from kiln.data.text import build_text_data
 
@@ -176,4 +186,5 @@ def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tupl
         return build_file_image_data(spec, cfg, channels_last=channels_last, **common)
     from kiln.data.images import build_image_data
 
+    del common["task"]
     return build_image_data(spec, cfg, channels_last=channels_last, **common)

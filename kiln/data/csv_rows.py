@@ -16,15 +16,20 @@ from kiln.errors import KilnError
 log = logging.getLogger("kiln")
 
 
+UNIT = "\x1f"  # joins the cells of several label columns (regression targets) into one raw label
+
+
 @dataclass
 class Rows:
     texts: list[str]
-    labels: list[str] | None  # raw label values as written; None when the file has no label column
+    labels: list[str] | None  # raw label values as written (several columns joined by UNIT); None: no label column
     skipped: int = 0
 
 
-def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True) -> Rows:
-    """Read one CSV file. Malformed rows raise (with file and line) or are skipped, per cfg.on_bad_row."""
+def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True,
+              empty_labels: bool = False) -> Rows:
+    """Read one CSV file. Malformed rows raise (with file and line) or are skipped, per cfg.on_bad_row.
+    `empty_labels`: an empty label cell is a sample without labels (multilabel), not a malformed row."""
     texts: list[str] = []
     labels: list[str] = []
     skipped, first_bad = 0, None
@@ -32,11 +37,13 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             text_idx, label_idx, width = _columns(reader, path, spec, cfg, require_labels)
+            label_idx = label_idx or None
             for row in reader:
                 if not row:
                     continue
                 problem = None if len(row) == width else f"expected {width} columns, found {len(row)}"
-                if problem is None and label_idx is not None and not row[label_idx].strip():
+                if problem is None and label_idx is not None and not empty_labels \
+                        and not all(row[i].strip() for i in label_idx):
                     problem = "empty label"
                 if problem:
                     if cfg.on_bad_row == "error":
@@ -47,7 +54,7 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
                     continue
                 texts.append(" ".join(row[i] for i in text_idx))
                 if label_idx is not None:
-                    labels.append(row[label_idx].strip())
+                    labels.append(UNIT.join(row[i].strip() for i in label_idx))
     except UnicodeDecodeError as e:
         raise KilnError(f"{path} is not UTF-8 text ({e}); re-save it as UTF-8") from None
     except csv.Error as e:
@@ -58,9 +65,11 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
 
 
 def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool):
-    """(text column indices, label column index or None, expected row width)."""
+    """(text column indices, label column indices (empty: none), expected row width)."""
+    from kiln.data.targets import columns
+
     if not spec.header:  # AG News: "class index","title","description"
-        return [1, 2], 0, 3
+        return [1, 2], [0], 3
     header = next(reader, None)
     if header is None:
         raise KilnError(f"{path} is empty; a text_csv file starts with a header row")
@@ -69,10 +78,12 @@ def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labe
     if missing:
         raise KilnError(f"{path} has no column {', '.join(map(repr, missing))} (its header: {', '.join(header)}); "
                         "set data.text.text_columns")
-    label_idx = header.index(cfg.label_column) if cfg.label_column in header else None
-    if label_idx is None and require_labels:
-        raise KilnError(f"{path} has no label column {cfg.label_column!r} (its header: {', '.join(header)}); "
-                        "set data.text.label_column")
+    label_columns = columns(cfg.label_column)
+    absent = [c for c in label_columns if c not in header]
+    if (absent or not label_columns) and require_labels:
+        raise KilnError(f"{path} has no label column {', '.join(map(repr, absent or ['(none set)']))} (its header: "
+                        f"{', '.join(header)}); set data.text.label_column")
+    label_idx = [] if absent else [header.index(c) for c in label_columns]
     return [header.index(c) for c in cfg.text_columns], label_idx, len(header)
 
 
@@ -98,6 +109,31 @@ def label_ids(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
         keep.append(i)
     if len(keep) != len(rows.labels):
         log.warning("skipped %d rows with unknown labels in %s", len(rows.labels) - len(keep), path)
+    return out, keep
+
+
+def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig, task: str, separator: str,
+                one_based: bool) -> tuple[list, list[int]]:
+    """The rows' targets for the task (class indices; multi-hot vectors; values) and the indices of the rows kept;
+    a bad one (unknown label, a number that is not one) raises or is skipped per on_bad_row."""
+    if task == "multiclass":
+        return label_ids(rows, class_names, path, cfg, one_based)
+    from kiln.data.targets import multi_hot, numbers
+
+    assert rows.labels is not None, "training and test files are read with require_labels=True"
+    index = {name: i for i, name in enumerate(class_names)}
+    out, keep = [], []
+    for i, raw in enumerate(rows.labels):
+        target, problem = multi_hot(raw, index, separator) if task == "multilabel" else \
+            numbers(raw.split(UNIT), class_names)
+        if target is None:
+            if cfg.on_bad_row == "error":
+                raise KilnError(f"{path}: row {i + 1}: {problem}. Fix it, or set data.on_bad_row=skip")
+            continue
+        out.append(target)
+        keep.append(i)
+    if len(keep) != len(rows.labels):
+        log.warning("skipped %d rows with bad targets in %s", len(rows.labels) - len(keep), path)
     return out, keep
 
 

@@ -21,13 +21,14 @@ SPLIT_FOLDERS = {"train": ("train", "training"), "val": ("val", "valid", "valida
 
 @dataclass
 class ImageFiles:
-    """Image files and their class indices; `where` says where each came from (for messages)."""
+    """Image files and their targets (class indices; multi-hot vectors or values from a CSV for multilabel and
+    regression); `where` says where each came from (for messages)."""
 
     paths: list[Path] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
+    labels: list = field(default_factory=list)
     where: list[str] = field(default_factory=list)
 
-    def add(self, path: Path, label: int, where: str | None = None) -> None:
+    def add(self, path: Path, label, where: str | None = None) -> None:
         self.paths.append(path)
         self.labels.append(label)
         self.where.append(where or str(path))
@@ -121,39 +122,48 @@ def _scan_classes(folder: Path, class_names: list[str], allow_missing: bool = Fa
     return files
 
 
-def scan_csvs(root: Path, path_column: str, label_column: str, class_names: list[str] | None,
-              on_bad_row: str) -> Found:
-    """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and labels."""
+def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class_names: list[str] | None,
+              on_bad_row: str, task: str = "multiclass", separator: str = "|") -> Found:
+    """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
+    (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
+    from kiln.data.targets import check_columns, columns, label_names
+
     root = Path(root)
+    label_columns = columns(label_column)
+    check_columns(task, label_columns, "data.label_column")
     csv_files = {split: root / f"{split}.csv" for split in ("train", "val", "test") if (root / f"{split}.csv").is_file()}
     if "train" not in csv_files:
         raise KilnError(f"no train.csv in {root}; an image CSV dataset is train.csv (and test.csv, optional val.csv) "
-                        f"with columns {path_column!r} and {label_column!r}")
-    rows = {split: _read_csv(path, path_column, label_column) for split, path in csv_files.items()}
-    if class_names is None:
-        class_names = infer_class_names([label for _, label, _ in rows["train"] if label])
-    files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row)
+                        f"with columns {path_column!r} and {', '.join(map(repr, label_columns))}")
+    rows = {split: _read_csv(path, path_column, label_columns) for split, path in csv_files.items()}
+    if task == "regression":
+        class_names = label_columns
+    elif class_names is None:
+        raws = [labels[0] for _, labels, _ in rows["train"] if labels]
+        class_names = label_names(raws, separator) if task == "multilabel" else infer_class_names([r for r in raws if r])
+    files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row, task, separator)
              for split, split_rows in rows.items()}
     return Found(files, class_names, "CSV files")
 
 
-def _read_csv(path: Path, path_column: str, label_column: str) -> list[tuple[str, str, int]]:
-    """(path, label, line) of every row; a malformed row is kept with an empty path and reported later."""
+def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tuple[str, list[str], int]]:
+    """(path, label cells, line) of every row; a malformed row is kept with an empty path and reported later."""
     out = []
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
-            missing = [c for c in (path_column, label_column) if c not in header]
+            missing = [c for c in (path_column, *label_columns) if c not in header]
             if missing:
                 raise KilnError(f"{path} has no column {', '.join(map(repr, missing))} (its header: "
                                 f"{', '.join(header) or 'none'}); set data.path_column / data.label_column")
-            p, lab = header.index(path_column), header.index(label_column)
+            p, labs = header.index(path_column), [header.index(c) for c in label_columns]
             for row in reader:
                 if not row:
                     continue
                 ok = len(row) == len(header)
-                out.append((row[p].strip() if ok else "", row[lab].strip() if ok else "", reader.line_num))
+                out.append((row[p].strip() if ok else "", [row[i].strip() for i in labs] if ok else [],
+                            reader.line_num))
     except UnicodeDecodeError as e:
         raise KilnError(f"{path} is not UTF-8 text ({e}); re-save it as UTF-8") from None
     except csv.Error as e:
@@ -161,29 +171,43 @@ def _read_csv(path: Path, path_column: str, label_column: str) -> list[tuple[str
     return out
 
 
-def _resolve_rows(rows: list[tuple[str, str, int]], csv_path: Path, class_names: list[str],
-                  on_bad_row: str) -> ImageFiles:
-    index = {name: i for i, name in enumerate(class_names)}
+def _resolve_rows(rows: list[tuple[str, list[str], int]], csv_path: Path, class_names: list[str], on_bad_row: str,
+                  task: str = "multiclass", separator: str = "|") -> ImageFiles:
     files, skipped, first = ImageFiles(), 0, ""
-    for rel, label, line in rows:
+    for rel, labels, line in rows:
         where = f"{csv_path}, line {line}"
         path = (csv_path.parent / rel) if rel else None
-        cls = index.get(label)
-        if cls is None and re.fullmatch(r"\d+", label) and int(label) < len(class_names) and label not in index:
-            cls = int(label)
-        problem = ("malformed row (wrong number of columns)" if path is None
-                   else f"label {label!r} is not a class ({', '.join(class_names[:10])})" if cls is None
-                   else f"image {path} not found" if not path.is_file() else "")
+        target, problem = _target(labels, class_names, task, separator) if path is not None else (None, "")
+        problem = ("malformed row (wrong number of columns)" if path is None else problem
+                   or (f"image {path} not found" if not path.is_file() else ""))
         if problem:
             if on_bad_row == "error":
                 raise KilnError(f"{where}: {problem}. Fix the row, or set data.on_bad_row=skip to skip such rows")
             skipped, first = skipped + 1, first or f"line {line}: {problem}"
             continue
-        assert path is not None and cls is not None
-        files.add(path, cls, where)
+        assert path is not None and target is not None
+        files.add(path, target, where)
     if skipped:
         log.warning("skipped %d bad rows in %s (first: %s)", skipped, csv_path, first)
     if not files.paths:
         raise KilnError(f"{csv_path} has no usable rows")
     return files
 
+
+def _target(labels: list[str], class_names: list[str], task: str, separator: str):
+    """(target, "") or (None, what is wrong) for one row's label cells."""
+    from kiln.data.targets import multi_hot, numbers
+
+    index = {name: i for i, name in enumerate(class_names)}
+    if task == "multilabel":
+        return multi_hot(labels[0], index, separator)
+    if task == "regression":
+        return numbers(labels, class_names)
+    label = labels[0]
+    cls = index.get(label)
+    if cls is None and re.fullmatch(r"\d+", label) and int(label) < len(class_names):
+        cls = int(label)
+    if cls is None and separator in label:
+        return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
+                      "dataset; set task.name=multilabel")
+    return (cls, "") if cls is not None else (None, f"label {label!r} is not a class ({', '.join(class_names[:10])})")

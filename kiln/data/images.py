@@ -19,6 +19,7 @@ from kiln.data.loaders import (
     training_sampler,
 )
 from kiln.data.registry import locate
+from kiln.data.targets import as_tensor, fold_keys, split_keys
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.errors import KilnError
 
@@ -106,7 +107,8 @@ def stored_images(batches: Batches, indices: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- the user's own image files
 
 def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                          channels_last: bool, overfit_batches: int, rank: int, world_size: int) -> Data:
+                          channels_last: bool, overfit_batches: int, rank: int, world_size: int,
+                          task: str = "multiclass") -> Data:
     """An image folder or image CSV: found, decoded once (or per sample), split, normalised, batched.
 
     Settings left unset (image_size, channels, class_names, mean, std) are resolved from the training images and
@@ -116,9 +118,14 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
 
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
+    if task != "multiclass" and spec.layout == "folder":
+        raise KilnError(f"task.name={task}: an image folder gives each image one class (its folder); list the images "
+                        "with their " + ("label sets (e.g. cat|dog)" if task == "multilabel" else "target values")
+                        + " in train.csv / test.csv and use data.name: image_csv")
     class_names = cfg.class_names or (read_class_map(cfg.class_map) if cfg.class_map else None)
     found = (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
-             scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row))
+             scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row, task,
+                       cfg.label_separator))
     log.info("%s: %s", cfg.root, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
     needed = _lists_for(found, (*splits, "train") if stats_needed or cfg.cv else splits)  # a cv fold tests on train
@@ -130,7 +137,7 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     sources = {name: _image_source(found.files[name], cfg, _stored_size(cfg)) for name in needed}
     for name, (source, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
         found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
-    full_plan = _split_plan(found, cfg, ("train", "val", "test"), overfit_batches)
+    full_plan = _split_plan(found, cfg, ("train", "val", "test"), overfit_batches, task)
     plan = {split: full_plan[split] for split in splits if split in full_plan}
     if stats_needed:
         name, idx = full_plan["train"]
@@ -142,7 +149,7 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     out: dict[str, Batches] = {}
     for split, (name, idx) in plan.items():
         source, rows = sources[name]
-        labels = torch.tensor(found.files[name].labels, dtype=torch.long)[idx]
+        labels = as_tensor(found.files[name].labels)[idx]
         train = split == "train" and not overfit_batches
         augment = Augment.resolve(cfg.augment, photos=True) if train and split not in per_image else None
         transform = BatchTransform(info.mean, info.std, augment, channels_last, info.image_size)
@@ -234,19 +241,25 @@ def _lists_for(found, splits: tuple[str, ...]) -> list[str]:
     return [name for name in found.files if name in wanted]
 
 
-def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int
+def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int, task: str = "multiclass"
                 ) -> dict[str, tuple[str, torch.Tensor]]:
-    """split -> (file list, indices into it). Splits kiln makes are seeded and stratified by class."""
+    """split -> (file list, indices into it). Splits kiln makes are seeded and stratified (by class, by rarest
+    label, by value quantile: see kiln.data.targets)."""
     from kiln.data import stratified_split
+
+    def keys(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what splits are stratified by, what folds are) for a file list."""
+        targets = as_tensor(found.files[name].labels)
+        return split_keys(targets, task), fold_keys(targets, task, cfg.cv.folds if cfg.cv else 2)
 
     plan: dict[str, tuple[str, torch.Tensor]] = {}
     if "all" in found.files:
-        labels = torch.tensor(found.files["all"].labels, dtype=torch.long)
+        labels, folds = keys("all")
         rest = torch.arange(len(labels))
         if cfg.test_split == "all":
             return {"test": ("all", rest)} if "test" in splits else {}
         if cfg.cv is not None:  # the held-out fold is the test split; the folds are cut before anything else
-            plan["test"] = ("all", cv_folds(len(labels), cfg, labels)[1])
+            plan["test"] = ("all", cv_folds(len(labels), cfg, folds)[1])
         elif cfg.test_split:
             rest, test_idx = stratified_split(labels, cfg.test_split, cfg.split_seed, "data.test_split")
             plan["test"] = ("all", test_idx)
@@ -254,19 +267,19 @@ def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches
         plan["train"], plan["val"] = ("all", rest[train_pos]), ("all", rest[val_pos])
     else:
         if "train" in found.files:
-            labels = torch.tensor(found.files["train"].labels, dtype=torch.long)
+            labels, folds = keys("train")
             if "val" in found.files:
                 if cfg.val_split and "val" in splits:
                     log.info("validating on the val/ folder (data.val_split is not used)")
                 keep = cfg.model_copy(update={"val_split": 0})
-                train_idx, _ = train_val_split(len(labels), keep, overfit_batches, labels)
+                train_idx, _ = train_val_split(len(labels), keep, overfit_batches, labels, folds)
                 plan["train"] = ("train", train_idx)
                 plan["val"] = ("val", torch.arange(len(found.files["val"].paths)))
             else:
-                train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, labels)
+                train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, labels, folds)
                 plan["train"], plan["val"] = ("train", train_idx), ("train", val_idx)
             if cfg.cv is not None:
-                plan["test"] = ("train", cv_folds(len(labels), cfg, labels)[1])
+                plan["test"] = ("train", cv_folds(len(labels), cfg, folds)[1])
         if "test" in found.files and cfg.cv is None:
             plan["test"] = ("test", torch.arange(len(found.files["test"].paths)))
     if overfit_batches and "train" in plan:

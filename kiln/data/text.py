@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, cv_folds, eval_batch_size, train_val_split
-from kiln.data.csv_rows import infer_class_names, label_ids
+from kiln.data.csv_rows import infer_class_names, row_targets
 from kiln.errors import KilnError
 from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches, training_sampler
 from kiln.data.registry import CsvDataset, locate
@@ -117,19 +117,32 @@ class TextBatches(LoaderBatches):
 
 
 def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                    overfit_batches: int, rank: int, world_size: int, vocab: Vocab | None = None) -> Data:
+                    overfit_batches: int, rank: int, world_size: int, vocab: Vocab | None = None,
+                    task: str = "multiclass") -> Data:
+    from kiln.data.targets import as_tensor, check_columns, columns, fold_keys, label_names, split_keys
+
     folder = locate(spec, cfg.root, cfg.download)
     tc = cfg.text
-    train_tokens, train_rows = cached_tokens(folder / "train.csv", spec, tc)
-    class_names = list(spec.class_names or tc.label_names or infer_class_names(train_rows.labels or []))
+    check_columns(task, columns(tc.label_column), "data.text.label_column")
+    empty_labels = task == "multilabel"
+    train_tokens, train_rows = cached_tokens(folder / "train.csv", spec, tc, empty_labels)
+    raws = train_rows.labels or []
+    class_names = list(spec.class_names or tc.label_names or (
+        columns(tc.label_column) if task == "regression" else
+        label_names(raws, cfg.label_separator) if task == "multilabel" else infer_class_names(raws)))
     one_based = not spec.header
-    train_labels, kept = label_ids(train_rows, class_names, folder / "train.csv", tc, one_based)
+
+    def targets_of(rows, path):
+        return row_targets(rows, class_names, path, tc, task, cfg.label_separator, one_based)
+
+    train_labels, kept = targets_of(train_rows, folder / "train.csv")
     train_tokens = [train_tokens[i] for i in kept]
-    fold_labels = torch.tensor(train_labels, dtype=torch.long)
-    train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches, fold_labels=fold_labels)
+    labels = as_tensor(train_labels)
+    fold_labels = fold_keys(labels, task, cfg.cv.folds if cfg.cv else 2)
+    train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches,
+                                         split_keys(labels, task) if task != "multiclass" else None, fold_labels)
     if vocab is None:
         vocab = Vocab.build((train_tokens[i] for i in train_idx.tolist()), tc.min_freq, tc.max_vocab)
-    labels = torch.tensor(train_labels, dtype=torch.long)
 
     def encoded(token_lists, idx) -> list[torch.Tensor]:
         return [torch.tensor(vocab.encode(token_lists[i], tc.max_len), dtype=torch.int32) for i in idx.tolist()]
@@ -162,12 +175,11 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         sources["test"] = batches(encoded(train_tokens, held), labels[held], train=False)
         sizes["test"] = len(held)
     elif "test" in splits:
-        test_tokens, test_rows = cached_tokens(folder / "test.csv", spec, tc)
-        test_labels, kept = label_ids(test_rows, class_names, folder / "test.csv", tc, one_based)
+        test_tokens, test_rows = cached_tokens(folder / "test.csv", spec, tc, empty_labels)
+        test_labels, kept = targets_of(test_rows, folder / "test.csv")
         test_tokens = [test_tokens[i] for i in kept]
         all_idx = torch.arange(len(test_labels))
-        sources["test"] = batches(encoded(test_tokens, all_idx), torch.tensor(test_labels, dtype=torch.long),
-                                  train=False)
+        sources["test"] = batches(encoded(test_tokens, all_idx), as_tensor(test_labels), train=False)
         sizes["test"] = len(test_labels)
     info = DataInfo(spec.name, "text", len(class_names), class_names, vocab_size=len(vocab), pad_id=vocab.pad_id)
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader", vocab)

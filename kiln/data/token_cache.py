@@ -18,9 +18,12 @@ from kiln.data.vocab import tokenize
 log = logging.getLogger("kiln")
 
 
-def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig) -> tuple[list[list[str]], Rows]:
+def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool = False
+                  ) -> tuple[list[list[str]], Rows]:
     """Tokenized rows of a CSV file, cached by file content hash and tokenizer settings."""
     settings = {k: getattr(cfg, k) for k in ("text_columns", "label_column", "tokenizer", "ngrams", "on_bad_row")}
+    if empty_labels:  # rows with an empty label are kept (multilabel): a different set of rows
+        settings["empty_labels"] = True
     key = hashlib.sha256(Path(path).read_bytes() + json.dumps([spec.name, settings]).encode()).hexdigest()[:32]
     cache = cache_dir() / f"{key}.json.gz"
     if cache.is_file():
@@ -31,7 +34,7 @@ def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig) -> tuple[list[l
             return saved["tokens"], Rows(saved["texts"], saved["labels"], saved["skipped"])
         except (OSError, ValueError, KeyError):
             log.warning("ignoring an unreadable token cache %s", cache)
-    rows = read_rows(path, spec, cfg)
+    rows = read_rows(path, spec, cfg, empty_labels=empty_labels)
     tokens = [tokenize(t, cfg) for t in rows.texts]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)

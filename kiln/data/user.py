@@ -31,7 +31,7 @@ log = logging.getLogger("kiln")
 
 
 def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                    overfit_batches: int, rank: int, world_size: int) -> Data:
+                    overfit_batches: int, rank: int, world_size: int, task: str = "multiclass") -> Data:
     from kiln.user_code import resolve
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
@@ -46,12 +46,12 @@ def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits:
     datasets = _splits(cls, cfg, splits, overfit_batches)
     if not datasets:  # e.g. the test split of a Dataset that has none
         return Data(DataInfo(cfg.name, "custom", cfg.num_classes or 0, []), loader="dataloader")
-    info = _info(cfg, datasets.get("train") or next(iter(datasets.values())))
+    info = _info(cfg, datasets.get("train") or next(iter(datasets.values())), task)
     sources: dict[str, Batches] = {}
     for split, ds in datasets.items():
         training = split == "train"
         batch_size = cfg.batch_size if training else eval_batch_size(cfg)
-        make = BatchMaker(collate, split, info.num_classes)
+        make = BatchMaker(collate, split, info.num_classes, task)
         if stream:
             sources[split] = StreamBatches(ds, batch_size, make, device=device, num_workers=cfg.num_workers)
             continue
@@ -177,8 +177,9 @@ def _base(ds: Dataset | None) -> Any:
     return ds
 
 
-def _info(cfg: DataConfig, ds: Dataset | None) -> DataInfo:
-    """Class names from the dataset's `classes` / `class_to_idx` / `num_classes`, else data.num_classes."""
+def _info(cfg: DataConfig, ds: Dataset | None, task: str = "multiclass") -> DataInfo:
+    """Class (or label, or target) names from the dataset's `classes` / `class_to_idx` / `num_classes`, else
+    data.num_classes; a regression Dataset without them has one target."""
     base = _base(ds)
     names: list[str] | None = None
     if isinstance(getattr(base, "classes", None), (list, tuple)):
@@ -186,10 +187,14 @@ def _info(cfg: DataConfig, ds: Dataset | None) -> DataInfo:
     elif isinstance(getattr(base, "class_to_idx", None), dict):
         names = [str(k) for k, _ in sorted(base.class_to_idx.items(), key=lambda kv: kv[1])]
     count = len(names) if names else getattr(base, "num_classes", None) or cfg.num_classes
+    if count is None and task == "regression":
+        count = 1
     if not isinstance(count, int) or count < 1:
-        raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of classes; give the dataset a `classes` "
+        what = "labels" if task == "multilabel" else "classes"
+        raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of {what}; give the dataset a `classes` "
                         "list, `class_to_idx` or `num_classes` attribute, or set data.num_classes")
-    names = names or [str(i) for i in range(count)]
+    names = names or ([f"target{i}" if count > 1 else "target" for i in range(count)] if task == "regression"
+                      else [str(i) for i in range(count)])
     return DataInfo(cfg.name, "custom", count, names)
 
 
@@ -213,8 +218,8 @@ def _rng_for(seed: int, epoch: int, batch: int, restore: bool):
 class BatchMaker:
     """Samples -> (inputs, targets): the user's collate (or PyTorch's), split into inputs and labels, checked."""
 
-    def __init__(self, collate: Callable | None, split: str, num_classes: int):
-        self.collate, self.split, self.num_classes = collate, split, num_classes
+    def __init__(self, collate: Callable | None, split: str, num_classes: int, task: str = "multiclass"):
+        self.collate, self.split, self.num_classes, self.task = collate, split, num_classes, task
 
     def __call__(self, samples: list, own: Callable[[], list[int]]) -> tuple[Any, torch.Tensor | None]:
         batch = self.collate(samples) if self.collate else _default_collate(samples, own(), self.split)
@@ -224,7 +229,7 @@ class BatchMaker:
                             f"{describe(samples[0])}); return (x, y) or {{'input': x, 'label': y}} from __getitem__ "
                             "(x alone: prediction only)")
         if targets is not None:
-            targets = _checked_labels(targets, own, self.num_classes, self.split)
+            targets = _checked_targets(targets, own, self.num_classes, self.split, self.task)
         return inputs, targets
 
 
@@ -311,12 +316,27 @@ def split_sample(batch: Any) -> tuple[Any, torch.Tensor | None]:
     return batch, None
 
 
-def _checked_labels(targets: Any, own: Callable[[], list[int]], num_classes: int, split: str) -> torch.Tensor:
-    """Labels as class indices; `own()` gives the samples' indices for a message (computed only then)."""
+def _checked_targets(targets: Any, own: Callable[[], list[int]], num_classes: int, split: str,
+                     task: str) -> torch.Tensor:
+    """Targets as the task needs them (class indices, multi-hot float vectors, float values); `own()` gives the
+    samples' indices for a message (computed only then)."""
     targets = torch.as_tensor(targets)
+    shape = f"the {split} targets of samples {own()[:4]}... have shape {tuple(targets.shape)} and dtype {targets.dtype}"
+    if task == "multilabel":
+        if targets.ndim != 2 or targets.shape[1] != num_classes or ((targets != 0) & (targets != 1)).any():
+            raise KilnError(f"{shape}; the multilabel task needs a multi-hot vector of {num_classes} values (0 or 1) "
+                            "per sample (e.g. torch.zeros(num_labels) with 1 at each label the sample has)")
+        return targets.float()
+    if task == "regression":
+        flat = targets.reshape(len(targets), -1) if targets.ndim else targets
+        if targets.ndim not in (1, 2) or flat.shape[1] != num_classes or targets.dtype == torch.bool:
+            raise KilnError(f"{shape}; the regression task needs {num_classes} number(s) per sample (a float, or a "
+                            "vector of data.num_classes values)")
+        if not torch.isfinite(targets.float()).all():
+            raise KilnError(f"{shape} and include NaN or infinite values; regression targets must be finite numbers")
+        return targets.float()
     if targets.ndim != 1 or targets.dtype.is_floating_point:
-        raise KilnError(f"the {split} labels of samples {own()[:4]}... have shape {tuple(targets.shape)} and "
-                        f"dtype {targets.dtype}; the multiclass task needs one integer class index per sample")
+        raise KilnError(f"{shape}; the multiclass task needs one integer class index per sample")
     bad = ((targets < 0) | (targets >= num_classes)).nonzero().flatten()
     if len(bad):
         i = int(bad[0])
@@ -346,7 +366,8 @@ def describe(obj: Any) -> str:
     return type(obj).__name__
 
 
-def predict_batches(cfg: DataConfig, num_classes: int, file: Any, device: torch.device) -> Batches:
+def predict_batches(cfg: DataConfig, num_classes: int, file: Any, device: torch.device,
+                    task: str = "multiclass") -> Batches:
     """`kiln predict RUN [--file F]` on a run trained on your own Dataset: the Dataset built with split="predict"
     (and file=F when given), its samples in order; labels, if it returns any, are ignored."""
     from kiln.user_code import resolve
@@ -365,7 +386,7 @@ def predict_batches(cfg: DataConfig, num_classes: int, file: Any, device: torch.
     except (ValueError, KeyError) as e:
         raise KilnError(f"{cfg.name} has no predict split ({first_line(e)}): make split='predict' return the samples "
                         "to predict (x alone, or (x, y))") from None
-    make = BatchMaker(resolve_collate(cfg.collate), "predict", num_classes)
+    make = BatchMaker(resolve_collate(cfg.collate), "predict", num_classes, task)
     size = eval_batch_size(cfg)
     if isinstance(ds, torch.utils.data.IterableDataset):
         return StreamBatches(ds, size, make, device=device, num_workers=cfg.num_workers)

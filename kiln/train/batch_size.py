@@ -47,7 +47,7 @@ def is_out_of_memory(error: BaseException) -> bool:
         "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "out of memory"))
 
 
-def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, num_classes: int,
+def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, targets: torch.Tensor,
                device: torch.device) -> Callable[[int], bool]:
     """fits(n): do two training steps with a batch of n samples fit in memory? `build` makes a fresh model and
     the training step `kiln train` runs (its optimizer built by the same builder), so nothing is shared."""
@@ -58,7 +58,7 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, n
             model, step = build()
             reps = -(-n // len(sample))
             x = sample.repeat(reps, *([1] * (sample.ndim - 1)))[:n].to(device)
-            y = torch.randint(0, num_classes, (n,), device=device)
+            y = targets.repeat(reps, *([1] * (targets.ndim - 1)))[:n].to(device)
             for _ in range(2):
                 step(model, x, y)
             torch.cuda.synchronize(device)
@@ -90,9 +90,9 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
     # Every probe steps the optimizer once per batch, with no schedule to run past its end.
     cfg = load_config(None, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"],
                       base=cfg.model_dump(mode="json"))
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("train",),
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
                       channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
-    sample, _ = next(iter(data.require("train").epoch(0)))
+    sample, targets = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")
 
@@ -100,5 +100,5 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
         t = build_trainer(cfg, data, device)  # a fresh model, its optimizer and step, as kiln train builds them
         return t.model, t.step
 
-    fits = cuda_probe(build, sample, data.info.num_classes, device)
+    fits = cuda_probe(build, sample, targets, device)
     return search(fits, cfg.data.batch_size, min(limit, data.sizes["train"]))

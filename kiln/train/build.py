@@ -8,12 +8,12 @@ from dataclasses import asdict
 
 import torch
 
-from kiln.config import Config
+from kiln.config import Config, watched
 from kiln.data import Data
 from kiln.models import prepare_model
 from kiln.models.freeze import FreezeSchedule, head_prefix
 from kiln.runs import RunDir
-from kiln.tasks import build_task, class_weights
+from kiln.tasks import task_for_training
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
@@ -42,13 +42,12 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
     steps_per_epoch = -(-batches_per_epoch(cfg.trainer, len(data.require("train"))) // cfg.trainer.accumulate)
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        monitor=cfg.trainer.checkpoint.monitor, monitor_mode=cfg.trainer.checkpoint.mode)
+                        monitor=watched(cfg.trainer.checkpoint)[0], monitor_mode=watched(cfg.trainer.checkpoint)[1])
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
     ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(
         cfg=cfg.trainer, model=model, optimizer=optimizer,
-        task=build_task(cfg.task, data.info.num_classes,
-                        class_weights(cfg.task, data.require("train"), data.info.num_classes)),
+        task=task_for_training(cfg.task, data.require("train"), data.info.num_classes),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),

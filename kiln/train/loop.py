@@ -181,7 +181,7 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
         with _explained_failures("evaluation", t):
             val = evaluate(t.eval_model, t.data.val, t.task, device=t.device, precision=t.precision,
                            limit=t.val_limit)
-        metrics.update({f"val/{k}": v for k, v in val.items()})
+        metrics.update({f"val/{k}": v for k, v in val.items() if k != "num_samples"})
     metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
     metrics.update({f"train/{k}": v for k, v in t.train_batches.epoch_stats(epoch).items()})
     if t.skipped:
@@ -250,7 +250,7 @@ def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, 
         metrics.update(outputs, targets)
         count += targets.shape[0]
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
-    results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1)}
+    results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1), "num_samples": int(totals[1])}
     for name, value in metrics.compute().items():
         results[name] = value.item() if value.ndim == 0 else value.tolist()
     model.train(was_training)
@@ -342,7 +342,8 @@ def _stop_on_signals(t: Trainer):
 def _progress_stats(t: Trainer, num_samples: int, start: float) -> str:
     stats = t.step.running.compute()  # one sync every log_every_n_steps
     rate = num_samples / max(time.perf_counter() - start, 1e-9)
-    return f"loss {stats['loss']:.4f}  acc {stats['acc']:.3f}  {rate:,.0f} samples/s"
+    name = t.task.train_metric
+    return f"loss {stats['loss']:.4f}  {name} {stats[name]:.3g}  {rate:,.0f} samples/s"
 
 
 __all__ = ["LoopState", "Trainer", "TrainingInterrupted", "evaluate", "fit", "set_rng_state"]

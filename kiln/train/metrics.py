@@ -6,7 +6,8 @@ import torch
 
 
 class RunningMean:
-    """Sums of the reported loss, correct predictions and the training objective over an epoch, kept as
+    """Sums of the reported loss, the task's training metric (correct predictions, absolute errors, ...) and the
+    training objective over an epoch, kept as
     device tensors; the sample count is kept on the host. Creating a device tensor from a Python number (the
     count) would be a blocking host-to-device copy on every step."""
 
@@ -15,7 +16,7 @@ class RunningMean:
         self.reset()
 
     def reset(self) -> None:
-        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, correct, objective (sums)
+        self.sums = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, training metric, objective (sums)
         self.count = 0  # samples: a host int
 
     @torch.no_grad()
@@ -24,7 +25,7 @@ class RunningMean:
         n = targets.shape[0]
         objective_sum = objective.detach().double() * n
         loss_sum = self.task.loss_sum(outputs, targets).double() if self.task.smoothed else objective_sum
-        self.sums += torch.stack([loss_sum, self.task.correct(outputs, targets).double(), objective_sum])
+        self.sums += torch.stack([loss_sum, self.task.train_score_sum(outputs, targets).double(), objective_sum])
         self.count += n
 
     def compute(self, sync: bool = False) -> dict[str, float]:
@@ -33,20 +34,20 @@ class RunningMean:
 
         if sync and dist.current().distributed:
             totals = dist.all_reduce(torch.cat([self.sums, self.sums.new_tensor([self.count])])).tolist()
-            (loss_sum, correct, objective_sum), n = totals[:3], totals[3]
+            (loss_sum, score, objective_sum), n = totals[:3], totals[3]
         else:
-            (loss_sum, correct, objective_sum), n = self.sums.tolist(), self.count  # the one host sync
-        means = {"loss": loss_sum / max(n, 1), "acc": correct / max(n, 1)}
+            (loss_sum, score, objective_sum), n = self.sums.tolist(), self.count  # the one host sync
+        means = {"loss": loss_sum / max(n, 1), self.task.train_metric: score / max(n, 1)}
         if self.task.smoothed:
             means["objective"] = objective_sum / max(n, 1)
         return means
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        loss, correct, objective = self.sums.cpu()
-        return {"sums": torch.stack([loss, correct, torch.tensor(float(self.count), dtype=torch.float64), objective])}
+        loss, score, objective = self.sums.cpu()
+        return {"sums": torch.stack([loss, score, torch.tensor(float(self.count), dtype=torch.float64), objective])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        sums = state["sums"].double()  # (loss, correct, n[, objective]): format 1 had no objective (= the loss)
+        sums = state["sums"].double()  # (loss, score, n[, objective]): format 1 had no objective (= the loss)
         objective = sums[3] if len(sums) > 3 else sums[0]
         self.sums = torch.stack([sums[0], sums[1], objective]).to(self.device)
         self.count = int(sums[2].item())

@@ -15,13 +15,14 @@ from typing import Any
 import torch
 
 from kiln.config import Config, flatten
+from kiln.config import watched as watched_metric
 from kiln.data import Data, build_data
 from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
 from kiln.models import describe
 from kiln.runs import RunDir, RunLock
-from kiln.tasks import build_task
+from kiln.tasks import build_task, resolve_task_settings
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
@@ -49,7 +50,7 @@ def check_monitors(cfg: Config, num_classes: int | None) -> None:
     available = build_task(cfg.task, num_classes).metric_names(has_val)
     if available is None:  # not known before the data is read (text_csv); checked again after loading
         return
-    watched = {"trainer.checkpoint.monitor": cfg.trainer.checkpoint.monitor}
+    watched = {"trainer.checkpoint.monitor": watched_metric(cfg.trainer.checkpoint)[0]}
     if cfg.trainer.early_stopping.enabled:
         watched["trainer.early_stopping.monitor"] = cfg.trainer.early_stopping.monitor
     for key, metric in watched.items():
@@ -93,12 +94,13 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         return _finish(RunDir(resume), cfg, proc, checkpoint_state)
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=channels_last,
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, channels_last=channels_last,
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=RunDir(resume).vocab() if resume else None)
     check_monitors(cfg, data.info.num_classes)
     if resume is None:
         epochs_from_steps(cfg, len(data.require("train")))
+        resolve_task_settings(cfg.task, data.require("train"))  # recorded in the run's config.yaml
     run, lock = _run_folder(cfg, proc, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
@@ -174,8 +176,7 @@ def check_first_batch(t: Trainer) -> None:
                 t.task.objective(outputs.float(), targets)
             except Exception as e:  # noqa: BLE001
                 raise KilnError(f"the loss cannot compare the model's outputs {shapes(outputs)} with the labels of "
-                                f"{where}: {first_line(e)}. The multiclass task needs one class index per sample "
-                                f"and outputs (batch, {t.task.num_classes})") from None
+                                f"{where}: {first_line(e)}. {t.task.check_message()}") from None
     finally:
         t.model.train(was_training)
 
@@ -238,6 +239,8 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
         metrics = fit(trainer)
         dist.barrier()  # rank 0 has written best.pt before anyone reads it
         result = RunResult(run.path, metrics)
+        if cfg.task.name == "multilabel" and cfg.task.tune_threshold:
+            _tune_thresholds(cfg, run, trainer, proc)
         if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
             result.test_metrics = _test_best(cfg, run, model, device, trainer.precision, channels_last, trackers,
                                              proc)
@@ -344,11 +347,36 @@ def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
     return started
 
 
+def _tune_thresholds(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> None:
+    """task.tune_threshold: each label's threshold for the best F1 on the validation split, with the best
+    checkpoint's weights, recorded in the run's config.yaml (test, predict and export use it). Under DDP rank 0's
+    share of the validation split decides, for every rank."""
+    from kiln.evaluation import collect_predictions
+    from kiln.tasks import tuned_thresholds
+    from kiln.train.state import unwrap
+
+    if trainer.data.val is None:
+        log.warning("task.tune_threshold: there is no validation split to tune on; keeping task.threshold=%s",
+                    cfg.task.threshold)
+        return
+    model = unwrap(trainer.model)
+    path = run.checkpoint("best")
+    load_weights(model, load_checkpoint(path)["model"], path)
+    probs, targets = collect_predictions(model, trainer.data.val, trainer.task, trainer.device, trainer.precision)
+    thresholds: list[float] = dist.broadcast(tuned_thresholds(probs, targets))
+    cfg.task.threshold = thresholds
+    trainer.task.cfg = cfg.task
+    log.info("task.tune_threshold: thresholds per label (best validation F1): %s", ", ".join(
+        f"{name} {t:.2f}" for name, t in zip(trainer.data.info.class_names, thresholds)))
+    if proc.is_main:
+        run.write_config(cfg)
+
+
 def _test_best(cfg: Config, run: RunDir, model, device, precision, channels_last, trackers,
                proc: dist.ProcessInfo) -> dict[str, Any] | None:
     """The best checkpoint's weights in the model trained here, on this rank's shard of the test split (None when
     the data has no test split, e.g. your own Dataset without one)."""
-    data = build_data(cfg.data, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
                       vocab=run.vocab(), rank=proc.rank, world_size=proc.world_size)
     if data.test is None:
         log.info("no test split: the final test is skipped")

@@ -18,8 +18,12 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[int], list[float
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "max"):
-    """Loss and accuracy, train vs validation, with the best epoch marked; the learning rate below."""
+METRIC_UNITS = {"acc": "accuracy", "mae": "mean absolute error"}
+
+
+def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "max", metric: str = "acc"):
+    """Loss and the task's training metric (accuracy, or MAE for regression), train vs validation, with the best
+    epoch marked; the learning rate below."""
     fig, (ax_loss, ax_acc, ax_lr) = figure(3, 1, figsize=(7.5, 8), sharex=True,
                                            gridspec_kw={"height_ratios": [3, 3, 1.4]})
     best = None
@@ -27,9 +31,9 @@ def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "ma
         epochs, values = _series(rows, monitor)
         i = int(np.argmax(values) if mode == "max" else np.argmin(values))
         best = (epochs[i], values[i])
-    for ax, metric, unit in ((ax_loss, "loss", "cross-entropy"), (ax_acc, "acc", "accuracy")):
+    for ax, name, unit in ((ax_loss, "loss", "loss"), (ax_acc, metric, METRIC_UNITS.get(metric, metric))):
         for split, color in (("train", TRAIN), ("val", VAL)):
-            x, y = _series(rows, f"{split}/{metric}")
+            x, y = _series(rows, f"{split}/{name}")
             if x:
                 ax.plot(x, y, marker="o", markersize=3, color=color, label=f"{split}")
         ax.set_ylabel(unit)
@@ -37,7 +41,7 @@ def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "ma
             ax.axvline(best[0], color="#777777", linestyle="--", linewidth=1)
     ax_loss.legend(loc="best")  # one legend: the colours mean the same in both panels
     if best is not None:
-        ax_target = ax_acc if monitor.endswith("acc") else ax_loss
+        ax_target = ax_acc if monitor.endswith("/" + metric) else ax_loss
         ax_target.annotate(f"best {monitor} {best[1]:.4f}\nat epoch {best[0]}", xy=best, xytext=(8, -28),
                            textcoords="offset points", fontsize=9,
                            arrowprops={"arrowstyle": "->", "color": "#555555"})
@@ -47,7 +51,7 @@ def curves(rows: list[dict[str, Any]], monitor: str = "val/acc", mode: str = "ma
     ax_lr.set_xlabel("epoch")
     ax_lr.xaxis.set_major_locator(MaxNLocator(integer=True))
     final = rows[-1] if rows else {}
-    gap = (final.get("train/acc", 0) - final.get("val/acc", 0)) if "val/acc" in final else None
+    gap = (final.get("train/acc", 0) - final.get("val/acc", 0)) if metric == "acc" and "val/acc" in final else None
     title = "Training curves"
     if best is not None:
         title = f"Best {monitor} {best[1]:.4f} at epoch {best[0]} of {rows[-1]['epoch']}"
@@ -110,6 +114,63 @@ def per_class(matrix: list[list[int]], names: list[str]):
     worst = order[0]
     ax.set_title(f"Weakest class: {names[worst]} (F1 {f1[worst]:.2f}); best: {names[order[-1]]} "
                  f"(F1 {f1[order[-1]]:.2f})")
+    return fig
+
+
+def per_label(per_label: dict[str, dict[str, float]]):
+    """Multilabel: precision, recall and F1 per label, labels sorted by F1 (worst at the top)."""
+    names = list(per_label)
+    values = {m: np.array([per_label[n][m] for n in names], dtype=float) for m in ("precision", "recall", "f1")}
+    order = np.argsort(values["f1"])
+    k = len(names)
+    fig, ax = figure(figsize=(7.5, max(3.0, 0.45 * k + 1.2)))
+    y = np.arange(k)
+    for offset, metric, color in ((-0.27, "precision", OKABE_ITO[0]), (0.0, "recall", OKABE_ITO[1]),
+                                  (0.27, "f1", OKABE_ITO[2])):
+        ax.barh(y + offset, values[metric][order], height=0.27, label=metric if metric != "f1" else "F1",
+                color=color)
+    ax.set_yticks(y, [f"{names[i]} ({int(per_label[names[i]]['support'])})" for i in order])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("score (0–1); label (test samples with it)")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
+    worst, best = order[0], order[-1]
+    ax.set_title(f"Weakest label: {names[worst]} (F1 {values['f1'][worst]:.2f}); best: {names[best]} "
+                 f"(F1 {values['f1'][best]:.2f})")
+    return fig
+
+
+def predicted_vs_true(pred: np.ndarray, true: np.ndarray, names: list[str]):
+    """Regression: each test sample's prediction against its true value, one panel per target, the diagonal as
+    the perfect fit."""
+    k = len(names)
+    fig, axes = figure(1, k, figsize=(4.6 * k, 4.4), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        t, p = true[:, j], pred[:, j]
+        low, high = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([low, high], [low, high], color="#777777", linestyle="--", linewidth=1, label="perfect")
+        ax.scatter(t, p, s=10, alpha=0.6, color=OKABE_ITO[0], edgecolors="none")
+        ss_res, ss_tot = float(((t - p) ** 2).sum()), float(((t - t.mean()) ** 2).sum())
+        ax.set_title(f"{names[j]}: R² {1 - ss_res / max(ss_tot, 1e-12):.3f}, MAE {np.abs(t - p).mean():.3g}")
+        ax.set_xlabel(f"true {names[j]}")
+        ax.set_ylabel(f"predicted {names[j]}")
+    fig.suptitle(f"Predicted against true on {len(true):,} test samples", fontweight="bold")
+    return fig
+
+
+def residuals(pred: np.ndarray, true: np.ndarray, names: list[str]):
+    """Regression: residual (predicted − true) against the prediction, one panel per target: a trend or a funnel
+    shows what the model misses."""
+    k = len(names)
+    fig, axes = figure(1, k, figsize=(4.6 * k, 3.8), squeeze=False)
+    for j, ax in enumerate(axes[0]):
+        r = pred[:, j] - true[:, j]
+        ax.axhline(0, color="#777777", linestyle="--", linewidth=1)
+        ax.scatter(pred[:, j], r, s=10, alpha=0.6, color=OKABE_ITO[3], edgecolors="none")
+        ax.set_title(f"{names[j]}: mean residual {r.mean():+.3g}, std {r.std():.3g}")
+        ax.set_xlabel(f"predicted {names[j]}")
+        ax.set_ylabel("predicted − true")
+    fig.suptitle("Residuals on the test split", fontweight="bold")
     return fig
 
 

@@ -90,21 +90,36 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         report.heading(str(run))
     if rows:
         ck = cfg.get("trainer", {}).get("checkpoint", {})
-        monitor, mode = ck.get("monitor", "val/acc"), ck.get("mode", "max")
+        monitor, mode = ck.get("monitor") or "val/acc", ck.get("mode") or "max"
         if not any(monitor in r for r in rows):
             monitor, mode = "train/loss", "min"
         report.heading("Training curves", 3 if with_heading else 2)
-        report.figure(figures.curves(rows, monitor, mode), folder, "curves", "loss, accuracy and learning rate")
+        metric = _task_class(cfg).train_metric
+        report.figure(figures.curves(rows, monitor, mode, metric), folder, "curves",
+                      f"loss, {metric} and learning rate")
     else:
         report.note("no metrics.jsonl yet: the run has not finished an epoch")
     test = run.test_metrics()
     if test is None:
         report.note(f"no test_metrics.json: run `kiln test {run}` for the test-split figures")
         return
-    names = test["class_names"]
     report.heading("Test split", 3 if with_heading else 2)
-    report.table(["metric", "value"], [[k, test[k]] for k in ("loss", "acc", "acc_top5", "f1") if test.get(k) is not None]
+    task = test.get("task", "multiclass")
+    report.table(["metric", "value"], [[k, test[k]] for k in _task_class(cfg).summary_metrics if test.get(k) is not None]
                  + [["samples", test["num_samples"]], ["checkpoint", Path(test["checkpoint"]).name]])
+    if task == "multilabel":
+        _multilabel_test(report, test, folder)
+    elif task == "regression":
+        _regression_test(report, run, test, folder)
+    else:
+        _multiclass_test(report, run, test, folder, num_wrong, with_heading)
+    if num_wrong and not with_heading:
+        _what_the_model_sees(report, run, folder)
+
+
+def _multiclass_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
+                     with_heading: bool) -> None:
+    names = test["class_names"]
     baseline = run.baseline()
     if baseline is not None and baseline.get("split") == "test":
         report.table(["model", "test accuracy", "macro F1"],
@@ -118,7 +133,50 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
                  [[name, n, per_class_acc.get(name)] for name, n in zip(names, support)])
     if num_wrong and not with_heading:
         _wrong(report, run, num_wrong, folder)
-        _what_the_model_sees(report, run, folder)
+
+
+def _multilabel_test(report: Report, test: dict[str, Any], folder: Path) -> None:
+    """Per label: support, precision, recall, F1, average precision and the threshold used."""
+    per_label, thresholds = test["per_label"], test["thresholds"]
+    report.figure(figures.per_label(per_label), folder, "per_label", "per-label scores")
+    report.table(["label", "test samples with it", "precision", "recall", "F1", "AP", "threshold"],
+                 [[name, int(m["support"]), m["precision"], m["recall"], m["f1"], m["ap"], float(t)]
+                  for (name, m), t in zip(per_label.items(), thresholds)])
+
+
+def _regression_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path) -> None:
+    """Predicted against true, and the residuals, on the test split (in the targets' units)."""
+    try:
+        pred, true = test_predictions(run)
+    except KilnError as e:  # e.g. the test data is not on this machine
+        report.note(f"predicted-vs-true and residual plots not shown: {e}")
+        return
+    names = test["target_names"]
+    report.figure(figures.predicted_vs_true(pred, true, names), folder, "predicted_vs_true", "predicted vs true")
+    report.figure(figures.residuals(pred, true, names), folder, "residuals", "residuals")
+    if test.get("r2_per_target"):
+        report.table(["target", "R²"], [[k, v] for k, v in test["r2_per_target"].items()])
+
+
+def test_predictions(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
+    """The best checkpoint's predictions on the test split and the targets, as (N, k) arrays."""
+    from kiln.data import build_data
+    from kiln.evaluation import collect_predictions
+    from kiln.trained import load_trained
+
+    trained = load_trained(run)
+    data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
+                      vocab=trained.vocab)
+    pred, true = collect_predictions(trained.model, data.require("test"), trained.task, trained.device,
+                                     trained.precision)
+    true = true.float().reshape(len(true), -1)
+    return pred.numpy(), true.numpy()
+
+
+def _task_class(cfg: dict[str, Any]):
+    from kiln.tasks import TASKS
+
+    return TASKS[(cfg.get("task") or {}).get("name", "multiclass")]
 
 
 def _what_the_model_sees(report: Report, run: RunDir, folder: Path) -> None:
@@ -162,10 +220,11 @@ def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
     from kiln.trained import load_trained
 
     trained = load_trained(run)
-    data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",), vocab=trained.vocab)
+    data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
+                      vocab=trained.vocab)
     test = data.require("test")
-    conf, pred, true = collect_predictions(trained.model, test, trained.task, trained.device,
-                                           trained.precision)
+    probs, true = collect_predictions(trained.model, test, trained.task, trained.device, trained.precision)
+    conf, pred = probs.max(-1)
     wrong = (pred != true).nonzero().flatten()
     top = wrong[conf[wrong].argsort(descending=True)[:n]]  # indices into the test split, most confident first
     names = trained.info.class_names

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.config import CheckpointConfig
+from kiln.config import CheckpointConfig, watched
 from kiln.runs import RunDir
 from kiln.train.callbacks.base import Callback
 from kiln.train.callbacks.early_stopping import Monitor
@@ -17,7 +17,7 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, cfg: CheckpointConfig, run: RunDir):
         self.run, self.keep_top_k = run, cfg.keep_top_k
-        self.monitor = Monitor(cfg.monitor, cfg.mode)
+        self.monitor = Monitor(*watched(cfg))
         self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN.pt files
         self.improved = False  # at the last epoch end
 

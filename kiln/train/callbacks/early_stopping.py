@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Any
 
-from kiln.config import EarlyStoppingConfig
+from kiln.config import EarlyStoppingConfig, watched
 from kiln.train.callbacks.base import Callback
 
 log = logging.getLogger("kiln")
@@ -48,7 +48,7 @@ class EarlyStopping(Callback):
 
     def __init__(self, cfg: EarlyStoppingConfig):
         self.enabled, self.patience = cfg.enabled, cfg.patience
-        self.monitor = Monitor(cfg.monitor, cfg.mode, cfg.min_delta)
+        self.monitor = Monitor(*watched(cfg), cfg.min_delta)
         self.wait = 0
 
     def should_stop(self, metrics: dict[str, float], epoch: int) -> bool:

@@ -1,0 +1,147 @@
+"""What every task shares: reading the model's output, a training objective of the user's own (`task.loss:
+pkg.mod:fn`), and the names of the metrics an epoch logs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from kiln.config import TaskConfig
+from kiln.errors import KilnError
+
+
+class Task:
+    """The interface the loop, evaluation, predict, cv and the report use; the loop never names a loss.
+
+    Subclasses set `name`, `default_monitor`, `train_metric` (the running training metric, logged as
+    train/<name>), `headline` (the validation metric the epoch line shows) and implement the loss and metrics.
+    """
+
+    name = ""
+    default_monitor = ""
+    train_metric = "acc"
+    headline = "acc"
+    summary_metrics: tuple[str, ...] = ()  # the scalar test results, in the order tables show them
+
+    def __init__(self, cfg: TaskConfig, num_classes: int | None):
+        self.cfg, self.num_classes = cfg, num_classes
+        self.own_loss = None
+        if cfg.loss is not None and ":" in cfg.loss:
+            from kiln.user_code import resolve
+
+            self.own_loss = resolve("task.loss", cfg.loss, None, functions=True)
+
+    @property
+    def smoothed(self) -> bool:
+        """Whether the objective differs from the reported loss (and is logged as train/objective)."""
+        return self.own_loss is not None
+
+    def logits(self, outputs: Any) -> torch.Tensor:
+        """The model's scores (B, C) from what its forward returned: a tensor (logits, or log-probabilities, which
+        cross-entropy treats the same), a tuple whose first element they are, or a dict with a `logits` entry
+        (as Hugging Face models return)."""
+        if isinstance(outputs, torch.Tensor):
+            return outputs
+        if isinstance(outputs, (tuple, list)) and outputs and isinstance(outputs[0], torch.Tensor):
+            return outputs[0]
+        if isinstance(outputs, dict) and isinstance(outputs.get("logits"), torch.Tensor):
+            return outputs["logits"]
+        got = type(outputs).__name__ + (f" with keys {sorted(outputs)}" if isinstance(outputs, dict) else "")
+        raise KilnError(f"the model's forward returned {got}; kiln takes a tensor of scores (B, C), a tuple "
+                        "whose first element is that tensor, or a dict with a 'logits' tensor")
+
+    def output_size(self, num_classes: int) -> int:
+        """The model's head size: one output per class, label or target value."""
+        return num_classes
+
+    def objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The mean loss that training minimises: task.loss of your own when configured, else the task's."""
+        if self.own_loss is None:
+            return self.task_objective(outputs, targets)
+        loss = self.own_loss(outputs, targets)
+        if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+            raise KilnError(f"task.loss={self.cfg.loss} returned {type(loss).__name__}"
+                            f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}; it must return "
+                            "a scalar tensor (reduce over the batch, e.g. with .mean())")
+        return loss
+
+    def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The reported loss, summed over the batch, in fp32."""
+        raise NotImplementedError
+
+    def train_score_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The running training metric (`train_metric`) summed over the batch's samples, as a device scalar."""
+        raise NotImplementedError
+
+    def metric_names(self, has_val: bool) -> list[str] | None:
+        """Every metric an epoch produces (what early stopping and checkpointing may monitor); None while the
+        number of classes is not known yet."""
+        if self.num_classes is None:
+            return None
+        names = ["train/loss", f"train/{self.train_metric}", "lr"] + (["train/objective"] if self.smoothed else [])
+        return names + ([f"val/{m}" for m in ["loss", *self.val_metrics()]] if has_val else [])
+
+    def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
+        """The validation/test metrics, fed with the model's raw outputs (`detailed`: per class or label too)."""
+        raise NotImplementedError
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Model outputs -> what a prediction is: probabilities (B, C), or values in the targets' units (B, k)."""
+        raise NotImplementedError
+
+    def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        """test_metrics.json's content from `evaluate(..., detailed=True)`'s results."""
+        raise NotImplementedError
+
+    def val_metrics(self) -> list[str]:
+        """The names (without val/) of the scalar metrics `metrics()` computes."""
+        raise NotImplementedError
+
+    def check_message(self) -> str:
+        """What the loss needs, for the message when a user's batch does not fit it."""
+        raise NotImplementedError
+
+    def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
+        """The headline metric of `predictions()` (e.g. a k-fold ensemble's averaged ones) against the targets."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls, results: dict[str, Any]) -> str:
+        """One line of test results: `loss 0.31 | acc 0.91 | ...`."""
+        return " | ".join(f"{cls.LABELS.get(k, k)} {results[k]:.4g}" for k in cls.summary_metrics
+                          if results.get(k) is not None)
+
+    @classmethod
+    def weakest(cls, results: dict[str, Any]) -> str | None:
+        """The hardest classes or labels of a test, for `kiln test`'s last line (None: nothing to say)."""
+        return None
+
+    LABELS = {"acc": "acc", "acc_top5": "top-5", "f1": "macro F1", "f1_micro": "F1 micro", "f1_macro": "F1 macro",
+              "map": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
+
+
+def to_columns(targets: torch.Tensor) -> torch.Tensor:
+    """(B,) -> (B, 1); (B, k) stays: the shape the model's outputs have."""
+    return targets.unsqueeze(1) if targets.ndim == 1 else targets
+
+
+class Metrics:
+    """torchmetrics collections fed from the model's raw outputs: each gets what its `prepare` makes of them
+    (probabilities, thresholded labels, values in original units). Ranks are synced by torchmetrics in compute()."""
+
+    def __init__(self, *groups: tuple[Any, Any]):
+        self.groups = groups
+
+    def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        for collection, prepare in self.groups:
+            collection.update(*prepare(outputs, targets))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for collection, _ in self.groups:
+            out.update(collection.compute())
+        return out

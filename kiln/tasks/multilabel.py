@@ -1,0 +1,163 @@
+"""Multi-label classification: any number of `num_classes` labels per sample (targets are multi-hot (B, L))."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MultilabelAccuracy,
+    MultilabelAveragePrecision,
+    MultilabelF1Score,
+    MultilabelPrecision,
+    MultilabelRecall,
+    MultilabelStatScores,
+)
+
+from kiln.config import TaskConfig
+from kiln.errors import KilnError
+from kiln.tasks.base import Metrics, Task
+
+
+class MultilabelTask(Task):
+    """Binary cross-entropy with logits per label (optionally `task.pos_weight`); a label is predicted when its
+    probability reaches `task.threshold` (one value, or one per label — tuned on validation with
+    task.tune_threshold). Metrics: label-wise accuracy, micro and macro F1, mAP (mean average precision over the
+    labels that have positives); per label precision, recall, F1, AP and support on request."""
+
+    name = "multilabel"
+    default_monitor = "val/f1_micro"
+    headline = "f1_micro"
+    summary_metrics = ("loss", "f1_micro", "f1_macro", "map", "acc")
+
+    def __init__(self, cfg: TaskConfig, num_classes: int | None, pos_weight: torch.Tensor | None = None):
+        super().__init__(cfg, num_classes)
+        self.pos_weight = pos_weight
+        self._thresholds: torch.Tensor | None = None
+
+    @property
+    def smoothed(self) -> bool:
+        return self.own_loss is not None or self.pos_weight is not None
+
+    def thresholds(self, device: torch.device) -> torch.Tensor:
+        """task.threshold as one value per label on `device`."""
+        if self._thresholds is None or self._thresholds.device != device:
+            t = self.cfg.threshold
+            n = self.num_classes or 1
+            if isinstance(t, list) and len(t) != n:
+                raise KilnError(f"task.threshold has {len(t)} values for {n} labels; give one value, or one per "
+                                "label in label order")
+            self._thresholds = torch.tensor(t if isinstance(t, list) else [t] * n, dtype=torch.float32,
+                                            device=device)
+        return self._thresholds
+
+    def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.pos_weight is not None and self.pos_weight.device != outputs.device:
+            self.pos_weight = self.pos_weight.to(outputs.device)
+        return F.binary_cross_entropy_with_logits(outputs, targets.to(outputs.dtype), pos_weight=self.pos_weight)
+
+    def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per sample the mean over labels of the (unweighted) binary cross-entropy, summed over the batch."""
+        loss = F.binary_cross_entropy_with_logits(outputs.float(), targets.float(), reduction="none")
+        return loss.mean(1).sum()
+
+    def predicted(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Multi-hot predictions (B, L): probability >= the label's threshold."""
+        return (outputs.float().sigmoid() >= self.thresholds(outputs.device)).float()
+
+    def train_score_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per sample the fraction of labels right (label-wise accuracy), summed over the batch."""
+        return (self.predicted(outputs) == targets).float().mean(1).sum()
+
+    def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
+        n = self.num_classes
+        assert n is not None, "the number of labels is known once the data is loaded"
+        # Thresholded metrics see 0/1 predictions (per-label thresholds applied here; 0.5 splits 0 from 1).
+        decided: dict[str, Any] = {
+            "acc": MultilabelAccuracy(n, average="micro", validate_args=False),
+            "f1_micro": MultilabelF1Score(n, average="micro", validate_args=False),
+            "f1_macro": MultilabelF1Score(n, average="macro", validate_args=False),
+            "support": MultilabelStatScores(n, average="none", validate_args=False),
+        }
+        if detailed:
+            decided |= {"precision": MultilabelPrecision(n, average="none", validate_args=False),
+                        "recall": MultilabelRecall(n, average="none", validate_args=False),
+                        "f1": MultilabelF1Score(n, average="none", validate_args=False)}
+        ranked: dict[str, Any] = {"ap": MultilabelAveragePrecision(n, average="none", validate_args=False)}
+        return _MultilabelMetrics(
+            (MetricCollection(decided).to(device), lambda o, t: (self.predicted(o), t.long())),
+            (MetricCollection(ranked).to(device), lambda o, t: (o.float().sigmoid(), t.long())),
+            detailed=detailed)
+
+    def val_metrics(self) -> list[str]:
+        return ["acc", "f1_micro", "f1_macro", "map"]
+
+    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """Model outputs -> per-label probabilities (B, L)."""
+        return outputs.float().sigmoid()
+
+    def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        per_label = {name: {"precision": raw["precision"][i], "recall": raw["recall"][i], "f1": raw["f1"][i],
+                            "ap": raw["ap"][i], "support": raw["support"][i]} for i, name in enumerate(names)}
+        return {"loss": raw["loss"], "acc": raw["acc"], "f1_micro": raw["f1_micro"], "f1_macro": raw["f1_macro"],
+                "map": raw["map"], "num_samples": raw["num_samples"], "per_label": per_label,
+                "thresholds": self.thresholds(torch.device("cpu")).tolist(), "class_names": names}
+
+    def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
+        """Micro F1 of the thresholded probabilities."""
+        decided = predictions >= self.thresholds(predictions.device)
+        truth = targets.bool()
+        tp = (decided & truth).sum()
+        return float(2 * tp / (decided.sum() + truth.sum()).clamp_min(1))
+
+    @classmethod
+    def weakest(cls, results: dict[str, Any]) -> str | None:
+        worst = sorted(results["per_label"].items(), key=lambda kv: kv[1]["f1"])[:3]
+        return "hardest labels: " + ", ".join(f"{name} F1 {m['f1']:.3f}" for name, m in worst)
+
+    def check_message(self) -> str:
+        return (f"The multilabel task needs a multi-hot vector of {self.num_classes} values (0 or 1) per sample and "
+                f"outputs (batch, {self.num_classes})")
+
+
+class _MultilabelMetrics(Metrics):
+    """mAP over the labels with positives (a label never present has no defined AP); support per label."""
+
+    def __init__(self, *groups, detailed: bool):
+        super().__init__(*groups)
+        self.detailed = detailed
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        with warnings.catch_warnings():  # "no positive samples": handled below
+            warnings.filterwarnings("ignore", message="No positive samples")
+            out = super().compute()
+        stats = out.pop("support")  # (L, 5): tp, fp, tn, fn, support
+        support = stats[:, 4]
+        ap = out.pop("ap")
+        present = support > 0
+        out["map"] = ap[present].mean() if present.any() else ap.new_tensor(0.0)
+        if self.detailed:
+            out["ap"], out["support"] = ap, support
+            out["num_samples"] = stats[0, :4].sum()
+        return out
+
+
+def tuned_thresholds(probs: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Per label the threshold (0.05 ... 0.95) with the best F1 on these validation predictions; a label without
+    positives keeps 0.5."""
+    grid = torch.arange(0.05, 0.951, 0.05)
+    out = []
+    for label in range(probs.shape[1]):
+        p, t = probs[:, label], targets[:, label].bool()
+        if not t.any():
+            out.append(0.5)
+            continue
+        predicted = p[None, :] >= grid[:, None]  # (thresholds, samples)
+        tp = (predicted & t).sum(1).float()
+        f1 = 2 * tp / (predicted.sum(1) + t.sum()).clamp_min(1)
+        best = f1 == f1.max()
+        out.append(round(float(grid[best][(grid[best] - 0.5).abs().argmin()]), 2))  # ties: nearest 0.5
+    return out
