@@ -1,7 +1,8 @@
 """`kiln baseline`: a classical model on exactly the split a run uses, so a user sees at once whether the network
-earns its keep. Text: TF-IDF of kiln's own tokens (unigrams and bigrams) + logistic regression. Images: logistic
-regression on the pixels as the model sees them (no augmentation), average-pooled to at most 16x16 and
-standardised. scikit-learn does the fitting (`pip install -e .[baseline]`)."""
+earns its keep. Text: TF-IDF of kiln's own tokens (unigrams and bigrams); images: the pixels as the model sees
+them (no augmentation), average-pooled to at most 16x16 and standardised. Then logistic regression (multiclass),
+one per label (multilabel) or ridge regression (regression). scikit-learn does the fitting
+(`pip install -e .[baseline]`)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,9 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     """Fit on the training split of a config's (or a run's) data, score on its test split (else validation).
     With a run folder, the result is written into it (baseline.json) and shown by `kiln report`."""
     try:
-        from sklearn.linear_model import LogisticRegression
+        import sklearn  # noqa: F401
     except ImportError:
         raise KilnError("kiln baseline needs scikit-learn: pip install -e .[baseline]") from None
-    from sklearn.metrics import accuracy_score, f1_score
-
     from kiln.config import load_config
     from kiln.data import build_data
 
@@ -46,20 +45,46 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     kind = data.info.kind
     started = time.perf_counter()
     x_train, y_train, x_eval, y_eval = _features(kind, data.require("train"), data.require(split))
-    model = LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0)
+    model = _model(cfg.task.name, kind)
     model.fit(x_train, y_train)
-    predicted = model.predict(x_eval)
-    result = {
-        "baseline": ("TF-IDF (unigrams + bigrams of kiln's tokens) + logistic regression" if kind == "text" else
-                     f"logistic regression on pixels pooled to at most {MAX_SIDE}x{MAX_SIDE}, standardised"),
-        "split": split, "num_train": int(len(y_train)), "num_eval": int(len(y_eval)),
-        "acc": float(accuracy_score(y_eval, predicted)),
-        "f1": float(f1_score(y_eval, predicted, average="macro")),
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    result = {"baseline": _describe(cfg.task.name, kind), "task": cfg.task.name, "split": split,
+              "num_train": int(len(y_train)), "num_eval": int(len(y_eval)),
+              **_scores(cfg.task.name, y_eval, model.predict(x_eval)),
+              "seconds": round(time.perf_counter() - started, 2)}
     if run is not None:
         run.write_baseline(result)
     return result
+
+
+def _model(task: str, kind: str):
+    """Logistic regression (one per label for multilabel), or ridge regression for numeric targets."""
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.multiclass import OneVsRestClassifier
+
+    if task == "regression":
+        return Ridge(alpha=1.0)
+    classifier = LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0)
+    return OneVsRestClassifier(classifier) if task == "multilabel" else classifier
+
+
+def _describe(task: str, kind: str) -> str:
+    model = {"multiclass": "logistic regression", "multilabel": "logistic regression per label",
+             "regression": "ridge regression"}[task]
+    features = ("TF-IDF (unigrams + bigrams of kiln's tokens)" if kind == "text" else
+                f"pixels pooled to at most {MAX_SIDE}x{MAX_SIDE}, standardised")
+    return f"{model} on {features}"
+
+
+def _scores(task: str, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """The task's headline metrics, named as in test_metrics.json."""
+    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
+
+    if task == "regression":
+        return {"mae": float(mean_absolute_error(truth, predicted)), "r2": float(r2_score(truth, predicted))}
+    if task == "multilabel":
+        return {"f1_micro": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+                "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0))}
+    return {"acc": float(accuracy_score(truth, predicted)), "f1": float(f1_score(truth, predicted, average="macro"))}
 
 
 def _without_augmentation(data_cfg):

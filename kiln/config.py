@@ -467,7 +467,9 @@ class TaskConfig(Section):
             wrong = sorted(k for k in keys & self.model_fields_set if task != self.name
                            and getattr(self, k) != TaskConfig.model_fields[k].default)
             if wrong:
-                raise ValueError(f"task.{wrong[0]} is a {task} setting; this task is {self.name} (task.name)")
+                default = TaskConfig.model_fields[wrong[0]].default
+                raise ValueError(f"task.{wrong[0]} is a {task} setting; this task is {self.name} (task.name): remove "
+                                 f"it, or set it to its default ({default})")
         losses = TASK_LOSSES[self.name]
         if self.loss is not None and ":" not in self.loss and self.loss not in losses:
             raise ValueError(f"task.loss={self.loss!r}: the {self.name} task's losses are {', '.join(losses)}, or "

@@ -170,7 +170,7 @@ def answers(task, inputs: list[str], predicted: torch.Tensor, names: list[str], 
     """The task's predictions for each input: the top-k classes; every label at or above its threshold (and every
     label's probability); the values of the targets in their original units."""
     if task.name == "multilabel":
-        thresholds = task.thresholds(torch.device("cpu")).tolist()
+        thresholds = task.threshold_list()
         out = []
         for text, p in zip(inputs, predicted.tolist()):
             ranked = sorted(zip(names, p), key=lambda kv: -kv[1])

@@ -122,7 +122,8 @@ def test_the_reports_mistakes_are_wrong_and_sorted_by_confidence(tmp_path, idx_r
     assert all(t != p for t, p in zip(mistakes["true"], mistakes["predicted"]))
     trained = load_trained(run)
     data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",))
-    conf, pred, true = collect_predictions(trained.model, data.test, trained.task, trained.device, "32")
+    probs, true = collect_predictions(trained.model, data.test, trained.task, trained.device, "32")
+    conf, pred = probs.max(-1)
     wrong = conf[pred != true]
     assert len(mistakes["true"]) == min(5, len(wrong))
     assert mistakes["confidence"][0] == pytest.approx(wrong.max().item())

@@ -36,11 +36,14 @@ def plain_cfg(tmp_path, idx_root, folder, batch_size, **trainer):
 
 
 def test_two_processes_equal_one_with_twice_the_batch(tmp_path, idx_root):
-    one = run_cli("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "one", 32), "one.yaml"))
+    """With task.class_weights: auto as well: every rank weighs the loss by the whole training split's counts."""
+    weighted = {"task": {"class_weights": "auto"}}
+    one = run_cli("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "one", 32) | weighted, "one.yaml"))
     assert one.returncode == 0, one.stderr
-    two = torchrun("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "two", 16), "two.yaml"))
+    two = torchrun("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "two", 16) | weighted, "two.yaml"))
     assert two.returncode == 0, two.stderr
     assert two.stdout.count("run folder:") == 1  # only rank 0 reports
+    assert two.stderr.count("task.class_weights=auto") == 1  # rank 0 logs
     a = load_checkpoint(only_run(tmp_path / "one") / "checkpoints" / "last.pt")
     run = only_run(tmp_path / "two")
     b = load_checkpoint(run / "checkpoints" / "last.pt")

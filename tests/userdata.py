@@ -171,3 +171,17 @@ class WithPredict(Dataset):
 
     def __getitem__(self, i):
         return self.images[i] if self.labels is None else (self.images[i], int(self.labels[i]))
+
+
+class TaggedBlobs(Blobs):
+    """Multilabel: each sample a multi-hot vector over `classes` (the blob's class, and `bright` when brightened)."""
+
+    classes = ["a", "b", "c", "bright"]
+
+    def __getitem__(self, i):
+        x, label = super().__getitem__(i)
+        hot = torch.zeros(4)
+        hot[label] = 1.0
+        if i % 2:
+            x, hot[3] = x + 1.0, 1.0
+        return x, hot

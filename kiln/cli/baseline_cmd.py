@@ -39,10 +39,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result))
         return 0
     print(f"baseline: {result['baseline']}")
-    print(f"  {result['split']} accuracy {result['acc']:.4f}, macro F1 {result['f1']:.4f}  "
-          f"({result['num_train']:,} training samples, {result['seconds']:.1f} s)")
+    names = {"acc": "accuracy", "f1": "macro F1", "f1_micro": "micro F1", "f1_macro": "macro F1", "mae": "MAE",
+             "r2": "R²"}
+    metrics = [m for m in names if m in result]
+    print(f"  {result['split']}: " + ", ".join(f"{names[m]} {result[m]:.4f}" for m in metrics)
+          + f"  ({result['num_train']:,} training samples, {result['seconds']:.1f} s)")
     network = RunDir.open(Path(args.target)).test_metrics() if Path(args.target).is_dir() else None
     if network is not None and result["split"] == "test":
-        gain = network["acc"] - result["acc"]
-        print(f"  the network: test accuracy {network['acc']:.4f} ({gain:+.4f} over the baseline)")
+        main = metrics[0]  # accuracy, micro F1 or MAE
+        gain = (network[main] - result[main]) * (-1 if main == "mae" else 1)  # MAE: lower is better
+        print(f"  the network: test {names[main]} {network[main]:.4f} ({abs(gain):.4f} {'better' if gain >= 0 else 'worse'}"
+              " than the baseline)")
     return 0

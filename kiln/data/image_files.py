@@ -126,7 +126,7 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
               on_bad_row: str, task: str = "multiclass", separator: str = "|") -> Found:
     """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
     (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
-    from kiln.data.targets import check_columns, columns, label_names
+    from kiln.data.targets import check_columns, columns, label_names, refuse_label_sets
 
     root = Path(root)
     label_columns = columns(label_column)
@@ -140,6 +140,8 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
         class_names = label_columns
     elif class_names is None:
         raws = [labels[0] for _, labels, _ in rows["train"] if labels]
+        if task == "multiclass":
+            refuse_label_sets(raws, separator, csv_files["train"])
         class_names = label_names(raws, separator) if task == "multilabel" else infer_class_names([r for r in raws if r])
     files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row, task, separator)
              for split, split_rows in rows.items()}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -60,6 +61,16 @@ def columns(setting: str | Sequence[str] | None) -> list[str]:
     if setting is None:
         return []
     return [setting] if isinstance(setting, str) else list(setting)
+
+
+def refuse_label_sets(raws: Sequence[str], separator: str, where: Path | str) -> None:
+    """A multiclass file whose labels look like label sets (`red|blue`) is a multilabel dataset: said before
+    `red|blue` silently becomes a class of its own."""
+    sets = [raw for raw in raws if separator in raw]
+    if sets:
+        raise KilnError(f"{where}: {len(sets)} label(s) such as {sets[0]!r} hold several labels ({separator!r}-"
+                        "separated): that is a multilabel dataset; set task.name=multilabel (or, if your class names "
+                        "contain it, set data.label_separator to a character they do not)")
 
 
 def check_columns(task: str, label_columns: list[str], key: str) -> None:

@@ -119,7 +119,15 @@ class TextBatches(LoaderBatches):
 def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
                     overfit_batches: int, rank: int, world_size: int, vocab: Vocab | None = None,
                     task: str = "multiclass") -> Data:
-    from kiln.data.targets import as_tensor, check_columns, columns, fold_keys, label_names, split_keys
+    from kiln.data.targets import (
+        as_tensor,
+        check_columns,
+        columns,
+        fold_keys,
+        label_names,
+        refuse_label_sets,
+        split_keys,
+    )
 
     folder = locate(spec, cfg.root, cfg.download)
     tc = cfg.text
@@ -127,6 +135,8 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     empty_labels = task == "multilabel"
     train_tokens, train_rows = cached_tokens(folder / "train.csv", spec, tc, empty_labels)
     raws = train_rows.labels or []
+    if task == "multiclass" and not (spec.class_names or tc.label_names):
+        refuse_label_sets(raws, cfg.label_separator, folder / "train.csv")
     class_names = list(spec.class_names or tc.label_names or (
         columns(tc.label_column) if task == "regression" else
         label_names(raws, cfg.label_separator) if task == "multilabel" else infer_class_names(raws)))

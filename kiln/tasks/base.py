@@ -112,15 +112,15 @@ class Task:
     @classmethod
     def describe(cls, results: dict[str, Any]) -> str:
         """One line of test results: `loss 0.31 | acc 0.91 | ...`."""
-        return " | ".join(f"{cls.LABELS.get(k, k)} {results[k]:.4g}" for k in cls.summary_metrics
-                          if results.get(k) is not None)
+        return " | ".join(f"{cls.LABELS.get(k, k)} {results[k]:{'.4g' if k in ('mae', 'rmse') else '.4f'}}"
+                          for k in cls.summary_metrics if results.get(k) is not None)
 
     @classmethod
     def weakest(cls, results: dict[str, Any]) -> str | None:
         """The hardest classes or labels of a test, for `kiln test`'s last line (None: nothing to say)."""
         return None
 
-    LABELS = {"acc": "acc", "acc_top5": "top-5", "f1": "macro F1", "f1_micro": "F1 micro", "f1_macro": "F1 macro",
+    LABELS = {"acc": "accuracy", "acc_top5": "top-5", "f1": "macro F1", "f1_micro": "F1 micro", "f1_macro": "F1 macro",
               "map": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
 
 

@@ -34,9 +34,16 @@ class MulticlassTask(Task):
         return self.cfg.label_smoothing > 0 or self.own_loss is not None or self.class_weights is not None
 
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if self.class_weights is not None and self.class_weights.device != outputs.device:
+        if self.class_weights is None:
+            return F.cross_entropy(outputs, targets, label_smoothing=self.cfg.label_smoothing)
+        if self.class_weights.device != outputs.device:
             self.class_weights = self.class_weights.to(outputs.device)
-        return F.cross_entropy(outputs, targets, weight=self.class_weights, label_smoothing=self.cfg.label_smoothing)
+        # Weighted losses averaged over the batch's samples — not divided by the batch's sum of weights, as torch's
+        # mean is: that sum differs between DDP ranks, and the ranks' averaged gradients would then differ from
+        # one process's over the global batch.
+        per_sample = F.cross_entropy(outputs, targets, weight=self.class_weights,
+                                     label_smoothing=self.cfg.label_smoothing, reduction="none")
+        return per_sample.sum() / len(targets)
 
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.float(), targets, reduction="sum")

@@ -45,14 +45,17 @@ class MultilabelTask(Task):
     def thresholds(self, device: torch.device) -> torch.Tensor:
         """task.threshold as one value per label on `device`."""
         if self._thresholds is None or self._thresholds.device != device:
-            t = self.cfg.threshold
-            n = self.num_classes or 1
-            if isinstance(t, list) and len(t) != n:
-                raise KilnError(f"task.threshold has {len(t)} values for {n} labels; give one value, or one per "
-                                "label in label order")
-            self._thresholds = torch.tensor(t if isinstance(t, list) else [t] * n, dtype=torch.float32,
-                                            device=device)
+            values = self.threshold_list()
+            if len(values) != (self.num_classes or 1):
+                raise KilnError(f"task.threshold has {len(values)} values for {self.num_classes} labels; give one "
+                                "value, or one per label in label order")
+            self._thresholds = torch.tensor(values, dtype=torch.float32, device=device)
         return self._thresholds
+
+    def threshold_list(self) -> list[float]:
+        """task.threshold as one value per label, as configured (no float32 rounding)."""
+        t = self.cfg.threshold
+        return list(t) if isinstance(t, list) else [t] * (self.num_classes or 1)
 
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.pos_weight is not None and self.pos_weight.device != outputs.device:
@@ -104,7 +107,7 @@ class MultilabelTask(Task):
                             "ap": raw["ap"][i], "support": raw["support"][i]} for i, name in enumerate(names)}
         return {"loss": raw["loss"], "acc": raw["acc"], "f1_micro": raw["f1_micro"], "f1_macro": raw["f1_macro"],
                 "map": raw["map"], "num_samples": raw["num_samples"], "per_label": per_label,
-                "thresholds": self.thresholds(torch.device("cpu")).tolist(), "class_names": names}
+                "thresholds": self.threshold_list(), "class_names": names}
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
         """Micro F1 of the thresholded probabilities."""

@@ -107,6 +107,12 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
     task = test.get("task", "multiclass")
     report.table(["metric", "value"], [[k, test[k]] for k in _task_class(cfg).summary_metrics if test.get(k) is not None]
                  + [["samples", test["num_samples"]], ["checkpoint", Path(test["checkpoint"]).name]])
+    baseline = run.baseline()
+    if baseline is not None and baseline.get("split") == "test":  # the network against kiln baseline's model
+        shared = [m for m in _task_class(cfg).summary_metrics if m in baseline and m in test]
+        report.table(["model", *[f"test {m}" for m in shared]],
+                     [["this network", *[test[m] for m in shared]],
+                      [f"baseline: {baseline['baseline']}", *[baseline[m] for m in shared]]])
     if task == "multilabel":
         _multilabel_test(report, test, folder)
     elif task == "regression":
@@ -120,11 +126,6 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
 def _multiclass_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
                      with_heading: bool) -> None:
     names = test["class_names"]
-    baseline = run.baseline()
-    if baseline is not None and baseline.get("split") == "test":
-        report.table(["model", "test accuracy", "macro F1"],
-                     [["this network", test["acc"], test["f1"]], [f"baseline: {baseline['baseline']}",
-                                                                  baseline["acc"], baseline["f1"]]])
     report.figure(figures.confusion(test["confusion_matrix"], names), folder, "confusion_matrix", "confusion matrix")
     report.figure(figures.per_class(test["confusion_matrix"], names), folder, "per_class", "per-class scores")
     support = [sum(row) for row in test["confusion_matrix"]]  # test samples of each class
