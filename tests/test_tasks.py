@@ -257,3 +257,16 @@ def test_data_and_monitors_a_task_cannot_use_are_refused_before_training(tmp_pat
     raw["trainer"]["checkpoint"] = {"monitor": "val/acc"}
     with pytest.raises(KilnError, match="val/acc.*never produce.*val/mae"):
         session.train(build_config(raw), quiet=True)
+
+
+def test_positive_weights_are_negatives_over_positives_on_the_training_split():
+    from kiln.tasks import pos_weight
+
+    class Batches:  # a user Dataset's split: the targets are read by iterating it once
+        def epoch(self, epoch):
+            yield None, torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])
+
+    weights = pos_weight(TaskConfig(name="multilabel", pos_weight="auto"), Batches(), 3)
+    assert weights.tolist() == pytest.approx([1 / 3, 3.0, 1.0])  # a label never present keeps 1
+    with pytest.raises(KilnError, match="task.pos_weight has 2 values for 3 labels"):
+        pos_weight(TaskConfig(name="multilabel", pos_weight=[1.0, 2.0]), Batches(), 3)

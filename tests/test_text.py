@@ -76,7 +76,7 @@ def test_out_of_range_label_is_an_error(tmp_path):
     folder = write_ag_news(tmp_path / "bad", 30, 10)
     with open(folder / "test.csv", "a", newline="") as f:
         csv.writer(f, quoting=csv.QUOTE_ALL).writerow([7, "title", "desc"])
-    with pytest.raises(KilnError, match=r"test.csv: row 11 has label '7', which is not a class \(1..4\)"):
+    with pytest.raises(KilnError, match=r"test.csv: row 11: label '7' is not a class \(1..4\)"):
         build_data(DataConfig(name="ag_news", root=folder), seed=0, device=CPU, splits=("test",))
 
 

@@ -79,12 +79,13 @@ def test_fast_dev_run(tmp_path, idx_root):
     assert len(rows) == 1 and json.loads(rows[0])["step"] == 2
 
 
-def test_predict_image_files(tmp_path, config_file):
+def test_predict_image_files(tmp_path, config_file, capsys):
     from PIL import Image
 
     from fakedata import make_images
+    from kiln.cli import main
 
-    assert run_cli("train", config_file, "trainer.epochs=2").returncode == 0
+    assert main(["train", str(config_file), "trainer.epochs=2"]) == 0  # in-process: the predictions below are the CLI
     run = only_run(tmp_path / "runs")
     images, labels = make_images(4, seed=9)
     paths = []
@@ -99,8 +100,8 @@ def test_predict_image_files(tmp_path, config_file):
     assert [r["input"] for r in rows] == [str(p) for p in paths]
     assert all(0 < sum(t["probability"] for t in r["top"]) <= 1 + 1e-6 and r["label"] in names for r in rows)
     assert sum(r["label"] == names[int(y)] for r, y in zip(rows, labels)) >= 2  # the model learned something
-    result = run_cli("predict", run, tmp_path / "missing.png")
-    assert result.returncode == 2 and "image not found" in result.stderr
+    assert main(["predict", str(run), str(tmp_path / "missing.png")]) == 2
+    assert "image not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [

@@ -87,53 +87,39 @@ def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labe
     return [header.index(c) for c in cfg.text_columns], label_idx, len(header)
 
 
-def label_ids(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
-              one_based: bool) -> tuple[list[int], list[int]]:
-    """Map raw labels (class names or integers) to 0-based class indices; bad labels per on_bad_row.
-    Returns (labels, indices of the rows kept)."""
-    assert rows.labels is not None, "training and test files are read with require_labels=True"
-    index = {name: i for i, name in enumerate(class_names)}
-    out, keep = [], []
-    for i, raw in enumerate(rows.labels):
-        label = index.get(raw)
-        if label is None and re.fullmatch(r"-?\d+", raw):
-            label = int(raw) - (1 if one_based else 0)
-            label = label if 0 <= label < len(class_names) else None
-        if label is None:
-            if cfg.on_bad_row == "error":
-                valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
-                raise KilnError(f"{path}: row {i + 1} has label {raw!r}, which is not a class ({valid}). Fix it, or "
-                                "set data.on_bad_row=skip")
-            continue
-        out.append(label)
-        keep.append(i)
-    if len(keep) != len(rows.labels):
-        log.warning("skipped %d rows with unknown labels in %s", len(rows.labels) - len(keep), path)
-    return out, keep
-
-
-def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig, task: str, separator: str,
-                one_based: bool) -> tuple[list, list[int]]:
-    """The rows' targets for the task (class indices; multi-hot vectors; values) and the indices of the rows kept;
-    a bad one (unknown label, a number that is not one) raises or is skipped per on_bad_row."""
-    if task == "multiclass":
-        return label_ids(rows, class_names, path, cfg, one_based)
+def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig, task: str = "multiclass",
+                separator: str = "|", one_based: bool = False) -> tuple[list, list[int]]:
+    """The rows' targets for the task — class indices (from names or integers), multi-hot vectors, values — and
+    the indices of the rows kept; a bad one (unknown label, a number that is not one) raises or is skipped per
+    on_bad_row."""
     from kiln.data.targets import multi_hot, numbers
 
     assert rows.labels is not None, "training and test files are read with require_labels=True"
     index = {name: i for i, name in enumerate(class_names)}
+
+    def target(raw: str):
+        if task == "multilabel":
+            return multi_hot(raw, index, separator)
+        if task == "regression":
+            return numbers(raw.split(UNIT), class_names)
+        label = index.get(raw)
+        if label is None and re.fullmatch(r"-?\d+", raw):
+            label = int(raw) - (1 if one_based else 0)
+            label = label if 0 <= label < len(class_names) else None
+        valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
+        return label, f"label {raw!r} is not a class ({valid})"
+
     out, keep = [], []
     for i, raw in enumerate(rows.labels):
-        target, problem = multi_hot(raw, index, separator) if task == "multilabel" else \
-            numbers(raw.split(UNIT), class_names)
-        if target is None:
+        value, problem = target(raw)
+        if value is None:
             if cfg.on_bad_row == "error":
                 raise KilnError(f"{path}: row {i + 1}: {problem}. Fix it, or set data.on_bad_row=skip")
             continue
-        out.append(target)
+        out.append(value)
         keep.append(i)
     if len(keep) != len(rows.labels):
-        log.warning("skipped %d rows with bad targets in %s", len(rows.labels) - len(keep), path)
+        log.warning("skipped %d rows with bad labels or targets in %s", len(rows.labels) - len(keep), path)
     return out, keep
 
 

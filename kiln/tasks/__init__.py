@@ -66,13 +66,8 @@ def train_targets(batches) -> torch.Tensor:
 
 def class_weights(cfg: TaskConfig, train_batches, num_classes: int) -> torch.Tensor | None:
     """task.class_weights as a tensor: given (one per class), or auto = n / (k x count) on the training split."""
-    if cfg.class_weights is None:
-        return None
-    if isinstance(cfg.class_weights, list):
-        if len(cfg.class_weights) != num_classes:
-            raise KilnError(f"task.class_weights has {len(cfg.class_weights)} values for {num_classes} classes; give "
-                            "one per class, in label order (or auto)")
-        return torch.tensor(cfg.class_weights, dtype=torch.float32)
+    if cfg.class_weights is None or isinstance(cfg.class_weights, list):
+        return _given("task.class_weights", cfg.class_weights, num_classes, "class")
     labels = train_targets(train_batches)
     counts = torch.bincount(labels.long(), minlength=num_classes).float()
     weights = len(labels) / (num_classes * counts.clamp_min(1))
@@ -83,16 +78,22 @@ def class_weights(cfg: TaskConfig, train_batches, num_classes: int) -> torch.Ten
 def pos_weight(cfg: TaskConfig, train_batches, num_labels: int) -> torch.Tensor | None:
     """task.pos_weight as a tensor: given (one per label), or auto = negatives / positives per label on the
     training split (a label never present gets 1)."""
-    if cfg.pos_weight is None:
-        return None
-    if isinstance(cfg.pos_weight, list):
-        if len(cfg.pos_weight) != num_labels:
-            raise KilnError(f"task.pos_weight has {len(cfg.pos_weight)} values for {num_labels} labels; give one "
-                            "per label, in label order (or auto)")
-        return torch.tensor(cfg.pos_weight, dtype=torch.float32)
+    if cfg.pos_weight is None or isinstance(cfg.pos_weight, list):
+        return _given("task.pos_weight", cfg.pos_weight, num_labels, "label")
     y = train_targets(train_batches).float()
     positives = y.sum(0)
     weights = torch.where(positives > 0, (len(y) - positives) / positives.clamp_min(1), torch.ones_like(positives))
     log.info("task.pos_weight=auto: %s", ", ".join(f"{w:.3g}" for w in weights.tolist()))
     return weights
 
+
+
+def _given(key: str, values: list[float] | None, count: int, what: str) -> torch.Tensor | None:
+    """Weights written in the config: one per class (or label), checked against the data."""
+    if values is None:
+        return None
+    if len(values) != count:
+        plural = {"class": "classes", "label": "labels"}[what]
+        raise KilnError(f"{key} has {len(values)} values for {count} {plural}; give one per {what}, in label order "
+                        "(or auto)")
+    return torch.tensor(values, dtype=torch.float32)
