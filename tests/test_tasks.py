@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import only_run, tiny_config
+from conftest import only_run, tiny_config, write_config
 from fakedata import (
     BLOB_COLOURS,
     TOPIC_NAMES,
@@ -270,3 +270,12 @@ def test_positive_weights_are_negatives_over_positives_on_the_training_split():
     assert weights.tolist() == pytest.approx([1 / 3, 3.0, 1.0])  # a label never present keeps 1
     with pytest.raises(KilnError, match="task.pos_weight has 2 values for 3 labels"):
         pos_weight(TaskConfig(name="multilabel", pos_weight=[1.0, 2.0]), Batches(), 3)
+
+
+def test_a_search_without_a_metric_optimises_what_the_task_keeps_best_pt_by(tmp_path, discs):
+    from kiln.tune.space import load_tune_config
+
+    base = write_config(tmp_path, _image_config(tmp_path, discs, {"name": "regression"}, 1, label_column="x"))
+    (tmp_path / "tune.yaml").write_text(f"base: {base.name}\nspace:\n  optim.lr: [0.001, 0.01]\n")
+    tune = load_tune_config(tmp_path / "tune.yaml")
+    assert (tune.metric, tune.mode) == ("val/mae", "min")

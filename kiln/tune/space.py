@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from kiln.config import Section, build_config, deep_merge, nest, parse_overrides, read_file
+from kiln.config import Section, better, build_config, deep_merge, nest, parse_overrides, read_file, watched
 from kiln.errors import KilnError
 
 
@@ -80,9 +80,11 @@ class TuneConfig(Section):
     """The training config to tune (relative to the tune file)."""
     name: str | None = None
     """Study name; runs go to <log.dir>/<name>/tune-<timestamp>/. Unset: the base config's name."""
-    metric: str = "val/acc"
-    """The metric to optimise, as logged per epoch (checked before the search starts)."""
-    mode: Literal["min", "max"] = "max"
+    metric: str = ""
+    """The metric to optimise, as logged per epoch (checked before the search starts). Unset: the base config's
+    checkpoint monitor (val/acc, val/f1_micro or val/mae by task, unless the config sets another)."""
+    mode: Literal["min", "max"] | None = None
+    """Whether lower or higher is better. Unset: min for losses and errors (loss, mae, rmse), max for the rest."""
     trials: int = Field(20, gt=0)
     """Number of finished (complete or pruned) trials."""
     sampler: Literal["grid", "random", "tpe", "cmaes"] = "tpe"
@@ -137,9 +139,14 @@ def load_tune_config(path: Path) -> TuneConfig:
     raw["base"] = str((Path(path).parent / raw["base"]).resolve()) if not Path(raw["base"]).is_absolute() \
         else raw["base"]
     try:
-        return TuneConfig.model_validate(raw)
+        tune = TuneConfig.model_validate(raw)
     except ValidationError as e:
         raise KilnError(explain(e).replace("invalid config", f"invalid tune config {path}")) from None
+    if not tune.metric:  # what the base config's runs keep best.pt by
+        tune.metric = watched(build_config(read_file(tune.base)).trainer.checkpoint)[0]
+    if tune.mode is None:
+        tune.mode = better(tune.metric)
+    return tune
 
 
 def trial_config(base_raw: dict[str, Any], values: dict[str, Any]):
