@@ -21,8 +21,8 @@ class DataInfo:
 
     name: str
     kind: str  # "image" | "text" | "custom" (the user's own Dataset)
-    num_classes: int
-    class_names: list[str]
+    num_classes: int  # the model's outputs: classes, labels (multilabel) or target values (regression)
+    class_names: list[str]  # their names
     in_channels: int = 0  # images
     image_size: tuple[int, int] = (0, 0)
     mean: tuple[float, ...] = (0.0,)  # per channel, of pixels in [0, 1]

@@ -43,12 +43,13 @@ class Found:
     """What a scan found: the file lists by split (`all` for a folder of class folders, split by kiln)."""
 
     files: dict[str, ImageFiles]
-    class_names: list[str]
+    class_names: list[str]  # the classes; the labels (multilabel); the target columns (regression)
     layout: str
+    noun: str = "classes"
 
     def describe(self) -> str:
         counts = ", ".join(f"{name} {len(f.paths)}" for name, f in self.files.items())
-        return f"{len(self.class_names)} classes ({self.layout}): {counts} images"
+        return f"{len(self.class_names)} {self.noun} ({self.layout}): {counts} images"
 
 
 def read_class_map(path: Path) -> list[str]:
@@ -145,7 +146,7 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
         class_names = label_names(raws, separator) if task == "multilabel" else infer_class_names([r for r in raws if r])
     files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row, task, separator)
              for split, split_rows in rows.items()}
-    return Found(files, class_names, "CSV files")
+    return Found(files, class_names, "CSV files", {"multilabel": "labels", "regression": "targets"}.get(task, "classes"))
 
 
 def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tuple[str, list[str], int]]:

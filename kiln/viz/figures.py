@@ -200,7 +200,8 @@ def image_grid(images: np.ndarray, titles: list[str], title: str, cols: int = 6)
     return fig
 
 
-def compare_curves(runs: dict[str, list[dict[str, Any]]], metrics: list[str]):
+def compare_curves(runs: dict[str, list[dict[str, Any]]], metrics: list[str], monitor: str = "val/acc",
+                   mode: str = "max"):
     """Several runs overlaid, one facet per metric, one colour per run, shared epoch axis."""
     fig, axes = figure(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False, sharex=True)
     for ax, metric in zip(axes[0], metrics):
@@ -212,8 +213,12 @@ def compare_curves(runs: dict[str, list[dict[str, Any]]], metrics: list[str]):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(metric.split("/")[-1])
     axes[0][0].legend(loc="best", fontsize=8)
-    best = {label: max((r.get("val/acc") or 0) for r in rows) for label, rows in runs.items()}
-    leader = max(best, key=lambda label: best[label]) if best else ""
-    fig.suptitle(f"{len(runs)} runs compared — best val/acc: {leader} ({best.get(leader, 0):.4f})",
-                 fontweight="bold")
+    pick = max if mode == "max" else min
+    best = {label: pick(values) for label, rows in runs.items()
+            if (values := [r[monitor] for r in rows if r.get(monitor) is not None])}
+    title = f"{len(runs)} runs compared"
+    if best:
+        leader = pick(best, key=lambda label: best[label])
+        title += f" — best {monitor}: {leader} ({best[leader]:.4f})"
+    fig.suptitle(title, fontweight="bold")
     return fig

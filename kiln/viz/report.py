@@ -258,10 +258,13 @@ def _test_file(cfg) -> Path:
 def _comparison(report: Report, runs: list[RunDir], folder: Path) -> None:
     labels = _labels(runs)
     metrics = {label: read_metrics(run) for label, run in zip(labels, runs)}
-    present = [m for m in ("val/acc", "val/loss", "train/loss") if any(m in r for rows in metrics.values() for r in rows)]
+    checkpoint = runs[0].saved_config().get("trainer", {}).get("checkpoint", {})
+    monitor, mode = checkpoint.get("monitor") or "val/acc", checkpoint.get("mode") or "max"
+    present = [m for m in dict.fromkeys((monitor, "val/loss", "train/loss"))
+               if any(m in r for rows in metrics.values() for r in rows)]
     report.heading("Runs compared")
     if present:
-        report.figure(figures.compare_curves(metrics, present), folder, "compare", "runs compared")
+        report.figure(figures.compare_curves(metrics, present, monitor, mode), folder, "compare", "runs compared")
     report.heading("Config differences", 3)
     flat = [flatten(run.saved_config()) for run in runs]
     keys = sorted({k for f in flat for k in f if len({str(g.get(k)) for g in flat}) > 1})
@@ -270,12 +273,14 @@ def _comparison(report: Report, runs: list[RunDir], folder: Path) -> None:
     else:
         report.note("the runs' configs are identical")
     finals = []
+    pick = max if mode == "max" else min
+    test_key = monitor.split("/", 1)[-1]
     for label, run in zip(labels, runs):
         test = run.test_metrics() or {}
         rows = metrics[label]
-        best = max((r.get("val/acc") or 0 for r in rows), default=None)
-        finals.append([label, len(rows), best if best is not None else "—", test.get("acc", "—")])
-    report.table(["run", "epochs", "best val/acc", "test acc"], finals)
+        values = [r[monitor] for r in rows if r.get(monitor) is not None]
+        finals.append([label, len(rows), pick(values) if values else "—", test.get(test_key, "—")])
+    report.table(["run", "epochs", f"best {monitor}", f"test {test_key}"], finals)
 
 
 def _labels(runs: list[RunDir]) -> list[str]:
