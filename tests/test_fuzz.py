@@ -117,6 +117,24 @@ def test_csv_readers_on_any_text(text):
         _only_kiln_errors(read_rows, path, get_dataset(name), cfg)
 
 
+@FUZZ
+@given(st.lists(st.text(alphabet=st.sampled_from(list("ab|1.-e+ \t,x")), max_size=12), min_size=1, max_size=6))
+@example(["nan", "inf", "1e309", "-.5"])
+def test_label_cells_of_any_kind_become_targets_or_a_named_problem(cells):
+    """Label sets (multilabel) and numbers (regression) from arbitrary cells: a target, or the reason it is not."""
+    from kiln.data.csv_rows import UNIT, Rows, row_targets
+
+    rows = Rows(["text"] * len(cells), cells)
+    for task, names in (("multilabel", ["a", "b", "1"]), ("regression", ["y"]), ("multiclass", ["a", "b"])):
+        targets, kept = row_targets(rows, names, TMP / "cells.csv", TextConfig(on_bad_row="skip"), task)
+        assert len(targets) == len(kept) <= len(cells)
+        if task == "regression":
+            assert all(len(t) == 1 and abs(t[0]) < float("inf") for t in targets)  # finite numbers only
+        if task == "multilabel":
+            assert all(len(t) == 3 and set(t) <= {0.0, 1.0} for t in targets)
+    assert UNIT not in "".join(cells)
+
+
 def _valid_checkpoint() -> bytes:
     path = TMP / "valid.pt"
     model = torch.nn.Linear(3, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ from kiln.config import DataConfig
 from kiln.data.loaders import Batches
 from kiln.data.registry import DATASETS, get_dataset
 from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
 
 __all__ = ["DATASETS", "Batches", "Data", "DataInfo", "build_data", "choose_loader", "cv_folds", "split_indices"]
 
@@ -102,6 +105,11 @@ def cv_folds(n: int, cfg: DataConfig, labels: torch.Tensor | None = None) -> tup
     elif labels.ndim == 2:  # multilabel: label sets, dealt iteratively by label
         from kiln.data.targets import iterative_folds
 
+        positives = labels.sum(0)
+        scarce = ((positives > 0) & (positives < folds)).nonzero().flatten().tolist()
+        if scarce and cfg.cv.fold == 1:
+            log.warning("--folds %d: label(s) %s have fewer samples than folds, so some held-out folds lack them "
+                        "(their per-label scores are undefined there)", folds, ", ".join(map(str, scarce[:10])))
         fold_of = iterative_folds(labels, folds, order)
     else:
         counts = torch.bincount(labels)
