@@ -41,8 +41,9 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     optimizer = build_optimizer(cfg.optim, model, device, head)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
     steps_per_epoch = -(-batches_per_epoch(cfg.trainer, len(data.require("train"))) // cfg.trainer.accumulate)
-    schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                        monitor=watched(cfg.trainer.checkpoint)[0], monitor_mode=watched(cfg.trainer.checkpoint)[1])
+    monitor, mode = watched(cfg.trainer.checkpoint)
+    schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, monitor=monitor,
+                        monitor_mode=mode)
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
     ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(

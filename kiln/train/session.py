@@ -14,8 +14,7 @@ from typing import Any
 
 import torch
 
-from kiln.config import Config, flatten
-from kiln.config import watched as watched_metric
+from kiln.config import Config, flatten, watched
 from kiln.data import Data, build_data
 from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
@@ -50,10 +49,10 @@ def check_monitors(cfg: Config, num_classes: int | None) -> None:
     available = build_task(cfg.task, num_classes).metric_names(has_val)
     if available is None:  # not known before the data is read (text_csv); checked again after loading
         return
-    watched = {"trainer.checkpoint.monitor": watched_metric(cfg.trainer.checkpoint)[0]}
+    monitored = {"trainer.checkpoint.monitor": watched(cfg.trainer.checkpoint)[0]}
     if cfg.trainer.early_stopping.enabled:
-        watched["trainer.early_stopping.monitor"] = cfg.trainer.early_stopping.monitor
-    for key, metric in watched.items():
+        monitored["trainer.early_stopping.monitor"] = cfg.trainer.early_stopping.monitor
+    for key, metric in monitored.items():
         if metric not in available:
             why = " (there is no validation split: data.val_split=0)" if metric.startswith("val/") and not has_val else ""
             raise KilnError(f"{key}={metric!r} is a metric this run will never produce{why}; "
