@@ -14,12 +14,12 @@ from kiln.errors import KilnError
 class Task:
     """The interface the loop, evaluation, predict, cv and the report use; the loop never names a loss.
 
-    Subclasses set `name`, `default_monitor`, `train_metric` (the running training metric, logged as
-    train/<name>), `headline` (the validation metric the epoch line shows) and implement the loss and metrics.
+    Subclasses set `name`, `train_metric` (the running training metric, logged as train/<name>), `headline` (the
+    validation metric the epoch line shows) and implement the loss and metrics. The metric best.pt is kept by
+    when the config does not say is the config's to resolve (kiln.config.TASK_MONITORS).
     """
 
     name = ""
-    default_monitor = ""
     train_metric = "acc"
     headline = "acc"
     summary_metrics: tuple[str, ...] = ()  # the scalar test results, in the order tables show them

@@ -22,7 +22,6 @@ class MulticlassTask(Task):
     """
 
     name = "multiclass"
-    default_monitor = "val/acc"
     summary_metrics = ("loss", "acc", "acc_top5", "f1")
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None):

@@ -29,7 +29,6 @@ class MultilabelTask(Task):
     labels that have positives); per label precision, recall, F1, AP and support on request."""
 
     name = "multilabel"
-    default_monitor = "val/f1_micro"
     headline = "f1_micro"
     summary_metrics = ("loss", "f1_micro", "f1_macro", "map", "acc")
 

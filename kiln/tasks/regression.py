@@ -23,7 +23,6 @@ class RegressionTask(Task):
     RMSE and R² (averaged over the targets) in the original units; per target MAE and R² on request."""
 
     name = "regression"
-    default_monitor = "val/mae"
     train_metric = "mae"
     headline = "mae"
     summary_metrics = ("loss", "mae", "rmse", "r2")
