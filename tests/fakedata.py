@@ -244,3 +244,23 @@ def write_multilabel_text_csv(folder: Path, n_train: int = 600, n_test: int = 20
                 rng.shuffle(words)
                 writer.writerow([" ".join(words), "|".join(TOPIC_NAMES[t] for t in topics)])
     return folder
+
+
+def write_regression_text_csv(folder: Path, n_train: int = 300, n_test: int = 90) -> Path:
+    """train.csv / test.csv (text,stars): a review of five words of praise or blame among filler; `stars` is the
+    number of `great`s (0–5)."""
+    import csv
+    import random
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n, seed in (("train.csv", n_train, 1), ("test.csv", n_test, 2)):
+        rng = random.Random(seed)
+        with open(folder / name, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["text", "stars"])
+            for _ in range(n):
+                stars = rng.randint(0, 5)
+                words = ["great"] * stars + ["bad"] * (5 - stars) + [rng.choice(FILLER) for _ in range(5)]
+                rng.shuffle(words)
+                writer.writerow([" ".join(words), stars])
+    return folder

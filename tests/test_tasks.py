@@ -19,16 +19,19 @@ from fakedata import (
     write_multilabel_image_csv,
     write_multilabel_text_csv,
     write_regression_image_csv,
+    write_regression_text_csv,
 )
 from kiln.cli import main
 from kiln.config import DataConfig, TaskConfig, build_config
 from kiln.cv import run_cv
 from kiln.data import build_data, cv_folds
 from kiln.data.targets import iterative_folds
-from kiln.errors import KilnError
+from kiln.errors import KilnError, TrainingInterrupted
 from kiln.predict import predict
 from kiln.tasks import MultilabelTask, RegressionTask
 from kiln.train import session
+from kiln.train.callbacks import LambdaCallback
+from kiln.train.state import load_checkpoint
 
 CPU = torch.device("cpu")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -84,7 +87,7 @@ def _shipped(name: str, tmp_path: Path, root: Path, *overrides: str) -> list[str
             f"log.dir={tmp_path / 'runs'}", "log.progress=none", "log.tensorboard=false", *overrides]
 
 
-def test_the_multilabel_config_learns_an_image_csv_then_tests_predicts_and_reports(tmp_path, blobs):
+def test_the_multilabel_config_learns_an_image_csv_then_tests_predicts_and_reports(tmp_path, blobs, capsys):
     assert main(_shipped("multilabel_csv.yaml", tmp_path, blobs, "trainer.epochs=10")) == 0
     run = only_run(tmp_path / "runs")
     metrics = json.loads((run / "test_metrics.json").read_text())
@@ -104,6 +107,8 @@ def test_the_multilabel_config_learns_an_image_csv_then_tests_predicts_and_repor
 
     assert main(["report", str(run)]) == 0
     assert (run / "figures" / "per_label.png").is_file() and "threshold" in (run / "report.html").read_text()
+    assert main(["inspect", str(run), "--batch"]) == 0  # the batch's images titled with their label sets
+    assert "label counts: blue" in capsys.readouterr().out
 
 
 def test_the_regression_config_reaches_r2_on_an_image_csv_and_predicts_in_the_original_units(tmp_path, discs):
@@ -167,6 +172,35 @@ def test_kiln_cv_folds_a_multilabel_text_csv_iteratively_and_scores_the_ensemble
     assert summary["metrics"] == ["f1_micro", "f1_macro", "map", "acc", "loss"]
     assert sum(f["num_samples"] for f in summary["folds"]) == 400  # every training text held out once
     assert 0.5 < summary["test"]["ensemble_f1_micro"] <= 1 and len(summary["test"]["f1_micro_per_fold"]) == 3
+
+
+def test_a_text_regression_resumes_bit_exactly_with_the_scaling_it_started_with(tmp_path):
+    root = write_regression_text_csv(tmp_path / "reviews")
+
+    def cfg(folder: str):
+        return build_config({"name": "stars", "task": {"name": "regression", "loss": "huber"},
+                             "data": {"name": "text_csv", "root": str(root), "batch_size": 32, "val_split": 0.2,
+                                      "text": {"label_column": ["stars"]}},
+                             "model": {"name": "embedding_bag"}, "optim": {"name": "adamw", "lr": 0.02},
+                             "trainer": {"epochs": 4},
+                             "log": {"dir": str(tmp_path / folder), "progress": "none", "tensorboard": False}})
+
+    full = session.train(cfg("full"), quiet=True)
+    assert full.test_metrics is not None and full.test_metrics["r2"] > 0.9, full.test_metrics
+
+    def stop(t):
+        if t.state.step == 10:  # in epoch 2
+            t.stop_requested = True
+
+    with pytest.raises(TrainingInterrupted):
+        session.train(cfg("cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    run = only_run(tmp_path / "cut")
+    scaling = yaml.safe_load((run / "config.yaml").read_text())["task"]["target_mean"]
+    resumed = session.train(cfg("cut"), resume=run, quiet=True)
+    assert yaml.safe_load((run / "config.yaml").read_text())["task"]["target_mean"] == scaling
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 # --------------------------------------------------------------------------- splits, folds, losses

@@ -99,7 +99,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     check_monitors(cfg, data.info.num_classes)
     if resume is None:
         epochs_from_steps(cfg, len(data.require("train")))
-        resolve_task_settings(cfg.task, data.require("train"))  # recorded in the run's config.yaml
+    resolve_task_settings(cfg.task, data.require("train"))  # recorded in the run's config.yaml (resumes too)
     run, lock = _run_folder(cfg, proc, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
