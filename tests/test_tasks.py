@@ -126,7 +126,7 @@ def test_the_regression_config_reaches_r2_on_an_image_csv_and_predicts_in_the_or
     assert main(["predict", str(run), str(discs / "test.csv"), "--out", str(out)]) == 0
     predicted, truth = _rows(out), _rows(discs / "test.csv")
     assert list(predicted[0]) == ["file", "brightness", "x"]
-    for column, tolerance in (("brightness", 15.0), ("x", 0.05)):  # 40–250 and 0–1: the CSV's own units
+    for column, tolerance in (("brightness", 20.0), ("x", 0.05)):  # 40–250 and 0–1: the CSV's own units
         error = sum(abs(float(p[column]) - float(t[column])) for p, t in zip(predicted, truth)) / len(truth)
         assert error < tolerance, (column, error)
 
