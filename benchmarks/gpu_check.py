@@ -248,6 +248,25 @@ def check_image_folder(c: Ctx) -> str:
             f"transfer at 224 px: test acc {_test_acc(c.work / 'folder_transfer'):.4f}")
 
 
+def check_tasks(c: Ctx) -> str:
+    """Multilabel and regression image CSVs with the shipped configs under the default precision (bf16 autocast on
+    the GPU): BCE with logits and the standardised regression loss in mixed precision, metrics in fp32."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakedata import write_multilabel_image_csv, write_regression_image_csv
+
+    n = 96 if c.dry else 480
+    env = {"KILN_CACHE": str(c.work / "cache")}
+    small = ["data.image_size=32", "trainer.min_steps=null", f"trainer.epochs={1 if c.dry else 12}"]
+    blobs, discs = write_multilabel_image_csv(c.work / "blobs", n=n), write_regression_image_csv(c.work / "discs", n=n)
+    c.kiln("train", "configs/multilabel_csv.yaml", f"data.root={blobs}", *small,
+           *c.train_args("multilabel", images=False), env=env)
+    c.kiln("train", "configs/regression_csv.yaml", f"data.root={discs}", "data.label_column=[brightness,x]", *small,
+           *c.train_args("regression", images=False), env=env)
+    ml = json.loads((c.work / "multilabel" / "test_metrics.json").read_text())
+    reg = json.loads((c.work / "regression" / "test_metrics.json").read_text())
+    return f"multilabel test micro-F1 {ml['f1_micro']:.4f}; regression test R² {reg['r2']:.4f}, MAE {reg['mae']:.4g}"
+
+
 def _text(c: Ctx, name: str, config: str, *overrides: str) -> str:
     root = c.work / "ag_news"
     c.kiln("train", config, f"data.root={root}", "data.val_split=0.1", *overrides,
@@ -373,6 +392,7 @@ CHECKS = [
     Check("resnet18 small input", check_resnet),
     Check("transfer: frozen backbone, fused AdamW", check_transfer),
     Check("image folder resident + transfer 224", check_image_folder),
+    Check("multilabel + regression CSVs", check_tasks),
     Check("text embedding_bag", lambda c: _text(c, "text_bag", "configs/ag_news.yaml")),
     Check("text gru (autocast)", lambda c: _text(c, "text_gru", "configs/ag_news.yaml", "model.name=gru",
                                                  "data.text.collate=pad", "trainer.precision=auto")),
