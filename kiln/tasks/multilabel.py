@@ -36,6 +36,7 @@ class MultilabelTask(Task):
         super().__init__(cfg, num_classes)
         self.pos_weight = pos_weight
         self._thresholds: torch.Tensor | None = None
+        self._thresholds_of: tuple[list[float], torch.device] | None = None
 
     @property
     def smoothed(self) -> bool:
@@ -43,12 +44,13 @@ class MultilabelTask(Task):
 
     def thresholds(self, device: torch.device) -> torch.Tensor:
         """task.threshold as one value per label on `device`."""
-        if self._thresholds is None or self._thresholds.device != device:
-            values = self.threshold_list()
+        values = self.threshold_list()
+        if self._thresholds is None or self._thresholds_of != (values, device):  # tuning may change them
             if len(values) != (self.num_classes or 1):
                 raise KilnError(f"task.threshold has {len(values)} values for {self.num_classes} labels; give one "
                                 "value, or one per label in label order")
             self._thresholds = torch.tensor(values, dtype=torch.float32, device=device)
+            self._thresholds_of = (values, device)
         return self._thresholds
 
     def threshold_list(self) -> list[float]:

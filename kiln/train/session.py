@@ -363,8 +363,7 @@ def _tune_thresholds(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) 
     load_weights(model, load_checkpoint(path)["model"], path)
     probs, targets = collect_predictions(model, trainer.data.val, trainer.task, trainer.device, trainer.precision)
     thresholds: list[float] = dist.broadcast(tuned_thresholds(probs, targets))
-    cfg.task.threshold = thresholds
-    trainer.task.cfg = cfg.task
+    cfg.task.threshold = thresholds  # the trainer's task reads the same TaskConfig
     log.info("task.tune_threshold: thresholds per label (best validation F1): %s", ", ".join(
         f"{name} {t:.2f}" for name, t in zip(trainer.data.info.class_names, thresholds)))
     if proc.is_main:
