@@ -43,6 +43,13 @@ def write_config(tmp_path: Path, cfg: dict, name: str = "config.yaml") -> Path:
 
 
 @pytest.fixture
+def own_cache(tmp_path, monkeypatch) -> Path:
+    """$KILN_CACHE in the test's own folder: decoded images and tokens are not shared with other tests."""
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def config_file(tmp_path, idx_root) -> Path:
     return write_config(tmp_path, tiny_config(tmp_path, idx_root))
 
