@@ -131,8 +131,9 @@ def write_image_folder(root: Path, n: int = 240, seed: int = 0, layout: str = "c
     return root
 
 
-def write_image_csv(root: Path, n: int = 120, seed: int = 0) -> Path:
-    """train.csv and test.csv (columns path,label; paths relative to the CSV) over images in root/images/."""
+def _write_image_csvs(root: Path, n: int, header: list[str], sample, seed: int = 0) -> Path:
+    """train.csv (n rows) and test.csv (n // 3) over PNGs in root/images/ (paths relative to the CSVs);
+    `sample(rng, i)` gives each row's image and its cells after the path."""
     import csv
 
     import numpy as np
@@ -142,13 +143,22 @@ def write_image_csv(root: Path, n: int = 120, seed: int = 0) -> Path:
     for split, count in (("train", n), ("test", n // 3)):
         with open(root / f"{split}.csv", "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["path", "label"])
+            writer.writerow(header)
             for i in range(count):
-                label = i % len(SHAPE_CLASSES)
+                image, cells = sample(rng, i)
                 name = f"images/{split}{i:04d}.png"
-                draw_shape_image(label, rng, (int(rng.integers(40, 80)), int(rng.integers(40, 80)))).save(root / name)
-                writer.writerow([name, SHAPE_CLASSES[label]])
+                image.save(root / name)
+                writer.writerow([name, *cells])
     return root
+
+
+def write_image_csv(root: Path, n: int = 120, seed: int = 0) -> Path:
+    """train.csv and test.csv (columns path,label) of colour-and-shape images."""
+    def sample(rng, i):
+        label = i % len(SHAPE_CLASSES)
+        return draw_shape_image(label, rng, (int(rng.integers(40, 80)), int(rng.integers(40, 80)))), [SHAPE_CLASSES[label]]
+
+    return _write_image_csvs(root, n, ["path", "label"], sample, seed)
 
 
 def write_cifar_binary(folder: Path, hundred: bool = False, per_file: int = 20) -> Path:
@@ -177,52 +187,34 @@ TOPIC_NAMES = ["politics", "sports", "business", "tech"]
 def write_multilabel_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
     """train.csv / test.csv (path,labels): each image holds a disc of each colour in BLOB_COLOURS with probability
     1/2, at a random place; labels like `red|blue`, empty for an image with none."""
-    import csv
-
     import numpy as np
     from PIL import Image, ImageDraw
 
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    for split, count in (("train", n), ("test", n // 3)):
-        with open(root / f"{split}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "labels"])
-            for i in range(count):
-                present = [c for c in BLOB_COLOURS if rng.random() < 0.5]
-                img = Image.fromarray(rng.integers(90, 170, (32, 32, 3)).astype(np.uint8), "RGB")
-                draw = ImageDraw.Draw(img)
-                for colour in present:
-                    cx, cy = (int(v) for v in rng.integers(5, 27, 2))
-                    draw.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), fill=BLOB_COLOURS[colour])
-                name = f"images/{split}{i:04d}.png"
-                img.save(root / name)
-                writer.writerow([name, "|".join(present)])
-    return root
+    def sample(rng, i):
+        present = [c for c in BLOB_COLOURS if rng.random() < 0.5]
+        img = Image.fromarray(rng.integers(90, 170, (32, 32, 3)).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(img)
+        for colour in present:
+            cx, cy = (int(v) for v in rng.integers(5, 27, 2))
+            draw.ellipse((cx - 5, cy - 5, cx + 5, cy + 5), fill=BLOB_COLOURS[colour])
+        return img, ["|".join(present)]
+
+    return _write_image_csvs(root, n, ["path", "labels"], sample, seed)
 
 
 def write_regression_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
     """train.csv / test.csv (path,brightness,x): one grey disc on a dark noisy background; `brightness` is its
     grey level (40–250) and `x` its centre's horizontal position (0–1)."""
-    import csv
-
     import numpy as np
     from PIL import Image, ImageDraw
 
-    rng = np.random.default_rng(seed)
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    for split, count in (("train", n), ("test", n // 3)):
-        with open(root / f"{split}.csv", "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "brightness", "x"])
-            for i in range(count):
-                level, cx, cy = int(rng.integers(40, 251)), int(rng.integers(7, 25)), int(rng.integers(7, 25))
-                img = Image.fromarray(rng.integers(0, 30, (32, 32)).astype(np.uint8), "L")
-                ImageDraw.Draw(img).ellipse((cx - 6, cy - 6, cx + 6, cy + 6), fill=level)
-                name = f"images/{split}{i:04d}.png"
-                img.save(root / name)
-                writer.writerow([name, level, f"{cx / 32:.4f}"])
-    return root
+    def sample(rng, i):
+        level, cx, cy = int(rng.integers(40, 251)), int(rng.integers(7, 25)), int(rng.integers(7, 25))
+        img = Image.fromarray(rng.integers(0, 30, (32, 32)).astype(np.uint8), "L")
+        ImageDraw.Draw(img).ellipse((cx - 6, cy - 6, cx + 6, cy + 6), fill=level)
+        return img, [level, f"{cx / 32:.4f}"]
+
+    return _write_image_csvs(root, n, ["path", "brightness", "x"], sample, seed)
 
 
 def write_multilabel_text_csv(folder: Path, n_train: int = 600, n_test: int = 200) -> Path:
