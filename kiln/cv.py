@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from kiln.config import Config, CvConfig
 from kiln.errors import KilnError
 from kiln.runs import RunDir
@@ -98,8 +96,7 @@ def _test_folds(cfg: Config, runs: list[RunDir]) -> dict[str, Any]:
         if data.test is None:
             raise KilnError("--test: the data has no test split to evaluate the folds on")
         task = trained.task
-        with torch.no_grad():
-            p, targets = collect_predictions(trained.model, data.test, task, trained.device, trained.precision)
+        p, targets = collect_predictions(trained.model, data.test, task, trained.device, trained.precision)
         per_fold.append(task.score(p, targets))
         summed = p if summed is None else summed + p
     assert summed is not None and targets is not None and task is not None

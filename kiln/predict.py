@@ -173,9 +173,9 @@ def answers(task, inputs: list[str], predicted: torch.Tensor, names: list[str], 
         thresholds = task.threshold_list()
         out = []
         for text, p in zip(inputs, predicted.tolist()):
-            ranked = sorted(zip(names, p), key=lambda kv: -kv[1])
-            chosen = [name for name, value in ranked if value >= thresholds[names.index(name)]]
-            out.append(Prediction(text, "|".join(chosen), None, ranked, "multilabel"))
+            ranked = sorted(zip(names, p, thresholds), key=lambda row: -row[1])
+            chosen = [name for name, value, threshold in ranked if value >= threshold]
+            out.append(Prediction(text, "|".join(chosen), None, [(n, v) for n, v, _ in ranked], "multilabel"))
         return out
     if task.name == "regression":
         return [Prediction(text, "  ".join(f"{n} {v:.6g}" for n, v in zip(names, values)), None,

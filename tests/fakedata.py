@@ -217,9 +217,8 @@ def write_regression_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
     return _write_image_csvs(root, n, ["path", "brightness", "x"], sample, seed)
 
 
-def write_multilabel_text_csv(folder: Path, n_train: int = 600, n_test: int = 200) -> Path:
-    """train.csv / test.csv (text,labels): each text mentions one to three of the topics (their words among
-    filler), labels like `sports|tech`."""
+def _write_text_csvs(folder: Path, header: list[str], n_train: int, n_test: int, row) -> Path:
+    """train.csv (seed 1) and test.csv (seed 2) with a header; `row(rng)` gives each row's cells."""
     import csv
     import random
 
@@ -228,31 +227,31 @@ def write_multilabel_text_csv(folder: Path, n_train: int = 600, n_test: int = 20
         rng = random.Random(seed)
         with open(folder / name, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["text", "labels"])
-            for _ in range(n):
-                topics = sorted(rng.sample(range(4), rng.randint(1, 3)))
-                words = [rng.choice(TOPICS[t]) for t in topics for _ in range(rng.randint(1, 2))]
-                words += [rng.choice(FILLER) for _ in range(rng.randint(2, 15))]
-                rng.shuffle(words)
-                writer.writerow([" ".join(words), "|".join(TOPIC_NAMES[t] for t in topics)])
+            writer.writerow(header)
+            writer.writerows(row(rng) for _ in range(n))
     return folder
+
+
+def write_multilabel_text_csv(folder: Path, n_train: int = 600, n_test: int = 200) -> Path:
+    """train.csv / test.csv (text,labels): each text mentions one to three of the topics (their words among
+    filler), labels like `sports|tech`."""
+    def row(rng):
+        topics = sorted(rng.sample(range(4), rng.randint(1, 3)))
+        words = [rng.choice(TOPICS[t]) for t in topics for _ in range(rng.randint(1, 2))]
+        words += [rng.choice(FILLER) for _ in range(rng.randint(2, 15))]
+        rng.shuffle(words)
+        return [" ".join(words), "|".join(TOPIC_NAMES[t] for t in topics)]
+
+    return _write_text_csvs(folder, ["text", "labels"], n_train, n_test, row)
 
 
 def write_regression_text_csv(folder: Path, n_train: int = 300, n_test: int = 90) -> Path:
     """train.csv / test.csv (text,stars): a review of five words of praise or blame among filler; `stars` is the
     number of `great`s (0–5)."""
-    import csv
-    import random
+    def row(rng):
+        stars = rng.randint(0, 5)
+        words = ["great"] * stars + ["bad"] * (5 - stars) + [rng.choice(FILLER) for _ in range(5)]
+        rng.shuffle(words)
+        return [" ".join(words), stars]
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, n, seed in (("train.csv", n_train, 1), ("test.csv", n_test, 2)):
-        rng = random.Random(seed)
-        with open(folder / name, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["text", "stars"])
-            for _ in range(n):
-                stars = rng.randint(0, 5)
-                words = ["great"] * stars + ["bad"] * (5 - stars) + [rng.choice(FILLER) for _ in range(5)]
-                rng.shuffle(words)
-                writer.writerow([" ".join(words), stars])
-    return folder
+    return _write_text_csvs(folder, ["text", "stars"], n_train, n_test, row)

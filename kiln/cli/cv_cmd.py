@@ -9,13 +9,15 @@ from kiln.cli.common import OVERRIDES_HELP, add_verbosity, verbosity
 
 def add_parser(sub) -> None:
     p = sub.add_parser("cv", help="k-fold cross-validation: one run per fold, then mean and std",
-                       description="Cut the training split into N folds (stratified by class where kiln knows the "
-                                   "labels) and train one ordinary run per fold in <log.dir>/<name>/cv-<timestamp>/"
+                       description="Cut the training split into N folds (stratified where kiln knows the targets: by "
+                                   "class, iteratively by label, by value quantiles; by position for your own "
+                                   "Dataset) and train one ordinary run per fold in <log.dir>/<name>/cv-<timestamp>/"
                                    "fold-K/: the held-out fold is that run's test split; model selection uses a "
                                    "validation split of the other folds, never the held-out one. Prints each fold's "
-                                   "held-out accuracy, macro F1 and loss with their mean and std, and writes cv.json. "
+                                   "held-out metrics (accuracy and macro F1; micro/macro F1 and mAP; MAE, RMSE and "
+                                   "R², by task.name) and loss with their mean and std, and writes cv.json. "
                                    "--test also scores each fold's best model on the real test split and the "
-                                   "ensemble of their averaged probabilities. A killed cv continues with --resume.",
+                                   "ensemble of their averaged predictions. A killed cv continues with --resume.",
                        epilog="examples:\n  kiln cv configs/fashion_mnist.yaml --folds 5 trainer.epochs=5\n"
                               "  kiln cv --resume runs/fashion_mnist/cv-20260101-120000 --test",
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -92,26 +92,12 @@ def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
     """The rows' targets for the task — class indices (from names or integers), multi-hot vectors, values — and
     the indices of the rows kept; a bad one (unknown label, a number that is not one) raises or is skipped per
     on_bad_row."""
-    from kiln.data.targets import multi_hot, numbers
+    from kiln.data.targets import parse_target
 
     assert rows.labels is not None, "training and test files are read with require_labels=True"
-    index = {name: i for i, name in enumerate(class_names)}
-
-    def target(raw: str):
-        if task == "multilabel":
-            return multi_hot(raw, index, separator)
-        if task == "regression":
-            return numbers(raw.split(UNIT), class_names)
-        label = index.get(raw)
-        if label is None and re.fullmatch(r"-?\d+", raw):
-            label = int(raw) - (1 if one_based else 0)
-            label = label if 0 <= label < len(class_names) else None
-        valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
-        return label, f"label {raw!r} is not a class ({valid})"
-
     out, keep = [], []
     for i, raw in enumerate(rows.labels):
-        value, problem = target(raw)
+        value, problem = parse_target(raw.split(UNIT), class_names, task, separator, one_based)
         if value is None:
             if cfg.on_bad_row == "error":
                 raise KilnError(f"{path}: row {i + 1}: {problem}. Fix it, or set data.on_bad_row=skip")

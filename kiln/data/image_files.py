@@ -176,11 +176,13 @@ def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tu
 
 def _resolve_rows(rows: list[tuple[str, list[str], int]], csv_path: Path, class_names: list[str], on_bad_row: str,
                   task: str = "multiclass", separator: str = "|") -> ImageFiles:
+    from kiln.data.targets import parse_target
+
     files, skipped, first = ImageFiles(), 0, ""
     for rel, labels, line in rows:
         where = f"{csv_path}, line {line}"
         path = (csv_path.parent / rel) if rel else None
-        target, problem = _target(labels, class_names, task, separator) if path is not None else (None, "")
+        target, problem = parse_target(labels, class_names, task, separator) if path is not None else (None, "")
         problem = ("malformed row (wrong number of columns)" if path is None else problem
                    or (f"image {path} not found" if not path.is_file() else ""))
         if problem:
@@ -195,22 +197,3 @@ def _resolve_rows(rows: list[tuple[str, list[str], int]], csv_path: Path, class_
     if not files.paths:
         raise KilnError(f"{csv_path} has no usable rows")
     return files
-
-
-def _target(labels: list[str], class_names: list[str], task: str, separator: str):
-    """(target, "") or (None, what is wrong) for one row's label cells."""
-    from kiln.data.targets import multi_hot, numbers
-
-    index = {name: i for i, name in enumerate(class_names)}
-    if task == "multilabel":
-        return multi_hot(labels[0], index, separator)
-    if task == "regression":
-        return numbers(labels, class_names)
-    label = labels[0]
-    cls = index.get(label)
-    if cls is None and re.fullmatch(r"\d+", label) and int(label) < len(class_names):
-        cls = int(label)
-    if cls is None and separator in label:
-        return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
-                      "dataset; set task.name=multilabel")
-    return (cls, "") if cls is not None else (None, f"label {label!r} is not a class ({', '.join(class_names[:10])})")

@@ -49,6 +49,29 @@ def numbers(raws: Sequence[str], columns: Sequence[str]) -> tuple[list[float] | 
     return values, ""
 
 
+def parse_target(cells: Sequence[str], class_names: list[str], task: str, separator: str = "|",
+                 one_based: bool = False) -> tuple[int | list[float] | None, str]:
+    """(target, "") or (None, what is wrong) for one row's label cells: a class (its name, or its 0-based — with
+    one_based, 1-based — number), a multi-hot vector (multilabel), values (regression, one cell per column)."""
+    index = {name: i for i, name in enumerate(class_names)}
+    if task == "multilabel":
+        return multi_hot(cells[0], index, separator)
+    if task == "regression":
+        return numbers(cells, class_names)
+    label = cells[0]
+    cls = index.get(label)
+    if cls is None and re.fullmatch(r"-?\d+", label):
+        number = int(label) - (1 if one_based else 0)
+        cls = number if 0 <= number < len(class_names) else None
+    if cls is not None:
+        return cls, ""
+    if separator in label:
+        return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
+                      "dataset; set task.name=multilabel")
+    valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
+    return None, f"label {label!r} is not a class ({valid})"
+
+
 def as_tensor(targets: Sequence) -> torch.Tensor:
     """Class indices as int64 (N,); multi-hot vectors or values as float32 (N, k)."""
     if targets and isinstance(targets[0], (list, tuple)):

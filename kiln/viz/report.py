@@ -148,30 +148,29 @@ def _multilabel_test(report: Report, test: dict[str, Any], folder: Path) -> None
 def _regression_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path) -> None:
     """Predicted against true, and the residuals, on the test split (in the targets' units)."""
     try:
-        pred, true = test_predictions(run)
+        _, _, predicted, targets = test_predictions(run)
     except KilnError as e:  # e.g. the test data is not on this machine
         report.note(f"predicted-vs-true and residual plots not shown: {e}")
         return
     names = test["target_names"]
+    pred, true = predicted.numpy(), targets.float().reshape(len(targets), -1).numpy()
     report.figure(figures.predicted_vs_true(pred, true, names), folder, "predicted_vs_true", "predicted vs true")
     report.figure(figures.residuals(pred, true, names), folder, "residuals", "residuals")
     if test.get("r2_per_target"):
         report.table(["target", "R²"], [[k, v] for k, v in test["r2_per_target"].items()])
 
 
-def test_predictions(run: RunDir) -> tuple[np.ndarray, np.ndarray]:
-    """The best checkpoint's predictions on the test split and the targets, as (N, k) arrays."""
+def test_predictions(run: RunDir):
+    """(trained run, its test batches, the best checkpoint's predictions, the targets) on the test split."""
     from kiln.data import build_data
     from kiln.evaluation import collect_predictions
     from kiln.trained import load_trained
 
     trained = load_trained(run)
-    data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
-                      vocab=trained.vocab)
-    pred, true = collect_predictions(trained.model, data.require("test"), trained.task, trained.device,
-                                     trained.precision)
-    true = true.float().reshape(len(true), -1)
-    return pred.numpy(), true.numpy()
+    test = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
+                      vocab=trained.vocab).require("test")
+    predicted, targets = collect_predictions(trained.model, test, trained.task, trained.device, trained.precision)
+    return trained, test, predicted, targets
 
 
 def _task_class(cfg: dict[str, Any]):
@@ -216,15 +215,7 @@ def _wrong(report: Report, run: RunDir, num_wrong: int, folder: Path) -> None:
 
 def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
     """The best checkpoint's n wrong test predictions with the highest confidence."""
-    from kiln.data import build_data
-    from kiln.evaluation import collect_predictions
-    from kiln.trained import load_trained
-
-    trained = load_trained(run)
-    data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
-                      vocab=trained.vocab)
-    test = data.require("test")
-    probs, true = collect_predictions(trained.model, test, trained.task, trained.device, trained.precision)
+    trained, test, probs, true = test_predictions(run)
     conf, pred = probs.max(-1)
     wrong = (pred != true).nonzero().flatten()
     top = wrong[conf[wrong].argsort(descending=True)[:n]]  # indices into the test split, most confident first
