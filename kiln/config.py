@@ -362,6 +362,17 @@ class TrainerConfig(Section):
     device: str = "auto"
     """auto | cpu | cuda | cuda:N | mps. auto picks cuda, then mps, then cpu. Under DDP each process takes
     cuda:LOCAL_RANK (choose the GPUs with CUDA_VISIBLE_DEVICES)."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        """The device's spelling (whether it exists on this machine is checked when training starts)."""
+        if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d+)?", v.strip()):
+            close = difflib.get_close_matches(v, ["auto", "cpu", "cuda", "mps"], n=1, cutoff=0.3)
+            hint = "; for a GPU use cuda (or cuda:N)" if v.lower().startswith("gpu") else \
+                f"; did you mean {close[0]}?" if close else ""
+            raise ValueError(f"{v!r} is not a device: use auto, cpu, cuda, cuda:N or mps{hint}")
+        return v.strip()
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     """DDP process-group backend: auto = nccl on CUDA, gloo on CPU. gloo lets several processes share a GPU."""
     precision: Literal["auto", "32", "bf16", "16"] = "auto"
@@ -544,6 +555,15 @@ class Config(Section):
     log: LogConfig = Field(default_factory=LogConfig)
 
     @model_validator(mode="after")
+    def _known_model(self) -> "Config":
+        """kiln's own model names and their model.args, from the models' source (no torch import), so `kiln config`
+        reports them; a model of your own is checked when its code is imported (kiln.preflight)."""
+        from kiln.model_names import check_kiln_model
+
+        check_kiln_model(self.model.name, self.model.args)
+        return self
+
+    @model_validator(mode="after")
     def _monitors_follow_the_task(self) -> "Config":
         checkpoint, stopping = self.trainer.checkpoint, self.trainer.early_stopping
         if checkpoint.monitor is None:
@@ -640,8 +660,20 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
+        elif isinstance(value, dict) and value and isinstance(out.get(key), list) and all(
+                str(k).isdigit() for k in value):  # `model.args.channels.0=16`: one element of a list
+            out[key] = _set_items(out[key], value, key)
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_items(items: list[Any], values: dict[str, Any], key: str) -> list[Any]:
+    out = copy.deepcopy(items)
+    for index, value in values.items():
+        if int(index) >= len(out):
+            raise KilnError(f"{key}.{index}: {key} has {len(out)} elements (indices 0..{len(out) - 1})")
+        out[int(index)] = copy.deepcopy(value)
     return out
 
 
@@ -694,10 +726,28 @@ def build_config(raw: dict[str, Any]) -> Config:
 def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> Config:
     """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides."""
     raw = read_file(Path(path)) if path is not None else copy.deepcopy(base or {})
-    cfg = build_config(deep_merge(raw, parse_overrides(list(overrides))))
+    given = parse_overrides(list(overrides))
+    cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
     if cfg.code_dir is not None:
         _import_from(cfg.code_dir)
     return cfg
+
+
+def _command_line_wins(merged: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """trainer.epochs (or a step budget) set on the command line runs: a step floor or budget from the file
+    (trainer.min_steps / max_steps, which would otherwise decide the epochs) yields, and the console says so."""
+    trainer, asked = merged.get("trainer") or {}, given.get("trainer") or {}
+    if not isinstance(trainer, dict) or not isinstance(asked, dict):
+        return merged
+    for key in ("min_steps", "max_steps"):
+        if key in asked or trainer.get(key) is None or not {"epochs", "min_steps", "max_steps"} & set(asked):
+            continue
+        given_key = next(k for k in ("epochs", "min_steps", "max_steps") if k in asked)
+        logging.getLogger("kiln").warning(
+            "trainer.%s=%s from the command line runs: the config's trainer.%s=%s yields (set it on the command "
+            "line too to keep it)", given_key, asked[given_key], key, trainer[key])
+        trainer[key] = None
+    return merged
 
 
 def _import_from(folder: Path) -> None:
@@ -732,6 +782,50 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+def schema_markdown(key: str | None = None) -> str:
+    """Every config key as Markdown tables (one per section: key, type, default, description); `key` narrows it
+    to a section (`data.augment`) or one key (`optim.lr`)."""
+    sections: list[tuple[str, type[BaseModel]]] = [("", Config)]
+    out: list[str] = []
+    while sections:
+        prefix, model = sections.pop(0)
+        rows = []
+        for name, field in model.model_fields.items():
+            path = f"{prefix}{name}"
+            sub = _section_type(field.annotation)
+            if sub is not None:
+                sections.append((path + ".", sub))
+                continue
+            if key is None or path == key or path.startswith(key + ".") or prefix.startswith(key + "."):
+                default = "required" if field.is_required() else \
+                    "(computed)" if field.default_factory is not None else repr(field.default)
+                text = " ".join((field.description or "").split()).replace("|", "\\|")
+                rows.append(f"| `{path}` | {_type_name(field.annotation)} | `{default}` | {text} |")
+        if rows:
+            title = prefix.rstrip(".") or "top level"
+            out += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
+    if not out:
+        raise KilnError(f"no config key {key!r}{_did_you_mean(tuple(key.split('.'))) if key else ''}")
+    return "\n".join(out)
+
+
+def _section_type(annotation: Any) -> type[BaseModel] | None:
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _type_name(annotation: Any) -> str:
+    """`int | None` -> int or null; Literal['a', 'b'] -> a \\| b."""
+    import typing
+
+    if typing.get_origin(annotation) is Literal:
+        return " \\| ".join(str(a) for a in typing.get_args(annotation))
+    args = typing.get_args(annotation)
+    if args and typing.get_origin(annotation) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+    return name.replace("|", "or")
+
+
 # --------------------------------------------------------------------------- messages
 
 def explain(error: ValidationError) -> str:
@@ -747,7 +841,9 @@ def explain(error: ValidationError) -> str:
         else:
             where = f"'{loc}'" if loc else "config"
             msg = err["msg"].removeprefix("Value error, ")  # pydantic's wrapping of a validator's ValueError
-            lines.append(f"{where}: {msg} (got {err.get('input')!r})")
+            got = err.get("input")
+            # a section-level check names what is wrong itself; repeating the whole section adds nothing
+            lines.append(f"{where}: {msg}" + ("" if isinstance(got, dict) else f" (got {got!r})"))
     unique = list(dict.fromkeys(lines))
     return "invalid config:\n  " + "\n  ".join(unique)
 

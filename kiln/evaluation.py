@@ -16,18 +16,19 @@ log = logging.getLogger("kiln")
 
 
 def run_evaluation(model: torch.nn.Module, data: Data, task_cfg, checkpoint: Path, epoch: int,
-                   device: torch.device, precision: str, run: RunDir | None, limit: int | None = None
-                   ) -> dict[str, Any]:
-    """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing)."""
+                   device: torch.device, precision: str, run: RunDir | None, limit: int | None = None,
+                   out: Path | None = None, scored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing), or `out` when the
+    data scored is not the run's own (`scored`: which data it was, recorded in the results)."""
     from kiln.tasks import build_task
 
     task = build_task(task_cfg, data.info.num_classes)
     raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit, detailed=True)
-    results = {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name,
+    results = {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name, **({"data": scored} if scored else {}),
                **task.test_results(raw, data.info.class_names)}
     if run is None:
         return results
-    run.write_test_metrics(results)
+    results["file"] = str(run.write_test_metrics(results, out))
     log.info("test: %s  (%s)", task.describe(results), Path(checkpoint).name)
     return results
 
@@ -48,20 +49,42 @@ def collect_predictions(model: torch.nn.Module, batches, task, device: torch.dev
     return torch.cat(predictions), torch.cat(targets)
 
 
-def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = ()
-             ) -> dict[str, Any]:
-    """`kiln test`: evaluate a trained run's checkpoint on the test split; writes test_metrics.json."""
+# The data settings that choose which samples are scored: changing one means testing on other data. data.root
+# does too where the files are the user's own; for a published dataset (Fashion-MNIST, CIFAR, AG News) it only
+# says where the same files lie on this machine.
+DATA_CHOICE = ("name", "args", "test_args", "test_split", "classes")
+OWN_FILES = ("image_folder", "image_csv", "text_csv")
+
+
+def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = (),
+             out: Path | None = None) -> dict[str, Any]:
+    """`kiln test`: evaluate a trained run's checkpoint on its test split, written to test_metrics.json. On other
+    data (data.root=..., another test split) the results go to their own file — `out`, or
+    test_metrics-<data>.json in the run folder — and say which data was scored; the run's own stay untouched."""
     from kiln.train.device import use_channels_last
     from kiln.trained import load_trained
 
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device
-    _other_folder_is_all_test(cfg, trained.run.config(), overrides)
+    saved = trained.run.config()
+    _other_folder_is_all_test(cfg, saved, overrides)
+    scored = other_data(cfg.data, saved.data)
+    if scored is not None and out is None:
+        out = trained.run.other_test_metrics_file(Path(str(scored.get("root") or "")).name or str(scored["name"]))
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
                       channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name), vocab=trained.vocab)
     limit = 2 if cfg.trainer.fast_dev_run else None
     return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, trained.state["loop"]["epoch"],
-                          device, trained.precision, trained.run, limit)
+                          device, trained.precision, trained.run, limit, out, scored)
+
+
+def other_data(data, saved) -> dict[str, Any] | None:
+    """Which data is scored, when it is not the run's own test split (None when it is)."""
+    now, before = data.model_dump(mode="json"), saved.model_dump(mode="json")
+    keys = (*DATA_CHOICE, "root") if data.name in OWN_FILES or ":" in data.name else DATA_CHOICE
+    if all(now.get(k) == before.get(k) for k in keys):
+        return None
+    return {k: now.get(k) for k in ("name", "root", "test_split") if now.get(k) is not None}
 
 
 def _other_folder_is_all_test(cfg, saved, overrides) -> None:

@@ -7,6 +7,7 @@ PyTorch model; the largest difference is reported. A file that fails the check i
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import re
@@ -22,6 +23,7 @@ from kiln.trained import Trained, load_trained
 
 log = logging.getLogger("kiln")
 FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt"}
+ONNX_ONE_FILE = 1.5 * 2**30  # bytes of weights up to which model.onnx holds them itself (protobuf's limit: 2 GiB)
 TOLERANCE = 1e-4  # largest absolute difference in the logits accepted between PyTorch and the export
 
 
@@ -227,13 +229,24 @@ def _dynamic(model) -> dict[str, Any]:
 def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
     import onnx
 
+    # One self-contained file unless the weights come near protobuf's 2 GiB limit; then model.onnx.data beside it.
+    one_file = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) < ONNX_ONE_FILE
+    external: dict[str, Any] = {"external_data": not one_file} \
+        if "external_data" in inspect.signature(torch.onnx.export).parameters else {}
     torch.onnx.export(model, sample, str(path), input_names=list(_input_names(model)), output_names=["logits"],
-                      dynamic_shapes=_dynamic(model), dynamo=True, verbose=False)
+                      dynamic_shapes=_dynamic(model), dynamo=True, verbose=False, **external)
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(path))
+    data_file = onnx_data_file(path)
+    data_file.unlink(missing_ok=True)
+    onnx.save(proto, str(path), save_as_external_data=not one_file, location=data_file.name)
+
+
+def onnx_data_file(path: Path) -> Path:
+    """Where an ONNX file's weights lie when they do not fit in it."""
+    return path.with_name(path.name + ".data")
 
 
 def _exported(model, sample, path: Path, meta: dict[str, Any]) -> None:

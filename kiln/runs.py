@@ -102,6 +102,14 @@ class RunDir:
     def test_metrics_file(self) -> Path:
         return self.path / "test_metrics.json"
 
+    def other_test_metrics_file(self, data_label: str) -> Path:
+        """Where `kiln test RUN data.root=OTHER` writes its results: beside the run's own, named after the data,
+        so the run's own test results (and every comparison made from them) stay the run's."""
+        import re
+
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", data_label).strip("._") or "other"
+        return self.path / f"test_metrics-{slug}.json"
+
     @property
     def baseline_file(self) -> Path:
         return self.path / "baseline.json"
@@ -117,6 +125,12 @@ class RunDir:
     @property
     def lock_file(self) -> Path:
         return self.path / ".lock"
+
+    def discard(self) -> None:
+        """Remove a run folder that kiln made and that training never started in (a setup error)."""
+        import shutil
+
+        shutil.rmtree(self.path, ignore_errors=True)
 
     # -- reading and writing
     def saved_config(self) -> dict[str, Any]:
@@ -188,8 +202,12 @@ class RunDir:
             return None
         return json.loads(self.test_metrics_file.read_text())
 
-    def write_test_metrics(self, results: dict[str, Any]) -> None:
-        self.test_metrics_file.write_text(json.dumps(results, indent=2) + "\n")
+    def write_test_metrics(self, results: dict[str, Any], path: Path | None = None) -> Path:
+        """test_metrics.json (the run's own test split), or `path` (results on other data); returns the file."""
+        path = self.test_metrics_file if path is None else Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        return path
 
     def baseline(self) -> dict[str, Any] | None:
         """What `kiln baseline RUN` measured on this run's split, if it was run."""
@@ -235,7 +253,9 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Drop the lock and its file (a finished or stopped run keeps no .lock)."""
         if self.file is not None:
+            self.run.lock_file.unlink(missing_ok=True)  # while still held: no other writer is between the two
             self.file.close()  # closing the descriptor drops the lock
             self.file = None
 

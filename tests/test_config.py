@@ -7,7 +7,8 @@ import yaml
 from kiln.config import Config, json_schema, load_config, parse_overrides
 from kiln.errors import KilnError
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = sorted(CONFIGS_DIR.glob("*.yaml"))
 
 
 def test_configs_are_shipped():
@@ -23,7 +24,7 @@ def test_every_shipped_config_validates(path):
 
 
 def test_overrides_are_typed_and_nested():
-    cfg = load_config(CONFIGS[0], ["optim.lr=0.05", "trainer.epochs=3", "data.batch_size=128",
+    cfg = load_config(CONFIGS_DIR / "fashion_mnist.yaml", ["optim.lr=0.05", "trainer.epochs=3", "data.batch_size=128",
                                    "model.args.channels=[4,8]", "data.augment.hflip=false"])
     assert cfg.optim.lr == 0.05 and cfg.trainer.epochs == 3 and cfg.data.batch_size == 128
     assert cfg.model.args["channels"] == [4, 8] and cfg.data.augment.hflip is False

@@ -31,6 +31,14 @@ def test_every_format_is_written_parity_checked_and_described(trained, fmt, suff
     assert meta["parity_max_abs_diff"] <= 1e-4
 
 
+def test_a_small_model_exports_to_one_onnx_file_and_the_message_names_every_file(trained, tmp_path, capsys):
+    out = tmp_path / "small.onnx"
+    (tmp_path / "small.onnx.data").write_bytes(b"stale weights of an earlier export")
+    assert main(["export", str(trained), "--format", "onnx", "--out", str(out)]) == 0
+    assert not (tmp_path / "small.onnx.data").exists()  # the weights are inside small.onnx
+    assert "(+ small.onnx.json)" in capsys.readouterr().out
+
+
 def test_predict_on_the_onnx_file_agrees_with_the_run_folder(trained, tmp_path, capsys):
     from PIL import Image
 

@@ -50,6 +50,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser, commands = _parsers()
     argv = sys.argv[1:] if argv is None else list(argv)
     at = next((i for i, a in enumerate(argv) if a in commands), None)
+    if at is None and argv and not argv[0].startswith("-"):  # a mistyped command: say which one was meant
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], list(commands), n=1, cutoff=0.6)
+        parser.error(f"unknown command '{argv[0]}'" + (f" — did you mean '{close[0]}'?" if close else "")
+                     + f" Commands: {', '.join(commands)}")
     if at is None or at > 0:  # no command, or top-level options before it (--help, --version)
         return parser.parse_args(argv)
     args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])

@@ -26,5 +26,20 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(verbosity(args))  # -q: no deprecation warnings around the printed config
     cfg = load_config(args.config, args.overrides)
+    from kiln.preflight import check_own_model
+
+    check_own_model(cfg)  # a model of your own and its model.args (kiln's own: checked by the schema)
     print(json.dumps(cfg.model_dump(mode="json"), indent=2) if args.json else to_yaml(cfg), end="\n" if args.json else "")
+    if not args.json and (cfg.trainer.min_steps or cfg.trainer.max_steps):
+        print(f"# {steps_note(cfg.trainer)}")
     return 0
+
+
+def steps_note(tc) -> str:
+    """What trainer.epochs becomes once the training split's size (steps per epoch) is known."""
+    if tc.max_steps:
+        return (f"runs exactly trainer.max_steps={tc.max_steps} optimizer steps: epochs = ceil({tc.max_steps} / "
+                "steps per epoch), known once the data is read (kiln train logs it)")
+    return (f"runs at least trainer.min_steps={tc.min_steps} optimizer steps: epochs = max({tc.epochs}, "
+            f"ceil({tc.min_steps} / steps per epoch)), known once the data is read (kiln train logs it); "
+            "trainer.epochs=N on the command line runs N epochs")

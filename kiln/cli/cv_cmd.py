@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         cfg, folds = load_config(args.config, args.overrides), args.folds
     else:
         raise KilnError("kiln cv needs a config file (or --resume CV_DIR)")
+    from kiln.preflight import preflight
+
+    preflight(cfg)  # before the cv folder is made
     summary = run_cv(cfg, folds, test=args.test, resume=Path(args.resume) if args.resume else None)
     metrics = fold_metrics(cfg)
     print(f"{'fold':>5} " + " ".join(f"{m:>8}" for m in metrics))

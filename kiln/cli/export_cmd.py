@@ -36,6 +36,10 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(verbosity(args))
     result = export(Path(args.run_dir), args.format, checkpoint=args.checkpoint,
                     out=Path(args.out) if args.out else None)
-    print(f"wrote {result.path} (+ {result.meta_path.name}); matches the PyTorch model on {result.batch} test "
+    from kiln.export import onnx_data_file
+
+    extra = [result.meta_path.name] + ([onnx_data_file(result.path).name] if args.format == "onnx" and
+                                       onnx_data_file(result.path).is_file() else [])
+    print(f"wrote {result.path} (+ {', '.join(extra)}); matches the PyTorch model on {result.batch} test "
           f"images: largest logit difference {result.max_abs_diff:.2e}")
     return 0

@@ -12,11 +12,15 @@ def add_parser(sub) -> None:
                        description="Evaluate a run's checkpoint on the test split; writes test_metrics.json "
                                    "(multiclass: loss, accuracy, top-5, macro F1, per-class accuracy, confusion "
                                    "matrix; multilabel: micro/macro F1, mAP, per label; regression: MAE, RMSE, R²) "
-                                   "into the run folder and prints a table.")
+                                   "into the run folder and prints a table. On other data (data.root=OTHER, another "
+                                   "test split) the results go to their own file, test_metrics-<folder>.json or "
+                                   "--out, and name the data scored: the run's own test results stay the run's.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. runs/fashion_mnist/20260101-120000")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"{OVERRIDES_HELP} (e.g. data.root=...)")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
                    help="which checkpoint to evaluate (default: best)")
+    p.add_argument("--out", metavar="FILE", help="write the results to FILE (default: test_metrics.json for the run's "
+                                                 "own test split, test_metrics-<data>.json for other data)")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -36,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise KilnError(f"override {bad[0]!r} is not of the form key.path=value")
-    results = run_test(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.overrides)
-    table = Table(title=f"test split — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
+    results = run_test(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.overrides,
+                       out=Path(args.out) if args.out else None)
+    scored = results.get("data")
+    what = f"data.root={scored.get('root')}" if scored and scored.get("root") else "other data" if scored else \
+        "test split"
+    table = Table(title=f"{what} — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
     task = TASKS[results["task"]]
@@ -49,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
     weakest = task.weakest(results)
     if weakest:
         print(weakest)
-    print(f"wrote {Path(args.run_dir) / 'test_metrics.json'}")
+    print(f"wrote {results['file']}")
     return 0

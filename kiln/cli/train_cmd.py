@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
     from kiln.config import load_config
     from kiln.runs import RunDir, find_resumable
     from kiln.track.console import setup_logging
-    from kiln.train import session
 
     setup_logging(verbosity(args))
     config_path, overrides = split_config_and_overrides(args.items)
@@ -58,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
         if args.resume == "auto":
             resume = find_resumable(cfg.log.dir, cfg.name)
             cfg = resume.config(overrides)
+    from kiln.preflight import preflight
+
+    preflight(cfg, resuming=resume is not None)  # before torch and the data: a mistake is reported in a second
+    from kiln.train import session
+
     if args.find_batch_size:
         from kiln.train.batch_size import find_batch_size
 

@@ -15,10 +15,10 @@ def add_parser(sub) -> None:
                                    "(SQLite) in that folder: resume with --resume, watch it with "
                                    "`optuna-dashboard sqlite:///.../study.db`. Writes results.csv, best.yaml "
                                    "(runnable with kiln train) and plots/.",
-                       epilog="examples:\n  kiln tune configs/tune_fashion_mnist.yaml trainer.epochs=5\n"
-                              "  kiln tune configs/tune_fashion_mnist.yaml --workers 4\n"
-                              "  kiln tune configs/tune_fashion_mnist.yaml --resume runs/fashion_mnist/tune-20260101-120000\n"
-                              "  kiln tune configs/tune_fashion_mnist.yaml --backend ray --address auto --gpus-per-trial 1",
+                       epilog="examples:\n  kiln tune configs/tune/fashion_mnist.yaml trainer.epochs=5\n"
+                              "  kiln tune configs/tune/fashion_mnist.yaml --workers 4\n"
+                              "  kiln tune configs/tune/fashion_mnist.yaml --resume runs/fashion_mnist/tune-20260101-120000\n"
+                              "  kiln tune configs/tune/fashion_mnist.yaml --backend ray --address auto --gpus-per-trial 1",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="TUNE_CONFIG")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",

@@ -49,7 +49,12 @@ class Found:
 
     def describe(self) -> str:
         counts = ", ".join(f"{name} {len(f.paths)}" for name, f in self.files.items())
-        return f"{len(self.class_names)} {self.noun} ({self.layout}): {counts} images"
+        classes = f"{len(self.class_names)} {self.noun}"
+        if self.noun == "classes":  # e.g. a test folder without some of the run's classes
+            present = {label for f in self.files.values() for label in f.labels}
+            if len(present) < len(self.class_names):
+                classes = f"{len(present)} of the {len(self.class_names)} classes"
+        return f"{classes} ({self.layout}): {counts} images"
 
 
 def read_class_map(path: Path) -> list[str]:

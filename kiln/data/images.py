@@ -258,12 +258,13 @@ def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches
         rest = torch.arange(len(labels))
         if cfg.test_split == "all":
             return {"test": ("all", rest)} if "test" in splits else {}
-        if cfg.cv is not None:  # the held-out fold is the test split; the folds are cut before anything else
-            plan["test"] = ("all", cv_folds(len(labels), cfg, folds)[1])
-        elif cfg.test_split:
+        if cfg.test_split:  # set aside first: a cv's folds are cut from the rest, never from the test split
             rest, test_idx = stratified_split(labels, cfg.test_split, cfg.split_seed, "data.test_split")
             plan["test"] = ("all", test_idx)
-        train_pos, val_pos = train_val_split(len(rest), cfg, overfit_batches, labels[rest])
+        if cfg.cv is not None:  # the held-out fold is this run's test split
+            plan["test"] = ("all", rest[cv_folds(len(rest), cfg, folds[rest])[1]])
+        # the same fold keys as the held-out fold above, so the pool trained on is exactly the other folds
+        train_pos, val_pos = train_val_split(len(rest), cfg, overfit_batches, labels[rest], folds[rest])
         plan["train"], plan["val"] = ("all", rest[train_pos]), ("all", rest[val_pos])
     else:
         if "train" in found.files:

@@ -26,8 +26,9 @@ def resolve(name: str) -> Callable[..., nn.Module]:
 
         return resolve_user("model.name", name, nn.Module, functions=True)
     if name not in MODELS:
-        raise KilnError(f"unknown model '{name}' — registered models: {', '.join(sorted(MODELS))}, "
-                        "or give your own as 'package.module:ClassName'")
+        from kiln.model_names import unknown_model
+
+        raise KilnError(unknown_model(name))
     return MODELS[name]
 
 
@@ -38,9 +39,9 @@ def construct(name: str, args: dict[str, Any], data_args: dict[str, Any]) -> nn.
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in args if k not in params and not takes_any]
     if unknown:
-        accepted = [k for k in params if k not in data_args and k != "self"]
-        raise KilnError(f"model '{name}' does not take {', '.join(map(repr, unknown))} in model.args — "
-                        f"it accepts: {', '.join(accepted) or 'no arguments'}")
+        from kiln.model_names import unknown_args
+
+        raise KilnError(unknown_args(name, unknown, list(params)))
     kwargs = {k: v for k, v in data_args.items() if k in params or takes_any}
     kwargs.update(args)
     try:

@@ -105,6 +105,10 @@ class Task:
         """What the loss needs, for the message when a user's batch does not fit it."""
         raise NotImplementedError
 
+    def check_targets(self, class_names: list[str], train_targets: torch.Tensor | None, where: str) -> None:
+        """Refuse, before training, data this task cannot learn from (e.g. a single class). `train_targets`: the
+        training split's targets when the source knows them without reading its inputs, else None."""
+
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
         """The headline metric of `predictions()` (e.g. a k-fold ensemble's averaged ones) against the targets."""
         raise NotImplementedError

@@ -6,10 +6,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from kiln.config import TaskConfig
+from kiln.errors import KilnError
 from kiln.tasks.base import Metrics, Task
 
 
@@ -53,6 +52,10 @@ class MulticlassTask(Task):
 
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
         """Accuracy, top-5 accuracy (more than 5 classes), macro F1; per class and the confusion matrix on request."""
+        # torchmetrics costs seconds to import: only where metrics are computed
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
         n = self.num_classes
         assert n is not None, "the number of classes is known once the data is loaded"
         metrics: dict[str, Any] = {
@@ -76,7 +79,9 @@ class MulticlassTask(Task):
     def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
         return {"loss": raw["loss"], "acc": raw["acc"], "acc_top5": raw.get("acc_top5"), "f1": raw["f1"],
                 "num_samples": int(sum(sum(row) for row in raw["confusion_matrix"])),
-                "per_class_acc": dict(zip(names, raw["per_class_acc"])),
+                # only the classes the scored data has: another folder may lack some of the run's classes
+                "per_class_acc": {name: acc for name, acc, row in zip(names, raw["per_class_acc"],
+                                                                      raw["confusion_matrix"]) if sum(row)},
                 "class_names": names, "confusion_matrix": raw["confusion_matrix"]}
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
@@ -87,6 +92,18 @@ class MulticlassTask(Task):
     def weakest(cls, results: dict[str, Any]) -> str | None:
         worst = sorted(results["per_class_acc"].items(), key=lambda kv: kv[1])[:3]
         return "hardest classes: " + ", ".join(f"{name} {acc:.3f}" for name, acc in worst)
+
+    def check_targets(self, class_names: list[str], train_targets: torch.Tensor | None, where: str) -> None:
+        """At least two classes, and at least two of them among the training samples (a folder whose other
+        classes were all skipped as unreadable trains a constant)."""
+        names = class_names or [str(i) for i in range(self.num_classes or 0)]
+        present = names if train_targets is None else \
+            [names[c] for c in sorted(set(train_targets.long().tolist())) if 0 <= c < len(names)]
+        if len(names) < 2 or len(present) < 2:
+            found = f"{len(present)} class among the training samples ({', '.join(present) or 'none'})" \
+                if len(names) >= 2 else f"{len(names)} class ({', '.join(names) or 'none'})"
+            raise KilnError(f"{where} has {found}; a classifier needs at least two classes to tell apart. Add images "
+                            "(or rows) of another class, or check data.classes / data.class_names")
 
     def check_message(self) -> str:
         return f"The multiclass task needs one class index per sample and outputs (batch, {self.num_classes})"

@@ -7,15 +7,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import (
-    MultilabelAccuracy,
-    MultilabelAveragePrecision,
-    MultilabelF1Score,
-    MultilabelPrecision,
-    MultilabelRecall,
-    MultilabelStatScores,
-)
 
 from kiln.config import TaskConfig
 from kiln.errors import KilnError
@@ -77,6 +68,17 @@ class MultilabelTask(Task):
         return (self.predicted(outputs) == targets).float().mean(1).sum()
 
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
+        # torchmetrics costs seconds to import: only where metrics are computed
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import (
+            MultilabelAccuracy,
+            MultilabelAveragePrecision,
+            MultilabelF1Score,
+            MultilabelPrecision,
+            MultilabelRecall,
+            MultilabelStatScores,
+        )
+
         n = self.num_classes
         assert n is not None, "the number of labels is known once the data is loaded"
         # Thresholded metrics see 0/1 predictions (per-label thresholds applied here; 0.5 splits 0 from 1).
@@ -121,6 +123,12 @@ class MultilabelTask(Task):
     def weakest(cls, results: dict[str, Any]) -> str | None:
         worst = sorted(results["per_label"].items(), key=lambda kv: kv[1]["f1"])[:3]
         return "hardest labels: " + ", ".join(f"{name} F1 {m['f1']:.3f}" for name, m in worst)
+
+    def check_targets(self, class_names: list[str], train_targets: torch.Tensor | None, where: str) -> None:
+        """At least two labels: with one, the task is a yes/no classification (task.name=multiclass)."""
+        if len(class_names or range(self.num_classes or 0)) < 2:
+            raise KilnError(f"{where} has {len(class_names)} label ({', '.join(class_names) or 'none'}); a multilabel "
+                            "task needs at least two. For one yes/no label, use task.name=multiclass with two classes")
 
     def check_message(self) -> str:
         return (f"The multilabel task needs a multi-hot vector of {self.num_classes} values (0 or 1) per sample and "

@@ -9,8 +9,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
 
 from kiln.config import TaskConfig
 from kiln.tasks.base import Metrics, Task, to_columns
@@ -60,6 +58,10 @@ class RegressionTask(Task):
         return (self.predictions(outputs.detach()) - to_columns(targets).float()).abs().mean(1).sum()
 
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
+        # torchmetrics costs seconds to import: only where metrics are computed
+        from torchmetrics import MetricCollection
+        from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, R2Score
+
         k = self.num_classes or 1
         metrics: dict[str, Any] = {"mae": MeanAbsoluteError(), "rmse": MeanSquaredError(squared=False),
                                    "r2": R2Score()}

@@ -65,7 +65,8 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
     if cfg.model.freeze != "none":
         assert head is not None
         callbacks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head))
-    callbacks += [GrowthWatch(), EarlyStopping(cfg.trainer.early_stopping)]
+    own_code = ":" in cfg.model.name or ":" in cfg.data.name or cfg.data.collate is not None
+    callbacks += [GrowthWatch(own_code=own_code), EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))
     checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None else None

@@ -42,8 +42,14 @@ class GrowthWatch(Callback):
 
     KEYS = {"mem/host_rss_mib": "host memory (RSS)", "mem/cuda_allocated_mib": "CUDA allocated memory"}
 
-    def __init__(self, window: int = 3, min_step: float = 2.0, min_total: float = 20.0):
+    WHERE = {"mem/host_rss_mib": "this process's resident memory at the end of each epoch",
+             "mem/cuda_allocated_mib": "torch.cuda.memory_allocated at the end of each epoch"}
+
+    def __init__(self, window: int = 3, min_step: float = 2.0, min_total: float = 20.0, own_code: bool = True):
+        """`own_code`: the model or Dataset is the user's code, where the classic leak may be; kiln's own keep no
+        tensors across steps, so the warning then says what else grows."""
         self.window, self.min_step, self.min_total = window, min_step, min_total
+        self.own_code = own_code
         self.history: dict[str, list[float]] = {k: [] for k in self.KEYS}
         self.warned: set[str] = set()
 
@@ -63,9 +69,14 @@ class GrowthWatch(Callback):
             if min(steps) >= self.min_step and recent[-1] - recent[0] >= self.min_total:
                 self.warned.add(key)
                 message = (f"{what} grew at each of the last {self.window} epochs ({recent[0]:.0f} -> "
-                           f"{recent[-1]:.0f} MiB, +{(recent[-1] - recent[0]) / self.window:.0f} MiB per epoch). "
-                           "A classic cause is keeping tensors that hold their graph across steps, e.g. "
-                           "`total += loss` instead of `total += loss.item()`, or appending outputs to a list.")
+                           f"{recent[-1]:.0f} MiB, +{(recent[-1] - recent[0]) / self.window:.0f} MiB per epoch; "
+                           f"{self.WHERE[key]}, logged as {key} in metrics.jsonl). " + (
+                               "A classic cause in your own model or Dataset is keeping tensors that hold their "
+                               "graph across steps, e.g. `total += loss` instead of `total += loss.item()`, or "
+                               "appending outputs to a list." if self.own_code else
+                               "kiln's own models and loop keep no tensors across steps; memory-mapped data "
+                               "pages being read in and allocator caches filling also raise it, and level off. "
+                               "If it keeps growing, compare mem/* in metrics.jsonl over more epochs."))
                 log.warning(message)
                 return message
         return None

@@ -59,6 +59,15 @@ def check_monitors(cfg: Config, num_classes: int | None) -> None:
                             f"available: {', '.join(available)}")
 
 
+def check_targets(cfg: Config, data: Data) -> None:
+    """Reject, before the run folder exists, data the task cannot learn from (one class, one label)."""
+    from kiln.data.loaders import split_labels
+
+    where = f"data.name={cfg.data.name}" + (f" (data.root={cfg.data.root})" if cfg.data.root else "")
+    train = split_labels(data.train) if data.train is not None else None
+    build_task(cfg.task, data.info.num_classes).check_targets(data.info.class_names, train, where)
+
+
 def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = None, quiet: bool = False,
           callbacks: list[Callback] | None = None) -> RunResult:
     """Train `cfg` in a new run folder (or in `run_dir`), or continue the run in `resume`. `callbacks` run after
@@ -66,6 +75,9 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 
     Under torchrun every rank calls this; rank 0 alone writes the run folder.
     """
+    from kiln.preflight import preflight
+
+    preflight(cfg, resuming=resume is not None)
     check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank, proc.world_size, cfg.trainer.backend)
@@ -97,15 +109,21 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=RunDir(resume).vocab() if resume else None)
     check_monitors(cfg, data.info.num_classes)
+    check_targets(cfg, data)
     if resume is None:
         epochs_from_steps(cfg, len(data.require("train")))
     resolve_task_settings(cfg.task, data.require("train"))  # recorded in the run's config.yaml (resumes too)
-    run, lock = _run_folder(cfg, proc, resume, run_dir, data)
+    run, lock, made = _run_folder(cfg, proc, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
     try:
         return _train_in(run, cfg, proc, device, data, checkpoint_state, resume_epoch, channels_last, quiet,
                          extra_callbacks)
+    except KilnError:
+        if made and not run.status_file.is_file():  # refused before training began: leave no half-made run
+            lock.release()
+            run.discard()
+        raise
     finally:
         lock.release()
 
@@ -121,8 +139,9 @@ def epochs_from_steps(cfg: Config, train_batches: int) -> None:
     steps_per_epoch = max(1, -(-batches_per_epoch(tc, train_batches) // tc.accumulate))
     needed = max(1, -(-steps // steps_per_epoch))
     epochs = needed if tc.max_steps else max(tc.epochs, needed)
-    log.info("trainer.%s=%d at %d steps per epoch: %d epochs", "max_steps" if tc.max_steps else "min_steps", steps,
-             steps_per_epoch, epochs)
+    change = f"trainer.epochs {tc.epochs} -> {epochs}" if epochs != tc.epochs else f"{epochs} epochs"
+    log.info("trainer.%s=%d at %d steps per epoch: %s (set trainer.epochs on the command line to run that many)",
+             "max_steps" if tc.max_steps else "min_steps", steps, steps_per_epoch, change)
     tc.epochs = epochs
 
 
@@ -249,8 +268,11 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
     except TrainingInterrupted:
         if proc.is_main:
             run.write_status("interrupted", epoch=trainer.state.epoch, batch=trainer.state.batch, **status)
-        raise TrainingInterrupted(f"training interrupted; last.pt saved at epoch {trainer.state.epoch + 1}, "
-                                  f"batch {trainer.state.batch}. Resume with: kiln train --resume {run}") from None
+        done = trainer.state.epoch  # full epochs, as status.json's epoch counts them
+        where = f"after epoch {done}" if not trainer.state.batch else \
+            f"after {done} full epoch(s) and {trainer.state.batch} batch(es) of epoch {done + 1}"
+        raise TrainingInterrupted(f"training interrupted; last.pt saved {where}. Resume with: "
+                                  f"kiln train --resume {run}") from None
     except TrainingStopped:
         if proc.is_main:
             run.write_status("stopped", epoch=trainer.state.epoch, **status)
@@ -267,12 +289,14 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
 
 
 def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_dir: Path | None,
-                data: Data) -> tuple[RunDir, RunLock]:
+                data: Data) -> tuple[RunDir, RunLock, bool]:
     """The run folder, made and locked by rank 0 (before it writes anything there) and shared with the other
-    ranks; holds the resolved config."""
+    ranks; holds the resolved config. The flag: this process made the folder (a new run, not one given)."""
+    made = False
     if resume:
         folder: Path | None = Path(resume)
     elif proc.is_main:
+        made = run_dir is None or not Path(run_dir).exists()
         folder = Path(run_dir) if run_dir else RunDir.create(cfg.log.dir, cfg.name).path
         folder.mkdir(parents=True, exist_ok=True)
     else:
@@ -285,7 +309,7 @@ def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_di
         run.write_config(cfg)
         if data.vocab is not None:
             data.vocab.save(run.vocab_file)
-    return run, lock
+    return run, lock, made
 
 
 def _wrap(model: torch.nn.Module, cfg: Config, proc: dist.ProcessInfo, device: torch.device) -> torch.nn.Module:

@@ -73,6 +73,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: put straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
     """Write through a temp file in the same folder, fsync, then rename: a crash leaves the old file intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +89,7 @@ def atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode any new file would
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:  # disk full, read-only: the previous file is untouched

@@ -1,0 +1,56 @@
+"""Checks a command runs on a validated config before anything heavy: before torch's libraries are imported, before
+the data is scanned, before a run folder exists. The schema already checked names, types, kiln's models and their
+arguments (so `kiln config` reports those too); here: the data's folder, and a model of your own and its
+arguments (importing your code, which imports torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kiln.config import Config
+from kiln.errors import KilnError
+
+# Sources whose files are the user's own, found under data.root (no other place is searched).
+USER_FILES = {"image_folder": "a folder of class folders (or train/, val/, test/ folders)",
+              "image_csv": "train.csv and test.csv (optional val.csv) with image paths and labels",
+              "text_csv": "train.csv and test.csv of texts and labels"}
+
+
+def preflight(cfg: Config, *, resuming: bool = False) -> None:
+    """Raise KilnError for a mistake that would otherwise surface after the data is read. `resuming`: the run's
+    own config (its model was built before; only the data's location is checked)."""
+    check_data_root(cfg)
+    if not resuming:
+        check_own_model(cfg)
+
+
+def check_data_root(cfg: Config) -> None:
+    data = cfg.data
+    what = USER_FILES.get(data.name)
+    if what is None:  # a registered dataset (searched in several places, kiln.data.registry) or your own Dataset
+        return
+    if data.root is None:
+        raise KilnError(f"data.name={data.name} needs data.root: the folder holding {what}")
+    if not Path(data.root).is_dir():
+        raise KilnError(f"data.root={data.root} is not a folder; data.name={data.name} reads {what} from it")
+
+
+def check_own_model(cfg: Config) -> None:
+    """model.name=pkg.mod:Class: importable, a model, and taking model.args (kiln's own are checked by the schema)."""
+    if ":" not in cfg.model.name:
+        return
+    import inspect
+
+    from kiln.model_names import unknown_args
+    from kiln.models.registry import resolve
+
+    factory = resolve(cfg.model.name)
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to check against: construct() reports what the call says
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = [k for k in cfg.model.args if k not in params]
+    if unknown:
+        raise KilnError(unknown_args(cfg.model.name, unknown, list(params)))
