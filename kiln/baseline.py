@@ -17,6 +17,7 @@ import torch
 
 from kiln.errors import KilnError
 from kiln.runs import RunDir
+from kiln.tasks import TASKS
 
 log = logging.getLogger("kiln")
 MAX_SIDE = 16
@@ -57,19 +58,12 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
 
 
 def _model(task: str, kind: str):
-    """Logistic regression (one per label for multilabel), or ridge regression for numeric targets."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.multiclass import OneVsRestClassifier
-
-    if task == "regression":
-        return Ridge(alpha=1.0)
-    classifier = LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0)
-    return OneVsRestClassifier(classifier) if task == "multilabel" else classifier
+    """The task's classical model (kiln.tasks: logistic regression, one per label, or ridge regression)."""
+    return TASKS[task].baseline(kind)[0]
 
 
 def _describe(task: str, kind: str) -> str:
-    model = {"multiclass": "logistic regression", "multilabel": "logistic regression per label",
-             "regression": "ridge regression"}[task]
+    model = TASKS[task].baseline(kind)[1]
     features = ("TF-IDF (unigrams + bigrams of kiln's tokens)" if kind == "text" else
                 f"pixels pooled to at most {MAX_SIDE}x{MAX_SIDE}, standardised")
     return f"{model} on {features}"
@@ -77,14 +71,7 @@ def _describe(task: str, kind: str) -> str:
 
 def _scores(task: str, truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
     """The task's headline metrics, named as in test_metrics.json."""
-    from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score
-
-    if task == "regression":
-        return {"mae": float(mean_absolute_error(truth, predicted)), "r2": float(r2_score(truth, predicted))}
-    if task == "multilabel":
-        return {"f1_micro": float(f1_score(truth, predicted, average="micro", zero_division=0)),
-                "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0))}
-    return {"acc": float(accuracy_score(truth, predicted)), "f1": float(f1_score(truth, predicted, average="macro"))}
+    return TASKS[task].baseline_scores(truth, predicted)
 
 
 def _without_augmentation(data_cfg):

@@ -158,38 +158,23 @@ def _first_inputs(inputs: Any, n: int) -> tuple[torch.Tensor, ...]:
     return inputs.ids[:end].clone(), inputs.offsets[:n].clone()
 
 
-OUTPUTS = {
-    "multiclass": "logits (batch, classes); softmax gives probabilities",
-    "multilabel": "logits (batch, labels); sigmoid gives each label's probability; a label is predicted when it "
-                  "reaches its threshold",
-    "regression": "standardised values (batch, targets); value * target_std + target_mean gives the original units "
-                  "(target_mean/target_std null: the values are in the original units)",
-}
-
-
 def task_of(meta: dict[str, Any]):
     """The task an export's metadata describes (what turns its outputs into predictions)."""
     from kiln.config import TaskConfig
-    from kiln.tasks import build_task
+    from kiln.tasks import TASKS, build_task
 
     name = meta.get("task", "multiclass")
-    settings: dict[str, Any] = {"name": name}
-    if name == "multilabel":
-        settings["threshold"] = meta.get("threshold", 0.5)
-    if name == "regression":
-        settings |= {"target_mean": meta.get("target_mean"), "target_std": meta.get("target_std")}
-    return build_task(TaskConfig(**settings), len(meta["class_names"]))
+    settings = {key: meta[key] for key in TASKS[name].exported if key in meta}
+    return build_task(TaskConfig(name=name, **settings), len(meta["class_names"]))
 
 
 def metadata(trained: Trained, fmt: str) -> dict[str, Any]:
     info = trained.info
     task = trained.cfg.task
+    kind = trained.task
     meta: dict[str, Any] = {"format": fmt, "task": task.name, "class_names": info.class_names,
-                            "output": OUTPUTS[task.name], "checkpoint": str(trained.checkpoint)}
-    if task.name == "multilabel":
-        meta["threshold"] = task.threshold
-    if task.name == "regression":
-        meta["target_mean"], meta["target_std"] = task.target_mean, task.target_std
+                            "output": kind.output_doc, "checkpoint": str(trained.checkpoint),
+                            **{key: getattr(task, key) for key in kind.exported}}
     if info.kind == "image":
         meta["input"] = {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
                          "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,

@@ -113,7 +113,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     import numpy as np
 
     from kiln.data.loaders import split_labels
-    from kiln.data.targets import split_summary, target_text
+    from kiln.tasks import TASKS
     from kiln.viz import figures
 
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"), splits=(split,), vocab=vocab)
@@ -126,7 +126,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     labels = split_labels(batches)
     task = cfg.task.name
     if labels is not None and names:
-        lines.append(split_summary(labels, names, task))
+        lines.append(TASKS[task].split_summary(labels, names))
     if data.info.kind != "image" or not isinstance(x, torch.Tensor):
         return lines + _text_rows(x, y, names, data.vocab or vocab, task), None
     flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
@@ -135,7 +135,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     mean = torch.tensor(data.info.mean).reshape(1, -1, 1, 1)
     std = torch.tensor(data.info.std).reshape(1, -1, 1, 1)
     shown = (x[:limit].float() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
-    titles = [target_text(t, names, task) for t in y[:limit]]
+    titles = [TASKS[task].target_text(t, names) for t in y[:limit]]
     fig = figures.image_grid(np.ascontiguousarray(shown), titles,
                              f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
     return lines, fig
@@ -143,7 +143,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
 
 def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: int = 4) -> list[str]:
     """A few padded rows of a text batch, decoded back into tokens."""
-    from kiln.data.targets import target_text
+    from kiln.tasks import TASKS
 
     if vocab is None or not hasattr(x, "ids"):
         return ["(inputs are not images or texts kiln can show)"]
@@ -154,5 +154,5 @@ def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: in
             ids = x.ids[start:start + int(x.lengths[i])].tolist()
         else:
             ids = x.ids[i].tolist()
-        out.append(f"[{target_text(y[i], names, task)}] " + " ".join(vocab.itos[t] for t in ids))
+        out.append(f"[{TASKS[task].target_text(y[i], names)}] " + " ".join(vocab.itos[t] for t in ids))
     return out

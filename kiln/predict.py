@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,18 +12,9 @@ from kiln.data import DataInfo
 from kiln.data.registry import get_dataset
 from kiln.errors import KilnError
 from kiln.runs import RunDir
+from kiln.tasks import Prediction
 from kiln.train.device import autocast
 from kiln.trained import load_trained
-
-
-@dataclass
-class Prediction:
-    input: str
-    label: str  # the class; the labels predicted, `a|b` (multilabel); the values, `name value ...` (regression)
-    probability: float | None  # the class's probability (multiclass only)
-    top: list[tuple[str, float]]  # the top-k (class, probability), best first; every label's probability, best
-    # first (multilabel); (target, value) of every target (regression)
-    kind: str = "multiclass"  # the task
 
 
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
@@ -169,28 +159,7 @@ def _per_channel(value) -> tuple[float, ...]:
 def answers(task, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
     """The task's predictions for each input: the top-k classes; every label at or above its threshold (and every
     label's probability); the values of the targets in their original units."""
-    if task.name == "multilabel":
-        thresholds = task.threshold_list()
-        out = []
-        for text, p in zip(inputs, predicted.tolist()):
-            ranked = sorted(zip(names, p, thresholds), key=lambda row: -row[1])
-            chosen = [name for name, value, threshold in ranked if value >= threshold]
-            out.append(Prediction(text, "|".join(chosen), None, [(n, v) for n, v, _ in ranked], "multilabel"))
-        return out
-    if task.name == "regression":
-        return [Prediction(text, "  ".join(f"{n} {v:.6g}" for n, v in zip(names, values)), None,
-                           list(zip(names, values)), "regression") for text, values in zip(inputs, predicted.tolist())]
-    return _ranked(inputs, predicted, names, top_k)
-
-
-def _ranked(labels: list[str], probs: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
-    k = min(top_k, len(names))
-    out = []
-    for text, p in zip(labels, probs):
-        values, idx = p.topk(k)
-        top = [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
-        out.append(Prediction(text, top[0][0], top[0][1], top))
-    return out
+    return task.answers(inputs, predicted, names, top_k)
 
 
 def _csv_texts(file: Path, cfg) -> list[str]:

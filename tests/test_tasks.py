@@ -215,10 +215,10 @@ def test_iterative_folds_give_every_fold_its_share_of_every_label():
 
 def test_regression_folds_are_stratified_by_the_values():
     values = torch.linspace(0, 100, 90).flip(0).unsqueeze(1)
-    from kiln.data.targets import fold_keys
+    from kiln.tasks import TASKS
 
     for k in (1, 2, 3):
-        _, held = cv_folds(90, DataConfig(cv={"folds": 3, "fold": k}), fold_keys(values, "regression", 3))
+        _, held = cv_folds(90, DataConfig(cv={"folds": 3, "fold": k}), TASKS["regression"].fold_keys(values, 3))
         assert len(held) == 30 and abs(values[held].mean() - 50) < 3  # each fold spans the whole range
 
 

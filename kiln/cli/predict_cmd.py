@@ -60,47 +60,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _shown(r) -> str:
-    """One prediction's text: `label 0.953  other 0.021 ...`; `labels  each 0.9 ...` (every label at or above its
-    threshold, with its probability; `(none)` if none is); `target value ...`."""
-    if r.kind == "regression":
-        return r.label
-    if r.kind == "multilabel":
-        chosen = set(r.label.split("|")) if r.label else set()
-        return (r.label or "(none)") + "\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top if lab in chosen)
-    return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
+    """One prediction's text, as its task writes it."""
+    from kiln.tasks import TASKS
+
+    return TASKS[r.kind].prediction_text(r)
 
 
 def as_json(r) -> dict:
-    if r.kind == "regression":
-        return {"input": r.input, "values": dict(r.top)}
-    if r.kind == "multilabel":
-        return {"input": r.input, "labels": r.label.split("|") if r.label else [],
-                "probabilities": dict(r.top)}
-    return {"input": r.input, "label": r.label, "probability": r.probability,
-            "top": [{"label": lab, "probability": p} for lab, p in r.top]}
+    from kiln.tasks import TASKS
+
+    return TASKS[r.kind].prediction_json(r)
 
 
 def write_csv(results, path) -> None:
-    """The predictions as CSV, written whole or not at all (a killed run leaves no half file)."""
+    """The predictions as CSV (columns as the task writes them), written whole or not at all (a killed run leaves
+    no half file)."""
     import csv
     import io
 
+    from kiln.tasks import TASKS
     from kiln.train.state import atomic_write
 
     text = io.StringIO()
     writer = csv.writer(text)
-    kind = results[0].kind if results else "multiclass"
-    if kind == "regression":  # one column per target, in the original units
-        writer.writerow(["file", *[name for name, _ in results[0].top]])
-        for r in results:
-            writer.writerow([r.input, *[f"{v:.6g}" for _, v in r.top]])
-    elif kind == "multilabel":  # the labels predicted, and every label's probability
-        writer.writerow(["file", "labels", *[name for name, _ in sorted(results[0].top)]])
-        for r in results:
-            writer.writerow([r.input, r.label, *[f"{p:.6f}" for _, p in sorted(r.top)]])
-    else:
-        writer.writerow(["file", "label", "probability", "top_k"])
-        for r in results:
-            writer.writerow([r.input, r.label, f"{r.probability:.6f}",
-                             "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)])
+    task = TASKS[results[0].kind if results else "multiclass"]
+    writer.writerow(task.csv_header(results[0] if results else None))
+    writer.writerows(task.csv_row(r) for r in results)
     atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))

@@ -178,7 +178,9 @@ def build_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tupl
         return build_user_data(cfg, seed=seed, device=device, splits=splits, overfit_batches=overfit_batches,
                                rank=rank, world_size=world_size, task=task)
     spec = get_dataset(cfg.name)
-    if task != "multiclass" and spec.name not in ("image_csv", "text_csv", "image_folder"):
+    from kiln.tasks import TASKS
+
+    if not TASKS[task].class_per_sample and spec.name not in ("image_csv", "text_csv", "image_folder"):
         raise KilnError(f"task.name={task} reads its targets from an image CSV (data.name: image_csv), a text CSV "
                         f"(text_csv) or your own Dataset; {spec.name} has one class label per sample "
                         "(task.name: multiclass)")

@@ -92,12 +92,12 @@ def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
     """The rows' targets for the task — class indices (from names or integers), multi-hot vectors, values — and
     the indices of the rows kept; a bad one (unknown label, a number that is not one) raises or is skipped per
     on_bad_row."""
-    from kiln.data.targets import parse_target
+    from kiln.tasks import TASKS
 
     assert rows.labels is not None, "training and test files are read with require_labels=True"
     out, keep = [], []
     for i, raw in enumerate(rows.labels):
-        value, problem = parse_target(raw.split(UNIT), class_names, task, separator, one_based)
+        value, problem = TASKS[task].parse_cells(raw.split(UNIT), class_names, separator, one_based)
         if value is None:
             if cfg.on_bad_row == "error":
                 raise KilnError(f"{path}: row {i + 1}: {problem}. Fix it, or set data.on_bad_row=skip")
@@ -107,11 +107,3 @@ def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
     if len(keep) != len(rows.labels):
         log.warning("skipped %d rows with bad labels or targets in %s", len(rows.labels) - len(keep), path)
     return out, keep
-
-
-def infer_class_names(labels: list[str]) -> list[str]:
-    """Integers 0..K-1 when every label is an integer, else the sorted distinct names."""
-    distinct = sorted(set(labels))
-    if distinct and all(re.fullmatch(r"\d+", x) for x in distinct):
-        return [str(i) for i in range(max(int(x) for x in distinct) + 1)]
-    return distinct

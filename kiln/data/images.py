@@ -19,9 +19,10 @@ from kiln.data.loaders import (
     training_sampler,
 )
 from kiln.data.registry import locate
-from kiln.data.targets import as_tensor, fold_keys, split_keys
+from kiln.data.targets import as_tensor
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.errors import KilnError
+from kiln.tasks import TASKS
 
 log = logging.getLogger("kiln")
 
@@ -118,10 +119,9 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
 
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
-    if task != "multiclass" and spec.layout == "folder":
+    if not TASKS[task].class_per_sample and spec.layout == "folder":
         raise KilnError(f"task.name={task}: an image folder gives each image one class (its folder); list the images "
-                        "with their " + ("label sets (e.g. cat|dog)" if task == "multilabel" else "target values")
-                        + " in train.csv / test.csv and use data.name: image_csv")
+                        f"with their {TASKS[task].file_hint} in train.csv / test.csv and use data.name: image_csv")
     class_names = cfg.class_names or (read_class_map(cfg.class_map) if cfg.class_map else None)
     found = (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
              scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row, task,
@@ -250,7 +250,7 @@ def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches
     def keys(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(what splits are stratified by, what folds are) for a file list."""
         targets = as_tensor(found.files[name].labels)
-        return split_keys(targets, task), fold_keys(targets, task, cfg.cv.folds if cfg.cv else 2)
+        return TASKS[task].split_keys(targets), TASKS[task].fold_keys(targets, cfg.cv.folds if cfg.cv else 2)
 
     plan: dict[str, tuple[str, torch.Tensor]] = {}
     if "all" in found.files:

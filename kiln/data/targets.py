@@ -1,6 +1,6 @@
 """Targets beyond one class per sample, as files write them and splits need them: label sets (`cat|dog`) as
-multi-hot vectors, numeric columns as values, and the keys that stratify splits and folds for each task
-(classes; the rarest label of a sample, or iteratively by label for folds; quantile bins of the values)."""
+multi-hot vectors, numeric columns as values, quantile bins and iterative folds. Which of these a task uses is
+the task's to say (kiln.tasks: parse_cells, split_keys, fold_keys)."""
 
 from __future__ import annotations
 
@@ -49,27 +49,12 @@ def numbers(raws: Sequence[str], columns: Sequence[str]) -> tuple[list[float] | 
     return values, ""
 
 
-def parse_target(cells: Sequence[str], class_names: list[str], task: str, separator: str = "|",
-                 one_based: bool = False) -> tuple[int | list[float] | None, str]:
-    """(target, "") or (None, what is wrong) for one row's label cells: a class (its name, or its 0-based — with
-    one_based, 1-based — number), a multi-hot vector (multilabel), values (regression, one cell per column)."""
-    index = {name: i for i, name in enumerate(class_names)}
-    if task == "multilabel":
-        return multi_hot(cells[0], index, separator)
-    if task == "regression":
-        return numbers(cells, class_names)
-    label = cells[0]
-    cls = index.get(label)
-    if cls is None and re.fullmatch(r"-?\d+", label):
-        number = int(label) - (1 if one_based else 0)
-        cls = number if 0 <= number < len(class_names) else None
-    if cls is not None:
-        return cls, ""
-    if separator in label:
-        return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
-                      "dataset; set task.name=multilabel")
-    valid = f"1..{len(class_names)}" if one_based else ", ".join(class_names[:10])
-    return None, f"label {label!r} is not a class ({valid})"
+def infer_class_names(labels: list[str]) -> list[str]:
+    """Integers 0..K-1 when every label is an integer, else the sorted distinct names."""
+    distinct = sorted(set(labels))
+    if distinct and all(re.fullmatch(r"\d+", x) for x in distinct):
+        return [str(i) for i in range(max(int(x) for x in distinct) + 1)]
+    return distinct
 
 
 def as_tensor(targets: Sequence) -> torch.Tensor:
@@ -96,37 +81,7 @@ def refuse_label_sets(raws: Sequence[str], separator: str, where: Path | str) ->
                         "contain it, set data.label_separator to a character they do not)")
 
 
-def check_columns(task: str, label_columns: list[str], key: str) -> None:
-    if len(label_columns) > 1 and task != "regression":
-        raise KilnError(f"{key} lists {len(label_columns)} columns; several label columns are regression targets "
-                        f"(task.name=regression), a {task} task reads one")
-
-
 # --------------------------------------------------------------------------- what splits are stratified by
-
-def split_keys(targets: torch.Tensor, task: str) -> torch.Tensor:
-    """One integer per sample for a stratified validation/test split: the class (multiclass), the sample's
-    rarest label (multilabel; no label = its own group), or the quantile bin of the values (regression)."""
-    if task == "multiclass":
-        return targets
-    if task == "multilabel":
-        y = targets.bool()
-        frequency = y.sum(0).float()
-        rarity = torch.where(y, frequency.expand_as(y), torch.full_like(y, math.inf, dtype=torch.float32))
-        rarest = rarity.argmin(1)
-        return torch.where(y.any(1), rarest + 1, torch.zeros_like(rarest))
-    return quantile_bins(targets, 10)
-
-
-def fold_keys(targets: torch.Tensor, task: str, folds: int) -> torch.Tensor:
-    """What k-fold cross-validation stratifies by: classes, label sets (multi-hot, dealt iteratively by label), or
-    quantile bins holding at least `folds` samples each."""
-    if task == "multilabel":
-        return targets.bool()
-    if task == "regression":
-        return quantile_bins(targets, max(1, min(10, len(targets) // folds)))
-    return targets
-
 
 def quantile_bins(values: torch.Tensor, bins: int) -> torch.Tensor:
     """Equal-count bins of the values (the mean over target columns, standardised): bin = rank * bins // n."""
@@ -166,28 +121,3 @@ def iterative_folds(y: torch.Tensor, folds: int, order: torch.Tensor) -> torch.T
         fold_of[order[i]] = fold
         want[fold] -= 1
     return fold_of
-
-
-# --------------------------------------------------------------------------- showing targets
-
-def target_text(y: torch.Tensor, names: list[str], task: str) -> str:
-    """One sample's target as a person reads it: `cat`, `cat|dog` (`(none)`), `brightness 120 x 0.5`."""
-    if task == "multilabel":
-        return "|".join(n for n, v in zip(names, y.tolist()) if v) or "(none)"
-    if task == "regression":
-        return " ".join(f"{n} {v:.4g}" for n, v in zip(names, y.reshape(-1).tolist()))
-    return names[int(y)] if names else str(int(y))
-
-
-def split_summary(targets: torch.Tensor, names: list[str], task: str) -> str:
-    """A split's targets in one line: class counts, label counts, or each target's range."""
-    if task == "multilabel":
-        counts = targets.sum(0).long().tolist()
-        return "label counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))
-    if task == "regression":
-        y = targets.float().reshape(len(targets), -1)
-        return "targets: " + ", ".join(f"{n} mean {m:.4g} std {s:.4g} range {lo:.4g}–{hi:.4g}" for n, m, s, lo, hi in
-                                       zip(names, y.mean(0).tolist(), y.std(0).tolist(), y.min(0).values.tolist(),
-                                           y.max(0).values.tolist()))
-    counts = torch.bincount(targets, minlength=len(names)).tolist()
-    return "class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))

@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.data import Data, DataInfo, cv_folds, eval_batch_size, train_val_split
-from kiln.data.csv_rows import infer_class_names, row_targets
+from kiln.data.csv_rows import row_targets
 from kiln.errors import KilnError
 from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches, training_sampler
 from kiln.data.registry import CsvDataset, locate
@@ -119,27 +119,18 @@ class TextBatches(LoaderBatches):
 def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
                     overfit_batches: int, rank: int, world_size: int, vocab: Vocab | None = None,
                     task: str = "multiclass") -> Data:
-    from kiln.data.targets import (
-        as_tensor,
-        check_columns,
-        columns,
-        fold_keys,
-        label_names,
-        refuse_label_sets,
-        split_keys,
-    )
+    from kiln.data.targets import as_tensor, columns
+    from kiln.tasks import TASKS
 
     folder = locate(spec, cfg.root, cfg.download)
     tc = cfg.text
-    check_columns(task, columns(tc.label_column), "data.text.label_column")
-    empty_labels = task == "multilabel"
+    kind = TASKS[task]
+    kind.check_columns(columns(tc.label_column), "data.text.label_column")
+    empty_labels = kind.empty_label_ok
     train_tokens, train_rows = cached_tokens(folder / "train.csv", spec, tc, empty_labels)
     raws = train_rows.labels or []
-    if task == "multiclass" and not (spec.class_names or tc.label_names):
-        refuse_label_sets(raws, cfg.label_separator, folder / "train.csv")
-    class_names = list(spec.class_names or tc.label_names or (
-        columns(tc.label_column) if task == "regression" else
-        label_names(raws, cfg.label_separator) if task == "multilabel" else infer_class_names(raws)))
+    class_names = kind.target_names(list(spec.class_names or tc.label_names or []), raws, columns(tc.label_column),
+                                    cfg.label_separator, folder / "train.csv")
     one_based = not spec.header
 
     def targets_of(rows, path):
@@ -148,9 +139,10 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     train_labels, kept = targets_of(train_rows, folder / "train.csv")
     train_tokens = [train_tokens[i] for i in kept]
     labels = as_tensor(train_labels)
-    fold_labels = fold_keys(labels, task, cfg.cv.folds if cfg.cv else 2)
+    fold_labels = kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2)
     train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches,
-                                         split_keys(labels, task) if task != "multiclass" else None, fold_labels)
+                                         # a multiclass text split stays unstratified, as it always was: a saved run resumes on the same split
+                                         None if kind.class_per_sample else kind.split_keys(labels), fold_labels)
     if vocab is None:
         vocab = Vocab.build((train_tokens[i] for i in train_idx.tolist()), tc.min_freq, tc.max_vocab)
 

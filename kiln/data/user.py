@@ -26,6 +26,7 @@ from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches
 from kiln.data.transforms import seed_for
 from kiln.errors import KilnError, first_line
+from kiln.tasks import TASKS
 
 log = logging.getLogger("kiln")
 
@@ -186,15 +187,12 @@ def _info(cfg: DataConfig, ds: Dataset | None, task: str = "multiclass") -> Data
         names = [str(c) for c in base.classes]
     elif isinstance(getattr(base, "class_to_idx", None), dict):
         names = [str(k) for k, _ in sorted(base.class_to_idx.items(), key=lambda kv: kv[1])]
-    count = len(names) if names else getattr(base, "num_classes", None) or cfg.num_classes
-    if count is None and task == "regression":
-        count = 1
+    kind = TASKS[task]
+    count = (len(names) if names else getattr(base, "num_classes", None) or cfg.num_classes) or kind.default_count
     if not isinstance(count, int) or count < 1:
-        what = "labels" if task == "multilabel" else "classes"
-        raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of {what}; give the dataset a `classes` "
+        raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of {kind.noun}; give the dataset a `classes` "
                         "list, `class_to_idx` or `num_classes` attribute, or set data.num_classes")
-    names = names or ([f"target{i}" if count > 1 else "target" for i in range(count)] if task == "regression"
-                      else [str(i) for i in range(count)])
+    names = names or kind.default_names(count)
     return DataInfo(cfg.name, "custom", count, names)
 
 
@@ -322,26 +320,7 @@ def _checked_targets(targets: Any, own: Callable[[], list[int]], num_classes: in
     samples' indices for a message (computed only then)."""
     targets = torch.as_tensor(targets)
     shape = f"the {split} targets of samples {own()[:4]}... have shape {tuple(targets.shape)} and dtype {targets.dtype}"
-    if task == "multilabel":
-        if targets.ndim != 2 or targets.shape[1] != num_classes or ((targets != 0) & (targets != 1)).any():
-            raise KilnError(f"{shape}; the multilabel task needs a multi-hot vector of {num_classes} values (0 or 1) "
-                            "per sample (e.g. torch.zeros(num_labels) with 1 at each label the sample has)")
-        return targets.float()
-    if task == "regression":
-        flat = targets.reshape(len(targets), -1) if targets.ndim else targets
-        if targets.ndim not in (1, 2) or flat.shape[1] != num_classes or targets.dtype == torch.bool:
-            raise KilnError(f"{shape}; the regression task needs {num_classes} number(s) per sample (a float, or a "
-                            "vector of data.num_classes values)")
-        if not torch.isfinite(targets.float()).all():
-            raise KilnError(f"{shape} and include NaN or infinite values; regression targets must be finite numbers")
-        return targets.float()
-    if targets.ndim != 1 or targets.dtype.is_floating_point:
-        raise KilnError(f"{shape}; the multiclass task needs one integer class index per sample")
-    bad = ((targets < 0) | (targets >= num_classes)).nonzero().flatten()
-    if len(bad):
-        i = int(bad[0])
-        raise KilnError(f"{split} sample {own()[i]} has label {int(targets[i])}, outside 0..{num_classes - 1}")
-    return targets.long()
+    return TASKS[task].checked_batch(targets, num_classes, shape, lambda i: own()[i], split)
 
 
 def first_batch_samples(batches: Batches, count: int = 4) -> list[int]:

@@ -11,12 +11,12 @@ import torch
 
 from kiln.config import TaskConfig
 from kiln.errors import KilnError
-from kiln.tasks.base import Task, to_columns
+from kiln.tasks.base import Prediction, Task, to_columns
 from kiln.tasks.multiclass import MulticlassTask
 from kiln.tasks.multilabel import MultilabelTask, tuned_thresholds
 from kiln.tasks.regression import RegressionTask
 
-__all__ = ["TASKS", "MulticlassTask", "MultilabelTask", "RegressionTask", "Task", "build_task", "class_weights",
+__all__ = ["TASKS", "MulticlassTask", "MultilabelTask", "Prediction", "RegressionTask", "Task", "build_task", "class_weights",
            "resolve_task_settings", "task_for_training", "tuned_thresholds"]
 
 log = logging.getLogger("kiln")

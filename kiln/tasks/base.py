@@ -3,12 +3,26 @@ pkg.mod:fn`), and the names of the metrics an epoch logs."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kiln.config import TaskConfig
 from kiln.errors import KilnError
+
+
+@dataclass
+class Prediction:
+    """One input's prediction, as `kiln predict` prints or writes it."""
+
+    input: str
+    label: str  # the class; the labels predicted, `a|b` (multilabel); the values, `name value ...` (regression)
+    probability: float | None  # the class's probability (multiclass only)
+    top: list[tuple[str, float]]  # the top-k (class, probability), best first; every label's probability, best
+    # first (multilabel); (target, value) of every target (regression)
+    kind: str = "multiclass"  # the task
 
 
 class Task:
@@ -23,6 +37,17 @@ class Task:
     train_metric = "acc"
     headline = "acc"
     summary_metrics: tuple[str, ...] = ()  # the scalar test results, in the order tables show them
+
+    # What the data side asks of a task (known from task.name alone, before any model exists: class attributes and
+    # class methods). The data code never names a task.
+    noun = "classes"  # what the model's outputs are called: classes | labels | targets
+    several_columns = False  # a file may give one target per column (regression)
+    empty_label_ok = False  # a sample may have no target at all (multilabel: no label)
+    class_per_sample = True  # one class per sample: a class folder, a registered dataset's label can serve it
+    file_hint = "classes"  # what a CSV row gives for this task, for messages
+    default_count: int | None = None  # the output count of your own Dataset that does not say (regression: 1)
+    exported: tuple[str, ...] = ()  # task settings an export's metadata carries
+    output_doc = ""  # what an exported model's output is, for its metadata
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
         self.cfg, self.num_classes = cfg, num_classes
@@ -111,6 +136,97 @@ class Task:
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
         """The headline metric of `predictions()` (e.g. a k-fold ensemble's averaged ones) against the targets."""
+        raise NotImplementedError
+
+    # -- targets as files, splits and datasets give them
+    @classmethod
+    def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
+                    ) -> tuple[Any, str]:
+        """(target, "") or (None, what is wrong) for one row's label cells."""
+        raise NotImplementedError
+
+    @classmethod
+    def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
+                     where: Any) -> list[str]:
+        """The output names: `given` (data.class_names, a dataset's own), else from the training file's cells."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_columns(cls, label_columns: list[str], key: str) -> None:
+        if len(label_columns) > 1 and not cls.several_columns:
+            raise KilnError(f"{key} lists {len(label_columns)} columns; several label columns are regression targets "
+                            f"(task.name=regression), a {cls.name} task reads one")
+
+    @classmethod
+    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
+        """One integer per sample that a stratified validation/test split keeps in proportion."""
+        raise NotImplementedError
+
+    @classmethod
+    def fold_keys(cls, targets: torch.Tensor, folds: int) -> torch.Tensor:
+        """What k-fold cross-validation stratifies by (class indices (N,), or label sets (N, L))."""
+        return cls.split_keys(targets)
+
+    @classmethod
+    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
+        """One sample's target as a person reads it."""
+        raise NotImplementedError
+
+    @classmethod
+    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
+        """A split's targets in one line."""
+        raise NotImplementedError
+
+    @classmethod
+    def default_names(cls, count: int) -> list[str]:
+        """Output names for your own Dataset that has none."""
+        return [str(i) for i in range(count)]
+
+    @classmethod
+    def checked_batch(cls, targets: torch.Tensor, num_classes: int, shape: str, sample: Callable[[int], int],
+                      split: str) -> torch.Tensor:
+        """Your own Dataset's batch of targets as the loss needs them, or a KilnError saying what is wrong
+        (`shape`: the batch described; `sample(i)`: the dataset index of its i-th sample)."""
+        raise NotImplementedError
+
+    # -- predictions as `kiln predict` gives them
+    def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
+        """Each input's prediction from `predictions()` of its outputs."""
+        raise NotImplementedError
+
+    @classmethod
+    def prediction_text(cls, r: Prediction) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def csv_header(cls, first: Prediction | None) -> list[str]:
+        raise NotImplementedError
+
+    @classmethod
+    def csv_row(cls, r: Prediction) -> list[str]:
+        raise NotImplementedError
+
+    # -- after training, and a classical baseline
+    def after_fit_settings(self, probabilities: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
+        """The task's post-training step, on the best checkpoint's validation predictions: settings to record in
+        the run's config (None: the task has none; `wants_validation_predictions` says whether to run it)."""
+        return None
+
+    def wants_validation_predictions(self) -> bool:
+        return False
+
+    @classmethod
+    def baseline(cls, kind: str) -> tuple[Any, str]:
+        """(scikit-learn estimator, its name) of the classical model `kiln baseline` fits for this task."""
+        raise NotImplementedError
+
+    @classmethod
+    def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:
+        """The baseline's headline metrics, named as in test_metrics.json."""
         raise NotImplementedError
 
     @classmethod

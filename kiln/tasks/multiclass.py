@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 
 from kiln.config import TaskConfig
 from kiln.errors import KilnError
-from kiln.tasks.base import Metrics, Task
+from kiln.tasks.base import Metrics, Prediction, Task
 
 
 class MulticlassTask(Task):
@@ -22,6 +24,7 @@ class MulticlassTask(Task):
 
     name = "multiclass"
     summary_metrics = ("loss", "acc", "acc_top5", "f1")
+    output_doc = "logits (batch, classes); softmax gives probabilities"
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None):
         super().__init__(cfg, num_classes)
@@ -107,3 +110,97 @@ class MulticlassTask(Task):
 
     def check_message(self) -> str:
         return f"The multiclass task needs one class index per sample and outputs (batch, {self.num_classes})"
+
+    # -- targets
+    @classmethod
+    def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
+                    ) -> tuple[int | None, str]:
+        """A class: its name, or its 0-based (with one_based, 1-based) number."""
+        label = cells[0]
+        cls_index = {name: i for i, name in enumerate(names)}.get(label)
+        if cls_index is None and re.fullmatch(r"-?\d+", label):
+            number = int(label) - (1 if one_based else 0)
+            cls_index = number if 0 <= number < len(names) else None
+        if cls_index is not None:
+            return cls_index, ""
+        if separator in label:
+            return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
+                          "dataset; set task.name=multilabel")
+        valid = f"1..{len(names)}" if one_based else ", ".join(names[:10])
+        return None, f"label {label!r} is not a class ({valid})"
+
+    @classmethod
+    def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
+                     where: Any) -> list[str]:
+        from kiln.data.targets import infer_class_names, refuse_label_sets
+
+        if given:
+            return list(given)
+        refuse_label_sets(raws, separator, where)
+        return infer_class_names([r for r in raws if r])
+
+    @classmethod
+    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
+        return targets
+
+    @classmethod
+    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
+        return names[int(y)] if names else str(int(y))
+
+    @classmethod
+    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
+        counts = torch.bincount(targets, minlength=len(names)).tolist()
+        return "class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))
+
+    @classmethod
+    def checked_batch(cls, targets: torch.Tensor, num_classes: int, shape: str, sample: Callable[[int], int],
+                      split: str) -> torch.Tensor:
+        if targets.ndim != 1 or targets.dtype.is_floating_point:
+            raise KilnError(f"{shape}; the multiclass task needs one integer class index per sample")
+        bad = ((targets < 0) | (targets >= num_classes)).nonzero().flatten()
+        if len(bad):
+            i = int(bad[0])
+            raise KilnError(f"{split} sample {sample(i)} has label {int(targets[i])}, outside 0..{num_classes - 1}")
+        return targets.long()
+
+    # -- predictions
+    def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
+        """The top-k classes of each input, best first."""
+        k = min(top_k, len(names))
+        out = []
+        for text, p in zip(inputs, predicted):
+            values, idx = p.topk(k)
+            top = [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+            out.append(Prediction(text, top[0][0], top[0][1], top))
+        return out
+
+    @classmethod
+    def prediction_text(cls, r: Prediction) -> str:
+        """`label 0.953  other 0.021 ...`"""
+        return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
+
+    @classmethod
+    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
+        return {"input": r.input, "label": r.label, "probability": r.probability,
+                "top": [{"label": lab, "probability": p} for lab, p in r.top]}
+
+    @classmethod
+    def csv_header(cls, first: Prediction | None) -> list[str]:
+        return ["file", "label", "probability", "top_k"]
+
+    @classmethod
+    def csv_row(cls, r: Prediction) -> list[str]:
+        return [r.input, r.label, f"{r.probability:.6f}", "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)]
+
+    # -- baseline
+    @classmethod
+    def baseline(cls, kind: str) -> tuple[Any, str]:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0), "logistic regression"
+
+    @classmethod
+    def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:
+        from sklearn.metrics import accuracy_score, f1_score
+
+        return {"acc": float(accuracy_score(truth, predicted)), "f1": float(f1_score(truth, predicted, average="macro"))}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 
 from kiln.config import TaskConfig
 from kiln.errors import KilnError
-from kiln.tasks.base import Metrics, Task
+from kiln.tasks.base import Metrics, Prediction, Task
 
 
 class MultilabelTask(Task):
@@ -22,6 +24,13 @@ class MultilabelTask(Task):
     name = "multilabel"
     headline = "f1_micro"
     summary_metrics = ("loss", "f1_micro", "f1_macro", "map", "acc")
+    noun = "labels"
+    empty_label_ok = True
+    class_per_sample = False
+    file_hint = "label sets (e.g. cat|dog)"
+    exported = ("threshold",)
+    output_doc = ("logits (batch, labels); sigmoid gives each label's probability; a label is predicted when it "
+                  "reaches its threshold")
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None, pos_weight: torch.Tensor | None = None):
         super().__init__(cfg, num_classes)
@@ -133,6 +142,107 @@ class MultilabelTask(Task):
     def check_message(self) -> str:
         return (f"The multilabel task needs a multi-hot vector of {self.num_classes} values (0 or 1) per sample and "
                 f"outputs (batch, {self.num_classes})")
+
+
+    # -- targets
+    @classmethod
+    def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
+                    ) -> tuple[list[float] | None, str]:
+        """A multi-hot vector from a label set such as `cat|dog`."""
+        from kiln.data.targets import multi_hot
+
+        return multi_hot(cells[0], {name: i for i, name in enumerate(names)}, separator)
+
+    @classmethod
+    def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
+                     where: Any) -> list[str]:
+        from kiln.data.targets import label_names
+
+        return list(given) if given else label_names(raws, separator)
+
+    @classmethod
+    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
+        """The sample's rarest label (no label: a group of its own)."""
+        y = targets.bool()
+        frequency = y.sum(0).float()
+        rarity = torch.where(y, frequency.expand_as(y), torch.full_like(y, math.inf, dtype=torch.float32))
+        rarest = rarity.argmin(1)
+        return torch.where(y.any(1), rarest + 1, torch.zeros_like(rarest))
+
+    @classmethod
+    def fold_keys(cls, targets: torch.Tensor, folds: int) -> torch.Tensor:
+        """The label sets themselves: folds deal them iteratively by label."""
+        return targets.bool()
+
+    @classmethod
+    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
+        return "|".join(n for n, v in zip(names, y.tolist()) if v) or "(none)"
+
+    @classmethod
+    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
+        counts = targets.sum(0).long().tolist()
+        return "label counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))
+
+    @classmethod
+    def checked_batch(cls, targets: torch.Tensor, num_classes: int, shape: str, sample: Callable[[int], int],
+                      split: str) -> torch.Tensor:
+        if targets.ndim != 2 or targets.shape[1] != num_classes or ((targets != 0) & (targets != 1)).any():
+            raise KilnError(f"{shape}; the multilabel task needs a multi-hot vector of {num_classes} values (0 or 1) "
+                            "per sample (e.g. torch.zeros(num_labels) with 1 at each label the sample has)")
+        return targets.float()
+
+    # -- predictions
+    def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
+        """Every label at or above its threshold, and every label's probability, best first."""
+        thresholds = self.threshold_list()
+        out = []
+        for text, p in zip(inputs, predicted.tolist()):
+            ranked = sorted(zip(names, p, thresholds), key=lambda row: -row[1])
+            chosen = [name for name, value, threshold in ranked if value >= threshold]
+            out.append(Prediction(text, "|".join(chosen), None, [(n, v) for n, v, _ in ranked], "multilabel"))
+        return out
+
+    @classmethod
+    def prediction_text(cls, r: Prediction) -> str:
+        """`labels  each 0.9 ...`: every label at or above its threshold with its probability (`(none)`)."""
+        chosen = set(r.label.split("|")) if r.label else set()
+        return (r.label or "(none)") + "\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top if lab in chosen)
+
+    @classmethod
+    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
+        return {"input": r.input, "labels": r.label.split("|") if r.label else [], "probabilities": dict(r.top)}
+
+    @classmethod
+    def csv_header(cls, first: Prediction | None) -> list[str]:
+        """The labels predicted, and every label's probability."""
+        return ["file", "labels", *[name for name, _ in sorted(first.top if first else [])]]
+
+    @classmethod
+    def csv_row(cls, r: Prediction) -> list[str]:
+        return [r.input, r.label, *[f"{p:.6f}" for _, p in sorted(r.top)]]
+
+    # -- after training: thresholds; baseline
+    def wants_validation_predictions(self) -> bool:
+        return bool(self.cfg.tune_threshold)
+
+    def after_fit_settings(self, probabilities: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
+        """task.tune_threshold: each label's threshold for the best validation F1."""
+        return {"threshold": tuned_thresholds(probabilities, targets)} if self.cfg.tune_threshold else None
+
+    @classmethod
+    def baseline(cls, kind: str) -> tuple[Any, str]:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        classifier = LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0)
+        return OneVsRestClassifier(classifier), "logistic regression per label"
+
+    @classmethod
+    def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        return {"f1_micro": float(f1_score(truth, predicted, average="micro", zero_division=0)),
+                "f1_macro": float(f1_score(truth, predicted, average="macro", zero_division=0))}
 
 
 class _MultilabelMetrics(Metrics):

@@ -4,14 +4,15 @@ units."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from kiln.config import TaskConfig
-from kiln.tasks.base import Metrics, Task, to_columns
+from kiln.errors import KilnError
+from kiln.tasks.base import Metrics, Prediction, Task, to_columns
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}
 
@@ -24,6 +25,14 @@ class RegressionTask(Task):
     train_metric = "mae"
     headline = "mae"
     summary_metrics = ("loss", "mae", "rmse", "r2")
+    noun = "targets"
+    several_columns = True
+    class_per_sample = False
+    file_hint = "target values"
+    default_count = 1
+    exported = ("target_mean", "target_std")
+    output_doc = ("standardised values (batch, targets); value * target_std + target_mean gives the original units "
+                  "(target_mean/target_std null: the values are in the original units)")
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
         super().__init__(cfg, num_classes)
@@ -97,3 +106,93 @@ class RegressionTask(Task):
     def check_message(self) -> str:
         return (f"The regression task needs {self.num_classes} number(s) per sample (a float tensor (batch,) or "
                 f"(batch, {self.num_classes})) and outputs (batch, {self.num_classes})")
+
+    # -- targets
+    @classmethod
+    def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
+                    ) -> tuple[list[float] | None, str]:
+        """Numbers, one cell per target column."""
+        from kiln.data.targets import numbers
+
+        return numbers(cells, names)
+
+    @classmethod
+    def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
+                     where: Any) -> list[str]:
+        return list(label_columns)  # the target columns name the outputs
+
+    @classmethod
+    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
+        """The quantile bin (of ten) of the values."""
+        from kiln.data.targets import quantile_bins
+
+        return quantile_bins(targets, 10)
+
+    @classmethod
+    def fold_keys(cls, targets: torch.Tensor, folds: int) -> torch.Tensor:
+        """Quantile bins holding at least `folds` samples each."""
+        from kiln.data.targets import quantile_bins
+
+        return quantile_bins(targets, max(1, min(10, len(targets) // folds)))
+
+    @classmethod
+    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
+        return " ".join(f"{n} {v:.4g}" for n, v in zip(names, y.reshape(-1).tolist()))
+
+    @classmethod
+    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
+        y = targets.float().reshape(len(targets), -1)
+        return "targets: " + ", ".join(f"{n} mean {m:.4g} std {s:.4g} range {lo:.4g}–{hi:.4g}" for n, m, s, lo, hi in
+                                       zip(names, y.mean(0).tolist(), y.std(0).tolist(), y.min(0).values.tolist(),
+                                           y.max(0).values.tolist()))
+
+    @classmethod
+    def default_names(cls, count: int) -> list[str]:
+        return [f"target{i}" if count > 1 else "target" for i in range(count)]
+
+    @classmethod
+    def checked_batch(cls, targets: torch.Tensor, num_classes: int, shape: str, sample: Callable[[int], int],
+                      split: str) -> torch.Tensor:
+        flat = targets.reshape(len(targets), -1) if targets.ndim else targets
+        if targets.ndim not in (1, 2) or flat.shape[1] != num_classes or targets.dtype == torch.bool:
+            raise KilnError(f"{shape}; the regression task needs {num_classes} number(s) per sample (a float, or a "
+                            "vector of data.num_classes values)")
+        if not torch.isfinite(targets.float()).all():
+            raise KilnError(f"{shape} and include NaN or infinite values; regression targets must be finite numbers")
+        return targets.float()
+
+    # -- predictions
+    def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
+        """Every target's value in its original units."""
+        return [Prediction(text, "  ".join(f"{n} {v:.6g}" for n, v in zip(names, values)), None,
+                           list(zip(names, values)), "regression") for text, values in zip(inputs, predicted.tolist())]
+
+    @classmethod
+    def prediction_text(cls, r: Prediction) -> str:
+        return r.label
+
+    @classmethod
+    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
+        return {"input": r.input, "values": dict(r.top)}
+
+    @classmethod
+    def csv_header(cls, first: Prediction | None) -> list[str]:
+        """One column per target, in the original units."""
+        return ["file", *[name for name, _ in (first.top if first else [])]]
+
+    @classmethod
+    def csv_row(cls, r: Prediction) -> list[str]:
+        return [r.input, *[f"{v:.6g}" for _, v in r.top]]
+
+    # -- baseline
+    @classmethod
+    def baseline(cls, kind: str) -> tuple[Any, str]:
+        from sklearn.linear_model import Ridge
+
+        return Ridge(alpha=1.0), "ridge regression"
+
+    @classmethod
+    def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:
+        from sklearn.metrics import mean_absolute_error, r2_score
+
+        return {"mae": float(mean_absolute_error(truth, predicted)), "r2": float(r2_score(truth, predicted))}

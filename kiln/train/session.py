@@ -257,8 +257,8 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
         metrics = fit(trainer)
         dist.barrier()  # rank 0 has written best.pt before anyone reads it
         result = RunResult(run.path, metrics)
-        if cfg.task.name == "multilabel" and cfg.task.tune_threshold:
-            _tune_thresholds(cfg, run, trainer, proc)
+        if trainer.task.wants_validation_predictions():
+            _after_fit(cfg, run, trainer, proc)
         if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
             result.test_metrics = _test_best(cfg, run, model, device, trainer.precision, channels_last, trackers,
                                              proc)
@@ -370,27 +370,28 @@ def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
     return started
 
 
-def _tune_thresholds(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> None:
-    """task.tune_threshold: each label's threshold for the best F1 on the validation split, with the best
-    checkpoint's weights, recorded in the run's config.yaml (test, predict and export use it). Under DDP rank 0's
-    share of the validation split decides, for every rank."""
+def _after_fit(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> None:
+    """The task's post-training step (multilabel: task.tune_threshold) on the validation predictions of the best
+    checkpoint's weights; the settings it returns are recorded in the run's config.yaml (test, predict and export
+    use them). Under DDP rank 0's share of the validation split decides, for every rank."""
     from kiln.evaluation import collect_predictions
-    from kiln.tasks import tuned_thresholds
     from kiln.train.state import unwrap
 
     if trainer.data.val is None:
-        log.warning("task.tune_threshold: there is no validation split to tune on; keeping task.threshold=%s",
-                    cfg.task.threshold)
+        log.warning("task: there is no validation split to tune on after training; keeping the task's settings as "
+                    "configured")
         return
     model = unwrap(trainer.model)
     path = run.checkpoint("best")
     load_weights(model, load_checkpoint(path)["model"], path)
     probs, targets = collect_predictions(model, trainer.data.val, trainer.task, trainer.device, trainer.precision)
-    thresholds: list[float] = dist.broadcast(tuned_thresholds(probs, targets))
-    cfg.task.threshold = thresholds  # the trainer's task reads the same TaskConfig
-    log.info("task.tune_threshold: thresholds per label (best validation F1): %s", ", ".join(
-        f"{name} {t:.2f}" for name, t in zip(trainer.data.info.class_names, thresholds)))
-    if proc.is_main:
+    settings: dict[str, Any] = dist.broadcast(trainer.task.after_fit_settings(probs, targets) or {})
+    for key, value in settings.items():
+        setattr(cfg.task, key, value)  # the trainer's task reads the same TaskConfig
+        shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(trainer.data.info.class_names, value)) \
+            if isinstance(value, list) else value
+        log.info("task.%s after training (best validation score): %s", key, shown)
+    if proc.is_main and settings:
         run.write_config(cfg)
 
 

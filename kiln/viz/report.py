@@ -113,12 +113,8 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         report.table(["model", *[f"test {m}" for m in shared]],
                      [["this network", *[test[m] for m in shared]],
                       [f"baseline: {baseline['baseline']}", *[baseline[m] for m in shared]]])
-    if task == "multilabel":
-        _multilabel_test(report, test, folder)
-    elif task == "regression":
-        _regression_test(report, run, test, folder)
-    else:
-        _multiclass_test(report, run, test, folder, num_wrong, with_heading)
+    section = TEST_SECTIONS[task]  # each task's own figures and tables
+    section(report, run, test, folder, num_wrong, with_heading)
     if num_wrong and not with_heading:
         _what_the_model_sees(report, run, folder)
 
@@ -136,7 +132,8 @@ def _multiclass_test(report: Report, run: RunDir, test: dict[str, Any], folder: 
         _wrong(report, run, num_wrong, folder)
 
 
-def _multilabel_test(report: Report, test: dict[str, Any], folder: Path) -> None:
+def _multilabel_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
+                     with_heading: bool) -> None:
     """Per label: support, precision, recall, F1, average precision and the threshold used."""
     per_label, thresholds = test["per_label"], test["thresholds"]
     report.figure(figures.per_label(per_label), folder, "per_label", "per-label scores")
@@ -145,7 +142,8 @@ def _multilabel_test(report: Report, test: dict[str, Any], folder: Path) -> None
                   for (name, m), t in zip(per_label.items(), thresholds)])
 
 
-def _regression_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path) -> None:
+def _regression_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
+                     with_heading: bool) -> None:
     """Predicted against true, and the residuals, on the test split (in the targets' units)."""
     try:
         _, _, predicted, targets = test_predictions(run)
@@ -158,6 +156,10 @@ def _regression_test(report: Report, run: RunDir, test: dict[str, Any], folder: 
     report.figure(figures.residuals(pred, true, names), folder, "residuals", "residuals")
     if test.get("r2_per_target"):
         report.table(["target", "R²"], [[k, v] for k, v in test["r2_per_target"].items()])
+
+
+# What the test section shows, by task (the figures belong to the report; the task name picks them).
+TEST_SECTIONS = {"multiclass": _multiclass_test, "multilabel": _multilabel_test, "regression": _regression_test}
 
 
 def test_predictions(run: RunDir):
