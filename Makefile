@@ -10,7 +10,7 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 help:
 	@echo "make demo   set up .venv (kiln alone), get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
 	@echo "make test   set up .venv and run the test suite (after make lint)"
-	@echo "make lint   ruff (style, imports, likely bugs) and mypy (types) over kiln/"
+	@echo "make lint   ruff (style, imports, likely bugs), mypy (types) and import-linter (layers) over kiln/"
 	@echo "make data   make Fashion-MNIST available (Debian package, else download)"
 	@echo "make bench  run the training-speed benchmark (benchmarks/train_speed.py)"
 
@@ -59,10 +59,12 @@ browser:
 		echo "no apt as root: the browser test will be skipped"; \
 	fi
 
-# Hygiene: ruff over the code, tests and benchmarks; mypy over the package (cached in .mypy_cache).
+# Hygiene: ruff over the code, tests and benchmarks; mypy over the package (cached in .mypy_cache); the layers'
+# import contracts (.importlinter: imports inside functions count).
 lint: setup
 	$(VENV)/bin/ruff check kiln tests benchmarks
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The real-data and browser tests run when their parts can be had; the rest needs nothing but the venv.
 test: setup lint

@@ -419,10 +419,10 @@ def probe_sync_free(c: Ctx) -> str:
     import torch
 
     from kiln.config import load_config
+    from kiln.core.state import seed_everything
     from kiln.data import build_data
     from kiln.train.build import build_trainer
     from kiln.train.loop import _check_finite, train_step
-    from kiln.train.state import seed_everything
 
     device = torch.device("cuda")
     cfg = load_config(ROOT / CONFIG, ["trainer.device=cuda", "trainer.precision=bf16", "log.progress=none"])
@@ -458,10 +458,10 @@ def probe_deterministic_resume(c: Ctx) -> str:
     import torch
 
     from kiln.config import load_config
+    from kiln.core.state import load_checkpoint, seed_everything
     from kiln.errors import TrainingInterrupted
     from kiln.train import session
     from kiln.train.callbacks import LambdaCallback
-    from kiln.train.state import load_checkpoint, seed_everything
 
     def cfg(folder: str):
         return load_config(ROOT / CONFIG, [*c.train_args(batches=20), "trainer.deterministic=true",

@@ -51,8 +51,8 @@ def kiln(*args: str) -> subprocess.Popen:
 
 def where(run: Path) -> str:
     """Where a kill landed, read off the run folder it left."""
+    from kiln.core.state import load_checkpoint
     from kiln.runs import RunDir
-    from kiln.train.state import load_checkpoint
 
     folder = RunDir(run)
     if not folder.config_file.is_file():
@@ -119,8 +119,8 @@ def start(run: Path, cfg: Path) -> subprocess.Popen:
 
 
 def epochs_done(run: Path) -> int:
+    from kiln.core.state import load_checkpoint
     from kiln.runs import RunDir
-    from kiln.train.state import load_checkpoint
 
     folder = RunDir(run)
     try:
@@ -138,8 +138,8 @@ def finished(run: Path) -> bool:
 
 
 def identical(a: Path, b: Path) -> bool:
+    from kiln.core.state import load_checkpoint
     from kiln.runs import RunDir
-    from kiln.train.state import load_checkpoint
 
     ra, rb = RunDir(a), RunDir(b)
     sa, sb = load_checkpoint(ra.last), load_checkpoint(rb.last)

@@ -43,9 +43,9 @@ def peak_rss_mb() -> float:
 
 def kiln_parts(args, device, extra: tuple[str, ...] = ()):
     from kiln.config import load_config
+    from kiln.core.state import seed_everything
     from kiln.data import build_data
     from kiln.models import build_model
-    from kiln.train.state import seed_everything
 
     cfg = load_config(CONFIG, [f"trainer.epochs={args.epochs}", f"trainer.device={device}", *args.override, *extra])
     seed_everything(cfg.seed, cfg.trainer.deterministic)  # as kiln train does: cudnn.benchmark, TF32

@@ -307,7 +307,7 @@ def _check_torch_class(key: str, name: str, module: str, own: tuple[str, ...]) -
         return name
     import importlib
 
-    from kiln.train.optim import torch_class
+    from kiln.user_code import torch_class
 
     base = "Optimizer" if module == "torch.optim" else "LRScheduler"
     mod = importlib.import_module(module)

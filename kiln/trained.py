@@ -41,9 +41,9 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
                  device: torch.device | str | None = None) -> Trained:
     """The run's model with the weights of `checkpoint` (best | last | a path), built from the saved config
     (plus `overrides`) on `device` (default: the config's trainer.device)."""
+    from kiln.core.state import load_checkpoint, load_weights
     from kiln.models import prepare_model
     from kiln.train.device import resolve_device, resolve_precision, use_channels_last
-    from kiln.train.state import load_checkpoint, load_weights
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     cfg = run.config(overrides)

@@ -6,6 +6,7 @@ check."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
 import sysconfig
@@ -59,3 +60,23 @@ def _describe(obj: Any) -> str:
         where = getattr(obj, "__module__", None) or "a built-in module"
         return f"{type(obj).__name__} {getattr(obj, '__qualname__', obj)!s} from {where}"
     return f"a {type(obj).__name__}, not a class or function"
+
+
+def torch_class(key: str, name: str, module, base: type, own: tuple[str, ...] = ()) -> type:
+    """`name` as a class of `module` (`Adam`, `torch.optim:Adam`) or of the user's code (`pkg.mod:Class`); `own`:
+    kiln's names for the same key, listed in the message."""
+    prefix = module.__name__ + ":"
+    short = name[len(prefix):] if name.startswith(prefix) else name
+    if ":" not in short:
+        cls = getattr(module, short, None)
+        if isinstance(cls, type) and issubclass(cls, base):
+            return cls
+        valid = sorted(n for n in dir(module) if isinstance(getattr(module, n), type)
+                       and issubclass(getattr(module, n), base) and getattr(module, n) is not base and n[0] != "_")
+        same = [v for v in valid if v.lower() == short.lower()]
+        close = same or difflib.get_close_matches(short, [*own, *valid], n=1)
+        kiln_names = f"one of kiln's ({', '.join(own)}) nor " if own else ""
+        raise KilnError(f"{key}={name!r} is {'neither ' if own else ''}{kiln_names}a {module.__name__} class"
+                        f"{f' — did you mean {close[0]}?' if close else ''} Valid {module.__name__} classes: "
+                        f"{', '.join(valid)}; or your own as package.module:Class")
+    return resolve(key, name, base, functions=False)

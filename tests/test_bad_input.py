@@ -8,7 +8,7 @@ import pytest
 from conftest import only_run, run_cli, tiny_config, write_config
 from fakedata import write_idx_dataset
 from kiln.cli import main
-from kiln.train.state import load_checkpoint
+from kiln.core.state import load_checkpoint
 
 
 def kiln(capsys, *args):

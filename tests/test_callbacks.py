@@ -8,10 +8,10 @@ import torch
 
 from conftest import tiny_config
 from kiln.config import CheckpointConfig, EarlyStoppingConfig, build_config
+from kiln.core.state import load_checkpoint
 from kiln.runs import RunDir
 from kiln.train import session
 from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
-from kiln.train.state import load_checkpoint
 
 
 class FakeTrainer:

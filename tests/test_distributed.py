@@ -11,10 +11,10 @@ import torch
 
 from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import TaskConfig, build_config
+from kiln.core.state import load_checkpoint
 from kiln.data import build_data
 from kiln.tasks import build_task
 from kiln.train.loop import evaluate
-from kiln.train.state import load_checkpoint
 
 TESTS = Path(__file__).parent
 

@@ -236,7 +236,7 @@ def test_a_list_element_can_be_overridden_by_its_index():
 
 
 def test_files_kiln_writes_get_the_umask_mode(tmp_path):
-    from kiln.train.state import atomic_write
+    from kiln.core.state import atomic_write
 
     old = os.umask(0o022)
     try:

@@ -13,6 +13,7 @@ from torch.overrides import TorchFunctionMode
 
 from conftest import ROOT, tiny_config
 from kiln.config import build_config
+from kiln.core.state import seed_everything
 from kiln.data import build_data
 from kiln.errors import KilnError
 from kiln.models import prepare_model
@@ -23,7 +24,6 @@ from kiln.train.build import build_trainer
 from kiln.train.loop import Trainer, train_step
 from kiln.train.metrics import RunningMean
 from kiln.train.optim import build_optimizer
-from kiln.train.state import seed_everything
 from kiln.train.step import TrainStep
 from kiln.tune.workers import visible_gpus
 

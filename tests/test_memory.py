@@ -8,6 +8,7 @@ import torch
 
 from conftest import only_run, run_cli, tiny_config
 from kiln.config import build_config
+from kiln.core.state import load_checkpoint
 from kiln.data import build_data
 from kiln.errors import TrainingStopped
 from kiln.models import build_model
@@ -17,7 +18,6 @@ from kiln.train.callbacks import LambdaCallback
 from kiln.train.lr_find import sweep
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import build_optimizer
-from kiln.train.state import load_checkpoint
 
 
 def test_out_of_memory_names_the_phase_and_keeps_last_pt(tmp_path, idx_root):

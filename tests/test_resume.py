@@ -15,10 +15,10 @@ import torch
 
 from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import build_config
+from kiln.core.state import load_checkpoint
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
-from kiln.train.state import load_checkpoint
 
 
 def _measured(key):  # timings and memory differ between any two runs

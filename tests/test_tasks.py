@@ -23,15 +23,15 @@ from fakedata import (
 )
 from kiln.cli import main
 from kiln.config import DataConfig, TaskConfig, build_config
+from kiln.core.state import load_checkpoint
 from kiln.cv import run_cv
 from kiln.data import build_data, cv_folds
-from kiln.data.targets import iterative_folds
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.predict import predict
 from kiln.tasks import MultilabelTask, RegressionTask
+from kiln.tasks.targets import iterative_folds
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
-from kiln.train.state import load_checkpoint
 
 CPU = torch.device("cpu")
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -292,16 +292,20 @@ def test_data_and_monitors_a_task_cannot_use_are_refused_before_training(tmp_pat
 
 
 def test_positive_weights_are_negatives_over_positives_on_the_training_split():
+    from kiln.data.loaders import split_targets
     from kiln.tasks import pos_weight
 
     class Batches:  # a user Dataset's split: the targets are read by iterating it once
         def epoch(self, epoch):
             yield None, torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])
 
-    weights = pos_weight(TaskConfig(name="multilabel", pos_weight="auto"), Batches(), 3)
+    def targets():
+        return split_targets(Batches())
+
+    weights = pos_weight(TaskConfig(name="multilabel", pos_weight="auto"), targets, 3)
     assert weights.tolist() == pytest.approx([1 / 3, 3.0, 1.0])  # a label never present keeps 1
     with pytest.raises(KilnError, match="task.pos_weight has 2 values for 3 labels"):
-        pos_weight(TaskConfig(name="multilabel", pos_weight=[1.0, 2.0]), Batches(), 3)
+        pos_weight(TaskConfig(name="multilabel", pos_weight=[1.0, 2.0]), targets, 3)
 
 
 def test_a_search_without_a_metric_optimises_what_the_task_keeps_best_pt_by(tmp_path, discs):

@@ -7,7 +7,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import only_run, run_cli, tiny_config, write_config
-from kiln.train.state import load_checkpoint
+from kiln.core.state import load_checkpoint
 
 
 def test_train_then_test(tmp_path, config_file):

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import DataConfig, ModelConfig, OptimConfig, build_config
+from kiln.core.state import load_checkpoint
 from kiln.data import DataInfo, build_data
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.layers import layer_table, selected
@@ -17,7 +18,6 @@ from kiln.models.pretrained import adapt_in_channels, load_pretrained
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
 from kiln.train.optim import build_optimizer
-from kiln.train.state import load_checkpoint
 
 GRAY = DataInfo("fashion_mnist", "image", 10, [str(i) for i in range(10)], in_channels=1, image_size=(28, 28))
 RGB = DataInfo("rgb", "image", 1000, [str(i) for i in range(1000)], in_channels=3, image_size=(224, 224))

@@ -9,11 +9,11 @@ import torch
 from conftest import tiny_config
 from kiln.cli import main
 from kiln.config import build_config
+from kiln.core.state import load_checkpoint
 from kiln.data import build_data
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
-from kiln.train.state import load_checkpoint
 
 
 def _cfg(tmp_path, dataset: str, model: str = "TinyNet", folder: str = "runs", **data):

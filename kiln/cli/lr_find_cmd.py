@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kiln.config import load_config
+    from kiln.core.state import seed_everything
     from kiln.data import build_data
     from kiln.errors import KilnError
     from kiln.runs import RunDir
@@ -34,7 +35,6 @@ def run(args: argparse.Namespace) -> int:
     from kiln.train.build import build_trainer
     from kiln.train.device import resolve_device, use_channels_last
     from kiln.train.lr_find import plot, sweep
-    from kiln.train.state import seed_everything
 
     setup_logging(verbosity(args))
     if not 0 < args.start < args.end:

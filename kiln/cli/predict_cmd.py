@@ -78,8 +78,8 @@ def write_csv(results, path) -> None:
     import csv
     import io
 
+    from kiln.core.state import atomic_write
     from kiln.tasks import TASKS
-    from kiln.train.state import atomic_write
 
     text = io.StringIO()
     writer = csv.writer(text)

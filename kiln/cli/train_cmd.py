@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     result = session.train(cfg, resume=resume.path if resume else None,
                            run_dir=Path(args.run_dir) if args.run_dir else None,
                            quiet=args.quiet)
-    from kiln.train.dist import current
+    from kiln.core.dist import current
 
     if not current().is_main:
         return 0

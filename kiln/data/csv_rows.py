@@ -66,7 +66,7 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
 
 def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool):
     """(text column indices, label column indices (empty: none), expected row width)."""
-    from kiln.data.targets import columns
+    from kiln.tasks.targets import columns
 
     if not spec.header:  # AG News: "class index","title","description"
         return [1, 2], [0], 3

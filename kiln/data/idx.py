@@ -69,10 +69,17 @@ def write_idx(path: Path | str, tensor: torch.Tensor) -> Path:
     return path
 
 
+def find_file(folder: Path, stem: str) -> Path | None:
+    # torchvision's downloader leaves the files in <root>/<Class>/raw/; EMNIST in .../raw/gzip/.
+    for sub in (folder, folder / "raw", folder / "gzip"):
+        for name in (stem + ".gz", stem):
+            if (sub / name).is_file():
+                return sub / name
+    return None
+
+
 def load_split(spec: IdxDataset, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 1, H, W), labels int64 (N,)) of a registered dataset's train or test split."""
-    from kiln.data.registry import find_file
-
     found = {stem: find_file(folder, stem) for stem in spec.files(split)}
     missing = [stem for stem, path in found.items() if path is None]
     if missing:

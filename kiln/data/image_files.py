@@ -131,7 +131,7 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
               on_bad_row: str, task: str = "multiclass", separator: str = "|") -> Found:
     """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
     (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
-    from kiln.data.targets import columns
+    from kiln.tasks.targets import columns
     from kiln.tasks import TASKS
 
     root = Path(root)

@@ -9,8 +9,10 @@ from collections.abc import Sequence
 import torch
 
 from kiln.config import DataConfig
-from kiln.data import Data, DataInfo, choose_loader, cv_folds, eval_batch_size, train_val_split
+from kiln.data.info import Data, DataInfo
 from kiln.data.loaders import (
+    choose_loader,
+    eval_batch_size,
     Batches,
     EpochBatchSampler,
     LoaderBatches,
@@ -19,7 +21,8 @@ from kiln.data.loaders import (
     training_sampler,
 )
 from kiln.data.registry import locate
-from kiln.data.targets import as_tensor
+from kiln.data.splits import cv_folds, train_val_split
+from kiln.tasks.targets import as_tensor
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.errors import KilnError
 from kiln.tasks import TASKS
@@ -244,8 +247,8 @@ def _lists_for(found, splits: tuple[str, ...]) -> list[str]:
 def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int, task: str = "multiclass"
                 ) -> dict[str, tuple[str, torch.Tensor]]:
     """split -> (file list, indices into it). Splits kiln makes are seeded and stratified (by class, by rarest
-    label, by value quantile: see kiln.data.targets)."""
-    from kiln.data import stratified_split
+    label, by value quantile: see kiln.tasks.targets)."""
+    from kiln.data.splits import stratified_split
 
     def keys(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(what splits are stratified by, what folds are) for a file list."""

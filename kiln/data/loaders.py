@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from kiln.config import DataConfig
 from kiln.data.transforms import seed_for
 
 
@@ -248,3 +249,32 @@ def split_labels(batches: Batches) -> torch.Tensor | None:
     dataset = getattr(getattr(batches, "loader", None), "dataset", None)
     labels = getattr(dataset, "labels", None)
     return labels if isinstance(labels, torch.Tensor) else None
+
+
+
+def split_targets(batches: Batches) -> torch.Tensor:
+    """Every target of a split, in order (read once from your own Dataset, which cannot give them without its
+    inputs)."""
+    labels = split_labels(batches)
+    if labels is None:
+        labels = torch.cat([y.cpu() for _, y in batches.epoch(0)])
+    return labels
+
+def eval_batch_size(cfg: DataConfig) -> int:
+    """Validation and test batches: no gradients, so 4x the training batch fits unless set."""
+    return cfg.eval_batch_size or 4 * cfg.batch_size
+
+
+def choose_loader(setting: str, num_bytes: int, device: torch.device, max_mb: float | None) -> str:
+    """`loader: auto` keeps the data resident on the device when it fits the budget."""
+    if setting != "auto":
+        return setting
+    if max_mb is not None:
+        budget = max_mb * 2**20
+    elif device.type == "cuda":
+        budget = torch.cuda.mem_get_info(device)[0] / 4  # leave the rest to activations, weights, optimizer
+    elif device.type == "cpu":
+        budget = float("inf")  # the tensors are in host memory whichever path reads them
+    else:
+        budget = 2 * 2**30
+    return "resident" if num_bytes <= budget else "dataloader"

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from kiln.data.cifar import CIFAR10, CIFAR100
+from kiln.data.idx import find_file
 from kiln.errors import KilnError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -171,15 +172,6 @@ def candidate_dirs(spec, root: Path | None) -> list[Path]:
     dirs.append(Path("data") / spec.name)
     dirs.extend(Path(d) for d in getattr(spec, "system_dirs", ()))
     return [d.absolute() for d in dirs]
-
-
-def find_file(folder: Path, stem: str) -> Path | None:
-    # torchvision's downloader leaves the files in <root>/<Class>/raw/; EMNIST in .../raw/gzip/.
-    for sub in (folder, folder / "raw", folder / "gzip"):
-        for name in (stem + ".gz", stem):
-            if (sub / name).is_file():
-                return sub / name
-    return None
 
 
 def locate(spec, root: Path | None, download: bool) -> Path:

@@ -15,10 +15,18 @@ import torch
 from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
-from kiln.data import Data, DataInfo, cv_folds, eval_batch_size, train_val_split
+from kiln.data.info import Data, DataInfo
+from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.csv_rows import row_targets
 from kiln.errors import KilnError
-from kiln.data.loaders import Batches, BucketBatchSampler, EpochBatchSampler, LoaderBatches, training_sampler
+from kiln.data.loaders import (
+    Batches,
+    BucketBatchSampler,
+    EpochBatchSampler,
+    LoaderBatches,
+    eval_batch_size,
+    training_sampler,
+)
 from kiln.data.registry import CsvDataset, locate
 from kiln.data.token_cache import cached_tokens
 from kiln.data.vocab import Vocab
@@ -119,7 +127,7 @@ class TextBatches(LoaderBatches):
 def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
                     overfit_batches: int, rank: int, world_size: int, vocab: Vocab | None = None,
                     task: str = "multiclass") -> Data:
-    from kiln.data.targets import as_tensor, columns
+    from kiln.tasks.targets import as_tensor, columns
     from kiln.tasks import TASKS
 
     folder = locate(spec, cfg.root, cfg.download)

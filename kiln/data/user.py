@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
 from kiln.config import DataConfig
-from kiln.data import Data, DataInfo, eval_batch_size, train_val_split
-from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches
+from kiln.data.info import Data, DataInfo
+from kiln.data.splits import train_val_split
+from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
 from kiln.data.transforms import seed_for
 from kiln.errors import KilnError, first_line
 from kiln.tasks import TASKS
@@ -143,7 +144,7 @@ def _splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int)
 def _cv_splits(cls, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int) -> dict[str, Dataset]:
     """data.cv on your own Dataset: its training set cut into folds (by position: kiln does not read the labels),
     the held-out fold as test, validation from the rest."""
-    from kiln.data import cv_folds
+    from kiln.data.splits import cv_folds
 
     full = cls(**cfg.args, split="train") if _takes_split(cls) else _build(cls, cfg.name, cfg.args)
     if isinstance(full, torch.utils.data.IterableDataset):

@@ -96,8 +96,8 @@ def source_weights(spec: str, arch: str, weights: str) -> tuple[dict[str, torch.
 
 
 def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    from kiln.core.state import load_checkpoint
     from kiln.runs import RunDir, newest_finished
-    from kiln.train.state import load_checkpoint
 
     run = RunDir(folder)
     if not run.config_file.is_file():  # runs/<name>: the newest finished run in it

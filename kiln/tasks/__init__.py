@@ -6,6 +6,7 @@ the names they are logged under, and how outputs become predictions. The loop ne
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -34,53 +35,47 @@ def build_task(cfg: TaskConfig, num_classes: int | None, weights: torch.Tensor |
     return RegressionTask(cfg, num_classes)
 
 
-def task_for_training(cfg: TaskConfig, train_batches, num_classes: int) -> Task:
+# Every target of the training split, read when a setting needs them (kiln.data.loaders.split_targets).
+Targets = Callable[[], torch.Tensor]
+
+
+def task_for_training(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> Task:
     """The task with what it learns from the training split: class weights, positive weights, target scaling."""
-    resolve_task_settings(cfg, train_batches)
-    weights = class_weights(cfg, train_batches, num_classes) if cfg.name == "multiclass" else \
-        pos_weight(cfg, train_batches, num_classes) if cfg.name == "multilabel" else None
+    resolve_task_settings(cfg, train_targets)
+    weights = class_weights(cfg, train_targets, num_classes) if cfg.name == "multiclass" else \
+        pos_weight(cfg, train_targets, num_classes) if cfg.name == "multilabel" else None
     return build_task(cfg, num_classes, weights)
 
 
-def resolve_task_settings(cfg: TaskConfig, train_batches) -> None:
+def resolve_task_settings(cfg: TaskConfig, train_targets: Targets) -> None:
     """Regression: the targets' mean and standard deviation on the training split, written into `cfg` (so the
     run's config.yaml records them and test/predict/export scale back with the same values)."""
     if cfg.name != "regression" or not cfg.standardize or cfg.target_mean is not None:
         return
-    y = to_columns(train_targets(train_batches).double())
+    y = to_columns(train_targets().double())
     cfg.target_mean = [round(float(v), 6) for v in y.mean(0)]
     cfg.target_std = [round(float(v), 6) if v > 1e-12 else 1.0 for v in y.std(0, correction=0)]
     log.info("regression targets standardised with the training split's mean %s and std %s",
              cfg.target_mean, cfg.target_std)
 
 
-def train_targets(batches) -> torch.Tensor:
-    """Every target of a split (read once from your own Dataset, which cannot give them without its inputs)."""
-    from kiln.data.loaders import split_labels
-
-    labels = split_labels(batches)
-    if labels is None:
-        labels = torch.cat([y.cpu() for _, y in batches.epoch(0)])
-    return labels
-
-
-def class_weights(cfg: TaskConfig, train_batches, num_classes: int) -> torch.Tensor | None:
+def class_weights(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> torch.Tensor | None:
     """task.class_weights as a tensor: given (one per class), or auto = n / (k x count) on the training split."""
     if cfg.class_weights is None or isinstance(cfg.class_weights, list):
         return _given("task.class_weights", cfg.class_weights, num_classes, "class")
-    labels = train_targets(train_batches)
+    labels = train_targets()
     counts = torch.bincount(labels.long(), minlength=num_classes).float()
     weights = len(labels) / (num_classes * counts.clamp_min(1))
     log.info("task.class_weights=auto: %s", ", ".join(f"{w:.3g}" for w in weights.tolist()))
     return weights
 
 
-def pos_weight(cfg: TaskConfig, train_batches, num_labels: int) -> torch.Tensor | None:
+def pos_weight(cfg: TaskConfig, train_targets: Targets, num_labels: int) -> torch.Tensor | None:
     """task.pos_weight as a tensor: given (one per label), or auto = negatives / positives per label on the
     training split (a label never present gets 1)."""
     if cfg.pos_weight is None or isinstance(cfg.pos_weight, list):
         return _given("task.pos_weight", cfg.pos_weight, num_labels, "label")
-    y = train_targets(train_batches).float()
+    y = train_targets().float()
     positives = y.sum(0)
     weights = torch.where(positives > 0, (len(y) - positives) / positives.clamp_min(1), torch.ones_like(positives))
     log.info("task.pos_weight=auto: %s", ", ".join(f"{w:.3g}" for w in weights.tolist()))

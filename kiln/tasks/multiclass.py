@@ -132,7 +132,7 @@ class MulticlassTask(Task):
     @classmethod
     def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
                      where: Any) -> list[str]:
-        from kiln.data.targets import infer_class_names, refuse_label_sets
+        from kiln.tasks.targets import infer_class_names, refuse_label_sets
 
         if given:
             return list(given)

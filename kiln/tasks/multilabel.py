@@ -149,14 +149,14 @@ class MultilabelTask(Task):
     def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
                     ) -> tuple[list[float] | None, str]:
         """A multi-hot vector from a label set such as `cat|dog`."""
-        from kiln.data.targets import multi_hot
+        from kiln.tasks.targets import multi_hot
 
         return multi_hot(cells[0], {name: i for i, name in enumerate(names)}, separator)
 
     @classmethod
     def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
                      where: Any) -> list[str]:
-        from kiln.data.targets import label_names
+        from kiln.tasks.targets import label_names
 
         return list(given) if given else label_names(raws, separator)
 

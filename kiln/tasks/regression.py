@@ -112,7 +112,7 @@ class RegressionTask(Task):
     def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
                     ) -> tuple[list[float] | None, str]:
         """Numbers, one cell per target column."""
-        from kiln.data.targets import numbers
+        from kiln.tasks.targets import numbers
 
         return numbers(cells, names)
 
@@ -124,14 +124,14 @@ class RegressionTask(Task):
     @classmethod
     def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
         """The quantile bin (of ten) of the values."""
-        from kiln.data.targets import quantile_bins
+        from kiln.tasks.targets import quantile_bins
 
         return quantile_bins(targets, 10)
 
     @classmethod
     def fold_keys(cls, targets: torch.Tensor, folds: int) -> torch.Tensor:
         """Quantile bins holding at least `folds` samples each."""
-        from kiln.data.targets import quantile_bins
+        from kiln.tasks.targets import quantile_bins
 
         return quantile_bins(targets, max(1, min(10, len(targets) // folds)))
 

@@ -16,7 +16,7 @@ log = logging.getLogger("kiln")
 
 def setup_logging(verbosity: int = 0) -> None:
     """verbosity: -1 quiet (warnings only), 0 normal, 1 verbose (debug)."""
-    from kiln.train.dist import current
+    from kiln.core.dist import current
 
     level = {-1: logging.WARNING, 0: logging.INFO, 1: logging.DEBUG}[max(-1, min(1, verbosity))]
     if not current().is_main:  # other ranks only speak up about problems

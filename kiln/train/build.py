@@ -10,13 +10,15 @@ import torch
 
 from kiln.config import Config, watched
 from kiln.data import Data
+from kiln.data.loaders import split_targets
 from kiln.models import prepare_model
-from kiln.models.freeze import FreezeSchedule, head_prefix
+from kiln.models.freeze import head_prefix
 from kiln.runs import RunDir
 from kiln.tasks import task_for_training
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
+from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.device import resolve_precision, use_channels_last
 from kiln.train.ema import WeightEMA
 from kiln.train.loop import Trainer, batches_per_epoch
@@ -48,7 +50,7 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(
         cfg=cfg.trainer, model=model, optimizer=optimizer,
-        task=task_for_training(cfg.task, data.require("train"), data.info.num_classes),
+        task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),

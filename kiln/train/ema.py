@@ -9,7 +9,7 @@ import copy
 import torch
 from torch import nn
 
-from kiln.train.state import unwrap
+from kiln.core.state import unwrap
 
 
 class WeightEMA:

@@ -19,15 +19,15 @@ import torch
 from torch import nn
 
 from kiln.config import TrainerConfig
+from kiln.core import dist
+from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.track.console import EpochProgress
-from kiln.train import dist
 from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
 from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
-from kiln.train.state import rng_state, set_rng_state, unwrap
 from kiln.train.step import TrainStep, forward
 
 log = logging.getLogger("kiln")

@@ -30,7 +30,7 @@ class RunningMean:
 
     def compute(self, sync: bool = False) -> dict[str, float]:
         """Means over this rank's batches, or over every rank's with sync=True (all ranks must call it)."""
-        from kiln.train import dist
+        from kiln.core import dist
 
         if sync and dist.current().distributed:
             totals = dist.all_reduce(torch.cat([self.sums, self.sums.new_tensor([self.count])])).tolist()

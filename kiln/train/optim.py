@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from typing import Any
@@ -12,6 +11,7 @@ from torch import nn
 
 from kiln.config import OptimConfig, ScheduleConfig
 from kiln.errors import KilnError
+from kiln.user_code import torch_class
 
 
 def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None) -> list[dict[str, Any]]:
@@ -44,28 +44,6 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device,
 
 KILN_SCHEDULES = ("none", "step", "cosine", "onecycle", "reduce_on_plateau")
 PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR")
-
-
-def torch_class(key: str, name: str, module, base: type, own: tuple[str, ...] = ()) -> type:
-    """`name` as a class of `module` (`Adam`, `torch.optim:Adam`) or of the user's code (`pkg.mod:Class`); `own`:
-    kiln's names for the same key, listed in the message."""
-    prefix = module.__name__ + ":"
-    short = name[len(prefix):] if name.startswith(prefix) else name
-    if ":" not in short:
-        cls = getattr(module, short, None)
-        if isinstance(cls, type) and issubclass(cls, base):
-            return cls
-        valid = sorted(n for n in dir(module) if isinstance(getattr(module, n), type)
-                       and issubclass(getattr(module, n), base) and getattr(module, n) is not base and n[0] != "_")
-        same = [v for v in valid if v.lower() == short.lower()]
-        close = same or difflib.get_close_matches(short, [*own, *valid], n=1)
-        kiln_names = f"one of kiln's ({', '.join(own)}) nor " if own else ""
-        raise KilnError(f"{key}={name!r} is {'neither ' if own else ''}{kiln_names}a {module.__name__} class"
-                        f"{f' — did you mean {close[0]}?' if close else ''} Valid {module.__name__} classes: "
-                        f"{', '.join(valid)}; or your own as package.module:Class")
-    from kiln.user_code import resolve
-
-    return resolve(key, name, base, functions=False)
 
 
 def construct(cls: type, section: str, first: Any, **kwargs: Any) -> Any:

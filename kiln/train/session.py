@@ -15,7 +15,10 @@ from typing import Any
 import torch
 
 from kiln.config import Config, flatten, watched
+from kiln.core import dist
+from kiln.core.state import CorruptCheckpoint, load_checkpoint, load_weights, seed_everything
 from kiln.data import Data, build_data
+from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
@@ -25,12 +28,10 @@ from kiln.tasks import build_task, resolve_task_settings
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
-from kiln.train import dist
 from kiln.train.build import build_trainer
 from kiln.train.callbacks import Callback
 from kiln.train.device import resolve_backend, resolve_device, use_channels_last
 from kiln.train.loop import Trainer, fit
-from kiln.train.state import CorruptCheckpoint, load_checkpoint, load_weights, seed_everything
 
 log = logging.getLogger("kiln")
 
@@ -112,7 +113,8 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     check_targets(cfg, data)
     if resume is None:
         epochs_from_steps(cfg, len(data.require("train")))
-    resolve_task_settings(cfg.task, data.require("train"))  # recorded in the run's config.yaml (resumes too)
+    # recorded in the run's config.yaml (resumes too)
+    resolve_task_settings(cfg.task, lambda: split_targets(data.require("train")))
     run, lock, made = _run_folder(cfg, proc, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
     resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
@@ -374,8 +376,8 @@ def _after_fit(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> Non
     """The task's post-training step (multilabel: task.tune_threshold) on the validation predictions of the best
     checkpoint's weights; the settings it returns are recorded in the run's config.yaml (test, predict and export
     use them). Under DDP rank 0's share of the validation split decides, for every rank."""
+    from kiln.core.state import unwrap
     from kiln.evaluation import collect_predictions
-    from kiln.train.state import unwrap
 
     if trainer.data.val is None:
         log.warning("task: there is no validation split to tune on after training; keeping the task's settings as "

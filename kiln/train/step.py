@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from kiln.config import TrainerConfig
-from kiln.train import dist
+from kiln.core import dist
 from kiln.train.device import autocast
 from kiln.train.metrics import RunningMean
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.config import CheckpointConfig, watched
+from kiln.core.state import copy_checkpoint, save_checkpoint
 from kiln.runs import RunDir
 from kiln.train.callbacks.base import Callback
 from kiln.train.callbacks.early_stopping import Monitor
-from kiln.train.state import copy_checkpoint, save_checkpoint
 
 
 class ModelCheckpoint(Callback):

@@ -1,0 +1,53 @@
+"""What a split of data is to the rest of kiln: `DataInfo` (what a model, the metrics and `kiln predict` need to
+know) and `Data` (the batch sources of the requested splits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from kiln.data.loaders import Batches
+from kiln.errors import KilnError
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What a model, the metrics and `kiln predict` need to know about the data."""
+
+    name: str
+    kind: str  # "image" | "text" | "custom" (the user's own Dataset)
+    num_classes: int  # the model's outputs: classes, labels (multilabel) or target values (regression)
+    class_names: list[str]  # their names
+    in_channels: int = 0  # images
+    image_size: tuple[int, int] = (0, 0)
+    mean: tuple[float, ...] = (0.0,)  # per channel, of pixels in [0, 1]
+    std: tuple[float, ...] = (1.0,)
+    stored_size: tuple[int, int] = (0, 0)  # image files: decoded at this size, then centre-cropped to image_size
+    vocab_size: int = 0  # text
+    pad_id: int = 0
+
+    def model_args(self) -> dict[str, Any]:
+        """The constructor arguments a model takes from the data rather than from model.args."""
+        if self.kind == "text":
+            return {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "pad_id": self.pad_id}
+        if self.kind == "custom":  # the user's own Dataset: only the class count is known
+            return {"num_classes": self.num_classes}
+        return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes}
+
+
+@dataclass
+class Data:
+    info: DataInfo
+    train: Batches | None = None
+    val: Batches | None = None
+    test: Batches | None = None
+    sizes: dict[str, int] = field(default_factory=dict)
+    loader: str = "dataloader"
+    vocab: Any = None  # text: the training vocabulary, saved in the run folder
+
+    def require(self, split: str) -> Batches:
+        """The batches of `split` (train | val | test), which the caller asked build_data for."""
+        batches = getattr(self, split)
+        if batches is None:
+            raise KilnError(f"the data has no {split} split here")
+        return batches
