@@ -16,7 +16,7 @@ from typing import Any
 
 from kiln.config import Config, CvConfig
 from kiln.errors import KilnError
-from kiln.runs import RunDir
+from kiln.runs import RunDir, RunStatus
 
 log = logging.getLogger("kiln")
 
@@ -58,7 +58,7 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
         fold_cfg = cfg.model_copy(deep=True)
         fold_cfg.data.cv = CvConfig(folds=folds, fold=k)
         run = RunDir(folder / f"fold-{k}")
-        if run.status().get("state") == "finished" and run.test_metrics() is not None:
+        if run.state() is RunStatus.FINISHED and run.test_metrics() is not None:
             log.info("fold %d/%d: finished earlier", k, folds)
         else:
             log.info("fold %d/%d%s", k, folds, " (resuming)" if run.config_file.is_file() else "")

@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,11 @@ class OffsetsTextLogits(Logits):
         return self.task.logits(self.model(TextBatch(ids, lengths, offsets=offsets)))
 
 
-def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path | None = None) -> Exported:
+def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path | None = None,
+           overrides: Sequence[str] = ()) -> Exported:
     if fmt not in FORMATS:
         raise KilnError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    trained = load_trained(run_dir, checkpoint, device="cpu")
+    trained = load_trained(run_dir, checkpoint, overrides, device="cpu")
     if trained.info.kind == "custom":
         raise KilnError(f"kiln export handles kiln's image and text data; {run_dir} was trained on your own Dataset, "
                         "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.trained."

@@ -13,12 +13,24 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
 from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
+
+
+class RunStatus(str, Enum):
+    """A run's state in status.json (a str, so the file keeps its plain strings)."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"  # Ctrl-C / SIGTERM after a clean save: resumable
+    STOPPED = "stopped"  # the loss became NaN/Inf, or CUDA ran out of memory
+    FAILED = "failed"  # an error
+    FINISHED = "finished"
+    PRUNED = "pruned"  # a tune trial stopped early by the pruner
 
 
 class RunDir:
@@ -179,9 +191,16 @@ class RunDir:
         except (OSError, json.JSONDecodeError):
             return {}
 
-    def write_status(self, state: str, **extra: Any) -> None:
-        """state: running | interrupted | stopped | failed | finished | pruned."""
-        info = {"state": state, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
+    def state(self) -> RunStatus | None:
+        """The run's state from status.json (None: no status yet, or one this kiln does not know)."""
+        try:
+            return RunStatus(self.status().get("state"))
+        except ValueError:
+            return None
+
+    def write_status(self, state: RunStatus | str, **extra: Any) -> None:
+        """status.json: `state` (a RunStatus, or its value) and what else the writer knows (epoch, batch, ...)."""
+        info = {"state": RunStatus(state).value, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **extra}
         tmp = self.path / f".{self.status_file.name}.tmp"
         try:
             tmp.write_text(json.dumps(info, indent=2) + "\n")
@@ -266,7 +285,7 @@ def find_resumable(log_dir: Path, name: str) -> RunDir:
     candidates = sorted((RunDir(p) for p in folder.glob("*") if RunDir(p).has_last()),
                         key=lambda r: r.path.name, reverse=True)
     for run in candidates:
-        if run.status().get("state") != "finished":
+        if run.state() is not RunStatus.FINISHED:
             return run
     raise KilnError(f"--resume auto found no unfinished run of '{name}' with a checkpoint under {folder}; "
                     "start a new run without --resume, or pass --resume RUN_DIR")
@@ -274,6 +293,6 @@ def find_resumable(log_dir: Path, name: str) -> RunDir:
 
 def newest_finished(folder: Path) -> RunDir | None:
     """runs/<name>: the newest of its runs that finished."""
-    finished = sorted((p for p in Path(folder).iterdir() if RunDir(p).status().get("state") == "finished"),
+    finished = sorted((p for p in Path(folder).iterdir() if RunDir(p).state() is RunStatus.FINISHED),
                       reverse=True)
     return RunDir(finished[0]) if finished else None

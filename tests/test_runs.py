@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from kiln.cli import main
+from kiln.core.state import FORMAT_VERSION, load_checkpoint
 from kiln.errors import KilnError
 from kiln.runs import RunDir
-from kiln.train.state import FORMAT_VERSION, load_checkpoint
 from kiln.trained import load_trained
 
 FORMAT1 = Path(__file__).parent / "data" / "run_format1"  # written by kiln before the task section existed
+FORMAT2 = Path(__file__).parent / "data" / "run_format2"  # written by kiln at defa556, before the structure rework
 
 
 def test_run_dirs_made_in_the_same_second_get_their_own_folder(tmp_path):
@@ -69,6 +70,27 @@ def test_a_format1_run_still_tests_predicts_reports_and_resumes(old_run, idx_roo
     assert "deprecated" not in caplog.text  # kiln's own saved files are upgraded silently
     state = load_checkpoint(old_run / "checkpoints" / "last.pt")
     assert state["format"] == FORMAT_VERSION and state["loop"]["epoch"] == 2
+
+
+def test_a_format2_run_still_tests_predicts_exports_and_resumes(tmp_path, idx_root, capsys):
+    """A run folder saved by kiln before the structure rework (checkpoint format 2; its data lived elsewhere)."""
+    run = tmp_path / "run"
+    shutil.copytree(FORMAT2, run)
+    root = f"data.root={idx_root}"
+    before = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert before["format"] == 2 and before["loop"]["epoch"] == 1
+    assert main(["test", str(run), root]) == 0
+    assert json.loads((run / "test_metrics.json").read_text())["num_samples"] == 160
+    from PIL import Image
+
+    Image.new("L", (28, 28), 200).save(tmp_path / "x.png")
+    capsys.readouterr()
+    assert main(["predict", str(run), str(tmp_path / "x.png"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] in before["data_info"]["class_names"]
+    assert main(["export", str(run), "--format", "torchscript", root]) == 0  # parity-checked on the moved data
+    assert main(["train", "--resume", str(run), "trainer.epochs=2", root, "log.progress=none"]) == 0
+    after = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert after["loop"]["epoch"] == 2 and after["loop"]["step"] > before["loop"]["step"]
 
 
 def test_a_checkpoint_from_a_newer_kiln_is_refused_clearly(tmp_path):
@@ -126,8 +148,8 @@ def _flip_a_byte_in_tensor_data(path: Path) -> None:
 def test_a_flipped_byte_in_a_checkpoint_is_caught_and_resume_falls_back(tmp_path, idx_root, capsys, caplog):
     from conftest import tiny_config
     from kiln.config import build_config
+    from kiln.core.state import CorruptCheckpoint
     from kiln.train import session
-    from kiln.train.state import CorruptCheckpoint
 
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3, "checkpoint": {"keep_top_k": 3}}))
     run = RunDir(session.train(cfg, quiet=True).run_dir)

@@ -19,6 +19,9 @@ def add_parser(sub) -> None:
                               "  kiln predict runs/fashion_mnist/20260101-120000/model.onnx shoe.png",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="overrides of the run's config, e.g. data.root=... where the test data lives on this machine "
+                        "(the export is checked on a batch of it)")
     p.add_argument("--format", default="onnx", choices=["onnx", "exported", "torchscript"],
                    help="onnx (default), exported (torch.export .pt2) or torchscript")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(verbosity(args))
     result = export(Path(args.run_dir), args.format, checkpoint=args.checkpoint,
-                    out=Path(args.out) if args.out else None)
+                    out=Path(args.out) if args.out else None, overrides=args.overrides)
     from kiln.export import onnx_data_file
 
     extra = [result.meta_path.name] + ([onnx_data_file(result.path).name] if args.format == "onnx" and

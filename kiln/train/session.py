@@ -23,7 +23,7 @@ from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
 from kiln.models import describe
-from kiln.runs import RunDir, RunLock
+from kiln.runs import RunDir, RunLock, RunStatus
 from kiln.tasks import build_task, resolve_task_settings
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
@@ -206,7 +206,7 @@ def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, A
     nothing is."""
     epochs = state["loop"]["epoch"]
     test_missing = cfg.trainer.test_after_fit and run.test_metrics() is None
-    if run.status().get("state") == "finished" and not test_missing:
+    if run.state() is RunStatus.FINISHED and not test_missing:
         raise KilnError(f"{run} already finished all {epochs} epochs; to train longer, resume with "
                         f"trainer.epochs=N (N > {epochs})")
     if proc.distributed:
@@ -219,7 +219,7 @@ def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, A
     try:
         log.info("%s trained all %d epochs; finishing what the interrupted run left undone", run, epochs)
         test_metrics = run_test(run.path) if test_missing else run.test_metrics()
-        run.write_status("finished", epoch=epochs, world_size=state.get("world_size", 1),
+        run.write_status(RunStatus.FINISHED, epoch=epochs, world_size=state.get("world_size", 1),
                          global_batch_size=state.get("global_batch_size"))
     finally:
         lock.release()
@@ -254,7 +254,7 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
 
     status = {"world_size": proc.world_size, "global_batch_size": global_batch}
     if proc.is_main:
-        run.write_status("running", epoch=trainer.state.epoch, **status)
+        run.write_status(RunStatus.RUNNING, epoch=trainer.state.epoch, **status)
     try:
         metrics = fit(trainer)
         dist.barrier()  # rank 0 has written best.pt before anyone reads it
@@ -265,11 +265,11 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
             result.test_metrics = _test_best(cfg, run, model, device, trainer.precision, channels_last, trackers,
                                              proc)
         if proc.is_main:
-            run.write_status("finished", epoch=trainer.state.epoch, **status)
+            run.write_status(RunStatus.FINISHED, epoch=trainer.state.epoch, **status)
         return result
     except TrainingInterrupted:
         if proc.is_main:
-            run.write_status("interrupted", epoch=trainer.state.epoch, batch=trainer.state.batch, **status)
+            run.write_status(RunStatus.INTERRUPTED, epoch=trainer.state.epoch, batch=trainer.state.batch, **status)
         done = trainer.state.epoch  # full epochs, as status.json's epoch counts them
         where = f"after epoch {done}" if not trainer.state.batch else \
             f"after {done} full epoch(s) and {trainer.state.batch} batch(es) of epoch {done + 1}"
@@ -277,11 +277,11 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
                                   f"kiln train --resume {run}") from None
     except TrainingStopped:
         if proc.is_main:
-            run.write_status("stopped", epoch=trainer.state.epoch, **status)
+            run.write_status(RunStatus.STOPPED, epoch=trainer.state.epoch, **status)
         raise
     except BaseException:
         if proc.is_main:
-            run.write_status("failed", epoch=trainer.state.epoch, **status)
+            run.write_status(RunStatus.FAILED, epoch=trainer.state.epoch, **status)
         raise
     finally:
         trackers.close()

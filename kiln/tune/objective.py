@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError, TrainingStopped, first_line
-from kiln.runs import RunDir
+from kiln.runs import RunDir, RunStatus
 from kiln.train.callbacks import LambdaCallback
 from kiln.tune.space import TuneConfig, trial_config
 from kiln.tune.study import finished_trials, make_pruner, make_sampler, make_storage
@@ -54,7 +54,7 @@ class Objective:
         try:
             session.train(cfg, run_dir=run_dir, quiet=True, callbacks=[LambdaCallback(on_epoch_end=report)])
         except optuna.TrialPruned:
-            RunDir(run_dir).write_status("pruned", epoch=len(history))
+            RunDir(run_dir).write_status(RunStatus.PRUNED, epoch=len(history))
             raise
         except TRIAL_ERRORS as e:  # NaN, a sampled value the model rejects, ...: a failed trial
             trial.set_user_attr("error", first_line(e)[:500])
