@@ -632,7 +632,9 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
         raise KilnError(f"the base: chain of config files loops: {cycle}; remove the base: that points back")
     if not path.is_file():
-        raise KilnError(f"config file not found: {path}")
+        from kiln.shipped import missing_hint
+
+        raise KilnError(f"config file not found: {path}" + ("" if chain else missing_hint(path)))
     try:
         text = path.read_text()
         raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
@@ -725,6 +727,10 @@ def build_config(raw: dict[str, Any]) -> Config:
 
 def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: dict[str, Any] | None = None) -> Config:
     """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides."""
+    if path is not None:
+        from kiln.shipped import resolve
+
+        path = resolve(path)  # a file path, else a shipped config's name (kiln train fashion_mnist)
     raw = read_file(Path(path)) if path is not None else copy.deepcopy(base or {})
     given = parse_overrides(list(overrides))
     cfg = build_config(_command_line_wins(deep_merge(raw, given), given))

@@ -9,6 +9,7 @@ from kiln import __version__
 from kiln.cli import (
     baseline_cmd,
     config_cmd,
+    configs_cmd,
     cv_cmd,
     doctor_cmd,
     export_cmd,
@@ -25,7 +26,7 @@ from kiln.cli import (
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, baseline_cmd,
-            cv_cmd, doctor_cmd, config_cmd, schema_cmd, new_cmd)
+            cv_cmd, doctor_cmd, config_cmd, configs_cmd, schema_cmd, new_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -127,9 +127,11 @@ def load_tune_config(path: Path) -> TuneConfig:
     from pydantic import ValidationError
 
     from kiln.config import explain
+    from kiln.shipped import missing_hint, resolve
 
+    path = resolve(path)  # a file, else a shipped one by name (tune/fashion_mnist)
     if not Path(path).is_file():
-        raise KilnError(f"tune config not found: {path}")
+        raise KilnError(f"tune config not found: {path}{missing_hint(path)}")
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as e:

@@ -1,0 +1,86 @@
+"""The configs that come with kiln: the repository's `configs/` (one copy), installed by a wheel as the package data
+`kiln/configs/`. `kiln train fashion_mnist` runs one by name; a file path always wins over a name."""
+
+from __future__ import annotations
+
+import difflib
+import shutil
+from pathlib import Path
+
+from kiln.errors import KilnError
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+def configs_dir() -> Path | None:
+    """Where the shipped configs are: the package data of an installed wheel, or the source checkout's configs/."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "configs", here.parent / "configs"):
+        if (folder / "fashion_mnist.yaml").is_file():
+            return folder
+    return None
+
+
+def shipped() -> dict[str, Path]:
+    """name -> file of every shipped config: `fashion_mnist`, `tune/fashion_mnist`, ..."""
+    folder = configs_dir()
+    if folder is None:
+        return {}
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.yaml"))}
+
+
+def description(path: Path) -> str:
+    """The first line of a config's leading comment."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+        if line.strip():
+            break
+    return ""
+
+
+def resolve(arg: Path | str) -> Path:
+    """A config argument as a file: the path when it exists, else the shipped config of that name (with or without
+    .yaml), else the path (its reader says it is missing — see `missing_hint`)."""
+    path = Path(arg)
+    if path.exists():
+        return path
+    name = path.as_posix().removeprefix("configs/")
+    for suffix in SUFFIXES:
+        name = name.removesuffix(suffix)
+    return shipped().get(name, path)
+
+
+def missing_hint(arg: Path | str) -> str:
+    """What to say when a config file is not found: the closest shipped name, and where the list is."""
+    names = list(shipped())
+    close = difflib.get_close_matches(Path(arg).stem, names, n=1, cutoff=0.6)
+    hint = f" — did you mean the shipped config '{close[0]}'?" if close else ""
+    return f"{hint} (`kiln configs` lists the shipped configs, runnable by name)"
+
+
+def copy(name: str, dest: Path | None) -> list[Path]:
+    """Write shipped config `name` to `dest` (a file, or a folder; default: the current folder) exactly as shipped,
+    comments included, with the configs its `base:` chain names beside it (unless already there). The files
+    written, in order."""
+    import yaml
+
+    source = shipped().get(name.removesuffix(".yaml"))
+    if source is None:
+        raise KilnError(f"no shipped config '{name}'{missing_hint(name)}")
+    target = Path(dest) if dest is not None else Path(source.name)
+    if target.is_dir():
+        target = target / source.name
+    if target.exists():
+        raise KilnError(f"{target} exists; kiln configs --copy never overwrites a file: choose another DEST")
+    written = []
+    while True:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        written.append(target)
+        base = (yaml.safe_load(source.read_text()) or {}).get("base")
+        if not isinstance(base, str):
+            return written
+        source, target = (source.parent / base).resolve(), target.parent / base
+        if target.exists():
+            return written

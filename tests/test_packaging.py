@@ -1,0 +1,71 @@
+"""kiln as a wheel: it installs under its distribution name, carries the shipped configs, and a shipped config runs
+by name from any folder. The wheel goes into a fresh venv with --no-deps; the venv sees this environment's packages
+(torch, ...) through a .pth file, so nothing is downloaded."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from kiln.cli import main
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(ROOT)],
+                   check=True, capture_output=True, timeout=600)
+    (found,) = out.glob("kiln_train-*.whl")
+    return found
+
+
+def test_the_wheel_is_named_kiln_train_and_carries_every_shipped_config(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
+    assert {f"kiln/configs/{name}" for name in shipped} <= names
+    assert "kiln/cli/__init__.py" in names and not any(n.startswith("tests/") for n in names)
+    packages = {str(p.parent.relative_to(ROOT)).replace("/", ".") for p in (ROOT / "kiln").rglob("__init__.py")}
+    assert {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")} == packages
+
+
+def test_the_installed_wheel_trains_a_shipped_config_by_name_from_another_folder(wheel, tmp_path, idx_root):
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=True)
+    python = env / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch and friends, not kiln
+    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    command = [env / "bin" / "kiln", "train", "fashion_mnist", "trainer.fast_dev_run=true", f"data.root={idx_root}",
+               "data.val_split=96", "log.progress=none"]
+    result = subprocess.run(command, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    where = subprocess.run([python, "-c", "import kiln; print(kiln.__file__)"], capture_output=True, text=True,
+                           cwd=elsewhere).stdout
+    assert where.startswith(str(env))  # the wheel's kiln, not the source checkout
+    assert list((elsewhere / "runs" / "fashion_mnist").glob("*/checkpoints/last.pt"))
+
+
+def test_shipped_configs_are_listed_and_copied_as_shipped(tmp_path, capsys):
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out
+    assert "fashion_mnist " in listed and "The default config" in listed and "tune/fashion_mnist" in listed
+    assert main(["configs", "--copy", "mnist", str(tmp_path)]) == 0  # mnist.yaml has base: fashion_mnist.yaml
+    assert (tmp_path / "mnist.yaml").read_text() == (ROOT / "configs" / "mnist.yaml").read_text()
+    assert (tmp_path / "fashion_mnist.yaml").read_text() == (ROOT / "configs" / "fashion_mnist.yaml").read_text()
+    assert main(["configs", "--copy", "mnist", str(tmp_path)]) == 2  # never overwrites
+    assert main(["config", str(tmp_path / "mnist.yaml")]) == 0  # the copy's base: resolves
+    (tmp_path / "fashion_mnist").mkdir()  # a path always wins over a name
+    assert main(["config", "fashion_mnist"]) == 0 and "name: fashion_mnist" in capsys.readouterr().out
+    assert main(["config", "fashion_mnst"]) == 2
+    assert "did you mean the shipped config 'fashion_mnist'?" in capsys.readouterr().err
