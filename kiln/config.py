@@ -17,7 +17,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from kiln.errors import KilnError
 
@@ -254,7 +263,15 @@ class OptimConfig(Section):
     def _known_optimizer(cls, v: str) -> str:
         return _check_torch_class("optim.name", v, "torch.optim", ("sgd", "adam", "adamw"))
     lr: float = Field(1e-3, gt=0)
-    """Peak learning rate."""
+    """Peak learning rate, absolute: the same at any batch size. Or set `lr_base` instead (not both)."""
+    lr_base: float | None = Field(None, gt=0)
+    """Peak learning rate per `lr_base_size` samples of global batch (batch x accumulation x processes), scaled to
+    the batch the run uses by `lr_scale` (timm's rule): a recipe that survives a changed batch size."""
+    lr_base_size: int = Field(256, gt=0)
+    """The global batch size that `lr_base` is the learning rate of."""
+    lr_scale: Literal["auto", "linear", "sqrt", "none"] = "auto"
+    """How `lr_base` follows the batch: linear (lr_base x batch / lr_base_size), sqrt (x its square root), none;
+    auto = linear for SGD, square root for adaptive optimizers (Adam, AdamW, ...)."""
     weight_decay: float = Field(0.0, ge=0)
     """Weight decay (decoupled for adamw). Not applied to biases and normalisation weights."""
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -265,6 +282,40 @@ class OptimConfig(Section):
     """Adam/AdamW betas."""
     backbone_lr_mult: float = Field(1.0, ge=0)
     """Learning rate of the backbone (all but the head) as a multiple of `lr`: discriminative fine-tuning."""
+
+    @model_validator(mode="after")
+    def _one_lr_form(self) -> "OptimConfig":
+        if self.lr_base is not None and "lr" in self.model_fields_set:
+            raise ValueError("set optim.lr (an absolute learning rate) or optim.lr_base (scaled with the batch), "
+                             "not both")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _saved_in_one_form(self, handler):
+        """A saved config (config.yaml, a checkpoint) keeps the form the user wrote: lr_base drops the default lr."""
+        data = handler(self)
+        if self.lr_base is not None and isinstance(data, dict):
+            data.pop("lr", None)
+        return data
+
+    def scaling(self) -> str:
+        """linear | sqrt | none: how lr_base follows the batch (auto resolved by the optimizer)."""
+        if self.lr_scale != "auto":
+            return self.lr_scale
+        return "linear" if self.name.lower().rsplit(":", 1)[-1] == "sgd" else "sqrt"
+
+    def resolved_lr(self, global_batch: int | None) -> float:
+        """The peak learning rate a run with this global batch uses (derived; the config is not changed)."""
+        if self.lr_base is None:
+            return self.lr
+        ratio = (global_batch or self.lr_base_size) / self.lr_base_size
+        return self.lr_base * {"linear": ratio, "sqrt": ratio ** 0.5, "none": 1.0}[self.scaling()]
+
+    def in_own_form(self, lr: float, global_batch: int | None) -> tuple[str, float]:
+        """(key, value) that gives `lr` at this global batch in the form the config uses (lr-find's suggestion)."""
+        if self.lr_base is None:
+            return "optim.lr", lr
+        return "optim.lr_base", lr * self.lr_base / self.resolved_lr(global_batch)
 
 
 class ScheduleConfig(Section):
@@ -653,12 +704,22 @@ def read_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return deep_merge(read_file(path.parent / base, (*chain, path.resolve())), raw)
 
 
+# Keys that say the same thing in two forms: one set by the later layer (a derived file, the command line) replaces
+# the other of the earlier one, so `optim.lr=0.05` on a config that uses optim.lr_base runs at 0.05.
+ALTERNATIVES = (("lr", "lr_base"),)
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     """Merge `over` into `base` key by key. When `over` switches a component to another `name`, the base's
-    `args` belong to the old component and are dropped rather than merged."""
+    `args` belong to the old component and are dropped rather than merged; a key of ALTERNATIVES in `over` drops
+    its other form from `base`."""
     out = copy.deepcopy(base)
     if "name" in over and "name" in out and over["name"] != out["name"]:
         out.pop("args", None)
+    for a, b in ALTERNATIVES:
+        for given, other in ((a, b), (b, a)):
+            if given in over and given not in base and over.get(other) is None:
+                out.pop(other, None)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = deep_merge(out[key], value)
@@ -775,8 +836,23 @@ def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+def to_yaml(cfg: Config, resolved: dict[str, str] | None = None) -> str:
+    """The config as YAML; `resolved`: values kiln derived for this run (key -> how), appended as comments so the
+    file still loads as the config the user wrote."""
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    if resolved:
+        text += "# resolved by kiln for this run:\n" + "".join(f"#   {k}: {v}\n" for k, v in resolved.items())
+    return text
+
+
+def resolved_values(cfg: Config, world_size: int = 1) -> dict[str, str]:
+    """What kiln derives from the config for a run of `world_size` processes, for config.yaml's comments."""
+    out: dict[str, str] = {}
+    if cfg.optim.lr_base is not None:
+        batch = cfg.data.batch_size * cfg.trainer.accumulate * world_size
+        out["optim.lr"] = (f"{cfg.optim.resolved_lr(batch):.6g} (lr_base {cfg.optim.lr_base:g} per "
+                           f"{cfg.optim.lr_base_size}, {cfg.optim.scaling()}-scaled to the global batch {batch})")
+    return out
 
 
 def json_schema() -> dict[str, Any]:

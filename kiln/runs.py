@@ -165,10 +165,11 @@ class RunDir:
 
         return load_config(None, list(overrides), base=self.saved_config())
 
-    def write_config(self, cfg) -> None:
-        from kiln.config import to_yaml
+    def write_config(self, cfg, world_size: int = 1) -> None:
+        """config.yaml: the run's config, and (as comments) what kiln resolved from it for `world_size` processes."""
+        from kiln.config import resolved_values, to_yaml
 
-        self.config_file.write_text(to_yaml(cfg))
+        self.config_file.write_text(to_yaml(cfg, resolved_values(cfg, world_size)))
 
     def checkpoint(self, which: str = "best") -> Path:
         """best | last | a path; best falls back to last when the run never validated."""

@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     plot(result, folder / "lr_find")
     (folder / "lr_find.json").write_text(json.dumps({"suggestion": result.suggestion, "lrs": result.lrs,
                                                      "losses": result.losses}, indent=1))
-    print(f"suggested learning rate: {result.suggestion:.3g}  (set optim.lr={result.suggestion:.2g}"
+    key, value = cfg.optim.in_own_form(result.suggestion, cfg.data.batch_size)  # the config's own form
+    print(f"suggested learning rate: {result.suggestion:.3g}  (set {key}={value:.2g}"
           f"{'; for one-cycle schedules a few times higher also works' if cfg.schedule.name == 'onecycle' else ''})")
     if result.stopped_early:
         print(f"the loss diverged at lr {result.lrs[-1] * 1.1:.2g}; the sweep stopped there")

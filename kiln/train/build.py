@@ -40,13 +40,13 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
-    optimizer = build_optimizer(cfg.optim, model, device, head)
+    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
+    optimizer = build_optimizer(cfg.optim, model, device, head, global_batch)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
     steps_per_epoch = -(-batches_per_epoch(cfg.trainer, len(data.require("train"))) // cfg.trainer.accumulate)
     monitor, mode = watched(cfg.trainer.checkpoint)
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, monitor=monitor,
                         monitor_mode=mode)
-    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
     ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(
         cfg=cfg.trainer, model=model, optimizer=optimizer,

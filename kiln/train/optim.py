@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 from typing import Any
 
@@ -13,8 +14,11 @@ from kiln.config import OptimConfig, ScheduleConfig
 from kiln.errors import KilnError
 from kiln.user_code import torch_class
 
+log = logging.getLogger("kiln")
 
-def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None) -> list[dict[str, Any]]:
+
+def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None, lr: float | None = None
+                 ) -> list[dict[str, Any]]:
     """Decay weights of linear/conv layers only (biases and normalisation weights, ndim <= 1, are not decayed);
     the backbone (everything but `head`) learns at lr x backbone_lr_mult. Frozen parameters are included:
     they have no gradient, so the optimizer skips them until they are unfrozen."""
@@ -23,23 +27,28 @@ def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None) ->
         in_head = head is None or name == head or name.startswith(head + ".")
         groups.setdefault((in_head, p.ndim > 1 or cfg.decay_norm_and_bias), []).append(p)
     return [{"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
-             "lr": cfg.lr * (1.0 if in_head else cfg.backbone_lr_mult)}
+             "lr": (cfg.lr if lr is None else lr) * (1.0 if in_head else cfg.backbone_lr_mult)}
             for (in_head, decay), params in sorted(groups.items())]
 
 
-def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device,
-                    head: str | None = None) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg, head if cfg.backbone_lr_mult != 1.0 else None)
+def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device, head: str | None = None,
+                    global_batch: int | None = None) -> torch.optim.Optimizer:
+    """The optimizer at the run's peak learning rate: optim.lr, or optim.lr_base scaled to `global_batch`."""
+    lr = cfg.resolved_lr(global_batch)
+    if cfg.lr_base is not None:
+        log.info("optim.lr_base=%g per %d samples, %s-scaled to the global batch %d: lr %.4g", cfg.lr_base,
+                 cfg.lr_base_size, cfg.scaling(), global_batch or cfg.lr_base_size, lr)
+    groups = param_groups(model, cfg, head if cfg.backbone_lr_mult != 1.0 else None, lr)
     # Fused kernels do the whole update in one launch on CUDA; foreach (the CPU default) batches it.
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fast)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **fast)
     if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, **fast)
+        return torch.optim.Adam(groups, lr=lr, betas=cfg.betas, **fast)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, **fast)
+        return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, **fast)
     cls = torch_class("optim.name", cfg.name, torch.optim, torch.optim.Optimizer, ("sgd", "adam", "adamw"))
-    return construct(cls, "optim", groups, lr=cfg.lr, **cfg.args)
+    return construct(cls, "optim", groups, lr=lr, **cfg.args)
 
 
 KILN_SCHEDULES = ("none", "step", "cosine", "onecycle", "reduce_on_plateau")

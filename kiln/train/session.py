@@ -308,7 +308,7 @@ def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_di
     if proc.is_main:
         lock.acquire()
     if proc.is_main:
-        run.write_config(cfg)
+        run.write_config(cfg, proc.world_size)
         if data.vocab is not None:
             data.vocab.save(run.vocab_file)
     return run, lock, made
@@ -394,7 +394,7 @@ def _after_fit(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> Non
             if isinstance(value, list) else value
         log.info("task.%s after training (best validation score): %s", key, shown)
     if proc.is_main and settings:
-        run.write_config(cfg)
+        run.write_config(cfg, proc.world_size)
 
 
 def _test_best(cfg: Config, run: RunDir, model, device, precision, channels_last, trackers,
