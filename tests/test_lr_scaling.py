@@ -32,26 +32,23 @@ def test_both_forms_in_one_file_are_refused_and_a_later_layer_switches_form():
     assert load_config(ROOT / "configs" / "fashion_mnist_best.yaml").optim.lr_base is None  # a derived file's lr
 
 
-def test_the_run_records_the_resolved_lr_and_its_config_reloads(tmp_path, idx_root):
-    cfg = load_config(DEFAULT, [f"data.root={idx_root}", "data.val_split=96", "data.batch_size=32",
-                                "trainer.fast_dev_run=true", f"log.dir={tmp_path}", "log.progress=none"])
-    run = session.train(cfg, quiet=True).run_dir
-    text = (run / "config.yaml").read_text()
-    assert "lr_base: 0.1" in text and "#   optim.lr: 0.0125 (lr_base 0.1 per 256, linear-scaled" in text
-    assert "\n  lr: " not in text
-    load_config(run / "config.yaml")  # the saved form loads: only lr_base is written
-    assert to_yaml(cfg).count("lr_base") == 2  # lr_base and lr_base_size
-
-
 @pytest.mark.slow
-def test_the_default_recipe_at_batch_64_learns_like_batch_256(tmp_path):
+def test_the_default_recipe_at_batch_64_learns_like_batch_256_and_records_its_lr(tmp_path):
     """The fixed lr 0.4 of the GPU default made batch 64 stall or diverge; lr_base scales it to 0.025."""
     root = write_idx_dataset(tmp_path / "idx", 2000, 400)
-    acc = {}
+    acc, runs = {}, {}
     for name, model, batch in (("cnn", None, 64), ("cnn", None, 256), ("template", "templatemodel:MnistModel", 64)):
         over = [f"data.root={root}", "trainer.epochs=2", f"data.batch_size={batch}", "data.val_split=200",
                 f"log.dir={tmp_path / 'runs'}", "log.progress=none", "log.tensorboard=false"]
         cfg = load_config(DEFAULT, over + ([f"model.name={model}"] if model else []))
-        acc[name, batch] = session.train(cfg, quiet=True).test_metrics["acc"]
+        result = session.train(cfg, quiet=True)
+        acc[name, batch], runs[name, batch] = result.test_metrics["acc"], result.run_dir
     assert acc["cnn", 64] >= acc["cnn", 256] - 0.05, acc
     assert acc["template", 64] >= 0.3, acc  # pytorch-template's MnistModel: at least 3x chance
+
+    # the run records the lr it resolved, and its saved config (lr_base only) loads again
+    text = (runs["cnn", 64] / "config.yaml").read_text()
+    assert "lr_base: 0.1" in text and "#   optim.lr: 0.025 (lr_base 0.1 per 256, linear-scaled" in text
+    assert "\n  lr: " not in text
+    assert load_config(runs["cnn", 64] / "config.yaml").optim.resolved_lr(64) == pytest.approx(0.025)
+    assert to_yaml(load_config(DEFAULT)).count("lr_base") == 2  # lr_base and lr_base_size

@@ -37,13 +37,13 @@ def test_the_wheel_is_named_kiln_train_and_carries_every_shipped_config(wheel):
 
 def test_the_installed_wheel_trains_a_shipped_config_by_name_from_another_folder(wheel, tmp_path, idx_root):
     env = tmp_path / "venv"
-    venv.create(env, with_pip=True)
+    venv.create(env, with_pip=False)  # this environment's pip installs into it (--python): no ensurepip
     python = env / "bin" / "python"
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (Path(site) / "outer.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")  # torch and friends, not kiln
-    subprocess.run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps",
+                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     command = [env / "bin" / "kiln", "train", "fashion_mnist", "trainer.fast_dev_run=true", f"data.root={idx_root}",
