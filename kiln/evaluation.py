@@ -53,7 +53,6 @@ def collect_predictions(model: torch.nn.Module, batches, task, device: torch.dev
 # does too where the files are the user's own; for a published dataset (Fashion-MNIST, CIFAR, AG News) it only
 # says where the same files lie on this machine.
 DATA_CHOICE = ("name", "args", "test_args", "test_split", "classes")
-OWN_FILES = ("image_folder", "image_csv", "text_csv")
 
 
 def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = (),
@@ -81,7 +80,9 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
 def other_data(data, saved) -> dict[str, Any] | None:
     """Which data is scored, when it is not the run's own test split (None when it is)."""
     now, before = data.model_dump(mode="json"), saved.model_dump(mode="json")
-    keys = (*DATA_CHOICE, "root") if data.name in OWN_FILES or ":" in data.name else DATA_CHOICE
+    from kiln.preflight import USER_FILES
+
+    keys = (*DATA_CHOICE, "root") if data.name in USER_FILES or ":" in data.name else DATA_CHOICE
     if all(now.get(k) == before.get(k) for k in keys):
         return None
     return {k: now.get(k) for k in ("name", "root", "test_split") if now.get(k) is not None}

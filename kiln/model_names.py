@@ -24,11 +24,6 @@ class ModelEntry:
     params: tuple[str, ...]  # keyword arguments it takes, in order
     takes_any: bool  # it has **kwargs
 
-    @property
-    def own_args(self) -> list[str]:
-        """What model.args may set (the data-derived arguments aside)."""
-        return [p for p in self.params if p not in DATA_ARGS]
-
 
 @cache
 def kiln_models() -> dict[str, ModelEntry]:

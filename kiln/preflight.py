@@ -39,18 +39,12 @@ def check_own_model(cfg: Config) -> None:
     """model.name=pkg.mod:Class: importable, a model, and taking model.args (kiln's own are checked by the schema)."""
     if ":" not in cfg.model.name:
         return
-    import inspect
-
-    from kiln.model_names import unknown_args
-    from kiln.models.registry import resolve
+    from kiln.models.registry import check_args, resolve
 
     factory = resolve(cfg.model.name)
     try:
-        params = inspect.signature(factory).parameters
+        check_args(cfg.model.name, factory, cfg.model.args)  # the same check construct() makes, before the data
+    except KilnError:
+        raise
     except (TypeError, ValueError):  # no signature to check against: construct() reports what the call says
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    unknown = [k for k in cfg.model.args if k not in params]
-    if unknown:
-        raise KilnError(unknown_args(cfg.model.name, unknown, list(params)))

@@ -43,8 +43,7 @@ def run(args: argparse.Namespace) -> int:
     results = run_test(Path(args.run_dir), checkpoint=args.checkpoint, overrides=args.overrides,
                        out=Path(args.out) if args.out else None)
     scored = results.get("data")
-    what = f"data.root={scored.get('root')}" if scored and scored.get("root") else "other data" if scored else \
-        "test split"
+    what = "test split" if not scored else f"data.root={scored['root']}" if scored.get("root") else "other data"
     table = Table(title=f"{what} — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -32,16 +32,23 @@ def resolve(name: str) -> Callable[..., nn.Module]:
     return MODELS[name]
 
 
-def construct(name: str, args: dict[str, Any], data_args: dict[str, Any]) -> nn.Module:
-    """Call the factory with the user's args plus the data-derived ones it accepts; check args first."""
-    factory = resolve(name)
-    params = inspect.signature(factory).parameters
+def check_args(name: str, factory: Callable[..., nn.Module], args: dict[str, Any]) -> dict[str, Any]:
+    """The factory's parameters, after refusing model.args it does not take (with a did-you-mean for each)."""
+    params = dict(inspect.signature(factory).parameters)
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in args if k not in params and not takes_any]
     if unknown:
         from kiln.model_names import unknown_args
 
         raise KilnError(unknown_args(name, unknown, list(params)))
+    return params
+
+
+def construct(name: str, args: dict[str, Any], data_args: dict[str, Any]) -> nn.Module:
+    """Call the factory with the user's args plus the data-derived ones it accepts; check args first."""
+    factory = resolve(name)
+    params = check_args(name, factory, args)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     kwargs = {k: v for k, v in data_args.items() if k in params or takes_any}
     kwargs.update(args)
     try:
