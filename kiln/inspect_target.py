@@ -44,7 +44,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
         if cfg.model.pretrained:
             from kiln.models.pretrained import load_pretrained
 
-            load_pretrained(model, cfg.model.pretrained, cfg.model.name, cfg.model.weights)
+            load_pretrained(model, cfg.model)
             description = f"{cfg.model.name} ({cfg.model.pretrained} weights)"
     if input is not None:
         inputs = _one_input(input, data, cfg, vocab)

@@ -44,11 +44,33 @@ def _is_register(decorator: ast.expr) -> bool:
 
 
 def unknown_model(name: str) -> str:
-    """The message for a model name kiln does not have."""
+    """The message for a model name kiln does not have: a did-you-mean across kiln's and torchvision's names."""
     known = sorted(kiln_models())
-    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f" — did you mean '{close[0]}'? Registered models:" if close else " — registered models:"
-    return f"unknown model '{name}'{hint} {', '.join(known)}, or give your own as 'package.module:ClassName'"
+    library = {f"torchvision:{n}": n for n in torchvision_names()}
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6) or \
+        [f for f, n in library.items() if n == name] or \
+        [next(f for f, n in library.items() if n == c) for c in difflib.get_close_matches(name, list(library.values()),
+                                                                                          n=1, cutoff=0.8)]
+    hint = f" — did you mean '{close[0]}'? kiln's models:" if close else " — kiln's models:"
+    return (f"unknown model '{name}'{hint} {', '.join(known)}; any torchvision classifier as torchvision:NAME, "
+            "a timm model as timm:NAME (`kiln models` lists them), or your own as 'package.module:ClassName'")
+
+
+@cache
+def torchvision_names() -> tuple[str, ...]:
+    """torchvision's classification builders, read from its source like kiln's own (no torch import); () when
+    torchvision is not installed."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    names: list[str] = []
+    for path in sorted(folder.glob("*.py")):  # the classification models; detection etc. live in subpackages
+        names += re.findall(r"@register_model\(\)\s*\n(?:@.*\n)*def (\w+)\(", path.read_text())
+    return tuple(sorted(names))
 
 
 def unknown_args(name: str, unknown: list[str], params: list[str]) -> str:
@@ -64,7 +86,12 @@ def unknown_args(name: str, unknown: list[str], params: list[str]) -> str:
 def check_kiln_model(name: str, args: dict) -> None:
     """A kiln model name and its model.args, checked against the model's signature (ValueError when wrong). Names
     of your own code (`pkg.mod:Class`) are checked when that code is imported (kiln.models.registry.construct)."""
-    if ":" in name:
+    library, sep, arch = name.partition(":")
+    if sep and library == "torchvision" and torchvision_names() and arch not in torchvision_names():
+        close = difflib.get_close_matches(arch, torchvision_names(), n=3, cutoff=0.6)
+        hint = f" — did you mean {', '.join(f'torchvision:{c}' for c in close)}?" if close else ""
+        raise ValueError(f"torchvision has no model '{arch}'{hint} (`kiln models` lists them)")
+    if sep:  # timm's names and your own code are checked when they are imported
         return
     entry = kiln_models().get(name)
     if entry is None:

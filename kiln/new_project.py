@@ -56,7 +56,7 @@ data:
   val_split: 0.2
   test_split: 0.2
   batch_size: 32
-  augment: {scale: [0.5, 1.0]}
+  augment: {resized_crop: true, scale: [0.5, 1.0], hflip: true}
 model:
   name: my_project.models:SmallCNN
   args: {channels: 16}

@@ -14,7 +14,9 @@ def test_train_then_test(tmp_path, config_file):
     result = run_cli("train", config_file, "trainer.epochs=2")
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path / "runs")
-    assert f"run folder: {run}" in result.stdout and "| accuracy 0." in result.stdout
+    assert f"run folder: {run}" in result.stdout
+    said = result.stdout + result.stderr
+    assert said.count("| accuracy 0.") == 1 and "(best.pt)" in said  # the final test, said once
 
     for name in ("config.yaml", "metrics.jsonl", "metrics.csv", "train.log", "test_metrics.json", "status.json",
                  "checkpoints/last.pt", "checkpoints/best.pt"):

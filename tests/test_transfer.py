@@ -50,7 +50,7 @@ def test_adapted_resnet_answers_a_gray_image_like_its_rgb_replica(imagenet_like)
     rgb_model.load_state_dict(torch.load(imagenet_like))
     gray_model = resnet(DataInfo("g", "image", 1000, RGB.class_names, in_channels=1, image_size=(64, 64)),
                         small_input=False).eval()
-    report = load_pretrained(gray_model, str(imagenet_like), "resnet18", "DEFAULT")
+    report = load_pretrained(gray_model, ModelConfig(name="resnet18", pretrained=str(imagenet_like), weights="DEFAULT"))
     assert report.adapted == ["conv1.weight: (64, 3, 7, 7) -> (64, 1, 7, 7)"] and not report.new
     gray = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
@@ -59,7 +59,7 @@ def test_adapted_resnet_answers_a_gray_image_like_its_rgb_replica(imagenet_like)
 
 def test_load_report_names_every_tensor(imagenet_like):
     model = resnet(GRAY, small_input=True)
-    report = load_pretrained(model, str(imagenet_like), "resnet18", "DEFAULT")
+    report = load_pretrained(model, ModelConfig(name="resnet18", pretrained=str(imagenet_like), weights="DEFAULT"))
     assert report.new == ["conv1.weight (source (64, 3, 7, 7), model (64, 1, 3, 3))",
                           "fc.weight (source (1000, 512), model (10, 512))", "fc.bias (source (1000,), model (10,))"]
     assert not report.adapted and not report.ignored
@@ -77,18 +77,18 @@ def test_torchvision_weights_through_torchvisions_own_api_and_cache(tmp_path, mo
     cached.parent.mkdir(parents=True)
     shutil.copy(imagenet_like, cached)
     model = resnet(GRAY, small_input=False)
-    report = load_pretrained(model, "torchvision", "resnet18", "IMAGENET1K_V1")
+    report = load_pretrained(model, ModelConfig(name="resnet18", pretrained="torchvision", weights="IMAGENET1K_V1"))
     assert report.source == "torchvision resnet18 IMAGENET1K_V1" and len(report.adapted) == 1
     with pytest.raises(KilnError, match="'IMAGENET9K' is not a weights of resnet18; choose from: IMAGENET1K_V1"):
-        load_pretrained(model, "torchvision", "resnet18", "IMAGENET9K")
+        load_pretrained(model, ModelConfig(name="resnet18", pretrained="torchvision", weights="IMAGENET9K"))
 
 
 def test_foreign_weights_are_refused(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
     with pytest.raises(KilnError, match="no tensor of .*other.pt fits this model"):
-        load_pretrained(resnet(GRAY), str(tmp_path / "other.pt"), "resnet18", "DEFAULT")
+        load_pretrained(resnet(GRAY), ModelConfig(name="resnet18", pretrained=str(tmp_path / "other.pt"), weights="DEFAULT"))
     with pytest.raises(KilnError, match="no such file or folder"):
-        load_pretrained(resnet(GRAY), str(tmp_path / "missing.pt"), "resnet18", "DEFAULT")
+        load_pretrained(resnet(GRAY), ModelConfig(name="resnet18", pretrained=str(tmp_path / "missing.pt"), weights="DEFAULT"))
 
 
 def test_backbone_learns_slower_with_discriminative_lr():

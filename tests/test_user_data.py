@@ -146,3 +146,16 @@ def test_predict_on_a_users_dataset_reads_its_predict_split_or_a_file(tmp_path, 
     blobs = session.train(_cfg(tmp_path, "Blobs", folder="blobs"), quiet=True).run_dir
     assert main(["predict", str(blobs)]) == 2
     assert "has no predict split" in capsys.readouterr().err
+
+
+def test_kilns_image_models_take_their_input_shape_from_the_first_sample(tmp_path):
+    """`data.name=pkg:Dataset model.name=cnn` once stopped with `cnn() missing ... 'in_channels' and 'image_size'`."""
+    cfg = _cfg(tmp_path, "Blobs", model="TinyNet").model_copy(update={"model": build_config(
+        {"model": {"name": "cnn", "args": {"channels": [4, 8], "hidden": 16}}}).model})
+    result = session.train(cfg, quiet=True)
+    info = load_checkpoint(result.run_dir / "checkpoints" / "best.pt")["data_info"]
+    assert info["in_channels"] == 2 and list(info["image_size"]) == [8, 8]  # recorded with the run
+    assert main(["test", str(result.run_dir)]) == 0  # rebuilt from the record
+    # one side is enough where a size must be given by hand
+    from kiln.models.vision import cnn
+    assert cnn(in_channels=1, image_size=28, num_classes=3)[-1].out_features == 3

@@ -15,6 +15,7 @@ from kiln.cli import (
     export_cmd,
     inspect_cmd,
     lr_find_cmd,
+    models_cmd,
     new_cmd,
     predict_cmd,
     report_cmd,
@@ -26,7 +27,7 @@ from kiln.cli import (
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, baseline_cmd,
-            cv_cmd, doctor_cmd, config_cmd, configs_cmd, schema_cmd, new_cmd)
+            cv_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

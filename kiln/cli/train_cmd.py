@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not current().is_main:
         return 0
-    if result.test_metrics:
+    if result.test_metrics and args.quiet:  # otherwise the log's `test: ... (best.pt)` line said it already
         from kiln.tasks import TASKS
 
         print("test: " + TASKS[result.test_metrics.get("task", "multiclass")].describe(result.test_metrics))

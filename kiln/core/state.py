@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,10 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(deterministic)
+    if deterministic != torch.are_deterministic_algorithms_enabled() or "torch._inductor.config" in sys.modules:
+        # torch's setter also imports the compiler's config (2.7 s on a 2-core CPU): only when it changes
+        # something, or that config is loaded already and must agree.
+        torch.use_deterministic_algorithms(deterministic)
     torch.backends.cudnn.deterministic = deterministic
     if torch.cuda.is_available():
         # Autotuned kernels vary between runs in the last bits; TF32 matmuls (Ampere+) make fp32 runs ~2x faster.

@@ -45,7 +45,7 @@ def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, 
 
     def batches(images, labels, *, train: bool) -> Batches:
         augmented = train and not overfit_batches
-        transform = BatchTransform(spec.mean, spec.std, Augment.resolve(cfg.augment, photos=False), channels_last) \
+        transform = BatchTransform(spec.mean, spec.std, Augment.resolve(cfg.augment), channels_last) \
             if augmented else plain
         sampler = training_sampler(labels, cfg.batch_size, weighted=cfg.sampler == "weighted", seed=seed, rank=rank,
                                    world_size=world_size) if augmented else \
@@ -154,7 +154,7 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
         source, rows = sources[name]
         labels = as_tensor(found.files[name].labels)[idx]
         train = split == "train" and not overfit_batches
-        augment = Augment.resolve(cfg.augment, photos=True) if train and split not in per_image else None
+        augment = Augment.resolve(cfg.augment) if train and split not in per_image else None
         transform = BatchTransform(info.mean, info.std, augment, channels_last, info.image_size)
         sampler = training_sampler(labels, cfg.batch_size, weighted=cfg.sampler == "weighted", seed=seed, rank=rank,
                                    world_size=world_size) if train else \

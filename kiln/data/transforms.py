@@ -51,10 +51,10 @@ class Augment:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
 
     @classmethod
-    def resolve(cls, cfg: AugmentConfig, photos: bool) -> Augment:
-        """`photos`: image folders and CSVs, where crops and flips are on unless switched off."""
-        return cls(cfg.crop_padding, photos if cfg.hflip is None else cfg.hflip,
-                   photos if cfg.resized_crop is None else cfg.resized_crop, cfg.scale, cfg.ratio)
+    def resolve(cls, cfg: AugmentConfig) -> Augment:
+        """The same for every source: the same images and config get the same augmentation, whichever files
+        (IDX, a folder, a CSV) hold them."""
+        return cls(cfg.crop_padding, cfg.hflip, cfg.resized_crop, cfg.scale, cfg.ratio)
 
     @property
     def active(self) -> bool:

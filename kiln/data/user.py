@@ -194,7 +194,23 @@ def _info(cfg: DataConfig, ds: Dataset | None, task: str = "multiclass") -> Data
         raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of {kind.noun}; give the dataset a `classes` "
                         "list, `class_to_idx` or `num_classes` attribute, or set data.num_classes")
     names = names or kind.default_names(count)
-    return DataInfo(cfg.name, "custom", count, names)
+    channels, size = _image_shape(ds)
+    return DataInfo(cfg.name, "custom", count, names, in_channels=channels, image_size=size)
+
+
+def _image_shape(ds: Dataset | None) -> tuple[int, tuple[int, int]]:
+    """(C, (H, W)) when the first sample's input is one (C, H, W) image tensor, so kiln's image models (cnn, mlp,
+    resnet) are built for it and the run records it; (0, (0, 0)) otherwise (a stream is not read ahead)."""
+    if ds is None or isinstance(ds, torch.utils.data.IterableDataset) or _size(ds) == 0:
+        return 0, (0, 0)
+    try:
+        sample = ds[0]
+    except Exception:  # noqa: BLE001 — the first-batch check reports a Dataset that cannot be read, with context
+        return 0, (0, 0)
+    inputs = sample[0] if isinstance(sample, (tuple, list)) and sample else sample
+    if isinstance(inputs, torch.Tensor) and inputs.ndim == 3 and inputs.is_floating_point():
+        return int(inputs.shape[0]), (int(inputs.shape[1]), int(inputs.shape[2]))
+    return 0, (0, 0)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from kiln.config import ModelConfig
+from kiln.errors import KilnError
 from kiln.models import text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 
@@ -14,7 +15,15 @@ __all__ = ["MODELS", "build_model", "prepare_model", "register_model", "describe
 
 def build_model(cfg: ModelConfig, info) -> nn.Module:
     """Build the configured model for data described by `info` (a `kiln.data.DataInfo`)."""
-    return construct(cfg.name, cfg.args, info.model_args())
+    from kiln.models.hub import check_input, library_of
+
+    if library_of(cfg.name) and not info.in_channels:
+        raise KilnError(f"model.name={cfg.name} is an image classifier; data {info.name!r} is not images (for text "
+                        "use embedding_bag, gru or transformer)")
+    model = construct(cfg.name, cfg.args, info.model_args())
+    if library_of(cfg.name):
+        check_input(model, cfg.name, info.in_channels, info.image_size)
+    return model
 
 
 def prepare_model(cfg: ModelConfig, info, device: torch.device, channels_last: bool,
@@ -25,7 +34,7 @@ def prepare_model(cfg: ModelConfig, info, device: torch.device, channels_last: b
     if pretrained and cfg.pretrained:
         from kiln.models.pretrained import load_pretrained
 
-        load_pretrained(model, cfg.pretrained, cfg.name, cfg.weights)
+        load_pretrained(model, cfg)
     model = model.to(device)
     if channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
         model = model.to(memory_format=torch.channels_last)

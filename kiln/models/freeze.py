@@ -11,6 +11,7 @@ import logging
 from torch import nn
 
 from kiln.errors import KilnError
+from kiln.models.hub import HEAD_ATTR
 
 log = logging.getLogger("kiln")
 
@@ -23,6 +24,9 @@ def head_prefix(model: nn.Module, configured: str | None = None) -> str:
             raise KilnError(f"model.head={configured!r} names no parameters; parameter names start with: "
                             f"{', '.join(sorted({n.split('.')[0] for n in names}))}")
         return configured
+    built = getattr(model, HEAD_ATTR, None)  # a library model: the layer built for num_classes (kiln.models.hub)
+    if isinstance(built, str):
+        return built
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linear:
         raise KilnError("cannot tell this model's head (it has no Linear layer); set model.head=PREFIX")

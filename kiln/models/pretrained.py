@@ -1,4 +1,5 @@
-"""Starting a model from other weights: torchvision's pretrained weights, a kiln run, or a state_dict file.
+"""Starting a model from other weights: torchvision's or timm's pretrained weights (offline first), a kiln run,
+a .safetensors file or a state_dict file.
 
 Tensors whose shapes differ only in the input channels of a convolution are adapted (3 -> 1: the sum
 of the RGB kernels, so a gray image gives the response of the equivalent RGB image; 1 -> 3: the kernel
@@ -11,10 +12,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from kiln.config import ModelConfig
 from kiln.errors import KilnError, first_line
 
 log = logging.getLogger("kiln")
@@ -72,27 +75,51 @@ def merge_weights(model: nn.Module, source: dict[str, torch.Tensor], name: str) 
     return report
 
 
-def source_weights(spec: str, arch: str, weights: str) -> tuple[dict[str, torch.Tensor], str]:
-    """(state_dict, description) of `model.pretrained`."""
-    if spec == "torchvision":
-        return _torchvision(arch, weights)
+def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
+    """(state_dict, description) of `model.pretrained` for the model `model.name`."""
+    from kiln.models.hub import library_of
+
+    spec, library = str(cfg.pretrained), library_of(cfg.name)
+    if spec in ("torchvision", "timm", "hf"):
+        if library not in (None, spec) or (spec != "torchvision" and library is None):
+            raise KilnError(f"model.pretrained={spec} needs a {spec}:NAME model; model.name={cfg.name} is "
+                            f"{'a ' + library + ' model' if library else 'kiln' + chr(39) + 's own'}: use "
+                            f"model.pretrained={library or 'torchvision'}, or a weights file")
+        arch = cfg.name.split(":", 1)[-1]
+        if spec == "timm":
+            return _timm(arch, cfg.weights, cfg.download)
+        if spec == "hf":
+            raise KilnError("model.pretrained=hf needs an hf:NAME model, which this kiln does not build yet")
+        return _torchvision(arch, cfg.weights, cfg.download)
     path = Path(spec)
     if path.is_dir():
         return _from_run_folder(path)
     if not path.is_file():
-        raise KilnError(f"model.pretrained={spec!r}: no such file or folder (use torchvision, a kiln run folder, "
-                        "a kiln checkpoint or a state_dict file)")
+        raise KilnError(f"model.pretrained={spec!r}: no such file or folder (use torchvision or timm, a kiln run "
+                        "folder, a kiln checkpoint, a .safetensors file or a state_dict file)")
+    return _from_file(path), str(path)
+
+
+def _from_file(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file, or a torch file (loaded weights_only): a state_dict, a kiln checkpoint, a Lightning
+    or timm training checkpoint."""
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or pickled with code
-        raise KilnError(f"model.pretrained={spec!r}: cannot load it ({first_line(e)})") from None
-    if isinstance(payload, dict) and isinstance(payload.get("model"), dict):
-        payload = payload["model"]  # a kiln checkpoint
-    elif isinstance(payload, dict) and isinstance(payload.get("state_dict"), dict):
-        payload = payload["state_dict"]  # Lightning and others
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            payload: Any = load_file(str(path))
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, or pickled with code
+        raise KilnError(f"model.pretrained={str(path)!r}: cannot load it ({first_line(e)})") from None
+    if isinstance(payload, dict):
+        for key in ("model", "state_dict", "state_dict_ema"):  # kiln, Lightning, timm's train.py
+            if isinstance(payload.get(key), dict):
+                payload = payload[key]
+                break
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise KilnError(f"model.pretrained={spec!r} is not a state_dict (a mapping of names to tensors)")
-    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in payload.items()}, str(path)
+        raise KilnError(f"model.pretrained={str(path)!r} is not a state_dict (a mapping of names to tensors)")
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in payload.items()}
 
 
 def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
@@ -109,7 +136,7 @@ def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     return load_checkpoint(path)["model"], str(path)
 
 
-def _torchvision(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], str]:
+def _torchvision(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
     import torchvision
 
     try:
@@ -121,16 +148,51 @@ def _torchvision(arch: str, weights: str) -> tuple[dict[str, torch.Tensor], str]
     except KeyError:
         raise KilnError(f"model.weights={weights!r} is not a weights of {arch}; "
                         f"choose from: {', '.join(m.name for m in enum)}") from None
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(member.url).name
+    if not cached.is_file() and not download:
+        raise KilnError(f"the {arch} {member.name} weights are not on this machine: looked for {cached} "
+                        f"($TORCH_HOME/hub/checkpoints). Set model.download=true to fetch them, or put the file "
+                        f"from {member.url} there")
     try:
         state = member.get_state_dict(progress=False)  # torchvision's own API and cache ($TORCH_HOME/hub)
     except (OSError, RuntimeError) as e:
-        raise KilnError(f"cannot get {arch} {member.name} weights ({e}); without internet, put the file "
-                        f"{Path(member.url).name} into {torch.hub.get_dir()}/checkpoints/") from None
+        raise KilnError(f"cannot get {arch} {member.name} weights ({first_line(e)}); without internet, put the "
+                        f"file {cached.name} into {cached.parent}/") from None
     return state, f"torchvision {arch} {member.name}"
 
 
-def load_pretrained(model: nn.Module, spec: str, arch: str, weights: str) -> LoadReport:
-    source, name = source_weights(spec, arch, weights)
+def _timm(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
+    """A timm model's weights from the Hugging Face cache ($HF_HOME/hub), safetensors first."""
+    import timm
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    name = arch if weights == "DEFAULT" else f"{arch}.{weights}"
+    pretrained = timm.get_pretrained_cfg(name)
+    repo = getattr(pretrained, "hf_hub_id", None) if pretrained is not None else None
+    if not repo:
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{arch}.*")]
+        raise KilnError(f"timm has no Hugging Face weights {name!r}" + (f"; its tags: {', '.join(tags)} (set "
+                        "model.weights)" if tags else ""))
+    looked = []
+    for file in ("model.safetensors", "pytorch_model.bin"):
+        try:
+            path = Path(hf_hub_download(repo, file, local_files_only=not download))
+        except LocalEntryNotFoundError:
+            looked.append(f"{repo}/{file}")
+            continue
+        except Exception as e:  # noqa: BLE001 — the hub's many errors (no such file in the repo, network)
+            looked.append(f"{repo}/{file} ({first_line(e)})")
+            continue
+        return _from_file(path), f"timm {name} ({repo})"
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    raise KilnError(f"the timm weights {name} are not on this machine: looked in {HF_HUB_CACHE} for "
+                    f"{', '.join(looked)}. Set model.download=true to fetch them, or run `hf download {repo}`")
+
+
+def load_pretrained(model: nn.Module, cfg: ModelConfig) -> LoadReport:
+    source, name = source_weights(cfg)
     report = merge_weights(model, source, name)
     if not report.loaded and not report.adapted:
         raise KilnError(f"model.pretrained: no tensor of {name} fits this model; is it another architecture? "

@@ -21,6 +21,10 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 def resolve(name: str) -> Callable[..., nn.Module]:
     """A registered name, or `package.module:Name`: the user's own nn.Module class or model factory (see
     kiln.user_code for what is accepted)."""
+    from kiln.models.hub import factory, library_of
+
+    if library_of(name):  # torchvision:NAME, timm:NAME — before the package.module:Class resolver
+        return factory(name)
     if ":" in name:
         from kiln.user_code import resolve as resolve_user
 
@@ -53,8 +57,8 @@ def construct(name: str, args: dict[str, Any], data_args: dict[str, Any]) -> nn.
     kwargs.update(args)
     try:
         model = factory(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise KilnError(f"model '{name}' could not be built from model.args={args}: {e}") from None
+    except (TypeError, ValueError, AssertionError) as e:  # torchvision asserts some shapes (a ViT's patch grid)
+        raise KilnError(f"model '{name}' could not be built from model.args={args}: {e or type(e).__name__}") from None
     if not isinstance(model, nn.Module):
         raise KilnError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
     return model

@@ -9,12 +9,22 @@ from torch import nn
 from kiln.models.registry import register_model
 
 
+def _pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """28 or [28, 28] -> (28, 28): model.args.image_size may be one side or both."""
+    if isinstance(image_size, int):
+        return image_size, image_size
+    if len(image_size) != 2:
+        raise ValueError(f"image_size={list(image_size)}: give one side (28) or height and width ([28, 28])")
+    return int(image_size[0]), int(image_size[1])
+
+
 @register_model
-def mlp(in_channels: int, image_size: Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128),
+def mlp(in_channels: int, image_size: int | Sequence[int], num_classes: int, hidden: Sequence[int] = (256, 128),
         dropout: float = 0.0) -> nn.Module:
     """Flatten, then Linear-ReLU(-Dropout) blocks, then a linear classifier."""
     layers: list[nn.Module] = [nn.Flatten()]
-    width = in_channels * image_size[0] * image_size[1]
+    h, w = _pair(image_size)
+    width = in_channels * h * w
     for h in hidden:
         layers += [nn.Linear(width, h), nn.ReLU(inplace=True)]
         layers += [nn.Dropout(dropout)] if dropout else []
@@ -29,7 +39,7 @@ def _conv_block(c_in: int, c_out: int, batch_norm: bool) -> list[nn.Module]:
 
 
 @register_model
-def cnn(in_channels: int, image_size: Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64, 128),
+def cnn(in_channels: int, image_size: int | Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64, 128),
         convs_per_stage: int = 1, batch_norm: bool = True, dropout: float = 0.2, hidden: int = 0) -> nn.Module:
     """Stages of `convs_per_stage` 3x3 conv blocks, each stage ending in a 2x2 max-pool; then the classifier.
 
@@ -38,14 +48,15 @@ def cnn(in_channels: int, image_size: Sequence[int], num_classes: int, channels:
     if not channels:
         raise ValueError("channels must list at least one stage width")
     layers: list[nn.Module] = []
-    c_in, (h, w) = in_channels, image_size
+    c_in, (h, w) = in_channels, _pair(image_size)
     for c_out in channels:
         for i in range(convs_per_stage):
             layers += _conv_block(c_in if i == 0 else c_out, c_out, batch_norm)
         layers.append(nn.MaxPool2d(2))
         c_in, h, w = c_out, h // 2, w // 2
     if h == 0 or w == 0:
-        raise ValueError(f"{len(channels)} pooling stages shrink a {image_size[0]}x{image_size[1]} image to nothing")
+        raise ValueError(f"{len(channels)} pooling stages shrink a {'x'.join(map(str, _pair(image_size)))} image "
+                         "to nothing")
     layers += [nn.Flatten(), nn.Dropout(dropout)]
     features = c_in * h * w
     if hidden:

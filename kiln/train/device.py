@@ -7,6 +7,7 @@ from contextlib import nullcontext
 
 import torch
 
+from kiln.core.devices import device_type
 from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
@@ -26,12 +27,9 @@ def resolve_device(name: str, local_rank: int = 0, world_size: int = 1, backend:
     """auto -> cuda, else mps, else cpu. Under DDP (world_size > 1) each process takes cuda:LOCAL_RANK.
     An unavailable device, or a GPU layout DDP cannot use, is an error before any process group starts."""
     if name == "auto":
-        if torch.cuda.is_available():
-            name = "cuda"
-        elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        else:
-            return torch.device("cpu")
+        name = device_type(name)  # the choice the config's device profile (on_device) was picked by
+        if name != "cuda":
+            return torch.device(name)
     try:
         device = torch.device(name)
     except RuntimeError:
@@ -84,12 +82,15 @@ def resolve_precision(setting: str, device: torch.device) -> str:
 
 
 def use_channels_last(setting, device: torch.device, model_name: str) -> bool:
-    """trainer.channels_last: auto turns NHWC conv activations on for kiln's own models on CPU and CUDA, where
-    they are measured to be faster. A model of the user's (`package.module:Class`) trains as written: code such
-    as `x.view(-1, 320)` after a convolution assumes the default (contiguous NCHW) layout."""
+    """trainer.channels_last: auto turns NHWC conv activations on for kiln's own models and the libraries'
+    (torchvision, timm) on CPU and CUDA, where they are measured to be faster. A model of the user's
+    (`package.module:Class`) trains as written: code such as `x.view(-1, 320)` after a convolution assumes the
+    default (contiguous NCHW) layout."""
     if setting != "auto":
         return bool(setting)
-    return device.type in ("cpu", "cuda") and ":" not in model_name
+    from kiln.models.hub import library_of
+
+    return device.type in ("cpu", "cuda") and (":" not in model_name or library_of(model_name) is not None)
 
 
 def autocast(device: torch.device, precision: str):

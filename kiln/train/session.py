@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from kiln.config import Config, flatten, watched
+from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
 from kiln.core.state import CorruptCheckpoint, load_checkpoint, load_weights, seed_everything
 from kiln.data import Data, build_data
@@ -231,6 +231,8 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
               checkpoint_state: dict[str, Any] | None, resume_epoch: int | None, channels_last: bool, quiet: bool,
               extra_callbacks: list[Callback]) -> RunResult:
     """Train in the run folder this process holds (rank 0) or shares."""
+    if profile_summary(cfg):
+        log.info("on this machine: %s", profile_summary(cfg))
     trackers, file_log = _trackers(cfg, run, resume_epoch) if proc.is_main else (Trackers([]), None)
     trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None, world_size=proc.world_size,
                             run=run if proc.is_main else None, trackers=trackers, callbacks=extra_callbacks,

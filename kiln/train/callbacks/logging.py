@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 
 from kiln.track import Trackers
 from kiln.train.callbacks.base import Callback
@@ -25,10 +26,25 @@ class EpochSummary(Callback):
 
     def __init__(self, checkpoint: ModelCheckpoint | None = None):
         self.checkpoint = checkpoint
+        self.epoch_times: list[float] = []
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
         improved = self.checkpoint is not None and self.checkpoint.improved
-        log.info(summary(epoch, trainer.epochs, metrics, improved, trainer.task.train_metric, trainer.task.headline))
+        line = summary(epoch, trainer.epochs, metrics, improved, trainer.task.train_metric, trainer.task.headline)
+        self.epoch_times.append(metrics["time/epoch_s"])
+        if epoch < trainer.epochs:  # the median epoch so far: the first one's warm-up does not skew it for long
+            line += f"  ~{duration(statistics.median(self.epoch_times) * (trainer.epochs - epoch))} left"
+        log.info(line)
+
+
+def duration(seconds: float) -> str:
+    """45 s, 9 min 30 s, 1 h 05 min: a time to go, as people read it."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s" if s < 600 else f"{round(s / 60)} min"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
 def summary(epoch: int, epochs: int, m: dict[str, float], improved: bool, train_metric: str = "acc",

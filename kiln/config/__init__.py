@@ -1,0 +1,64 @@
+"""The typed config: one model per section, loading, `base:` merging, overrides.
+
+Every field has a docstring; they become the descriptions in `kiln schema`.
+A config is plain data: it creates no folders and is never pickled into a
+checkpoint (checkpoints hold `Config.model_dump()`).
+
+`sections` and `data_sections` hold the sections, `root` the `Config` that joins them, `files` reading, merging
+and saving config files, `describe` the schema and the error messages.
+"""
+
+from kiln.config.data_sections import (
+    AugmentConfig,
+    CvConfig,
+    DataConfig,
+    TextConfig,
+    TransformsConfig,
+)
+from kiln.config.describe import explain, json_schema, schema_markdown
+from kiln.config.files import (
+    ALTERNATIVES,
+    DeviceProfile,
+    build_config,
+    deep_merge,
+    flatten,
+    load_config,
+    nest,
+    parse_overrides,
+    profile_summary,
+    read_file,
+    resolved_values,
+    to_yaml,
+    upgrade_saved,
+)
+from kiln.config.root import Config
+from kiln.config.sections import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LOWER_IS_BETTER,
+    TASK_LOSSES,
+    TASK_MONITORS,
+    CheckpointConfig,
+    EarlyStoppingConfig,
+    EmaConfig,
+    LogConfig,
+    MlflowConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    Section,
+    TaskConfig,
+    TrainerConfig,
+    WandbConfig,
+    better,
+    watched,
+)
+
+__all__ = [
+    "ALTERNATIVES", "IMAGENET_MEAN", "IMAGENET_STD", "LOWER_IS_BETTER", "TASK_LOSSES", "TASK_MONITORS",
+    "AugmentConfig", "CheckpointConfig", "Config", "CvConfig", "DeviceProfile", "DataConfig", "EarlyStoppingConfig", "EmaConfig",
+    "LogConfig", "MlflowConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Section", "TaskConfig",
+    "TextConfig", "TrainerConfig", "TransformsConfig", "WandbConfig", "better", "build_config", "deep_merge",
+    "explain", "flatten", "json_schema", "load_config", "nest", "parse_overrides", "profile_summary", "read_file",
+    "resolved_values", "schema_markdown", "to_yaml", "upgrade_saved", "watched",
+]

@@ -1,0 +1,201 @@
+"""The data sections of the config: data, its augmentation, transforms, text and cross-validation settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from kiln.config.sections import Section
+
+
+class AugmentConfig(Section):
+    crop_padding: int = Field(0, ge=0)
+    """Random crop after zero-padding each side by this many pixels (0 = off). Training split only."""
+    hflip: bool = False
+    """Random horizontal flip with probability 0.5 (training split only). Off unless asked for, whatever the source
+    (digits and letters must not be mirrored; photos and clothes usually can be: the folder recipes turn it on)."""
+    resized_crop: bool = False
+    """RandomResizedCrop to data.image_size: a random area (`scale`) and aspect ratio (`ratio`) of each image,
+    drawn independently per image (training split only). Off unless asked for, whatever the source; the
+    image-folder and image-CSV recipes turn it on."""
+    scale: tuple[float, float] = (0.08, 1.0)
+    """resized_crop: the range of the crop's area as a fraction of the (stored) image."""
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    """resized_crop: the range of the crop's aspect ratio (width / height)."""
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _ordered_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 < v[0] <= v[1]:
+            raise ValueError("must be [low, high] with 0 < low <= high")
+        return v
+
+
+class TransformsConfig(Section):
+    """Per-image transforms for image folders/CSVs, replacing kiln's own augmentation (train) or centre crop (eval)."""
+
+    train: list[dict[str, Any]] | None = None
+    """Training split: a list of {name: <torchvision.transforms.v2 class or package.module:Class>, <its arguments>},
+    e.g. [{name: RandomResizedCrop, size: 64, scale: [0.5, 1.0]}, {name: ColorJitter, brightness: 0.3}]. Applied to
+    each uint8 image (decoded at image_size / crop_fraction), each with its own random draw; must end at
+    data.image_size. kiln normalises afterwards."""
+    eval: list[dict[str, Any]] | None = None
+    """Validation, test and predict: the same form, e.g. [{name: CenterCrop, size: 64}]."""
+
+
+class CvConfig(Section):
+    """This run is one fold of a k-fold cross-validation (`kiln cv` sets it)."""
+
+    folds: int = Field(gt=1)
+    """How many folds the training split is cut into (stratified by class where labels are known)."""
+    fold: int = Field(gt=0)
+    """Which fold (1..folds) is held out: it is this run's test split; validation comes from the other folds."""
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "CvConfig":
+        if self.fold > self.folds:
+            raise ValueError(f"fold {self.fold} of {self.folds}: choose 1..{self.folds}")
+        return self
+
+
+class TextConfig(Section):
+    """How text datasets (ag_news, text_csv) are read, tokenized and batched."""
+
+    text_columns: list[str] = Field(default_factory=lambda: ["text"])
+    """text_csv: header names of the columns joined (with a space) into the text."""
+    label_column: str | list[str] | None = "label"
+    """text_csv: header name of the label column: names or 0-based integers (multiclass), label sets such as
+    `sports|politics` (multilabel), numbers (regression; a list of columns for several targets)."""
+    label_names: list[str] | None = None
+    """text_csv: the class names in label order; unset: taken from the training file's labels."""
+    tokenizer: Literal["basic_english", "whitespace"] = "basic_english"
+    """basic_english: lowercase, words and punctuation split apart; whitespace: split on spaces only."""
+    ngrams: int = Field(1, ge=1, le=3)
+    """Add n-grams up to this length as extra tokens (2 = bigrams, as in fastText)."""
+    min_freq: int = Field(1, ge=1)
+    """Tokens seen fewer times than this in the training split map to <unk>."""
+    max_vocab: int | None = Field(None, gt=2)
+    """Keep at most this many tokens (the most frequent; <pad> and <unk> included)."""
+    max_len: int | None = Field(None, gt=0)
+    """Truncate every text to this many tokens (n-grams included)."""
+    collate: Literal["pad", "offsets"] = "pad"
+    """pad: (B, T) ids padded to the batch's longest text, with lengths and a mask; offsets: one flat id list
+    plus start offsets, for EmbeddingBag models (no padding at all)."""
+    bucket: bool = False
+    """Batch texts of similar length together (less padding); the order stays seeded and resumable."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """Deprecated: use data.on_bad_row (a different value here is moved there, with a warning; kiln keeps the two
+    equal)."""
+
+
+class DataConfig(Section):
+    name: str = "fashion_mnist"
+    """Registered dataset name (see `kiln doctor` / the README for the list), or your own Dataset class as
+    `package.module:Class` (built with data.args, and split="train"/"val"/"test" if it takes `split`)."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Your own Dataset: keyword arguments for its constructor."""
+    test_args: dict[str, Any] | None = None
+    """Your own Dataset without a `split` argument: constructor arguments of the test split (unset: no test)."""
+    collate: str | None = None
+    """Your own Dataset: a collate function of yours, `package.module:function` (e.g. one that pads)."""
+    num_classes: int | None = Field(None, gt=0)
+    """Your own Dataset: the number of classes, when it has no `classes`/`class_to_idx`/`num_classes` attribute."""
+    root: Path | None = None
+    """Folder holding the dataset files. Unset: $KILN_DATA/<name>, ./data/<name>, then system locations."""
+    download: bool = False
+    """Download the dataset into ./data/<name> if it is not found. Off by default: no hidden network access."""
+    batch_size: int = Field(128, gt=0)
+    """Training batch size per process."""
+    eval_batch_size: int | None = Field(None, gt=0)
+    """Batch size for validation and test; unset means 4 x batch_size (no gradients, so more fits)."""
+    val_split: float | int = Field(0.1, ge=0)
+    """Validation split taken from the training files: a fraction in [0, 1) or a count of samples."""
+    split_seed: int = 0
+    """Seed of the train/validation split; independent of `seed` so the split never changes between runs."""
+    train_subset: int | None = Field(None, gt=0)
+    """Use only this many training samples (a fixed seeded subset), e.g. for quick experiments."""
+    classes: list[int] | None = None
+    """Keep only these classes (original label numbers), relabelled 0..k-1 in this order (image datasets)."""
+    sampler: Literal["shuffle", "weighted"] = "shuffle"
+    """Training order: shuffle (a seeded permutation each epoch), or weighted — each epoch a seeded draw with
+    replacement, each sample with probability 1 / its class's count (balanced classes; resumable; under DDP one
+    global draw shared out between the ranks). Built-in datasets, image folders/CSVs and text."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes. 0 loads in the main process, which is fastest for in-memory tensors."""
+    loader: Literal["auto", "resident", "dataloader"] = "auto"
+    """resident: keep the uint8 dataset on the training device and batch/augment there (fastest);
+    dataloader: a torch DataLoader; auto: resident when the data fits within `resident_max_mb`."""
+    resident_max_mb: float | None = Field(None, gt=0)
+    """Largest dataset (MiB, uint8) that `loader: auto` keeps on the device. Unset: a quarter of the GPU's free
+    memory on CUDA, no limit on CPU (the data is in host memory either way)."""
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    """Train-time augmentation of images, applied on the device to whole batches (each image its own draw)."""
+    cv: CvConfig | None = None
+    """Cross-validation fold of this run ({folds: 5, fold: 2}; `kiln cv` sets it): the training split is cut into
+    folds, the held-out fold is the test split, and validation is taken from the rest."""
+    transforms: TransformsConfig = Field(default_factory=TransformsConfig)
+    """Image folders/CSVs: per-image torchvision transforms from the config, checked before training starts."""
+    image_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = None
+    """Image folders/CSVs: the size S (or [H, W]) the model sees. Evaluation resizes the shorter side to
+    S / crop_fraction and centre-crops S; training takes a RandomResizedCrop of that. Unset: the median short side
+    of the training images, rounded to a multiple of 8, at most 224 (recorded in the run's config.yaml)."""
+    crop_fraction: float = Field(0.875, gt=0, le=1)
+    """Image folders/CSVs: the centre crop's share of the resized image at evaluation (0.875 = torchvision's 224/256)."""
+    channels: Literal[1, 3] | None = None
+    """Image folders/CSVs: 3 = RGB (transparency composited on white; palette, CMYK, 16-bit, grayscale converted),
+    1 = grayscale. Unset: 1 if every training image is grayscale, else 3 (recorded in the run's config.yaml)."""
+    mean: list[float] | None = None
+    """Per-channel normalisation mean of pixels in [0, 1]. Unset: the pretrained weights' values with
+    model.pretrained=torchvision, else computed once on the training split (recorded in the run's config.yaml)."""
+    std: list[float] | None = None
+    """Per-channel normalisation standard deviation (see `mean`)."""
+    class_names: list[str] | None = None
+    """Image folders/CSVs: the class names in label order. Unset: the sorted class folder names (or CSV labels);
+    recorded in the run's config.yaml, so `kiln test` on another folder labels it the same way."""
+    class_map: Path | None = None
+    """Image folders/CSVs: a text file with one class name per line, in label order (instead of class_names)."""
+    test_split: float | int | Literal["all"] = 0
+    """Image folders in the <class>/ layout: a stratified test split held out before the validation split
+    (fraction or count; 0 = no test split); `all`: every image is a test image (what `kiln test RUN
+    data.root=other/folder` uses)."""
+    path_column: str = "path"
+    """image_csv: header name of the column of image paths (relative to the CSV file)."""
+    label_column: str | list[str] = "label"
+    """image_csv: header name of the label column: class names or 0-based integers (multiclass), label sets such as
+    `cat|dog` (multilabel), numbers (regression; a list of columns for several targets)."""
+    label_separator: str = Field("|", min_length=1)
+    """multilabel (image_csv, text_csv): what separates a sample's labels in its label cell (`cat|dog`); an empty
+    cell is a sample with none of the labels."""
+    on_bad_row: Literal["error", "skip"] = "error"
+    """A bad sample (a malformed CSV row, a missing or undecodable image): stop with its file (and line), or skip
+    and count it."""
+    cache: Literal["auto", "on", "off"] = "auto"
+    """Image folders/CSVs: decode every image once into a uint8 store in $KILN_CACHE (default ~/.cache/kiln),
+    reused while the files are unchanged. off: decode per sample in DataLoader workers every epoch; auto: on
+    while the store stays within `cache_max_mb`."""
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, v: Any) -> Any:
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v  # YAML reads on/off as booleans
+
+    cache_max_mb: float = Field(32768, gt=0)
+    """cache: auto decodes once only when the store (N x C x H x W bytes) is at most this many MiB."""
+    text: TextConfig = Field(default_factory=TextConfig)
+    """Text datasets: columns, tokenizer, vocabulary and batching."""
+
+    @field_validator("val_split", "test_split")
+    @classmethod
+    def _fraction_or_count(cls, v: float | int | str) -> float | int | str:
+        if isinstance(v, (int, float)) and v < 0:
+            raise ValueError("must be at least 0")
+        if isinstance(v, float) and not v < 1:
+            raise ValueError("a fraction must be below 1 (use an integer for a count of samples)")
+        return v
+

@@ -1,0 +1,122 @@
+"""The root of the config: its sections and the checks that span several of them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import (
+    Field,
+    PrivateAttr,
+    model_validator,
+)
+
+from kiln.config.data_sections import DataConfig
+from kiln.config.sections import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TASK_MONITORS,
+    LogConfig,
+    ModelConfig,
+    OptimConfig,
+    ScheduleConfig,
+    Section,
+    TaskConfig,
+    TrainerConfig,
+    better,
+)
+
+log = logging.getLogger("kiln")
+
+
+class Config(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Experiment name; runs go to <log.dir>/<name>/."""
+    seed: int = 0
+    """Seeds every random generator (python, numpy, torch, CUDA)."""
+    code_dir: Path | None = None
+    """A folder of your own code (relative to the config file) that kiln puts on the import path, so names such as
+    `model.name: my_project.models:Net` resolve. Loading the config imports the modules it names from there."""
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    # Set by loading when the file's on_device profile for this run's device was applied: the device type, and
+    # the profile's values that ran (a command-line value wins over the profile). For the log and config.yaml.
+    _device: str = PrivateAttr("")
+    _on_device: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known_model(self) -> "Config":
+        """kiln's own model names and their model.args, from the models' source (no torch import), so `kiln config`
+        reports them; a model of your own is checked when its code is imported (kiln.preflight)."""
+        from kiln.model_names import check_kiln_model
+
+        check_kiln_model(self.model.name, self.model.args)
+        return self
+
+    @model_validator(mode="after")
+    def _monitors_follow_the_task(self) -> "Config":
+        checkpoint, stopping = self.trainer.checkpoint, self.trainer.early_stopping
+        if checkpoint.monitor is None:
+            checkpoint.monitor = TASK_MONITORS[self.task.name]
+        if checkpoint.mode is None:
+            checkpoint.mode = better(checkpoint.monitor)
+        if stopping.mode is None:
+            stopping.mode = better(stopping.monitor)
+        return self
+
+    @model_validator(mode="after")
+    def _weighted_sampler_balances_classes(self) -> "Config":
+        if self.data.sampler == "weighted" and self.task.name != "multiclass":
+            hint = "task.pos_weight (auto) weighs rare labels" if self.task.name == "multilabel" else \
+                "regression has no classes to balance"
+            raise ValueError(f"data.sampler=weighted draws classes equally (multiclass); {hint}")
+        return self
+
+    @model_validator(mode="after")
+    def _label_smoothing_belongs_to_the_task(self) -> "Config":
+        old = self.trainer.label_smoothing
+        if old:
+            if self.task.label_smoothing and self.task.label_smoothing != old:
+                raise ValueError(f"trainer.label_smoothing={old} and task.label_smoothing="
+                                 f"{self.task.label_smoothing} disagree; set task.label_smoothing only")
+            log.warning("trainer.label_smoothing is deprecated: use task.label_smoothing=%g", old)
+            self.task.label_smoothing, self.trainer.label_smoothing = old, 0.0
+        return self
+
+    @model_validator(mode="after")
+    def _on_bad_row_belongs_to_the_data(self) -> "Config":
+        text, data = self.data.text, self.data
+        if "on_bad_row" in text.model_fields_set and text.on_bad_row != data.on_bad_row:
+            if "on_bad_row" in data.model_fields_set:
+                raise ValueError(f"data.text.on_bad_row={text.on_bad_row} and data.on_bad_row={data.on_bad_row} "
+                                 "disagree; set data.on_bad_row only")
+            log.warning("data.text.on_bad_row is deprecated: use data.on_bad_row=%s", text.on_bad_row)
+            data.on_bad_row = text.on_bad_row
+        if text.on_bad_row != data.on_bad_row:
+            text.on_bad_row = data.on_bad_row  # the text readers see the one setting
+        return self
+
+    @model_validator(mode="after")
+    def _pretrained_weights_bring_their_normalisation(self) -> "Config":
+        # Every torchvision ImageNet classification weight was trained on inputs normalised with these values;
+        # fine-tuning on one's own photos must feed them the same way.
+        if self.model.pretrained == "torchvision" and self.data.name in ("image_folder", "image_csv") \
+                and self.data.mean is None and self.data.std is None:
+            self.data.mean, self.data.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_needs_validation(self) -> "Config":
+        plateau = ("reduce_on_plateau", "ReduceLROnPlateau", "torch.optim.lr_scheduler:ReduceLROnPlateau")
+        if self.schedule.name in plateau and self.data.val_split == 0:
+            raise ValueError(f"schedule.name={self.schedule.name} needs a validation split (data.val_split > 0)")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
