@@ -93,7 +93,7 @@ def datasets() -> list[dict[str, Any]]:
     return rows
 
 
-EXTRAS = {"ray": "ray", "wandb": "wandb", "mlflow": "mlflow", "lightning": "lightning",
+EXTRAS = {"timm": "timm", "ray": "ray", "wandb": "wandb", "mlflow": "mlflow", "lightning": "lightning",
           "optuna-dashboard": "optuna_dashboard", "plotly": "plotly", "nvidia-ml-py": "pynvml"}
 
 
@@ -104,5 +104,7 @@ def extras() -> dict[str, str | None]:
 
 def report() -> dict[str, Any]:
     gpu_list, gpu_note = gpus()
+    from kiln.core.launcher import detect
+
     return {"host": host(), "torch": torch_info(), "gpus": gpu_list, "gpu_note": gpu_note,
-            "datasets": datasets(), "extras": extras()}
+            "launcher": detect().describe(), "datasets": datasets(), "extras": extras()}

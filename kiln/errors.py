@@ -27,4 +27,10 @@ def write_failed(path, error: OSError) -> TrainingStopped:
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM: the current step finished and last.pt was written (exit code 130)."""
+    """SIGINT/SIGTERM: the current step finished and last.pt was written (exit code 130). `preempted`: SLURM's
+    warning signal (SIGUSR1, `#SBATCH --signal=USR1@120`): exit code 75 (EX_TEMPFAIL), which a requeued job
+    resumes from with --resume auto."""
+
+    def __init__(self, message: str = "", preempted: bool = False):
+        super().__init__(message)
+        self.preempted = preempted

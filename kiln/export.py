@@ -23,7 +23,7 @@ from kiln.errors import KilnError, TrainingStopped, first_line
 from kiln.trained import Trained, load_trained
 
 log = logging.getLogger("kiln")
-FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt"}
+FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
 ONNX_ONE_FILE = 1.5 * 2**30  # bytes of weights up to which model.onnx holds them itself (protobuf's limit: 2 GiB)
 TOLERANCE = 1e-4  # largest absolute difference in the logits accepted between PyTorch and the export
 
@@ -77,6 +77,8 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     if fmt not in FORMATS:
         raise KilnError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     trained = load_trained(run_dir, checkpoint, overrides, device="cpu")
+    if fmt == "safetensors":
+        return _safetensors(trained, Path(out) if out else trained.run.path / "model.safetensors")
     if trained.info.kind == "custom":
         raise KilnError(f"kiln export handles kiln's image and text data; {run_dir} was trained on your own Dataset, "
                         "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.trained."
@@ -168,6 +170,34 @@ def task_of(meta: dict[str, Any]):
     name = meta.get("task", "multiclass")
     settings = {key: meta[key] for key in TASKS[name].exported if key in meta}
     return build_task(TaskConfig(name=name, **settings), len(meta["class_names"]))
+
+
+def _safetensors(trained: Trained, path: Path) -> Exported:
+    """The weights, under the model's own parameter names (what `model.pretrained: FILE.safetensors`, timm and
+    Hugging Face load), with what rebuilds the model — its name and args, the classes, the preprocessing — in the
+    file's header and in a JSON beside it. Checked by loading the file back into a newly built model."""
+    from safetensors.torch import load_file, save_file
+
+    from kiln.models import build_model
+
+    state = {k: v.detach().contiguous() for k, v in trained.model.state_dict().items()}
+    meta = metadata(trained, "safetensors")
+    meta["model"] = {"name": trained.cfg.model.name, "args": trained.cfg.model.args}
+    meta["data_info"] = trained.state.get("data_info")
+    save_file(state, str(path), metadata={"kiln": json.dumps(meta)})
+    rebuilt = build_model(trained.cfg.model, trained.info)
+    try:
+        rebuilt.load_state_dict(load_file(str(path)))
+    except RuntimeError as e:
+        path.unlink(missing_ok=True)
+        raise TrainingStopped(f"the safetensors file does not load back into {trained.cfg.model.name} "
+                              f"({first_line(e)}); the file was removed") from None
+    back = rebuilt.state_dict()
+    diff = max((float((back[k].float() - v.float()).abs().max()) for k, v in state.items() if v.numel()),
+               default=0.0)
+    meta_path = path.with_name(path.name + ".json")
+    meta_path.write_text(json.dumps({**meta, "parity_max_abs_diff": diff}, indent=2, default=str) + "\n")
+    return Exported(path, meta_path, diff, 0)
 
 
 def metadata(trained: Trained, fmt: str) -> dict[str, Any]:

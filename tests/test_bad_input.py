@@ -22,7 +22,7 @@ def kiln(capsys, *args):
     (["trainer.epochs=many"], "'trainer.epochs': Input should be a valid integer"),
     (["trainer.epochs"], "'trainer.epochs' is not of the form key.path=value"),
     (["data.name=cifar"], "unknown dataset 'cifar' — registered datasets:"),
-    (["model.name=vgg"], "unknown model 'vgg' — registered models:"),
+    (["model.name=vgg"], "unknown model 'vgg' — kiln's models:"),
     (["optim.name=rmsprop"], "'optim.name': 'rmsprop' is neither one of kiln's (sgd, adam, adamw) nor a torch.optim class "
                              "— did you mean RMSprop"),
     (["schedule.name=poly"], "'schedule.name': 'poly' is neither one of kiln's (none, step, cosine, onecycle, "

@@ -109,3 +109,28 @@ def test_a_narrow_resnet_exports_to_onnx_within_tolerance(tmp_path, idx_root, ca
     run = session.train(cfg, quiet=True).run_dir
     assert main(["export", str(run), "--format", "onnx"]) == 0
     assert json.loads((run / "model.onnx.json").read_text())["parity_max_abs_diff"] <= 1e-4
+
+
+def test_safetensors_holds_the_weights_and_what_rebuilds_the_model_and_fine_tunes_again(trained, tmp_path, capsys):
+    from safetensors import safe_open
+
+    from kiln.core.state import load_checkpoint
+
+    out = tmp_path / "weights.safetensors"
+    assert main(["export", str(trained), "--format", "safetensors", "--out", str(out)]) == 0
+    assert f"model.pretrained={out}" in capsys.readouterr().out
+    best = load_checkpoint(trained / "checkpoints" / "best.pt")["model"]
+    with safe_open(str(out), "pt") as f:
+        meta = json.loads(f.metadata()["kiln"])
+        assert set(f.keys()) == set(best) and all((f.get_tensor(k) == best[k]).all() for k in best)
+    assert meta["model"] == {"name": "cnn", "args": {"channels": [8, 16], "dropout": 0.1}}
+    assert meta["class_names"][0] == "T-shirt/top" and meta["data_info"]["in_channels"] == 1
+    # read back as the start of another run: every tensor loads
+    from kiln.models import build_model
+    from kiln.models.pretrained import load_pretrained
+    from kiln.trained import load_trained
+
+    model = build_model(load_trained(trained).cfg.model, load_trained(trained).info)
+    cfg = build_config({"model": {"name": "cnn", "args": {"channels": [8, 16]}, "pretrained": str(out)}}).model
+    report = load_pretrained(model, cfg)
+    assert len(report.loaded) == len(best) and not report.new and not report.adapted

@@ -13,13 +13,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import only_run, run_cli, write_config
+from conftest import only_run, write_config
 from fakedata import SHAPE_CLASSES, draw_shape_image, write_cifar_binary, write_image_csv, write_image_folder
 from kiln.config import DataConfig, build_config
 from kiln.core.state import load_checkpoint
 from kiln.data import build_data
 from kiln.data.image_store import ImageStore, decode
 from kiln.data.transforms import Augment, BatchTransform
+from kiln.cli import main
 from kiln.errors import KilnError
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
@@ -48,12 +49,11 @@ def _config(tmp_path: Path, root: Path, **data) -> dict:
 # --------------------------------------------------------------------------- end to end
 
 @pytest.mark.slow
-def test_a_colour_folder_is_learnt_then_tested_and_predicted_through_the_cli(tmp_path, shapes):
+def test_a_colour_folder_is_learnt_then_tested_and_predicted_through_the_cli(tmp_path, shapes, monkeypatch, capsys):
     config = write_config(tmp_path, _config(tmp_path, shapes))
-    env = {"KILN_CACHE": str(tmp_path / "cache")}
-    result = run_cli("train", config, env=env)
-    assert result.returncode == 0, result.stderr
-    assert "skipped 1 hidden, 1 not an image (.txt)" in result.stderr
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
+    assert main(["train", str(config)]) == 0  # in process: test_train_cli runs the real entry point
+    assert "skipped 1 hidden, 1 not an image (.txt)" in capsys.readouterr().err
     run = only_run(tmp_path / "runs")
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["acc"] >= 0.9, metrics["acc"]  # colour and shape at varying positions and scales
@@ -62,16 +62,14 @@ def test_a_colour_folder_is_learnt_then_tested_and_predicted_through_the_cli(tmp
     assert "channels: 3" in saved and "mean:" in saved  # resolved settings are recorded with the run
 
     out = tmp_path / "predictions.csv"
-    result = run_cli("predict", run, shapes / "red_square", "--out", out, env=env)
-    assert result.returncode == 0, result.stderr
+    assert main(["predict", str(run), str(shapes / "red_square"), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 150 and set(rows[0]) >= {"file", "label", "probability", "top_k"}
     assert sum(r["label"] == "red_square" for r in rows) >= 130
 
     other = tmp_path / "other"
     shutil.copytree(shapes / "blue_disc", other / "blue_disc")
-    result = run_cli("test", run, f"data.root={other}", env=env)
-    assert result.returncode == 0, result.stderr
+    assert main(["test", str(run), f"data.root={other}"]) == 0
     scored = json.loads((run / "test_metrics-other.json").read_text())  # the run's own results stay the run's
     assert scored["num_samples"] == len(list(other.rglob("*.*"))) - 2
 
@@ -361,7 +359,10 @@ def test_the_shipped_transfer_config_fine_tunes_on_a_folder_with_imagenet_normal
                  "data.num_workers=0", "trainer.epochs=1", "trainer.test_after_fit=false",
                  f"log.dir={tmp_path / 'runs'}", "log.progress=none", "log.tensorboard=false"]
     cfg = load_config(ROOT / "configs" / "transfer_resnet18_folder.yaml", overrides)
-    assert cfg.data.mean == list(IMAGENET_MEAN)  # the weights' own normalisation
+    from kiln.models.preprocessing import with_weights_preprocessing
+
+    resolved = with_weights_preprocessing(cfg).data  # from the weights' own metadata; the given size wins
+    assert resolved.mean == list(IMAGENET_MEAN) and resolved.crop_fraction == 0.875 and resolved.image_size == 48
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     with pytest.raises(KilnError, match="resnet18-f37072fd.pth"):  # says exactly which file, and where
         session.train(cfg, quiet=True)

@@ -28,9 +28,10 @@ def photos(tmp_path_factory):
         yield write_image_folder(root / "images", n=40, extras=False)
 
 
-def _config(tmp_path, photos, name: str, size: int = 32, **model) -> str:
-    cfg = {"name": "lib", "data": {"name": "image_folder", "root": str(photos), "image_size": size, "channels": 1,
-                                   "batch_size": 4, "val_split": 0.2, "test_split": 0.2},
+def _config(tmp_path, photos, name: str, size: int | None = 32, **model) -> str:
+    cfg = {"name": "lib", "data": {"name": "image_folder", "root": str(photos), "channels": 1,
+                                   "batch_size": 4, "val_split": 0.2, "test_split": 0.2,
+                                   **({"image_size": size} if size else {})},
            "model": {"name": name, **model}, "optim": {"name": "sgd", "lr": 0.01, "momentum": 0.0},
            "schedule": {"name": "none"}, "trainer": {"fast_dev_run": True},
            "log": {"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False}}
@@ -186,3 +187,27 @@ def test_the_torch_free_name_reader_agrees_with_torchvision():
     from kiln.model_names import torchvision_names
 
     assert list(torchvision_names()) == sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def test_the_weights_bring_their_preprocessing_and_a_misfit_is_refused(tmp_path, photos):
+    from kiln.models.preprocessing import with_weights_preprocessing
+
+    def resolved(name, pretrained, size=32):
+        return with_weights_preprocessing(load_config(_config(tmp_path, photos, name, size,
+                                                              pretrained=pretrained))).data
+
+    data = resolved("torchvision:efficientnet_b3", "torchvision", size=None)  # unset: the weights' own
+    assert (data.image_size, data.crop_fraction, data.mean) == (300, round(300 / 320, 4), [0.485, 0.456, 0.406])
+    assert resolved("torchvision:efficientnet_b3", "torchvision").image_size == 32  # given: it wins
+    assert resolved("timm:convnext_tiny", "timm").crop_fraction == 0.95  # timm's pretrained_cfg
+    assert resolved("torchvision:resnet18", None).mean is None  # no weights, nothing borrowed
+
+    # a ViT built for 32 px cannot take position embeddings trained at 224 px
+    import torchvision
+    from safetensors.torch import save_file
+
+    path = tmp_path / "vit.safetensors"
+    save_file(torchvision.models.vit_b_16(weights=None).state_dict(), str(path))
+    with pytest.raises(KilnError, match=r"encoder.pos_embedding .* do not fit torchvision:vit_b_16.*input size"):
+        load_pretrained(_build("torchvision:vit_b_16", 32, channels=3),
+                        build_config({"model": {"name": "torchvision:vit_b_16", "pretrained": str(path)}}).model)

@@ -1,6 +1,5 @@
 """kiln new: a project that trains at once through kiln, passes its own smoke test, and refuses to overwrite."""
 
-import os
 import subprocess
 import sys
 
@@ -10,13 +9,14 @@ from kiln.cli import main
 
 
 @pytest.mark.parametrize("template", ["image", "text", "folder"])
-def test_a_new_project_trains_and_its_smoke_test_passes(tmp_path, template):
+def test_a_new_project_trains_and_its_smoke_test_passes(tmp_path, template, monkeypatch):
     project = tmp_path / template
     assert main(["new", str(project), "--template", template]) == 0
-    env = {**os.environ, "KILN_CACHE": str(tmp_path / "cache")}
-    train = subprocess.run([sys.executable, "-m", "kiln", "train", "configs/train.yaml", "trainer.epochs=1", "-q"],
-                           cwd=project, capture_output=True, text=True, timeout=300, env=env)
-    assert train.returncode == 0, train.stderr
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(project)  # as the project's README says: kiln runs from the project folder
+    for name in [m for m in sys.modules if m == "my_project" or m.startswith("my_project.")]:
+        monkeypatch.delitem(sys.modules, name)  # another template's my_project, imported by an earlier case
+    assert main(["train", "configs/train.yaml", "trainer.epochs=1", "-q"]) == 0
     assert list((project / "runs" / "my_project").glob("*/test_metrics.json"))
     smoke = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"], cwd=project,
                            capture_output=True, text=True, timeout=300)

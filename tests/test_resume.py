@@ -186,9 +186,9 @@ def test_a_full_disk_stops_training_with_the_path_and_resume_works_afterwards(tm
 
 
 def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
-    """benchmarks/kill_resume.py, small: 4 chained SIGKILLs (the README's figure uses 20)."""
+    """benchmarks/kill_resume.py, small: 3 chained SIGKILLs (the README's figure uses 20)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from kill_resume import chain
 
-    result = chain(tmp_path, kills=4, seed=1, train=1500, epochs=3)
-    assert result["kills"] >= 3 and result["identical"], result
+    result = chain(tmp_path, kills=3, seed=1, train=1500, epochs=3)
+    assert result["kills"] >= 2 and result["identical"], result

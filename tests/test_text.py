@@ -15,6 +15,7 @@ from kiln.data.loaders import BucketBatchSampler
 from kiln.data.registry import get_dataset
 from kiln.data.text import offsets_collate, pad_collate
 from kiln.data.vocab import Vocab, tokenize
+from kiln.cli import main
 from kiln.errors import KilnError
 from kiln.models import build_model
 
@@ -133,11 +134,11 @@ def test_bucketing_cuts_padding_and_covers_every_sample():
     assert waste(batches) < 0.5 * waste(random_batches)
 
 
-def test_train_test_predict_resume_through_the_cli(tmp_path, news_root):
+def test_train_test_predict_resume_through_the_cli(tmp_path, news_root, monkeypatch, capsys):
+    """In process (test_train_cli runs the real entry point): train, test, predict and resume as commands."""
     cfg = text_config(tmp_path, news_root)
-    env = {"KILN_CACHE": str(tmp_path / "cache")}
-    result = run_cli("train", write_config(tmp_path, cfg), env=env)
-    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
+    assert main(["train", str(write_config(tmp_path, cfg))]) == 0
     run = only_run(tmp_path / "runs")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["val/acc"] > 0.7  # chance is 0.25
@@ -147,16 +148,16 @@ def test_train_test_predict_resume_through_the_cli(tmp_path, news_root):
 
     vocab = json.loads((run / "vocab.json").read_text())["itos"]
     assert vocab[:2] == ["<pad>", "<unk>"] and "election" in vocab
-    assert "cache hit" in run_cli("test", run, env=env).stderr  # the test split was tokenized during training
+    capsys.readouterr()
+    assert main(["test", str(run)]) == 0
+    assert "cache hit" in capsys.readouterr().err  # the test split was tokenized during training
 
-    result = run_cli("predict", run, "The minister signed the treaty at the embassy",
-                     "Investors cheered the merger as shares rose", env=env)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    assert main(["predict", str(run), "The minister signed the treaty at the embassy",
+                 "Investors cheered the merger as shares rose"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
     assert "World" in lines[0] and "Business" in lines[1]
 
-    result = run_cli("train", "--resume", run, "trainer.epochs=4", env=env)
-    assert result.returncode == 0, result.stderr
+    assert main(["train", "--resume", str(run), "trainer.epochs=4"]) == 0
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
 
 

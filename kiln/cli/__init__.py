@@ -26,6 +26,8 @@ from kiln.cli import (
 )
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 
+PREEMPTED = 75  # EX_TEMPFAIL: saved on SLURM's preemption warning; requeue and resume (README, "SLURM")
+
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, baseline_cmd,
             cv_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
 
@@ -37,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="kiln", description="Config-driven PyTorch training. Run `kiln COMMAND --help` for details.",
-        epilog="Exit codes: 0 ok, 1 unexpected error or training stopped (NaN), 2 bad input, 130 interrupted "
-               "(last.pt saved; resume with kiln train --resume RUN_DIR).")
+        epilog="Exit codes: 0 ok, 1 unexpected error or training stopped (NaN), 2 bad input, 75 preempted (SIGUSR1: "
+               "last.pt saved; requeue and resume), 130 interrupted (last.pt saved; resume with kiln train --resume "
+               "RUN_DIR).")
     parser.add_argument("--version", action="version", version=f"kiln {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:
@@ -84,7 +87,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except TrainingInterrupted as e:
         print(f"kiln: {e}", file=sys.stderr)
-        return 130
+        return PREEMPTED if e.preempted else 130
     except TrainingStopped as e:
         print(f"kiln: training stopped: {e}", file=sys.stderr)
         return 1

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"GPU: none — {r['gpu_note']}; training runs on the CPU" +
               (" (MPS is available)" if t["mps_available"] else ""))
+    print(f"launcher: {r['launcher']}")
     for d in r["datasets"]:
         print(f"dataset {d['name']}: " + (f"found in {d['found']}" if d["found"] else
                                           f"not found (looked in {', '.join(d['looked_in'])})"))

@@ -1,4 +1,4 @@
-"""kiln export RUN_DIR --format onnx|exported|torchscript [--checkpoint best|last] [--out FILE]"""
+"""kiln export RUN_DIR --format onnx|exported|torchscript|safetensors [--checkpoint best|last] [--out FILE]"""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the run's config, e.g. data.root=... where the test data lives on this machine "
                         "(the export is checked on a batch of it)")
-    p.add_argument("--format", default="onnx", choices=["onnx", "exported", "torchscript"],
-                   help="onnx (default), exported (torch.export .pt2) or torchscript")
+    p.add_argument("--format", default="onnx", choices=["onnx", "exported", "torchscript", "safetensors"],
+                   help="onnx (default), exported (torch.export .pt2), torchscript, or safetensors (the weights "
+                        "and what rebuilds the model: what model.pretrained, timm and Hugging Face load)")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
     p.add_argument("--out", metavar="FILE", help="where to write (default RUN_DIR/model.onnx, .pt2 or .ts.pt)")
     add_verbosity(p)
@@ -43,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     extra = [result.meta_path.name] + ([onnx_data_file(result.path).name] if args.format == "onnx" and
                                        onnx_data_file(result.path).is_file() else [])
+    if args.format == "safetensors":
+        print(f"wrote {result.path} (+ {', '.join(extra)}); loads back into the model unchanged (largest "
+              f"difference {result.max_abs_diff:.2e}); start from it with model.pretrained={result.path}")
+        return 0
     print(f"wrote {result.path} (+ {', '.join(extra)}); matches the PyTorch model on {result.batch} test "
           f"images: largest logit difference {result.max_abs_diff:.2e}")
     return 0

@@ -152,8 +152,9 @@ class DataConfig(Section):
     """Image folders/CSVs: 3 = RGB (transparency composited on white; palette, CMYK, 16-bit, grayscale converted),
     1 = grayscale. Unset: 1 if every training image is grayscale, else 3 (recorded in the run's config.yaml)."""
     mean: list[float] | None = None
-    """Per-channel normalisation mean of pixels in [0, 1]. Unset: the pretrained weights' values with
-    model.pretrained=torchvision, else computed once on the training split (recorded in the run's config.yaml)."""
+    """Per-channel normalisation mean of pixels in [0, 1]. Unset: the pretrained weights' own values with
+    model.pretrained=torchvision or timm (as are image_size and crop_fraction, from the weights' metadata), else
+    computed once on the training split (recorded in the run's config.yaml)."""
     std: list[float] | None = None
     """Per-channel normalisation standard deviation (see `mean`)."""
     class_names: list[str] | None = None

@@ -14,8 +14,6 @@ from pydantic import (
 
 from kiln.config.data_sections import DataConfig
 from kiln.config.sections import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     TASK_MONITORS,
     LogConfig,
     ModelConfig,
@@ -100,15 +98,6 @@ class Config(Section):
             data.on_bad_row = text.on_bad_row
         if text.on_bad_row != data.on_bad_row:
             text.on_bad_row = data.on_bad_row  # the text readers see the one setting
-        return self
-
-    @model_validator(mode="after")
-    def _pretrained_weights_bring_their_normalisation(self) -> "Config":
-        # Every torchvision ImageNet classification weight was trained on inputs normalised with these values;
-        # fine-tuning on one's own photos must feed them the same way.
-        if self.model.pretrained == "torchvision" and self.data.name in ("image_folder", "image_csv") \
-                and self.data.mean is None and self.data.std is None:
-            self.data.mean, self.data.std = list(IMAGENET_MEAN), list(IMAGENET_STD)
         return self
 
     @model_validator(mode="after")

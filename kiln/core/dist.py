@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from kiln.core import launcher
 from kiln.errors import KilnError
 
 
@@ -21,6 +22,7 @@ class ProcessInfo:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    local_world_size: int = 1  # the processes on this machine (they share its GPUs)
 
     @property
     def is_main(self) -> bool:
@@ -33,9 +35,10 @@ class ProcessInfo:
 
 
 def current() -> ProcessInfo:
-    """Rank and world size as set by torchrun (RANK, LOCAL_RANK, WORLD_SIZE); one process otherwise."""
-    return ProcessInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                       int(os.environ.get("WORLD_SIZE", 1)))
+    """Rank and world size as set by torchrun (RANK, LOCAL_RANK, WORLD_SIZE) or by srun (SLURM_PROCID, ...; see
+    kiln.core.launcher); one process otherwise."""
+    launch = launcher.detect()
+    return ProcessInfo(launch.rank, launch.local_rank, launch.world_size, launch.tasks_on_node)
 
 
 def setup(device, backend: str) -> None:
@@ -45,6 +48,9 @@ def setup(device, backend: str) -> None:
 
     if not current().distributed or dist.is_initialized():
         return
+    launch = launcher.detect()
+    launcher.check_layout(launch, backend)
+    launcher.export(launch)  # a SLURM task's ranks and rendezvous as torchrun's variables, for env://
     if device.type == "cuda":
         torch.cuda.set_device(device)
     timeout = datetime.timedelta(seconds=float(os.environ.get("KILN_DIST_TIMEOUT", 600)))

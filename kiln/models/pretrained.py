@@ -100,6 +100,22 @@ def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
     return _from_file(path), str(path)
 
 
+def _check_library_fit(model: nn.Module, cfg: ModelConfig, report: LoadReport) -> None:
+    """A torchvision/timm model must take every pretrained tensor but its head's: one of another shape (a ViT's
+    position embeddings at another image size) would silently start fresh, so it is refused with the reason."""
+    from kiln.models.freeze import head_prefix
+    from kiln.models.hub import library_of
+
+    if library_of(cfg.name) is None:
+        return
+    head = head_prefix(model, cfg.head)
+    misfits = [k for k in report.new if " (source " in k and not k.startswith(head + ".")]
+    if misfits:
+        raise KilnError(f"{', '.join(misfits[:4])} of {report.source} do not fit {cfg.name} as built for this data; "
+                        "weights trained at one input size need that size (leave data.image_size unset to take "
+                        "the weights' own, or set model.args as the weights were trained)")
+
+
 def _from_file(path: Path) -> dict[str, torch.Tensor]:
     """A .safetensors file, or a torch file (loaded weights_only): a state_dict, a kiln checkpoint, a Lightning
     or timm training checkpoint."""
@@ -194,6 +210,7 @@ def _timm(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tens
 def load_pretrained(model: nn.Module, cfg: ModelConfig) -> LoadReport:
     source, name = source_weights(cfg)
     report = merge_weights(model, source, name)
+    _check_library_fit(model, cfg, report)
     if not report.loaded and not report.adapted:
         raise KilnError(f"model.pretrained: no tensor of {name} fits this model; is it another architecture? "
                         f"(model expects e.g. {', '.join(list(model.state_dict())[:4])})")

@@ -24,7 +24,8 @@ def resolve_backend(setting: str, device: torch.device) -> str:
 
 
 def resolve_device(name: str, local_rank: int = 0, world_size: int = 1, backend: str = "auto") -> torch.device:
-    """auto -> cuda, else mps, else cpu. Under DDP (world_size > 1) each process takes cuda:LOCAL_RANK.
+    """auto -> cuda, else mps, else cpu. Under DDP (world_size > 1: the processes on this machine, which share
+    its GPUs) each process takes cuda:LOCAL_RANK.
     An unavailable device, or a GPU layout DDP cannot use, is an error before any process group starts."""
     if name == "auto":
         name = device_type(name)  # the choice the config's device profile (on_device) was picked by

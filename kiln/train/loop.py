@@ -71,6 +71,7 @@ class Trainer:
     meta: dict[str, Any] = field(default_factory=dict)  # config and data info, saved as plain data
     state: LoopState = field(default_factory=LoopState)
     stop_requested: bool = False  # a signal asked to stop: save and exit
+    preempted: bool = False  # that signal was SLURM's preemption warning (SIGUSR1)
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
     ema: Any = None  # a kiln.train.ema.WeightEMA with trainer.ema
 
@@ -162,7 +163,7 @@ def fit(t: Trainer) -> dict[str, float]:
             if t.stop_training:
                 break
             if dist.any_rank(t.stop_requested, t.device):
-                raise TrainingInterrupted
+                raise TrainingInterrupted(preempted=t.preempted)
     t.state.finished = True
     _call(t, "on_fit_end", t)
     return metrics
@@ -315,21 +316,24 @@ def _check_finite(t: Trainer, wait: bool = True) -> None:
 def _save_interrupted(t: Trainer) -> None:
     _check_finite(t)  # never save NaN weights
     _call(t, "on_interrupt", t)
-    raise TrainingInterrupted
+    raise TrainingInterrupted(preempted=t.preempted)
 
 
 @contextmanager
 def _stop_on_signals(t: Trainer):
-    """SIGINT/SIGTERM ask for a stop after the current step; a second SIGINT stops at once."""
+    """SIGINT/SIGTERM ask for a stop after the current step; a second SIGINT stops at once. SIGUSR1 (SLURM's
+    warning before a preemption or the time limit) does the same and marks the stop as a preemption."""
 
     def request_stop(signum, frame):
         if t.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         t.stop_requested = True
+        t.preempted = t.preempted or signum == getattr(signal, "SIGUSR1", None)
         log.warning("%s received: finishing the current step and saving last.pt ...", signal.Signals(signum).name)
 
+    signals = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR1] if hasattr(signal, "SIGUSR1") else [])
     try:
-        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.signal(s, request_stop) for s in signals}
     except ValueError:  # not the main thread (e.g. a tuning worker): leave signals alone
         previous = {}
     try:

@@ -23,6 +23,7 @@ from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
 from kiln.models import describe
+from kiln.models.preprocessing import with_weights_preprocessing
 from kiln.runs import RunDir, RunLock, RunStatus
 from kiln.tasks import build_task, resolve_task_settings
 from kiln.track import Trackers
@@ -81,7 +82,7 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
     preflight(cfg, resuming=resume is not None)
     check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     proc = dist.current()
-    device = resolve_device(cfg.trainer.device, proc.local_rank, proc.world_size, cfg.trainer.backend)
+    device = resolve_device(cfg.trainer.device, proc.local_rank, proc.local_world_size, cfg.trainer.backend)
     dist.setup(device, resolve_backend(cfg.trainer.backend, device))
     try:
         dist.check_same_config(cfg.model_dump(mode="json"))
@@ -106,6 +107,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         return _finish(RunDir(resume), cfg, proc, checkpoint_state)
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
+    cfg = with_weights_preprocessing(cfg)  # image size, crop and normalisation the pretrained weights expect
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, channels_last=channels_last,
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
                       vocab=RunDir(resume).vocab() if resume else None)
@@ -269,14 +271,15 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
         if proc.is_main:
             run.write_status(RunStatus.FINISHED, epoch=trainer.state.epoch, **status)
         return result
-    except TrainingInterrupted:
+    except TrainingInterrupted as e:
         if proc.is_main:
             run.write_status(RunStatus.INTERRUPTED, epoch=trainer.state.epoch, batch=trainer.state.batch, **status)
         done = trainer.state.epoch  # full epochs, as status.json's epoch counts them
         where = f"after epoch {done}" if not trainer.state.batch else \
             f"after {done} full epoch(s) and {trainer.state.batch} batch(es) of epoch {done + 1}"
-        raise TrainingInterrupted(f"training interrupted; last.pt saved {where}. Resume with: "
-                                  f"kiln train --resume {run}") from None
+        what = "preempted (SIGUSR1)" if e.preempted else "interrupted"
+        raise TrainingInterrupted(f"training {what}; last.pt saved {where}. Resume with: kiln train --resume {run} "
+                                  "(or --resume auto)", preempted=e.preempted) from None
     except TrainingStopped:
         if proc.is_main:
             run.write_status(RunStatus.STOPPED, epoch=trainer.state.epoch, **status)

@@ -171,6 +171,8 @@ def test_predictions(run: RunDir):
     trained = load_trained(run)
     test = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
                       vocab=trained.vocab).require("test")
+    log.info("report: predicting the test split with %s for the mistakes shown (the metrics come from "
+             "test_metrics.json)", trained.checkpoint.name)
     predicted, targets = collect_predictions(trained.model, test, trained.task, trained.device, trained.precision)
     return trained, test, predicted, targets
 

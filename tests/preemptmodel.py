@@ -1,0 +1,21 @@
+"""A model that sends its own process SLURM's preemption warning (SIGUSR1) on its Nth training forward."""
+
+import os
+import signal
+
+import torch
+from torch import nn
+
+
+class WarnedAt(nn.Module):
+    def __init__(self, num_classes: int, at: int = 5):
+        super().__init__()
+        self.fc = nn.Linear(28 * 28, num_classes)
+        self.at, self.calls = at, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at and os.environ.get("KILN_TEST_PREEMPT") == "1":
+                os.kill(os.getpid(), signal.SIGUSR1)
+        return self.fc(x.flatten(1))
