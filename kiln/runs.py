@@ -229,6 +229,21 @@ class RunDir:
         path.write_text(json.dumps(results, indent=2) + "\n")
         return path
 
+    def facts(self, test_key: str = "acc") -> dict[str, Any]:
+        """What tells runs of different models apart: parameters, the median seconds per epoch and training
+        samples per second (metrics.jsonl), and the test result `test_key` (None where the run has none)."""
+        import statistics
+
+        rows = [json.loads(line) for line in self.metrics_jsonl.read_text().splitlines() if line.strip()] \
+            if self.metrics_jsonl.is_file() else []
+
+        def median(key: str) -> float | None:
+            values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+            return statistics.median(values) if values else None
+
+        return {"parameters": self.status().get("parameters"), "s_per_epoch": median("time/epoch_s"),
+                "samples_per_s": median("time/samples_per_s"), f"test/{test_key}": (self.test_metrics() or {}).get(test_key)}
+
     def baseline(self) -> dict[str, Any] | None:
         """What `kiln baseline RUN` measured on this run's split, if it was run."""
         return json.loads(self.baseline_file.read_text()) if self.baseline_file.is_file() else None

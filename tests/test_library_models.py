@@ -211,3 +211,28 @@ def test_the_weights_bring_their_preprocessing_and_a_misfit_is_refused(tmp_path,
     with pytest.raises(KilnError, match=r"encoder.pos_embedding .* do not fit torchvision:vit_b_16.*input size"):
         load_pretrained(_build("torchvision:vit_b_16", 32, channels=3),
                         build_config({"model": {"name": "torchvision:vit_b_16", "pretrained": str(path)}}).model)
+
+
+def test_comparing_models_ranks_them_with_their_size_and_speed(tmp_path, photos):
+    """configs/tune/compare_models.yaml in small: a grid over model.name; the tune results and the report
+    compare test accuracy, parameters, seconds per epoch and images per second."""
+    from kiln.tune.runner import run_tune
+
+    base = yaml.safe_load(open(_config(tmp_path, photos, "cnn")))
+    base["model"] = {"name": "cnn", "args": {"channels": [4]}}
+    base["trainer"] = {"epochs": 1, "limit_train_batches": 2}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {"base": "base.yaml", "metric": "val/acc", "mode": "max", "trials": 2, "sampler": "grid", "test_trials": True,
+            "pruner": "none", "space": {"model.name": ["torchvision:squeezenet1_1", "torchvision:mnasnet0_5"]}}
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump(spec))
+    tune_dir = run_tune(tmp_path / "tune.yaml", [])
+    import csv
+
+    rows = list(csv.DictReader(open(tune_dir / "results.csv")))
+    assert {r["param:model.name"] for r in rows} == set(spec["space"]["model.name"])
+    assert all(float(r["s_per_epoch"]) > 0 and float(r["samples_per_s"]) > 0 and r["test/acc"] for r in rows)
+    assert len({r["parameters"] for r in rows}) == 2  # the models' own sizes
+
+    assert main(["report", *[r["run_dir"] for r in rows], "--out", str(tmp_path / "compare.html")]) == 0
+    text = (tmp_path / "compare.html").read_text()
+    assert "parameters" in text and "torchvision:squeezenet1_1" in text and "samples / s" in text

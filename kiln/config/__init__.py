@@ -27,6 +27,7 @@ from kiln.config.files import (
     parse_overrides,
     profile_summary,
     read_file,
+    read_on_this_device,
     resolved_values,
     to_yaml,
     upgrade_saved,
@@ -56,9 +57,9 @@ from kiln.config.sections import (
 
 __all__ = [
     "ALTERNATIVES", "IMAGENET_MEAN", "IMAGENET_STD", "LOWER_IS_BETTER", "TASK_LOSSES", "TASK_MONITORS",
-    "AugmentConfig", "CheckpointConfig", "Config", "CvConfig", "DeviceProfile", "DataConfig", "EarlyStoppingConfig", "EmaConfig",
-    "LogConfig", "MlflowConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Section", "TaskConfig",
-    "TextConfig", "TrainerConfig", "TransformsConfig", "WandbConfig", "better", "build_config", "deep_merge",
-    "explain", "flatten", "json_schema", "load_config", "nest", "parse_overrides", "profile_summary", "read_file",
-    "resolved_values", "schema_markdown", "to_yaml", "upgrade_saved", "watched",
+    "AugmentConfig", "CheckpointConfig", "Config", "CvConfig", "DataConfig", "DeviceProfile", "EarlyStoppingConfig",
+    "EmaConfig", "LogConfig", "MlflowConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Section",
+    "TaskConfig", "TextConfig", "TrainerConfig", "TransformsConfig", "WandbConfig", "better", "build_config",
+    "deep_merge", "explain", "flatten", "json_schema", "load_config", "nest", "parse_overrides", "profile_summary",
+    "read_file", "read_on_this_device", "resolved_values", "schema_markdown", "to_yaml", "upgrade_saved", "watched",
 ]

@@ -183,21 +183,31 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: di
         from kiln.shipped import resolve
 
         path = resolve(path)  # a file path, else a shipped config's name (kiln train fashion_mnist)
-    profiles: list[DeviceProfile] = []
-    raw = read_file(Path(path), profiles=profiles) if path is not None else copy.deepcopy(base or {})
     given = parse_overrides(list(overrides))
-    cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
-    if profiles:
-        cfg = _on_this_device(Path(str(path)), cfg, raw, given, profiles)
+    if path is None:
+        cfg = build_config(_command_line_wins(deep_merge(copy.deepcopy(base or {}), given), given))
+    else:
+        raw, profiles, device = read_on_this_device(Path(path), given)
+        cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
+        ran, asked = flatten(cfg.model_dump(mode="json")), flatten(given)
+        cfg._on_device = {key: value for p in profiles if p.device == device
+                          for key, value in flatten(p.values).items() if ran.get(key) == value and key not in asked}
+        cfg._device = device or ""
     if cfg.code_dir is not None:
         _import_from(cfg.code_dir)
     return cfg
 
 
-def _on_this_device(path: Path, cfg: Config, raw: dict[str, Any], given: dict[str, Any],
-                    profiles: list[DeviceProfile]) -> Config:
-    """The config with the profiles for this run's device applied, recording which of their values ran."""
-    for profile in profiles:  # a mistake in the GPU profile is reported on a laptop too
+def read_on_this_device(path: Path, given: dict[str, Any]) -> tuple[dict[str, Any], list[DeviceProfile], str | None]:
+    """The file's layers merged, with the `on_device` profiles for the device a run of it (with the command
+    line's `given` values) uses: (raw config, every profile of the chain, that device type or None when the chain
+    has no profile). Every profile is validated, so a mistake in the GPU profile is reported on a laptop too."""
+    profiles: list[DeviceProfile] = []
+    raw = read_file(path, profiles=profiles)
+    if not profiles:
+        return raw, [], None
+    cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
+    for profile in profiles:
         try:
             Config.model_validate(_command_line_wins(deep_merge(deep_merge(raw, profile.values), given), given))
         except ValidationError as e:
@@ -205,15 +215,9 @@ def _on_this_device(path: Path, cfg: Config, raw: dict[str, Any], given: dict[st
     from kiln.core.devices import device_type
 
     device = device_type(cfg.trainer.device)
-    if not any(p.device == device for p in profiles):
-        return cfg
-    raw = read_file(path, device=device)
-    cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
-    ran, asked = flatten(cfg.model_dump(mode="json")), flatten(given)
-    cfg._on_device = {key: value for p in profiles if p.device == device
-                      for key, value in flatten(p.values).items() if ran.get(key) == value and key not in asked}
-    cfg._device = device
-    return cfg
+    if any(p.device == device for p in profiles):
+        raw = read_file(path, device=device)
+    return raw, profiles, device
 
 
 def _command_line_wins(merged: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

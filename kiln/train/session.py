@@ -256,7 +256,8 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
     trainer.model = _wrap(model, cfg, proc, device)
     trackers.log_config(cfg.model_dump(mode="json"))
 
-    status = {"world_size": proc.world_size, "global_batch_size": global_batch}
+    status = {"world_size": proc.world_size, "global_batch_size": global_batch,
+              "parameters": sum(p.numel() for p in model.parameters())}
     if proc.is_main:
         run.write_status(RunStatus.RUNNING, epoch=trainer.state.epoch, **status)
     try:

@@ -36,7 +36,7 @@ class Objective:
 
         values = suggest(trial, self.tune)
         cfg = trial_config(self.raw, values)
-        cfg.trainer.test_after_fit = False
+        cfg.trainer.test_after_fit = self.tune.test_trials  # ranked by validation; tested only to compare
         run_dir = self.tune_dir / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("pid", os.getpid())

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.tune.results import save_results
+from kiln.tune.results import run_facts, save_results
 from kiln.tune.space import TuneConfig, base_raw, load_tune_config, trial_config
 from kiln.tune.study import check_metric, make_sampler
 
@@ -36,7 +36,7 @@ def scheduler(tune: TuneConfig, epochs: int):
     return FIFOScheduler()
 
 
-def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune_dir: str) -> None:
+def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune_dir: str, test: bool) -> None:
     """One Ray trial: a kiln run that reports the metric after every epoch."""
     from ray import tune as rt
 
@@ -47,7 +47,7 @@ def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune
     setup_logging(-1)
     trial_id = rt.get_context().get_trial_id()  # unique within the experiment, e.g. "090c8fb6"
     cfg = trial_config(raw, params)
-    cfg.trainer.test_after_fit = False
+    cfg.trainer.test_after_fit = test  # tune.test_trials: ranked by validation, tested only to compare
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         rt.report({metric: metrics[metric], "epoch": epoch, "trial": trial_id})
@@ -83,7 +83,8 @@ def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_
              logging_level=logging.WARNING)
     try:
         trainable = rt.with_resources(
-            rt.with_parameters(_trainable, raw=raw, metric=tune.metric, tune_dir=str(tune_dir)),
+            rt.with_parameters(_trainable, raw=raw, metric=tune.metric, tune_dir=str(tune_dir),
+                               test=tune.test_trials),
             {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         tuner = rt.Tuner(
             trainable, param_space=ray_space(tune),
@@ -105,6 +106,7 @@ def run_ray(tune_path: Path, overrides: list[str], *, address: str | None, gpus_
         trial_id = (result.metrics or {}).get("trial", str(i))
         rows.append({"trial": trial_id, "state": state, tune.metric: best if state == "complete" else None,
                      "epochs": epochs, **{f"param:{k}": v for k, v in (result.config or {}).items()},
+                     **run_facts(str(tune_dir / f"trial-{trial_id}"), tune.metric),
                      "run_dir": str(tune_dir / f"trial-{trial_id}")})
     save_results(rows, tune, raw, tune_dir)
     return tune_dir

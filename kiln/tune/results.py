@@ -18,10 +18,19 @@ def write_results(study, tune: TuneConfig, raw: dict[str, Any], tune_dir: Path) 
     """results.csv (ranked), best.yaml (runnable with kiln train), and the study's plots."""
     rows = [{"trial": t.number, "state": t.state.name.lower(), tune.metric: t.value,
              "epochs": t.user_attrs.get("epochs", 0), **{f"param:{k}": v for k, v in t.params.items()},
+             **run_facts(t.user_attrs.get("run_dir"), tune.metric),
              "run_dir": t.user_attrs.get("run_dir", "")} for t in study.get_trials(deepcopy=False)]
     ranked = save_results(rows, tune, raw, tune_dir)
     _plots(study, tune_dir)
     return ranked
+
+
+def run_facts(run_dir: str | None, metric: str) -> dict[str, Any]:
+    """A trial's test result, parameters, seconds per epoch and samples per second, for comparing models."""
+    from kiln.runs import RunDir
+
+    facts = RunDir(run_dir).facts(metric.split("/", 1)[-1]) if run_dir and Path(run_dir).is_dir() else {}
+    return {k: v for k, v in facts.items() if v is not None}
 
 
 def save_results(rows: list[dict[str, Any]], tune: TuneConfig, raw: dict[str, Any], tune_dir: Path):

@@ -11,7 +11,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from kiln.config import Section, better, build_config, deep_merge, nest, parse_overrides, read_file, watched
+from kiln.config import (
+    Section,
+    better,
+    build_config,
+    deep_merge,
+    nest,
+    parse_overrides,
+    read_file,
+    read_on_this_device,
+    watched,
+)
 from kiln.errors import KilnError
 
 
@@ -87,6 +97,10 @@ class TuneConfig(Section):
     """Whether lower or higher is better. Unset: min for losses and errors (loss, mae, rmse), max for the rest."""
     trials: int = Field(20, gt=0)
     """Number of finished (complete or pruned) trials."""
+    test_trials: bool = False
+    """Test each complete trial's best checkpoint on the test split, so the summary shows test results beside
+    each trial's parameters and speed (comparing models). The ranking stays by `metric`: choosing by the test
+    split would make its score optimistic."""
     sampler: Literal["grid", "random", "tpe", "cmaes"] = "tpe"
     """grid (every combination of the listed values), random, tpe (Bayesian), cmaes."""
     pruner: Literal["none", "median", "asha", "hyperband"] = "none"
@@ -157,6 +171,7 @@ def trial_config(base_raw: dict[str, Any], values: dict[str, Any]):
 
 
 def base_raw(tune: TuneConfig, overrides: list[str]) -> dict[str, Any]:
-    raw = deep_merge(read_file(tune.base), parse_overrides(overrides))
+    given = parse_overrides(overrides)
+    raw = deep_merge(read_on_this_device(tune.base, given)[0], given)  # the base's settings for this machine
     build_config(raw)  # fail now, not in the first trial
     return raw

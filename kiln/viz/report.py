@@ -271,11 +271,20 @@ def _comparison(report: Report, runs: list[RunDir], folder: Path) -> None:
     pick = max if mode == "max" else min
     test_key = monitor.split("/", 1)[-1]
     for label, run in zip(labels, runs):
-        test = run.test_metrics() or {}
         rows = metrics[label]
         values = [r[monitor] for r in rows if r.get(monitor) is not None]
-        finals.append([label, len(rows), pick(values) if values else "—", test.get(test_key, "—")])
-    report.table(["run", "epochs", f"best {monitor}", f"test {test_key}"], finals)
+        facts = run.facts(test_key)
+        model = run.saved_config().get("model", {}).get("name", "—")
+        finals.append([label, model, len(rows), pick(values) if values else "—",
+                       *[_or_dash(facts[k]) for k in (f"test/{test_key}", "parameters", "s_per_epoch", "samples_per_s")]])
+    report.table(["run", "model", "epochs", f"best {monitor}", f"test {test_key}", "parameters", "s / epoch",
+                  "samples / s"], finals)
+
+
+def _or_dash(value: Any) -> Any:
+    if value is None:
+        return "—"
+    return f"{value:,}" if isinstance(value, int) else round(value, 4) if isinstance(value, float) else value
 
 
 def _labels(runs: list[RunDir]) -> list[str]:
