@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from kiln.core.state import LoopState
 from kiln.data import Data, build_data
 from kiln.runs import RunDir
 from kiln.train.loop import evaluate
@@ -17,13 +18,24 @@ log = logging.getLogger("kiln")
 
 def run_evaluation(model: torch.nn.Module, data: Data, task_cfg, checkpoint: Path, epoch: int,
                    device: torch.device, precision: str, run: RunDir | None, limit: int | None = None,
-                   out: Path | None = None, scored: dict[str, Any] | None = None) -> dict[str, Any]:
+                   out: Path | None = None, scored: dict[str, Any] | None = None,
+                   checksum: str | None = None) -> dict[str, Any]:
     """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing), or `out` when the
-    data scored is not the run's own (`scored`: which data it was, recorded in the results)."""
+    data scored is not the run's own (`scored`: which data it was, recorded in the results). On the run's own
+    whole test split in one process, the predictions are kept too (test_predictions.pt, under the checkpoint's
+    `checksum`), so `kiln report` shows the mistakes without predicting again."""
+    from kiln.core import dist
     from kiln.tasks import build_task
 
     task = build_task(task_cfg, data.info.num_classes)
-    raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit, detailed=True)
+    keep: list[tuple[torch.Tensor, torch.Tensor]] | None = \
+        [] if run is not None and out is None and limit is None and checksum and not dist.current().distributed \
+        else None
+    raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit, detailed=True,
+                   keep=keep)
+    if keep and run is not None:
+        run.write_test_predictions(checksum or "", torch.cat([p.float().cpu() for p, _ in keep]),
+                                   torch.cat([t.cpu() for _, t in keep]))
     results = {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name, **({"data": scored} if scored else {}),
                **task.test_results(raw, data.info.class_names)}
     if run is None:
@@ -73,8 +85,9 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
                       channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name), vocab=trained.vocab)
     limit = 2 if cfg.trainer.fast_dev_run else None
-    return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, trained.state["loop"]["epoch"],
-                          device, trained.precision, trained.run, limit, out, scored)
+    return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, LoopState.of(trained.state).epoch,
+                          device, trained.precision, trained.run, limit, out, scored,
+                          checksum=trained.state.get("sha256"))
 
 
 def other_data(data, saved) -> dict[str, Any] | None:

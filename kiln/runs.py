@@ -244,6 +244,29 @@ class RunDir:
         return {"parameters": self.status().get("parameters"), "s_per_epoch": median("time/epoch_s"),
                 "samples_per_s": median("time/samples_per_s"), f"test/{test_key}": (self.test_metrics() or {}).get(test_key)}
 
+    @property
+    def test_predictions_file(self) -> Path:
+        return self.path / "test_predictions.pt"
+
+    def write_test_predictions(self, checksum: str, predictions, targets) -> None:
+        """The test split's predictions by the checkpoint whose sha256 is `checksum` (kiln report reuses them)."""
+        import torch
+
+        torch.save({"checkpoint_sha256": checksum, "predictions": predictions, "targets": targets},
+                   self.test_predictions_file)
+
+    def test_predictions(self, checksum: str | None):
+        """(predictions, targets) saved for the checkpoint with sha256 `checksum`, or None."""
+        import torch
+
+        if not checksum or not self.test_predictions_file.is_file():
+            return None
+        try:
+            saved = torch.load(self.test_predictions_file, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 — unreadable: predict again
+            return None
+        return (saved["predictions"], saved["targets"]) if saved.get("checkpoint_sha256") == checksum else None
+
     def baseline(self) -> dict[str, Any] | None:
         """What `kiln baseline RUN` measured on this run's split, if it was run."""
         return json.loads(self.baseline_file.read_text()) if self.baseline_file.is_file() else None

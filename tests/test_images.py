@@ -15,12 +15,12 @@ from PIL import Image
 
 from conftest import only_run, write_config
 from fakedata import SHAPE_CLASSES, draw_shape_image, write_cifar_binary, write_image_csv, write_image_folder
+from kiln.cli import main
 from kiln.config import DataConfig, build_config
 from kiln.core.state import load_checkpoint
 from kiln.data import build_data
 from kiln.data.image_store import ImageStore, decode
 from kiln.data.transforms import Augment, BatchTransform
-from kiln.cli import main
 from kiln.errors import KilnError
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback

@@ -162,3 +162,18 @@ def test_a_flipped_byte_in_a_checkpoint_is_caught_and_resume_falls_back(tmp_path
     assert main(["train", "--resume", str(run), "trainer.epochs=4", "log.progress=none"]) == 0
     assert "the newest intact checkpoint" in caplog.text
     assert load_checkpoint(run.last)["loop"]["epoch"] == 4  # rewritten, intact again
+
+
+def test_kept_test_predictions_serve_only_the_checkpoint_that_made_them(tmp_path):
+    import torch
+
+    from kiln.runs import RunDir
+
+    run = RunDir(tmp_path)
+    assert run.test_predictions("abc") is None  # none kept
+    run.write_test_predictions("abc", torch.rand(4, 3), torch.arange(4))
+    predictions, targets = run.test_predictions("abc")
+    assert predictions.shape == (4, 3) and targets.tolist() == [0, 1, 2, 3]
+    assert run.test_predictions("another checkpoint") is None and run.test_predictions(None) is None
+    run.test_predictions_file.write_bytes(b"not a torch file")
+    assert run.test_predictions("abc") is None  # unreadable: kiln report predicts again

@@ -73,7 +73,12 @@ def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
             kwargs.setdefault("init_weights", True)
         if "image_size" in own and image_size is not None:  # ViT: the position embeddings follow the data
             kwargs.setdefault("image_size", _square(arch, image_size))
-        model = builder(weights=None, num_classes=num_classes, **kwargs)
+        try:
+            model = builder(weights=None, num_classes=num_classes, **kwargs)
+        except AssertionError as e:  # torchvision asserts shapes, e.g. a ViT's image size against its patch size
+            raise KilnError(f"torchvision:{arch} cannot be built for {kwargs.get('image_size', image_size)} px "
+                            f"inputs ({e or 'a shape check failed'}); set data.image_size to a size it takes "
+                            "(a ViT: a multiple of its patch size, e.g. 224)") from None
         if in_channels != 3:
             _rebuild_stem(model, in_channels, arch)
         setattr(model, HEAD_ATTR, _head_name(model, num_classes, arch))

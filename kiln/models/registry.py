@@ -57,6 +57,8 @@ def construct(name: str, args: dict[str, Any], data_args: dict[str, Any]) -> nn.
     kwargs.update(args)
     try:
         model = factory(**kwargs)
+    except KilnError:  # the factory said what is wrong itself (a KilnError is a ValueError too)
+        raise
     except (TypeError, ValueError, AssertionError) as e:  # torchvision asserts some shapes (a ViT's patch grid)
         raise KilnError(f"model '{name}' could not be built from model.args={args}: {e or type(e).__name__}") from None
     if not isinstance(model, nn.Module):

@@ -20,7 +20,7 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.core import dist
-from kiln.core.state import rng_state, set_rng_state, unwrap
+from kiln.core.state import LoopState, rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.track.console import EpochProgress
@@ -31,20 +31,6 @@ from kiln.train.optim import Schedule
 from kiln.train.step import TrainStep, forward
 
 log = logging.getLogger("kiln")
-
-
-@dataclass
-class LoopState:
-    epoch: int = 0  # completed epochs
-    batch: int = 0  # batches done in the current, unfinished epoch
-    step: int = 0  # optimizer steps so far
-    finished: bool = False
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
 
 def batches_per_epoch(cfg: TrainerConfig, available: int) -> int:
@@ -236,8 +222,10 @@ def train_step(t: Trainer, inputs, targets: torch.Tensor, optimizer_step: bool) 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, precision: str,
-             limit: int | None = None, detailed: bool = False) -> dict[str, Any]:
-    """Loss and metrics over `batches` in eval mode; one host sync at the end."""
+             limit: int | None = None, detailed: bool = False,
+             keep: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, Any]:
+    """Loss and metrics over `batches` in eval mode; one host sync at the end. `keep`: a list that receives each
+    batch's task predictions and targets (on the device; the caller moves them), e.g. for kiln report."""
     model = unwrap(model)  # plain forward passes: no DDP hooks
     was_training = model.training
     model.eval()
@@ -249,6 +237,8 @@ def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, 
             outputs = task.logits(forward(model, inputs)).float()
         loss_sum += task.loss_sum(outputs, targets)
         metrics.update(outputs, targets)
+        if keep is not None:
+            keep.append((task.predictions(outputs), targets))
         count += targets.shape[0]
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
     results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1), "num_samples": int(totals[1])}

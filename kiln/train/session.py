@@ -16,7 +16,7 @@ import torch
 
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
-from kiln.core.state import CorruptCheckpoint, load_checkpoint, load_weights, seed_everything
+from kiln.core.state import CorruptCheckpoint, LoopState, load_checkpoint, load_weights, seed_everything
 from kiln.data import Data, build_data
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
@@ -102,8 +102,9 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     elif resume is not None:
         log.warning("%s has no checkpoint yet (it stopped before its first epoch ended): training it from the "
                     "beginning", resume)
-    if resume is not None and checkpoint_state is not None and checkpoint_state["loop"]["finished"] \
-            and cfg.trainer.epochs <= checkpoint_state["loop"]["epoch"]:
+    saved = LoopState.of(checkpoint_state) if checkpoint_state is not None else None
+    if resume is not None and checkpoint_state is not None and saved is not None and saved.finished \
+            and cfg.trainer.epochs <= saved.epoch:
         return _finish(RunDir(resume), cfg, proc, checkpoint_state)
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
@@ -119,7 +120,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     resolve_task_settings(cfg.task, lambda: split_targets(data.require("train")))
     run, lock, made = _run_folder(cfg, proc, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
-    resume_epoch = checkpoint_state["loop"]["epoch"] if checkpoint_state else (0 if resume is not None else None)
+    resume_epoch = saved.epoch if saved is not None else (0 if resume is not None else None)
     try:
         return _train_in(run, cfg, proc, device, data, checkpoint_state, resume_epoch, channels_last, quiet,
                          extra_callbacks)
@@ -164,9 +165,9 @@ def _resume_state(run: RunDir) -> dict[str, Any]:
     if not intact:
         raise KilnError(f"{run.last} is corrupt and {run} has no other intact checkpoint to resume from; "
                         f"start the run again") from None
-    state, path = max(intact, key=lambda sp: (sp[0]["loop"]["step"], sp[0]["loop"]["epoch"]))
+    state, path = max(intact, key=lambda sp: (LoopState.of(sp[0]).step, LoopState.of(sp[0]).epoch))
     log.warning("resuming from %s (epoch %d), the newest intact checkpoint of %s", path.name,
-                state["loop"]["epoch"], run)
+                LoopState.of(state).epoch, run)
     return state
 
 
@@ -206,7 +207,7 @@ def check_first_batch(t: Trainer) -> None:
 def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, Any]) -> RunResult:
     """Resume of a run whose epochs are all done: finish what is left (the test and the status), or say that
     nothing is."""
-    epochs = state["loop"]["epoch"]
+    epochs = LoopState.of(state).epoch
     test_missing = cfg.trainer.test_after_fit and run.test_metrics() is None
     if run.state() is RunStatus.FINISHED and not test_missing:
         raise KilnError(f"{run} already finished all {epochs} epochs; to train longer, resume with "
@@ -415,7 +416,7 @@ def _test_best(cfg: Config, run: RunDir, model, device, precision, channels_last
     path = run.checkpoint("best")
     state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     load_weights(model, state["model"], path)
-    results = run_evaluation(model, data, cfg.task, path, state["loop"]["epoch"], device, precision,
-                             run if proc.is_main else None)
+    results = run_evaluation(model, data, cfg.task, path, LoopState.of(state).epoch, device, precision,
+                             run if proc.is_main else None, checksum=state.get("sha256"))
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})
     return results
