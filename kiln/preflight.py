@@ -36,7 +36,8 @@ def check_data_root(cfg: Config) -> None:
 
 
 def check_own_model(cfg: Config) -> None:
-    """model.name=pkg.mod:Class: importable, a model, and taking model.args (kiln's own are checked by the schema)."""
+    """model.name=pkg.mod:Class (or torchvision:NAME, timm:NAME): importable, a model, and taking model.args, before
+    the data is read (kiln's own are checked by the schema)."""
     if ":" not in cfg.model.name:
         return
     from kiln.models.registry import check_args, resolve
