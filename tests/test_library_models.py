@@ -236,3 +236,26 @@ def test_comparing_models_ranks_them_with_their_size_and_speed(tmp_path, photos)
     assert main(["report", *[r["run_dir"] for r in rows], "--out", str(tmp_path / "compare.html")]) == 0
     text = (tmp_path / "compare.html").read_text()
     assert "parameters" in text and "torchvision:squeezenet1_1" in text and "samples / s" in text
+
+
+def test_a_hugging_face_folder_is_read_safetensors_first(tmp_path):
+    """timm's and transformers' save_pretrained layout: config.json beside model.safetensors (preferred) or
+    pytorch_model.bin."""
+    import json as js
+
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet10t", pretrained=False, num_classes=1000)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text(js.dumps({"architecture": "resnet10t", "num_classes": 1000}))
+    torch.save({k: torch.zeros_like(v) for k, v in source.state_dict().items()}, folder / "pytorch_model.bin")
+    save_file(source.state_dict(), str(folder / "model.safetensors"))
+    model = _build("timm:resnet10t", 32, channels=3)
+    report = load_pretrained(model, build_config({"model": {"name": "timm:resnet10t", "pretrained": str(folder)}}).model)
+    assert report.source.endswith("model.safetensors") and sorted(n.split(" ")[0] for n in report.new) == ["fc.bias", "fc.weight"]
+    assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)  # the safetensors, not the zeros
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").unlink()
+    with pytest.raises(KilnError, match="a Hugging Face folder .* without weights; looked for model.safetensors"):
+        load_pretrained(model, build_config({"model": {"name": "timm:resnet10t", "pretrained": str(folder)}}).model)

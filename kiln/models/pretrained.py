@@ -92,6 +92,8 @@ def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
             raise KilnError("model.pretrained=hf needs an hf:NAME model, which this kiln does not build yet")
         return _torchvision(arch, cfg.weights, cfg.download)
     path = Path(spec)
+    if path.is_dir() and (path / "config.json").is_file() and not (path / "config.yaml").is_file():
+        return _from_hf_folder(path)
     if path.is_dir():
         return _from_run_folder(path)
     if not path.is_file():
@@ -136,6 +138,18 @@ def _from_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(payload, dict) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise KilnError(f"model.pretrained={str(path)!r} is not a state_dict (a mapping of names to tensors)")
     return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in payload.items()}
+
+
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")  # safetensors first
+
+
+def _from_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """A Hugging Face `save_pretrained` folder (config.json beside the weights), as timm and transformers write it."""
+    for name in HF_WEIGHTS:
+        if (folder / name).is_file():
+            return _from_file(folder / name), str(folder / name)
+    raise KilnError(f"model.pretrained={folder}: a Hugging Face folder (it holds config.json) without weights; "
+                    f"looked for {', '.join(HF_WEIGHTS)}")
 
 
 def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
