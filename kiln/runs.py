@@ -229,13 +229,18 @@ class RunDir:
         path.write_text(json.dumps(results, indent=2) + "\n")
         return path
 
+    def metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl: one row per epoch ([] before the first epoch ends)."""
+        if not self.metrics_jsonl.is_file():
+            return []
+        return [json.loads(line) for line in self.metrics_jsonl.read_text().splitlines() if line.strip()]
+
     def facts(self, test_key: str = "acc") -> dict[str, Any]:
         """What tells runs of different models apart: parameters, the median seconds per epoch and training
         samples per second (metrics.jsonl), and the test result `test_key` (None where the run has none)."""
         import statistics
 
-        rows = [json.loads(line) for line in self.metrics_jsonl.read_text().splitlines() if line.strip()] \
-            if self.metrics_jsonl.is_file() else []
+        rows = self.metrics()
 
         def median(key: str) -> float | None:
             values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]

@@ -36,7 +36,9 @@ def torchvision_entries(pattern: str = "") -> list[Entry]:
 
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     out = []
-    for arch in sorted(torchvision.models.list_models(module=torchvision.models)):
+    from kiln.model_names import torchvision_names
+
+    for arch in torchvision_names():
         name = f"torchvision:{arch}"
         if not _matches(name, pattern):
             continue

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from kiln.errors import KilnError, first_line
+from kiln.model_names import torchvision_names  # read from torchvision's source; a test checks it
 
 LIBRARIES = ("torchvision", "timm")
 HEAD_ATTR = "kiln_head"  # the name of the module that was built for num_classes (see kiln.models.freeze)
@@ -30,12 +31,6 @@ def library_of(name: str) -> str | None:
     """'torchvision' for `torchvision:resnet50`, 'timm' for `timm:vit_tiny_patch16_224`, else None."""
     prefix, sep, _ = name.partition(":")
     return prefix if sep and prefix in LIBRARIES else None
-
-
-def torchvision_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def timm_names(pattern: str = "") -> list[str]:
@@ -58,7 +53,7 @@ def factory(name: str) -> Callable[..., nn.Module]:
 def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
     import torchvision
 
-    names = torchvision_names()
+    names = list(torchvision_names())
     if arch not in names:
         raise KilnError(unknown_library_model("torchvision", arch, names))
     builder = torchvision.models.get_model_builder(arch)

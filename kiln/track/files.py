@@ -48,7 +48,5 @@ class MetricsFiles:
 
 
 def read_metrics(run: RunDir) -> list[dict[str, Any]]:
-    path = run.metrics_jsonl
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows this tracker wrote (the run folder owns the file's layout)."""
+    return run.metrics()
