@@ -25,7 +25,7 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 $(STAMP): $(CORE) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export,baseline,timm]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export,baseline,timm,hf]'
 	touch $(STAMP)
 
 setup-core: $(CORE)

@@ -11,6 +11,7 @@ import inspect
 import json
 import logging
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,22 @@ class OffsetsTextLogits(Logits):
         return self.task.logits(self.model(TextBatch(ids, lengths, offsets=offsets)))
 
 
+class MaskedTextLogits(Logits):
+    """A Hugging Face encoder, fed as transformers' own exports are: input_ids (B, T) int64 padded with pad_id,
+    attention_mask (B, T) int64, 1 on real tokens."""
+
+    input_names = ("input_ids", "attention_mask")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        from kiln.data.text import TextBatch
+
+        mask = attention_mask.bool()
+        return self.task.logits(self.model(TextBatch(input_ids, mask.sum(1), mask=mask)))
+
+
+WRAPPERS = {"image": Logits, "pad": PaddedTextLogits, "offsets": OffsetsTextLogits, "masked": MaskedTextLogits}
+
+
 def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path | None = None,
            overrides: Sequence[str] = ()) -> Exported:
     if fmt not in FORMATS:
@@ -83,11 +100,12 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
         raise KilnError(f"kiln export handles kiln's image and text data; {run_dir} was trained on your own Dataset, "
                         "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.trained."
                         "load_trained gives it) with torch.onnx.export or torch.export")
-    wrapper = {"image": Logits, "pad": PaddedTextLogits, "offsets": OffsetsTextLogits}[_layout(trained)]
+    wrapper = WRAPPERS[_layout(trained)]
     model = wrapper(trained.model.float().to(memory_format=torch.contiguous_format), trained.task).eval()
     sample = sample_batch(trained)
     path = Path(out) if out else trained.run.path / f"model{FORMATS[fmt]}"
     meta = metadata(trained, fmt)
+    tokenizer = _tokenizer_beside(trained, path, meta, model)
     try:
         {"onnx": _onnx, "exported": _exported, "torchscript": _torchscript}[fmt](model, sample, path, meta)
     except KilnError:
@@ -107,9 +125,22 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
         path.unlink(missing_ok=True)
         raise TrainingStopped(f"the {fmt} export does not match the PyTorch model (largest logit difference "
                               f"{diff:.3g} > {TOLERANCE}); the file was removed")
+    if tokenizer is not None:
+        trained.vocab.save(tokenizer)
     meta_path = path.with_name(path.name + ".json")
     meta_path.write_text(json.dumps({**meta, "parity_max_abs_diff": diff}, indent=2) + "\n")
     return Exported(path, meta_path, diff, len(sample[-1]))
+
+
+def _tokenizer_beside(trained: Trained, path: Path, meta: dict[str, Any], model) -> Path | None:
+    """A model tokenizer's export carries the tokenizer in a folder beside the file (named in the metadata), so
+    `kiln predict MODEL.onnx` and any caller encode texts as training did; its token axis is capped at max_len."""
+    if _layout(trained) != "masked":
+        return None
+    folder = path.with_name(path.name + ".tokenizer")
+    meta["input"]["tokenizer_dir"] = folder.name
+    model.max_tokens = max(meta["input"]["tokenization"]["max_len"], 2)
+    return folder
 
 
 def _source(model: torch.nn.Module) -> str:
@@ -126,8 +157,11 @@ def _source(model: torch.nn.Module) -> str:
 
 
 def _layout(trained: Trained) -> str:
-    """image, or the text batch layout the model was trained on (pad or offsets)."""
-    return "image" if trained.info.kind == "image" else trained.cfg.data.text.collate
+    """image, or the text batch layout the model was trained on: pad or offsets (kiln's vocabulary), masked (a
+    model's own tokenizer: ids + attention mask)."""
+    if trained.info.kind == "image":
+        return "image"
+    return "masked" if trained.cfg.data.text.tokenizer == "model" else trained.cfg.data.text.collate
 
 
 def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
@@ -138,7 +172,7 @@ def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
         data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=torch.device("cpu"), splits=("test",),
                           vocab=trained.vocab)
         inputs, _ = next(iter(data.require("test").epoch(0)))
-        return _first_inputs(inputs, size)
+        return _first_inputs(inputs, size, _layout(trained))
     except KilnError as e:
         log.warning("checking the export on a stand-in batch (the run's test data is not here: %s)", e)
     g = torch.Generator().manual_seed(0)
@@ -146,18 +180,23 @@ def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
         from kiln.data.text import collate
 
         seqs = [torch.randint(2, trained.info.vocab_size, (int(n),), generator=g) for n in range(3, 3 + size)]
-        return _first_inputs(collate(seqs, _layout(trained), trained.info.pad_id), size)
+        layout = _layout(trained)
+        batch = collate(seqs, "pad" if layout == "masked" else layout, trained.info.pad_id)
+        return _first_inputs(batch, size, layout)
     h, w = trained.info.image_size
     return (torch.randn(size, trained.info.in_channels, h, w, generator=g),)
 
 
-def _first_inputs(inputs: Any, n: int) -> tuple[torch.Tensor, ...]:
+def _first_inputs(inputs: Any, n: int, layout: str) -> tuple[torch.Tensor, ...]:
     """The exported graph's input tensors for the first n samples of a batch."""
     if isinstance(inputs, torch.Tensor):
         return (inputs[:n].contiguous(),)
     if inputs.offsets is None:
         longest = int(inputs.lengths[:n].max())
-        return inputs.ids[:n, :longest].contiguous(), inputs.lengths[:n].clone()
+        ids = inputs.ids[:n, :longest].contiguous()
+        if layout == "masked":
+            return ids, inputs.mask[:n, :longest].long().contiguous()
+        return ids, inputs.lengths[:n].clone()
     end = int(inputs.offsets[n]) if len(inputs.offsets) > n else len(inputs.ids)
     return inputs.ids[:end].clone(), inputs.offsets[:n].clone()
 
@@ -214,6 +253,17 @@ def metadata(trained: Trained, fmt: str) -> dict[str, Any]:
         return meta
     text = trained.cfg.data.text
     layout = _layout(trained)
+    if layout == "masked":
+        meta["input"] = {
+            "layout": layout,
+            "tensors": {"input_ids": "int64 (batch, tokens), padded with pad_id",
+                        "attention_mask": "int64 (batch, tokens), 1 on real tokens, 0 on padding"},
+            "tokenization": {"tokenizer": "model", "max_len": trained.vocab.max_len(text),
+                             "rule": "the model's own tokenizer (transformers AutoTokenizer), special tokens added, "
+                                     "truncated at max_len"},
+            "pad_id": info.pad_id,
+        }
+        return meta
     meta["input"] = {
         "layout": layout,
         "tensors": ({"ids": "int64 (batch, tokens), padded with pad_id", "lengths": "int64 (batch,)"} if layout == "pad"
@@ -240,6 +290,9 @@ def _dynamic(model) -> dict[str, Any]:
         return {"ids": {0: batch, 1: tokens}, "lengths": {0: batch}}
     if isinstance(model, OffsetsTextLogits):
         return {"ids": {0: torch.export.Dim("tokens", min=2)}, "offsets": {0: batch}}
+    if isinstance(model, MaskedTextLogits):  # capped at the model's position embeddings
+        tokens = torch.export.Dim("tokens", min=1, max=getattr(model, "max_tokens", None) or 2**16)
+        return {"input_ids": {0: batch, 1: tokens}, "attention_mask": {0: batch, 1: tokens}}
     return {"x": {0: batch}}
 
 
@@ -250,8 +303,10 @@ def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
     one_file = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) < ONNX_ONE_FILE
     external: dict[str, Any] = {"external_data": not one_file} \
         if "external_data" in inspect.signature(torch.onnx.export).parameters else {}
-    torch.onnx.export(model, sample, str(path), input_names=list(_input_names(model)), output_names=["logits"],
-                      dynamic_shapes=_dynamic(model), dynamo=True, verbose=False, **external)
+    with warnings.catch_warnings():  # two inputs sharing the batch and token axes is what is meant
+        warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints")
+        torch.onnx.export(model, sample, str(path), input_names=list(_input_names(model)), output_names=["logits"],
+                          dynamic_shapes=_dynamic(model), dynamo=True, verbose=False, **external)
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -297,6 +352,10 @@ def _fewer(model, sample: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tenso
     if isinstance(model, PaddedTextLogits):
         ids, lengths = sample
         return ids[:n, :int(lengths[:n].max())], lengths[:n]
+    if isinstance(model, MaskedTextLogits):
+        ids, mask = sample
+        longest = int(mask[:n].sum(1).max())
+        return ids[:n, :longest].contiguous(), mask[:n, :longest].contiguous()
     return (sample[0][:n],)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from kiln.config import load_config
-from kiln.data import build_data
+from kiln.data import build_data, fresh_encoder
 from kiln.errors import KilnError
 from kiln.runs import RunDir
 
@@ -33,7 +33,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
     device = torch.device("cpu")
     trained = load_trained(path, checkpoint, overrides, device=device) if is_run else None
     cfg = trained.cfg if trained else load_config(path, overrides)
-    vocab = trained.vocab if trained else None
+    vocab = trained.vocab if trained else fresh_encoder(cfg)
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",), vocab=vocab)
     if trained:
         model = trained.model
@@ -78,7 +78,8 @@ def _one_input(value: str, data, cfg, vocab) -> Any:
         from kiln.data.text import collate
         from kiln.data.vocab import encode_texts
 
-        return collate(encode_texts([value], vocab or data.vocab, cfg.data.text), cfg.data.text.collate)
+        encoder = vocab if vocab is not None else data.vocab
+        return collate(encode_texts([value], encoder, cfg.data.text), cfg.data.text.collate, data.info.pad_id)
     from kiln.predict import _image_batch
 
     return _image_batch([Path(value)], data.info)
@@ -116,7 +117,8 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     from kiln.tasks import TASKS
     from kiln.viz import figures
 
-    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"), splits=(split,), vocab=vocab)
+    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"), splits=(split,),
+                      vocab=vocab if vocab is not None else fresh_encoder(cfg))
     if getattr(data, split) is None:
         raise KilnError(f"the data has no {split} split (choose --split train, val or test)")
     batches = data.require(split)
@@ -142,7 +144,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
 
 
 def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: int = 4) -> list[str]:
-    """A few padded rows of a text batch, decoded back into tokens."""
+    """A few rows of a text batch, decoded back into tokens (and how much padding each row got)."""
     from kiln.tasks import TASKS
 
     if vocab is None or not hasattr(x, "ids"):
@@ -153,6 +155,8 @@ def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: in
             start = int(x.offsets[i])
             ids = x.ids[start:start + int(x.lengths[i])].tolist()
         else:
-            ids = x.ids[i].tolist()
-        out.append(f"[{TASKS[task].target_text(y[i], names)}] " + " ".join(vocab.itos[t] for t in ids))
+            ids = x.ids[i, :int(x.lengths[i])].tolist()
+        padding = x.ids.shape[1] - len(ids) if x.offsets is None else 0
+        out.append(f"[{TASKS[task].target_text(y[i], names)}] " + " ".join(vocab.tokens(ids))
+                   + (f"  (+{padding} padding)" if padding else ""))
     return out

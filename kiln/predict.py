@@ -119,7 +119,7 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
     if not path.is_file():
         raise KilnError(f"ONNX file not found: {path}")
     meta = onnx_metadata(path)
-    if meta["input"].get("layout") in ("pad", "offsets"):
+    if meta["input"].get("layout") in ("pad", "offsets", "masked"):
         return _predict_onnx_text(path, meta, inputs, top_k)
     names, shape = meta["class_names"], meta["input"]["shape"]
     stored = meta["input"].get("stored_size") or [0, 0]
@@ -143,9 +143,18 @@ def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> 
         raise KilnError("nothing to predict: pass texts as arguments")
     spec = meta["input"]
     tok = spec["tokenization"]
-    cfg = TextConfig(tokenizer=tok["tokenizer"], ngrams=tok["ngrams"], max_len=tok["max_len"])
-    batch = collate(encode_texts(texts, Vocab(spec["vocab"]), cfg), spec["layout"], spec["pad_id"])
-    second = batch.lengths if spec["layout"] == "pad" else batch.offsets
+    if spec["layout"] == "masked":  # a model's own tokenizer, in the folder the export names beside it
+        from kiln.data.model_tokenizer import ModelTokenizer
+
+        cfg = TextConfig(tokenizer="model", max_len=tok["max_len"])
+        encoder: Any = ModelTokenizer(path.parent / spec["tokenizer_dir"])
+    else:
+        cfg = TextConfig(tokenizer=tok["tokenizer"], ngrams=tok["ngrams"], max_len=tok["max_len"])
+        encoder = Vocab(spec["vocab"])
+    batch = collate(encode_texts(texts, encoder, cfg), "offsets" if spec["layout"] == "offsets" else "pad",
+                    spec["pad_id"])
+    second = batch.offsets if spec["layout"] == "offsets" else \
+        batch.mask if spec["layout"] == "masked" else batch.lengths
     assert second is not None
     logits = run_exported(path, "onnx", batch.ids.long().numpy(), second.long().numpy())
     task = task_of(meta)
@@ -172,13 +181,14 @@ def _csv_texts(file: Path, cfg) -> list[str]:
 
 def _text_batch(texts: list[str], run: RunDir, cfg) -> Any:
     from kiln.data.text import collate
-    from kiln.data.vocab import Vocab, encode_texts
+    from kiln.data.vocab import encode_texts
 
     vocab = run.vocab()
     if vocab is None:
-        raise KilnError(f"{run} has no vocab.json: it is not a text run, or its folder is incomplete")
+        raise KilnError(f"{run} has neither vocab.json nor tokenizer/: it is not a text run, or its folder is "
+                        "incomplete")
     seqs = encode_texts(texts, vocab, cfg.data.text)
-    return collate(seqs, cfg.data.text.collate, Vocab.pad_id)
+    return collate(seqs, cfg.data.text.collate, vocab.pad_id)
 
 
 def _eval_transforms(cfg, info: DataInfo):

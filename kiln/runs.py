@@ -1,7 +1,7 @@
 """Run folders: `RunDir` is the one owner of their layout; plus finding one to resume.
 
     runs/<name>/<YYYYmmdd-HHMMSS>/
-      config.yaml  status.json  train.log  metrics.jsonl  metrics.csv  tb/  vocab.json
+      config.yaml  status.json  train.log  metrics.jsonl  metrics.csv  tb/  vocab.json | tokenizer/
       checkpoints/{last,best,epoch-NNN}.pt  test_metrics.json  figures/  report.html
 """
 
@@ -94,6 +94,10 @@ class RunDir:
     @property
     def vocab_file(self) -> Path:
         return self.path / "vocab.json"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / "tokenizer"
 
     @property
     def checkpoints(self) -> Path:
@@ -210,12 +214,23 @@ class RunDir:
             log.warning("could not write %s: %s", self.status_file, e)
 
     def vocab(self):
-        """The vocabulary a text run was trained with (None for image runs)."""
+        """How a text run encodes text: its model's tokenizer (tokenizer/, an hf: model) or its vocabulary
+        (vocab.json); None for image runs."""
+        if (self.tokenizer_dir / "tokenizer_config.json").is_file():
+            from kiln.data.model_tokenizer import ModelTokenizer
+
+            return ModelTokenizer(self.tokenizer_dir)
         if not self.vocab_file.is_file():
             return None
         from kiln.data.vocab import Vocab
 
         return Vocab.load(self.vocab_file)
+
+    def save_vocab(self, encoder) -> None:
+        """A text run's vocabulary (vocab.json) or model tokenizer (tokenizer/), read back by vocab()."""
+        from kiln.data.model_tokenizer import ModelTokenizer
+
+        encoder.save(self.tokenizer_dir if isinstance(encoder, ModelTokenizer) else self.vocab_file)
 
     def test_metrics(self) -> dict[str, Any] | None:
         if not self.test_metrics_file.is_file():

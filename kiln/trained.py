@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,9 @@ class Trained:
     checkpoint: Path
     state: dict[str, Any]  # the checkpoint (loaded on the CPU)
 
-    @property
+    @cached_property
     def vocab(self):
-        return self.run.vocab()
+        return self.run.vocab()  # loaded once: a model tokenizer takes a moment
 
     @property
     def task(self):

@@ -255,3 +255,29 @@ def write_regression_text_csv(folder: Path, n_train: int = 300, n_test: int = 90
         return [" ".join(words), stars]
 
     return _write_text_csvs(folder, ["text", "stars"], n_train, n_test, row)
+
+
+def write_tiny_bert(folder: Path, max_positions: int = 64, seed: int = 0) -> Path:
+    """A Hugging Face folder as `save_pretrained` writes it: a randomly initialised BERT (hidden size 32, 2 layers)
+    and a WordPiece tokenizer trained on the test corpora's own words (config.json, model.safetensors,
+    tokenizer.json, tokenizer_config.json)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    texts = [" ".join(words) for words in TOPICS.values()] + [" ".join(FILLER), "great bad"]
+    texts += [f"{title} {description}" for _, title, description in make_news(200, seed)]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]")
+    fast.save_pretrained(folder)
+    config = BertConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=max_positions, pad_token_id=fast.pad_token_id)
+    torch.manual_seed(seed)
+    BertModel(config).save_pretrained(folder)
+    return folder

@@ -47,8 +47,8 @@ def test_unknown_section_suggests_or_lists_valid_keys():
     ("data.batch_size=0", "'data.batch_size'.*greater than 0"),
     ("optim.name=rmsprop", "'optim.name'.*neither one of kiln's .sgd, adam, adamw. nor a torch.optim class — did "
                            "you mean RMSprop"),
-    ("schedule.name=linear", "'schedule.name'.*neither one of kiln's .none, step, cosine, onecycle, "
-                             "reduce_on_plateau. nor a torch.optim.lr_scheduler class"),
+    ("schedule.name=exponential", "'schedule.name'.*neither one of kiln's .none, step, cosine, linear, "
+                                  "onecycle, reduce_on_plateau. nor a torch.optim.lr_scheduler class"),
     ("data.val_split=1.5", "fraction must be below 1"),
     ("trainer.precision=8", "'trainer.precision'"),
 ])

@@ -28,7 +28,8 @@ def _run(name: str, epochs: int, steps_per_epoch: int, **cfg) -> list[float]:
 
 @pytest.mark.parametrize("name, extra", [("onecycle", {}), ("onecycle", {"pct_start": 0.5}), ("cosine", {}),
                                          ("cosine", {"warmup_epochs": 1.0}), ("step", {"step_size": 1}),
-                                         ("none", {}), ("reduce_on_plateau", {})])
+                                         ("linear", {"warmup_epochs": 0.5}), ("none", {}),
+                                         ("reduce_on_plateau", {})])
 def test_every_schedule_runs_for_1_to_50_steps(name, extra):
     for total in range(1, 51):
         lrs = _run(name, 1, total, **extra)  # used to raise ZeroDivisionError for onecycle at 4 (and 2) steps
@@ -49,6 +50,14 @@ def test_cosine_with_warmup_and_step_schedules_follow_their_curves():
     assert all(a >= b for a, b in zip(cosine[5:], cosine[6:])) and cosine[-1] < 0.01
     step = _run("step", 4, 3, step_size=2, gamma=0.5)
     assert step == pytest.approx([0.1] * 6 + [0.05] * 6)
+
+
+def test_linear_warms_up_then_decays_in_equal_steps_to_min_lr():
+    lrs = _run("linear", 3, 4, warmup_epochs=0.5, min_lr_ratio=0.1)  # transformers' fine-tuning schedule
+    assert lrs[:2] == pytest.approx([0.05, 0.1])
+    decay = lrs[2:]
+    steps = [a - b for a, b in zip(decay, decay[1:])]
+    assert steps == pytest.approx([0.009] * len(steps)) and decay[-1] == pytest.approx(0.019)
 
 
 def test_reduce_on_plateau_cuts_the_lr_after_patience_epochs_without_improvement():

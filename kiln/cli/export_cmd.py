@@ -44,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
 
     extra = [result.meta_path.name] + ([onnx_data_file(result.path).name] if args.format == "onnx" and
                                        onnx_data_file(result.path).is_file() else [])
+    tokenizer = result.path.with_name(result.path.name + ".tokenizer")  # a model tokenizer's run
+    extra += [tokenizer.name + "/"] if tokenizer.is_dir() else []
     if args.format == "safetensors":
         print(f"wrote {result.path} (+ {', '.join(extra)}); loads back into the model unchanged (largest "
               f"difference {result.max_abs_diff:.2e}); start from it with model.pretrained={result.path}")
         return 0
     print(f"wrote {result.path} (+ {', '.join(extra)}); matches the PyTorch model on {result.batch} test "
-          f"images: largest logit difference {result.max_abs_diff:.2e}")
+          f"samples: largest logit difference {result.max_abs_diff:.2e}")
     return 0

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     from kiln.config import load_config
     from kiln.core.state import seed_everything
-    from kiln.data import build_data
+    from kiln.data import build_data, fresh_encoder
     from kiln.errors import KilnError
     from kiln.runs import RunDir
     from kiln.track.console import setup_logging
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.trainer.device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
+                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
+                      vocab=fresh_encoder(cfg))
     t = build_trainer(cfg, data, device, pretrained=True)
     result = sweep(t.model, t.optimizer, t.train_batches, device=device, precision=t.precision, step=t.step,
                    start_lr=args.start, end_lr=args.end, steps=args.steps)

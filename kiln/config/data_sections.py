@@ -75,8 +75,10 @@ class TextConfig(Section):
     `sports|politics` (multilabel), numbers (regression; a list of columns for several targets)."""
     label_names: list[str] | None = None
     """text_csv: the class names in label order; unset: taken from the training file's labels."""
-    tokenizer: Literal["basic_english", "whitespace"] = "basic_english"
-    """basic_english: lowercase, words and punctuation split apart; whitespace: split on spaces only."""
+    tokenizer: Literal["auto", "model", "basic_english", "whitespace"] = "auto"
+    """model: an hf:NAME model's own tokenizer (its ids and special tokens; no kiln vocabulary); basic_english:
+    lowercase, words and punctuation split apart; whitespace: split on spaces only. auto = model for hf: models,
+    basic_english otherwise (resolved when the config is read, and recorded in the run's config.yaml)."""
     ngrams: int = Field(1, ge=1, le=3)
     """Add n-grams up to this length as extra tokens (2 = bigrams, as in fastText)."""
     min_freq: int = Field(1, ge=1)
@@ -84,7 +86,8 @@ class TextConfig(Section):
     max_vocab: int | None = Field(None, gt=2)
     """Keep at most this many tokens (the most frequent; <pad> and <unk> included)."""
     max_len: int | None = Field(None, gt=0)
-    """Truncate every text to this many tokens (n-grams included)."""
+    """Truncate every text to this many tokens (n-grams included; a model's tokenizer: its special tokens included,
+    and unset means the model's own limit, e.g. 512)."""
     collate: Literal["pad", "offsets"] = "pad"
     """pad: (B, T) ids padded to the batch's longest text, with lengths and a mask; offsets: one flat id list
     plus start offsets, for EmbeddingBag models (no padding at all)."""

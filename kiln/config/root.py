@@ -101,6 +101,28 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _tokenizer_follows_the_model(self) -> "Config":
+        """auto -> the model's own tokenizer for an hf: encoder (its embeddings know only its ids), else kiln's."""
+        text, encoder = self.data.text, self.model.name.startswith("hf:")
+        if text.tokenizer == "auto":
+            text.tokenizer = "model" if encoder else "basic_english"
+        if text.tokenizer == "model" and not encoder:
+            raise ValueError(f"data.text.tokenizer=model uses an hf:NAME model's tokenizer; model.name="
+                             f"{self.model.name} has none: use basic_english or whitespace")
+        if encoder and text.tokenizer != "model":
+            raise ValueError(f"model.name={self.model.name} reads its own tokenizer's ids: data.text.tokenizer="
+                             f"{text.tokenizer} would feed it kiln's vocabulary; use data.text.tokenizer=model (or auto)")
+        if text.tokenizer == "model":
+            if text.collate != "pad":
+                raise ValueError("an hf: model reads padded batches with an attention mask: data.text.collate=pad")
+            vocabulary = [k for k in ("ngrams", "min_freq", "max_vocab")
+                          if getattr(text, k) != type(text).model_fields[k].default]
+            if vocabulary:
+                raise ValueError(f"data.text.{', '.join(vocabulary)} shape kiln's own vocabulary; the model's "
+                                 "tokenizer has its own: remove them")
+        return self
+
+    @model_validator(mode="after")
     def _schedule_needs_validation(self) -> "Config":
         plateau = ("reduce_on_plateau", "ReduceLROnPlateau", "torch.optim.lr_scheduler:ReduceLROnPlateau")
         if self.schedule.name in plateau and self.data.val_split == 0:

@@ -133,7 +133,8 @@ class OptimConfig(Section):
 
 class ScheduleConfig(Section):
     name: str = "none"
-    """Learning-rate schedule: none, step, cosine, onecycle (stepped per batch), reduce_on_plateau (on the monitored
+    """Learning-rate schedule: none, step, cosine, linear (decay to min_lr_ratio, the usual fine-tuning schedule),
+    onecycle (stepped per batch), reduce_on_plateau (on the monitored
     metric), or any torch.optim.lr_scheduler class (`StepLR`, `torch.optim.lr_scheduler:ExponentialLR`) or your own
     `package.module:Class`, built with `args`."""
     args: dict[str, Any] = Field(default_factory=dict)
@@ -143,19 +144,19 @@ class ScheduleConfig(Section):
     @classmethod
     def _known_schedule(cls, v: str) -> str:
         return _check_torch_class("schedule.name", v, "torch.optim.lr_scheduler",
-                                  ("none", "step", "cosine", "onecycle", "reduce_on_plateau"))
+                                  ("none", "step", "cosine", "linear", "onecycle", "reduce_on_plateau"))
 
     interval: Literal["epoch", "step"] | None = None
     """A torch.optim.lr_scheduler schedule: step it after every epoch (default; ReduceLROnPlateau with the monitored
     metric) or after every optimizer step (default for OneCycleLR and CyclicLR)."""
     warmup_epochs: float = Field(0.0, ge=0)
-    """Linear warm-up length in epochs (cosine and step)."""
+    """Linear warm-up length in epochs (cosine, linear and step)."""
     step_size: int = Field(10, gt=0)
     """step: multiply the LR by `gamma` every this many epochs."""
     gamma: float = Field(0.1, gt=0)
     """step: the LR multiplier."""
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
-    """cosine: the final LR as a fraction of the peak."""
+    """cosine, linear: the final LR as a fraction of the peak."""
     pct_start: float = Field(0.25, gt=0, lt=1)
     """onecycle: fraction of training spent increasing the LR."""
     patience: int = Field(3, ge=0)

@@ -3,6 +3,7 @@
     info.py     DataInfo, Data            splits.py   validation/test splits and cv folds
     loaders.py  batch sources, samplers   build.py    build_data: a config's splits as batch sources
     registry.py registered datasets       images.py, text.py, user.py: the sources
+    vocab.py    kiln's vocabulary         model_tokenizer.py: a Hugging Face model's tokenizer instead
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from kiln.data.build import build_data
 from kiln.data.info import Data, DataInfo
 from kiln.data.loaders import Batches, choose_loader, eval_batch_size
+from kiln.data.model_tokenizer import fresh_encoder
 from kiln.data.registry import DATASETS
 from kiln.data.splits import cv_folds, split_indices, stratified_split, train_val_split
 
 __all__ = ["DATASETS", "Batches", "Data", "DataInfo", "build_data", "choose_loader", "cv_folds", "eval_batch_size",
-           "split_indices", "stratified_split", "train_val_split"]
+           "fresh_encoder", "split_indices", "stratified_split", "train_val_split"]

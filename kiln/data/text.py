@@ -1,8 +1,9 @@
 """Text classification batches: padded or offsets `TextBatch`es of token ids, and `build_text_data`, which
 puts the rows (csv_rows), tokens (token_cache), vocabulary (vocab) and batches together.
 
-The vocabulary is built from the training split only and saved in the run folder (vocab.json), so
-`kiln test` and `kiln predict` encode text exactly as training did.
+The vocabulary is built from the training split only and saved in the run folder (vocab.json) — or, for a
+Hugging Face model, is the model's own tokenizer (kiln.data.model_tokenizer, saved as tokenizer/) — so `kiln test`
+and `kiln predict` encode text exactly as training did.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kiln.data.loaders import (
     eval_batch_size,
     training_sampler,
 )
+from kiln.data.model_tokenizer import ModelTokenizer
 from kiln.data.registry import CsvDataset, locate
 from kiln.data.token_cache import cached_tokens
 from kiln.data.vocab import Vocab
@@ -125,7 +127,7 @@ class TextBatches(LoaderBatches):
 
 
 def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                    overfit_batches: int, rank: int, world_size: int, vocab: Vocab | None = None,
+                    overfit_batches: int, rank: int, world_size: int, vocab: Vocab | ModelTokenizer | None = None,
                     task: str = "multiclass") -> Data:
     from kiln.tasks.targets import as_tensor, columns
     from kiln.tasks import TASKS
@@ -135,7 +137,15 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     kind = TASKS[task]
     kind.check_columns(columns(tc.label_column), "data.text.label_column")
     empty_labels = kind.empty_label_ok
-    train_tokens, train_rows = cached_tokens(folder / "train.csv", spec, tc, empty_labels)
+    model_tokenizer = vocab if isinstance(vocab, ModelTokenizer) else None
+    if tc.tokenizer == "model" and model_tokenizer is None:
+        raise KilnError("data.text.tokenizer=model needs the model's tokenizer (kiln.data.model_tokenizer."
+                        "fresh_encoder(cfg) for a new run, RunDir.vocab() for a trained one)")
+
+    def tokenized(path):
+        return cached_tokens(path, spec, tc, empty_labels, model_tokenizer)
+
+    train_tokens, train_rows = tokenized(folder / "train.csv")
     raws = train_rows.labels or []
     class_names = kind.target_names(list(spec.class_names or tc.label_names or []), raws, columns(tc.label_column),
                                     cfg.label_separator, folder / "train.csv")
@@ -185,7 +195,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         sources["test"] = batches(encoded(train_tokens, held), labels[held], train=False)
         sizes["test"] = len(held)
     elif "test" in splits:
-        test_tokens, test_rows = cached_tokens(folder / "test.csv", spec, tc, empty_labels)
+        test_tokens, test_rows = tokenized(folder / "test.csv")
         test_labels, kept = targets_of(test_rows, folder / "test.csv")
         test_tokens = [test_tokens[i] for i in kept]
         all_idx = torch.arange(len(test_labels))

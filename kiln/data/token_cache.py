@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from kiln.config import TextConfig
 from kiln.data.csv_rows import Rows, read_rows
@@ -18,10 +19,14 @@ from kiln.data.vocab import tokenize
 log = logging.getLogger("kiln")
 
 
-def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool = False
-                  ) -> tuple[list[list[str]], Rows]:
-    """Tokenized rows of a CSV file, cached by file content hash and tokenizer settings."""
-    settings = {k: getattr(cfg, k) for k in ("text_columns", "label_column", "tokenizer", "ngrams", "on_bad_row")}
+def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool = False,
+                  model_tokenizer: Any = None) -> tuple[list[Any], Rows]:
+    """Tokenized rows of a CSV file, cached by file content hash and tokenizer settings: kiln's tokens (strings,
+    mapped to ids by the run's vocabulary), or with `model_tokenizer` (kiln.data.model_tokenizer) its ids."""
+    settings: dict[str, Any] = {k: getattr(cfg, k) for k in ("text_columns", "label_column", "tokenizer", "ngrams",
+                                                               "on_bad_row")}
+    if model_tokenizer is not None:  # ids, truncated: another tokenizer or length is another cache entry
+        settings.update(model=model_tokenizer.fingerprint(), max_len=model_tokenizer.max_len(cfg))
     if empty_labels:  # rows with an empty label are kept (multilabel): a different set of rows
         settings["empty_labels"] = True
     key = hashlib.sha256(Path(path).read_bytes() + json.dumps([spec.name, settings]).encode()).hexdigest()[:32]
@@ -35,7 +40,8 @@ def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: b
         except (OSError, ValueError, KeyError):
             log.warning("ignoring an unreadable token cache %s", cache)
     rows = read_rows(path, spec, cfg, empty_labels=empty_labels)
-    tokens = [tokenize(t, cfg) for t in rows.texts]
+    tokens = model_tokenizer.encode_batch(rows.texts, cfg) if model_tokenizer is not None else \
+        [tokenize(t, cfg) for t in rows.texts]
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

@@ -22,7 +22,7 @@ _WORDS = re.compile(r"\w+(?:'\w+)?|[^\w\s]", re.UNICODE)
 def tokenize(text: str, cfg: TextConfig) -> list[str]:
     """basic_english: lowercase, words and punctuation split apart; plus n-grams up to cfg.ngrams."""
     text = text.replace("\\n", " ").replace("\\", " ")  # AG News writes line breaks as literal backslashes
-    tokens = _WORDS.findall(text.lower()) if cfg.tokenizer == "basic_english" else text.split()
+    tokens = text.split() if cfg.tokenizer == "whitespace" else _WORDS.findall(text.lower())
     grams = list(tokens)
     for n in range(2, cfg.ngrams + 1):
         grams += [" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
@@ -54,6 +54,12 @@ class Vocab:
         ids = [self.stoi.get(t, self.unk_id) for t in tokens[:max_len]]
         return ids or [self.unk_id]  # an empty text still has one token, so lengths are >= 1
 
+    def encode_texts(self, texts: list[str], cfg: TextConfig) -> list[torch.Tensor]:
+        return [torch.tensor(self.encode(tokenize(t, cfg), cfg.max_len), dtype=torch.int32) for t in texts]
+
+    def tokens(self, ids: list[int]) -> list[str]:
+        return [self.itos[i] for i in ids]
+
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps({"itos": self.itos}, ensure_ascii=False))
 
@@ -65,5 +71,6 @@ class Vocab:
             raise KilnError(f"cannot read the vocabulary {path}: {e}") from None
 
 
-def encode_texts(texts: list[str], vocab: Vocab, cfg: TextConfig) -> list[torch.Tensor]:
-    return [torch.tensor(vocab.encode(tokenize(t, cfg), cfg.max_len), dtype=torch.int32) for t in texts]
+def encode_texts(texts: list[str], vocab, cfg: TextConfig) -> list[torch.Tensor]:
+    """Texts as id tensors, by kiln's vocabulary or a model's tokenizer (kiln.data.model_tokenizer)."""
+    return vocab.encode_texts(texts, cfg)

@@ -15,13 +15,18 @@ __all__ = ["MODELS", "build_model", "prepare_model", "register_model", "describe
 
 def build_model(cfg: ModelConfig, info) -> nn.Module:
     """Build the configured model for data described by `info` (a `kiln.data.DataInfo`)."""
-    from kiln.models.hub import check_input, library_of
+    from kiln.models.hub import VISION_LIBRARIES, check_input, library_of
 
-    if library_of(cfg.name) and not info.in_channels:
+    library = library_of(cfg.name)
+    if library in VISION_LIBRARIES and not info.in_channels:
         raise KilnError(f"model.name={cfg.name} is an image classifier; data {info.name!r} is not images (for text "
-                        "use embedding_bag, gru or transformer)")
-    model = construct(cfg.name, cfg.args, info.model_args())
-    if library_of(cfg.name):
+                        "use embedding_bag, gru, transformer or an hf:NAME encoder)")
+    if library == "hf" and info.kind != "text":
+        raise KilnError(f"model.name={cfg.name} is a text encoder; data {info.name!r} is not text (text_csv, "
+                        "ag_news)")
+    data_args = info.model_args() | ({"download": cfg.download} if library == "hf" else {})
+    model = construct(cfg.name, cfg.args, data_args)
+    if library in VISION_LIBRARIES:
         check_input(model, cfg.name, info.in_channels, info.image_size)
     return model
 

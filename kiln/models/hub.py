@@ -23,12 +23,14 @@ from torch import nn
 from kiln.errors import KilnError, first_line
 from kiln.model_names import torchvision_names  # read from torchvision's source; a test checks it
 
-LIBRARIES = ("torchvision", "timm")
+LIBRARIES = ("torchvision", "timm", "hf")
+VISION_LIBRARIES = ("torchvision", "timm")
 HEAD_ATTR = "kiln_head"  # the name of the module that was built for num_classes (see kiln.models.freeze)
 
 
 def library_of(name: str) -> str | None:
-    """'torchvision' for `torchvision:resnet50`, 'timm' for `timm:vit_tiny_patch16_224`, else None."""
+    """'torchvision' for `torchvision:resnet50`, 'timm' for `timm:vit_tiny_patch16_224`, 'hf' for
+    `hf:bert-base-uncased` (kiln.models.hf), else None."""
     prefix, sep, _ = name.partition(":")
     return prefix if sep and prefix in LIBRARIES else None
 
@@ -45,6 +47,10 @@ def timm_names(pattern: str = "") -> list[str]:
 def factory(name: str) -> Callable[..., nn.Module]:
     """The builder kiln calls with the data's num_classes, in_channels and image_size plus model.args."""
     library, arch = name.split(":", 1)
+    if library == "hf":
+        from kiln.models.hf import factory as hf_factory
+
+        return hf_factory(arch)
     if library == "timm":
         return _timm_factory(arch)
     return _torchvision_factory(arch)

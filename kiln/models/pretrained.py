@@ -1,5 +1,5 @@
-"""Starting a model from other weights: torchvision's or timm's pretrained weights (offline first), a kiln run,
-a .safetensors file or a state_dict file.
+"""Starting a model from other weights: torchvision's, timm's or Hugging Face's pretrained weights (offline
+first), a kiln run, a .safetensors file or a state_dict file.
 
 Tensors whose shapes differ only in the input channels of a convolution are adapted (3 -> 1: the sum
 of the RGB kernels, so a gray image gives the response of the equivalent RGB image; 1 -> 3: the kernel
@@ -75,21 +75,29 @@ def merge_weights(model: nn.Module, source: dict[str, torch.Tensor], name: str) 
     return report
 
 
-def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
-    """(state_dict, description) of `model.pretrained` for the model `model.name`."""
+LIBRARY_WEIGHTS = ("torchvision", "timm", "hf")  # model.pretrained keywords: the library's own weights
+
+
+def _check_keyword(cfg: ModelConfig) -> None:
+    """A library keyword must name the model's own library (torchvision's weights also fit kiln's resnets)."""
     from kiln.models.hub import library_of
 
     spec, library = str(cfg.pretrained), library_of(cfg.name)
-    if spec in ("torchvision", "timm", "hf"):
-        if library not in (None, spec) or (spec != "torchvision" and library is None):
-            raise KilnError(f"model.pretrained={spec} needs a {spec}:NAME model; model.name={cfg.name} is "
-                            f"{'a ' + library + ' model' if library else 'kiln' + chr(39) + 's own'}: use "
-                            f"model.pretrained={library or 'torchvision'}, or a weights file")
+    if library not in (None, spec) or (spec != "torchvision" and library is None):
+        raise KilnError(f"model.pretrained={spec} needs a {spec}:NAME model; model.name={cfg.name} is "
+                        f"{'a ' + library + ' model' if library else 'kiln' + chr(39) + 's own'}: use "
+                        f"model.pretrained={library or 'torchvision'}, or a weights file")
+
+
+def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
+    """(state_dict, description) of `model.pretrained` for the model `model.name` (not `hf`: transformers loads
+    its own, see load_pretrained)."""
+    spec = str(cfg.pretrained)
+    if spec in LIBRARY_WEIGHTS:
+        _check_keyword(cfg)
         arch = cfg.name.split(":", 1)[-1]
         if spec == "timm":
             return _timm(arch, cfg.weights, cfg.download)
-        if spec == "hf":
-            raise KilnError("model.pretrained=hf needs an hf:NAME model, which this kiln does not build yet")
         return _torchvision(arch, cfg.weights, cfg.download)
     path = Path(spec)
     if path.is_dir() and (path / "config.json").is_file() and not (path / "config.yaml").is_file():
@@ -222,11 +230,17 @@ def _timm(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tens
 
 
 def load_pretrained(model: nn.Module, cfg: ModelConfig) -> LoadReport:
-    source, name = source_weights(cfg)
-    report = merge_weights(model, source, name)
-    _check_library_fit(model, cfg, report)
+    if cfg.pretrained == "hf":
+        from kiln.models.hf import load_weights
+
+        _check_keyword(cfg)
+        report = load_weights(model, cfg.name.split(":", 1)[1], cfg.download)
+    else:
+        source, name = source_weights(cfg)
+        report = merge_weights(model, source, name)
+        _check_library_fit(model, cfg, report)
     if not report.loaded and not report.adapted:
-        raise KilnError(f"model.pretrained: no tensor of {name} fits this model; is it another architecture? "
-                        f"(model expects e.g. {', '.join(list(model.state_dict())[:4])})")
+        raise KilnError(f"model.pretrained: no tensor of {report.source} fits this model; is it another "
+                        f"architecture? (model expects e.g. {', '.join(list(model.state_dict())[:4])})")
     log.info(report.summary())
     return report

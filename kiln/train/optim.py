@@ -51,7 +51,8 @@ def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device, he
     return construct(cls, "optim", groups, lr=lr, **cfg.args)
 
 
-KILN_SCHEDULES = ("none", "step", "cosine", "onecycle", "reduce_on_plateau")
+KILN_SCHEDULES = ("none", "step", "cosine", "linear", "onecycle", "reduce_on_plateau")
+WARMUP_SCHEDULES = ("cosine", "linear", "step")  # kiln's LambdaLR schedules, stepped per optimizer step
 PER_STEP_SCHEDULERS = ("OneCycleLR", "CyclicLR")
 
 
@@ -79,7 +80,7 @@ class Schedule:
         total = max(1, epochs * steps_per_epoch)
         warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
         self.impl: Any = None
-        self.per_step = cfg.name in ("onecycle", "step", "cosine")
+        self.per_step = cfg.name in ("onecycle", *WARMUP_SCHEDULES)
         self.plateau = cfg.name == "reduce_on_plateau"
         if cfg.name not in KILN_SCHEDULES:
             cls = torch_class("schedule.name", cfg.name, torch.optim.lr_scheduler,
@@ -98,7 +99,7 @@ class Schedule:
         elif cfg.name == "reduce_on_plateau":
             self.impl = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max" if monitor_mode == "max" else "min",
                                                                    patience=cfg.patience, factor=cfg.factor)
-        elif cfg.name in ("cosine", "step"):
+        elif cfg.name in WARMUP_SCHEDULES:
             self.impl = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lambda step: lr_factor(cfg, step, total, warmup, steps_per_epoch))
 
@@ -135,10 +136,12 @@ def onecycle_pct_start(pct_start: float, total: int) -> float:
 
 
 def lr_factor(cfg: ScheduleConfig, step: int, total: int, warmup: int, steps_per_epoch: int) -> float:
-    """Multiplier of the peak LR after `step` optimizer steps (cosine and step schedules)."""
+    """Multiplier of the peak LR after `step` optimizer steps (cosine, linear and step schedules)."""
     if step < warmup:
         return (step + 1) / warmup
     if cfg.name == "step":
         return cfg.gamma ** (step // (cfg.step_size * steps_per_epoch))
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if cfg.name == "linear":  # transformers' get_linear_schedule_with_warmup, down to min_lr_ratio
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * (1 - progress)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -17,7 +17,7 @@ import torch
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
 from kiln.core.state import CorruptCheckpoint, LoopState, load_checkpoint, load_weights, seed_everything
-from kiln.data import Data, build_data
+from kiln.data import Data, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
@@ -111,7 +111,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     cfg = with_weights_preprocessing(cfg)  # image size, crop and normalisation the pretrained weights expect
     data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, channels_last=channels_last,
                       overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
-                      vocab=RunDir(resume).vocab() if resume else None)
+                      vocab=RunDir(resume).vocab() if resume else fresh_encoder(cfg))
     check_monitors(cfg, data.info.num_classes)
     check_targets(cfg, data)
     if resume is None:
@@ -317,7 +317,7 @@ def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_di
     if proc.is_main:
         run.write_config(cfg, proc.world_size)
         if data.vocab is not None:
-            data.vocab.save(run.vocab_file)
+            run.save_vocab(data.vocab)
     return run, lock, made
 
 
