@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from kiln.errors import KilnError, TrainingStopped, first_line
-from kiln.trained import Trained, load_trained
+from kiln.trained import Trained, load_trained, model_config
 
 log = logging.getLogger("kiln")
 FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
@@ -224,7 +224,7 @@ def _safetensors(trained: Trained, path: Path) -> Exported:
     meta["model"] = {"name": trained.cfg.model.name, "args": trained.cfg.model.args}
     meta["data_info"] = trained.state.get("data_info")
     save_file(state, str(path), metadata={"kiln": json.dumps(meta)})
-    rebuilt = build_model(trained.cfg.model, trained.info)
+    rebuilt = build_model(model_config(trained.run, trained.cfg), trained.info)
     try:
         rebuilt.load_state_dict(load_file(str(path)))
     except RuntimeError as e:

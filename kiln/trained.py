@@ -52,10 +52,19 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
     path = run.checkpoint(checkpoint)
     state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     info = saved_data_info(state)
-    model = prepare_model(cfg.model, info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
+    model = prepare_model(model_config(run, cfg), info, device,
+                          use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
     load_weights(model, state["model"], path)
     return Trained(run, cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path,
                    state)
+
+
+def model_config(run: RunDir, cfg: Config):
+    """The model section a run's model is rebuilt from. An hf: model's architecture is read from the config.json
+    the run keeps beside its tokenizer, so the run does not need the original folder or the Hub cache again."""
+    if cfg.model.name.startswith("hf:") and (run.tokenizer_dir / "config.json").is_file():
+        return cfg.model.model_copy(update={"name": f"hf:{run.tokenizer_dir}"})
+    return cfg.model
 
 
 def saved_data_info(state: dict[str, Any]) -> DataInfo:
