@@ -25,8 +25,8 @@ def kiln(capsys, *args):
     (["model.name=vgg"], "unknown model 'vgg' — kiln's models:"),
     (["optim.name=rmsprop"], "'optim.name': 'rmsprop' is neither one of kiln's (sgd, adam, adamw) nor a torch.optim class "
                              "— did you mean RMSprop"),
-    (["schedule.name=poly"], "'schedule.name': 'poly' is neither one of kiln's (none, step, cosine, onecycle, "
-                             "reduce_on_plateau) nor a torch.optim.lr_scheduler class"),
+    (["schedule.name=poly"], "'schedule.name': 'poly' is neither one of kiln's (none, step, cosine, linear, "
+                             "onecycle, reduce_on_plateau) nor a torch.optim.lr_scheduler class"),
     (["model.args.width=3"], "model 'cnn' does not take 'width'"),
     (["trainer.checkpoint.monitor=val/accuracy"],
      "trainer.checkpoint.monitor='val/accuracy' is a metric this run will never produce; available: train/loss"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import logging
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from kiln.errors import KilnError
 log = logging.getLogger("kiln")
 
 
+CHUNK = 16384  # rows read (and tokenized) at a time
 UNIT = "\x1f"  # joins the cells of several label columns (regression targets) into one raw label
 
 
@@ -31,8 +33,24 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
     """Read one CSV file. Malformed rows raise (with file and line) or are skipped, per cfg.on_bad_row.
     `empty_labels`: an empty label cell is a sample without labels (multilabel), not a malformed row."""
     texts: list[str] = []
+    labels: list[str] | None = None
+    skipped = 0
+    for chunk in row_chunks(path, spec, cfg, require_labels, empty_labels):
+        texts += chunk.texts
+        if chunk.labels is not None:
+            labels = [] if labels is None else labels
+            labels += chunk.labels
+        skipped = chunk.skipped
+    return Rows(texts, labels, skipped)
+
+
+def row_chunks(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True,
+               empty_labels: bool = False, size: int = CHUNK) -> Iterator[Rows]:
+    """The file's rows, `size` at a time (so a large file is tokenized without holding all its texts); each
+    chunk's `skipped` is the count of malformed rows so far. At least one chunk, possibly empty."""
+    texts: list[str] = []
     labels: list[str] = []
-    skipped, first_bad = 0, None
+    skipped, first_bad, yielded = 0, None, False
     try:
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.reader(f)
@@ -55,13 +73,17 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
                 texts.append(" ".join(row[i] for i in text_idx))
                 if label_idx is not None:
                     labels.append(UNIT.join(row[i].strip() for i in label_idx))
+                if len(texts) == size:
+                    yield Rows(texts, labels if label_idx is not None else None, skipped)
+                    texts, labels, yielded = [], [], True
     except UnicodeDecodeError as e:
         raise KilnError(f"{path} is not UTF-8 text ({e}); re-save it as UTF-8") from None
     except csv.Error as e:
         raise KilnError(f"{path} is not a valid CSV file: {e}") from None
     if skipped:
         log.warning("skipped %d malformed rows in %s (first: %s)", skipped, path, first_bad)
-    return Rows(texts, labels if label_idx is not None else None, skipped)
+    if texts or not yielded:
+        yield Rows(texts, labels if label_idx is not None else None, skipped)
 
 
 def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool):
@@ -96,8 +118,11 @@ def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
 
     assert rows.labels is not None, "training and test files are read with require_labels=True"
     out, keep = [], []
+    parsed: dict[str, tuple] = {}  # a file of millions of rows has far fewer distinct label cells
     for i, raw in enumerate(rows.labels):
-        value, problem = TASKS[task].parse_cells(raw.split(UNIT), class_names, separator, one_based)
+        if raw not in parsed:
+            parsed[raw] = TASKS[task].parse_cells(raw.split(UNIT), class_names, separator, one_based)
+        value, problem = parsed[raw]
         if value is None:
             if cfg.on_bad_row == "error":
                 raise KilnError(f"{path}: row {i + 1}: {problem}. Fix it, or set data.on_bad_row=skip")

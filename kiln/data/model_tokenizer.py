@@ -100,11 +100,17 @@ class ModelTokenizer:
         """Ids of every text, with the model's special tokens, truncated at max_len; at least one id each."""
         length, tok = self.max_len(cfg), self.tokenizer
         fallback = [tok.unk_token_id if tok.unk_token_id is not None else self.pad_id]
+        backend = getattr(tok, "backend_tokenizer", None) if getattr(tok, "is_fast", False) else None
+        if backend is not None:  # the Rust tokenizer itself: the same ids, without transformers' per-call wrapping
+            backend.enable_truncation(length)
         ids: list[list[int]] = []
         for start in range(0, len(texts), BATCH):
             chunk = [t.replace("\\n", " ") for t in texts[start:start + BATCH]]
-            out = tok(chunk, truncation=True, max_length=length, return_attention_mask=False,
-                      return_token_type_ids=False)["input_ids"]
+            if backend is not None:
+                out = [e.ids for e in backend.encode_batch(chunk, add_special_tokens=True)]
+            else:
+                out = tok(chunk, truncation=True, max_length=length, return_attention_mask=False,
+                          return_token_type_ids=False)["input_ids"]
             ids += [seq or fallback for seq in out]
         return ids
 

@@ -30,7 +30,8 @@ from kiln.data.loaders import (
 )
 from kiln.data.model_tokenizer import ModelTokenizer
 from kiln.data.registry import CsvDataset, locate
-from kiln.data.token_cache import cached_tokens
+from kiln.data.token_cache import Tokenized, cached_tokens
+from kiln.data.token_store import TokenStore
 from kiln.data.vocab import Vocab
 
 log = logging.getLogger("kiln")
@@ -88,20 +89,21 @@ def collate(seqs: list[torch.Tensor], mode: str, pad_id: int = 0) -> TextBatch:
 
 
 class TokenDataset(Dataset):
-    """Encoded texts and labels; `__getitems__` collates a whole batch (in a worker when there are workers)."""
+    """Encoded texts (a TokenStore) and labels; `__getitems__` collates a whole batch (in a worker when there are
+    workers)."""
 
-    def __init__(self, seqs: list[torch.Tensor], labels: torch.Tensor, collate: str, pad_id: int):
-        self.seqs, self.labels, self.collate, self.pad_id = seqs, labels, collate, pad_id
-        self.lengths = torch.tensor([len(s) for s in seqs])
+    def __init__(self, store: TokenStore, labels: torch.Tensor, collate: str, pad_id: int):
+        self.store, self.labels, self.collate, self.pad_id = store, labels, collate, pad_id
+        self.lengths = torch.from_numpy(store.lengths)
 
     def __len__(self) -> int:
-        return len(self.seqs)
+        return len(self.store)
 
     def __getitem__(self, i: int):
         return self.__getitems__([i])
 
     def __getitems__(self, indices: list[int]) -> tuple[TextBatch, torch.Tensor]:
-        seqs = [self.seqs[i] for i in indices]
+        seqs = [torch.from_numpy(self.store.row(i)) for i in indices]
         batch = collate(seqs, self.collate, self.pad_id)
         return batch, self.labels[torch.as_tensor(indices)]
 
@@ -129,46 +131,51 @@ class TextBatches(LoaderBatches):
 def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
                     overfit_batches: int, rank: int, world_size: int, vocab: Vocab | ModelTokenizer | None = None,
                     task: str = "multiclass") -> Data:
-    from kiln.tasks.targets import as_tensor, columns
     from kiln.tasks import TASKS
+    from kiln.tasks.targets import as_tensor, columns
 
     folder = locate(spec, cfg.root, cfg.download)
-    tc = cfg.text
-    kind = TASKS[task]
+    tc, kind = cfg.text, TASKS[task]
     kind.check_columns(columns(tc.label_column), "data.text.label_column")
-    empty_labels = kind.empty_label_ok
     model_tokenizer = vocab if isinstance(vocab, ModelTokenizer) else None
     if tc.tokenizer == "model" and model_tokenizer is None:
         raise KilnError("data.text.tokenizer=model needs the model's tokenizer (kiln.data.model_tokenizer."
                         "fresh_encoder(cfg) for a new run, RunDir.vocab() for a trained one)")
 
-    def tokenized(path):
-        return cached_tokens(path, spec, tc, empty_labels, model_tokenizer)
+    def tokenized(name: str) -> Tokenized:
+        return cached_tokens(folder / name, spec, tc, kind.empty_label_ok, model_tokenizer)
 
-    train_tokens, train_rows = tokenized(folder / "train.csv")
-    raws = train_rows.labels or []
-    class_names = kind.target_names(list(spec.class_names or tc.label_names or []), raws, columns(tc.label_column),
-                                    cfg.label_separator, folder / "train.csv")
-    one_based = not spec.header
+    def with_targets(tokenized: Tokenized, name: str) -> tuple[Tokenized, list]:
+        """The rows' targets, and the rows with a bad target left out (data.on_bad_row=skip)."""
+        targets, kept = row_targets(tokenized.rows, class_names, folder / name, tc, task, cfg.label_separator,
+                                    not spec.header)
+        if len(kept) != len(tokenized.store):
+            tokenized.store = tokenized.store.take(kept)
+        return tokenized, targets
 
-    def targets_of(rows, path):
-        return row_targets(rows, class_names, path, tc, task, cfg.label_separator, one_based)
-
-    train_labels, kept = targets_of(train_rows, folder / "train.csv")
-    train_tokens = [train_tokens[i] for i in kept]
-    labels = as_tensor(train_labels)
+    train = tokenized("train.csv")
+    class_names = kind.target_names(list(spec.class_names or tc.label_names or []), train.labels or [],
+                                    columns(tc.label_column), cfg.label_separator, folder / "train.csv")
+    train, train_targets = with_targets(train, "train.csv")
+    labels = as_tensor(train_targets)
     fold_labels = kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2)
-    train_idx, val_idx = train_val_split(len(train_labels), cfg, overfit_batches,
+    train_idx, val_idx = train_val_split(len(train_targets), cfg, overfit_batches,
                                          # a multiclass text split stays unstratified, as it always was: a saved run resumes on the same split
                                          None if kind.class_per_sample else kind.split_keys(labels), fold_labels)
     if vocab is None:
-        vocab = Vocab.build((train_tokens[i] for i in train_idx.tolist()), tc.min_freq, tc.max_vocab)
+        assert train.tokens is not None
+        vocab = Vocab.from_store(train.store.take(train_idx.numpy()), train.tokens, tc.min_freq, tc.max_vocab)
 
-    def encoded(token_lists, idx) -> list[torch.Tensor]:
-        return [torch.tensor(vocab.encode(token_lists[i], tc.max_len), dtype=torch.int32) for i in idx.tolist()]
+    def encoded(tokenized: Tokenized, idx: torch.Tensor) -> TokenStore:
+        """The rows as the model's ids: kiln's token numbers through the vocabulary, cut at max_len, never empty
+        (a model tokenizer's ids are that already)."""
+        rows = tokenized.store.take(idx.numpy())
+        if tokenized.tokens is None:
+            return rows
+        return rows.map(vocab.lookup(tokenized.tokens)).truncate(tc.max_len).fill_empty(Vocab.unk_id)
 
-    def batches(seqs, labels, *, train: bool) -> Batches:
-        dataset = TokenDataset(seqs, labels, tc.collate, vocab.pad_id)
+    def batches(store: TokenStore, labels: torch.Tensor, *, train: bool) -> Batches:
+        dataset = TokenDataset(store, labels, tc.collate, vocab.pad_id)
         size = cfg.batch_size if train else eval_batch_size(cfg)
         shuffle = train and not overfit_batches
         sampler: EpochBatchSampler
@@ -179,27 +186,23 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         elif shuffle and tc.bucket:
             sampler = BucketBatchSampler(dataset.lengths, size, seed=seed, rank=rank, world_size=world_size)
         else:
-            sampler = EpochBatchSampler(len(seqs), size, shuffle=shuffle, drop_last=False, seed=seed, rank=rank,
+            sampler = EpochBatchSampler(len(store), size, shuffle=shuffle, drop_last=False, seed=seed, rank=rank,
                                         world_size=world_size)
         return TextBatches(dataset, sampler=sampler, device=device, seed=seed, num_workers=cfg.num_workers)
 
     sources, sizes = {}, {}
     if "train" in splits:
-        sources["train"] = batches(encoded(train_tokens, train_idx), labels[train_idx], train=True)
-        sizes["train"] = len(train_idx)
+        sources["train"], sizes["train"] = batches(encoded(train, train_idx), labels[train_idx], train=True), \
+            len(train_idx)
     if "val" in splits and len(val_idx):
-        sources["val"] = batches(encoded(train_tokens, val_idx), labels[val_idx], train=False)
-        sizes["val"] = len(val_idx)
+        sources["val"], sizes["val"] = batches(encoded(train, val_idx), labels[val_idx], train=False), len(val_idx)
     if "test" in splits and cfg.cv is not None:  # the held-out fold of the training file
-        held = cv_folds(len(train_labels), cfg, fold_labels)[1]
-        sources["test"] = batches(encoded(train_tokens, held), labels[held], train=False)
-        sizes["test"] = len(held)
+        held = cv_folds(len(train_targets), cfg, fold_labels)[1]
+        sources["test"], sizes["test"] = batches(encoded(train, held), labels[held], train=False), len(held)
     elif "test" in splits:
-        test_tokens, test_rows = tokenized(folder / "test.csv")
-        test_labels, kept = targets_of(test_rows, folder / "test.csv")
-        test_tokens = [test_tokens[i] for i in kept]
-        all_idx = torch.arange(len(test_labels))
-        sources["test"] = batches(encoded(test_tokens, all_idx), as_tensor(test_labels), train=False)
-        sizes["test"] = len(test_labels)
+        test, test_targets = with_targets(tokenized("test.csv"), "test.csv")
+        every = torch.arange(len(test_targets))
+        sources["test"] = batches(encoded(test, every), as_tensor(test_targets), train=False)
+        sizes["test"] = len(test_targets)
     info = DataInfo(spec.name, "text", len(class_names), class_names, vocab_size=len(vocab), pad_id=vocab.pad_id)
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader", vocab)

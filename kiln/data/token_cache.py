@@ -1,56 +1,141 @@
 """The tokenization cache: a CSV file's tokens, keyed by the file's content hash and the tokenizer settings, so a
-second run (or a tune trial) does not tokenize again. `$KILN_CACHE`, else `~/.cache/kiln`."""
+second run (or a tune trial) does not tokenize again. `$KILN_CACHE`, else `~/.cache/kiln`.
+
+A file is read and tokenized in chunks and kept compact (kiln.data.token_store): with kiln's tokenizer each row
+is numbers into the file's own list of distinct tokens (a vocabulary maps them to its ids in one array
+operation); with a model's tokenizer they are the model's ids. An entry is a folder (ids.npy, offsets.npy,
+labels.npy, meta.json) that loads memory-mapped.
+"""
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import os
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kiln.config import TextConfig
-from kiln.data.csv_rows import Rows, read_rows
+from kiln.data.csv_rows import Rows, row_chunks
 from kiln.data.registry import CsvDataset
+from kiln.data.token_store import TokenStore
 from kiln.data.vocab import tokenize
 
 log = logging.getLogger("kiln")
+LAYOUT = 2  # 1: one gzipped JSON of token strings per file (ignored now)
+
+
+@dataclass
+class Tokenized:
+    """A CSV file's rows, tokenized. `store` row i: numbers into `tokens` (kiln's tokenizer), or a model
+    tokenizer's ids when `tokens` is None. `labels`: the raw label cells (None: the file has no label column)."""
+
+    store: TokenStore
+    tokens: list[str] | None
+    labels: list[str] | None
+    skipped: int
+
+    @property
+    def rows(self) -> Rows:
+        """The labels as kiln.data.csv_rows reads them (the texts themselves are not kept)."""
+        return Rows([], self.labels, self.skipped)
 
 
 def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool = False,
-                  model_tokenizer: Any = None) -> tuple[list[Any], Rows]:
-    """Tokenized rows of a CSV file, cached by file content hash and tokenizer settings: kiln's tokens (strings,
-    mapped to ids by the run's vocabulary), or with `model_tokenizer` (kiln.data.model_tokenizer) its ids."""
+                  model_tokenizer: Any = None) -> Tokenized:
+    """The file tokenized, from the cache when the same file was tokenized with the same settings before."""
+    folder = cache_dir() / _key(path, spec, cfg, empty_labels, model_tokenizer)
+    if (folder / "meta.json").is_file():
+        try:
+            found = _load(folder)
+            log.info("tokenized %s: cache hit (%s)", Path(path).name, folder)
+            return found
+        except (OSError, ValueError, KeyError):
+            log.warning("ignoring an unreadable token cache %s", folder)
+    tokenized = _tokenize(path, spec, cfg, empty_labels, model_tokenizer)
+    try:
+        _save(tokenized, folder)
+    except OSError as e:
+        log.warning("could not write the token cache %s: %s", folder, e)
+    return tokenized
+
+
+def _key(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool, model_tokenizer: Any) -> str:
     settings: dict[str, Any] = {k: getattr(cfg, k) for k in ("text_columns", "label_column", "tokenizer", "ngrams",
                                                                "on_bad_row")}
+    settings["layout"] = LAYOUT
     if model_tokenizer is not None:  # ids, truncated: another tokenizer or length is another cache entry
         settings.update(model=model_tokenizer.fingerprint(), max_len=model_tokenizer.max_len(cfg))
     if empty_labels:  # rows with an empty label are kept (multilabel): a different set of rows
         settings["empty_labels"] = True
-    key = hashlib.sha256(Path(path).read_bytes() + json.dumps([spec.name, settings]).encode()).hexdigest()[:32]
-    cache = cache_dir() / f"{key}.json.gz"
-    if cache.is_file():
-        try:
-            with gzip.open(cache, "rt", encoding="utf-8") as f:
-                saved = json.load(f)
-            log.info("tokenized %s: cache hit (%s)", Path(path).name, cache)
-            return saved["tokens"], Rows(saved["texts"], saved["labels"], saved["skipped"])
-        except (OSError, ValueError, KeyError):
-            log.warning("ignoring an unreadable token cache %s", cache)
-    rows = read_rows(path, spec, cfg, empty_labels=empty_labels)
-    tokens = model_tokenizer.encode_batch(rows.texts, cfg) if model_tokenizer is not None else \
-        [tokenize(t, cfg) for t in rows.texts]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    digest.update(json.dumps([spec.name, settings]).encode())
+    return digest.hexdigest()[:32]
+
+
+def _tokenize(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool, model_tokenizer: Any) -> Tokenized:
+    numbers: dict[str, int] = {}  # kiln's tokens -> this file's numbers for them
+    parts, labels, skipped, has_labels = [], [], 0, False
+    for chunk in row_chunks(path, spec, cfg, empty_labels=empty_labels):
+        if model_tokenizer is not None:
+            parts.append(TokenStore.from_rows(model_tokenizer.encode_batch(chunk.texts, cfg)))
+        else:
+            parts.append(_numbered(chunk.texts, cfg, numbers))
+        if chunk.labels is not None:
+            labels += chunk.labels
+            has_labels = True
+        skipped = chunk.skipped
+    tokens = None if model_tokenizer is not None else list(numbers)
+    return Tokenized(TokenStore.concat(parts), tokens, labels if has_labels else None, skipped)
+
+
+def _numbered(texts: list[str], cfg: TextConfig, numbers: dict[str, int]) -> TokenStore:
+    """One chunk's tokens as numbers into `numbers` (extended with the chunk's new tokens); C-level loops only,
+    apart from the tokenizer itself."""
+    rows = [tokenize(t, cfg) for t in texts]
+    flat = [t for row in rows for t in row]
+    new = set(flat).difference(numbers)
+    numbers.update(zip(new, range(len(numbers), len(numbers) + len(new))))
+    ids = np.fromiter(map(numbers.__getitem__, flat), dtype=np.int32, count=len(flat))
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    return TokenStore(ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def _save(tokenized: Tokenized, folder: Path) -> None:
+    """Into a temporary folder beside it, renamed when complete: a reader never sees half an entry."""
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=1) as f:
-            json.dump({"tokens": tokens, "texts": rows.texts, "labels": rows.labels, "skipped": rows.skipped}, f)
-        tmp.replace(cache)
-    except OSError as e:
-        log.warning("could not write the token cache %s: %s", cache, e)
-    return tokens, rows
+        tokenized.store.save(tmp)
+        values: list[str] = []
+        if tokenized.labels is not None:
+            values, codes = np.unique(np.asarray(tokenized.labels, dtype=object), return_inverse=True)
+            np.save(tmp / "labels.npy", codes.astype(np.int32))
+        (tmp / "meta.json").write_text(json.dumps({
+            "tokens": tokenized.tokens, "label_values": [str(v) for v in values],
+            "has_labels": tokenized.labels is not None, "skipped": tokenized.skipped}, ensure_ascii=False))
+        shutil.rmtree(folder, ignore_errors=True)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load(folder: Path) -> Tokenized:
+    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    labels = None
+    if meta["has_labels"]:
+        values = meta["label_values"]
+        labels = [values[c] for c in np.load(folder / "labels.npy").tolist()]
+    return Tokenized(TokenStore.load(folder), meta["tokens"], labels, int(meta["skipped"]))
 
 
 def cache_dir() -> Path:

@@ -44,11 +44,29 @@ class Vocab:
 
     @classmethod
     def build(cls, token_lists: Iterable[list[str]], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
-        counts = Counter(t for tokens in token_lists for t in tokens)
+        return cls.from_counts(Counter(t for tokens in token_lists for t in tokens), min_freq, max_size)
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
+        """The most frequent tokens first (ties alphabetical), those seen fewer than min_freq times left out."""
         ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
         if max_size is not None:
             ranked = ranked[:max_size - 2]
         return cls([PAD, UNK] + ranked)
+
+    @classmethod
+    def from_store(cls, store, tokens: list[str], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
+        """From a kiln.data.token_store.TokenStore of numbers into `tokens` (the training rows of a file)."""
+        import numpy as np
+
+        counts = np.bincount(np.asarray(store.ids), minlength=len(tokens))
+        return cls.from_counts({t: int(c) for t, c in zip(tokens, counts.tolist()) if c}, min_freq, max_size)
+
+    def lookup(self, tokens: list[str]):
+        """The ids of `tokens` (<unk> for those not in the vocabulary), as a numpy array indexable by number."""
+        import numpy as np
+
+        return np.fromiter((self.stoi.get(t, self.unk_id) for t in tokens), dtype=np.int32, count=len(tokens))
 
     def encode(self, tokens: list[str], max_len: int | None = None) -> list[int]:
         ids = [self.stoi.get(t, self.unk_id) for t in tokens[:max_len]]

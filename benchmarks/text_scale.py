@@ -1,0 +1,131 @@
+"""Text at scale: how fast kiln reads and tokenizes a large CSV into training batches, and how much memory it
+holds, with kiln's own tokenizer and vocabulary and with a fast (Rust) Hugging Face tokenizer.
+
+For each size a generated `text,label` CSV of 30-word rows (four topics, a vocabulary of ~2,000 words) is built
+into kiln's training split (`build_data` of a text_csv config: read, tokenize, cache, vocabulary, encode) in a
+fresh process with an empty token cache; then again from the cache. Peak RSS is the child's (torch's own ~0.3 GB
+included; the baseline row says how much). Rows/s counts the whole build, not the tokenizer alone.
+
+    python benchmarks/text_scale.py [--rows 100000 1000000 10000000] [--dir /tmp/kiln-text-scale]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WORDS_PER_ROW = 30
+
+
+def vocabulary(n: int = 2000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    return sorted({"".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(n)})
+
+
+def write_csv(path: Path, rows: int, seed: int = 0) -> None:
+    """Rows of 30 words: each topic's own words mixed with common ones; the label is the topic."""
+    import numpy as np
+
+    words = np.array(vocabulary(), dtype=object)
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text,label\n")
+        for start in range(0, rows, 100_000):
+            n = min(100_000, rows - start)
+            labels = rng.integers(0, 4, n)
+            picks = rng.integers(0, len(words) // 2, (n, WORDS_PER_ROW))  # common words
+            topical = rng.random((n, WORDS_PER_ROW)) < 0.2
+            picks = np.where(topical, len(words) // 2 + labels[:, None] * (len(words) // 8)
+                             + picks % (len(words) // 8), picks)
+            lines = [" ".join(row) + f",topic{label}\n" for row, label in zip(words[picks], labels)]
+            f.writelines(lines)
+
+
+def write_tokenizer(folder: Path) -> None:
+    """A BERT-style WordPiece tokenizer (fast, Rust) trained on the benchmark's vocabulary, large enough that each
+    word is one token, as most words of real text are for a pretrained model's tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(vocabulary(), trainers.WordPieceTrainer(vocab_size=8000, special_tokens=special))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
+
+
+def child(root: str, tokenizer: str, cache: str) -> None:
+    """In a fresh process: build the training split, print seconds, rows and peak RSS as JSON."""
+    import resource
+
+    import torch
+
+    from kiln.config import DataConfig, TextConfig
+    from kiln.data import build_data
+    from kiln.data.model_tokenizer import ModelTokenizer
+
+    os.environ["KILN_CACHE"] = cache
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    model = tokenizer != "basic_english"
+    text = TextConfig(tokenizer="model" if model else "basic_english", max_len=64)
+    cfg = DataConfig(name="text_csv", root=Path(root), val_split=0.0, batch_size=256, text=text)
+    start = time.perf_counter()
+    data = build_data(cfg, task="multiclass", seed=0, device=torch.device("cpu"), splits=("train",),
+                      vocab=ModelTokenizer(Path(tokenizer)) if model else None)
+    seconds = time.perf_counter() - start
+    batch, _ = next(iter(data.require("train").epoch(0)))
+    assert batch.ids.shape[0] == 256
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "rows": data.sizes["train"], "peak_gb": peak / 2**20,
+                      "import_gb": before / 2**20, "vocab": data.info.vocab_size}))
+
+
+def measure(root: Path, tokenizer: str, cache: Path) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(root), tokenizer, str(cache)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/kiln-text-scale"))
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(*args.child)
+    tokenizer = args.dir / "wordpiece"
+    if not (tokenizer / "tokenizer.json").is_file():
+        write_tokenizer(tokenizer)
+    print("| rows | CSV | tokenizer | build, cold | rows/s | peak RSS | from the cache | peak RSS |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
+    for rows in args.rows:
+        root = args.dir / f"rows-{rows}"
+        if not (root / "train.csv").is_file():
+            write_csv(root / "test.csv", 1000, seed=1)  # the folder needs one; only the training split is built
+            write_csv(root / "train.csv", rows)
+        size = (root / "train.csv").stat().st_size / 2**20
+        for name, which in (("kiln basic_english", "basic_english"), ("WordPiece (fast)", str(tokenizer))):
+            cache = args.dir / f"cache-{rows}-{which == 'basic_english'}"
+            subprocess.run(["rm", "-rf", str(cache)], check=True)
+            cold, warm = measure(root, which, cache), measure(root, which, cache)
+            print(f"| {rows:,} | {size:,.0f} MB | {name} | {cold['seconds']:.1f} s | "
+                  f"{rows / cold['seconds']:,.0f} | {cold['peak_gb']:.2f} GB | {warm['seconds']:.1f} s | "
+                  f"{warm['peak_gb']:.2f} GB |", flush=True)
+    print(f"\n(the processes' RSS after importing torch and kiln: {cold['import_gb']:.2f} GB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Tokenized texts stored compactly: every row's ids back to back in one int32 array, plus int64 offsets (row i
+is ids[offsets[i]:offsets[i + 1]]). Thirty tokens cost 120 bytes instead of a Python list of strings (~5 KB), a
+store saves to two .npy files that load memory-mapped, and selecting, mapping, truncating and padding rows are
+array operations, never a loop over rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+
+class TokenStore:
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray):
+        self.ids, self.offsets = ids, offsets
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[list[int]]) -> TokenStore:
+        """From lists of ids (one chunk of a file: the lists are dropped once the arrays are built)."""
+        rows = list(rows)
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.int32, count=int(lengths.sum()))
+        return cls(flat, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+    @classmethod
+    def concat(cls, parts: list[TokenStore]) -> TokenStore:
+        if not parts:
+            return cls(np.zeros(0, np.int32), np.zeros(1, np.int64))
+        ids = np.concatenate([p.ids for p in parts])
+        lengths = np.concatenate([p.lengths for p in parts])
+        return cls(ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i]:self.offsets[i + 1]]
+
+    def take(self, rows: np.ndarray | list[int]) -> TokenStore:
+        """These rows, in this order, as a new (in-memory) store."""
+        rows = np.asarray(rows, dtype=np.int64)
+        starts, lengths = self.offsets[rows], self.lengths[rows]
+        return self._gather(starts, lengths)
+
+    def truncate(self, max_len: int | None) -> TokenStore:
+        """Every row cut to its first max_len ids."""
+        if not max_len or len(self) == 0 or self.lengths.max() <= max_len:
+            return self
+        return self._gather(self.offsets[:-1], np.minimum(self.lengths, max_len))
+
+    def map(self, table: np.ndarray) -> TokenStore:
+        """ids -> table[ids] (a file's own token numbers to a vocabulary's ids)."""
+        return TokenStore(table[self.ids].astype(np.int32), self.offsets)
+
+    def fill_empty(self, token: int) -> TokenStore:
+        """Rows without ids get one `token` (every sequence has a length >= 1)."""
+        empty = np.flatnonzero(self.lengths == 0)
+        if not len(empty):
+            return self
+        ids = np.insert(self.ids, self.offsets[empty], token).astype(np.int32)
+        lengths = self.lengths
+        lengths[empty] = 1
+        return TokenStore(ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+    def _gather(self, starts: np.ndarray, lengths: np.ndarray) -> TokenStore:
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # position k of the output comes from starts[row(k)] + (k - offsets[row(k)])
+        source = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return TokenStore(np.asarray(self.ids)[source], offsets)
+
+    def save(self, folder: Path) -> None:
+        np.save(folder / "ids.npy", np.ascontiguousarray(self.ids))
+        np.save(folder / "offsets.npy", np.ascontiguousarray(self.offsets))
+
+    @classmethod
+    def load(cls, folder: Path) -> TokenStore:
+        """Memory-mapped: the ids are read from the page cache as rows are used."""
+        return cls(np.load(folder / "ids.npy", mmap_mode="r"), np.load(folder / "offsets.npy"))
