@@ -170,7 +170,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         """The rows as the model's ids: kiln's token numbers through the vocabulary, cut at max_len, never empty
         (a model tokenizer's ids are that already)."""
         rows = tokenized.store.take(idx.numpy())
-        if tokenized.tokens is None:
+        if tokenized.tokens is None or not isinstance(vocab, Vocab):
             return rows
         return rows.map(vocab.lookup(tokenized.tokens)).truncate(tc.max_len).fill_empty(Vocab.unk_id)
 

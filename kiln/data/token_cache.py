@@ -118,10 +118,11 @@ def _save(tokenized: Tokenized, folder: Path) -> None:
         tokenized.store.save(tmp)
         values: list[str] = []
         if tokenized.labels is not None:
-            values, codes = np.unique(np.asarray(tokenized.labels, dtype=object), return_inverse=True)
+            distinct, codes = np.unique(np.asarray(tokenized.labels, dtype=object), return_inverse=True)
+            values = [str(v) for v in distinct]
             np.save(tmp / "labels.npy", codes.astype(np.int32))
         (tmp / "meta.json").write_text(json.dumps({
-            "tokens": tokenized.tokens, "label_values": [str(v) for v in values],
+            "tokens": tokenized.tokens, "label_values": values,
             "has_labels": tokenized.labels is not None, "skipped": tokenized.skipped}, ensure_ascii=False))
         shutil.rmtree(folder, ignore_errors=True)
         tmp.rename(folder)
