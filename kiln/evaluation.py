@@ -52,12 +52,14 @@ def collect_predictions(model: torch.nn.Module, batches, task, device: torch.dev
     sample of `batches`, in order, on the CPU."""
     from kiln.train.device import autocast
     from kiln.train.step import forward
+    from kiln.train.strategy import whole
 
     predictions, targets = [], []
-    for inputs, y in batches.epoch(0):
-        with autocast(device, precision):
-            predictions.append(task.predictions(task.logits(forward(model, inputs))).float().cpu())
-        targets.append(y.cpu())
+    with whole(model):
+        for inputs, y in batches.epoch(0):
+            with autocast(device, precision):
+                predictions.append(task.predictions(task.logits(forward(model, inputs))).float().cpu())
+            targets.append(y.cpu())
     return torch.cat(predictions), torch.cat(targets)
 
 

@@ -19,3 +19,21 @@ class WarnedAt(nn.Module):
             if self.calls == self.at and os.environ.get("KILN_TEST_PREEMPT") == "1":
                 os.kill(os.getpid(), signal.SIGUSR1)
         return self.fc(x.flatten(1))
+
+
+class TextWarnedAt(nn.Module):
+    """kiln's text transformer (two encoder layers: blocks FSDP shards), with WarnedAt's signal."""
+
+    def __init__(self, vocab_size: int, num_classes: int, pad_id: int = 0, at: int = 5, **args):
+        super().__init__()
+        from kiln.models.text import transformer
+
+        self.net = transformer(vocab_size, num_classes, pad_id, **args)
+        self.at, self.calls = at, 0
+
+    def forward(self, batch) -> torch.Tensor:
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at and os.environ.get("KILN_TEST_PREEMPT") == "1":
+                os.kill(os.getpid(), signal.SIGUSR1)
+        return self.net(batch)

@@ -19,10 +19,10 @@ from kiln.train.loop import evaluate
 TESTS = Path(__file__).parent
 
 
-def torchrun(*args, nproc=2, timeout=240):
+def torchrun(*args, nproc=2, timeout=240, env=None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "kiln",
            *map(str, args)]
-    env = {**__import__("os").environ, "PYTHONPATH": str(TESTS)}
+    env = {**__import__("os").environ, **(env or {}), "PYTHONPATH": str(TESTS)}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 

@@ -269,6 +269,14 @@ class TrainerConfig(Section):
     """Train on this many fixed batches (no augmentation, no shuffling) to check the model can overfit."""
     sync_batchnorm: bool = False
     """Under DDP, compute BatchNorm statistics over the global batch instead of each process's share."""
+    strategy: Literal["auto", "ddp", "fsdp"] = "auto"
+    """How several processes share the model: ddp (each holds it whole; auto) or fsdp (PyTorch's FSDP2: each
+    holds 1/N of the parameters, gradients and optimizer state — for models that do not fit one GPU)."""
+    fsdp: FsdpConfig = Field(default_factory=lambda: FsdpConfig())
+    """FSDP's settings (trainer.strategy=fsdp)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them (less memory, about one
+    more forward pass); the blocks as trainer.fsdp.blocks finds them. Any strategy."""
     test_after_fit: bool = True
     """Evaluate the best checkpoint on the test split when training ends."""
     log_every_n_steps: int = Field(25, gt=0)
@@ -297,6 +305,17 @@ class EmaConfig(Section):
     """Weight of the old average at each update: avg = decay * avg + (1 - decay) * weights."""
     every: int = Field(1, gt=0)
     """Update the average every this many optimizer steps."""
+
+
+class FsdpConfig(Section):
+    blocks: list[str] | None = None
+    """Classes of the modules sharded one by one (e.g. [BertLayer]); unset: the model's repeated units by class
+    name (…Layer, …Block, Bottleneck, …Stage: transformer layers, ResNet and ConvNeXt blocks)."""
+    reshard_after_forward: bool = True
+    """Free a block's gathered parameters after its forward pass (gathered again for the backward): less memory,
+    more communication."""
+    cpu_offload: bool = False
+    """Keep the sharded parameters, gradients and optimizer state in host memory (CUDA only)."""
 
 
 class TaskConfig(Section):

@@ -104,6 +104,17 @@ def any_rank(flag: bool, device) -> bool:
     return bool(all_reduce(torch.tensor([int(flag)], device=device), "max").item())
 
 
+def gather(obj: Any) -> list[Any]:
+    """Every rank's value of a small picklable object, in rank order, on every rank."""
+    if not _active():
+        return [obj]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def broadcast(obj: Any) -> Any:
     """Rank 0's value of a small picklable object, on every rank."""
     if not _active():

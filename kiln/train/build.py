@@ -17,6 +17,7 @@ from kiln.runs import RunDir
 from kiln.tasks import task_for_training
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
+from kiln.train import strategy
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.device import resolve_precision, use_channels_last
@@ -38,6 +39,10 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
                               pretrained)
     if world_size > 1 and cfg.trainer.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if cfg.trainer.activation_checkpointing:
+        strategy.checkpoint_activations(model, cfg.trainer)
+    if strategy.resolve(cfg.trainer, world_size) == "fsdp":  # before the optimizer, which must hold the sharded parameters
+        model = strategy.shard(model, cfg.trainer, precision, device)
     fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
@@ -53,16 +58,17 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
         task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(progress),
-        callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),
+        callbacks=default_callbacks(cfg, model, head, run, trackers, collective=world_size > 1) + list(callbacks),
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info), "world_size": world_size,
               "global_batch_size": global_batch},
         ema=ema)
 
 
 def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,
-                      trackers: Trackers | None) -> list[Callback]:
+                      trackers: Trackers | None, collective: bool = False) -> list[Callback]:
     """kiln's own callbacks, in the order they run: the freeze schedule, the memory watch, early stopping
-    (before the checkpoint, which saves its state), metric logging, checkpoints, the summary line."""
+    (before the checkpoint, which saves its state), metric logging, checkpoints, the summary line. `collective`
+    (several processes): every rank takes part in gathering each checkpoint; the one with `run` writes it."""
     callbacks: list[Callback] = []
     if cfg.model.freeze != "none":
         assert head is not None
@@ -71,5 +77,5 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
     callbacks += [GrowthWatch(own_code=own_code), EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))
-    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None else None
+    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None or collective else None
     return callbacks + ([checkpoint] if checkpoint else []) + [EpochSummary(checkpoint)]

@@ -24,6 +24,7 @@ from kiln.core.state import LoopState, rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.track.console import EpochProgress
+from kiln.train import strategy
 from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
 from kiln.train.memory import epoch_memory, out_of_memory_message
@@ -88,17 +89,19 @@ class Trainer:
 
     # -- everything that must survive a resume
     def state_dict(self) -> dict[str, Any]:
+        """Under several processes every rank calls it at the same moment (it gathers what each rank holds)."""
         return {
             **self.meta,
-            "model": unwrap(self.eval_model).state_dict(),
+            "model": strategy.model_state(self.eval_model),
             **({"raw_model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict()} if self.ema else {}),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": strategy.optimizer_state(self.model, self.optimizer),
             "schedule": self.schedule.state_dict(),
             "scaler": self.step.scaler.state_dict(),
             "loop": self.state.state_dict(),
             "running": self.step.running.state_dict(),
             **{cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
             "rng": rng_state(),
+            **({"rng_ranks": dist.gather(rng_state())} if dist.current().distributed else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -109,8 +112,8 @@ class Trainer:
         elif "raw_model" in state:  # saved with EMA, resumed without: train on from the raw weights
             unwrap(self.model).load_state_dict(state["raw_model"])
         else:
-            unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            strategy.load_model_state(self.model, state["model"])
+        strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
         self._load_scaler(state.get("scaler") or {})
         self.state.load_state_dict(state["loop"])
@@ -118,7 +121,8 @@ class Trainer:
         for cb in self.callbacks:
             if cb.state_key and state.get(cb.state_key):
                 cb.load_state_dict(state[cb.state_key])
-        set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []  # every rank's own generators (dropout), on the same world size
+        set_rng_state(ranks[dist.current().rank] if len(ranks) == dist.current().world_size else state["rng"])
 
     def _load_scaler(self, saved: dict[str, Any]) -> None:
         """A checkpoint saved without a scaler (bf16, 32, or 16 that fell back to 32) has nothing to load."""
@@ -232,14 +236,15 @@ def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, 
     metrics = task.metrics(device, detailed)  # torchmetrics syncs across ranks in compute()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for inputs, targets in islice(batches.epoch(0), limit):
-        with autocast(device, precision):
-            outputs = task.logits(forward(model, inputs)).float()
-        loss_sum += task.loss_sum(outputs, targets)
-        metrics.update(outputs, targets)
-        if keep is not None:
-            keep.append((task.predictions(outputs), targets))
-        count += targets.shape[0]
+    with strategy.whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
+        for inputs, targets in islice(batches.epoch(0), limit):
+            with autocast(device, precision):
+                outputs = task.logits(forward(model, inputs)).float()
+            loss_sum += task.loss_sum(outputs, targets)
+            metrics.update(outputs, targets)
+            if keep is not None:
+                keep.append((task.predictions(outputs), targets))
+            count += targets.shape[0]
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
     results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1), "num_samples": int(totals[1])}
     for name, value in metrics.compute().items():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from kiln.core import dist
+
 
 class RunningMean:
     """Sums of the reported loss, the task's training metric (correct predictions, absolute errors, ...) and the
@@ -30,8 +32,6 @@ class RunningMean:
 
     def compute(self, sync: bool = False) -> dict[str, float]:
         """Means over this rank's batches, or over every rank's with sync=True (all ranks must call it)."""
-        from kiln.core import dist
-
         if sync and dist.current().distributed:
             totals = dist.all_reduce(torch.cat([self.sums, self.sums.new_tensor([self.count])])).tolist()
             (loss_sum, score, objective_sum), n = totals[:3], totals[3]
@@ -43,11 +43,16 @@ class RunningMean:
         return means
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        loss, score, objective = self.sums.cpu()
-        return {"sums": torch.stack([loss, score, torch.tensor(float(self.count), dtype=torch.float64), objective])}
+        """The sums over every rank (all ranks call it together): a resume on any number of processes goes on
+        from the same epoch means."""
+        loss, score, objective, count = dist.all_reduce(torch.cat([self.sums, self.sums.new_tensor([self.count])])).cpu()
+        return {"sums": torch.stack([loss, score, count, objective])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Rank 0 takes the saved totals, the other ranks start from zero: their sum is the totals."""
         sums = state["sums"].double()  # (loss, score, n[, objective]): format 1 had no objective (= the loss)
         objective = sums[3] if len(sums) > 3 else sums[0]
+        if dist.current().rank != 0:
+            sums, objective = torch.zeros_like(sums), torch.zeros((), dtype=torch.float64)
         self.sums = torch.stack([sums[0], sums[1], objective]).to(self.device)
         self.count = int(sums[2].item())

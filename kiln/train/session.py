@@ -29,6 +29,7 @@ from kiln.tasks import build_task, resolve_task_settings
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
+from kiln.train import strategy
 from kiln.train.build import build_trainer
 from kiln.train.callbacks import Callback
 from kiln.train.device import resolve_backend, resolve_device, use_channels_last
@@ -83,6 +84,7 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
     check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank, proc.local_world_size, cfg.trainer.backend)
+    strategy.check(cfg, device)
     dist.setup(device, resolve_backend(cfg.trainer.backend, device))
     try:
         dist.check_same_config(cfg.model_dump(mode="json"))
@@ -254,7 +256,7 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
         trainer.state.finished = False
         log.info("resumed from %s at epoch %d, batch %d (step %d)", run.last,
                  trainer.state.epoch + 1, trainer.state.batch, trainer.state.step)
-    trainer.model = _wrap(model, cfg, proc, device)
+    trainer.model = strategy.wrap(model, cfg, device)
     trackers.log_config(cfg.model_dump(mode="json"))
 
     status = {"world_size": proc.world_size, "global_batch_size": global_batch,
@@ -319,18 +321,6 @@ def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_di
         if data.vocab is not None:
             run.save_vocab(data.vocab)
     return run, lock, made
-
-
-def _wrap(model: torch.nn.Module, cfg: Config, proc: dist.ProcessInfo, device: torch.device) -> torch.nn.Module:
-    """DDP across processes (frozen parameters need find_unused_parameters), then torch.compile."""
-    if proc.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        find_unused_parameters=cfg.model.freeze != "none")
-    if cfg.trainer.compile:
-        return torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)  # type: ignore[return-value]
-    return model
 
 
 def _warn_changed(checkpoint: dict[str, Any], cfg: Config, world_size: int) -> None:

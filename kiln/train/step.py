@@ -7,7 +7,6 @@ one by design: `nan_policy: skip_batch` reads every loss, and fp16's scaler step
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.core import dist
+from kiln.train import strategy
 from kiln.train.device import autocast
 from kiln.train.metrics import RunningMean
 
@@ -43,9 +43,8 @@ class TrainStep:
 
     def __call__(self, model: nn.Module, inputs, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
-        Under DDP the gradients are all-reduced only on the micro-step that steps the optimizer."""
-        no_sync = getattr(model, "no_sync", None)
-        with no_sync() if no_sync is not None and not optimizer_step else nullcontext():
+        Under DDP and FSDP the gradients are synchronised only on the micro-step that steps the optimizer."""
+        with strategy.gradient_sync(model, optimizer_step):
             with autocast(self.device, self.precision):
                 outputs = self.task.logits(forward(model, inputs))
                 loss = self.task.objective(outputs, targets)

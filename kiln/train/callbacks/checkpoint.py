@@ -15,14 +15,16 @@ from kiln.train.callbacks.early_stopping import Monitor
 class ModelCheckpoint(Callback):
     state_key = "checkpoint"
 
-    def __init__(self, cfg: CheckpointConfig, run: RunDir):
+    def __init__(self, cfg: CheckpointConfig, run: RunDir | None):
+        """`run` None: a rank that takes part in gathering the state (FSDP) but does not write it."""
         self.run, self.keep_top_k = run, cfg.keep_top_k
         self.monitor = Monitor(*watched(cfg))
         self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN.pt files
         self.improved = False  # at the last epoch end
 
     def save_last(self, payload: dict[str, Any]) -> None:
-        save_checkpoint(self.run.last, payload)
+        if self.run is not None:
+            save_checkpoint(self.run.last, payload)
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Update the monitor, then write checkpoints of the trainer's state (which includes this one's)."""
@@ -31,6 +33,8 @@ class ModelCheckpoint(Callback):
             self.top.append((metrics[self.monitor.metric], epoch))
             self.top.sort(key=lambda t: t[0], reverse=self.monitor.mode == "max")
         self.save_last(trainer.state_dict())
+        if self.run is None:
+            return
         if self.improved:
             copy_checkpoint(self.run.last, self.run.best)
         if self.keep_top_k:

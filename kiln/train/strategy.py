@@ -1,0 +1,231 @@
+"""How the model is spread over the processes (`trainer.strategy`): one owner for what DDP and FSDP do differently.
+
+- single: one process, the plain model.
+- ddp: every rank holds the whole model; gradients are all-reduced (DistributedDataParallel).
+- fsdp: PyTorch's FSDP2 (`fully_shard`): every block (transformer layers, ResNet/ConvNeXt stages' blocks, or the
+  classes named in `trainer.fsdp.blocks`) and the root are sharded, so each rank holds 1/N of the parameters,
+  gradients and optimizer state; a block's parameters are gathered only while it runs.
+
+Checkpoints hold the full (consolidated) state under every strategy: under FSDP every rank takes part in gathering
+it and rank 0 writes it, so `kiln test`, `predict`, `export`, fine-tuning and a resume on any number of processes
+read it as they read any checkpoint. The optimizer state of an FSDP run is keyed by parameter name (torch's
+distributed state-dict format); it loads into any strategy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from kiln.config import Config, TrainerConfig
+from kiln.core import dist
+from kiln.core.state import unwrap
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
+# Repeated units a model is built of, by class name: torch's and transformers' layers, torchvision's and timm's
+# blocks. The outermost match is a block (a block inside a block is not sharded on its own).
+BLOCK_SUFFIXES = ("Layer", "Block", "Bottleneck", "BasicBlock", "Stage")
+
+
+def resolve(cfg: TrainerConfig, world_size: int) -> str:
+    """single | ddp | fsdp for this launch (auto = ddp; on one process every strategy is the plain model)."""
+    if world_size <= 1:
+        return "single"
+    return "fsdp" if cfg.strategy == "fsdp" else "ddp"
+
+
+def check(cfg: Config, device: torch.device) -> None:
+    """What FSDP does not do (yet), refused before anything is built."""
+    trainer = cfg.trainer
+    if trainer.fsdp.cpu_offload and (trainer.strategy != "fsdp" or device.type != "cuda"):
+        raise KilnError(f"trainer.fsdp.cpu_offload keeps FSDP's sharded parameters in host memory between uses "
+                        f"of a GPU: it needs trainer.strategy=fsdp on CUDA (this run: strategy "
+                        f"{trainer.strategy}, device {device.type})")
+    if trainer.strategy != "fsdp":
+        return
+    if trainer.ema:
+        raise KilnError("trainer.ema is not supported with trainer.strategy=fsdp yet (the average would need every "
+                        "rank's full weights); use strategy ddp, or leave trainer.ema unset")
+    if trainer.precision == "16":
+        raise KilnError("trainer.precision=16 needs a gradient scaler, which kiln does not use with FSDP: use "
+                        "trainer.precision=bf16 (or 32) with trainer.strategy=fsdp")
+    if trainer.sync_batchnorm:
+        raise KilnError("trainer.sync_batchnorm is for DDP; with trainer.strategy=fsdp leave it off")
+
+
+def blocks(model: nn.Module, names: list[str] | None) -> list[nn.Module]:
+    """The modules sharded (and checkpointed) one by one: of the classes `names`, else the model's repeated
+    units by class name; outermost first, never one inside another."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if not name or any(name.startswith(outer + ".") for outer, _ in found):
+            continue
+        cls = type(module).__name__
+        if (cls in names) if names else (cls.endswith(BLOCK_SUFFIXES) and any(True for _ in module.parameters())):
+            found.append((name, module))
+    if names and not found:
+        classes = sorted({type(m).__name__ for m in model.modules()})
+        raise KilnError(f"trainer.fsdp.blocks={names}: the model has no module of these classes; its classes: "
+                        f"{', '.join(classes)}")
+    return [module for _, module in found]
+
+
+def checkpoint_activations(model: nn.Module, cfg: TrainerConfig) -> None:
+    """trainer.activation_checkpointing: each block's activations are recomputed in the backward pass instead
+    of kept (less memory, one more forward per block). Any strategy."""
+    from torch.distributed._composable import checkpoint
+
+    found = blocks(model, cfg.fsdp.blocks)
+    if not found:
+        raise KilnError("trainer.activation_checkpointing: the model has no blocks to checkpoint (name their "
+                        "classes in trainer.fsdp.blocks)")
+    for block in found:
+        checkpoint(block)
+    log.info("activation checkpointing: %d blocks", len(found))
+
+
+def shard(model: nn.Module, cfg: TrainerConfig, precision: str, device: torch.device) -> nn.Module:
+    """FSDP2 over every process: each block, then the root. Before the optimizer is built (it must hold the
+    sharded parameters)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.current().world_size,))
+    low = {"bf16": torch.bfloat16}.get(precision)
+    options: dict[str, Any] = {
+        "mesh": mesh, "reshard_after_forward": cfg.fsdp.reshard_after_forward,
+        "mp_policy": MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32 if low else None),
+        "offload_policy": CPUOffloadPolicy() if cfg.fsdp.cpu_offload else OffloadPolicy()}
+    found = blocks(model, cfg.fsdp.blocks)
+    for block in found:
+        fully_shard(block, **options)
+    fully_shard(model, **options)
+    model.kiln_reshard_after_forward = cfg.fsdp.reshard_after_forward  # type: ignore[assignment]  # see whole()
+    log.info("fsdp: %d blocks and the root sharded over %d processes%s", len(found), dist.current().world_size,
+             f", parameters in {precision}" if low else "")
+    return model
+
+
+def wrap(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
+    """DDP across processes (frozen parameters need find_unused_parameters; an FSDP model is sharded already),
+    then torch.compile."""
+    if resolve(cfg.trainer, dist.current().world_size) == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        find_unused_parameters=cfg.model.freeze != "none")
+    if cfg.trainer.compile:
+        return torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)  # type: ignore[return-value]
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(unwrap(model), FSDPModule)
+
+
+def gradient_sync(model: nn.Module, sync: bool):
+    """No gradient communication on the micro-steps of an accumulation that do not step the optimizer."""
+    if sync:
+        return nullcontext()
+    if is_sharded(model):
+        return _fsdp_no_sync(unwrap(model))
+    no_sync = getattr(model, "no_sync", None)
+    return no_sync() if no_sync is not None else nullcontext()
+
+
+@contextmanager
+def _fsdp_no_sync(model) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+@contextmanager
+def whole(model: nn.Module) -> Iterator[None]:
+    """Evaluation and prediction: under FSDP every rank gathers the full parameters once (together) and keeps
+    them while it runs its own shard of the data — ranks with one batch more or less never wait on each other."""
+    if not is_sharded(model):
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    root = unwrap(model)
+    parts = [m for m in root.modules() if isinstance(m, FSDPModule)]
+    inner = [m for m in parts if m is not root]
+    for m in inner:
+        m.set_reshard_after_forward(False, recurse=False)
+    for m in parts:
+        m.unshard()
+    try:
+        yield
+    finally:
+        for m in parts:
+            m.reshard()
+        for m in inner:
+            m.set_reshard_after_forward(getattr(root, "kiln_reshard_after_forward", True), recurse=False)
+
+
+def _options(**kwargs: Any):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def model_state(model: nn.Module) -> dict[str, Any]:
+    """The full state dict (under FSDP gathered by every rank together; rank 0 gets it, on the CPU)."""
+    if not is_sharded(model):
+        return unwrap(model).state_dict()
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(unwrap(model), options=_options(cpu_offload=True))
+
+
+def load_model_state(model: nn.Module, state: dict[str, Any]) -> None:
+    """A full state dict into the model (under FSDP every rank passes it and keeps its shard)."""
+    if not is_sharded(model):
+        unwrap(model).load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+    set_model_state_dict(unwrap(model), state, options=_options())
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    if not is_sharded(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(unwrap(model), optimizer, options=_options(cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """torch's own format (parameters numbered) or FSDP's (parameters named), into either kind of model."""
+    named = bool(state.get("state")) and isinstance(next(iter(state["state"])), str) or \
+        any(isinstance(p, str) for g in state.get("param_groups", []) for p in g["params"])
+    if not is_sharded(model) and not named:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    if not named:
+        state = _named(model, optimizer, state)
+    set_optimizer_state_dict(unwrap(model), optimizer, state, options=_options())
+
+
+def _named(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+    """A numbered optimizer state (DDP, one process) keyed by parameter names instead: number i is the i-th
+    parameter of the optimizer's groups, in order (the same names before and after sharding)."""
+    names = {id(p): n for n, p in unwrap(model).named_parameters()}
+    order = [names[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    return {"state": {order[i]: s for i, s in state["state"].items()},
+            "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in state["param_groups"]]}
