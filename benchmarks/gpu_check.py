@@ -327,6 +327,16 @@ def check_ddp_nccl_layout(c: Ctx) -> str:
     return "refused before launch: " + _tail(err, 1)[:160]
 
 
+def check_fsdp(c: Ctx) -> str:
+    """trainer.strategy=fsdp in bf16 (parameters bf16, reductions fp32): nccl on 2 GPUs, else gloo sharing one."""
+    import torch
+
+    backend = "nccl" if torch.cuda.device_count() >= 2 else "gloo"
+    c.kiln("train", CONFIG, f"trainer.backend={backend}", "trainer.strategy=fsdp", "trainer.precision=bf16",
+           *c.train_args("fsdp"), "--nproc", "2", timeout=300)
+    return f"FSDP on 2 processes via {backend}, bf16: test acc {_test_acc(c.work / 'fsdp'):.4f}"
+
+
 def check_speed(c: Ctx) -> str:
     path = c.work / "speed.json"
     rc, out, err = c.run([sys.executable, "benchmarks/train_speed.py", "--device", "cuda", "--epochs", "3",
@@ -404,6 +414,7 @@ CHECKS = [
     Check("test, predict, inspect, report", check_eval_commands, needs="train bf16 (clip, accumulate)"),
     Check("DDP 2 processes, gloo", check_ddp_gloo, cuda_only=True),
     Check("DDP nccl GPU layout", check_ddp_nccl_layout, cuda_only=True),
+    Check("FSDP 2 processes, bf16", check_fsdp, cuda_only=True),
     Check("speed benchmark", check_speed, cuda_only=True, timed=True),
     Check("default-config presets", check_presets, cuda_only=True, timed=True),
     Check("fashion_mnist_best", check_best_config, cuda_only=True, timed=True),

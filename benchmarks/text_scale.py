@@ -102,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/kiln-text-scale"))
+    parser.add_argument("--only", choices=["kiln", "fast"], help="one tokenizer only")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -118,6 +119,8 @@ def main() -> None:
             write_csv(root / "train.csv", rows)
         size = (root / "train.csv").stat().st_size / 2**20
         for name, which in (("kiln basic_english", "basic_english"), ("WordPiece (fast)", str(tokenizer))):
+            if args.only and (args.only == "kiln") != (which == "basic_english"):
+                continue
             cache = args.dir / f"cache-{rows}-{which == 'basic_english'}"
             subprocess.run(["rm", "-rf", str(cache)], check=True)
             cold, warm = measure(root, which, cache), measure(root, which, cache)

@@ -34,3 +34,15 @@ def test_store_saves_and_loads_memory_mapped(tmp_path):
     back = TokenStore.load(tmp_path)
     assert isinstance(back.ids, np.memmap) and [back.row(i).tolist() for i in range(3)] == [[1, 2, 3], [], [4]]
     assert back.take([2, 0]).ids.tolist() == [4, 1, 2, 3]
+
+
+def test_gathering_in_chunks_gives_the_same_rows(monkeypatch):
+    from kiln.data import token_store
+
+    rows = [[i] * (i % 5) for i in range(40)]
+    store = TokenStore.from_rows(rows)
+    whole = store.take(list(range(39, -1, -1)))
+    monkeypatch.setattr(token_store, "GATHER_ROWS", 3)  # 14 chunks instead of one
+    chunked = store.take(list(range(39, -1, -1)))
+    assert chunked.ids.tolist() == whole.ids.tolist() and chunked.offsets.tolist() == whole.offsets.tolist()
+    assert [chunked.row(i).tolist() for i in range(40)] == rows[::-1]

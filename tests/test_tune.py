@@ -125,6 +125,54 @@ def test_two_workers_share_one_study(tmp_path, base):
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
 
 
+def test_separate_workers_on_one_journal_study_survive_a_killed_worker(tmp_path, base):
+    """Two `kiln tune --storage journal:` processes (as on two machines): one is killed mid-trial; the other
+    marks that trial failed once its lease runs out, runs its values again, and the study completes its grid."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    grid = [0.01, 0.02, 0.05, 0.1]
+    path = tune_file(tmp_path, trials=4, sampler="grid", space={"optim.lr": grid})
+    journal = tmp_path / "shared" / "study.log"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "KILN_TUNE_LEASE_SECONDS": "3"}
+    cmd = [sys.executable, "-m", "kiln", "tune", str(path), "trainer.epochs=4", "--storage", f"journal:{journal}"]
+    doomed = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    survivor = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def trials():
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        return optuna.load_study(study_name="tiny", storage=storage).get_trials(deepcopy=False)
+
+    deadline = time.time() + 120
+    while time.time() < deadline:  # until the doomed worker is inside a trial
+        if journal.is_file() and any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == doomed.pid
+                                     for t in _quietly(trials)):
+            break
+        time.sleep(0.1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=60)
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err[-3000:]
+    assert "marked failed, its values to be run again" in err
+
+    done = [t for t in trials() if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials() if t.state == TrialState.FAIL]
+    assert sorted(t.params["optim.lr"] for t in done) == grid  # every grid point once, none twice
+    assert len(failed) == 1 and failed[0].user_attrs["pid"] == doomed.pid
+    assert (tmp_path / "shared" / "tune.yaml").is_file() and (tmp_path / "shared" / "results.csv").is_file()
+    status = run_cli("tune", "--status", journal)
+    assert status.returncode == 0 and "study tiny: 4 complete, 1 fail" in status.stdout, status.stdout
+
+
+def _quietly(fn):
+    """The trials, or none while the journal is being created."""
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 — no study in the file yet
+        return []
+
+
 def test_best_yaml_trains(tmp_path, base):
     tune_dir = run_tune(tune_file(tmp_path, trials=2, sampler="random"), [])
     result = run_cli("train", tune_dir / "best.yaml", "trainer.epochs=1")

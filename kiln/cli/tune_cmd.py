@@ -1,4 +1,5 @@
-"""kiln tune TUNE_CONFIG [key=value ...] [--resume TUNE_DIR] [--workers N] [--backend optuna|ray]"""
+"""kiln tune TUNE_CONFIG [key=value ...] [--resume TUNE_DIR] [--workers N] [--storage URL] [--backend optuna|ray];
+kiln tune --status PATH"""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ def add_parser(sub) -> None:
                        epilog="examples:\n  kiln tune configs/tune/fashion_mnist.yaml trainer.epochs=5\n"
                               "  kiln tune configs/tune/fashion_mnist.yaml --workers 4\n"
                               "  kiln tune configs/tune/fashion_mnist.yaml --resume runs/fashion_mnist/tune-20260101-120000\n"
+                              "  kiln tune configs/tune/fashion_mnist.yaml --storage journal:/shared/search/study.log  "
+                              "# on each machine\n"
+                              "  kiln tune --status /shared/search/study.log\n"
                               "  kiln tune configs/tune/fashion_mnist.yaml --backend ray --address auto --gpus-per-trial 1",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", metavar="TUNE_CONFIG")
+    p.add_argument("config", metavar="TUNE_CONFIG", nargs="?")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="overrides of the base training config, e.g. data.root=... trainer.epochs=5")
     p.add_argument("--resume", metavar="TUNE_DIR", help="continue an interrupted search (finished trials are kept)")
@@ -28,8 +32,11 @@ def add_parser(sub) -> None:
                    help="run N trials in parallel processes (one GPU each when there are GPUs, else CPU threads "
                         "split between them)")
     p.add_argument("--storage", metavar="URL",
-                   help="a database URL shared by several machines (e.g. postgresql://user@host/db); "
-                        "default: study.db in the tune folder")
+                   help="a study shared by several `kiln tune` processes or machines: journal:PATH (an Optuna "
+                        "journal file on a shared file system; its folder is the tune folder of every worker) or "
+                        "a database URL (postgresql://user@host/db); default: study.db in a new tune folder")
+    p.add_argument("--status", metavar="PATH",
+                   help="summarise a study in progress (a journal file or a tune folder) and exit")
     p.add_argument("--backend", choices=["optuna", "ray"], default="optuna",
                    help="optuna: trials on this machine; ray: on a Ray cluster (pip install -e .[ray])")
     p.add_argument("--address", help="ray: cluster address (auto, ray://host:10001); default: a local Ray")
@@ -48,6 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
+    if args.status:
+        from kiln.tune.lease import status_lines
+
+        print("\n".join(status_lines(args.status)))
+        return 0
+    if not args.config:
+        from kiln.errors import KilnError
+
+        raise KilnError("kiln tune needs a TUNE_CONFIG (or --status PATH)")
     if args.backend == "ray":
         from kiln.tune.ray_runner import run_ray
 

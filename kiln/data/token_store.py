@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+GATHER_ROWS = 1 << 18
+
 
 class TokenStore:
     def __init__(self, ids: np.ndarray, offsets: np.ndarray):
@@ -56,7 +58,7 @@ class TokenStore:
 
     def map(self, table: np.ndarray) -> TokenStore:
         """ids -> table[ids] (a file's own token numbers to a vocabulary's ids)."""
-        return TokenStore(table[self.ids].astype(np.int32), self.offsets)
+        return TokenStore(table[self.ids].astype(np.int32, copy=False), self.offsets)
 
     def fill_empty(self, token: int) -> TokenStore:
         """Rows without ids get one `token` (every sequence has a length >= 1)."""
@@ -69,10 +71,18 @@ class TokenStore:
         return TokenStore(ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
     def _gather(self, starts: np.ndarray, lengths: np.ndarray) -> TokenStore:
+        """Rows `starts[i]`..+`lengths[i]` of ids, back to back; `GATHER_ROWS` rows at a time, so the int64 index
+        arrays stay small next to the int32 ids (10M rows of 30 tokens would need 2.4 GB of them at once)."""
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        # position k of the output comes from starts[row(k)] + (k - offsets[row(k)])
-        source = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
-        return TokenStore(np.asarray(self.ids)[source], offsets)
+        out = np.empty(int(offsets[-1]), dtype=np.int32)
+        for first in range(0, len(lengths), GATHER_ROWS):
+            last = min(first + GATHER_ROWS, len(lengths))
+            begin, end = offsets[first], offsets[last]
+            # position k of the output comes from starts[row(k)] + (k - offsets[row(k)])
+            source = np.repeat(starts[first:last] - offsets[first:last], lengths[first:last])
+            source += np.arange(begin, end, dtype=np.int64)
+            out[begin:end] = self.ids[source]
+        return TokenStore(out, offsets)
 
     def save(self, folder: Path) -> None:
         np.save(folder / "ids.npy", np.ascontiguousarray(self.ids))

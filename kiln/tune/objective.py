@@ -12,8 +12,9 @@ from typing import Any
 from kiln.errors import KilnError, TrainingStopped, first_line
 from kiln.runs import RunDir, RunStatus
 from kiln.train.callbacks import LambdaCallback
+from kiln.tune.lease import held, more_to_run, reap, until_enough
 from kiln.tune.space import TuneConfig, trial_config
-from kiln.tune.study import finished_trials, make_pruner, make_sampler, make_storage
+from kiln.tune.study import finished_trials, is_shared, make_pruner, make_sampler, make_storage
 
 log = logging.getLogger("kiln")
 TRIAL_ERRORS = (KilnError, TrainingStopped, RuntimeError, ValueError, TypeError, ArithmeticError)
@@ -52,7 +53,8 @@ class Objective:
 
         log.info("trial %d: %s", trial.number, ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
         try:
-            session.train(cfg, run_dir=run_dir, quiet=True, callbacks=[LambdaCallback(on_epoch_end=report)])
+            with held(trial.study, trial):  # other workers on the study see this one is alive
+                session.train(cfg, run_dir=run_dir, quiet=True, callbacks=[LambdaCallback(on_epoch_end=report)])
         except optuna.TrialPruned:
             RunDir(run_dir).write_status(RunStatus.PRUNED, epoch=len(history))
             raise
@@ -72,29 +74,37 @@ def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str
              threads: int | None = None, quota: int | None = None, worker: int = 0) -> None:
     """Run trials until the study holds `tune.trials` finished (complete or pruned) ones."""
     import optuna
-    from optuna.study import MaxTrialsCallback
-    from optuna.trial import TrialState
 
     if threads:
         import torch
 
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=make_storage(storage), sampler=make_sampler(tune, worker),
+    study = optuna.load_study(study_name=study_name, storage=make_storage(storage),
+                              sampler=make_sampler(tune, worker, is_shared(storage)),
                               pruner=make_pruner(tune, trial_config(raw, {}).trainer.epochs))
-    done = MaxTrialsCallback(tune.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    reap(study)  # trials of workers that died before this one started
+    done = until_enough(tune.trials)
     remaining = quota if quota is not None else tune.trials - finished_trials(study)
     if remaining <= 0:
         return
     from sqlalchemy.exc import OperationalError
 
     ran: list[int] = []
-    for _ in range(5):
+    busy = 0
+    while busy < 5:
+        # A trial that fails is recorded as failed and the search goes on; an interrupt stops the search.
+        # On a shared study this worker runs until the study is complete (it may retry a dead worker's trial).
+        budget = None if is_shared(storage) and quota is None else remaining - len(ran)
         try:
-            # A trial that fails is recorded as failed and the search goes on; an interrupt stops the search.
-            study.optimize(Objective(tune, raw, tune_dir), n_trials=remaining - len(ran), catch=TRIAL_ERRORS,
+            study.optimize(Objective(tune, raw, tune_dir), n_trials=budget, catch=TRIAL_ERRORS,
                            callbacks=[done, lambda study, trial: ran.append(trial.number)], gc_after_trial=True)
-            return
         except OperationalError as e:  # a shared SQLite file briefly busy with another worker's write
             log.warning("study storage busy (%s); retrying", first_line(e))
+            busy += 1
             time.sleep(1.0)
+            continue
+        # A grid sampler stops the study once every point is done or running — also while another worker's
+        # running trial may still fail and need running again.
+        if budget is not None or not more_to_run(study, tune.trials):
+            return

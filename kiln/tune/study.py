@@ -1,5 +1,6 @@
-"""The Optuna study of a search: its SQLite storage in the tune folder (resumable, shared by parallel workers,
-readable by optuna-dashboard), the sampler, the pruner, and the metric check before a search starts."""
+"""The Optuna study of a search: its storage — SQLite in the tune folder (resumable, shared by parallel workers,
+readable by optuna-dashboard), an Optuna journal file on a shared file system (`journal:PATH`: several machines,
+no server), or a database URL — the sampler, the pruner, and the metric check before a search starts."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from kiln.tasks import build_task
 from kiln.tune.space import TuneConfig, trial_config
 
 STUDY_FILE = "study.db"
+JOURNAL = "journal:"
 
 
 def check_metric(tune: TuneConfig, raw: dict[str, Any]) -> None:
@@ -27,20 +29,45 @@ def storage_url(tune_dir: Path) -> str:
     return f"sqlite:///{(Path(tune_dir) / STUDY_FILE).resolve()}"
 
 
+def is_shared(url: str) -> bool:
+    """A storage other `kiln tune` processes may be using right now (a journal file, a database server), as
+    opposed to the tune folder's own study.db."""
+    return not url.startswith("sqlite")
+
+
+def journal_path(url: str) -> Path:
+    return Path(url[len(JOURNAL):]).expanduser().resolve()
+
+
 def make_storage(url: str):
     import optuna
 
+    if url.startswith(JOURNAL):
+        from optuna.storages.journal import JournalFileBackend
+
+        path = journal_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if url.startswith("sqlite"):  # several worker processes share the file: wait for its lock, do not fail
         return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
     return optuna.storages.RDBStorage(url)
 
 
-def make_sampler(tune: TuneConfig, worker: int = 0):
-    """Parallel workers get different seeds, or they would all propose the same values."""
+def make_sampler(tune: TuneConfig, worker: int = 0, shared: bool = False):
+    """Parallel workers get different seeds, or they would all propose the same values; so do separate `kiln
+    tune` processes on one shared study (each is worker 0 of its own), by their process id and host."""
     import optuna
 
     seed = tune.seed + 1000 * worker
+    if shared:
+        import os
+        import socket
+        import zlib
 
+        seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 10**6 * 1000
+
+    if tune.sampler == "grid" and shared:  # the grid is queued in the study itself (kiln.tune.runner)
+        return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "grid":
         return optuna.samplers.GridSampler(tune.grid(), seed=seed)
     if tune.sampler == "random":
