@@ -24,6 +24,11 @@ def test_store_operations_match_list_operations(rows, data):
     table = np.arange(51, dtype=np.int32)[::-1].copy()
     mapped = store.map(table).fill_empty(99)
     assert [mapped.row(i).tolist() for i in range(len(rows))] == [[50 - t for t in r] or [99] for r in rows]
+    copy = store.take(list(range(len(rows))))
+    assert copy.map(table, in_place=True).ids.tolist() == store.map(table).ids.tolist()
+    if rows:
+        counted = store.counts(picked, 51)
+        assert counted.tolist() == [sum(rows[i].count(t) for i in picked) for t in range(51)]
     halves = TokenStore.concat([TokenStore.from_rows(rows[:3]), TokenStore.from_rows(rows[3:])])
     assert [halves.row(i).tolist() for i in range(len(rows))] == rows
 

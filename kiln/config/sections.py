@@ -32,12 +32,14 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     name: str = "cnn"
-    """Registered model name (mlp, cnn, resnet18/34/50, embedding_bag, gru, transformer) or `package.module:Class`."""
+    """Registered model name (mlp, cnn, resnet18/34/50, embedding_bag, gru, transformer), `torchvision:NAME`,
+    `timm:NAME`, `hf:NAME_OR_PATH` (a Hugging Face text encoder) or `package.module:Class`."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments for the model's constructor; checked against its signature before training."""
     pretrained: str | None = None
     """Start from weights: `torchvision` (torchvision's weights for a torchvision:NAME model or kiln's resnets, see
-    `weights`), `timm` (a timm:NAME model's weights from the Hugging Face cache), a kiln run folder (its best.pt; a
+    `weights`), `timm` (a timm:NAME model's weights from the Hugging Face cache), `hf` (an hf:NAME model's own
+    weights, loaded by transformers), a kiln run folder (its best.pt; a
     folder of runs: the newest), a kiln checkpoint, a `.safetensors` file, a state_dict `.pth`/`.pt` file
     (loaded weights_only), or a Hugging Face save_pretrained folder (config.json + model.safetensors). Only files
     already on this machine are used unless model.download is true."""

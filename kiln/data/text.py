@@ -164,7 +164,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
                                          None if kind.class_per_sample else kind.split_keys(labels), fold_labels)
     if vocab is None:
         assert train.tokens is not None
-        vocab = Vocab.from_store(train.store.take(train_idx.numpy()), train.tokens, tc.min_freq, tc.max_vocab)
+        vocab = Vocab.from_store(train.store, train_idx.numpy(), train.tokens, tc.min_freq, tc.max_vocab)
 
     def encoded(tokenized: Tokenized, idx: torch.Tensor) -> TokenStore:
         """The rows as the model's ids: kiln's token numbers through the vocabulary, cut at max_len, never empty
@@ -172,7 +172,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
         rows = tokenized.store.take(idx.numpy())
         if tokenized.tokens is None or not isinstance(vocab, Vocab):
             return rows
-        return rows.map(vocab.lookup(tokenized.tokens)).truncate(tc.max_len).fill_empty(Vocab.unk_id)
+        return rows.map(vocab.lookup(tokenized.tokens), in_place=True).truncate(tc.max_len).fill_empty(Vocab.unk_id)
 
     def batches(store: TokenStore, labels: torch.Tensor, *, train: bool) -> Batches:
         dataset = TokenDataset(store, labels, tc.collate, vocab.pad_id)

@@ -50,15 +50,29 @@ class TokenStore:
         starts, lengths = self.offsets[rows], self.lengths[rows]
         return self._gather(starts, lengths)
 
+    def counts(self, rows: np.ndarray, minlength: int) -> np.ndarray:
+        """How often each id occurs in these rows (a vocabulary's counts), a chunk of rows at a time."""
+        rows = np.asarray(rows, dtype=np.int64)
+        total = np.zeros(minlength, dtype=np.int64)
+        for first in range(0, len(rows), GATHER_ROWS):
+            total += np.bincount(self.take(rows[first:first + GATHER_ROWS]).ids, minlength=minlength)
+        return total
+
     def truncate(self, max_len: int | None) -> TokenStore:
         """Every row cut to its first max_len ids."""
         if not max_len or len(self) == 0 or self.lengths.max() <= max_len:
             return self
         return self._gather(self.offsets[:-1], np.minimum(self.lengths, max_len))
 
-    def map(self, table: np.ndarray) -> TokenStore:
-        """ids -> table[ids] (a file's own token numbers to a vocabulary's ids)."""
-        return TokenStore(table[self.ids].astype(np.int32, copy=False), self.offsets)
+    def map(self, table: np.ndarray, in_place: bool = False) -> TokenStore:
+        """ids -> table[ids] (a file's own token numbers to a vocabulary's ids); `in_place` overwrites this
+        store's own ids (a store just made by take: no second copy of millions of ids)."""
+        table = np.asarray(table, dtype=np.int32)
+        if in_place and isinstance(self.ids, np.ndarray) and not isinstance(self.ids, np.memmap) \
+                and self.ids.flags.writeable and self.ids.dtype == np.int32:
+            np.take(table, self.ids, out=self.ids, mode="clip")  # unbuffered: each id is read before it is written
+            return self
+        return TokenStore(table[self.ids], self.offsets)
 
     def fill_empty(self, token: int) -> TokenStore:
         """Rows without ids get one `token` (every sequence has a length >= 1)."""

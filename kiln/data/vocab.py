@@ -55,11 +55,9 @@ class Vocab:
         return cls([PAD, UNK] + ranked)
 
     @classmethod
-    def from_store(cls, store, tokens: list[str], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
-        """From a kiln.data.token_store.TokenStore of numbers into `tokens` (the training rows of a file)."""
-        import numpy as np
-
-        counts = np.bincount(np.asarray(store.ids), minlength=len(tokens))
+    def from_store(cls, store, rows, tokens: list[str], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
+        """From `rows` (the training split) of a kiln.data.token_store.TokenStore of numbers into `tokens`."""
+        counts = store.counts(rows, len(tokens))
         return cls.from_counts({t: int(c) for t, c in zip(tokens, counts.tolist()) if c}, min_freq, max_size)
 
     def lookup(self, tokens: list[str]):
