@@ -215,9 +215,8 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Pat
                 parts.append(f"{len(items)} tensors {title}: {shown}")
         raise KilnError(f"checkpoint {source} does not match the model (was it trained with another "
                         f"model or model.args?):\n  " + "\n  ".join(parts))
-    from torch.distributed.tensor import DTensor
-
-    if any(isinstance(p, DTensor) for p in model.parameters()):  # sharded (FSDP): each rank keeps its shard
+    tensor = sys.modules.get("torch.distributed.tensor")  # loaded wherever a model was sharded (not imported here)
+    if tensor is not None and any(isinstance(p, tensor.DTensor) for p in model.parameters()):  # FSDP: keep shards
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         set_model_state_dict(model, dict[str, Any](weights), options=StateDictOptions(full_state_dict=True))

@@ -15,6 +15,7 @@ distributed state-dict format); it loads into any strategy.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
@@ -126,9 +127,10 @@ def wrap(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
 
 
 def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(unwrap(model), FSDPModule)
+    """Sharded by FSDP? Asked every step: importing FSDP costs a second, and a model can only be sharded once
+    `shard` has imported it."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(unwrap(model), fsdp.FSDPModule)
 
 
 def gradient_sync(model: nn.Module, sync: bool):
