@@ -11,7 +11,8 @@ import logging
 from torch import nn
 
 from kiln.errors import KilnError
-from kiln.models.hub import HEAD_ATTR
+
+HEAD_ATTR = "kiln_head"  # the name of the module a library model built for num_classes (kiln.models.hub, .hf)
 
 log = logging.getLogger("kiln")
 
@@ -35,3 +36,13 @@ def head_prefix(model: nn.Module, configured: str | None = None) -> str:
 
 def matches(name: str, prefixes: list[str]) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def built_head(model: nn.Module, num_classes: int, arch: str) -> str:
+    """The last Linear or Conv2d (SqueezeNet's classifier is a 1x1 convolution) with num_classes outputs."""
+    heads = [name for name, m in model.named_modules()
+             if (isinstance(m, nn.Linear) and m.out_features == num_classes)
+             or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
+    if not heads:
+        raise KilnError(f"cannot tell which layer of {arch} is its classifier; set model.head=PREFIX")
+    return heads[-1]

@@ -22,10 +22,10 @@ from torch import nn
 
 from kiln.errors import KilnError, first_line
 from kiln.model_names import torchvision_names  # read from torchvision's source; a test checks it
+from kiln.models.freeze import HEAD_ATTR, built_head
 
 LIBRARIES = ("torchvision", "timm", "hf")
 VISION_LIBRARIES = ("torchvision", "timm")
-HEAD_ATTR = "kiln_head"  # the name of the module that was built for num_classes (see kiln.models.freeze)
 
 
 def library_of(name: str) -> str | None:
@@ -82,7 +82,7 @@ def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
                             "(a ViT: a multiple of its patch size, e.g. 224)") from None
         if in_channels != 3:
             _rebuild_stem(model, in_channels, arch)
-        setattr(model, HEAD_ATTR, _head_name(model, num_classes, arch))
+        setattr(model, HEAD_ATTR, built_head(model, num_classes, arch))
         return model
 
     build.__signature__ = _signature(own)  # type: ignore[attr-defined]  # model.args are checked against it
@@ -106,7 +106,7 @@ def _timm_factory(arch: str) -> Callable[..., nn.Module]:
         model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kwargs)
         classifier = dict(getattr(model, "pretrained_cfg", None) or {}).get("classifier")
         head = classifier if isinstance(classifier, str) and _has_params(model, classifier) else \
-            _head_name(model, num_classes, arch)
+            built_head(model, num_classes, arch)
         setattr(model, HEAD_ATTR, head)
         return model
 
@@ -179,16 +179,6 @@ def _rebuild_stem(model: nn.Module, in_channels: int, arch: str) -> None:
             setattr(model.get_submodule(parent) if parent else model, child, stem)
             return
     raise KilnError(f"torchvision:{arch} has no 3-channel first convolution to adapt to {in_channels} channels")
-
-
-def _head_name(model: nn.Module, num_classes: int, arch: str) -> str:
-    """The last Linear or Conv2d (SqueezeNet's classifier is a 1x1 convolution) with num_classes outputs."""
-    heads = [name for name, m in model.named_modules()
-             if (isinstance(m, nn.Linear) and m.out_features == num_classes)
-             or (isinstance(m, nn.Conv2d) and m.out_channels == num_classes)]
-    if not heads:
-        raise KilnError(f"cannot tell which layer of {arch} is its classifier; set model.head=PREFIX")
-    return heads[-1]
 
 
 def _has_params(model: nn.Module, prefix: str) -> bool:

@@ -234,7 +234,8 @@ def load_pretrained(model: nn.Module, cfg: ModelConfig) -> LoadReport:
         from kiln.models.hf import load_weights
 
         _check_keyword(cfg)
-        report = load_weights(model, cfg.name.split(":", 1)[1], cfg.download)
+        source_name, loaded, new, ignored = load_weights(model, cfg.name.split(":", 1)[1], cfg.download)
+        report = LoadReport(source_name, loaded=loaded, new=new, ignored=ignored)
     else:
         source, name = source_weights(cfg)
         report = merge_weights(model, source, name)
