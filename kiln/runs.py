@@ -2,7 +2,8 @@
 
     runs/<name>/<YYYYmmdd-HHMMSS>/
       config.yaml  status.json  train.log  metrics.jsonl  metrics.csv  tb/  vocab.json | tokenizer/
-      checkpoints/{last,best,epoch-NNN}.pt  test_metrics.json  figures/  report.html
+      checkpoints/{last,best,epoch-NNN}.pt  (FSDP: {last,best,epoch-NNN}.dcp/, folders of shards)
+      test_metrics.json  figures/  report.html
 """
 
 from __future__ import annotations
@@ -103,16 +104,35 @@ class RunDir:
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
+    def checkpoint_path(self, name: str, sharded: bool = False) -> Path:
+        """Where checkpoint `name` (last, best, epoch-NNN) is written: a file, or a folder of shards."""
+        from kiln.core.sharded import SUFFIX
+
+        return self.checkpoints / f"{name}{SUFFIX if sharded else '.pt'}"
+
+    def saved_checkpoint(self, name: str) -> Path:
+        """Checkpoint `name` as it is on disk: the file or the folder of shards (the newer, should a resume with
+        another strategy have left both), else the file's path."""
+        from kiln.core.sharded import recover
+
+        file, folder = self.checkpoint_path(name), self.checkpoint_path(name, sharded=True)
+        recover(folder)
+        found = [p for p in (folder, file) if p.exists()]
+        return max(found, key=lambda p: p.stat().st_mtime) if found else file
+
     @property
     def last(self) -> Path:
-        return self.checkpoints / "last.pt"
+        return self.saved_checkpoint("last")
 
     @property
     def best(self) -> Path:
-        return self.checkpoints / "best.pt"
+        return self.saved_checkpoint("best")
 
     def epoch_checkpoint(self, epoch: int) -> Path:
-        return self.checkpoints / f"epoch-{epoch:03d}.pt"
+        return self.saved_checkpoint(f"epoch-{epoch:03d}")
+
+    def epoch_checkpoints(self) -> list[Path]:
+        return sorted({self.saved_checkpoint(p.name.split(".")[0]) for p in self.checkpoints.glob("epoch-*")})
 
     @property
     def test_metrics_file(self) -> Path:
@@ -178,17 +198,17 @@ class RunDir:
     def checkpoint(self, which: str = "best") -> Path:
         """best | last | a path; best falls back to last when the run never validated."""
         if which in ("best", "last"):
-            path = self.best if which == "best" and self.best.is_file() else self.last
-            if not path.is_file():
+            path = self.best if which == "best" and self.best.exists() else self.last
+            if not path.exists():
                 raise KilnError(f"{self.path} has no checkpoints/{which}.pt — did its training start?")
             return path
         path = Path(which)
-        if not path.is_file():
+        if not path.exists():
             raise KilnError(f"checkpoint not found: {path}")
         return path
 
     def has_last(self) -> bool:
-        return self.last.is_file()
+        return self.last.exists()
 
     def status(self) -> dict[str, Any]:
         try:

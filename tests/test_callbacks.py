@@ -16,6 +16,7 @@ from kiln.train.callbacks import EarlyStopping, ModelCheckpoint
 
 class FakeTrainer:
     stop_training = False
+    saves_shards = False  # one process: checkpoint files
 
     def state_dict(self):
         return {"model": {"w": torch.zeros(1)}}

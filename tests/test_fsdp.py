@@ -1,6 +1,6 @@
 """FSDP2 (`trainer.strategy: fsdp`) on CPU with gloo and real torchrun processes: it trains what one process
-with the whole batch trains, a preempted run resumes bit-exact, its checkpoints resume on another number of
-processes (both ways) and serve test, predict and export."""
+with the whole batch trains, a preempted run resumes bit-exact from its sharded checkpoint, its checkpoints resume
+on another number of processes (both ways) and serve test, predict and export."""
 
 import json
 import shutil
@@ -55,7 +55,11 @@ def test_fsdp_trains_like_one_process_resumes_exactly_and_serves_every_command(t
     for a, b in zip(rows(one), rows(two)):  # accumulation and the global-norm clip included
         assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-5)
         assert b["val/loss"] == pytest.approx(a["val/loss"], rel=1e-5)
-    reference = load_checkpoint(two / "checkpoints" / "last.pt")
+    shards = two / "checkpoints" / "last.dcp"
+    assert {"__0_0.distcp", "__1_0.distcp", ".metadata", "state.pt", "manifest.json"} <= \
+        {p.name for p in shards.iterdir()}  # each rank wrote its own shards
+    assert not (two / "checkpoints" / "last.pt").exists() and (two / "checkpoints" / "best.dcp").is_dir()
+    reference = load_checkpoint(shards)  # consolidated on one process
     # AdamW turns fp32 rounding differences of the two summation orders into ~1e-5 weight differences
     same_weights(load_checkpoint(one / "checkpoints" / "last.pt")["model"], reference["model"], atol=1e-4)
     assert reference["world_size"] == 2 and all(isinstance(k, str) for k in reference["optimizer"]["state"])
@@ -65,13 +69,13 @@ def test_fsdp_trains_like_one_process_resumes_exactly_and_serves_every_command(t
     cut = torchrun("train", cut_cfg, env={"KILN_TEST_PREEMPT": "1"})
     assert cut.returncode != 0 and "preempted" in cut.stderr, cut.stderr[-3000:]
     run = only_run(tmp_path / "cut")
-    saved = load_checkpoint(run / "checkpoints" / "last.pt")["loop"]
+    saved = load_checkpoint(run / "checkpoints" / "last.dcp")["loop"]
     assert saved["epoch"] == 1 and saved["batch"] > 0
     elsewhere = tmp_path / "other" / run.name
     shutil.copytree(run, elsewhere)
     resumed = torchrun("train", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    after = load_checkpoint(run / "checkpoints" / "last.pt")
+    after = load_checkpoint(run / "checkpoints" / "last.dcp")
     same_weights(reference["model"], after["model"])
     assert reference["optimizer"]["state"].keys() == after["optimizer"]["state"].keys()
     for name, state in reference["optimizer"]["state"].items():
@@ -82,15 +86,21 @@ def test_fsdp_trains_like_one_process_resumes_exactly_and_serves_every_command(t
     # the 2-process sharded run resumed by one process; a 1-process run continued by two under FSDP
     assert main(["train", "--resume", str(elsewhere)]) == 0
     assert load_checkpoint(elsewhere / "checkpoints" / "last.pt")["world_size"] == 1
+    assert not (elsewhere / "checkpoints" / "last.dcp").exists()  # the stale shards are gone
     more = torchrun("train", "--resume", one, "trainer.epochs=4", "trainer.strategy=fsdp")
     assert more.returncode == 0, more.stderr[-3000:]
-    assert len(rows(one)) == 4 and load_checkpoint(one / "checkpoints" / "last.pt")["world_size"] == 2
+    assert len(rows(one)) == 4 and load_checkpoint(one / "checkpoints" / "last.dcp")["world_size"] == 2
+    assert not (one / "checkpoints" / "last.pt").exists()
 
-    # the FSDP run's checkpoints are whole: test, predict and export read them on one process
+    # the sharded checkpoints serve test, predict and export on one process (consolidated on load)
     capsys.readouterr()
     assert main(["test", str(two)]) == 0
     assert main(["predict", str(two), "The minister signed the treaty"]) == 0
     assert main(["export", str(two), "--format", "onnx"]) == 0
+    assert main(["export", str(two), "--format", "safetensors"]) == 0
+    from safetensors.torch import load_file
+
+    same_weights(load_checkpoint(two / "checkpoints" / "best.dcp")["model"], load_file(two / "model.safetensors"))
     assert (two / "model.onnx").is_file()
 
 

@@ -318,6 +318,9 @@ class FsdpConfig(Section):
     more communication."""
     cpu_offload: bool = False
     """Keep the sharded parameters, gradients and optimizer state in host memory (CUDA only)."""
+    checkpoint: Literal["sharded", "full"] = "sharded"
+    """sharded: every rank writes its own shards into checkpoints/<name>.dcp/ (no rank holds the whole state);
+    full: rank 0 gathers the whole state and writes one <name>.pt, as under DDP. kiln reads either kind anywhere."""
 
 
 class TaskConfig(Section):

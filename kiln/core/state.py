@@ -158,12 +158,32 @@ def payload_digest(payload: dict[str, Any]) -> str:
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:
+    """A file, or a sharded checkpoint's folder (`dst` then names the folder)."""
+    if Path(src).is_dir():
+        from kiln.core import sharded
+
+        sharded.copy(Path(src), Path(dst))
+        return
     atomic_write(Path(dst), lambda f: shutil.copyfileobj(open(src, "rb"), f))
 
 
-def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a kiln checkpoint with `weights_only=True` (a checkpoint cannot run code)."""
+def remove_checkpoint(path: Path) -> None:
+    """A checkpoint file or sharded folder, if it is there."""
     path = Path(path)
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a kiln checkpoint with `weights_only=True` (a checkpoint cannot run code); a sharded one (a folder)
+    consolidated into the same full state."""
+    path = Path(path)
+    if path.is_dir():
+        from kiln.core import sharded
+
+        return _checked_format(sharded.read(path), path)
     if not path.is_file():
         raise KilnError(f"checkpoint not found: {path}")
     try:
@@ -174,14 +194,18 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     if not isinstance(payload, dict) or "model" not in payload:
         raise KilnError(f"{path} is not a kiln checkpoint (no 'model' entry); for a plain state_dict "
                         "use it as pretrained weights instead")
-    if payload.get("format", 1) > FORMAT_VERSION:
-        raise KilnError(f"{path} was written by a newer kiln (checkpoint format {payload['format']}; this kiln "
-                        f"reads up to {FORMAT_VERSION}): upgrade kiln to use it")
     if "sha256" in payload and payload_digest(payload) != payload["sha256"]:  # older checkpoints have none
         others = sorted(p.name for p in path.parent.glob("*.pt") if p != path)
         raise CorruptCheckpoint(f"checkpoint corrupted: {path} does not match the checksum stored when it was "
                                 f"written (a damaged disk or copy); the other checkpoints here: "
                                 f"{', '.join(others) or 'none'}")
+    return _checked_format(payload, path)
+
+
+def _checked_format(payload: dict[str, Any], path: Path) -> dict[str, Any]:
+    if payload.get("format", 1) > FORMAT_VERSION:
+        raise KilnError(f"{path} was written by a newer kiln (checkpoint format {payload['format']}; this kiln "
+                        f"reads up to {FORMAT_VERSION}): upgrade kiln to use it")
     return upgrade_checkpoint(payload)
 
 

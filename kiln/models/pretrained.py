@@ -102,6 +102,10 @@ def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
     path = Path(spec)
     if path.is_dir() and (path / "config.json").is_file() and not (path / "config.yaml").is_file():
         return _from_hf_folder(path)
+    if path.is_dir() and (path / "manifest.json").is_file():  # a sharded checkpoint (FSDP) of a kiln run
+        from kiln.core.state import load_checkpoint
+
+        return load_checkpoint(path)["model"], str(path)
     if path.is_dir():
         return _from_run_folder(path)
     if not path.is_file():

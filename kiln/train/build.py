@@ -32,7 +32,7 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
                   callbacks: Sequence[Callback] = (), progress: bool = False, world_size: int = 1) -> Trainer:
     """The model (built here unless given; with `cfg.model.pretrained` weights if `pretrained`), its optimizer
     and schedule, the task, and the callbacks: kiln's own, in order, then `callbacks`. Checkpoints are written
-    only with `run`, metrics logged only with `trackers` (the main process)."""
+    only with `run` (every rank of the run), metrics logged only with `trackers` (the main process)."""
     precision = resolve_precision(cfg.trainer.precision, device)
     if model is None:
         model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
@@ -58,17 +58,17 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
         task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(progress),
-        callbacks=default_callbacks(cfg, model, head, run, trackers, collective=world_size > 1) + list(callbacks),
+        callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info), "world_size": world_size,
               "global_batch_size": global_batch},
         ema=ema)
 
 
 def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,
-                      trackers: Trackers | None, collective: bool = False) -> list[Callback]:
+                      trackers: Trackers | None) -> list[Callback]:
     """kiln's own callbacks, in the order they run: the freeze schedule, the memory watch, early stopping
-    (before the checkpoint, which saves its state), metric logging, checkpoints, the summary line. `collective`
-    (several processes): every rank takes part in gathering each checkpoint; the one with `run` writes it."""
+    (before the checkpoint, which saves its state), metric logging, checkpoints (with `run`: on every rank of a
+    multi-process run, which all take part in each checkpoint), the summary line."""
     callbacks: list[Callback] = []
     if cfg.model.freeze != "none":
         assert head is not None
@@ -77,5 +77,5 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
     callbacks += [GrowthWatch(own_code=own_code), EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))
-    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None or collective else None
+    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None else None
     return callbacks + ([checkpoint] if checkpoint else []) + [EpochSummary(checkpoint)]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -89,12 +90,14 @@ class Trainer:
 
     # -- everything that must survive a resume
     def state_dict(self) -> dict[str, Any]:
-        """Under several processes every rank calls it at the same moment (it gathers what each rank holds)."""
+        """Under several processes every rank calls it at the same moment (it gathers what each rank holds). With
+        sharded checkpoints the model and optimizer are this rank's shards."""
+        shards = self.saves_shards
         return {
             **self.meta,
-            "model": strategy.model_state(self.eval_model),
+            "model": strategy.model_state(self.eval_model, shards),
             **({"raw_model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict()} if self.ema else {}),
-            "optimizer": strategy.optimizer_state(self.model, self.optimizer),
+            "optimizer": strategy.optimizer_state(self.model, self.optimizer, shards),
             "schedule": self.schedule.state_dict(),
             "scaler": self.step.scaler.state_dict(),
             "loop": self.state.state_dict(),
@@ -104,16 +107,17 @@ class Trainer:
             **({"rng_ranks": dist.gather(rng_state())} if dist.current().distributed else {}),
         }
 
+    @property
+    def saves_shards(self) -> bool:
+        return strategy.saves_shards(self.model, self.cfg)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.ema is not None and "raw_model" in state:
-            unwrap(self.model).load_state_dict(state["raw_model"])
-            self.ema.module.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["ema"])
-        elif "raw_model" in state:  # saved with EMA, resumed without: train on from the raw weights
-            unwrap(self.model).load_state_dict(state["raw_model"])
+        """A full checkpoint, or a sharded one's state with its folder under `shards` (kiln.train.strategy's
+        resume_state)."""
+        if "shards" in state:
+            strategy.load_shards(self.model, self.optimizer, Path(state["shards"]))
         else:
-            strategy.load_model_state(self.model, state["model"])
-        strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            self._load_weights_and_optimizer(state)
         self.schedule.load_state_dict(state["schedule"])
         self._load_scaler(state.get("scaler") or {})
         self.state.load_state_dict(state["loop"])
@@ -123,6 +127,17 @@ class Trainer:
                 cb.load_state_dict(state[cb.state_key])
         ranks = state.get("rng_ranks") or []  # every rank's own generators (dropout), on the same world size
         set_rng_state(ranks[dist.current().rank] if len(ranks) == dist.current().world_size else state["rng"])
+
+    def _load_weights_and_optimizer(self, state: dict[str, Any]) -> None:
+        if self.ema is not None and "raw_model" in state:
+            unwrap(self.model).load_state_dict(state["raw_model"])
+            self.ema.module.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+        elif "raw_model" in state:  # saved with EMA, resumed without: train on from the raw weights
+            unwrap(self.model).load_state_dict(state["raw_model"])
+        else:
+            strategy.load_model_state(self.model, state["model"])
+        strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
 
     def _load_scaler(self, saved: dict[str, Any]) -> None:
         """A checkpoint saved without a scaler (bf16, 32, or 16 that fell back to 32) has nothing to load."""

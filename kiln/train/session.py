@@ -16,7 +16,7 @@ import torch
 
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
-from kiln.core.state import CorruptCheckpoint, LoopState, load_checkpoint, load_weights, seed_everything
+from kiln.core.state import CorruptCheckpoint, LoopState, seed_everything
 from kiln.data import Data, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
@@ -100,7 +100,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     channels_last = use_channels_last(cfg.trainer.channels_last, device, cfg.model.name)
     checkpoint_state = None
     if resume is not None and RunDir(resume).has_last():
-        checkpoint_state = _resume_state(RunDir(resume))
+        checkpoint_state = _resume_state(RunDir(resume), cfg, proc.world_size)
     elif resume is not None:
         log.warning("%s has no checkpoint yet (it stopped before its first epoch ended): training it from the "
                     "beginning", resume)
@@ -152,16 +152,19 @@ def epochs_from_steps(cfg: Config, train_batches: int) -> None:
     tc.epochs = epochs
 
 
-def _resume_state(run: RunDir) -> dict[str, Any]:
-    """last.pt, or, when it is corrupt, the newest intact checkpoint of the run (with a warning)."""
+def _resume_state(run: RunDir, cfg: Config, world_size: int) -> dict[str, Any]:
+    """last, or, when it is corrupt, the newest intact checkpoint of the run (with a warning)."""
+    def read(path: Path) -> dict[str, Any]:
+        return strategy.resume_state(path, cfg.trainer, world_size)
+
     try:
-        return load_checkpoint(run.last)
+        return read(run.last)
     except CorruptCheckpoint as e:
         log.warning("%s", e)
     intact = []
-    for path in [*run.checkpoints.glob("epoch-*.pt"), run.best]:
+    for path in [*run.epoch_checkpoints(), run.best]:
         try:
-            intact.append((load_checkpoint(path), path))
+            intact.append((read(path), path))
         except KilnError:
             continue
     if not intact:
@@ -240,7 +243,7 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
         log.info("on this machine: %s", profile_summary(cfg))
     trackers, file_log = _trackers(cfg, run, resume_epoch) if proc.is_main else (Trackers([]), None)
     trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None, world_size=proc.world_size,
-                            run=run if proc.is_main else None, trackers=trackers, callbacks=extra_callbacks,
+                            run=run, trackers=trackers, callbacks=extra_callbacks,
                             progress=proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet))
     model, global_batch = trainer.model, trainer.meta["global_batch_size"]
     log.info("run folder: %s", run)
@@ -381,8 +384,7 @@ def _after_fit(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> Non
                     "configured")
         return
     model = unwrap(trainer.model)
-    path = run.checkpoint("best")
-    load_weights(model, load_checkpoint(path)["model"], path)
+    strategy.load_checkpoint_weights(model, run.checkpoint("best"))
     probs, targets = collect_predictions(model, trainer.data.val, trainer.task, trainer.device, trainer.precision)
     settings: dict[str, Any] = dist.broadcast(trainer.task.after_fit_settings(probs, targets) or {})
     for key, value in settings.items():
@@ -404,8 +406,7 @@ def _test_best(cfg: Config, run: RunDir, model, device, precision, channels_last
         log.info("no test split: the final test is skipped")
         return None
     path = run.checkpoint("best")
-    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
-    load_weights(model, state["model"], path)
+    state = strategy.load_checkpoint_weights(model, path)
     results = run_evaluation(model, data, cfg.task, path, LoopState.of(state).epoch, device, precision,
                              run if proc.is_main else None, checksum=state.get("sha256"))
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})

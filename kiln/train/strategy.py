@@ -6,10 +6,11 @@
   classes named in `trainer.fsdp.blocks`) and the root are sharded, so each rank holds 1/N of the parameters,
   gradients and optimizer state; a block's parameters are gathered only while it runs.
 
-Checkpoints hold the full (consolidated) state under every strategy: under FSDP every rank takes part in gathering
-it and rank 0 writes it, so `kiln test`, `predict`, `export`, fine-tuning and a resume on any number of processes
-read it as they read any checkpoint. The optimizer state of an FSDP run is keyed by parameter name (torch's
-distributed state-dict format); it loads into any strategy.
+Checkpoints under FSDP are folders of shards (kiln.core.sharded; `trainer.fsdp.checkpoint: full` gathers one
+file instead): every rank writes its own. An FSDP resume loads them straight into its shards, re-laid by torch
+when the number of processes changed; everything else (`kiln test`, `predict`, `export`, fine-tuning, a resume
+without FSDP) reads them consolidated, like any checkpoint. The optimizer state of an FSDP run is keyed by
+parameter name (torch's distributed state-dict format); it loads into any strategy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +27,7 @@ from torch import nn
 
 from kiln.config import Config, TrainerConfig
 from kiln.core import dist
-from kiln.core.state import unwrap
+from kiln.core.state import load_checkpoint, load_weights, unwrap
 from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
@@ -183,13 +185,19 @@ def _options(**kwargs: Any):
     return StateDictOptions(full_state_dict=True, **kwargs)
 
 
-def model_state(model: nn.Module) -> dict[str, Any]:
-    """The full state dict (under FSDP gathered by every rank together; rank 0 gets it, on the CPU)."""
+def saves_shards(model: nn.Module, cfg: TrainerConfig) -> bool:
+    """Are this run's checkpoints folders of shards?"""
+    return cfg.fsdp.checkpoint == "sharded" and is_sharded(model)
+
+
+def model_state(model: nn.Module, sharded: bool = False) -> dict[str, Any]:
+    """The full state dict (under FSDP gathered by every rank together; rank 0 gets it, on the CPU), or with
+    `sharded` this rank's shards (no communication)."""
     if not is_sharded(model):
         return unwrap(model).state_dict()
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    return get_model_state_dict(unwrap(model), options=_options(cpu_offload=True))
+    return get_model_state_dict(unwrap(model), options=StateDictOptions() if sharded else _options(cpu_offload=True))
 
 
 def load_model_state(model: nn.Module, state: dict[str, Any]) -> None:
@@ -202,12 +210,53 @@ def load_model_state(model: nn.Module, state: dict[str, Any]) -> None:
     set_model_state_dict(unwrap(model), state, options=_options())
 
 
-def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool = False) -> dict[str, Any]:
     if not is_sharded(model):
         return optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-    return get_optimizer_state_dict(unwrap(model), optimizer, options=_options(cpu_offload=True))
+    return get_optimizer_state_dict(unwrap(model), optimizer,
+                                    options=StateDictOptions() if sharded else _options(cpu_offload=True))
+
+
+def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path) -> None:
+    """Every rank, together: a sharded checkpoint's model (and optimizer) state straight into this rank's shards,
+    whatever number of processes wrote it."""
+    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+    from kiln.core import sharded
+
+    shards = {"model": model_state(model, sharded=True)}
+    if optimizer is not None:
+        shards["optimizer"] = optimizer_state(model, optimizer, sharded=True)
+    sharded.load_into(path, shards)
+    set_model_state_dict(unwrap(model), shards["model"])
+    if optimizer is not None:
+        set_optimizer_state_dict(unwrap(model), optimizer, shards["optimizer"])
+
+
+def load_checkpoint_weights(model: nn.Module, path: Path) -> dict[str, Any]:
+    """A checkpoint's weights into the model (under FSDP from the shards into each rank's own); the rest of the
+    checkpoint is returned (its epoch, checksum, ...)."""
+    if path.is_dir() and is_sharded(model):
+        from kiln.core import sharded
+
+        state = sharded.read_state(path)
+        load_shards(model, None, path)
+        return state
+    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
+    load_weights(unwrap(model), state["model"], path)
+    return state
+
+
+def resume_state(path: Path, cfg: TrainerConfig, world_size: int) -> dict[str, Any]:
+    """The checkpoint a resume starts from: a sharded one under FSDP is read but for its shards (loaded into the
+    sharded model later, `shards` names the folder); everything else is the full state."""
+    if path.is_dir() and resolve(cfg, world_size) == "fsdp":
+        from kiln.core import sharded
+
+        return {**sharded.read_state(path), "shards": str(path)}
+    return load_checkpoint(path)
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

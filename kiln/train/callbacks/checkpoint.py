@@ -1,12 +1,14 @@
-"""Checkpointing: last.pt every epoch (and when a stop is asked for), best.pt whenever the monitored metric
-improves, and the top-k epochs as epoch-NNN.pt. Its own state (the best value, the kept epochs) resumes exactly."""
+"""Checkpointing: last every epoch (and when a stop is asked for), best whenever the monitored metric improves,
+and the top-k epochs as epoch-NNN — files (.pt), or under FSDP folders of shards (.dcp) every rank writes its own
+part of. Its own state (the best value, the kept epochs) resumes exactly."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from kiln.config import CheckpointConfig, watched
-from kiln.core.state import copy_checkpoint, save_checkpoint
+from kiln.core import dist, sharded
+from kiln.core.state import copy_checkpoint, remove_checkpoint, save_checkpoint
 from kiln.runs import RunDir
 from kiln.train.callbacks.base import Callback
 from kiln.train.callbacks.early_stopping import Monitor
@@ -15,16 +17,24 @@ from kiln.train.callbacks.early_stopping import Monitor
 class ModelCheckpoint(Callback):
     state_key = "checkpoint"
 
-    def __init__(self, cfg: CheckpointConfig, run: RunDir | None):
-        """`run` None: a rank that takes part in gathering the state (FSDP) but does not write it."""
+    def __init__(self, cfg: CheckpointConfig, run: RunDir):
+        """On every rank of a multi-process run: all take part in gathering (or writing the shards of) each
+        checkpoint; rank 0 writes the files and keeps the folder in order."""
         self.run, self.keep_top_k = run, cfg.keep_top_k
+        self.writes = dist.current().is_main
         self.monitor = Monitor(*watched(cfg))
-        self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN.pt files
+        self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN checkpoints
         self.improved = False  # at the last epoch end
 
-    def save_last(self, payload: dict[str, Any]) -> None:
-        if self.run is not None:
-            save_checkpoint(self.run.last, payload)
+    def save_last(self, trainer) -> None:
+        payload, shards = trainer.state_dict(), trainer.saves_shards
+        path = self.run.checkpoint_path("last", sharded=shards)
+        if shards:
+            sharded.save(path, payload)
+        elif self.writes:
+            save_checkpoint(path, payload)
+        if self.writes:  # a resume under another strategy leaves the other kind behind: it is stale now
+            remove_checkpoint(self.run.checkpoint_path("last", sharded=not shards))
 
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Update the monitor, then write checkpoints of the trainer's state (which includes this one's)."""
@@ -32,23 +42,31 @@ class ModelCheckpoint(Callback):
         if self.keep_top_k:
             self.top.append((metrics[self.monitor.metric], epoch))
             self.top.sort(key=lambda t: t[0], reverse=self.monitor.mode == "max")
-        self.save_last(trainer.state_dict())
-        if self.run is None:
-            return
+        self.save_last(trainer)
+        if self.writes:
+            self._copies(epoch)
+
+    def _copies(self, epoch: int) -> None:
+        last = self.run.last
         if self.improved:
-            copy_checkpoint(self.run.last, self.run.best)
+            self._copy(last, "best")
         if self.keep_top_k:
             if any(e == epoch for _, e in self.top[:self.keep_top_k]):
-                copy_checkpoint(self.run.last, self.run.epoch_checkpoint(epoch))
+                self._copy(last, f"epoch-{epoch:03d}")
             for _, old in self.top[self.keep_top_k:]:
-                self.run.epoch_checkpoint(old).unlink(missing_ok=True)
+                remove_checkpoint(self.run.epoch_checkpoint(old))
             self.top = self.top[:self.keep_top_k]
 
+    def _copy(self, last, name: str) -> None:
+        shards = last.is_dir()
+        copy_checkpoint(last, self.run.checkpoint_path(name, sharded=shards))
+        remove_checkpoint(self.run.checkpoint_path(name, sharded=not shards))
+
     def on_interrupt(self, trainer) -> None:
-        self.save_last(trainer.state_dict())
+        self.save_last(trainer)
 
     def on_fit_end(self, trainer) -> None:
-        self.save_last(trainer.state_dict())  # marked finished
+        self.save_last(trainer)  # marked finished
 
     def state_dict(self) -> dict[str, Any]:
         return {"monitor": self.monitor.state_dict(), "top": [list(t) for t in self.top]}
