@@ -25,7 +25,9 @@ from kiln.core import dist
 from kiln.errors import KilnError, first_line, write_failed
 
 SUFFIX = ".dcp"
-SHARDED_KEYS = ("model", "optimizer")  # what torch.distributed.checkpoint writes; the rest is state.pt
+# What torch.distributed.checkpoint writes (raw_model: the weights themselves under trainer.ema, whose average is
+# the model); the rest is state.pt.
+SHARDED_KEYS = ("model", "raw_model", "optimizer")
 STATE, MANIFEST = "state.pt", "manifest.json"
 
 
@@ -41,7 +43,7 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         shutil.rmtree(partial, ignore_errors=True)  # a crash's leftovers
     dist.barrier()
     try:
-        dcp.save({k: payload[k] for k in SHARDED_KEYS}, storage_writer=dcp.FileSystemWriter(partial))
+        dcp.save({k: payload[k] for k in SHARDED_KEYS if k in payload}, storage_writer=dcp.FileSystemWriter(partial))
     except OSError as e:
         raise write_failed(path, e) from None
     # Each rank hashes the files it wrote (torch names them __<rank>_<n>), rank 0 the rest.

@@ -21,7 +21,7 @@ from kiln.train import strategy
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.device import resolve_precision, use_channels_last
-from kiln.train.ema import WeightEMA
+from kiln.train.ema import weight_ema
 from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
@@ -52,7 +52,7 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
     monitor, mode = watched(cfg.trainer.checkpoint)
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, monitor=monitor,
                         monitor_mode=mode)
-    ema = WeightEMA(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
+    ema = weight_ema(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
     return Trainer(
         cfg=cfg.trainer, model=model, optimizer=optimizer,
         task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),

@@ -1,29 +1,57 @@
 """An exponential moving average of the weights (`trainer.ema`): what is validated, what `best.pt` holds as its
 model, and so what `kiln test`, `predict`, `export` and fine-tuning use. `last.pt` also keeps the raw weights
-(`raw_model`), so a resume continues both exactly. Buffers (BatchNorm statistics) are copied, not averaged."""
+(`raw_model`), so a resume continues both exactly. Buffers (BatchNorm statistics) are the live model's.
+
+One process or DDP: the average is a copy of the model. FSDP (a sharded module cannot be copied): each rank keeps
+the average of its own shards of the parameters, and the average is swapped into the model's shards while it is
+validated or saved."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
 from kiln.core.state import unwrap
+from kiln.train import strategy
 
 
-class WeightEMA:
-    def __init__(self, model: nn.Module, decay: float, every: int = 1):
+def weight_ema(model: nn.Module, decay: float, every: int = 1) -> WeightEMA | ShardedEMA:
+    return (ShardedEMA if strategy.is_sharded(model) else WeightEMA)(model, decay, every)
+
+
+class _Schedule:
+    """When the average moves: every `every` optimizer steps, counted across a resume."""
+
+    def __init__(self, decay: float, every: int):
         self.decay, self.every = decay, every
+        self.updates = 0
+
+    def due(self) -> bool:
+        self.updates += 1
+        return self.updates % self.every == 0
+
+    def state_dict(self) -> dict:
+        return {"updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.updates = int(state["updates"])
+
+
+class WeightEMA(_Schedule):
+    def __init__(self, model: nn.Module, decay: float, every: int = 1):
+        super().__init__(decay, every)
         self.module = copy.deepcopy(unwrap(model)).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
-        self.updates = 0  # optimizer steps seen; the average moves every `every` of them
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        self.updates += 1
-        if self.updates % self.every:
+        if not self.due():
             return
         live = unwrap(model)
         averaged: list[torch.Tensor] = [p for p in self.module.parameters() if p.dtype.is_floating_point]
@@ -32,8 +60,65 @@ class WeightEMA:
         for mine, theirs in zip(self.module.buffers(), live.buffers()):
             mine.copy_(theirs)
 
-    def state_dict(self) -> dict:
-        return {"updates": self.updates}
+    @contextmanager
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The module holding the average (validated, saved)."""
+        yield self.module
 
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
+    def load_average(self, model: nn.Module, weights: dict[str, Any]) -> None:
+        self.module.load_state_dict(weights)
+
+
+class ShardedEMA(_Schedule):
+    def __init__(self, model: nn.Module, decay: float, every: int = 1):
+        super().__init__(decay, every)
+        self.shadow = {name: _local(p).detach().clone() for name, p in _floating(model)}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        if not self.due():
+            return
+        names = list(self.shadow)
+        live = dict(_floating(model))
+        torch._foreach_lerp_([self.shadow[n] for n in names], [_local(live[n]).detach() for n in names],
+                             1.0 - self.decay)
+
+    @contextmanager
+    @torch.no_grad()
+    def applied(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model with the average in its shards (its own weights are put back afterwards)."""
+        live = dict(_floating(model))
+        kept = {n: _local(live[n]).clone() for n in self.shadow}
+        for n, average in self.shadow.items():
+            _local(live[n]).copy_(average)
+        try:
+            yield model
+        finally:
+            for n, own in kept.items():
+                _local(live[n]).copy_(own)
+
+    @torch.no_grad()
+    def load_average(self, model: nn.Module, weights: dict[str, Any]) -> None:
+        """The average from this rank's sharded state dict (a sharded checkpoint's), or from a full one (loaded
+        into the model's shards while the average is swapped in: the model's own weights are kept)."""
+        if _is_sharded_state(weights):
+            for n, average in self.shadow.items():
+                average.copy_(_local(weights[n]))
+            return
+        with self.applied(model):
+            strategy.load_model_state(model, weights)
+            for n, p in _floating(model):
+                self.shadow[n].copy_(_local(p))
+
+
+def _floating(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    return [(n, p) for n, p in unwrap(model).named_parameters() if p.dtype.is_floating_point]
+
+
+def _local(p: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a sharded (DTensor) parameter, in place."""
+    return p.to_local() if hasattr(p, "to_local") else p
+
+
+def _is_sharded_state(weights: dict[str, Any]) -> bool:
+    return any(hasattr(v, "to_local") for v in weights.values())

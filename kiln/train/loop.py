@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -79,10 +79,14 @@ class Trainer:
     def batches_per_epoch(self) -> int:
         return batches_per_epoch(self.cfg, len(self.train_batches))
 
-    @property
-    def eval_model(self) -> nn.Module:
+    @contextmanager
+    def averaged(self) -> Iterator[nn.Module]:
         """What is validated and saved as the model: the weight average with trainer.ema, else the model."""
-        return self.ema.module if self.ema is not None else self.model
+        if self.ema is None:
+            yield self.model
+            return
+        with self.ema.applied(self.model) as average:
+            yield average
 
     @property
     def val_limit(self) -> int | None:
@@ -95,8 +99,7 @@ class Trainer:
         shards = self.saves_shards
         return {
             **self.meta,
-            "model": strategy.model_state(self.eval_model, shards),
-            **({"raw_model": unwrap(self.model).state_dict(), "ema": self.ema.state_dict()} if self.ema else {}),
+            **self._weights(shards),
             "optimizer": strategy.optimizer_state(self.model, self.optimizer, shards),
             "schedule": self.schedule.state_dict(),
             "scaler": self.step.scaler.state_dict(),
@@ -107,6 +110,16 @@ class Trainer:
             **({"rng_ranks": dist.gather(rng_state())} if dist.current().distributed else {}),
         }
 
+    def _weights(self, shards: bool) -> dict[str, Any]:
+        """model (with trainer.ema: the average, and raw_model the weights themselves)."""
+        if self.ema is None:
+            return {"model": strategy.model_state(self.model, shards)}
+        with self.averaged() as average:
+            weights = strategy.model_state(average, shards)
+            if shards and average is self.model:  # views of the shards, which get their own weights back
+                weights = {k: v.clone() for k, v in weights.items()}
+        return {"model": weights, "raw_model": strategy.model_state(self.model, shards), "ema": self.ema.state_dict()}
+
     @property
     def saves_shards(self) -> bool:
         return strategy.saves_shards(self.model, self.cfg)
@@ -115,7 +128,12 @@ class Trainer:
         """A full checkpoint, or a sharded one's state with its folder under `shards` (kiln.train.strategy's
         resume_state)."""
         if "shards" in state:
-            strategy.load_shards(self.model, self.optimizer, Path(state["shards"]))
+            with_ema = "ema" in state  # saved with trainer.ema: "model" is the average
+            strategy.load_shards(self.model, self.optimizer, Path(state["shards"]),
+                                 weights="raw_model" if with_ema else "model",
+                                 average=self.ema if with_ema else None)
+            if with_ema and self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
         else:
             self._load_weights_and_optimizer(state)
         self.schedule.load_state_dict(state["schedule"])
@@ -130,11 +148,11 @@ class Trainer:
 
     def _load_weights_and_optimizer(self, state: dict[str, Any]) -> None:
         if self.ema is not None and "raw_model" in state:
-            unwrap(self.model).load_state_dict(state["raw_model"])
-            self.ema.module.load_state_dict(state["model"])
+            strategy.load_model_state(self.model, state["raw_model"])
+            self.ema.load_average(self.model, state["model"])
             self.ema.load_state_dict(state["ema"])
         elif "raw_model" in state:  # saved with EMA, resumed without: train on from the raw weights
-            unwrap(self.model).load_state_dict(state["raw_model"])
+            strategy.load_model_state(self.model, state["raw_model"])
         else:
             strategy.load_model_state(self.model, state["model"])
         strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
@@ -185,8 +203,9 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
                **{f"train/{k}": v for k, v in t.step.running.compute(sync=True).items()}}
     if t.data.val is not None:
         with _explained_failures("evaluation", t):
-            val = evaluate(t.eval_model, t.data.val, t.task, device=t.device, precision=t.precision,
-                           limit=t.val_limit)
+            with t.averaged() as model:
+                val = evaluate(model, t.data.val, t.task, device=t.device, precision=t.precision,
+                               limit=t.val_limit)
         metrics.update({f"val/{k}": v for k, v in val.items() if k != "num_samples"})
     metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
     metrics.update({f"train/{k}": v for k, v in t.train_batches.epoch_stats(epoch).items()})

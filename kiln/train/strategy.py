@@ -52,9 +52,6 @@ def check(cfg: Config, device: torch.device) -> None:
                         f"{trainer.strategy}, device {device.type})")
     if trainer.strategy != "fsdp":
         return
-    if trainer.ema:
-        raise KilnError("trainer.ema is not supported with trainer.strategy=fsdp yet (the average would need every "
-                        "rank's full weights); use strategy ddp, or leave trainer.ema unset")
     if trainer.precision == "16":
         raise KilnError("trainer.precision=16 needs a gradient scaler, which kiln does not use with FSDP: use "
                         "trainer.precision=bf16 (or 32) with trainer.strategy=fsdp")
@@ -219,18 +216,25 @@ def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sharded:
                                     options=StateDictOptions() if sharded else _options(cpu_offload=True))
 
 
-def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path) -> None:
-    """Every rank, together: a sharded checkpoint's model (and optimizer) state straight into this rank's shards,
-    whatever number of processes wrote it."""
+def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, weights: str = "model",
+                average: Any = None) -> None:
+    """Every rank, together: a sharded checkpoint's state straight into this rank's shards, whatever number of
+    processes wrote it — the model's weights from the checkpoint's `weights` entry ("raw_model" when it was saved
+    with trainer.ema), the optimizer's, and with `average` (a ShardedEMA) the weight average from "model"."""
     from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
     from kiln.core import sharded
 
-    shards = {"model": model_state(model, sharded=True)}
+    own = model_state(model, sharded=True)  # views of the parameters' shards: torch loads into them
+    shards: dict[str, Any] = {weights: own}
+    if average is not None:
+        shards["model"] = {k: v.clone() for k, v in own.items()}
     if optimizer is not None:
         shards["optimizer"] = optimizer_state(model, optimizer, sharded=True)
     sharded.load_into(path, shards)
-    set_model_state_dict(unwrap(model), shards["model"])
+    set_model_state_dict(unwrap(model), shards[weights])
+    if average is not None:
+        average.load_average(model, shards["model"])
     if optimizer is not None:
         set_optimizer_state_dict(unwrap(model), optimizer, shards["optimizer"])
 
