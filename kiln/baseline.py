@@ -7,6 +7,7 @@ one per label (multilabel) or ridge regression (regression). scikit-learn does t
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     model = _model(cfg.task.name, kind)
     model.fit(x_train, y_train)
     result = {"baseline": _describe(cfg.task.name, kind), "task": cfg.task.name, "split": split,
-              "num_train": int(len(y_train)), "num_eval": int(len(y_eval)),
+              "num_train": len(y_train), "num_eval": len(y_eval),
               **_scores(cfg.task.name, y_eval, model.predict(x_eval)),
               "seconds": round(time.perf_counter() - started, 2)}
     if run is not None:
@@ -106,7 +107,7 @@ def _features(kind: str, train, evaluation) -> tuple[Any, np.ndarray, Any, np.nd
 
 
 def _unigrams_and_bigrams(tokens: list[str]) -> list[str]:
-    return tokens + [f"{a} {b}" for a, b in zip(tokens, tokens[1:])]
+    return tokens + [f"{a} {b}" for a, b in itertools.pairwise(tokens)]
 
 
 def _token_lists(batches) -> tuple[list[list[str]], np.ndarray]:

@@ -58,7 +58,7 @@ def test_wrong_values_are_named(override, message):
 
 
 def test_override_without_equals():
-    with pytest.raises(KilnError, match="not of the form key.path=value"):
+    with pytest.raises(KilnError, match=r"not of the form key.path=value"):
         parse_overrides(["trainer.epochs"])
 
 

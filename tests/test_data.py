@@ -131,7 +131,7 @@ def test_missing_data_says_where_it_looked(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_lists_known_ones():
-    with pytest.raises(KilnError, match="unknown dataset 'cifar' — registered datasets: .*fashion_mnist.*mnist"):
+    with pytest.raises(KilnError, match=r"unknown dataset 'cifar' — registered datasets: .*fashion_mnist.*mnist"):
         get_dataset("cifar")
 
 

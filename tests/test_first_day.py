@@ -190,7 +190,7 @@ def test_a_model_of_your_own_gets_its_arguments_checked_before_the_data(tmp_path
 
 def test_a_setup_error_after_the_folder_was_made_removes_it(tmp_path, idx_root, capsys):
     cfg = tiny_config(tmp_path, idx_root, optim={"name": "Adagrad", "args": {"lr_decay": "fast"}})
-    code, out = kiln(capsys, "train", write_config(tmp_path, cfg))
+    code, _out = kiln(capsys, "train", write_config(tmp_path, cfg))
     assert code != 0 and not list((tmp_path / "runs").rglob("config.yaml"))
 
 

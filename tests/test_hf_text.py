@@ -102,7 +102,7 @@ def test_pretrained_backbone_is_the_source_model_and_padding_is_masked(bert):
     seqs = [torch.randint(5, 100, (n,)) for n in (7, 3, 12)]
     with torch.no_grad():
         short = model(pad_collate(seqs, 0))
-        longer = model(pad_collate(seqs + [torch.randint(5, 100, (30,))], 0))[:3]  # 18 more padding columns
+        longer = model(pad_collate([*seqs, torch.randint(5, 100, (30,))], 0))[:3]  # 18 more padding columns
     assert torch.allclose(short, longer, atol=1e-5), (short - longer).abs().max()
 
 

@@ -26,35 +26,35 @@ def test_header_is_the_real_format(tmp_path):
 def test_bad_magic_names_the_file(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(b"PK\x03\x04not idx at all")
-    with pytest.raises(KilnError, match="train-images-idx3-ubyte.*not an IDX file"):
+    with pytest.raises(KilnError, match=r"train-images-idx3-ubyte.*not an IDX file"):
         read_idx(path)
 
 
 def test_truncated_file(tmp_path):
     path = write_idx(tmp_path / "imgs", torch.zeros(5, 28, 28, dtype=torch.uint8))
     path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(KilnError, match="imgs.*truncated or corrupt"):
+    with pytest.raises(KilnError, match=r"imgs.*truncated or corrupt"):
         read_idx(path)
 
 
 def test_truncated_gzip(tmp_path):
     path = write_idx(tmp_path / "imgs.gz", torch.randint(0, 255, (50, 28, 28), dtype=torch.uint8))
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(KilnError, match="imgs.gz"):
+    with pytest.raises(KilnError, match=r"imgs.gz"):
         read_idx(path)
 
 
 def test_label_count_mismatch(tmp_path):
     folder = write_idx_dataset(tmp_path, n_train=40, n_test=10)
     write_idx(folder / "train-labels-idx1-ubyte.gz", torch.zeros(39, dtype=torch.uint8))
-    with pytest.raises(KilnError, match="40 images but .*39 labels"):
+    with pytest.raises(KilnError, match=r"40 images but .*39 labels"):
         load_split(get_dataset("fashion_mnist"), folder, "train")
 
 
 def test_labels_out_of_range(tmp_path):
     folder = write_idx_dataset(tmp_path, n_train=40, n_test=10)
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", torch.full((10,), 12, dtype=torch.uint8))
-    with pytest.raises(KilnError, match="labels outside 0..9"):
+    with pytest.raises(KilnError, match=r"labels outside 0..9"):
         load_split(get_dataset("fashion_mnist"), folder, "test")
 
 

@@ -321,7 +321,7 @@ def test_the_old_text_on_bad_row_key_moves_to_data_on_bad_row_with_a_warning(cap
         cfg = build_config({"data": {"name": "text_csv", "text": {"on_bad_row": "skip"}}})
     assert cfg.data.on_bad_row == "skip" and cfg.data.text.on_bad_row == "skip"
     assert "data.text.on_bad_row is deprecated: use data.on_bad_row=skip" in caplog.text
-    with pytest.raises(KilnError, match="disagree; set data.on_bad_row only"):
+    with pytest.raises(KilnError, match=r"disagree; set data.on_bad_row only"):
         build_config({"data": {"on_bad_row": "error", "text": {"on_bad_row": "skip"}}})
     assert build_config({"data": {"on_bad_row": "skip"}}).data.text.on_bad_row == "skip"
 
@@ -364,7 +364,7 @@ def test_the_shipped_transfer_config_fine_tunes_on_a_folder_with_imagenet_normal
     resolved = with_weights_preprocessing(cfg).data  # from the weights' own metadata; the given size wins
     assert resolved.mean == list(IMAGENET_MEAN) and resolved.crop_fraction == 0.875 and resolved.image_size == 48
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    with pytest.raises(KilnError, match="resnet18-f37072fd.pth"):  # says exactly which file, and where
+    with pytest.raises(KilnError, match=r"resnet18-f37072fd.pth"):  # says exactly which file, and where
         session.train(cfg, quiet=True)
     cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -399,7 +399,7 @@ def test_a_cifar_download_is_checked_against_its_md5_and_only_its_files_extracte
     spec.download(tmp_path / "data")
     assert spec.find(tmp_path / "data") == tmp_path / "data" / "cifar-10-batches-bin"
     assert not (tmp_path / "data" / "cifar-10-batches-bin" / "readme.html").exists()
-    with pytest.raises(ValueError, match="expected 0+: the download is corrupt"):
+    with pytest.raises(ValueError, match=r"expected 0+: the download is corrupt"):
         dataclasses.replace(CIFAR10, url=archive.as_uri(), md5="0" * 32).download(tmp_path / "again")
 
 

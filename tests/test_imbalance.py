@@ -41,7 +41,7 @@ def test_auto_class_weights_are_inverse_frequencies_and_a_wrong_length_is_refuse
     weights = class_weights(TaskConfig(class_weights="auto"), lambda: split_targets(batches), 2)
     assert weights.tolist() == pytest.approx([1000 / (2 * 900), 1000 / (2 * 100)])
     cfg = build_config(tiny_config(tmp_path, idx_root, task={"class_weights": [1.0, 2.0]}))
-    with pytest.raises(KilnError, match="task.class_weights has 2 values for 10 classes"):
+    with pytest.raises(KilnError, match=r"task.class_weights has 2 values for 10 classes"):
         session.train(cfg, quiet=True)
 
 

@@ -257,5 +257,5 @@ def test_a_hugging_face_folder_is_read_safetensors_first(tmp_path):
     assert torch.equal(model.conv1[0].weight, source.conv1[0].weight)  # the safetensors, not the zeros
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").unlink()
-    with pytest.raises(KilnError, match="a Hugging Face folder .* without weights; looked for model.safetensors"):
+    with pytest.raises(KilnError, match=r"a Hugging Face folder .* without weights; looked for model.safetensors"):
         load_pretrained(model, build_config({"model": {"name": "timm:resnet10t", "pretrained": str(folder)}}).model)

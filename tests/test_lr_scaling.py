@@ -26,7 +26,7 @@ def test_lr_base_scales_linearly_for_sgd_and_by_the_square_root_for_adaptive_opt
 
 
 def test_both_forms_in_one_file_are_refused_and_a_later_layer_switches_form():
-    with pytest.raises(KilnError, match="set optim.lr .* or optim.lr_base .*not both"):
+    with pytest.raises(KilnError, match=r"set optim.lr .* or optim.lr_base .*not both"):
         build_config({"optim": {"lr": 0.1, "lr_base": 0.1}})
     assert load_config(DEFAULT, ["optim.lr=0.05"]).optim.resolved_lr(64) == 0.05  # the command line's form wins
     assert load_config(ROOT / "configs" / "fashion_mnist_best.yaml").optim.lr_base is None  # a derived file's lr

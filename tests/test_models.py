@@ -26,13 +26,13 @@ def test_small_input_stem():
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(KilnError, match="unknown model .vgg. — kiln's models: cnn, embedding_bag, gru, mlp, resnet18.*"
+    with pytest.raises(KilnError, match=r"unknown model .vgg. — kiln's models: cnn, embedding_bag, gru, mlp, resnet18.*"
                                         "any torchvision classifier as torchvision:NAME"):
         build_model(ModelConfig(name="vgg"), INFO)
 
 
 def test_bad_model_args_name_the_accepted_ones():
-    with pytest.raises(KilnError, match="does not take 'width'.*it accepts: channels, convs_per_stage"):
+    with pytest.raises(KilnError, match=r"does not take 'width'.*it accepts: channels, convs_per_stage"):
         build_model(ModelConfig(name="cnn", args={"width": 3}), INFO)
 
 

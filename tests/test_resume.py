@@ -95,7 +95,7 @@ def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path, idx_ro
     result = session.train(cfg, quiet=True)
     last = result.run_dir / "checkpoints" / "last.pt"
     digest = hashlib.sha256(last.read_bytes()).hexdigest()
-    with pytest.raises(KilnError, match="already finished all 1 epochs.*trainer.epochs=N"):
+    with pytest.raises(KilnError, match=r"already finished all 1 epochs.*trainer.epochs=N"):
         session.train(cfg, resume=result.run_dir, quiet=True)
     assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
     cfg.trainer.epochs = 2  # training longer is allowed
@@ -116,7 +116,7 @@ def test_sigterm_saves_last_and_resume_auto_finishes(tmp_path, idx_root):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=120)
+    _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     run = only_run(tmp_path / "runs")
     assert f"kiln train --resume {run}" in err

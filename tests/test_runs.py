@@ -29,7 +29,7 @@ def test_checkpoint_choice_falls_back_from_best_to_last_and_explains_what_is_mis
     run = RunDir(tmp_path)
     with pytest.raises(KilnError, match="not a kiln run folder"):
         RunDir.open(tmp_path)
-    with pytest.raises(KilnError, match="no checkpoints/best.pt"):
+    with pytest.raises(KilnError, match=r"no checkpoints/best.pt"):
         run.checkpoint("best")
     run.checkpoints.mkdir()
     run.last.write_bytes(b"x")

@@ -1,5 +1,6 @@
 """Every LR schedule works for every number of steps (small datasets, fast_dev_run, limits), and follows its curve."""
 
+import itertools
 import math
 
 import pytest
@@ -40,14 +41,14 @@ def test_onecycle_warms_up_to_the_peak_then_anneals():
     lrs = _run("onecycle", 2, 10, pct_start=0.25)
     peak = lrs.index(max(lrs))
     assert 3 <= peak <= 5 and max(lrs) == pytest.approx(0.1)
-    assert all(a < b for a, b in zip(lrs[:peak], lrs[1:peak + 1]))
+    assert all(a < b for a, b in itertools.pairwise(lrs))
     assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:])) and lrs[-1] < 1e-3
 
 
 def test_cosine_with_warmup_and_step_schedules_follow_their_curves():
     cosine = _run("cosine", 4, 5, warmup_epochs=1.0)
     assert cosine[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])
-    assert all(a >= b for a, b in zip(cosine[5:], cosine[6:])) and cosine[-1] < 0.01
+    assert all(a >= b for a, b in itertools.pairwise(cosine)) and cosine[-1] < 0.01
     step = _run("step", 4, 3, step_size=2, gamma=0.5)
     assert step == pytest.approx([0.1] * 6 + [0.05] * 6)
 
@@ -56,7 +57,7 @@ def test_linear_warms_up_then_decays_in_equal_steps_to_min_lr():
     lrs = _run("linear", 3, 4, warmup_epochs=0.5, min_lr_ratio=0.1)  # transformers' fine-tuning schedule
     assert lrs[:2] == pytest.approx([0.05, 0.1])
     decay = lrs[2:]
-    steps = [a - b for a, b in zip(decay, decay[1:])]
+    steps = [a - b for a, b in itertools.pairwise(decay)]
     assert steps == pytest.approx([0.009] * len(steps)) and decay[-1] == pytest.approx(0.019)
 
 

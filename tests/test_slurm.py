@@ -44,7 +44,7 @@ def test_a_node_list_compressed_as_slurm_does_reads_back_in_order(numbers, width
     numbers = sorted(numbers)
     width = max(width, len(str(numbers[-1])))
     runs, start = [], numbers[0]  # consecutive numbers become a-b ranges, as SLURM writes them
-    for prev, n in zip(numbers, numbers[1:] + [None]):
+    for prev, n in zip(numbers, [*numbers[1:], None]):
         if n != prev + 1:
             runs.append(f"{start:0{width}d}" + (f"-{prev:0{width}d}" if prev != start else ""))
             start = n

@@ -262,7 +262,7 @@ def test_targets_that_do_not_fit_the_task_are_named_with_their_line(tmp_path, bl
 def test_a_test_label_never_seen_in_training_is_refused(tmp_path, blobs):
     folder = _csv(tmp_path / "unseen", "path,labels", f"{blobs}/images/train0001.png,red|blue")
     (folder / "test.csv").write_text(f"path,labels\n{blobs}/images/train0002.png,red|purple\n")
-    with pytest.raises(KilnError, match="test.csv, line 2: label 'purple' is not among the training labels"):
+    with pytest.raises(KilnError, match=r"test.csv, line 2: label 'purple' is not among the training labels"):
         build_data(DataConfig(name="image_csv", root=folder, image_size=16, label_column="labels", val_split=0),
                    seed=0, device=CPU, task="multilabel")
 
@@ -287,7 +287,7 @@ def test_data_and_monitors_a_task_cannot_use_are_refused_before_training(tmp_pat
         build_data(DataConfig(name="image_csv", root=discs, label_column=["brightness", "x"]), seed=0, device=CPU)
     raw = _image_config(tmp_path, discs, {"name": "regression"}, 1, label_column="brightness")
     raw["trainer"]["checkpoint"] = {"monitor": "val/acc"}
-    with pytest.raises(KilnError, match="val/acc.*never produce.*val/mae"):
+    with pytest.raises(KilnError, match=r"val/acc.*never produce.*val/mae"):
         session.train(build_config(raw), quiet=True)
 
 
@@ -304,7 +304,7 @@ def test_positive_weights_are_negatives_over_positives_on_the_training_split():
 
     weights = pos_weight(TaskConfig(name="multilabel", pos_weight="auto"), targets, 3)
     assert weights.tolist() == pytest.approx([1 / 3, 3.0, 1.0])  # a label never present keeps 1
-    with pytest.raises(KilnError, match="task.pos_weight has 2 values for 3 labels"):
+    with pytest.raises(KilnError, match=r"task.pos_weight has 2 values for 3 labels"):
         pos_weight(TaskConfig(name="multilabel", pos_weight=[1.0, 2.0]), targets, 3)
 
 

@@ -112,7 +112,7 @@ def test_padding_never_changes_a_models_output(name, args):
     model = build_model(ModelConfig(name=name, args=args), info).eval()
     seqs = [torch.randint(2, 50, (n,)) for n in (7, 3, 12)]
     short = pad_collate(seqs, 0)
-    longer = pad_collate(seqs + [torch.randint(2, 50, (30,))], 0)  # forces 18 more padding columns
+    longer = pad_collate([*seqs, torch.randint(2, 50, (30,))], 0)  # forces 18 more padding columns
     with torch.no_grad():
         a, b = model(short), model(longer)[:3]
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()

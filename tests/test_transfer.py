@@ -85,7 +85,7 @@ def test_torchvision_weights_through_torchvisions_own_api_and_cache(tmp_path, mo
 
 def test_foreign_weights_are_refused(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3, 3)}, tmp_path / "other.pt")
-    with pytest.raises(KilnError, match="no tensor of .*other.pt fits this model"):
+    with pytest.raises(KilnError, match=r"no tensor of .*other.pt fits this model"):
         load_pretrained(resnet(GRAY), ModelConfig(name="resnet18", pretrained=str(tmp_path / "other.pt"), weights="DEFAULT"))
     with pytest.raises(KilnError, match="no such file or folder"):
         load_pretrained(resnet(GRAY), ModelConfig(name="resnet18", pretrained=str(tmp_path / "missing.pt"), weights="DEFAULT"))
@@ -181,14 +181,14 @@ def test_data_classes_are_selected_and_relabelled(idx_root):
     assert data.info.num_classes == 2 and data.info.class_names == ["Sneaker", "Pullover"]
     labels = torch.cat([y for _, y in data.test.epoch(0)])
     assert set(labels.tolist()) == {0, 1}
-    with pytest.raises(KilnError, match="data.classes=\\[3, 12\\] must list distinct class numbers in 0..9"):
+    with pytest.raises(KilnError, match=r"data.classes=\[3, 12\] must list distinct class numbers in 0..9"):
         build_data(DataConfig(root=idx_root, classes=[3, 12]), seed=0, device=torch.device("cpu"))
 
 
 def test_inspect_shapes_match_a_direct_forward_and_hooks_are_removed():
     model = build_model(ModelConfig(name="resnet18"), GRAY)
     x = torch.randn(2, 1, 28, 28)
-    rows, outputs = layer_table(model, x)
+    rows, _outputs = layer_table(model, x)
     by_name = {r.name: r for r in rows}
     assert by_name["fc"].output_shape == (2, 10) and by_name["conv1"].output_shape == (2, 64, 28, 28)
     with torch.no_grad():

@@ -80,13 +80,13 @@ def test_pruning_stops_hopeless_trials(tmp_path, base):
 
 
 def test_unknown_metric_and_bad_space_are_rejected(tmp_path, base):
-    with pytest.raises(KilnError, match="metric='val/accuracy' is never produced.*available: train/loss"):
+    with pytest.raises(KilnError, match=r"metric='val/accuracy' is never produced.*available: train/loss"):
         run_tune(tune_file(tmp_path, metric="val/accuracy"), [])
-    with pytest.raises(KilnError, match="grid search needs lists of values; optim.lr"):
+    with pytest.raises(KilnError, match=r"grid search needs lists of values; optim.lr"):
         run_tune(tune_file(tmp_path, sampler="grid"), [])
-    with pytest.raises(KilnError, match="unknown key 'trainer.epoch'"):
+    with pytest.raises(KilnError, match=r"unknown key 'trainer.epoch'"):
         run_tune(tune_file(tmp_path), ["trainer.epoch=3"])
-    with pytest.raises(KilnError, match="model.args.hidden: choices must be numbers, strings"):
+    with pytest.raises(KilnError, match=r"model.args.hidden: choices must be numbers, strings"):
         run_tune(tune_file(tmp_path, space={"model.args.hidden": [[16], [32]]}), [])
 
 
@@ -152,7 +152,7 @@ def test_separate_workers_on_one_journal_study_survive_a_killed_worker(tmp_path,
         time.sleep(0.1)
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate(timeout=60)
-    out, err = survivor.communicate(timeout=300)
+    _out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err[-3000:]
     assert "marked failed, its values to be run again" in err
 

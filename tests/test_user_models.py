@@ -62,5 +62,5 @@ def test_a_run_folder_naming_library_code_is_refused_by_every_reader(tmp_path, i
 
 
 def test_a_model_that_moves_tensors_itself_gets_a_message(tmp_path, idx_root):
-    with pytest.raises(KilnError, match="puts tensors on another device.*x.device"):
+    with pytest.raises(KilnError, match=r"puts tensors on another device.*x.device"):
         _train(tmp_path, idx_root, "MovesItself")

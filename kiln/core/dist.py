@@ -62,7 +62,7 @@ def setup(device, backend: str) -> None:
         store = dist.PrefixStore(f"kiln/attempt_{attempt}", store)
         dist.init_process_group(backend, store=store, rank=rank,
                                 world_size=world_size, timeout=timeout)
-    except Exception as e:  # a rank that never joins, an unreachable MASTER_ADDR
+    except Exception as e:  # noqa: BLE001 — a rank that never joins, an unreachable MASTER_ADDR
         raise KilnError(f"rank {current().rank} could not join the process group within {timeout}: {e}") from None
 
 

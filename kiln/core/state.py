@@ -188,7 +188,7 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
         raise KilnError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt or foreign files
+    except Exception as e:  # noqa: BLE001 — torch raises several types for corrupt or foreign files
         raise KilnError(f"cannot load checkpoint {path}: {first_line(e)} — the file is corrupt, "
                         "truncated, or not a kiln checkpoint") from None
     if not isinstance(payload, dict) or "model" not in payload:

@@ -10,7 +10,7 @@ from kiln.errors import KilnError
 from kiln.models import text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 
-__all__ = ["MODELS", "build_model", "prepare_model", "register_model", "describe"]
+__all__ = ["MODELS", "build_model", "describe", "prepare_model", "register_model"]
 
 
 def build_model(cfg: ModelConfig, info) -> nn.Module:

@@ -140,7 +140,7 @@ def _from_file(path: Path) -> dict[str, torch.Tensor]:
             payload: Any = load_file(str(path))
         else:
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, or pickled with code
+    except Exception as e:  # noqa: BLE001 — corrupt, or pickled with code
         raise KilnError(f"model.pretrained={str(path)!r}: cannot load it ({first_line(e)})") from None
     if isinstance(payload, dict):
         for key in ("model", "state_dict", "state_dict_ema"):  # kiln, Lightning, timm's train.py

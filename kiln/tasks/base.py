@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -240,8 +240,9 @@ class Task:
         """The hardest classes or labels of a test, for `kiln test`'s last line (None: nothing to say)."""
         return None
 
-    LABELS = {"acc": "accuracy", "acc_top5": "top-5", "f1": "macro F1", "f1_micro": "F1 micro", "f1_macro": "F1 macro",
-              "map": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
+    LABELS: ClassVar[dict[str, str]] = {
+        "acc": "accuracy", "acc_top5": "top-5", "f1": "macro F1", "f1_micro": "F1 micro", "f1_macro": "F1 macro",
+        "map": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
 
 
 def to_columns(targets: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,10 @@ message when CUDA runs out of memory."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
+from typing import ClassVar
 
 import torch
 
@@ -40,9 +42,9 @@ class GrowthWatch(Callback):
     """Warns once when host RSS or CUDA allocated memory has grown at every one of the last `window` epochs,
     by at least `min_step` MiB each and `min_total` MiB in all: the classic leak of accumulating tensors."""
 
-    KEYS = {"mem/host_rss_mib": "host memory (RSS)", "mem/cuda_allocated_mib": "CUDA allocated memory"}
+    KEYS: ClassVar[dict[str, str]] = {"mem/host_rss_mib": "host memory (RSS)", "mem/cuda_allocated_mib": "CUDA allocated memory"}
 
-    WHERE = {"mem/host_rss_mib": "this process's resident memory at the end of each epoch",
+    WHERE: ClassVar[dict[str, str]] = {"mem/host_rss_mib": "this process's resident memory at the end of each epoch",
              "mem/cuda_allocated_mib": "torch.cuda.memory_allocated at the end of each epoch"}
 
     def __init__(self, window: int = 3, min_step: float = 2.0, min_total: float = 20.0, own_code: bool = True):
@@ -65,7 +67,7 @@ class GrowthWatch(Callback):
             recent = values[-(self.window + 1):]
             if key in self.warned or len(recent) <= self.window:
                 continue
-            steps = [b - a for a, b in zip(recent, recent[1:])]
+            steps = [b - a for a, b in itertools.pairwise(recent)]
             if min(steps) >= self.min_step and recent[-1] - recent[0] >= self.min_total:
                 self.warned.add(key)
                 message = (f"{what} grew at each of the last {self.window} epochs ({recent[0]:.0f} -> "

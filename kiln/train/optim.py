@@ -78,7 +78,7 @@ class Schedule:
                  steps_per_epoch: int, monitor: str = "val/loss", monitor_mode: str = "min"):
         self.name, self.monitor = cfg.name, monitor
         total = max(1, epochs * steps_per_epoch)
-        warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+        warmup = round(cfg.warmup_epochs * steps_per_epoch)
         self.impl: Any = None
         self.per_step = cfg.name in ("onecycle", *WARMUP_SCHEDULES)
         self.plateau = cfg.name == "reduce_on_plateau"

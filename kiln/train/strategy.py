@@ -265,7 +265,7 @@ def resume_state(path: Path, cfg: TrainerConfig, world_size: int) -> dict[str, A
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """torch's own format (parameters numbered) or FSDP's (parameters named), into either kind of model."""
-    named = bool(state.get("state")) and isinstance(next(iter(state["state"])), str) or \
+    named = (bool(state.get("state")) and isinstance(next(iter(state["state"])), str)) or \
         any(isinstance(p, str) for g in state.get("param_groups", []) for p in g["params"])
     if not is_sharded(model) and not named:
         optimizer.load_state_dict(state)

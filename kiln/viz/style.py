@@ -11,7 +11,7 @@ from cycler import cycler
 
 matplotlib.use("Agg")  # files only: no display needed, same output everywhere
 
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 OKABE_ITO = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 SEQUENTIAL = "viridis"
