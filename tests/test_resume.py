@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import only_run, run_cli, tiny_config, write_config
+from conftest import only_run, tiny_config, write_config
 from kiln.config import build_config
 from kiln.core.state import load_checkpoint
 from kiln.errors import KilnError, TrainingInterrupted
@@ -103,8 +103,12 @@ def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path, idx_ro
     assert load_checkpoint(longer.run_dir / "checkpoints" / "last.pt")["loop"]["epoch"] == 2
 
 
-def test_sigterm_saves_last_and_resume_auto_finishes(tmp_path, idx_root):
-    raw = tiny_config(tmp_path, idx_root, trainer={"epochs": 40, "test_after_fit": False})
+def test_sigterm_saves_last_and_resume_auto_finishes(tmp_path, idx_root, capsys):
+    from kiln.cli import main
+
+    # Short epochs (two batches): the signal lands mid-run, and the resume's 39 epochs take seconds.
+    raw = tiny_config(tmp_path, idx_root, trainer={"epochs": 40, "test_after_fit": False, "limit_train_batches": 2,
+                                                   "limit_val_batches": 1})
     path = write_config(tmp_path, raw)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen([sys.executable, "-m", "kiln", "train", str(path)], stdout=subprocess.PIPE,
@@ -124,9 +128,8 @@ def test_sigterm_saves_last_and_resume_auto_finishes(tmp_path, idx_root):
     assert 1 <= state["loop"]["epoch"] < 40 and not state["loop"]["finished"]
     assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
 
-    result = run_cli("train", path, "--resume", "auto")
-    assert result.returncode == 0, result.stderr
-    assert f"run folder: {run}" in result.stdout
+    assert main(["train", str(path), "--resume", "auto"]) == 0  # in process: the signal's part ran the real CLI
+    assert f"run folder: {run}" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 40
     epochs = [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(1, 41))  # no epoch logged twice

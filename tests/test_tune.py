@@ -90,7 +90,9 @@ def test_unknown_metric_and_bad_space_are_rejected(tmp_path, base):
         run_tune(tune_file(tmp_path, space={"model.args.hidden": [[16], [32]]}), [])
 
 
-def test_resume_after_a_kill_finishes_without_repeating(tmp_path, base):
+def test_resume_after_a_kill_finishes_without_repeating(tmp_path, base, capsys):
+    from kiln.cli import main
+
     path = tune_file(tmp_path, trials=6, sampler="random")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
     proc = subprocess.Popen([sys.executable, "-m", "kiln", "tune", str(path), "trainer.epochs=6"],
@@ -106,13 +108,12 @@ def test_resume_after_a_kill_finishes_without_repeating(tmp_path, base):
     tune_dir = next((tmp_path / "runs" / "tiny").glob("tune-*"))
     done_before = {p.parent.name for p in finished}
 
-    result = run_cli("tune", path, "trainer.epochs=6", "--resume", tune_dir)
-    assert result.returncode == 0, result.stderr
+    assert main(["tune", str(path), "trainer.epochs=6", "--resume", str(tune_dir)]) == 0  # in process
     rows = results(tune_dir)
     complete = [r for r in rows if r["state"] == "complete"]
     assert len(complete) == 6 and len({r["trial"] for r in complete}) == 6
     assert done_before <= {Path(r["run_dir"]).name for r in complete}  # finished trials were kept, not re-run
-    assert "best config:" in result.stdout
+    assert "best config:" in capsys.readouterr().out
 
 
 def test_two_workers_share_one_study(tmp_path, base):
