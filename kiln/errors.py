@@ -10,6 +10,10 @@ class KilnError(ValueError):
     """A user mistake: bad config, bad data, bad checkpoint, bad arguments."""
 
 
+class CorruptCheckpoint(KilnError):
+    """A checkpoint whose content no longer matches its checksum (a file, or a sharded folder's manifest)."""
+
+
 class TrainingStopped(RuntimeError):
     """Training stopped early for a reason the user must hear about (e.g. NaN loss)."""
 

@@ -113,11 +113,10 @@ class RunDir:
     def saved_checkpoint(self, name: str) -> Path:
         """Checkpoint `name` as it is on disk: the file or the folder of shards (the newer, should a resume with
         another strategy have left both), else the file's path."""
-        from kiln.core.sharded import recover
+        from kiln.core.sharded import on_disk
 
-        file, folder = self.checkpoint_path(name), self.checkpoint_path(name, sharded=True)
-        recover(folder)
-        found = [p for p in (folder, file) if p.exists()]
+        file, folder = self.checkpoint_path(name), on_disk(self.checkpoint_path(name, sharded=True))
+        found = [p for p in (folder, file) if p is not None and p.exists()]
         return max(found, key=lambda p: p.stat().st_mtime) if found else file
 
     @property

@@ -148,7 +148,7 @@ def _flip_a_byte_in_tensor_data(path: Path) -> None:
 def test_a_flipped_byte_in_a_checkpoint_is_caught_and_resume_falls_back(tmp_path, idx_root, capsys, caplog):
     from conftest import tiny_config
     from kiln.config import build_config
-    from kiln.core.state import CorruptCheckpoint
+    from kiln.errors import CorruptCheckpoint
     from kiln.train import session
 
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3, "checkpoint": {"keep_top_k": 3}}))

@@ -1,13 +1,13 @@
-"""Sharded checkpoints (kiln.core.sharded) on one process: what every rank writes, read back whole; damage,
-an unfinished write and a crash mid-swap are caught or undone, never loaded as if intact."""
+"""Sharded checkpoints (kiln.core.sharded) on one process: what every rank writes, read back whole; damage and
+an unfinished write are refused, a crash mid-swap leaves the previous checkpoint readable."""
 
 import warnings
 
 import pytest
 import torch
 
-from kiln.core import sharded
-from kiln.core.state import CorruptCheckpoint, copy_checkpoint, load_checkpoint
+from kiln.core.state import copy_checkpoint, load_checkpoint, save_checkpoint
+from kiln.errors import CorruptCheckpoint
 from kiln.runs import RunDir
 
 
@@ -22,7 +22,7 @@ def payload():
 def save(path, state):
     with warnings.catch_warnings():  # torch warns that no process group is set up: one process is meant here
         warnings.simplefilter("ignore")
-        sharded.save(path, state)
+        save_checkpoint(path, state)
 
 
 def test_a_sharded_checkpoint_reads_back_whole(tmp_path):
@@ -67,6 +67,9 @@ def test_a_crash_between_the_two_renames_keeps_the_previous_checkpoint(tmp_path)
     path = run.checkpoint_path("last", sharded=True)
     path.parent.mkdir()
     save(path, payload())
-    path.rename(path.with_name(".last.dcp.old"))  # moved aside, the new folder never renamed in
-    assert run.last == path and load_checkpoint(run.last)["loop"]["epoch"] == 2
+    aside = path.with_name(".last.dcp.old")
+    path.rename(aside)  # moved aside, the new folder never renamed in
+    assert run.last == aside and load_checkpoint(run.last)["loop"]["epoch"] == 2  # read where it lies
     assert run.has_last()
+    save(path, payload() | {"loop": {"epoch": 3, "batch": 0}})  # the next save replaces it
+    assert run.last == path and not aside.exists() and load_checkpoint(run.last)["loop"]["epoch"] == 3

@@ -39,9 +39,9 @@ class ModelConfig(Section):
     pretrained: str | None = None
     """Start from weights: `torchvision` (torchvision's weights for a torchvision:NAME model or kiln's resnets, see
     `weights`), `timm` (a timm:NAME model's weights from the Hugging Face cache), `hf` (an hf:NAME model's own
-    weights, loaded by transformers), a kiln run folder (its best.pt; a
-    folder of runs: the newest), a kiln checkpoint, a `.safetensors` file, a state_dict `.pth`/`.pt` file
-    (loaded weights_only), or a Hugging Face save_pretrained folder (config.json + model.safetensors). Only files
+    weights, loaded by transformers), a kiln run folder (its best checkpoint; a folder of runs: the newest), a
+    kiln checkpoint (a .pt file or an FSDP run's .dcp folder), a `.safetensors` file, a state_dict `.pth`/`.pt`
+    file (loaded weights_only), or a Hugging Face save_pretrained folder (config.json + model.safetensors). Only files
     already on this machine are used unless model.download is true."""
     weights: str = "DEFAULT"
     """Which of the library's weights: torchvision's enum member, e.g. IMAGENET1K_V2, or a timm pretrained tag,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.core import dist
-from kiln.errors import KilnError, first_line, write_failed
+from kiln.errors import CorruptCheckpoint, KilnError, first_line, write_failed
 
 SUFFIX = ".dcp"
 # What torch.distributed.checkpoint writes (raw_model: the weights themselves under trainer.ema, whose average is
@@ -32,8 +32,9 @@ STATE, MANIFEST = "state.pt", "manifest.json"
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
-    """Every rank, together: `payload`'s model and optimizer hold this rank's shards (torch's sharded state dicts),
-    the rest is rank 0's (gathered already). Rank 0 writes the rest and the manifest, then swaps the folder in."""
+    """Every rank, together (through kiln.core.state.save_checkpoint): `payload`'s model and optimizer hold this
+    rank's shards (torch's sharded state dicts), the rest is rank 0's (gathered already). Rank 0 writes the rest
+    and the manifest, then swaps the folder in."""
     import torch
     import torch.distributed.checkpoint as dcp
 
@@ -51,11 +52,8 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     for own in dist.gather(_digests(partial, f"__{proc.rank}_")):
         digests.update(own)
     if proc.is_main:
-        from kiln.core.state import FORMAT_VERSION
-
         try:
-            torch.save({"format": FORMAT_VERSION, **{k: v for k, v in payload.items() if k not in SHARDED_KEYS}},
-                       partial / STATE)
+            torch.save({k: v for k, v in payload.items() if k not in SHARDED_KEYS}, partial / STATE)
             digests.update({name: d for name, d in _digests(partial, "").items() if name not in digests})
             _write_manifest(partial, digests)
             _swap(partial, path)
@@ -93,7 +91,8 @@ def _manifest_digest(files: dict[str, str]) -> str:
 
 def _swap(new: Path, path: Path) -> None:
     """`new` becomes `path`: the old folder is moved aside first (a folder cannot be replaced in one rename), and a
-    crash between the two renames leaves it at `.<name>.old`, where `recover` finds it."""
+    crash between the two renames leaves it at `.<name>.old`, where `on_disk` finds it (the next save, complete,
+    replaces it)."""
     old = path.with_name(f".{path.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -102,11 +101,13 @@ def _swap(new: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def recover(path: Path) -> None:
-    """Put back a folder that a crash left moved aside mid-swap."""
+def on_disk(path: Path) -> Path | None:
+    """The folder `path`, or the previous one a crash left moved aside mid-swap; None when there is neither.
+    Readers never rename: a save may be swapping the folder at that moment."""
+    if path.exists():
+        return path
     old = path.with_name(f".{path.name}.old")
-    if not path.exists() and old.is_dir():
-        os.rename(old, path)
+    return old if old.is_dir() else None
 
 
 def copy(src: Path, dst: Path) -> None:
@@ -131,8 +132,6 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def verify(path: Path) -> str:
     """The checkpoint's checksum, after checking every file against the manifest."""
-    from kiln.core.state import CorruptCheckpoint
-
     try:
         manifest = json.loads((path / MANIFEST).read_text())
         files: dict[str, str] = manifest["files"]
@@ -182,7 +181,3 @@ def load_into(path: Path, shards: dict[str, Any]) -> None:
     import torch.distributed.checkpoint as dcp
 
     dcp.load(shards, storage_reader=dcp.FileSystemReader(path))
-
-
-def remove(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import KilnError, first_line, write_failed
+from kiln.errors import CorruptCheckpoint, KilnError, first_line, write_failed
 
 # 1: the first format. 2: the config has a task section (label smoothing moved there from the trainer) and
 # the running training metrics also sum the objective. Older checkpoints are converted when loaded.
@@ -129,8 +129,14 @@ class LoopState:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically, with a checksum of everything in it: torch.load does not notice a flipped byte in tensor data."""
+    """Atomically, with a checksum of everything in it: torch.load does not notice a flipped byte in tensor data.
+    A `.dcp` path is a sharded checkpoint: every rank calls this together, its model and optimizer its shards."""
+    from kiln.core import sharded
+
     payload = {"format": FORMAT_VERSION, **payload}
+    if Path(path).suffix == sharded.SUFFIX:
+        sharded.save(Path(path), payload)
+        return
     payload["sha256"] = payload_digest(payload)
     atomic_write(Path(path), lambda f: torch.save(payload, f))
 
@@ -207,10 +213,6 @@ def _checked_format(payload: dict[str, Any], path: Path) -> dict[str, Any]:
         raise KilnError(f"{path} was written by a newer kiln (checkpoint format {payload['format']}; this kiln "
                         f"reads up to {FORMAT_VERSION}): upgrade kiln to use it")
     return upgrade_checkpoint(payload)
-
-
-class CorruptCheckpoint(KilnError):
-    """A checkpoint whose content no longer matches its checksum."""
 
 
 def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:

@@ -16,11 +16,11 @@ import torch
 
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
-from kiln.core.state import CorruptCheckpoint, LoopState, seed_everything
+from kiln.core.state import LoopState, seed_everything
 from kiln.data import Data, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
-from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
+from kiln.errors import CorruptCheckpoint, KilnError, TrainingInterrupted, TrainingStopped
 from kiln.evaluation import run_evaluation
 from kiln.models import describe
 from kiln.models.preprocessing import with_weights_preprocessing

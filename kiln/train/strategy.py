@@ -199,12 +199,7 @@ def model_state(model: nn.Module, sharded: bool = False) -> dict[str, Any]:
 
 def load_model_state(model: nn.Module, state: dict[str, Any]) -> None:
     """A full state dict into the model (under FSDP every rank passes it and keeps its shard)."""
-    if not is_sharded(model):
-        unwrap(model).load_state_dict(state)
-        return
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict
-
-    set_model_state_dict(unwrap(model), state, options=_options())
+    load_weights(unwrap(model), state, "the checkpoint")
 
 
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool = False) -> dict[str, Any]:

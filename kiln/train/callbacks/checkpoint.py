@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from kiln.config import CheckpointConfig, watched
-from kiln.core import dist, sharded
+from kiln.core import dist
 from kiln.core.state import copy_checkpoint, remove_checkpoint, save_checkpoint
 from kiln.runs import RunDir
 from kiln.train.callbacks.base import Callback
@@ -29,9 +29,7 @@ class ModelCheckpoint(Callback):
     def save_last(self, trainer) -> None:
         payload, shards = trainer.state_dict(), trainer.saves_shards
         path = self.run.checkpoint_path("last", sharded=shards)
-        if shards:
-            sharded.save(path, payload)
-        elif self.writes:
+        if shards or self.writes:  # every rank writes its shards; a file is rank 0's
             save_checkpoint(path, payload)
         if self.writes:  # a resume under another strategy leaves the other kind behind: it is stale now
             remove_checkpoint(self.run.checkpoint_path("last", sharded=not shards))
