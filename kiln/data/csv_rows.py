@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path

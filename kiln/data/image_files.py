@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +130,8 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
               on_bad_row: str, task: str = "multiclass", separator: str = "|") -> Found:
     """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
     (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
-    from kiln.tasks.targets import columns
     from kiln.tasks import TASKS
+    from kiln.tasks.targets import columns
 
     root = Path(root)
     label_columns = columns(label_column)

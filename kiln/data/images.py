@@ -11,21 +11,21 @@ import torch
 from kiln.config import DataConfig
 from kiln.data.info import Data, DataInfo
 from kiln.data.loaders import (
-    choose_loader,
-    eval_batch_size,
     Batches,
     EpochBatchSampler,
     LoaderBatches,
     ResidentBatches,
     TensorImages,
+    choose_loader,
+    eval_batch_size,
     training_sampler,
 )
 from kiln.data.registry import locate
 from kiln.data.splits import cv_folds, train_val_split
-from kiln.tasks.targets import as_tensor
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.errors import KilnError
 from kiln.tasks import TASKS
+from kiln.tasks.targets import as_tensor
 
 log = logging.getLogger("kiln")
 
@@ -138,7 +138,7 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
         return Data(_file_info(spec, cfg, found.class_names))
     _resolve_image_settings(cfg, found, needed)
     sources = {name: _image_source(found.files[name], cfg, _stored_size(cfg)) for name in needed}
-    for name, (source, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
+    for name, (_, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
         found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
     full_plan = _split_plan(found, cfg, ("train", "val", "test"), overfit_batches, task)
     plan = {split: full_plan[split] for split in splits if split in full_plan}

@@ -15,7 +15,7 @@ log = logging.getLogger("kiln")
 
 def split_indices(n: int, val_split: float | int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, val) indices of a seeded split; the same for the same (n, val_split, seed)."""
-    num_val = int(round(n * val_split)) if isinstance(val_split, float) else int(val_split)
+    num_val = round(n * val_split) if isinstance(val_split, float) else int(val_split)
     if num_val >= n:
         raise KilnError(f"data.val_split={val_split} leaves no training samples out of {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -27,7 +27,7 @@ def stratified_split(labels: torch.Tensor, amount: float | int, seed: int, what:
     """(kept, held-out) indices: a seeded split that holds out the same share of every class (largest-remainder
     rounding of each class's quota), so a small dataset's validation split still has every class."""
     n = len(labels)
-    num = int(round(n * amount)) if isinstance(amount, float) else int(amount)
+    num = round(n * amount) if isinstance(amount, float) else int(amount)
     if num >= n:
         raise KilnError(f"{what}={amount} leaves no training samples out of {n}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))

@@ -16,10 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
-from kiln.data.info import Data, DataInfo
-from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.csv_rows import row_targets
-from kiln.errors import KilnError
+from kiln.data.info import Data, DataInfo
 from kiln.data.loaders import (
     Batches,
     BucketBatchSampler,
@@ -30,9 +28,11 @@ from kiln.data.loaders import (
 )
 from kiln.data.model_tokenizer import ModelTokenizer
 from kiln.data.registry import CsvDataset, locate
+from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.token_cache import Tokenized, cached_tokens
 from kiln.data.token_store import TokenStore
 from kiln.data.vocab import Vocab
+from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
 PAD, UNK = "<pad>", "<unk>"
@@ -159,9 +159,9 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: tor
     train, train_targets = with_targets(train, "train.csv")
     labels = as_tensor(train_targets)
     fold_labels = kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2)
-    train_idx, val_idx = train_val_split(len(train_targets), cfg, overfit_batches,
-                                         # a multiclass text split stays unstratified, as it always was: a saved run resumes on the same split
-                                         None if kind.class_per_sample else kind.split_keys(labels), fold_labels)
+    # A multiclass text split stays unstratified, as it always was: a saved run resumes on the same split.
+    strata = None if kind.class_per_sample else kind.split_keys(labels)
+    train_idx, val_idx = train_val_split(len(train_targets), cfg, overfit_batches, strata, fold_labels)
     if vocab is None:
         assert train.tokens is not None
         vocab = Vocab.from_store(train.store, train_idx.numpy(), train.tokens, tc.min_freq, tc.max_vocab)

@@ -126,9 +126,9 @@ def _crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple
 
 def _fallback_crop(h: int, w: int, ratio: tuple[float, float]) -> tuple[int, int]:
     if w / h < ratio[0]:
-        return w, int(round(w / ratio[0]))
+        return w, round(w / ratio[0])
     if w / h > ratio[1]:
-        return int(round(h * ratio[1])), h
+        return round(h * ratio[1]), h
     return w, h
 
 
@@ -178,5 +178,5 @@ class BatchTransform:
         # Plain NCHW strides, whatever the augmentation left: the random crop gathers in NHWC, and with one channel
         # that still counts as "contiguous" while convolutions read it as channels_last, so a model that calls
         # `.view` after them (pytorch-template's MnistModel) would fail.
-        b, c, h, w = x.shape
+        _, c, h, w = x.shape
         return x if x.stride() == (c * h * w, h * w, w, 1) else x.clone(memory_format=torch.contiguous_format)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import inspect
 import logging
 import random
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,8 +23,8 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from kiln.config import DataConfig
 from kiln.data.info import Data, DataInfo
-from kiln.data.splits import train_val_split
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
+from kiln.data.splits import train_val_split
 from kiln.data.transforms import seed_for
 from kiln.errors import KilnError, first_line
 from kiln.tasks import TASKS

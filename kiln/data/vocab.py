@@ -52,7 +52,7 @@ class Vocab:
         ranked = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
         if max_size is not None:
             ranked = ranked[:max_size - 2]
-        return cls([PAD, UNK] + ranked)
+        return cls([PAD, UNK, *ranked])
 
     @classmethod
     def from_store(cls, store, rows, tokens: list[str], min_freq: int = 1, max_size: int | None = None) -> "Vocab":
