@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.kiln-installed
 FASHION_DIR := /usr/share/datasets/fashion-mnist
+# pytest-xdist workers for make test (one per core of the 2-core CI machine; each file runs whole on one worker)
+TEST_WORKERS ?= 2
 
 .PHONY: setup setup-core data browser demo test lint bench clean help
 
@@ -75,7 +77,7 @@ lint: setup
 test: setup lint
 	-@$(MAKE) --no-print-directory data || echo "warning: Fashion-MNIST unavailable; its learning test will be skipped"
 	-@$(MAKE) --no-print-directory browser || echo "warning: no headless Chromium; the browser test will be skipped"
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(PY) benchmarks/train_speed.py

@@ -431,14 +431,14 @@ def probe_sync_free(c: Ctx) -> str:
 
     from kiln.config import load_config
     from kiln.core.state import seed_everything
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
     from kiln.train.build import build_trainer
     from kiln.train.loop import _check_finite, train_step
 
     device = torch.device("cuda")
     cfg = load_config(ROOT / CONFIG, ["trainer.device=cuda", "trainer.precision=bf16", "log.progress=none"])
     seed_everything(cfg.seed)
-    data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=True, splits=("train",))
+    data = build_data(cfg.data, DataRequest(seed=cfg.seed, device=device, channels_last=True, splits=("train",)))
     t = build_trainer(cfg, data, device)
     precision = t.precision
     batches = t.train_batches.epoch(0)

@@ -77,14 +77,14 @@ def run_kiln(folder: Path, size: int, epochs: int, batch: int, cache: Path) -> l
     import torch
 
     from kiln.config import DataConfig
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
 
     shutil.rmtree(cache, ignore_errors=True)  # the first epoch pays for decoding every image once
     os.environ["KILN_CACHE"] = str(cache)
     start = time.perf_counter()
     cfg = DataConfig(name="image_folder", root=folder, image_size=size, batch_size=batch, val_split=0,
                      channels=3, mean=[0.5], std=[0.25])
-    train = build_data(cfg, seed=0, device=torch.device("cpu"), splits=("train",)).require("train")
+    train = build_data(cfg, DataRequest(seed=0, device=torch.device("cpu"), splits=("train",))).require("train")
     rates = []
     for epoch in range(epochs):
         seen = 0

@@ -73,7 +73,7 @@ def child(root: str, tokenizer: str, cache: str) -> None:
     import torch
 
     from kiln.config import DataConfig, TextConfig
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
     from kiln.data.model_tokenizer import ModelTokenizer
 
     os.environ["KILN_CACHE"] = cache
@@ -82,8 +82,8 @@ def child(root: str, tokenizer: str, cache: str) -> None:
     text = TextConfig(tokenizer="model" if model else "basic_english", max_len=64)
     cfg = DataConfig(name="text_csv", root=Path(root), val_split=0.0, batch_size=256, text=text)
     start = time.perf_counter()
-    data = build_data(cfg, task="multiclass", seed=0, device=torch.device("cpu"), splits=("train",),
-                      vocab=ModelTokenizer(Path(tokenizer)) if model else None)
+    data = build_data(cfg, DataRequest(task="multiclass", seed=0, device=torch.device("cpu"), splits=("train",),
+                                       vocab=ModelTokenizer(Path(tokenizer)) if model else None))
     seconds = time.perf_counter() - start
     batch, _ = next(iter(data.require("train").epoch(0)))
     assert batch.ids.shape[0] == 256

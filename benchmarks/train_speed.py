@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,19 +46,19 @@ def peak_rss_mb() -> float:
 def kiln_parts(args, device, extra: tuple[str, ...] = ()):
     from kiln.config import load_config
     from kiln.core.state import seed_everything
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
     from kiln.models import build_model
 
     cfg = load_config(CONFIG, [f"trainer.epochs={args.epochs}", f"trainer.device={device}", *args.override, *extra])
     seed_everything(cfg.seed, cfg.trainer.deterministic)  # as kiln train does: cudnn.benchmark, TF32
-    data = build_data(cfg.data, seed=cfg.seed, device=device, channels_last=True)
+    data = build_data(cfg.data, DataRequest(seed=cfg.seed, device=device, channels_last=True))
     data.val = data.test  # per-epoch accuracy on the test split, like the other methods
     model = build_model(cfg.model, data.info).to(device).to(memory_format=torch.channels_last)
     return cfg, data, model
 
 
 def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
-    from kiln.train.build import build_trainer
+    from kiln.train.build import Outputs, build_trainer
     from kiln.train.callbacks import LambdaCallback
     from kiln.train.loop import fit
 
@@ -67,25 +69,35 @@ def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
         epochs.append(m["time/epoch_s"])
         accs.append(m["val/acc"])
 
-    t = build_trainer(cfg, data, device, model=model, callbacks=[LambdaCallback(on_epoch_end=record)])
+    t = build_trainer(cfg, data, device, model=model, outputs=Outputs(callbacks=[LambdaCallback(on_epoch_end=record)]))
     fit(t)
     return {"epoch_s": epochs, "acc": accs, "images": data.sizes["train"], "batch": cfg.data.batch_size,
             "steps": len(data.train), "loader": data.loader, "precision": t.precision,
             "first_step_s": t.first_step_seconds}
 
 
-def bare_epoch(model, optimizer, schedule, batches, epoch: int, device, precision: str, label_smoothing: float):
+@dataclass
+class BareLoop:
     """kiln's step without its bookkeeping: forward, backward, optimizer and schedule step."""
-    from kiln.train.device import autocast
 
-    model.train()
-    for x, y in batches.epoch(epoch):
-        with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y, label_smoothing=label_smoothing)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.after_step()
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: Any
+    device: torch.device
+    precision: str
+    label_smoothing: float
+
+    def epoch(self, batches, epoch: int) -> None:
+        from kiln.train.device import autocast
+
+        self.model.train()
+        for x, y in batches.epoch(epoch):
+            with autocast(self.device, self.precision):
+                loss = F.cross_entropy(self.model(x), y, label_smoothing=self.label_smoothing)
+            loss.backward()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.after_step()
 
 
 def run_bare(args, device) -> dict:
@@ -99,10 +111,11 @@ def run_bare(args, device) -> dict:
     optimizer = build_optimizer(cfg.optim, model, device)
     schedule = Schedule(cfg.schedule, optimizer, epochs=args.epochs, steps_per_epoch=len(data.train))
     precision = resolve_precision(cfg.trainer.precision, device)
+    bare = BareLoop(model, optimizer, schedule, device, precision, cfg.task.label_smoothing)
     epochs = []
     for epoch in range(args.epochs):
         start = time.perf_counter()
-        bare_epoch(model, optimizer, schedule, data.train, epoch, device, precision, cfg.task.label_smoothing)
+        bare.epoch(data.train, epoch)
         sync(device)
         epochs.append(time.perf_counter() - start)
         evaluate(model, data.val, build_task(cfg.task, 10), device=device, precision=precision)
@@ -123,7 +136,8 @@ def run_overhead(args, device) -> dict:
     bare_model = copy.deepcopy(model)
     t = build_trainer(cfg, data, device, model=model)
     opt = build_optimizer(cfg.optim, bare_model, device)
-    bare = (bare_model, opt, Schedule(cfg.schedule, opt, epochs=epochs, steps_per_epoch=len(data.train)))
+    bare = BareLoop(bare_model, opt, Schedule(cfg.schedule, opt, epochs=epochs, steps_per_epoch=len(data.train)),
+                    device, t.precision, cfg.task.label_smoothing)
 
     times = {"kiln": [], "bare": []}
     for epoch in range(args.epochs + 1):
@@ -133,7 +147,7 @@ def run_overhead(args, device) -> dict:
                 t.state.batch = 0
                 train_epoch(t, epoch)
             else:
-                bare_epoch(*bare, data.train, epoch, device, t.precision, cfg.task.label_smoothing)
+                bare.epoch(data.train, epoch)
             sync(device)
             times[name].append(time.perf_counter() - start)
     return {"kiln": times["kiln"][1:], "bare": times["bare"][1:], "steps": len(data.train)}

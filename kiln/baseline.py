@@ -6,7 +6,6 @@ one per label (multilabel) or ridge regression (regression). scikit-learn does t
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import time
@@ -32,7 +31,7 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     except ImportError:
         raise KilnError("kiln baseline needs scikit-learn: pip install -e .[baseline]") from None
     from kiln.config import load_config
-    from kiln.data import build_data, fresh_encoder
+    from kiln.data import DataRequest, build_data, fresh_encoder
 
     run = RunDir.open(target) if Path(target).is_dir() else None
     cfg = run.config(overrides) if run else load_config(target, overrides)
@@ -40,8 +39,8 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
         raise KilnError("kiln baseline works on kiln's image and text datasets; a Dataset of your own has inputs "
                         "kiln cannot turn into features")
     data_cfg = _without_augmentation(cfg.data)
-    data = build_data(data_cfg, task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"),
-                      vocab=run.vocab() if run else fresh_encoder(cfg))
+    data = build_data(data_cfg, DataRequest(task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"),
+                                            vocab=run.vocab() if run else fresh_encoder(cfg)))
     split = "test" if data.test is not None else "val"
     if getattr(data, split) is None:
         raise KilnError("the data has neither a test nor a validation split to score the baseline on")
@@ -78,16 +77,12 @@ def _scores(task: str, truth: np.ndarray, predicted: np.ndarray) -> dict[str, fl
 
 def _without_augmentation(data_cfg):
     """The same data with the training split as evaluation sees it: a classical model gets no augmentation."""
-    plain = copy.deepcopy(data_cfg)
-    plain.augment.crop_padding = 0
-    plain.augment.hflip = False
-    plain.augment.resized_crop = False
-    plain.transforms.train = None
     # One training "batch" of everything: a training sampler drops its last partial batch, which on a few hundred
     # samples would hide a real share of them from the baseline.
-    plain.eval_batch_size = plain.eval_batch_size or 4 * plain.batch_size
-    plain.batch_size = 2**31 - 1
-    return plain
+    return data_cfg.with_values({"augment.crop_padding": 0, "augment.hflip": False, "augment.resized_crop": False,
+                                 "transforms.train": None,
+                                 "eval_batch_size": data_cfg.eval_batch_size or 4 * data_cfg.batch_size,
+                                 "batch_size": 2**31 - 1})
 
 
 def _features(kind: str, train, evaluation) -> tuple[Any, np.ndarray, Any, np.ndarray]:

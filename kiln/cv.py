@@ -55,8 +55,7 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
                                                         indent=2) + "\n")
     results, metric_names = [], fold_metrics(cfg)
     for k in range(1, folds + 1):
-        fold_cfg = cfg.model_copy(deep=True)
-        fold_cfg.data.cv = CvConfig(folds=folds, fold=k)
+        fold_cfg = cfg.with_values({"data.cv": CvConfig(folds=folds, fold=k)})
         run = RunDir(folder / f"fold-{k}")
         if run.state() is RunStatus.FINISHED and run.test_metrics() is not None:
             log.info("fold %d/%d: finished earlier", k, folds)
@@ -84,15 +83,15 @@ def _mean_std(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str,
 def _test_folds(cfg: Config, runs: list[RunDir]) -> dict[str, Any]:
     """Each fold's best model on the real test split, and the ensemble of their averaged predictions (class or
     label probabilities, values), scored by the task's headline metric (accuracy, micro F1, MAE)."""
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
     from kiln.evaluation import collect_predictions
     from kiln.trained import load_trained
 
     per_fold, summed, targets, task = [], None, None, None
     for run in runs:
         trained = load_trained(run, overrides=["data.cv=null"])
-        data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=trained.device,
-                          splits=("test",), vocab=trained.vocab)
+        data = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=trained.device,
+                                                        splits=("test",), vocab=trained.vocab))
         if data.test is None:
             raise KilnError("--test: the data has no test split to evaluate the folds on")
         task = trained.task

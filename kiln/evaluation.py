@@ -9,30 +9,32 @@ from typing import Any
 import torch
 
 from kiln.core.state import LoopState
-from kiln.data import Data, build_data
-from kiln.runs import RunDir
-from kiln.train.loop import evaluate
+from kiln.data import Data, DataRequest, build_data
+from kiln.train.loop import TestDetail, evaluate
+from kiln.trained import Trained
 
 log = logging.getLogger("kiln")
 
 
-def run_evaluation(model: torch.nn.Module, data: Data, task_cfg, checkpoint: Path, epoch: int,
-                   device: torch.device, precision: str, run: RunDir | None, limit: int | None = None,
-                   out: Path | None = None, scored: dict[str, Any] | None = None,
-                   checksum: str | None = None) -> dict[str, Any]:
-    """Evaluate on the test split and write test_metrics.json into `run` (None: write nothing), or `out` when the
-    data scored is not the run's own (`scored`: which data it was, recorded in the results). On the run's own
-    whole test split in one process, the predictions are kept too (test_predictions.pt, under the checkpoint's
-    `checksum`), so `kiln report` shows the mistakes without predicting again."""
+def run_evaluation(trained: Trained, data: Data, *, write: bool = True, limit: int | None = None,
+                   out: Path | None = None, scored: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate `trained` on the test split and write test_metrics.json into its run (`write` false: write
+    nothing, e.g. on the ranks other than 0), or `out` when the data scored is not the run's own (`scored`: which
+    data it was, recorded in the results). On the run's own whole test split in one process, the predictions are
+    kept too (test_predictions.pt, under the checkpoint's checksum), so `kiln report` shows the mistakes without
+    predicting again."""
     from kiln.core import dist
     from kiln.tasks import build_task
 
-    task = build_task(task_cfg, data.info.num_classes)
+    model, device, precision, checkpoint = trained.model, trained.device, trained.precision, trained.checkpoint
+    run = trained.run if write else None
+    checksum, epoch = trained.state.get("sha256"), LoopState.of(trained.state).epoch
+    task = build_task(trained.cfg.task, data.info.num_classes)
     keep: list[tuple[torch.Tensor, torch.Tensor]] | None = \
         [] if run is not None and out is None and limit is None and checksum and not dist.current().distributed \
         else None
-    raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit, detailed=True,
-                   keep=keep)
+    raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit,
+                   test=TestDetail(keep))
     if keep and run is not None:
         run.write_test_predictions(checksum or "", torch.cat([p.float().cpu() for p, _ in keep]),
                                    torch.cat([t.cpu() for _, t in keep]))
@@ -80,16 +82,15 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device
     saved = trained.run.config()
-    _other_folder_is_all_test(cfg, saved, overrides)
+    cfg = _other_folder_is_all_test(cfg, saved, overrides)
     scored = other_data(cfg.data, saved.data)
     if scored is not None and out is None:
         out = trained.run.other_test_metrics_file(Path(str(scored.get("root") or "")).name or str(scored["name"]))
-    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name), vocab=trained.vocab)
+    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
+                                            channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
+                                            vocab=trained.vocab))
     limit = 2 if cfg.trainer.fast_dev_run else None
-    return run_evaluation(trained.model, data, cfg.task, trained.checkpoint, LoopState.of(trained.state).epoch,
-                          device, trained.precision, trained.run, limit, out, scored,
-                          checksum=trained.state.get("sha256"))
+    return run_evaluation(trained, data, limit=limit, out=out, scored=scored)
 
 
 def other_data(data, saved) -> dict[str, Any] | None:
@@ -103,12 +104,13 @@ def other_data(data, saved) -> dict[str, Any] | None:
     return {k: now.get(k) for k in ("name", "root", "test_split") if now.get(k) is not None}
 
 
-def _other_folder_is_all_test(cfg, saved, overrides) -> None:
-    """`kiln test RUN data.root=other/folder` on an image-folder run: every image there is a test image."""
+def _other_folder_is_all_test(cfg, saved, overrides):
+    """`kiln test RUN data.root=other/folder` on an image-folder run: every image there is a test image (`cfg`
+    with data.test_split=all)."""
     if cfg.data.name != "image_folder" or cfg.data.root == saved.data.root:
-        return
+        return cfg
     if any(o.replace(" ", "").startswith("data.test_split=") for o in overrides):
-        return
-    cfg.data.test_split = "all"
+        return cfg
     log.info("testing on every image under %s (not the run's own folder). To test the held-out split of a moved "
              "copy of the training folder instead, add data.test_split=%s", cfg.data.root, saved.data.test_split)
+    return cfg.with_values({"data.test_split": "all"})

@@ -166,11 +166,11 @@ def _layout(trained: Trained) -> str:
 
 def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
     """The model's inputs for up to `size` real test samples, or a seeded stand-in when the data is not here."""
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
 
     try:
-        data = build_data(trained.cfg.data, task=trained.cfg.task.name, seed=0, device=torch.device("cpu"), splits=("test",),
-                          vocab=trained.vocab)
+        data = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=torch.device("cpu"),
+                                                        splits=("test",), vocab=trained.vocab))
         inputs, _ = next(iter(data.require("test").epoch(0)))
         return _first_inputs(inputs, size, _layout(trained))
     except KilnError as e:

@@ -188,11 +188,14 @@ class RunDir:
 
         return load_config(None, list(overrides), base=self.saved_config())
 
-    def write_config(self, cfg, world_size: int = 1) -> None:
-        """config.yaml: the run's config, and (as comments) what kiln resolved from it for `world_size` processes."""
-        from kiln.config import resolved_values, to_yaml
+    def write_config(self, cfg, world_size: int = 1, derived: dict[str, str] | None = None) -> None:
+        """config.yaml: the config the run trains with, and (as comments) what kiln resolved from it for
+        `world_size` processes and which of its values kiln `derived` (key -> from what). A resumed run derives
+        nothing new: the keys recorded before stay recorded."""
+        from kiln.config import recorded_derivations, resolved_values, to_yaml
 
-        self.config_file.write_text(to_yaml(cfg, resolved_values(cfg, world_size)))
+        before = recorded_derivations(self.config_file.read_text()) if self.config_file.is_file() else {}
+        self.config_file.write_text(to_yaml(cfg, {**resolved_values(cfg, world_size), **before, **(derived or {})}))
 
     def checkpoint(self, which: str = "best") -> Path:
         """best | last | a path; best falls back to last when the run never validated."""

@@ -50,6 +50,7 @@ def test_the_text_recipe_beats_tfidf_on_a_small_text_task(tmp_path, capsys):
     assert network > baseline, (network, baseline)
 
 
+@pytest.mark.slow
 def test_the_image_recipe_beats_a_linear_model_on_500_colour_images(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
     root = write_image_folder(tmp_path / "photos", n=500, extras=False)

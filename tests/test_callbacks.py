@@ -56,6 +56,30 @@ def test_keep_top_k_keeps_exactly_the_best_epochs(tmp_path):
     assert run.best.is_file() and cb.monitor.best_epoch == 4
 
 
+def test_a_resume_redoes_the_copies_a_kill_cut_off_after_last_was_written(tmp_path):
+    from types import SimpleNamespace
+
+    from kiln.core.state import LoopState, save_checkpoint
+
+    run = RunDir(tmp_path)
+    cb = ModelCheckpoint(CheckpointConfig(monitor="val/acc", mode="max", keep_top_k=2), run)
+    for epoch, acc in enumerate([0.5, 0.7], start=1):
+        cb.on_epoch_end(FakeTrainer(), epoch, {"val/acc": acc})
+    # epoch 3 improved, last.pt was written with the monitor saying so, and the kill came before best.pt's copy
+    save_checkpoint(run.last, {"model": {"w": torch.full((1,), 3.0)},
+                               "callbacks": {"checkpoint": {"monitor": {"best": 0.9, "best_epoch": 3},
+                                                            "top": [[0.9, 3], [0.7, 2], [0.5, 1]]}}})
+    resumed = ModelCheckpoint(CheckpointConfig(monitor="val/acc", mode="max", keep_top_k=2), run)
+    resumed.load_state_dict(load_checkpoint(run.last)["callbacks"]["checkpoint"])
+    resumed.on_fit_start(SimpleNamespace(state=LoopState(epoch=3)))
+    assert load_checkpoint(run.best)["model"]["w"].item() == 3.0  # best is the epoch the monitor names
+    assert sorted(p.name for p in run.checkpoints.glob("epoch-*.pt")) == ["epoch-002.pt", "epoch-003.pt"]
+    # a resume whose last epoch was not the best leaves best alone
+    save_checkpoint(run.last, {"model": {"w": torch.full((1,), 4.0)}})
+    resumed.on_fit_start(SimpleNamespace(state=LoopState(epoch=4)))
+    assert load_checkpoint(run.best)["model"]["w"].item() == 3.0
+
+
 def _grad_norms(tmp_path, idx_root, monkeypatch, folder, **trainer):
     """The global gradient norm seen by each optimizer step of a short run."""
     norms = []
@@ -111,7 +135,7 @@ def test_limit_and_overfit_batches_bound_the_epoch(tmp_path, idx_root):
 
 
 def test_the_reports_mistakes_are_wrong_and_sorted_by_confidence(tmp_path, idx_root):
-    from kiln.data import build_data
+    from kiln.data import DataRequest, build_data
     from kiln.evaluation import collect_predictions
     from kiln.trained import load_trained
     from kiln.viz.report import most_confident_mistakes
@@ -122,7 +146,7 @@ def test_the_reports_mistakes_are_wrong_and_sorted_by_confidence(tmp_path, idx_r
     assert mistakes["confidence"] == sorted(mistakes["confidence"], reverse=True)
     assert all(t != p for t, p in zip(mistakes["true"], mistakes["predicted"]))
     trained = load_trained(run)
-    data = build_data(trained.cfg.data, seed=0, device=trained.device, splits=("test",))
+    data = build_data(trained.cfg.data, DataRequest(seed=0, device=trained.device, splits=("test",)))
     probs, true = collect_predictions(trained.model, data.test, trained.task, trained.device, "32")
     conf, pred = probs.max(-1)
     wrong = conf[pred != true]

@@ -5,7 +5,7 @@ import torch
 
 from fakedata import write_idx_dataset
 from kiln.config import AugmentConfig, DataConfig
-from kiln.data import build_data, choose_loader, split_indices
+from kiln.data import DataRequest, build_data, choose_loader, split_indices
 from kiln.data.idx import load_split
 from kiln.data.loaders import EpochBatchSampler
 from kiln.data.registry import get_dataset, locate
@@ -59,7 +59,7 @@ def test_order_depends_on_epoch_and_restarts_mid_epoch():
 
 def test_batches_are_normalised_labelled_and_resumable(idx_root):
     cfg = DataConfig(root=idx_root, batch_size=32, val_split=96, augment=AugmentConfig(crop_padding=2, hflip=True))
-    data = build_data(cfg, seed=0, device=CPU)
+    data = build_data(cfg, DataRequest(seed=0, device=CPU))
     assert data.sizes == {"train": 384, "val": 96, "test": 160}
     assert data.info.num_classes == 10 and data.info.in_channels == 1 and data.info.image_size == (28, 28)
     x, y = next(iter(data.val.epoch(0)))
@@ -74,7 +74,7 @@ def test_batches_are_normalised_labelled_and_resumable(idx_root):
 
 
 def test_labels_stay_aligned_with_images(idx_root):
-    data = build_data(DataConfig(root=idx_root, batch_size=16, val_split=0), seed=0, device=CPU, splits=("train",))
+    data = build_data(DataConfig(root=idx_root, batch_size=16, val_split=0), DataRequest(seed=0, device=CPU, splits=("train",)))
     x, y = next(iter(data.train.epoch(0)))
     # The generated images carry a bright block whose position encodes the class.
     for img, label in zip(x[:, 0], y.tolist()):
@@ -140,7 +140,7 @@ def test_resident_and_dataloader_paths_give_identical_batches(idx_root, overfit)
     def batches(loader, split, epoch, start=0):
         cfg = DataConfig(root=idx_root, batch_size=32, val_split=96, loader=loader,
                          augment=AugmentConfig(crop_padding=3, hflip=True))
-        data = build_data(cfg, seed=7, device=CPU, channels_last=True, overfit_batches=overfit)
+        data = build_data(cfg, DataRequest(seed=7, device=CPU, channels_last=True, overfit_batches=overfit))
         assert data.loader == loader
         return list(getattr(data, split).epoch(epoch, start))
 
@@ -155,7 +155,7 @@ def test_resident_and_dataloader_paths_give_identical_batches(idx_root, overfit)
 
 def test_resident_epoch_visits_every_training_sample_once(idx_root):
     cfg = DataConfig(root=idx_root, batch_size=25, val_split=0, loader="resident")
-    data = build_data(cfg, seed=1, device=CPU, splits=("train",))
+    data = build_data(cfg, DataRequest(seed=1, device=CPU, splits=("train",)))
     images = data.train.images.view(len(data.train.images), -1).float()
     seen = torch.cat([x.view(len(x), -1) for x, _ in data.train.epoch(2)])
     spec = get_dataset("fashion_mnist")

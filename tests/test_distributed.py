@@ -12,7 +12,7 @@ import torch
 from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import TaskConfig, build_config
 from kiln.core.state import load_checkpoint
-from kiln.data import build_data
+from kiln.data import DataRequest, build_data
 from kiln.tasks import build_task
 from kiln.train.loop import evaluate
 
@@ -59,7 +59,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, idx_root):
 
     # validation metrics of the sharded evaluation equal a single-process evaluation of the same weights
     cfg = build_config(plain_cfg(tmp_path, idx_root, "two", 16))
-    data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=("val",))
+    data = build_data(cfg.data, DataRequest(seed=cfg.seed, device=torch.device("cpu"), splits=("val",)))
     from kiln.models import build_model
 
     model = build_model(cfg.model, data.info)
@@ -99,6 +99,7 @@ def test_a_crashed_worker_stops_the_group_with_its_error(tmp_path, idx_root, cap
     assert state["loop"]["epoch"] == 3 and state["world_size"] == 1
 
 
+@pytest.mark.slow
 def test_max_restarts_resumes_from_last_checkpoint(tmp_path, idx_root):
     result = run_cli("train", _crash_cfg(tmp_path, idx_root), "--nproc", "2", "--max-restarts", "1", timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -45,6 +45,7 @@ def same_weights(a, b, atol=0.0):
         assert torch.allclose(a[k], b[k], atol=atol, rtol=0), (k, (a[k] - b[k]).abs().max())
 
 
+@pytest.mark.slow
 def test_fsdp_trains_like_one_process_resumes_exactly_and_serves_every_command(tmp_path, news_root, monkeypatch,
                                                                                 capsys):
     monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))

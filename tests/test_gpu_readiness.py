@@ -14,7 +14,7 @@ from torch.overrides import TorchFunctionMode
 from conftest import ROOT, tiny_config
 from kiln.config import build_config
 from kiln.core.state import seed_everything
-from kiln.data import build_data
+from kiln.data import DataRequest, build_data
 from kiln.errors import KilnError
 from kiln.models import prepare_model
 from kiln.tasks import build_task
@@ -48,7 +48,7 @@ class SyncRecorder(TorchFunctionMode):
 
 def _trainer(tmp_path, idx_root, task=None, **trainer) -> Trainer:
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 1, **trainer}, task=task or {}))
-    data = build_data(cfg.data, seed=cfg.seed, device=CPU, splits=("train",), channels_last=True)
+    data = build_data(cfg.data, DataRequest(seed=cfg.seed, device=CPU, splits=("train",), channels_last=True))
     return build_trainer(cfg, data, CPU)
 
 
@@ -93,7 +93,7 @@ def test_batch_size_probe_runs_the_real_step_with_adamw_and_treats_alloc_failure
         monkeypatch.setattr(torch.cuda, name, lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a, **k: 0)
     cfg = build_config(tiny_config(tmp_path, idx_root, optim={"name": "adamw", "lr": 1e-3}))
-    data = build_data(cfg.data, seed=0, device=CPU, splits=("train",))
+    data = build_data(cfg.data, DataRequest(seed=0, device=CPU, splits=("train",)))
     sample, targets = next(data.train.epoch(0))
     built = []
 
@@ -229,6 +229,7 @@ def test_tune_workers_get_gpus_from_the_visible_list():
     assert visible_gpus("GPU-1a2b, GPU-3c4d", 2) == ["GPU-1a2b", "GPU-3c4d"]
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_runs_every_step_and_skips_the_cuda_only_ones(tmp_path):
     out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), str(tmp_path / "check"),
                           "--cpu-dry-run"], capture_output=True, text=True, timeout=300,

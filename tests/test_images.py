@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from conftest import only_run, write_config
@@ -18,7 +19,7 @@ from fakedata import SHAPE_CLASSES, draw_shape_image, write_cifar_binary, write_
 from kiln.cli import main
 from kiln.config import DataConfig, build_config
 from kiln.core.state import load_checkpoint
-from kiln.data import build_data
+from kiln.data import DataRequest, build_data
 from kiln.data.image_store import ImageStore, decode
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.errors import KilnError
@@ -106,9 +107,9 @@ def test_an_image_csv_trains_and_reports_a_missing_file_with_its_line(tmp_path):
     with open(root / "train.csv", "a") as f:
         f.write("images/nowhere.png,red_disc\n")
     with pytest.raises(KilnError, match=r"train.csv, line 66: image .*nowhere.png not found.*on_bad_row=skip"):
-        build_data(DataConfig(name="image_csv", root=root, image_size=16), seed=0, device=CPU)
+        build_data(DataConfig(name="image_csv", root=root, image_size=16), DataRequest(seed=0, device=CPU))
     data = build_data(DataConfig(name="image_csv", root=root, image_size=16, on_bad_row="skip", val_split=0),
-                      seed=0, device=CPU)
+        DataRequest(seed=0, device=CPU))
     assert data.sizes["train"] == 64
 
 
@@ -117,13 +118,13 @@ def test_an_image_csv_trains_and_reports_a_missing_file_with_its_line(tmp_path):
 def test_train_val_test_folders_are_the_splits_and_kiln_splits_a_class_folder_stratified(tmp_path):
     root = write_image_folder(tmp_path / "split", n=40, layout="splits", extras=False)
     (root / "val").rename(root / "valid")
-    data = build_data(DataConfig(name="image_folder", root=root, image_size=16), seed=0, device=CPU)
+    data = build_data(DataConfig(name="image_folder", root=root, image_size=16), DataRequest(seed=0, device=CPU))
     assert data.sizes == {"train": 40, "val": 10, "test": 10}
     assert data.info.class_names == SHAPE_CLASSES and data.info.in_channels == 3
 
     flat = write_image_folder(tmp_path / "flat", n=80, extras=False)
     data = build_data(DataConfig(name="image_folder", root=flat, image_size=16, val_split=0.2, test_split=0.25),
-                      seed=0, device=CPU)
+        DataRequest(seed=0, device=CPU))
     assert data.sizes == {"train": 48, "val": 12, "test": 20}  # the validation share is of what the test left
     for split, per_class in (("val", 3), ("test", 5)):  # the same share of every class
         labels = torch.cat([y for _, y in data.require(split).epoch(0)])
@@ -137,9 +138,34 @@ def test_unset_image_size_and_channels_come_from_the_training_images(tmp_path):
         for i, size in enumerate([(50, 70), (60, 90), (100, 61)]):
             Image.new("L", size, 40 * i).save(root / c / f"{i}.png")
     cfg = DataConfig(name="image_folder", root=root, val_split=0)
-    data = build_data(cfg, seed=0, device=CPU)
-    assert cfg.channels == 1 and cfg.image_size == 64  # median short side 60 -> rounded to 64 (multiple of 8)
+    data = build_data(cfg, DataRequest(seed=0, device=CPU))
+    derived = data.derived  # the settings the config left unset, as the run records them
+    assert derived["channels"] == 1 and derived["image_size"] == 64  # median short side 60 -> 64 (a multiple of 8)
+    assert cfg.channels is None  # the config given stays as it was
     assert data.info.in_channels == 1 and data.info.image_size == (64, 64)
+
+
+def test_the_run_records_what_kiln_derived_apart_from_what_was_given_and_a_resume_keeps_it(tmp_path, shapes):
+    from kiln.config import recorded_derivations
+
+    raw = _config(tmp_path, shapes, image_size=None) | {  # 3 steps of 3 batches: 1 epoch
+        "trainer": {"epochs": 5, "max_steps": 3, "limit_train_batches": 3, "limit_val_batches": 1,
+                    "test_after_fit": False}}
+    given = build_config(raw)
+    before = given.model_dump()
+    result = session.train(given, quiet=True)
+    assert given.model_dump() == before  # nothing writes into the config it was given
+    text = (result.run_dir / "config.yaml").read_text()
+    derived = recorded_derivations(text)
+    assert {"data.image_size", "data.channels", "data.class_names", "data.mean", "data.std"} <= set(derived)
+    assert derived["data.image_size"] == "derived from the training data"
+    assert derived["trainer.epochs"] == "derived from the training steps" and "data.batch_size" not in derived
+    saved = build_config(yaml.safe_load(text))
+    assert saved.data.image_size == result.config.data.image_size and saved.data.channels == 3
+    assert saved.data.mean == result.config.data.mean is not None
+    resumed = session.train(saved.with_values({"trainer.epochs": 2, "trainer.max_steps": None}),
+                            resume=result.run_dir, quiet=True)
+    assert recorded_derivations((resumed.run_dir / "config.yaml").read_text()) == derived  # still recorded
 
 
 @pytest.mark.parametrize("make, message", [
@@ -158,7 +184,7 @@ def test_bad_folders_are_explained(tmp_path, make, message):
         (root / "a").mkdir()
     make(root)
     with pytest.raises(KilnError, match=message):
-        build_data(DataConfig(name="image_folder", root=root, val_split=0), seed=0, device=CPU)
+        build_data(DataConfig(name="image_folder", root=root, val_split=0), DataRequest(seed=0, device=CPU))
 
 
 def test_a_truncated_image_is_named_and_skipped_when_asked(tmp_path):
@@ -168,8 +194,8 @@ def test_a_truncated_image_is_named_and_skipped_when_asked(tmp_path):
     (root / "red_disc" / "cut.png").write_bytes(data[: len(data) // 2])
     cfg = dict(name="image_folder", root=root, val_split=0, image_size=16, channels=3)
     with pytest.raises(KilnError, match=r"(?s)cannot be decoded.*cut.png"):
-        build_data(DataConfig(**cfg), seed=0, device=CPU)
-    assert build_data(DataConfig(**cfg, on_bad_row="skip"), seed=0, device=CPU).sizes["train"] == 8
+        build_data(DataConfig(**cfg), DataRequest(seed=0, device=CPU))
+    assert build_data(DataConfig(**cfg, on_bad_row="skip"), DataRequest(seed=0, device=CPU)).sizes["train"] == 8
 
 
 def test_testing_on_a_folder_with_a_class_the_run_does_not_know_is_refused(tmp_path, shapes):
@@ -177,7 +203,7 @@ def test_testing_on_a_folder_with_a_class_the_run_does_not_know_is_refused(tmp_p
     shutil.copytree(shapes / "red_disc", other / "zebra")
     cfg = DataConfig(name="image_folder", root=other, class_names=SHAPE_CLASSES, image_size=16)
     with pytest.raises(KilnError, match="'zebra' are not among the classes"):
-        build_data(cfg, seed=0, device=CPU, splits=("test",))
+        build_data(cfg, DataRequest(seed=0, device=CPU, splits=("test",)))
 
 
 # --------------------------------------------------------------------------- decoding
@@ -226,7 +252,7 @@ def test_decoding_per_sample_gives_the_same_batches_as_the_cache(tmp_path, shape
     for cache in ("on", "off"):
         cfg = DataConfig(name="image_folder", root=shapes, image_size=24, cache=cache, loader="dataloader",
                          mean=[0.5], std=[0.25], val_split=0)
-        train = build_data(cfg, seed=4, device=CPU, splits=("train",)).require("train")
+        train = build_data(cfg, DataRequest(seed=4, device=CPU, splits=("train",))).require("train")
         batches[cache] = next(iter(train.epoch(1)))
     assert torch.equal(batches["on"][0], batches["off"][0]) and torch.equal(batches["on"][1], batches["off"][1])
 
@@ -251,7 +277,7 @@ def test_random_resized_crops_and_flips_are_drawn_per_image_and_repeatable():
 @pytest.mark.parametrize("name, hundred, train", [("cifar10", False, 100), ("cifar100", True, 20)])
 def test_cifar_binary_records_are_read_plane_by_plane(tmp_path, name, hundred, train):
     root = write_cifar_binary(tmp_path / name, hundred=hundred)
-    data = build_data(DataConfig(name=name, root=root, val_split=0, loader="resident"), seed=0, device=CPU)
+    data = build_data(DataConfig(name=name, root=root, val_split=0, loader="resident"), DataRequest(seed=0, device=CPU))
     assert data.sizes == {"train": train, "test": 20}
     assert data.info.in_channels == 3 and data.info.image_size == (32, 32) and len(data.info.mean) == 3
     images = data.require("test").images  # the uint8 store, in file order
@@ -264,7 +290,7 @@ def test_a_cifar_file_of_the_wrong_size_is_refused(tmp_path):
     with open(root / "cifar-10-batches-bin" / "test_batch.bin", "ab") as f:
         f.write(b"\0" * 10)
     with pytest.raises(KilnError, match="not a whole number of 3073-byte records"):
-        build_data(DataConfig(name="cifar10", root=root), seed=0, device=CPU, splits=("test",))
+        build_data(DataConfig(name="cifar10", root=root), DataRequest(seed=0, device=CPU, splits=("test",)))
 
 
 # --------------------------------------------------------------------------- transforms from the config
@@ -285,7 +311,7 @@ def _with_transforms(root, **transforms):
 def test_a_bad_transform_list_is_refused_before_training(tmp_path, entry, message):
     root = write_image_folder(tmp_path / "p", n=16, extras=False)
     with pytest.raises(KilnError, match=message):
-        build_data(_with_transforms(root, train=[entry]), seed=0, device=CPU)
+        build_data(_with_transforms(root, train=[entry]), DataRequest(seed=0, device=CPU))
 
 
 def test_config_transforms_draw_per_image_and_repeat_on_resume(tmp_path):
@@ -296,12 +322,11 @@ def test_config_transforms_draw_per_image_and_repeat_on_resume(tmp_path):
     cfg = _with_transforms(root, train=[{"name": "RandomResizedCrop", "size": 24, "scale": [0.2, 1.0]},
                                         {"name": "ColorJitter", "brightness": 0.5}],
                            eval=[{"name": "CenterCrop", "size": 24}])
-    cfg.batch_size = 64
-    data = build_data(cfg, seed=0, device=CPU)
+    data = build_data(cfg.with_values({"batch_size": 64}), DataRequest(seed=0, device=CPU))
     x, y = next(iter(data.require("train").epoch(2)))
     same = x[y == 0]
     assert len({tuple(img.flatten()[:40].tolist()) for img in same}) > 0.9 * len(same)
-    again, _ = next(iter(build_data(cfg, seed=0, device=CPU).require("train").epoch(2)))
+    again, _ = next(iter(build_data(cfg, DataRequest(seed=0, device=CPU)).require("train").epoch(2)))
     assert torch.equal(x, again)
     assert next(iter(data.require("val").epoch(0)))[0].shape[1:] == (3, 24, 24)
 
@@ -378,7 +403,7 @@ def test_a_class_map_file_sets_the_label_order(tmp_path):
     order = list(reversed(SHAPE_CLASSES))
     (tmp_path / "classes.txt").write_text("# one class per line\n" + "\n".join(order) + "\n")
     data = build_data(DataConfig(name="image_folder", root=root, image_size=16, val_split=0,
-                                 class_map=tmp_path / "classes.txt"), seed=0, device=CPU)
+                                 class_map=tmp_path / "classes.txt"), DataRequest(seed=0, device=CPU))
     assert data.info.class_names == order
 
 

@@ -9,13 +9,13 @@ import torch
 from conftest import only_run, run_cli, tiny_config
 from kiln.config import build_config
 from kiln.core.state import load_checkpoint
-from kiln.data import build_data
+from kiln.data import DataRequest, build_data
 from kiln.errors import TrainingStopped
 from kiln.models import build_model
 from kiln.train import session
 from kiln.train.batch_size import search
 from kiln.train.callbacks import LambdaCallback
-from kiln.train.lr_find import sweep
+from kiln.train.lr_find import Span, sweep
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import build_optimizer
 
@@ -92,11 +92,11 @@ def test_find_batch_size_needs_cuda(config_file):
 
 def test_lr_find_suggests_within_the_sweep_and_restores_the_model(tmp_path, idx_root):
     cfg = build_config(tiny_config(tmp_path, idx_root))
-    data = build_data(cfg.data, seed=0, device=torch.device("cpu"), splits=("train",))
+    data = build_data(cfg.data, DataRequest(seed=0, device=torch.device("cpu"), splits=("train",)))
     model = build_model(cfg.model, data.info)
     optimizer = build_optimizer(cfg.optim, model, torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = sweep(model, optimizer, data.train, device=torch.device("cpu"), start_lr=1e-5, end_lr=10, steps=40)
+    result = sweep(model, optimizer, data.train, device=torch.device("cpu"), span=Span(1e-5, 10, 40))
     assert 1e-5 <= result.suggestion <= 10 and len(result.lrs) == len(result.losses) >= 10
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert optimizer.state_dict()["state"] == {}

@@ -90,15 +90,14 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, idx_root, stop_
 
 
 def test_resuming_a_finished_run_is_refused_and_changes_nothing(tmp_path, idx_root):
-    cfg = _cfg(tmp_path, idx_root, "done")
-    cfg.trainer.epochs = 1
+    cfg = _cfg(tmp_path, idx_root, "done").with_values({"trainer.epochs": 1})
     result = session.train(cfg, quiet=True)
     last = result.run_dir / "checkpoints" / "last.pt"
     digest = hashlib.sha256(last.read_bytes()).hexdigest()
     with pytest.raises(KilnError, match=r"already finished all 1 epochs.*trainer.epochs=N"):
         session.train(cfg, resume=result.run_dir, quiet=True)
     assert hashlib.sha256(last.read_bytes()).hexdigest() == digest
-    cfg.trainer.epochs = 2  # training longer is allowed
+    cfg = cfg.with_values({"trainer.epochs": 2})  # training longer is allowed
     longer = session.train(cfg, resume=result.run_dir, quiet=True)
     assert load_checkpoint(longer.run_dir / "checkpoints" / "last.pt")["loop"]["epoch"] == 2
 
@@ -139,8 +138,7 @@ def test_a_run_killed_after_its_last_epoch_finishes_its_test_on_resume(tmp_path,
     from kiln.cli import main
     from kiln.runs import RunDir
 
-    cfg = _cfg(tmp_path, idx_root, "end")
-    cfg.trainer.epochs = 1
+    cfg = _cfg(tmp_path, idx_root, "end").with_values({"trainer.epochs": 1})
     run = RunDir(session.train(cfg, quiet=True).run_dir)
     run.test_metrics_file.unlink()  # what a kill between the last epoch and the test leaves
     run.write_status("running", epoch=1)
@@ -153,8 +151,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_on_resume(tmp_path
     from kiln.cli import main
     from kiln.runs import RunDir
 
-    cfg = _cfg(tmp_path, idx_root, "start")
-    cfg.trainer.epochs = 2
+    cfg = _cfg(tmp_path, idx_root, "start").with_values({"trainer.epochs": 2})
     run = RunDir(session.train(cfg, quiet=True).run_dir)
     shutil.rmtree(run.checkpoints)  # as if killed during the first epoch (its metrics row may exist)
     run.metrics_jsonl.write_text(run.metrics_jsonl.read_text().splitlines()[0] + "\n")
@@ -188,6 +185,7 @@ def test_a_full_disk_stops_training_with_the_path_and_resume_works_afterwards(tm
     assert load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["loop"]["epoch"] == 3
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_ends_bit_identical(tmp_path):
     """benchmarks/kill_resume.py, small: 3 chained SIGKILLs (the README's figure uses 20)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

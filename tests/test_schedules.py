@@ -94,7 +94,7 @@ def test_max_steps_sets_the_epochs_for_the_dataset_size(tmp_path, idx_root):
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"max_steps": 30, "epochs": 50,
                                                                 "test_after_fit": False}))
     result = session.train(cfg, quiet=True)
-    assert cfg.trainer.epochs == 3 and "epochs: 3" in (result.run_dir / "config.yaml").read_text()
+    assert result.config.trainer.epochs == 3 and "epochs: 3" in (result.run_dir / "config.yaml").read_text()
     assert len((result.run_dir / "metrics.jsonl").read_text().splitlines()) == 3
 
 
@@ -104,8 +104,8 @@ def test_min_steps_raises_the_epochs_of_a_small_dataset_only(tmp_path, idx_root)
     from kiln.train.session import epochs_from_steps
 
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"min_steps": 100, "epochs": 4}))
-    epochs_from_steps(cfg, 12)  # 12 steps per epoch: 100 steps need 9 epochs
+    cfg = epochs_from_steps(cfg, 12)  # 12 steps per epoch: 100 steps need 9 epochs
     assert cfg.trainer.epochs == 9
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"min_steps": 100, "epochs": 4}))
-    epochs_from_steps(cfg, 500)  # a large dataset keeps its 4 epochs
+    cfg = epochs_from_steps(cfg, 500)  # a large dataset keeps its 4 epochs
     assert cfg.trainer.epochs == 4

@@ -25,7 +25,7 @@ from kiln.cli import main
 from kiln.config import DataConfig, TaskConfig, build_config
 from kiln.core.state import load_checkpoint
 from kiln.cv import run_cv
-from kiln.data import build_data, cv_folds
+from kiln.data import DataRequest, build_data, cv_folds
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.predict import predict
 from kiln.tasks import MultilabelTask, RegressionTask
@@ -256,7 +256,7 @@ def _csv(folder: Path, header: str, *rows: str) -> Path:
 def test_targets_that_do_not_fit_the_task_are_named_with_their_line(tmp_path, blobs, task, header, row, message):
     folder = _csv(tmp_path / "bad", header, f"{blobs}/images/train0001.png,1", f"{blobs}/images/train0000.png,{row}")
     with pytest.raises(KilnError, match=message):
-        build_data(DataConfig(name="image_csv", root=folder, image_size=16), seed=0, device=CPU, task=task)
+        build_data(DataConfig(name="image_csv", root=folder, image_size=16), DataRequest(seed=0, device=CPU, task=task))
 
 
 def test_a_test_label_never_seen_in_training_is_refused(tmp_path, blobs):
@@ -264,7 +264,7 @@ def test_a_test_label_never_seen_in_training_is_refused(tmp_path, blobs):
     (folder / "test.csv").write_text(f"path,labels\n{blobs}/images/train0002.png,red|purple\n")
     with pytest.raises(KilnError, match=r"test.csv, line 2: label 'purple' is not among the training labels"):
         build_data(DataConfig(name="image_csv", root=folder, image_size=16, label_column="labels", val_split=0),
-                   seed=0, device=CPU, task="multilabel")
+            DataRequest(seed=0, device=CPU, task="multilabel"))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -282,9 +282,9 @@ def test_data_and_monitors_a_task_cannot_use_are_refused_before_training(tmp_pat
     with pytest.raises(KilnError, match="fashion_mnist has one class label per sample"):
         session.train(build_config(tiny_config(tmp_path, idx_root, task={"name": "regression"})), quiet=True)
     with pytest.raises(KilnError, match="an image folder gives each image one class"):
-        build_data(DataConfig(name="image_folder", root=discs), seed=0, device=CPU, task="multilabel")
+        build_data(DataConfig(name="image_folder", root=discs), DataRequest(seed=0, device=CPU, task="multilabel"))
     with pytest.raises(KilnError, match="several label columns are regression targets"):
-        build_data(DataConfig(name="image_csv", root=discs, label_column=["brightness", "x"]), seed=0, device=CPU)
+        build_data(DataConfig(name="image_csv", root=discs, label_column=["brightness", "x"]), DataRequest(seed=0, device=CPU))
     raw = _image_config(tmp_path, discs, {"name": "regression"}, 1, label_column="brightness")
     raw["trainer"]["checkpoint"] = {"monitor": "val/acc"}
     with pytest.raises(KilnError, match=r"val/acc.*never produce.*val/mae"):

@@ -10,7 +10,7 @@ from conftest import only_run, run_cli, write_config
 from fakedata import write_ag_news
 from kiln.cli import main
 from kiln.config import DataConfig, ModelConfig, TextConfig
-from kiln.data import build_data
+from kiln.data import DataRequest, build_data
 from kiln.data.csv_rows import read_rows
 from kiln.data.loaders import BucketBatchSampler
 from kiln.data.registry import get_dataset
@@ -67,9 +67,9 @@ def test_malformed_rows_name_file_and_line(tmp_path):
     (folder / "train.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     cfg = DataConfig(name="ag_news", root=folder, val_split=0)
     with pytest.raises(KilnError, match=r"train.csv, line 5: malformed row \(expected 3 columns, found 2\)"):
-        build_data(cfg, seed=0, device=CPU, splits=("train",))
-    cfg.text.on_bad_row = "skip"
-    data = build_data(cfg, seed=0, device=CPU, splits=("train",))
+        build_data(cfg, DataRequest(seed=0, device=CPU, splits=("train",)))
+    cfg = cfg.with_values({"text.on_bad_row": "skip"})
+    data = build_data(cfg, DataRequest(seed=0, device=CPU, splits=("train",)))
     assert data.sizes["train"] == 28  # the short row and the non-integer label were skipped
 
 
@@ -78,11 +78,11 @@ def test_out_of_range_label_is_an_error(tmp_path):
     with open(folder / "test.csv", "a", newline="") as f:
         csv.writer(f, quoting=csv.QUOTE_ALL).writerow([7, "title", "desc"])
     with pytest.raises(KilnError, match=r"test.csv: row 11: label '7' is not a class \(1..4\)"):
-        build_data(DataConfig(name="ag_news", root=folder), seed=0, device=CPU, splits=("test",))
+        build_data(DataConfig(name="ag_news", root=folder), DataRequest(seed=0, device=CPU, splits=("test",)))
 
 
 def test_vocab_from_training_split_only(news_root):
-    data = build_data(DataConfig(name="ag_news", root=news_root, val_split=80), seed=0, device=CPU)
+    data = build_data(DataConfig(name="ag_news", root=news_root, val_split=80), DataRequest(seed=0, device=CPU))
     vocab = data.vocab
     assert vocab.itos[:2] == ["<pad>", "<unk>"] and data.info.vocab_size == len(vocab)
     assert data.info.num_classes == 4 and data.info.class_names[1] == "Sports"
@@ -209,14 +209,14 @@ def test_second_run_hits_the_token_cache(tmp_path, news_root, kiln_log):
     caplog = kiln_log
     cfg = DataConfig(name="ag_news", root=news_root)
     with caplog.at_level(logging.INFO, logger="kiln"):
-        build_data(cfg, seed=0, device=CPU, splits=("train",))
+        build_data(cfg, DataRequest(seed=0, device=CPU, splits=("train",)))
         assert "cache hit" not in caplog.text
-        first = build_data(cfg, seed=0, device=CPU, splits=("train",))
+        first = build_data(cfg, DataRequest(seed=0, device=CPU, splits=("train",)))
         assert "train.csv: cache hit" in caplog.text
-    cfg.text.ngrams = 2  # other tokenizer settings: another cache entry
+    cfg = cfg.with_values({"text.ngrams": 2})  # other tokenizer settings: another cache entry
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="kiln"):
-        second = build_data(cfg, seed=0, device=CPU, splits=("train",))
+        second = build_data(cfg, DataRequest(seed=0, device=CPU, splits=("train",)))
     assert "cache hit" not in caplog.text and len(second.vocab) > len(first.vocab)
 
 

@@ -53,9 +53,8 @@ def test_one_cycle_from_torch_steps_per_batch_and_interval_overrides():
     opt = build_optimizer(cfg.optim, model, torch.device("cpu"))
     sched = Schedule(cfg.schedule, opt, epochs=1, steps_per_epoch=10)
     assert sched.per_step
-    cfg.schedule = build_config({"schedule": {"name": "ExponentialLR", "args": {"gamma": 0.5},
-                                              "interval": "step"}}).schedule
-    sched = Schedule(cfg.schedule, opt, epochs=1, steps_per_epoch=10)
+    schedule = build_config({"schedule": {"name": "ExponentialLR", "args": {"gamma": 0.5}, "interval": "step"}}).schedule
+    sched = Schedule(schedule, opt, epochs=1, steps_per_epoch=10)
     before = opt.param_groups[0]["lr"]
     opt.step()
     sched.after_step()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import only_run, run_cli, tiny_config, write_config
 from kiln.config import DataConfig, ModelConfig, OptimConfig, build_config
 from kiln.core.state import load_checkpoint
-from kiln.data import DataInfo, build_data
+from kiln.data import DataInfo, DataRequest, build_data
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.layers import layer_table, selected
 from kiln.models import build_model
@@ -177,12 +177,12 @@ def test_fine_tune_from_a_run_on_other_classes(tmp_path, idx_root):
 
 
 def test_data_classes_are_selected_and_relabelled(idx_root):
-    data = build_data(DataConfig(root=idx_root, classes=[7, 2], val_split=0), seed=0, device=torch.device("cpu"))
+    data = build_data(DataConfig(root=idx_root, classes=[7, 2], val_split=0), DataRequest(seed=0, device=torch.device("cpu")))
     assert data.info.num_classes == 2 and data.info.class_names == ["Sneaker", "Pullover"]
     labels = torch.cat([y for _, y in data.test.epoch(0)])
     assert set(labels.tolist()) == {0, 1}
     with pytest.raises(KilnError, match=r"data.classes=\[3, 12\] must list distinct class numbers in 0..9"):
-        build_data(DataConfig(root=idx_root, classes=[3, 12]), seed=0, device=torch.device("cpu"))
+        build_data(DataConfig(root=idx_root, classes=[3, 12]), DataRequest(seed=0, device=torch.device("cpu")))
 
 
 def test_inspect_shapes_match_a_direct_forward_and_hooks_are_removed():

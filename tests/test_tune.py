@@ -90,6 +90,7 @@ def test_unknown_metric_and_bad_space_are_rejected(tmp_path, base):
         run_tune(tune_file(tmp_path, space={"model.args.hidden": [[16], [32]]}), [])
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_finishes_without_repeating(tmp_path, base, capsys):
     from kiln.cli import main
 
@@ -126,6 +127,7 @@ def test_two_workers_share_one_study(tmp_path, base):
     assert len({t.user_attrs["pid"] for t in study.trials}) == 2
 
 
+@pytest.mark.slow
 def test_separate_workers_on_one_journal_study_survive_a_killed_worker(tmp_path, base):
     """Two `kiln tune --storage journal:` processes (as on two machines): one is killed mid-trial; the other
     marks that trial failed once its lease runs out, runs its values again, and the study completes its grid."""
@@ -180,6 +182,7 @@ def test_best_yaml_trains(tmp_path, base):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install -e .[ray])")
 def test_local_ray_search(tmp_path, base):
     result = run_cli("tune", tune_file(tmp_path, trials=3, sampler="tpe", pruner="asha"), "--backend", "ray",

@@ -10,7 +10,7 @@ from conftest import tiny_config
 from kiln.cli import main
 from kiln.config import build_config
 from kiln.core.state import load_checkpoint
-from kiln.data import build_data
+from kiln.data import DataRequest, build_data
 from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
@@ -48,7 +48,7 @@ def test_a_dataset_with_splits_trains_tests_and_resumes_bit_exact(tmp_path):
 def test_randomness_in_getitem_gives_the_same_batches_with_any_number_of_workers(tmp_path):
     def first_batches(workers):
         cfg = _cfg(tmp_path, "Blobs", num_workers=workers)
-        data = build_data(cfg.data, seed=cfg.seed, device=torch.device("cpu"), splits=("train",))
+        data = build_data(cfg.data, DataRequest(seed=cfg.seed, device=torch.device("cpu"), splits=("train",)))
         return [x for x, _ in data.train.epoch(1)][:3]
 
     assert all(torch.equal(a, b) for a, b in zip(first_batches(0), first_batches(2)))

@@ -28,13 +28,13 @@ def run(args: argparse.Namespace) -> int:
 
     from kiln.config import load_config
     from kiln.core.state import seed_everything
-    from kiln.data import build_data, fresh_encoder
+    from kiln.data import DataRequest, build_data, fresh_encoder
     from kiln.errors import KilnError
     from kiln.runs import RunDir
     from kiln.track.console import setup_logging
     from kiln.train.build import build_trainer
     from kiln.train.device import resolve_device, use_channels_last
-    from kiln.train.lr_find import plot, sweep
+    from kiln.train.lr_find import Span, plot, sweep
 
     setup_logging(verbosity(args))
     if not 0 < args.start < args.end:
@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, [*args.overrides, "trainer.accumulate=1", "schedule.name=none"])
     device = resolve_device(cfg.trainer.device)
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
-                      vocab=fresh_encoder(cfg))
+    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
+                                            channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
+                                            vocab=fresh_encoder(cfg)))
     t = build_trainer(cfg, data, device, pretrained=True)
     result = sweep(t.model, t.optimizer, t.train_batches, device=device, precision=t.precision, step=t.step,
-                   start_lr=args.start, end_lr=args.end, steps=args.steps)
+                   span=Span(args.start, args.end, args.steps))
     folder = RunDir.create(cfg.log.dir, cfg.name, prefix="lr-find-").path
     plot(result, folder / "lr_find")
     (folder / "lr_find.json").write_text(json.dumps({"suggestion": result.suggestion, "lrs": result.lrs,

@@ -18,6 +18,7 @@ from kiln.config.data_sections import (
 from kiln.config.describe import explain, json_schema, schema_markdown
 from kiln.config.files import (
     ALTERNATIVES,
+    DERIVED,
     DeviceProfile,
     build_config,
     deep_merge,
@@ -28,6 +29,7 @@ from kiln.config.files import (
     profile_summary,
     read_file,
     read_on_this_device,
+    recorded_derivations,
     resolved_values,
     to_yaml,
     upgrade_saved,
@@ -56,10 +58,11 @@ from kiln.config.sections import (
 )
 
 __all__ = [
-    "ALTERNATIVES", "IMAGENET_MEAN", "IMAGENET_STD", "LOWER_IS_BETTER", "TASK_LOSSES", "TASK_MONITORS",
+    "ALTERNATIVES", "DERIVED", "IMAGENET_MEAN", "IMAGENET_STD", "LOWER_IS_BETTER", "TASK_LOSSES", "TASK_MONITORS",
     "AugmentConfig", "CheckpointConfig", "Config", "CvConfig", "DataConfig", "DeviceProfile", "EarlyStoppingConfig",
     "EmaConfig", "LogConfig", "MlflowConfig", "ModelConfig", "OptimConfig", "ScheduleConfig", "Section",
     "TaskConfig", "TextConfig", "TrainerConfig", "TransformsConfig", "WandbConfig", "better", "build_config",
     "deep_merge", "explain", "flatten", "json_schema", "load_config", "nest", "parse_overrides", "profile_summary",
-    "read_file", "read_on_this_device", "resolved_values", "schema_markdown", "to_yaml", "upgrade_saved", "watched",
+    "read_file", "read_on_this_device", "recorded_derivations", "resolved_values", "schema_markdown", "to_yaml",
+    "upgrade_saved", "watched",
 ]

@@ -261,13 +261,28 @@ def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+RESOLVED_HEADER = "# resolved by kiln for this run:"
+DERIVED = "derived from "
+
+
 def to_yaml(cfg: Config, resolved: dict[str, str] | None = None) -> str:
     """The config as YAML; `resolved`: values kiln derived for this run (key -> how), appended as comments so the
-    file still loads as the config the user wrote."""
+    file still loads as a config."""
     text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     if resolved:
-        text += "# resolved by kiln for this run:\n" + "".join(f"#   {k}: {v}\n" for k, v in resolved.items())
+        text += RESOLVED_HEADER + "\n" + "".join(f"#   {k}: {v}\n" for k, v in resolved.items())
     return text
+
+
+def recorded_derivations(text: str) -> dict[str, str]:
+    """The `key: derived from ...` comments `to_yaml` wrote: which values of a saved config kiln derived."""
+    _, found, comments = text.partition(RESOLVED_HEADER)
+    out = {}
+    for line in comments.splitlines() if found else []:
+        key, _, how = line.removeprefix("#").strip().partition(": ")
+        if how.startswith(DERIVED):
+            out[key] = how
+    return out
 
 
 def resolved_values(cfg: Config, world_size: int = 1) -> dict[str, str]:

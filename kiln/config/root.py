@@ -28,6 +28,15 @@ from kiln.config.sections import (
 log = logging.getLogger("kiln")
 
 
+def _settle(section: Section, **values: Any) -> None:
+    """Complete a section while the root is being validated: the one place a frozen section is written, before
+    anyone else holds it. A value settled here is one the user could have written (a default that follows another
+    section, a deprecated key moved to its new home)."""
+    for name, value in values.items():
+        object.__setattr__(section, name, value)
+        section.model_fields_set.add(name)
+
+
 class Config(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
     """Experiment name; runs go to <log.dir>/<name>/."""
@@ -60,12 +69,13 @@ class Config(Section):
     @model_validator(mode="after")
     def _monitors_follow_the_task(self) -> "Config":
         checkpoint, stopping = self.trainer.checkpoint, self.trainer.early_stopping
+        monitor = checkpoint.monitor or TASK_MONITORS[self.task.name]
         if checkpoint.monitor is None:
-            checkpoint.monitor = TASK_MONITORS[self.task.name]
+            _settle(checkpoint, monitor=monitor)
         if checkpoint.mode is None:
-            checkpoint.mode = better(checkpoint.monitor)
+            _settle(checkpoint, mode=better(monitor))
         if stopping.mode is None:
-            stopping.mode = better(stopping.monitor)
+            _settle(stopping, mode=better(stopping.monitor))
         return self
 
     @model_validator(mode="after")
@@ -84,7 +94,8 @@ class Config(Section):
                 raise ValueError(f"trainer.label_smoothing={old} and task.label_smoothing="
                                  f"{self.task.label_smoothing} disagree; set task.label_smoothing only")
             log.warning("trainer.label_smoothing is deprecated: use task.label_smoothing=%g", old)
-            self.task.label_smoothing, self.trainer.label_smoothing = old, 0.0
+            _settle(self.task, label_smoothing=old)
+            _settle(self.trainer, label_smoothing=0.0)
         return self
 
     @model_validator(mode="after")
@@ -95,9 +106,9 @@ class Config(Section):
                 raise ValueError(f"data.text.on_bad_row={text.on_bad_row} and data.on_bad_row={data.on_bad_row} "
                                  "disagree; set data.on_bad_row only")
             log.warning("data.text.on_bad_row is deprecated: use data.on_bad_row=%s", text.on_bad_row)
-            data.on_bad_row = text.on_bad_row
+            _settle(data, on_bad_row=text.on_bad_row)
         if text.on_bad_row != data.on_bad_row:
-            text.on_bad_row = data.on_bad_row  # the text readers see the one setting
+            _settle(text, on_bad_row=data.on_bad_row)  # the text readers see the one setting
         return self
 
     @model_validator(mode="after")
@@ -105,7 +116,7 @@ class Config(Section):
         """auto -> the model's own tokenizer for an hf: encoder (its embeddings know only its ids), else kiln's."""
         text, encoder = self.data.text, self.model.name.startswith("hf:")
         if text.tokenizer == "auto":
-            text.tokenizer = "model" if encoder else "basic_english"
+            _settle(text, tokenizer="model" if encoder else "basic_english")
         if text.tokenizer == "model" and not encoder:
             raise ValueError(f"data.text.tokenizer=model uses an hf:NAME model's tokenizer; model.name="
                              f"{self.model.name} has none: use basic_english or whitespace")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
+from typing_extensions import Self
 
 from kiln.errors import KilnError
 
@@ -27,7 +29,26 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+    """A config section. Frozen once validated: what kiln derives for a run (image size from the data, epochs from
+    steps, a tuned threshold) is a new config made by `with_values`, never a write into the one the user gave."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+    def with_values(self, values: Mapping[str, Any]) -> Self:
+        """A copy with `values` (dotted keys below this section: `data.image_size`, `trainer.epochs`) replaced. The
+        values are kiln's own (derived, already valid) and are marked as set."""
+        here: dict[str, Any] = {}
+        below: dict[str, dict[str, Any]] = {}
+        for key, value in values.items():
+            head, _, rest = key.partition(".")
+            if head not in type(self).model_fields:
+                raise KeyError(f"{type(self).__name__} has no field {head!r}")
+            if rest:
+                below.setdefault(head, {})[rest] = value
+            else:
+                here[head] = value
+        here.update({head: getattr(self, head).with_values(inner) for head, inner in below.items()})
+        return self.model_copy(update=here)
 
 
 class ModelConfig(Section):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from kiln.config import DataConfig
-from kiln.data.info import Data, DataInfo
+from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import (
     Batches,
     EpochBatchSampler,
@@ -30,8 +31,9 @@ from kiln.tasks.targets import as_tensor
 log = logging.getLogger("kiln")
 
 
-def build_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                     channels_last: bool, overfit_batches: int, rank: int, world_size: int) -> Data:
+def build_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
+    seed, device, splits, channels_last = request.seed, request.device, request.splits, request.channels_last
+    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
     folder = locate(spec, cfg.root, cfg.download)
     eval_batch = eval_batch_size(cfg)
     plain = BatchTransform(spec.mean, spec.std, None, channels_last)
@@ -110,16 +112,17 @@ def stored_images(batches: Batches, indices: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the user's own image files
 
-def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                          channels_last: bool, overfit_batches: int, rank: int, world_size: int,
-                          task: str = "multiclass") -> Data:
+def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     """An image folder or image CSV: found, decoded once (or per sample), split, normalised, batched.
 
-    Settings left unset (image_size, channels, class_names, mean, std) are resolved from the training images and
-    written back into `cfg`, so the run's config.yaml records what was used and `kiln test` / `predict` reuse it.
+    Settings left unset (image_size, channels, class_names, mean, std) are derived from the training images and
+    returned in `Data.derived`, so the run's config.yaml records what was used and `kiln test` / `predict` reuse it.
     """
     from kiln.data.image_files import read_class_map, scan_csvs, scan_folder
 
+    seed, device, splits, channels_last, task = (request.seed, request.device, request.splits,
+                                                 request.channels_last, request.task)
+    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
     if not TASKS[task].class_per_sample and spec.layout == "folder":
@@ -136,7 +139,8 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
         if cfg.image_size is None or cfg.channels is None or stats_needed:
             raise KilnError(f"{cfg.root} has no {' or '.join(splits)} split ({found.layout})")
         return Data(_file_info(spec, cfg, found.class_names))
-    _resolve_image_settings(cfg, found, needed)
+    derived = _derive_image_settings(cfg, found, needed)
+    cfg = cfg.with_values(derived)
     sources = {name: _image_source(found.files[name], cfg, _stored_size(cfg)) for name in needed}
     for name, (_, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
         found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
@@ -144,8 +148,9 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
     plan = {split: full_plan[split] for split in splits if split in full_plan}
     if stats_needed:
         name, idx = full_plan["train"]
-        cfg.mean, cfg.std = _pixel_stats(sources[name], idx, seed)
-        log.info("normalisation computed on the training images: mean %s, std %s", _fmt(cfg.mean), _fmt(cfg.std))
+        mean, std = derived["mean"], derived["std"] = _pixel_stats(sources[name], idx, seed)
+        cfg = cfg.with_values(derived)
+        log.info("normalisation computed on the training images: mean %s, std %s", _fmt(mean), _fmt(std))
     info = _file_info(spec, cfg, found.class_names)
     per_image = _config_transforms(cfg, seed, info.image_size, sources, plan, overfit_batches)
     loader = _image_loader(cfg, sources, plan, bool(per_image), device)
@@ -167,7 +172,7 @@ def build_file_image_data(spec, cfg: DataConfig, *, seed: int, device: torch.dev
             out[split] = LoaderBatches(ImageRows(source, rows[idx], labels, per_image.get(split)), sampler=sampler,
                                        transform=transform, device=device, seed=seed, num_workers=cfg.num_workers)
     return Data(info, out.get("train"), out.get("val"), out.get("test"),
-                {split: len(idx) for split, (_, idx) in plan.items()}, loader)
+                {split: len(idx) for split, (_, idx) in plan.items()}, loader, derived=derived)
 
 
 def _file_info(spec, cfg: DataConfig, class_names: list[str]) -> DataInfo:
@@ -291,12 +296,14 @@ def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches
     return {split: plan[split] for split in splits if split in plan and len(plan[split][1])}
 
 
-def _resolve_image_settings(cfg: DataConfig, found, needed: list[str]) -> None:
-    """Channels, image size and class names: unset ones from the training images' headers."""
+def _derive_image_settings(cfg: DataConfig, found, needed: list[str]) -> dict[str, Any]:
+    """Class names, channels and image size left unset in `cfg`: from the found files and the training images'
+    headers (data.* key -> value)."""
+    derived: dict[str, Any] = {}
     if cfg.class_names is None:
-        cfg.class_names = list(found.class_names)
+        derived["class_names"] = list(found.class_names)
     if cfg.channels is not None and cfg.image_size is not None:
-        return
+        return derived
     from kiln.data.image_store import BadImage, probe
 
     name = "train" if "train" in needed else needed[0]
@@ -316,13 +323,14 @@ def _resolve_image_settings(cfg: DataConfig, found, needed: list[str]) -> None:
         log.warning("skipping %d unreadable images in %s", len(bad), cfg.root)
         found.files[name] = found.files[name].drop(bad)
     if cfg.channels is None:
-        cfg.channels = 1 if gray else 3
-        log.info("data.channels=%d (%s)", cfg.channels, "every image is grayscale" if gray else "colour images")
+        derived["channels"] = 1 if gray else 3
+        log.info("data.channels=%d (%s)", derived["channels"], "every image is grayscale" if gray else "colour images")
     if cfg.image_size is None:
         median = sorted(sizes)[len(sizes) // 2] if sizes else 224
-        cfg.image_size = int(min(224, max(8, 8 * round(median / 8))))
+        derived["image_size"] = int(min(224, max(8, 8 * round(median / 8))))
         log.info("data.image_size=%d (the median short side of the training images is %d px; at most 224)",
-                 cfg.image_size, median)
+                 derived["image_size"], median)
+    return derived
 
 
 def _image_size(cfg: DataConfig) -> tuple[int, int]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from kiln.data.loaders import Batches
 from kiln.errors import KilnError
 
@@ -36,6 +38,22 @@ class DataInfo:
         return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes}
 
 
+@dataclass(frozen=True)
+class DataRequest:
+    """What a caller asks of a data source besides its config section: which splits, batched for which device and
+    process, read for which task."""
+
+    device: torch.device
+    seed: int = 0
+    splits: tuple[str, ...] = ("train", "val", "test")
+    task: str = "multiclass"  # task.name: targets are class labels, label sets (multilabel) or numbers (regression)
+    channels_last: bool = False
+    overfit_batches: int = 0
+    rank: int = 0
+    world_size: int = 1
+    vocab: Any = None  # text: reuse a run's saved vocabulary instead of building one from the training split
+
+
 @dataclass
 class Data:
     info: DataInfo
@@ -45,6 +63,9 @@ class Data:
     sizes: dict[str, int] = field(default_factory=dict)
     loader: str = "dataloader"
     vocab: Any = None  # text: the training vocabulary, saved in the run folder
+    # data.* settings the config left unset and the source derived from the data (image files: image_size,
+    # channels, class_names, mean, std); the run's plan records them, so test and predict read them back
+    derived: dict[str, Any] = field(default_factory=dict)
 
     def require(self, split: str) -> Batches:
         """The batches of `split` (train | val | test), which the caller asked build_data for."""

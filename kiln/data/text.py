@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.data.csv_rows import row_targets
-from kiln.data.info import Data, DataInfo
+from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import (
     Batches,
     BucketBatchSampler,
@@ -128,12 +128,12 @@ class TextBatches(LoaderBatches):
         return {"pad_fraction": 1 - tokens / max(slots, 1)}
 
 
-def build_text_data(spec: CsvDataset, cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                    overfit_batches: int, rank: int, world_size: int, vocab: Vocab | ModelTokenizer | None = None,
-                    task: str = "multiclass") -> Data:
+def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> Data:
     from kiln.tasks import TASKS
     from kiln.tasks.targets import as_tensor, columns
 
+    seed, device, splits, task, vocab = request.seed, request.device, request.splits, request.task, request.vocab
+    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
     folder = locate(spec, cfg.root, cfg.download)
     tc, kind = cfg.text, TASKS[task]
     kind.check_columns(columns(tc.label_column), "data.text.label_column")

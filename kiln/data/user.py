@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
 from kiln.config import DataConfig
-from kiln.data.info import Data, DataInfo
+from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
 from kiln.data.splits import train_val_split
 from kiln.data.transforms import seed_for
@@ -32,9 +32,11 @@ from kiln.tasks import TASKS
 log = logging.getLogger("kiln")
 
 
-def build_user_data(cfg: DataConfig, *, seed: int, device: torch.device, splits: tuple[str, ...],
-                    overfit_batches: int, rank: int, world_size: int, task: str = "multiclass") -> Data:
+def build_user_data(cfg: DataConfig, request: DataRequest) -> Data:
     from kiln.user_code import resolve
+
+    seed, device, splits, task = request.seed, request.device, request.splits, request.task
+    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
     if cfg.sampler == "weighted":

@@ -41,7 +41,7 @@ def embedding_bag(vocab_size: int, num_classes: int, pad_id: int = 0, embed_dim:
 
 
 class GRUClassifier(nn.Module):
-    def __init__(self, vocab_size, num_classes, pad_id, embed_dim, hidden, layers, bidirectional, dropout):
+    def __init__(self, vocab_size, num_classes, pad_id, embed_dim, hidden, layers, bidirectional, dropout):  # noqa: PLR0913 — the GRU's hyperparameters, passed on from gru()
         super().__init__()
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.gru = nn.GRU(embed_dim, hidden, num_layers=layers, batch_first=True, bidirectional=bidirectional,
@@ -62,7 +62,8 @@ class GRUClassifier(nn.Module):
 
 
 @register_model
-def gru(vocab_size: int, num_classes: int, pad_id: int = 0, embed_dim: int = 128, hidden: int = 128,
+def gru(  # noqa: PLR0913 — model.args: each hyperparameter by name, checked against this signature
+        vocab_size: int, num_classes: int, pad_id: int = 0, embed_dim: int = 128, hidden: int = 128,
         layers: int = 1, bidirectional: bool = True, dropout: float = 0.1) -> nn.Module:
     """Embedding -> (bi)GRU over packed sequences (padding never seen) -> last hidden state -> linear."""
     return GRUClassifier(vocab_size, num_classes, pad_id, embed_dim, hidden, layers, bidirectional, dropout)
@@ -78,8 +79,8 @@ def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
 
 
 class TransformerClassifier(nn.Module):
-    def __init__(self, vocab_size, num_classes, pad_id, d_model, heads, layers, ff, dropout, max_len, positions,
-                 pooling):
+    def __init__(  # noqa: PLR0913 — the Transformer's hyperparameters, passed on from transformer()
+            self, vocab_size, num_classes, pad_id, d_model, heads, layers, ff, dropout, max_len, positions, pooling):
         super().__init__()
         if pooling not in ("mean", "cls") or positions not in ("learned", "sinusoidal"):
             raise ValueError("pooling must be 'mean' or 'cls', positions 'learned' or 'sinusoidal'")
@@ -110,7 +111,8 @@ class TransformerClassifier(nn.Module):
 
 
 @register_model
-def transformer(vocab_size: int, num_classes: int, pad_id: int = 0, d_model: int = 128, heads: int = 4,
+def transformer(  # noqa: PLR0913 — model.args: each hyperparameter by name, checked against this signature
+        vocab_size: int, num_classes: int, pad_id: int = 0, d_model: int = 128, heads: int = 4,
                 layers: int = 2, ff: int = 256, dropout: float = 0.1, max_len: int = 256,
                 positions: str = "learned", pooling: str = "mean") -> nn.Module:
     """A small pre-norm Transformer encoder with a padding mask; mean or CLS pooling."""

@@ -39,7 +39,8 @@ def _conv_block(c_in: int, c_out: int, batch_norm: bool) -> list[nn.Module]:
 
 
 @register_model
-def cnn(in_channels: int, image_size: int | Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64, 128),
+def cnn(  # noqa: PLR0913 — model.args: each hyperparameter by name, checked against this signature
+        in_channels: int, image_size: int | Sequence[int], num_classes: int, channels: Sequence[int] = (32, 64, 128),
         convs_per_stage: int = 1, batch_norm: bool = True, dropout: float = 0.2, hidden: int = 0) -> nn.Module:
     """Stages of `convs_per_stage` 3x3 conv blocks, each stage ending in a 2x2 max-pool; then the classifier.
 

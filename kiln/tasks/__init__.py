@@ -41,22 +41,23 @@ Targets = Callable[[], torch.Tensor]
 
 def task_for_training(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> Task:
     """The task with what it learns from the training split: class weights, positive weights, target scaling."""
-    resolve_task_settings(cfg, train_targets)
+    cfg = resolve_task_settings(cfg, train_targets)
     weights = class_weights(cfg, train_targets, num_classes) if cfg.name == "multiclass" else \
         pos_weight(cfg, train_targets, num_classes) if cfg.name == "multilabel" else None
     return build_task(cfg, num_classes, weights)
 
 
-def resolve_task_settings(cfg: TaskConfig, train_targets: Targets) -> None:
-    """Regression: the targets' mean and standard deviation on the training split, written into `cfg` (so the
-    run's config.yaml records them and test/predict/export scale back with the same values)."""
+def resolve_task_settings(cfg: TaskConfig, train_targets: Targets) -> TaskConfig:
+    """`cfg` with what the task learns from the training split before training. Regression: the targets' mean and
+    standard deviation (the run's config.yaml records them, so test/predict/export scale back with the same
+    values)."""
     if cfg.name != "regression" or not cfg.standardize or cfg.target_mean is not None:
-        return
+        return cfg
     y = to_columns(train_targets().double())
-    cfg.target_mean = [round(float(v), 6) for v in y.mean(0)]
-    cfg.target_std = [round(float(v), 6) if v > 1e-12 else 1.0 for v in y.std(0, correction=0)]
-    log.info("regression targets standardised with the training split's mean %s and std %s",
-             cfg.target_mean, cfg.target_std)
+    mean = [round(float(v), 6) for v in y.mean(0)]
+    std = [round(float(v), 6) if v > 1e-12 else 1.0 for v in y.std(0, correction=0)]
+    log.info("regression targets standardised with the training split's mean %s and std %s", mean, std)
+    return cfg.with_values({"target_mean": mean, "target_std": std})
 
 
 def class_weights(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> torch.Tensor | None:

@@ -79,7 +79,7 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, t
 
 def find_batch_size(cfg, limit: int = 2**16) -> int:
     from kiln.config import load_config
-    from kiln.data import build_data, fresh_encoder
+    from kiln.data import DataRequest, build_data, fresh_encoder
     from kiln.train.build import build_trainer
     from kiln.train.device import resolve_device, use_channels_last
 
@@ -90,9 +90,9 @@ def find_batch_size(cfg, limit: int = 2**16) -> int:
     # Every probe steps the optimizer once per batch, with no schedule to run past its end.
     cfg = load_config(None, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"],
                       base=cfg.model_dump(mode="json"))
-    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
-                      channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
-                      vocab=fresh_encoder(cfg))
+    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
+                                            channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
+                                            vocab=fresh_encoder(cfg)))
     sample, targets = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")

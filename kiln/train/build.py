@@ -4,11 +4,12 @@ and tune trials, lr-find, --find-batch-size, the benchmarks and the tests. Runni
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import torch
 
 from kiln.config import Config, watched
+from kiln.core import dist
 from kiln.data import Data
 from kiln.data.loaders import split_targets
 from kiln.models import prepare_model
@@ -27,12 +28,24 @@ from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """What a trainer reports to: checkpoints into `run` (every rank of the run), metrics to `trackers` (the main
+    process), the progress bar, and the caller's own `callbacks`, which run after kiln's. The default: nothing
+    written, nothing shown (lr-find, the batch-size probe, benchmarks)."""
+
+    run: RunDir | None = None
+    trackers: Trackers | None = None
+    callbacks: Sequence[Callback] = ()
+    progress: bool = False
+
+
 def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch.nn.Module | None = None,
-                  pretrained: bool = False, run: RunDir | None = None, trackers: Trackers | None = None,
-                  callbacks: Sequence[Callback] = (), progress: bool = False, world_size: int = 1) -> Trainer:
+                  pretrained: bool = False, outputs: Outputs = Outputs()) -> Trainer:
     """The model (built here unless given; with `cfg.model.pretrained` weights if `pretrained`), its optimizer
-    and schedule, the task, and the callbacks: kiln's own, in order, then `callbacks`. Checkpoints are written
-    only with `run` (every rank of the run), metrics logged only with `trackers` (the main process)."""
+    and schedule, the task, and the callbacks: kiln's own, in order, then the `outputs`' (see Outputs). The
+    world size is this process group's."""
+    run, trackers, world_size = outputs.run, outputs.trackers, dist.current().world_size
     precision = resolve_precision(cfg.trainer.precision, device)
     if model is None:
         model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
@@ -57,8 +70,8 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
         cfg=cfg.trainer, model=model, optimizer=optimizer,
         task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
-        progress=EpochProgress(progress),
-        callbacks=default_callbacks(cfg, model, head, run, trackers) + list(callbacks),
+        progress=EpochProgress(outputs.progress),
+        callbacks=default_callbacks(cfg, model, head, run, trackers) + list(outputs.callbacks),
         meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info), "world_size": world_size,
               "global_batch_size": global_batch},
         ema=ema)

@@ -258,12 +258,20 @@ def train_step(t: Trainer, inputs, targets: torch.Tensor, optimizer_step: bool) 
         t.state.step += 1
 
 
+@dataclass
+class TestDetail:
+    """What a test asks of `evaluate` beyond the loss and the validation metrics: the task's detailed metrics (per
+    class, the confusion matrix) and, with `keep`, a list that receives each batch's task predictions and targets
+    (on the device; the caller moves them), e.g. for kiln report."""
+
+    keep: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, precision: str,
-             limit: int | None = None, detailed: bool = False,
-             keep: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> dict[str, Any]:
-    """Loss and metrics over `batches` in eval mode; one host sync at the end. `keep`: a list that receives each
-    batch's task predictions and targets (on the device; the caller moves them), e.g. for kiln report."""
+             limit: int | None = None, test: TestDetail | None = None) -> dict[str, Any]:
+    """Loss and metrics over `batches` in eval mode; one host sync at the end; with `test`, its details too."""
+    detailed, keep = test is not None, test.keep if test is not None else None
     model = unwrap(model)  # plain forward passes: no DDP hooks
     was_training = model.training
     model.eval()

@@ -24,13 +24,25 @@ class LRFindResult:
     stopped_early: bool
 
 
+@dataclass(frozen=True)
+class Span:
+    """The sweep: `steps` batches at LRs log-spaced from start_lr to end_lr; the loss is smoothed exponentially
+    (`smoothing`), and the sweep stops once it exceeds `diverge` times the best so far."""
+
+    start_lr: float = 1e-7
+    end_lr: float = 10.0
+    steps: int = 100
+    smoothing: float = 0.98
+    diverge: float = 4.0
+
+
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
-          precision: str = "32", step: TrainStep | None = None, start_lr: float = 1e-7, end_lr: float = 10.0,
-          steps: int = 100, smoothing: float = 0.98, diverge: float = 4.0) -> LRFindResult:
-    """Train `steps` batches with LRs from start_lr to end_lr (log-spaced); stop when the loss diverges.
+          precision: str = "32", step: TrainStep | None = None, span: Span = Span()) -> LRFindResult:
+    """Train the `span`'s batches with its LRs; stop when the loss diverges.
     Each batch is `step`, the training step `kiln train` runs (label smoothing, scaler, clipping); it must not
     accumulate or step a schedule (`kiln lr-find` builds it with accumulate=1 and no schedule)."""
     step = step or TrainStep(TrainerConfig(), build_task(TaskConfig(), None), optimizer, device, precision)
+    start_lr, end_lr, steps, smoothing = span.start_lr, span.end_lr, span.steps, span.smoothing
     model_state = copy.deepcopy(model.state_dict())
     optim_state = copy.deepcopy(optimizer.state_dict())
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -47,7 +59,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, 
             value = loss.item() if loss is not None else math.nan  # one sync per batch; None: a skipped NaN
             avg = smoothing * avg + (1 - smoothing) * value
             smoothed = avg / (1 - smoothing ** (i + 1))  # bias-corrected exponential average
-            if not math.isfinite(smoothed) or (i > 10 and smoothed > diverge * best):
+            if not math.isfinite(smoothed) or (i > 10 and smoothed > span.diverge * best):
                 stopped = True
                 break
             best = min(best, smoothed)

@@ -17,7 +17,7 @@ import torch
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
 from kiln.core.state import LoopState, seed_everything
-from kiln.data import Data, build_data, fresh_encoder
+from kiln.data import Data, DataRequest, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
 from kiln.errors import CorruptCheckpoint, KilnError, TrainingInterrupted, TrainingStopped
@@ -30,10 +30,12 @@ from kiln.track import Trackers
 from kiln.track.console import EpochProgress, add_log_file
 from kiln.track.files import MetricsFiles
 from kiln.train import strategy
-from kiln.train.build import build_trainer
+from kiln.train.build import Outputs, build_trainer
 from kiln.train.callbacks import Callback
-from kiln.train.device import resolve_backend, resolve_device, use_channels_last
+from kiln.train.device import resolve_backend, resolve_device
 from kiln.train.loop import Trainer, fit
+from kiln.train.plan import RunPlan
+from kiln.trained import Trained
 
 log = logging.getLogger("kiln")
 
@@ -44,6 +46,7 @@ class RunResult:
     metrics: dict[str, float]
     test_metrics: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    config: Config | None = None  # what the run trained with (the plan's config, with what kiln derived)
 
 
 def check_monitors(cfg: Config, num_classes: int | None) -> None:
@@ -97,7 +100,6 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 
 def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Path | None, run_dir: Path | None,
            quiet: bool, extra_callbacks: list[Callback]) -> RunResult:
-    channels_last = use_channels_last(cfg.trainer.channels_last, device, cfg.model.name)
     checkpoint_state = None
     if resume is not None and RunDir(resume).has_last():
         checkpoint_state = _resume_state(RunDir(resume), cfg, proc.world_size)
@@ -110,22 +112,12 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         return _finish(RunDir(resume), cfg, proc, checkpoint_state)
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    cfg = with_weights_preprocessing(cfg)  # image size, crop and normalisation the pretrained weights expect
-    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, channels_last=channels_last,
-                      overfit_batches=cfg.trainer.overfit_batches, rank=proc.rank, world_size=proc.world_size,
-                      vocab=RunDir(resume).vocab() if resume else fresh_encoder(cfg))
-    check_monitors(cfg, data.info.num_classes)
-    check_targets(cfg, data)
-    if resume is None:
-        epochs_from_steps(cfg, len(data.require("train")))
-    # recorded in the run's config.yaml (resumes too)
-    resolve_task_settings(cfg.task, lambda: split_targets(data.require("train")))
-    run, lock, made = _run_folder(cfg, proc, resume, run_dir, data)
+    plan, data = _plan(RunPlan.of(cfg, device, proc), resume)
+    run, lock, made = _run_folder(plan, resume, run_dir, data)
     # Resuming a run that never saved a checkpoint starts over: its epoch-0 files are rewritten, not appended to.
-    resume_epoch = saved.epoch if saved is not None else (0 if resume is not None else None)
+    start = Start(checkpoint_state, saved.epoch if saved is not None else (0 if resume is not None else None))
     try:
-        return _train_in(run, cfg, proc, device, data, checkpoint_state, resume_epoch, channels_last, quiet,
-                         extra_callbacks)
+        return _train_in(run, plan, data, start, quiet, extra_callbacks)
     except KilnError:
         if made and not run.status_file.is_file():  # refused before training began: leave no half-made run
             lock.release()
@@ -135,12 +127,42 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
         lock.release()
 
 
-def epochs_from_steps(cfg: Config, train_batches: int) -> None:
-    """trainer.max_steps / min_steps -> trainer.epochs (rounded up), written into the config the run records."""
+@dataclass(frozen=True)
+class Start:
+    """Where training starts: the checkpoint it continues from (None: the beginning) and the epoch its metric files
+    end at (None: a new run; 0: a resumed run that never saved a checkpoint, whose epoch-0 files are rewritten)."""
+
+    state: dict[str, Any] | None = None
+    epoch: int | None = None
+
+
+def _plan(plan: RunPlan, resume: Path | None) -> tuple[RunPlan, Data]:
+    """What this run trains with, derived step by step from the given config and its data (a resumed run's
+    config.yaml already holds every derived value, so nothing is derived again), and the data it trains on."""
+    proc = plan.proc
+    # image size, crop and normalisation the pretrained weights expect
+    plan = plan.then(with_weights_preprocessing(plan.config), "the pretrained weights' preprocessing")
+    cfg = plan.config
+    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=plan.device,
+                                            channels_last=plan.channels_last, overfit_batches=cfg.trainer.overfit_batches,
+                                            rank=proc.rank, world_size=proc.world_size,
+                                            vocab=RunDir(resume).vocab() if resume else fresh_encoder(cfg)))
+    plan = plan.then(cfg.with_values({f"data.{k}": v for k, v in data.derived.items()}), "the training data")
+    check_monitors(plan.config, data.info.num_classes)
+    check_targets(plan.config, data)
+    if resume is None:
+        plan = plan.then(epochs_from_steps(plan.config, len(data.require("train"))), "the training steps")
+    task = resolve_task_settings(plan.config.task, lambda: split_targets(data.require("train")))
+    plan = plan.then(plan.config.with_values({"task": task}), "the training split's targets")
+    return plan, data
+
+
+def epochs_from_steps(cfg: Config, train_batches: int) -> Config:
+    """`cfg` with trainer.max_steps / min_steps turned into trainer.epochs (rounded up)."""
     tc = cfg.trainer
     steps = tc.max_steps or tc.min_steps
     if steps is None:
-        return
+        return cfg
     from kiln.train.loop import batches_per_epoch
 
     steps_per_epoch = max(1, -(-batches_per_epoch(tc, train_batches) // tc.accumulate))
@@ -149,7 +171,7 @@ def epochs_from_steps(cfg: Config, train_batches: int) -> None:
     change = f"trainer.epochs {tc.epochs} -> {epochs}" if epochs != tc.epochs else f"{epochs} epochs"
     log.info("trainer.%s=%d at %d steps per epoch: %s (set trainer.epochs on the command line to run that many)",
              "max_steps" if tc.max_steps else "min_steps", steps, steps_per_epoch, change)
-    tc.epochs = epochs
+    return cfg.with_values({"trainer.epochs": epochs}) if epochs != tc.epochs else cfg
 
 
 def _resume_state(run: RunDir, cfg: Config, world_size: int) -> dict[str, Any]:
@@ -232,19 +254,19 @@ def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, A
     finally:
         lock.release()
     rows = read_metrics(run)
-    return RunResult(run.path, rows[-1] if rows else {}, test_metrics)
+    return RunResult(run.path, rows[-1] if rows else {}, test_metrics, config=cfg)
 
 
-def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.device, data: Data,
-              checkpoint_state: dict[str, Any] | None, resume_epoch: int | None, channels_last: bool, quiet: bool,
+def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
               extra_callbacks: list[Callback]) -> RunResult:
     """Train in the run folder this process holds (rank 0) or shares."""
+    cfg, proc, device, checkpoint_state = plan.config, plan.proc, plan.device, start.state
     if profile_summary(cfg):
         log.info("on this machine: %s", profile_summary(cfg))
-    trackers, file_log = _trackers(cfg, run, resume_epoch) if proc.is_main else (Trackers([]), None)
-    trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None, world_size=proc.world_size,
-                            run=run, trackers=trackers, callbacks=extra_callbacks,
-                            progress=proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet))
+    trackers, file_log = _trackers(cfg, run, start.epoch) if proc.is_main else (Trackers([]), None)
+    progress = proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)
+    trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None,
+                            outputs=Outputs(run, trackers, extra_callbacks, progress))
     model, global_batch = trainer.model, trainer.meta["global_batch_size"]
     log.info("run folder: %s", run)
     log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
@@ -269,12 +291,12 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
     try:
         metrics = fit(trainer)
         dist.barrier()  # rank 0 has written best.pt before anyone reads it
-        result = RunResult(run.path, metrics)
+        result = RunResult(run.path, metrics, config=cfg)
         if trainer.task.wants_validation_predictions():
-            _after_fit(cfg, run, trainer, proc)
+            plan = _after_fit(plan, run, trainer)
+            cfg = result.config = plan.config
         if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
-            result.test_metrics = _test_best(cfg, run, model, device, trainer.precision, channels_last, trackers,
-                                             proc)
+            result.test_metrics = _test_best(plan, run, model, trainer.precision, trackers)
         if proc.is_main:
             run.write_status(RunStatus.FINISHED, epoch=trainer.state.epoch, **status)
         return result
@@ -302,11 +324,11 @@ def _train_in(run: RunDir, cfg: Config, proc: dist.ProcessInfo, device: torch.de
             file_log.close()
 
 
-def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_dir: Path | None,
+def _run_folder(plan: RunPlan, resume: Path | None, run_dir: Path | None,
                 data: Data) -> tuple[RunDir, RunLock, bool]:
     """The run folder, made and locked by rank 0 (before it writes anything there) and shared with the other
-    ranks; holds the resolved config. The flag: this process made the folder (a new run, not one given)."""
-    made = False
+    ranks; holds the plan's config. The flag: this process made the folder (a new run, not one given)."""
+    cfg, proc, made = plan.config, plan.proc, False
     if resume:
         folder: Path | None = Path(resume)
     elif proc.is_main:
@@ -320,7 +342,7 @@ def _run_folder(cfg: Config, proc: dist.ProcessInfo, resume: Path | None, run_di
     if proc.is_main:
         lock.acquire()
     if proc.is_main:
-        run.write_config(cfg, proc.world_size)
+        run.write_config(cfg, proc.world_size, plan.derived())
         if data.vocab is not None:
             run.save_vocab(data.vocab)
     return run, lock, made
@@ -372,42 +394,46 @@ def _external_trackers(cfg: Config, run_dir: Path, resuming: bool) -> list[Any]:
     return started
 
 
-def _after_fit(cfg: Config, run: RunDir, trainer, proc: dist.ProcessInfo) -> None:
+def _after_fit(plan: RunPlan, run: RunDir, trainer: Trainer) -> RunPlan:
     """The task's post-training step (multilabel: task.tune_threshold) on the validation predictions of the best
-    checkpoint's weights; the settings it returns are recorded in the run's config.yaml (test, predict and export
-    use them). Under DDP rank 0's share of the validation split decides, for every rank."""
+    checkpoint's weights: the plan with the task settings it returns, recorded in the run's config.yaml (test,
+    predict and export use them). Under DDP rank 0's share of the validation split decides, for every rank."""
     from kiln.core.state import unwrap
     from kiln.evaluation import collect_predictions
 
     if trainer.data.val is None:
         log.warning("task: there is no validation split to tune on after training; keeping the task's settings as "
                     "configured")
-        return
+        return plan
     model = unwrap(trainer.model)
     strategy.load_checkpoint_weights(model, run.checkpoint("best"))
     probs, targets = collect_predictions(model, trainer.data.val, trainer.task, trainer.device, trainer.precision)
     settings: dict[str, Any] = dist.broadcast(trainer.task.after_fit_settings(probs, targets) or {})
     for key, value in settings.items():
-        setattr(cfg.task, key, value)  # the trainer's task reads the same TaskConfig
         shown = ", ".join(f"{n} {v:.2f}" for n, v in zip(trainer.data.info.class_names, value)) \
             if isinstance(value, list) else value
         log.info("task.%s after training (best validation score): %s", key, shown)
-    if proc.is_main and settings:
-        run.write_config(cfg, proc.world_size)
+    plan = plan.then(plan.config.with_values({f"task.{k}": v for k, v in settings.items()}),
+                     "the validation predictions after training")
+    if plan.proc.is_main and settings:
+        run.write_config(plan.config, plan.proc.world_size, plan.derived())
+    return plan
 
 
-def _test_best(cfg: Config, run: RunDir, model, device, precision, channels_last, trackers,
-               proc: dist.ProcessInfo) -> dict[str, Any] | None:
+def _test_best(plan: RunPlan, run: RunDir, model: torch.nn.Module, precision: str,
+               trackers: Trackers) -> dict[str, Any] | None:
     """The best checkpoint's weights in the model trained here, on this rank's shard of the test split (None when
     the data has no test split, e.g. your own Dataset without one)."""
-    data = build_data(cfg.data, task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",), channels_last=channels_last,
-                      vocab=run.vocab(), rank=proc.rank, world_size=proc.world_size)
+    cfg, device, proc = plan.config, plan.device, plan.proc
+    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
+                                            channels_last=plan.channels_last, vocab=run.vocab(), rank=proc.rank,
+                                            world_size=proc.world_size))
     if data.test is None:
         log.info("no test split: the final test is skipped")
         return None
     path = run.checkpoint("best")
     state = strategy.load_checkpoint_weights(model, path)
-    results = run_evaluation(model, data, cfg.task, path, LoopState.of(state).epoch, device, precision,
-                             run if proc.is_main else None, checksum=state.get("sha256"))
+    trained = Trained(run, cfg, model, data.info, device, precision, path, state)
+    results = run_evaluation(trained, data, write=proc.is_main)
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})
     return results

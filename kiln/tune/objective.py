@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,8 @@ class Objective:
         from kiln.train import session
 
         values = suggest(trial, self.tune)
-        cfg = trial_config(self.raw, values)
-        cfg.trainer.test_after_fit = self.tune.test_trials  # ranked by validation; tested only to compare
+        # ranked by validation; tested only to compare
+        cfg = trial_config(self.raw, values).with_values({"trainer.test_after_fit": self.tune.test_trials})
         run_dir = self.tune_dir / f"trial-{trial.number:03d}"
         trial.set_user_attr("run_dir", str(run_dir))
         trial.set_user_attr("pid", os.getpid())
@@ -70,11 +71,22 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+@dataclass(frozen=True)
+class Share:
+    """One worker's part of a search (`kiln tune --workers`): its CPU threads, how many trials it runs and its
+    index, which seeds its sampler. The default: the search's only worker, running what the study still lacks."""
+
+    threads: int | None = None
+    quota: int | None = None
+    worker: int = 0
+
+
 def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str, study_name: str,
-             threads: int | None = None, quota: int | None = None, worker: int = 0) -> None:
+             share: Share = Share()) -> None:
     """Run trials until the study holds `tune.trials` finished (complete or pruned) ones."""
     import optuna
 
+    threads, quota, worker = share.threads, share.quota, share.worker
     if threads:
         import torch
 

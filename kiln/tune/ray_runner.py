@@ -46,8 +46,8 @@ def _trainable(params: dict[str, Any], *, raw: dict[str, Any], metric: str, tune
 
     setup_logging(-1)
     trial_id = rt.get_context().get_trial_id()  # unique within the experiment, e.g. "090c8fb6"
-    cfg = trial_config(raw, params)
-    cfg.trainer.test_after_fit = test  # tune.test_trials: ranked by validation, tested only to compare
+    # tune.test_trials: ranked by validation, tested only to compare
+    cfg = trial_config(raw, params).with_values({"trainer.test_after_fit": test})
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         rt.report({metric: metrics[metric], "epoch": epoch, "trial": trial_id})

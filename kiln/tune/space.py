@@ -158,11 +158,8 @@ def load_tune_config(path: Path) -> TuneConfig:
         tune = TuneConfig.model_validate(raw)
     except ValidationError as e:
         raise KilnError(explain(e).replace("invalid config", f"invalid tune config {path}")) from None
-    if not tune.metric:  # what the base config's runs keep best.pt by
-        tune.metric = watched(build_config(read_file(tune.base)).trainer.checkpoint)[0]
-    if tune.mode is None:
-        tune.mode = better(tune.metric)
-    return tune
+    metric = tune.metric or watched(build_config(read_file(tune.base)).trainer.checkpoint)[0]  # what its runs keep
+    return tune.with_values({"metric": metric, "mode": tune.mode or better(metric)})
 
 
 def trial_config(base_raw: dict[str, Any], values: dict[str, Any]):

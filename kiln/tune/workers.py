@@ -7,14 +7,14 @@ import logging
 import os
 from pathlib import Path
 
-from kiln.tune.objective import optimize
+from kiln.tune.objective import Share, optimize
 from kiln.tune.space import base_raw
 
 log = logging.getLogger("kiln")
 
 
 def _worker(tune_path: str, overrides: list[str], tune_dir: str, storage: str, study_name: str,
-            threads: int, gpu: str | None, quota: int, worker: int) -> None:
+            gpu: str | None, share: Share) -> None:
     """A parallel worker process (spawned): the same study, its own share of CPU threads or its own GPU."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -23,7 +23,7 @@ def _worker(tune_path: str, overrides: list[str], tune_dir: str, storage: str, s
 
     setup_logging(-1)
     tune = load_tune_config(Path(tune_path))
-    optimize(tune, base_raw(tune, overrides), Path(tune_dir), storage, study_name, threads, quota, worker)
+    optimize(tune, base_raw(tune, overrides), Path(tune_dir), storage, study_name, share)
 
 
 def run_parallel(tune_path, overrides, tune_dir, url, study_name, workers: int, remaining: int) -> None:
@@ -35,10 +35,10 @@ def run_parallel(tune_path, overrides, tune_dir, url, study_name, workers: int, 
     gpus = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), torch.cuda.device_count())
     threads = max(1, (os.cpu_count() or 1) // workers)
     ctx = mp.get_context("spawn")
+    shares = [Share(threads, remaining // workers + (i < remaining % workers), i) for i in range(workers)]
     procs = [ctx.Process(target=_worker, args=(str(tune_path), list(overrides), str(tune_dir), url, study_name,
-                                               threads, gpus[i % len(gpus)] if gpus else None,
-                                               remaining // workers + (i < remaining % workers), i))
-             for i in range(workers)]
+                                               gpus[i % len(gpus)] if gpus else None, share))
+             for i, share in enumerate(shares)]
     for p in procs:
         p.start()
     for p in procs:

@@ -34,6 +34,15 @@ class ModelCheckpoint(Callback):
         if self.writes:  # a resume under another strategy leaves the other kind behind: it is stale now
             remove_checkpoint(self.run.checkpoint_path("last", sharded=not shards))
 
+    def on_fit_start(self, trainer) -> None:
+        """A run resumed at an epoch end: make the copies of that epoch again. A kill between writing last and
+        copying it to best (or epoch-NNN) leaves an older best, while the restored monitor already names this
+        epoch as the best; without the copy the final test would score the older weights."""
+        epoch = trainer.state.epoch
+        if self.writes and epoch and not trainer.state.batch and self.run.has_last():
+            self.improved = self.monitor.best_epoch == epoch
+            self._copies(epoch)
+
     def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Update the monitor, then write checkpoints of the trainer's state (which includes this one's)."""
         self.improved = self.monitor.update(metrics, epoch)
