@@ -11,10 +11,13 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.core import launcher
 from kiln.errors import KilnError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI answers --help without it
+    import torch
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ def current() -> ProcessInfo:
     return ProcessInfo(launch.rank, launch.local_rank, launch.world_size, launch.tasks_on_node)
 
 
-def setup(device, backend: str) -> None:
+def setup(device: torch.device, backend: str) -> None:
     """Join the process group with `backend` (nccl or gloo); each rank uses its own GPU (`device`)."""
     import torch
     import torch.distributed as dist
@@ -79,7 +82,7 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def all_reduce(tensor, op: str = "sum"):
+def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """In place over all ranks (sum or max); returns the tensor."""
     if _active():
         import torch.distributed as dist
@@ -95,7 +98,7 @@ def barrier() -> None:
         dist.barrier()
 
 
-def any_rank(flag: bool, device) -> bool:
+def any_rank(flag: bool, device: torch.device) -> bool:
     """True on every rank if it is True on any: stop and NaN decisions are taken together."""
     if not _active():
         return flag

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kiln.errors import KilnError
 from kiln.train.step import TrainStep
+
+if TYPE_CHECKING:
+    from kiln.config import Config
 
 log = logging.getLogger("kiln")
 
@@ -47,7 +51,7 @@ def is_out_of_memory(error: BaseException) -> bool:
         "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "out of memory"))
 
 
-def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, targets: torch.Tensor,
+def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample: Any, targets: torch.Tensor,
                device: torch.device) -> Callable[[int], bool]:
     """fits(n): do two training steps with a batch of n samples fit in memory? `build` makes a fresh model and
     the training step `kiln train` runs (its optimizer built by the same builder), so nothing is shared."""
@@ -77,7 +81,7 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample, t
     return fits
 
 
-def find_batch_size(cfg, limit: int = 2**16) -> int:
+def find_batch_size(cfg: Config, limit: int = 2**16) -> int:
     from kiln.config import load_config
     from kiln.data import DataRequest, build_data, fresh_encoder
     from kiln.train.build import build_trainer

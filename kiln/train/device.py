@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 
@@ -82,7 +83,7 @@ def resolve_precision(setting: str, device: torch.device) -> str:
     return setting
 
 
-def use_channels_last(setting, device: torch.device, model_name: str) -> bool:
+def use_channels_last(setting: bool | str, device: torch.device, model_name: str) -> bool:
     """trainer.channels_last: auto turns NHWC conv activations on for kiln's own models and the libraries'
     (torchvision, timm) on CPU and CUDA, where they are measured to be faster. A model of the user's
     (`package.module:Class`) trains as written: code such as `x.view(-1, 320)` after a convolution assumes the
@@ -94,7 +95,7 @@ def use_channels_last(setting, device: torch.device, model_name: str) -> bool:
     return device.type in ("cpu", "cuda") and (":" not in model_name or library_of(model_name) is not None)
 
 
-def autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str) -> AbstractContextManager[Any]:
     if precision == "32":
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

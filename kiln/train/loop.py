@@ -249,7 +249,7 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     return time.perf_counter() - start, num_samples
 
 
-def train_step(t: Trainer, inputs, targets: torch.Tensor, optimizer_step: bool) -> None:
+def train_step(t: Trainer, inputs: Any, targets: torch.Tensor, optimizer_step: bool) -> None:
     """One batch through the shared `TrainStep`; counts optimizer steps and skipped batches."""
     if t.step(t.model, inputs, targets, optimizer_step) is None:
         t.skipped += 1
@@ -268,7 +268,7 @@ class TestDetail:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, task, *, device: torch.device, precision: str,
+def evaluate(model: nn.Module, batches: Batches, task: Any, *, device: torch.device, precision: str,
              limit: int | None = None, test: TestDetail | None = None) -> dict[str, Any]:
     """Loss and metrics over `batches` in eval mode; one host sync at the end; with `test`, its details too."""
     detailed, keep = test is not None, test.keep if test is not None else None
@@ -304,7 +304,7 @@ def _timed(fn: Callable[[], None], device: torch.device) -> float:
 
 
 @contextmanager
-def _explained_failures(phase: str, t: Trainer):
+def _explained_failures(phase: str, t: Trainer) -> Iterator[None]:
     """Failures with a known cause get a message instead of a traceback. CUDA out of memory: what ran out, the
     peak, and a batch size to try (last.pt is untouched). `view` on a tensor whose memory layout it cannot
     view: what to change in the model."""
@@ -357,11 +357,11 @@ def _save_interrupted(t: Trainer) -> None:
 
 
 @contextmanager
-def _stop_on_signals(t: Trainer):
+def _stop_on_signals(t: Trainer) -> Iterator[None]:
     """SIGINT/SIGTERM ask for a stop after the current step; a second SIGINT stops at once. SIGUSR1 (SLURM's
     warning before a preemption or the time limit) does the same and marks the stop as a preemption."""
 
-    def request_stop(signum, frame):
+    def request_stop(signum: int, frame: Any) -> None:
         if t.stop_requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         t.stop_requested = True

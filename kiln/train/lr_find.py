@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from kiln.config import TaskConfig, TrainerConfig
+from kiln.data import Batches
 from kiln.tasks import build_task
 from kiln.train.step import TrainStep
 
@@ -36,7 +40,7 @@ class Span:
     diverge: float = 4.0
 
 
-def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, device: torch.device,
+def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, *, device: torch.device,
           precision: str = "32", step: TrainStep | None = None, span: Span = Span()) -> LRFindResult:
     """Train the `span`'s batches with its LRs; stop when the loss diverges.
     Each batch is `step`, the training step `kiln train` runs (label smoothing, scaler, clipping); it must not
@@ -50,8 +54,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, 
     avg, best, stopped = 0.0, math.inf, False
     try:
         model.train()
-        batches = _cycle(batches)
-        for i, (inputs, targets) in enumerate(islice(batches, steps)):
+        for i, (inputs, targets) in enumerate(islice(_cycle(batches), steps)):
             lr = start_lr * (end_lr / start_lr) ** (i / max(steps - 1, 1))
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = lr * base / max(base_lrs)  # keeps discriminative ratios between groups
@@ -81,14 +84,14 @@ def suggest(lrs: list[float], losses: list[float]) -> float:
     return float(lrs[int(np.argmin(window)) + (skip if len(gradient) > 2 * skip + 1 else 0)])
 
 
-def _cycle(batches):
+def _cycle(batches: Batches) -> Iterator[Any]:
     epoch = 0
     while True:
         yield from batches.epoch(epoch)
         epoch += 1
 
 
-def plot(result: LRFindResult, path):
+def plot(result: LRFindResult, path: Path) -> list[Path]:
     from kiln.viz.style import OKABE_ITO, figure, save
 
     fig, ax = figure(figsize=(7, 4.2))

@@ -6,11 +6,14 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
 from kiln.train.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from kiln.train.loop import Trainer
 
 log = logging.getLogger("kiln")
 MIB = 2**20
@@ -55,7 +58,7 @@ class GrowthWatch(Callback):
         self.history: dict[str, list[float]] = {k: [] for k in self.KEYS}
         self.warned: set[str] = set()
 
-    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self.update(metrics)
 
     def update(self, metrics: dict[str, float]) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from kiln.core import dist
@@ -13,7 +15,7 @@ class RunningMean:
     device tensors; the sample count is kept on the host. Creating a device tensor from a Python number (the
     count) would be a blocking host-to-device copy on every step."""
 
-    def __init__(self, device: torch.device, task):
+    def __init__(self, device: torch.device, task: Any):
         self.device, self.task = device, task
         self.reset()
 

@@ -361,7 +361,7 @@ def _warn_changed(checkpoint: dict[str, Any], cfg: Config, world_size: int) -> N
                     "; ".join(changed))
 
 
-def _trackers(cfg: Config, run: RunDir, resume_epoch: int | None):
+def _trackers(cfg: Config, run: RunDir, resume_epoch: int | None) -> tuple[Trackers, logging.Handler]:
     file_log = add_log_file(run.log_file)
     trackers: list[Any] = [MetricsFiles(run, resume_epoch)]
     if cfg.log.tensorboard:

@@ -32,8 +32,8 @@ def forward(model: nn.Module, inputs: Any) -> Any:
 class TrainStep:
     """Forward, loss, backward and (every `accumulate` batches) an optimizer and schedule step."""
 
-    def __init__(self, cfg: TrainerConfig, task, optimizer: torch.optim.Optimizer, device: torch.device,
-                 precision: str, schedule=None):
+    def __init__(self, cfg: TrainerConfig, task: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+                 precision: str, schedule: Any = None):
         self.cfg, self.task, self.optimizer, self.schedule = cfg, task, optimizer, schedule
         self.device, self.precision = device, precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
@@ -41,7 +41,7 @@ class TrainStep:
         self.nonfinite = NonFiniteCount(device)
         self.ema = None  # a WeightEMA, moved after every optimizer step (trainer.ema)
 
-    def __call__(self, model: nn.Module, inputs, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
+    def __call__(self, model: nn.Module, inputs: Any, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
         Under DDP and FSDP the gradients are synchronised only on the micro-step that steps the optimizer."""
         with strategy.gradient_sync(model, optimizer_step):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +132,7 @@ def is_sharded(model: nn.Module) -> bool:
     return fsdp is not None and isinstance(unwrap(model), fsdp.FSDPModule)
 
 
-def gradient_sync(model: nn.Module, sync: bool):
+def gradient_sync(model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
     """No gradient communication on the micro-steps of an accumulation that do not step the optimizer."""
     if sync:
         return nullcontext()
@@ -143,7 +143,7 @@ def gradient_sync(model: nn.Module, sync: bool):
 
 
 @contextmanager
-def _fsdp_no_sync(model) -> Iterator[None]:
+def _fsdp_no_sync(model: Any) -> Iterator[None]:
     model.set_requires_gradient_sync(False)
     try:
         yield
@@ -176,7 +176,7 @@ def whole(model: nn.Module) -> Iterator[None]:
             m.set_reshard_after_forward(getattr(root, "kiln_reshard_after_forward", True), recurse=False)
 
 
-def _options(**kwargs: Any):
+def _options(**kwargs: Any) -> Any:
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
     return StateDictOptions(full_state_dict=True, **kwargs)

@@ -4,7 +4,8 @@ part of. Its own state (the best value, the kept epochs) resumes exactly."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kiln.config import CheckpointConfig, watched
 from kiln.core import dist
@@ -12,6 +13,9 @@ from kiln.core.state import copy_checkpoint, remove_checkpoint, save_checkpoint
 from kiln.runs import RunDir
 from kiln.train.callbacks.base import Callback
 from kiln.train.callbacks.early_stopping import Monitor
+
+if TYPE_CHECKING:
+    from kiln.train.loop import Trainer
 
 
 class ModelCheckpoint(Callback):
@@ -26,7 +30,7 @@ class ModelCheckpoint(Callback):
         self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN checkpoints
         self.improved = False  # at the last epoch end
 
-    def save_last(self, trainer) -> None:
+    def save_last(self, trainer: Trainer) -> None:
         payload, shards = trainer.state_dict(), trainer.saves_shards
         path = self.run.checkpoint_path("last", sharded=shards)
         if shards or self.writes:  # every rank writes its shards; a file is rank 0's
@@ -34,7 +38,7 @@ class ModelCheckpoint(Callback):
         if self.writes:  # a resume under another strategy leaves the other kind behind: it is stale now
             remove_checkpoint(self.run.checkpoint_path("last", sharded=not shards))
 
-    def on_fit_start(self, trainer) -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         """A run resumed at an epoch end: make the copies of that epoch again. A kill between writing last and
         copying it to best (or epoch-NNN) leaves an older best, while the restored monitor already names this
         epoch as the best; without the copy the final test would score the older weights."""
@@ -43,7 +47,7 @@ class ModelCheckpoint(Callback):
             self.improved = self.monitor.best_epoch == epoch
             self._copies(epoch)
 
-    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         """Update the monitor, then write checkpoints of the trainer's state (which includes this one's)."""
         self.improved = self.monitor.update(metrics, epoch)
         if self.keep_top_k:
@@ -64,15 +68,15 @@ class ModelCheckpoint(Callback):
                 remove_checkpoint(self.run.epoch_checkpoint(old))
             self.top = self.top[:self.keep_top_k]
 
-    def _copy(self, last, name: str) -> None:
+    def _copy(self, last: Path, name: str) -> None:
         shards = last.is_dir()
         copy_checkpoint(last, self.run.checkpoint_path(name, sharded=shards))
         remove_checkpoint(self.run.checkpoint_path(name, sharded=not shards))
 
-    def on_interrupt(self, trainer) -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         self.save_last(trainer)
 
-    def on_fit_end(self, trainer) -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         self.save_last(trainer)  # marked finished
 
     def state_dict(self) -> dict[str, Any]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln.config import EarlyStoppingConfig, watched
 from kiln.train.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from kiln.train.loop import Trainer
 
 log = logging.getLogger("kiln")
 
@@ -61,7 +64,7 @@ class EarlyStopping(Callback):
             return True
         return False
 
-    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         if self.should_stop(metrics, epoch):
             trainer.stop_training = True
 

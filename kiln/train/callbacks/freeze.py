@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from kiln.errors import KilnError
 from kiln.models.freeze import matches
 from kiln.train.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from kiln.train.loop import Trainer
 
 log = logging.getLogger("kiln")
 
@@ -40,7 +44,7 @@ class FreezeSchedule(Callback):
             return set()
         return self.frozen
 
-    def on_epoch_start(self, trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         """Called after the model was put in training mode: (un)freeze, and keep frozen BatchNorm in eval."""
         frozen = self.frozen_in(epoch)
         if frozen != self.current:

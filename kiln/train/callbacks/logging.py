@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import statistics
+from typing import TYPE_CHECKING
 
 from kiln.track import Trackers
 from kiln.train.callbacks.base import Callback
 from kiln.train.callbacks.checkpoint import ModelCheckpoint
+
+if TYPE_CHECKING:
+    from kiln.train.loop import Trainer
 
 log = logging.getLogger("kiln")
 
@@ -16,7 +20,7 @@ class LogMetrics(Callback):
     def __init__(self, trackers: Trackers):
         self.trackers = trackers
 
-    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         self.trackers.log_epoch(epoch, metrics)
 
 
@@ -28,7 +32,7 @@ class EpochSummary(Callback):
         self.checkpoint = checkpoint
         self.epoch_times: list[float] = []
 
-    def on_epoch_end(self, trainer, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         improved = self.checkpoint is not None and self.checkpoint.improved
         line = summary(epoch, trainer.epochs, metrics, improved, trainer.task.train_metric, trainer.task.headline)
         self.epoch_times.append(metrics["time/epoch_s"])
