@@ -44,7 +44,7 @@ class DataRequest:
     process, read for which task."""
 
     device: torch.device
-    seed: int = 0
+    seed: int  # of the splits, the sampling order and the augmentation
     splits: tuple[str, ...] = ("train", "val", "test")
     task: str = "multiclass"  # task.name: targets are class labels, label sets (multilabel) or numbers (regression)
     channels_last: bool = False
