@@ -193,9 +193,12 @@ class RunDir:
         `world_size` processes and which of its values kiln `derived` (key -> from what). A resumed run derives
         nothing new: the keys recorded before stay recorded."""
         from kiln.config import recorded_derivations, resolved_values, to_yaml
+        from kiln.core.state import atomic_write
 
         before = recorded_derivations(self.config_file.read_text()) if self.config_file.is_file() else {}
-        self.config_file.write_text(to_yaml(cfg, {**resolved_values(cfg, world_size), **before, **(derived or {})}))
+        text = to_yaml(cfg, {**resolved_values(cfg, world_size), **before, **(derived or {})})
+        # atomic: a kill while it is rewritten (a resume, the threshold after training) keeps the old file whole
+        atomic_write(self.config_file, lambda f: f.write(text.encode("utf-8")))
 
     def checkpoint(self, which: str = "best") -> Path:
         """best | last | a path; best falls back to last when the run never validated."""
