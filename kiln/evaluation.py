@@ -8,7 +8,6 @@ from typing import Any
 
 import torch
 
-from kiln.core.state import LoopState
 from kiln.data import Data, DataRequest, build_data
 from kiln.train.loop import TestDetail, evaluate
 from kiln.trained import Trained
@@ -28,7 +27,7 @@ def run_evaluation(trained: Trained, data: Data, *, write: bool = True, limit: i
 
     model, device, precision, checkpoint = trained.model, trained.device, trained.precision, trained.checkpoint
     run = trained.run if write else None
-    checksum, epoch = trained.state.get("sha256"), LoopState.of(trained.state).epoch
+    checksum, epoch = trained.state.sha256, trained.state.loop.epoch
     task = build_task(trained.cfg.task, data.info.num_classes)
     keep: list[tuple[torch.Tensor, torch.Tensor]] | None = \
         [] if run is not None and out is None and limit is None and checksum and not dist.current().distributed \

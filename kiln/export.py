@@ -222,7 +222,7 @@ def _safetensors(trained: Trained, path: Path) -> Exported:
     state = {k: v.detach().contiguous() for k, v in trained.model.state_dict().items()}
     meta = metadata(trained, "safetensors")
     meta["model"] = {"name": trained.cfg.model.name, "args": trained.cfg.model.args}
-    meta["data_info"] = trained.state.get("data_info")
+    meta["data_info"] = trained.state.data_info
     save_file(state, str(path), metadata={"kiln": json.dumps(meta)})
     rebuilt = build_model(model_config(trained.run, trained.cfg), trained.info)
     try:

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from kiln.config import Config
+from kiln.core.checkpoint import Checkpoint
 from kiln.data import DataInfo
 from kiln.runs import RunDir
 
@@ -25,7 +25,7 @@ class Trained:
     device: torch.device
     precision: str
     checkpoint: Path
-    state: dict[str, Any]  # the checkpoint (loaded on the CPU)
+    state: Checkpoint  # the checkpoint (loaded on the CPU)
 
     @cached_property
     def vocab(self):
@@ -42,7 +42,8 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
                  device: torch.device | str | None = None) -> Trained:
     """The run's model with the weights of `checkpoint` (best | last | a path), built from the saved config
     (plus `overrides`) on `device` (default: the config's trainer.device)."""
-    from kiln.core.state import load_checkpoint, load_weights
+    from kiln.core.checkpoint import read_checkpoint
+    from kiln.core.state import load_weights
     from kiln.models import prepare_model
     from kiln.train.device import resolve_device, resolve_precision, use_channels_last
 
@@ -50,11 +51,11 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
     cfg = run.config(overrides)
     device = resolve_device(cfg.trainer.device) if device is None else torch.device(device)
     path = run.checkpoint(checkpoint)
-    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
-    info = saved_data_info(state)
+    state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
+    info = saved_data_info(state, path)
     model = prepare_model(model_config(run, cfg), info, device,
                           use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
-    load_weights(model, state["model"], path)
+    load_weights(model, state.model, path)
     return Trained(run, cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path,
                    state)
 
@@ -67,8 +68,14 @@ def model_config(run: RunDir, cfg: Config):
     return cfg.model
 
 
-def saved_data_info(state: dict[str, Any]) -> DataInfo:
-    raw = dict(state["data_info"])
+def saved_data_info(state: Checkpoint, path: Path) -> DataInfo:
+    """What the model was trained on, as the checkpoint recorded it."""
+    if not state.data_info:
+        from kiln.errors import KilnError
+
+        raise KilnError(f"{path} records no data_info (what the model was trained on): it was not written by "
+                        "kiln train; use it as pretrained weights (model.pretrained) instead")
+    raw = dict(state.data_info)
     raw["image_size"] = tuple(raw["image_size"])
     raw["stored_size"] = tuple(raw.get("stored_size", (0, 0)))
     for key in ("mean", "std"):  # one float for every channel before per-channel statistics

@@ -8,6 +8,7 @@ import torch
 
 from conftest import tiny_config
 from kiln.config import CheckpointConfig, EarlyStoppingConfig, build_config
+from kiln.core.checkpoint import Checkpoint, LoopState, read_checkpoint
 from kiln.core.state import load_checkpoint
 from kiln.runs import RunDir
 from kiln.train import session
@@ -18,8 +19,8 @@ class FakeTrainer:
     stop_training = False
     saves_shards = False  # one process: checkpoint files
 
-    def state_dict(self):
-        return {"model": {"w": torch.zeros(1)}}
+    def checkpoint(self):
+        return Checkpoint(model={"w": torch.zeros(1)})
 
 
 def _epochs(run) -> list[dict]:
@@ -59,23 +60,22 @@ def test_keep_top_k_keeps_exactly_the_best_epochs(tmp_path):
 def test_a_resume_redoes_the_copies_a_kill_cut_off_after_last_was_written(tmp_path):
     from types import SimpleNamespace
 
-    from kiln.core.state import LoopState, save_checkpoint
 
     run = RunDir(tmp_path)
     cb = ModelCheckpoint(CheckpointConfig(monitor="val/acc", mode="max", keep_top_k=2), run)
     for epoch, acc in enumerate([0.5, 0.7], start=1):
         cb.on_epoch_end(FakeTrainer(), epoch, {"val/acc": acc})
     # epoch 3 improved, last.pt was written with the monitor saying so, and the kill came before best.pt's copy
-    save_checkpoint(run.last, {"model": {"w": torch.full((1,), 3.0)},
-                               "callbacks": {"checkpoint": {"monitor": {"best": 0.9, "best_epoch": 3},
-                                                            "top": [[0.9, 3], [0.7, 2], [0.5, 1]]}}})
+    Checkpoint(model={"w": torch.full((1,), 3.0)},
+               callbacks={"checkpoint": {"monitor": {"best": 0.9, "best_epoch": 3},
+                                         "top": [[0.9, 3], [0.7, 2], [0.5, 1]]}}).save(run.last)
     resumed = ModelCheckpoint(CheckpointConfig(monitor="val/acc", mode="max", keep_top_k=2), run)
-    resumed.load_state_dict(load_checkpoint(run.last)["callbacks"]["checkpoint"])
+    resumed.load_state_dict(read_checkpoint(run.last).callbacks["checkpoint"])
     resumed.on_fit_start(SimpleNamespace(state=LoopState(epoch=3)))
     assert load_checkpoint(run.best)["model"]["w"].item() == 3.0  # best is the epoch the monitor names
     assert sorted(p.name for p in run.checkpoints.glob("epoch-*.pt")) == ["epoch-002.pt", "epoch-003.pt"]
     # a resume whose last epoch was not the best leaves best alone
-    save_checkpoint(run.last, {"model": {"w": torch.full((1,), 4.0)}})
+    Checkpoint(model={"w": torch.full((1,), 4.0)}).save(run.last)
     resumed.on_fit_start(SimpleNamespace(state=LoopState(epoch=4)))
     assert load_checkpoint(run.best)["model"]["w"].item() == 3.0
 

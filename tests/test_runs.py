@@ -47,7 +47,7 @@ def old_run(tmp_path) -> Path:
 
 def test_load_trained_converts_a_format1_run(old_run):
     trained = load_trained(old_run, device="cpu")
-    assert trained.state["format"] == FORMAT_VERSION
+    assert trained.state.format == FORMAT_VERSION
     assert trained.cfg.task.label_smoothing == 0.1 and trained.cfg.trainer.label_smoothing == 0.0
     assert not trained.model.training and trained.info.num_classes == 10
     weights = torch.load(old_run / "checkpoints" / "last.pt", weights_only=True)["model"]

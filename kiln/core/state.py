@@ -9,7 +9,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -104,29 +103,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-@dataclass
-class LoopState:
-    """Where training stands, saved in every checkpoint as its `loop` entry (read it back with `of`)."""
-
-    epoch: int = 0  # completed epochs
-    batch: int = 0  # batches done in the current, unfinished epoch
-    step: int = 0  # optimizer steps so far
-    finished: bool = False
-
-    def state_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-
-    @classmethod
-    def of(cls, checkpoint: dict[str, Any]) -> LoopState:
-        """The loop state a loaded checkpoint was saved at."""
-        state = cls()
-        state.load_state_dict(checkpoint["loop"])
-        return state
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -103,9 +103,9 @@ def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
     if path.is_dir() and (path / "config.json").is_file() and not (path / "config.yaml").is_file():
         return _from_hf_folder(path)
     if path.is_dir() and (path / "manifest.json").is_file():  # a sharded checkpoint (FSDP) of a kiln run
-        from kiln.core.state import load_checkpoint
+        from kiln.core.checkpoint import read_checkpoint
 
-        return load_checkpoint(path)["model"], str(path)
+        return read_checkpoint(path).model, str(path)
     if path.is_dir():
         return _from_run_folder(path)
     if not path.is_file():
@@ -165,7 +165,7 @@ def _from_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
-    from kiln.core.state import load_checkpoint
+    from kiln.core.checkpoint import read_checkpoint
     from kiln.runs import RunDir, newest_finished
 
     run = RunDir(folder)
@@ -175,7 +175,7 @@ def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
             raise KilnError(f"model.pretrained={folder}: neither a run folder nor a folder with a finished run")
         run = newest
     path = run.checkpoint("best")
-    return load_checkpoint(path)["model"], str(path)
+    return read_checkpoint(path).model, str(path)
 
 
 def _torchvision(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:

@@ -10,6 +10,7 @@ import torch
 
 from kiln.config import Config, watched
 from kiln.core import dist
+from kiln.core.checkpoint import RunMeta
 from kiln.data import Data
 from kiln.data.loaders import split_targets
 from kiln.models import prepare_model
@@ -72,8 +73,7 @@ def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(outputs.progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(outputs.callbacks),
-        meta={"config": cfg.model_dump(mode="json"), "data_info": asdict(data.info), "world_size": world_size,
-              "global_batch_size": global_batch},
+        meta=RunMeta(cfg.model_dump(mode="json"), asdict(data.info), world_size, global_batch),
         ema=ema)
 
 

@@ -11,9 +11,8 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,7 +20,8 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.core import dist
-from kiln.core.state import LoopState, rng_state, set_rng_state, unwrap
+from kiln.core.checkpoint import Checkpoint, LoopState, RunMeta
+from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
 from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.track.console import EpochProgress
@@ -56,7 +56,7 @@ class Trainer:
     epochs: int
     progress: EpochProgress
     callbacks: list[Callback] = field(default_factory=list)  # called in this order
-    meta: dict[str, Any] = field(default_factory=dict)  # config and data info, saved as plain data
+    meta: RunMeta | None = None  # the config and data info, saved in every checkpoint
     state: LoopState = field(default_factory=LoopState)
     stop_requested: bool = False  # a signal asked to stop: save and exit
     preempted: bool = False  # that signal was SLURM's preemption warning (SIGUSR1)
@@ -89,73 +89,79 @@ class Trainer:
             yield average
 
     @property
+    def global_batch_size(self) -> int:
+        """Samples per optimizer step over every process."""
+        assert self.meta is not None and self.meta.global_batch_size is not None, "built by build_trainer"
+        return self.meta.global_batch_size
+
+    @property
     def val_limit(self) -> int | None:
         return 2 if self.cfg.fast_dev_run else self.cfg.limit_val_batches
 
     # -- everything that must survive a resume
-    def state_dict(self) -> dict[str, Any]:
+    def checkpoint(self) -> Checkpoint:
         """Under several processes every rank calls it at the same moment (it gathers what each rank holds). With
         sharded checkpoints the model and optimizer are this rank's shards."""
         shards = self.saves_shards
-        return {
-            **self.meta,
-            **self._weights(shards),
-            "optimizer": strategy.optimizer_state(self.model, self.optimizer, shards),
-            "schedule": self.schedule.state_dict(),
-            "scaler": self.step.scaler.state_dict(),
-            "loop": self.state.state_dict(),
-            "running": self.step.running.state_dict(),
-            **{cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
-            "rng": rng_state(),
-            **({"rng_ranks": dist.gather(rng_state())} if dist.current().distributed else {}),
-        }
+        weights, raw, ema = self._weights(shards)
+        return Checkpoint(
+            model=weights, meta=self.meta, raw_model=raw, ema=ema,
+            optimizer=strategy.optimizer_state(self.model, self.optimizer, shards),
+            schedule=self.schedule.state_dict(), scaler=self.step.scaler.state_dict(),
+            loop=replace(self.state), running=self.step.running.state_dict(),
+            callbacks={cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
+            rng=rng_state(), rng_ranks=dist.gather(rng_state()) if dist.current().distributed else None)
 
-    def _weights(self, shards: bool) -> dict[str, Any]:
-        """model (with trainer.ema: the average, and raw_model the weights themselves)."""
+    def _weights(self, shards: bool) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """(model, raw_model, ema): with trainer.ema the model is the average, raw_model the weights themselves."""
         if self.ema is None:
-            return {"model": strategy.model_state(self.model, shards)}
+            return strategy.model_state(self.model, shards), None, None
         with self.averaged() as average:
             weights = strategy.model_state(average, shards)
             if shards and average is self.model:  # views of the shards, which get their own weights back
                 weights = {k: v.clone() for k, v in weights.items()}
-        return {"model": weights, "raw_model": strategy.model_state(self.model, shards), "ema": self.ema.state_dict()}
+        return weights, strategy.model_state(self.model, shards), self.ema.state_dict()
 
     @property
     def saves_shards(self) -> bool:
         return strategy.saves_shards(self.model, self.cfg)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """A full checkpoint, or a sharded one's state with its folder under `shards` (kiln.train.strategy's
+    def load_checkpoint(self, state: Checkpoint) -> None:
+        """A full checkpoint, or a sharded one's state with the folder of its shards (kiln.train.strategy's
         resume_state)."""
-        if "shards" in state:
-            with_ema = "ema" in state  # saved with trainer.ema: "model" is the average
-            strategy.load_shards(self.model, self.optimizer, Path(state["shards"]),
+        if state.shards is not None:
+            with_ema = state.ema is not None  # saved with trainer.ema: "model" is the average
+            strategy.load_shards(self.model, self.optimizer, state.shards,
                                  weights="raw_model" if with_ema else "model",
                                  average=self.ema if with_ema else None)
             if with_ema and self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
+                self.ema.load_state_dict(state.ema)
         else:
             self._load_weights_and_optimizer(state)
-        self.schedule.load_state_dict(state["schedule"])
-        self._load_scaler(state.get("scaler") or {})
-        self.state.load_state_dict(state["loop"])
-        self.step.running.load_state_dict(state["running"])
+        assert state.schedule is not None and state.running is not None, "a training checkpoint"
+        self.schedule.load_state_dict(state.schedule)
+        self._load_scaler(state.scaler or {})
+        self.state.load_state_dict(state.loop.state_dict())
+        self.step.running.load_state_dict(state.running)
         for cb in self.callbacks:
-            if cb.state_key and state.get(cb.state_key):
-                cb.load_state_dict(state[cb.state_key])
-        ranks = state.get("rng_ranks") or []  # every rank's own generators (dropout), on the same world size
-        set_rng_state(ranks[dist.current().rank] if len(ranks) == dist.current().world_size else state["rng"])
+            if cb.state_key and state.callbacks.get(cb.state_key):
+                cb.load_state_dict(state.callbacks[cb.state_key])
+        ranks = state.rng_ranks or []  # every rank's own generators (dropout), on the same world size
+        own = ranks[dist.current().rank] if len(ranks) == dist.current().world_size else state.rng
+        assert own is not None, "a training checkpoint"
+        set_rng_state(own)
 
-    def _load_weights_and_optimizer(self, state: dict[str, Any]) -> None:
-        if self.ema is not None and "raw_model" in state:
-            strategy.load_model_state(self.model, state["raw_model"])
-            self.ema.load_average(self.model, state["model"])
-            self.ema.load_state_dict(state["ema"])
-        elif "raw_model" in state:  # saved with EMA, resumed without: train on from the raw weights
-            strategy.load_model_state(self.model, state["raw_model"])
+    def _load_weights_and_optimizer(self, state: Checkpoint) -> None:
+        if self.ema is not None and state.raw_model is not None:
+            strategy.load_model_state(self.model, state.raw_model)
+            self.ema.load_average(self.model, state.model)
+            self.ema.load_state_dict(state.ema)
+        elif state.raw_model is not None:  # saved with EMA, resumed without: train on from the raw weights
+            strategy.load_model_state(self.model, state.raw_model)
         else:
-            strategy.load_model_state(self.model, state["model"])
-        strategy.load_optimizer_state(self.model, self.optimizer, state["optimizer"])
+            strategy.load_model_state(self.model, state.model)
+        assert state.optimizer is not None, "a training checkpoint"
+        strategy.load_optimizer_state(self.model, self.optimizer, state.optimizer)
 
     def _load_scaler(self, saved: dict[str, Any]) -> None:
         """A checkpoint saved without a scaler (bf16, 32, or 16 that fell back to 32) has nothing to load."""

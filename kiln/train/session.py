@@ -16,7 +16,8 @@ import torch
 
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
-from kiln.core.state import LoopState, seed_everything
+from kiln.core.checkpoint import Checkpoint
+from kiln.core.state import seed_everything
 from kiln.data import Data, DataRequest, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
@@ -106,7 +107,7 @@ def _train(cfg: Config, proc: dist.ProcessInfo, device: torch.device, resume: Pa
     elif resume is not None:
         log.warning("%s has no checkpoint yet (it stopped before its first epoch ended): training it from the "
                     "beginning", resume)
-    saved = LoopState.of(checkpoint_state) if checkpoint_state is not None else None
+    saved = checkpoint_state.loop if checkpoint_state is not None else None
     if resume is not None and checkpoint_state is not None and saved is not None and saved.finished \
             and cfg.trainer.epochs <= saved.epoch:
         return _finish(RunDir(resume), cfg, proc, checkpoint_state)
@@ -132,7 +133,7 @@ class Start:
     """Where training starts: the checkpoint it continues from (None: the beginning) and the epoch its metric files
     end at (None: a new run; 0: a resumed run that never saved a checkpoint, whose epoch-0 files are rewritten)."""
 
-    state: dict[str, Any] | None = None
+    state: Checkpoint | None = None
     epoch: int | None = None
 
 
@@ -174,9 +175,9 @@ def epochs_from_steps(cfg: Config, train_batches: int) -> Config:
     return cfg.with_values({"trainer.epochs": epochs}) if epochs != tc.epochs else cfg
 
 
-def _resume_state(run: RunDir, cfg: Config, world_size: int) -> dict[str, Any]:
+def _resume_state(run: RunDir, cfg: Config, world_size: int) -> Checkpoint:
     """last, or, when it is corrupt, the newest intact checkpoint of the run (with a warning)."""
-    def read(path: Path) -> dict[str, Any]:
+    def read(path: Path) -> Checkpoint:
         return strategy.resume_state(path, cfg.trainer, world_size)
 
     try:
@@ -192,9 +193,8 @@ def _resume_state(run: RunDir, cfg: Config, world_size: int) -> dict[str, Any]:
     if not intact:
         raise KilnError(f"{run.last} is corrupt and {run} has no other intact checkpoint to resume from; "
                         f"start the run again") from None
-    state, path = max(intact, key=lambda sp: (LoopState.of(sp[0]).step, LoopState.of(sp[0]).epoch))
-    log.warning("resuming from %s (epoch %d), the newest intact checkpoint of %s", path.name,
-                LoopState.of(state).epoch, run)
+    state, path = max(intact, key=lambda sp: (sp[0].loop.step, sp[0].loop.epoch))
+    log.warning("resuming from %s (epoch %d), the newest intact checkpoint of %s", path.name, state.loop.epoch, run)
     return state
 
 
@@ -231,10 +231,10 @@ def check_first_batch(t: Trainer) -> None:
         t.model.train(was_training)
 
 
-def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, Any]) -> RunResult:
+def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: Checkpoint) -> RunResult:
     """Resume of a run whose epochs are all done: finish what is left (the test and the status), or say that
     nothing is."""
-    epochs = LoopState.of(state).epoch
+    epochs = state.loop.epoch
     test_missing = cfg.trainer.test_after_fit and run.test_metrics() is None
     if run.state() is RunStatus.FINISHED and not test_missing:
         raise KilnError(f"{run} already finished all {epochs} epochs; to train longer, resume with "
@@ -249,8 +249,8 @@ def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: dict[str, A
     try:
         log.info("%s trained all %d epochs; finishing what the interrupted run left undone", run, epochs)
         test_metrics = run_test(run.path) if test_missing else run.test_metrics()
-        run.write_status(RunStatus.FINISHED, epoch=epochs, world_size=state.get("world_size", 1),
-                         global_batch_size=state.get("global_batch_size"))
+        run.write_status(RunStatus.FINISHED, epoch=epochs, world_size=state.world_size,
+                         global_batch_size=state.meta.global_batch_size if state.meta else None)
     finally:
         lock.release()
     rows = read_metrics(run)
@@ -267,7 +267,7 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
     progress = proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)
     trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None,
                             outputs=Outputs(run, trackers, extra_callbacks, progress))
-    model, global_batch = trainer.model, trainer.meta["global_batch_size"]
+    model, global_batch = trainer.model, trainer.global_batch_size
     log.info("run folder: %s", run)
     log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
              ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, trainer.precision,
@@ -275,9 +275,9 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
     log.info("model: %s", describe(model))
     if data.info.kind == "custom":
         check_first_batch(trainer)
-    if checkpoint_state:
+    if checkpoint_state is not None:
         _warn_changed(checkpoint_state, cfg, proc.world_size)
-        trainer.load_state_dict(checkpoint_state)
+        trainer.load_checkpoint(checkpoint_state)
         trainer.state.finished = False
         log.info("resumed from %s at epoch %d, batch %d (step %d)", run.last,
                  trainer.state.epoch + 1, trainer.state.batch, trainer.state.step)
@@ -348,13 +348,13 @@ def _run_folder(plan: RunPlan, resume: Path | None, run_dir: Path | None,
     return run, lock, made
 
 
-def _warn_changed(checkpoint: dict[str, Any], cfg: Config, world_size: int) -> None:
+def _warn_changed(checkpoint: Checkpoint, cfg: Config, world_size: int) -> None:
     """A run resumed with another config or world size is no longer exact; say what changed."""
-    if checkpoint.get("world_size", 1) != world_size:
+    if checkpoint.world_size != world_size:
         log.warning("resuming a %d-process run with %d processes: training continues from the same state, but "
                     "batches and their order differ from the original run from here on",
-                    checkpoint.get("world_size", 1), world_size)
-    before, after = flatten(checkpoint["config"]), flatten(cfg.model_dump(mode="json"))
+                    checkpoint.world_size, world_size)
+    before, after = flatten(checkpoint.config or {}), flatten(cfg.model_dump(mode="json"))
     changed = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in after if before.get(k) != after.get(k)]
     if changed:
         log.warning("resuming with a changed config (the result will differ from an uninterrupted run): %s",

@@ -27,7 +27,8 @@ from torch import nn
 
 from kiln.config import Config, TrainerConfig
 from kiln.core import dist
-from kiln.core.state import load_checkpoint, load_weights, unwrap
+from kiln.core.checkpoint import Checkpoint, read_checkpoint
+from kiln.core.state import load_weights, unwrap
 from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
@@ -234,28 +235,28 @@ def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer | None, path:
         set_optimizer_state_dict(unwrap(model), optimizer, shards["optimizer"])
 
 
-def load_checkpoint_weights(model: nn.Module, path: Path) -> dict[str, Any]:
-    """A checkpoint's weights into the model (under FSDP from the shards into each rank's own); the rest of the
-    checkpoint is returned (its epoch, checksum, ...)."""
+def load_checkpoint_weights(model: nn.Module, path: Path) -> Checkpoint:
+    """A checkpoint's weights into the model (under FSDP from the shards into each rank's own); the checkpoint is
+    returned (its epoch, checksum, ...)."""
     if path.is_dir() and is_sharded(model):
         from kiln.core import sharded
 
-        state = sharded.read_state(path)
+        state = Checkpoint.of(sharded.read_state(path))
         load_shards(model, None, path)
         return state
-    state = load_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
-    load_weights(unwrap(model), state["model"], path)
+    state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
+    load_weights(unwrap(model), state.model, path)
     return state
 
 
-def resume_state(path: Path, cfg: TrainerConfig, world_size: int) -> dict[str, Any]:
+def resume_state(path: Path, cfg: TrainerConfig, world_size: int) -> Checkpoint:
     """The checkpoint a resume starts from: a sharded one under FSDP is read but for its shards (loaded into the
-    sharded model later, `shards` names the folder); everything else is the full state."""
+    sharded model later from `shards`, the folder); everything else is the full state."""
     if path.is_dir() and resolve(cfg, world_size) == "fsdp":
         from kiln.core import sharded
 
-        return {**sharded.read_state(path), "shards": str(path)}
-    return load_checkpoint(path)
+        return Checkpoint.of({**sharded.read_state(path), "shards": str(path)})
+    return read_checkpoint(path)
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

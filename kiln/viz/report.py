@@ -171,7 +171,7 @@ def test_predictions(run: RunDir):
     trained = load_trained(run)
     test = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
                                                     vocab=trained.vocab)).require("test")
-    saved = run.test_predictions(trained.state.get("sha256"))  # what kiln test / kiln train's test kept
+    saved = run.test_predictions(trained.state.sha256)  # what kiln test / kiln train's test kept
     if saved is not None:
         return trained, test, *saved
     log.info("report: predicting the test split with %s for the mistakes shown (the metrics come from "

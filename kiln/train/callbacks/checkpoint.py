@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiln.config import CheckpointConfig, watched
 from kiln.core import dist
-from kiln.core.state import copy_checkpoint, remove_checkpoint, save_checkpoint
+from kiln.core.state import copy_checkpoint, remove_checkpoint
 from kiln.runs import RunDir
 from kiln.train.callbacks.base import Callback
 from kiln.train.callbacks.early_stopping import Monitor
@@ -31,10 +31,10 @@ class ModelCheckpoint(Callback):
         self.improved = False  # at the last epoch end
 
     def save_last(self, trainer: Trainer) -> None:
-        payload, shards = trainer.state_dict(), trainer.saves_shards
+        checkpoint, shards = trainer.checkpoint(), trainer.saves_shards
         path = self.run.checkpoint_path("last", sharded=shards)
         if shards or self.writes:  # every rank writes its shards; a file is rank 0's
-            save_checkpoint(path, payload)
+            checkpoint.save(path)
         if self.writes:  # a resume under another strategy leaves the other kind behind: it is stale now
             remove_checkpoint(self.run.checkpoint_path("last", sharded=not shards))
 
