@@ -17,8 +17,8 @@ import torch
 
 def measure(name: str, size: int, batch: int, channels: int, steps: int) -> tuple[str, str, str]:
     from kiln.config import build_config
+    from kiln.core.errors import KilnError
     from kiln.data.info import DataInfo
-    from kiln.errors import KilnError
     from kiln.models import build_model
     from kiln.models.freeze import head_prefix
 
@@ -56,7 +56,7 @@ def main() -> int:
     args = p.parse_args()
     import torchvision
 
-    from kiln.model_names import torchvision_names
+    from kiln.core.model_names import torchvision_names
 
     names = [n for n in torchvision_names() if args.only in n and n > args.after]
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {torch.get_num_threads()} CPU threads; "

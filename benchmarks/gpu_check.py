@@ -469,8 +469,8 @@ def probe_deterministic_resume(c: Ctx) -> str:
     import torch
 
     from kiln.config import load_config
+    from kiln.core.errors import TrainingInterrupted
     from kiln.core.state import load_checkpoint, seed_everything
-    from kiln.errors import TrainingInterrupted
     from kiln.train import session
     from kiln.train.callbacks import LambdaCallback
 

@@ -28,8 +28,8 @@ METHODS = {"random": ("random", "none"), "tpe": ("tpe", "none"), "tpe+asha": ("t
 
 
 def run(method: str, seed: int, args, tmp: Path) -> dict:
+    from kiln.commands.tune.runner import run_tune
     from kiln.track.console import setup_logging
-    from kiln.tune.runner import run_tune
 
     setup_logging(-1)
     sampler, pruner = METHODS[method]

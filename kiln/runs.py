@@ -18,7 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 
@@ -178,7 +178,7 @@ class RunDir:
             raise KilnError(f"cannot read {self.config_file}: {e}") from None
         if not isinstance(raw, dict):
             raise KilnError(f"{self.config_file} is not a kiln config (a mapping of sections)")
-        from kiln.config import upgrade_saved
+        from kiln.core.upgrade import upgrade_saved
 
         return upgrade_saved(raw)
 

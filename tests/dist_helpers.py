@@ -7,7 +7,7 @@ def check_configs(rank: int, world_size: int, port: int, results) -> None:
     import torch.distributed as dist
 
     from kiln.core.dist import check_same_config
-    from kiln.errors import KilnError
+    from kiln.core.errors import KilnError
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world_size)

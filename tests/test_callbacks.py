@@ -135,10 +135,10 @@ def test_limit_and_overfit_batches_bound_the_epoch(tmp_path, idx_root):
 
 
 def test_the_reports_mistakes_are_wrong_and_sorted_by_confidence(tmp_path, idx_root):
+    from kiln.commands.report import most_confident_mistakes
     from kiln.data import DataRequest, build_data
-    from kiln.evaluation import collect_predictions
-    from kiln.trained import load_trained
-    from kiln.viz.report import most_confident_mistakes
+    from kiln.train.evaluation import collect_predictions
+    from kiln.train.trained import load_trained
 
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 1}))
     run = RunDir(session.train(cfg, quiet=True).run_dir)

@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from kiln.config import Config, json_schema, load_config, parse_overrides
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIGS_DIR.glob("*.yaml"))

@@ -10,10 +10,10 @@ import torch
 
 from conftest import tiny_config, write_config
 from kiln.cli import main
+from kiln.commands.cv import run_cv
 from kiln.config import DataConfig, build_config
-from kiln.cv import run_cv
+from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.data import cv_folds, train_val_split
-from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
 

@@ -5,12 +5,12 @@ import torch
 
 from fakedata import write_idx_dataset
 from kiln.config import AugmentConfig, DataConfig
+from kiln.core.errors import KilnError
 from kiln.data import DataRequest, build_data, choose_loader, split_indices
 from kiln.data.idx import load_split
 from kiln.data.loaders import EpochBatchSampler
 from kiln.data.registry import get_dataset, locate
 from kiln.data.transforms import Augment, BatchTransform, random_crop
-from kiln.errors import KilnError
 
 CPU = torch.device("cpu")
 

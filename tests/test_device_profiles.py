@@ -8,7 +8,7 @@ import yaml
 
 from conftest import ROOT
 from kiln.config import load_config, profile_summary, resolved_values, to_yaml
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 DEFAULT = ROOT / "configs" / "fashion_mnist.yaml"
 

@@ -7,11 +7,11 @@ import torch
 
 from conftest import only_run, tiny_config
 from kiln.config import build_config
+from kiln.core.errors import TrainingInterrupted
 from kiln.core.state import load_checkpoint
-from kiln.errors import TrainingInterrupted
-from kiln.evaluation import run_test
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
+from kiln.train.evaluation import run_test
 
 
 def _cfg(tmp_path, idx_root, folder):

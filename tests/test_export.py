@@ -128,7 +128,7 @@ def test_safetensors_holds_the_weights_and_what_rebuilds_the_model_and_fine_tune
     # read back as the start of another run: every tensor loads
     from kiln.models import build_model
     from kiln.models.pretrained import load_pretrained
-    from kiln.trained import load_trained
+    from kiln.train.trained import load_trained
 
     model = build_model(load_trained(trained).cfg.model, load_trained(trained).info)
     cfg = build_config({"model": {"name": "cnn", "args": {"channels": [8, 16]}, "pretrained": str(out)}}).model

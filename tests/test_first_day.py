@@ -210,7 +210,7 @@ def test_a_mistyped_command_gets_a_suggestion(capsys):
 # --------------------------------------------------------------------------- 7. smaller things
 
 def test_kiln_models_known_without_torch_match_the_registry():
-    from kiln.model_names import kiln_models
+    from kiln.core.model_names import kiln_models
     from kiln.models import MODELS
 
     assert set(kiln_models()) == set(MODELS)
@@ -248,7 +248,7 @@ def test_files_kiln_writes_get_the_umask_mode(tmp_path):
 
 def test_the_interrupt_message_counts_epochs_as_status_json_does(tmp_path, idx_root):
     from kiln.config import build_config
-    from kiln.errors import TrainingInterrupted
+    from kiln.core.errors import TrainingInterrupted
     from kiln.train import session
     from kiln.train.callbacks import LambdaCallback
 

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kiln.config import TextConfig, load_config
+from kiln.core.errors import KilnError
 from kiln.core.state import load_checkpoint, save_checkpoint
 from kiln.data.csv_rows import read_rows
 from kiln.data.idx import read_idx, write_idx
 from kiln.data.registry import get_dataset
-from kiln.errors import KilnError
 
 # derandomize: the same examples every run, so CI is repeatable; raise max_examples locally to search further.
 FUZZ = settings(max_examples=200, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow],

@@ -12,10 +12,11 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from conftest import ROOT, tiny_config
+from kiln.commands.tune.workers import visible_gpus
 from kiln.config import build_config
+from kiln.core.errors import KilnError
 from kiln.core.state import seed_everything
 from kiln.data import DataRequest, build_data
-from kiln.errors import KilnError
 from kiln.models import prepare_model
 from kiln.tasks import build_task
 from kiln.train import device as device_mod
@@ -25,7 +26,6 @@ from kiln.train.loop import Trainer, train_step
 from kiln.train.metrics import RunningMean
 from kiln.train.optim import build_optimizer
 from kiln.train.step import TrainStep
-from kiln.tune.workers import visible_gpus
 
 CPU = torch.device("cpu")
 # Calls that read a device tensor on the host, or copy a host value to the device: each one blocks the CPU
@@ -202,7 +202,7 @@ def test_gru_recurrence_runs_in_fp32_under_autocast():
 
 
 def test_doctor_prints_na_for_nvml_queries_a_gpu_does_not_support(monkeypatch):
-    from kiln import doctor
+    from kiln.commands import doctor
 
     class NVMLError(Exception):
         pass

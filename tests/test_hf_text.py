@@ -11,10 +11,10 @@ from conftest import only_run, write_config
 from fakedata import write_ag_news, write_multilabel_text_csv, write_regression_text_csv, write_tiny_bert
 from kiln.cli import main
 from kiln.config import ModelConfig, build_config
+from kiln.core.errors import TrainingInterrupted
 from kiln.core.state import load_checkpoint
 from kiln.data import DataInfo
 from kiln.data.text import pad_collate
-from kiln.errors import TrainingInterrupted
 from kiln.models import prepare_model
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from fakedata import write_idx_dataset
+from kiln.core.errors import KilnError
 from kiln.data.idx import load_split, read_idx, write_idx
 from kiln.data.registry import get_dataset
-from kiln.errors import KilnError
 
 
 @pytest.mark.parametrize("name", ["x.idx", "x.idx.gz"])

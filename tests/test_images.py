@@ -18,11 +18,11 @@ from conftest import only_run, write_config
 from fakedata import SHAPE_CLASSES, draw_shape_image, write_cifar_binary, write_image_csv, write_image_folder
 from kiln.cli import main
 from kiln.config import DataConfig, build_config
+from kiln.core.errors import KilnError
 from kiln.core.state import load_checkpoint
 from kiln.data import DataRequest, build_data
 from kiln.data.image_store import ImageStore, decode
 from kiln.data.transforms import Augment, BatchTransform
-from kiln.errors import KilnError
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
 
@@ -332,7 +332,7 @@ def test_config_transforms_draw_per_image_and_repeat_on_resume(tmp_path):
 
 
 def test_inspect_batch_writes_what_the_model_sees_with_class_counts(tmp_path, shapes):
-    from kiln.inspect_target import show_batch
+    from kiln.commands.inspect_target import show_batch
 
     config = write_config(tmp_path, _config(tmp_path, shapes))
     view = show_batch(config, [], "val", tmp_path / "out")

@@ -8,8 +8,8 @@ import torch
 
 from conftest import tiny_config
 from kiln.config import TaskConfig, build_config
+from kiln.core.errors import KilnError
 from kiln.data.loaders import ResidentBatches, WeightedEpochSampler
-from kiln.errors import KilnError
 from kiln.tasks import class_weights
 from kiln.train import session
 

@@ -11,7 +11,7 @@ import yaml
 from fakedata import write_image_folder
 from kiln.cli import main
 from kiln.config import build_config, load_config
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.models import build_model
 from kiln.models.freeze import head_prefix
 from kiln.models.pretrained import load_pretrained
@@ -184,7 +184,7 @@ def test_kiln_models_lists_names_sizes_and_weights_without_building(capsys):
 def test_the_torch_free_name_reader_agrees_with_torchvision():
     import torchvision
 
-    from kiln.model_names import torchvision_names
+    from kiln.core.model_names import torchvision_names
 
     assert list(torchvision_names()) == sorted(torchvision.models.list_models(module=torchvision.models))
 
@@ -216,7 +216,7 @@ def test_the_weights_bring_their_preprocessing_and_a_misfit_is_refused(tmp_path,
 def test_comparing_models_ranks_them_with_their_size_and_speed(tmp_path, photos):
     """configs/tune/compare_models.yaml in small: a grid over model.name; the tune results and the report
     compare test accuracy, parameters, seconds per epoch and images per second."""
-    from kiln.tune.runner import run_tune
+    from kiln.commands.tune.runner import run_tune
 
     base = yaml.safe_load(open(_config(tmp_path, photos, "cnn")))
     base["model"] = {"name": "cnn", "args": {"channels": [4]}}

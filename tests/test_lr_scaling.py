@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 from fakedata import write_idx_dataset
 from kiln.config import build_config, load_config, to_yaml
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.train import session
 
 DEFAULT = ROOT / "configs" / "fashion_mnist.yaml"

@@ -8,9 +8,9 @@ import torch
 
 from conftest import only_run, run_cli, tiny_config
 from kiln.config import build_config
+from kiln.core.errors import TrainingStopped
 from kiln.core.state import load_checkpoint
 from kiln.data import DataRequest, build_data
-from kiln.errors import TrainingStopped
 from kiln.models import build_model
 from kiln.train import session
 from kiln.train.batch_size import search

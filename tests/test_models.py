@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from kiln.config import ModelConfig
+from kiln.core.errors import KilnError
 from kiln.data import DataInfo
-from kiln.errors import KilnError
 from kiln.models import build_model
 
 INFO = DataInfo("fashion_mnist", "image", 10, [str(i) for i in range(10)], in_channels=1, image_size=(28, 28))

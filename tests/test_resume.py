@@ -15,8 +15,8 @@ import torch
 
 from conftest import only_run, tiny_config, write_config
 from kiln.config import build_config
+from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.core.state import load_checkpoint
-from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
 
@@ -163,7 +163,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_over_on_resume(tmp_path
 def test_a_full_disk_stops_training_with_the_path_and_resume_works_afterwards(tmp_path, idx_root, monkeypatch):
     import errno
 
-    from kiln.errors import TrainingStopped
+    from kiln.core.errors import TrainingStopped
 
     cfg = _cfg(tmp_path, idx_root, "disk")
     real_save, calls = torch.save, []

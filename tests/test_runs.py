@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from kiln.cli import main
+from kiln.core.errors import KilnError
 from kiln.core.state import FORMAT_VERSION, load_checkpoint
-from kiln.errors import KilnError
 from kiln.runs import RunDir
-from kiln.trained import load_trained
+from kiln.train.trained import load_trained
 
 FORMAT1 = Path(__file__).parent / "data" / "run_format1"  # written by kiln before the task section existed
 FORMAT2 = Path(__file__).parent / "data" / "run_format2"  # written by kiln at defa556, before the structure rework
@@ -148,7 +148,7 @@ def _flip_a_byte_in_tensor_data(path: Path) -> None:
 def test_a_flipped_byte_in_a_checkpoint_is_caught_and_resume_falls_back(tmp_path, idx_root, capsys, caplog):
     from conftest import tiny_config
     from kiln.config import build_config
-    from kiln.errors import CorruptCheckpoint
+    from kiln.core.errors import CorruptCheckpoint
     from kiln.train import session
 
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3, "checkpoint": {"keep_top_k": 3}}))

@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
+from kiln.core.errors import CorruptCheckpoint
 from kiln.core.state import copy_checkpoint, load_checkpoint, save_checkpoint
-from kiln.errors import CorruptCheckpoint
 from kiln.runs import RunDir
 
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from conftest import only_run, tiny_config, write_config
 from kiln.cli import PREEMPTED, main
+from kiln.core.errors import KilnError
 from kiln.core.launcher import check_layout, detect, parse_nodelist
-from kiln.errors import KilnError
 
 TESTS = Path(__file__).parent
 SRUN_TASK = {"SLURM_JOB_ID": "4242", "SLURM_STEP_ID": "0", "SLURM_PROCID": "5", "SLURM_LOCALID": "1",

@@ -22,12 +22,12 @@ from fakedata import (
     write_regression_text_csv,
 )
 from kiln.cli import main
+from kiln.commands.cv import run_cv
+from kiln.commands.predict import predict
 from kiln.config import DataConfig, TaskConfig, build_config
+from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.core.state import load_checkpoint
-from kiln.cv import run_cv
 from kiln.data import DataRequest, build_data, cv_folds
-from kiln.errors import KilnError, TrainingInterrupted
-from kiln.predict import predict
 from kiln.tasks import MultilabelTask, RegressionTask
 from kiln.tasks.targets import iterative_folds
 from kiln.train import session
@@ -309,7 +309,7 @@ def test_positive_weights_are_negatives_over_positives_on_the_training_split():
 
 
 def test_a_search_without_a_metric_optimises_what_the_task_keeps_best_pt_by(tmp_path, discs):
-    from kiln.tune.space import load_tune_config
+    from kiln.commands.tune.space import load_tune_config
 
     base = write_config(tmp_path, _image_config(tmp_path, discs, {"name": "regression"}, 1, label_column="x"))
     (tmp_path / "tune.yaml").write_text(f"base: {base.name}\nspace:\n  optim.lr: [0.001, 0.01]\n")

@@ -10,13 +10,13 @@ from conftest import only_run, run_cli, write_config
 from fakedata import write_ag_news
 from kiln.cli import main
 from kiln.config import DataConfig, ModelConfig, TextConfig
+from kiln.core.errors import KilnError
 from kiln.data import DataRequest, build_data
 from kiln.data.csv_rows import read_rows
 from kiln.data.loaders import BucketBatchSampler
 from kiln.data.registry import get_dataset
 from kiln.data.text import offsets_collate, pad_collate
 from kiln.data.vocab import Vocab, tokenize
-from kiln.errors import KilnError
 from kiln.models import build_model
 
 CPU = torch.device("cpu")

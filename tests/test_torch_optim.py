@@ -9,7 +9,7 @@ import torch
 
 from conftest import tiny_config
 from kiln.config import build_config
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.train import session
 from kiln.train.optim import Schedule, build_optimizer
 

@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import only_run, run_cli, tiny_config, write_config
+from kiln.commands.layers import layer_table, selected
 from kiln.config import DataConfig, ModelConfig, OptimConfig, build_config
+from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.core.state import load_checkpoint
 from kiln.data import DataInfo, DataRequest, build_data
-from kiln.errors import KilnError, TrainingInterrupted
-from kiln.layers import layer_table, selected
 from kiln.models import build_model
 from kiln.models.pretrained import adapt_in_channels, load_pretrained
 from kiln.train import session

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import run_cli, tiny_config, write_config
-from kiln.errors import KilnError
-from kiln.tune.runner import run_tune
-from kiln.tune.space import load_tune_config
+from kiln.commands.tune.runner import run_tune
+from kiln.commands.tune.space import load_tune_config
+from kiln.core.errors import KilnError
 
 SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs" / "tune").glob("*.yaml"))
 

@@ -9,9 +9,9 @@ import torch
 from conftest import tiny_config
 from kiln.cli import main
 from kiln.config import build_config
+from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.core.state import load_checkpoint
 from kiln.data import DataRequest, build_data
-from kiln.errors import KilnError, TrainingInterrupted
 from kiln.train import session
 from kiln.train.callbacks import LambdaCallback
 

@@ -6,7 +6,7 @@ import yaml
 
 from conftest import tiny_config
 from kiln.config import build_config
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.train import session
 
 

@@ -24,7 +24,7 @@ from kiln.cli import (
     train_cmd,
     tune_cmd,
 )
-from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped
+from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped
 
 PREEMPTED = 75  # EX_TEMPFAIL: saved on SLURM's preemption warning; requeue and resume (README, "SLURM")
 

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from kiln.baseline import run_baseline
+    from kiln.commands.baseline import run_baseline
     from kiln.runs import RunDir
     from kiln.track.console import setup_logging
 

@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(verbosity(args))  # -q: no deprecation warnings around the printed config
     cfg = load_config(args.config, args.overrides)
-    from kiln.preflight import check_own_model
+    from kiln.train.preflight import check_own_model
 
     check_own_model(cfg)  # a model of your own and its model.args (kiln's own: checked by the schema)
     text = json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n" if args.json else to_yaml(cfg, resolved_values(cfg))

@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kiln.errors import KilnError
-    from kiln.shipped import copy, description, shipped
+    from kiln.core.errors import KilnError
+    from kiln.core.shipped import copy, description, shipped
 
     if args.copy:
         if len(args.copy) > 2:

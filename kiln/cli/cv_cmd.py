@@ -34,9 +34,9 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from kiln.commands.cv import fold_metrics, load_plan, run_cv
     from kiln.config import load_config
-    from kiln.cv import fold_metrics, load_plan, run_cv
-    from kiln.errors import KilnError
+    from kiln.core.errors import KilnError
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         cfg, folds = load_config(args.config, args.overrides), args.folds
     else:
         raise KilnError("kiln cv needs a config file (or --resume CV_DIR)")
-    from kiln.preflight import preflight
+    from kiln.train.preflight import preflight
 
     preflight(cfg)  # before the cv folder is made
     summary = run_cv(cfg, folds, test=args.test, resume=Path(args.resume) if args.resume else None)

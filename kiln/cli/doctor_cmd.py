@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from kiln.doctor import report
+    from kiln.commands.doctor import report
 
     r = report()
     if args.json:

@@ -34,13 +34,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kiln.export import export
+    from kiln.commands.export import export
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
     result = export(Path(args.run_dir), args.format, checkpoint=args.checkpoint,
                     out=Path(args.out) if args.out else None, overrides=args.overrides)
-    from kiln.export import onnx_data_file
+    from kiln.commands.export import onnx_data_file
 
     extra = [result.meta_path.name] + ([onnx_data_file(result.path).name] if args.format == "onnx" and
                                        onnx_data_file(result.path).is_file() else [])

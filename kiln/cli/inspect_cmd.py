@@ -42,13 +42,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from kiln.inspect_target import load_target
-    from kiln.layers import layer_table, save_activations
+    from kiln.commands.inspect_target import load_target
+    from kiln.commands.layers import layer_table, save_activations
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
     if args.batch:
-        from kiln.inspect_target import show_batch
+        from kiln.commands.inspect_target import show_batch
 
         view = show_batch(Path(args.target), args.overrides, args.split, Path(args.out) if args.out else None)
         print("\n".join(view.lines))

@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kiln.config import load_config
+    from kiln.core.errors import KilnError
     from kiln.core.state import seed_everything
     from kiln.data import DataRequest, build_data, fresh_encoder
-    from kiln.errors import KilnError
     from kiln.runs import RunDir
     from kiln.track.console import setup_logging
     from kiln.train.build import build_trainer

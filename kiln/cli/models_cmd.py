@@ -20,7 +20,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kiln.errors import KilnError
+    from kiln.core.errors import KilnError
     from kiln.models.catalog import kiln_entries, table, timm_entries, torchvision_entries
 
     entries = kiln_entries(args.pattern) + torchvision_entries(args.pattern)

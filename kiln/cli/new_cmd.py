@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from kiln.new_project import new_project
+    from kiln.commands.new_project import new_project
 
     from_project = Path(args.from_project) if args.from_project else None
     written = new_project(Path(args.dir), args.template, args.force, from_project)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from kiln.predict import predict
+    from kiln.commands.predict import predict
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))

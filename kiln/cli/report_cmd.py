@@ -26,8 +26,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from kiln.commands.report import build
     from kiln.track.console import setup_logging
-    from kiln.viz.report import build
 
     setup_logging(verbosity(args))
     out = build([Path(r) for r in args.run_dirs], Path(args.out) if args.out else None, args.mistakes)

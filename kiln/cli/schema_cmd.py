@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from kiln.config import json_schema, schema_markdown
-    from kiln.errors import KilnError
+    from kiln.core.errors import KilnError
 
     if args.markdown:
         print(schema_markdown(args.key), end="")

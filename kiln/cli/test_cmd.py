@@ -31,10 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from kiln.errors import KilnError
-    from kiln.evaluation import run_test
+    from kiln.core.errors import KilnError
     from kiln.tasks import TASKS
     from kiln.track.console import setup_logging
+    from kiln.train.evaluation import run_test
 
     setup_logging(verbosity(args))
     bad = [o for o in args.overrides if "=" not in o]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kiln.cli.common import OVERRIDES_HELP, add_verbosity, split_config_and_overrides, verbosity
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 def add_parser(sub) -> None:
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume == "auto":
             resume = find_resumable(cfg.log.dir, cfg.name)
             cfg = resume.config(overrides)
-    from kiln.preflight import preflight
+    from kiln.train.preflight import preflight
 
     preflight(cfg, resuming=resume is not None)  # before torch and the data: a mistake is reported in a second
     from kiln.train import session

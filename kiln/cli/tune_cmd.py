@@ -56,25 +56,25 @@ def run(args: argparse.Namespace) -> int:
 
     setup_logging(verbosity(args))
     if args.status:
-        from kiln.tune.lease import status_lines
+        from kiln.commands.tune.lease import status_lines
 
         print("\n".join(status_lines(args.status)))
         return 0
     if not args.config:
-        from kiln.errors import KilnError
+        from kiln.core.errors import KilnError
 
         raise KilnError("kiln tune needs a TUNE_CONFIG (or --status PATH)")
     if args.backend == "ray":
-        from kiln.tune.ray_runner import run_ray
+        from kiln.commands.tune.ray_runner import run_ray
 
         tune_dir = run_ray(Path(args.config), args.overrides, address=args.address,
                            gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial)
     else:
-        from kiln.tune.runner import run_tune
+        from kiln.commands.tune.runner import run_tune
 
         tune_dir = run_tune(Path(args.config), args.overrides, resume=Path(args.resume) if args.resume else None,
                             workers=args.workers, storage=args.storage)
-    from kiln.tune.results import summary_table
+    from kiln.commands.tune.results import summary_table
 
     rows = summary_table(tune_dir)
     table = Table(title=f"trials of {tune_dir}")

@@ -32,7 +32,6 @@ from kiln.config.files import (
     recorded_derivations,
     resolved_values,
     to_yaml,
-    upgrade_saved,
 )
 from kiln.config.root import Config
 from kiln.config.sections import (
@@ -64,5 +63,5 @@ __all__ = [
     "TaskConfig", "TextConfig", "TrainerConfig", "TransformsConfig", "WandbConfig", "better", "build_config",
     "deep_merge", "explain", "flatten", "json_schema", "load_config", "nest", "parse_overrides", "profile_summary",
     "read_file", "read_on_this_device", "recorded_derivations", "resolved_values", "schema_markdown", "to_yaml",
-    "upgrade_saved", "watched",
+    "watched",
 ]

@@ -12,7 +12,7 @@ from pydantic import (
 )
 
 from kiln.config.root import Config
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 def json_schema() -> dict[str, Any]:

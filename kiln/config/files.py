@@ -19,7 +19,7 @@ from pydantic import (
 from kiln.config.describe import explain
 from kiln.config.root import Config
 from kiln.core.devices import DEVICE_TYPES
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 
@@ -44,7 +44,7 @@ def read_file(path: Path, chain: tuple[Path, ...] = (), device: str | None = Non
         cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
         raise KilnError(f"the base: chain of config files loops: {cycle}; remove the base: that points back")
     if not path.is_file():
-        from kiln.shipped import missing_hint
+        from kiln.core.shipped import missing_hint
 
         raise KilnError(f"config file not found: {path}" + ("" if chain else missing_hint(path)))
     try:
@@ -180,7 +180,7 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: di
     """Load a config file (or start from `base`, e.g. a run's saved config) and apply overrides. A file's
     `on_device` profile for the device this run uses is applied (every profile is validated on any machine)."""
     if path is not None:
-        from kiln.shipped import resolve
+        from kiln.core.shipped import resolve
 
         path = resolve(path)  # a file path, else a shipped config's name (kiln train fashion_mnist)
     given = parse_overrides(list(overrides))
@@ -244,21 +244,6 @@ def _import_from(folder: Path) -> None:
         raise KilnError(f"code_dir={folder} is not a folder (it is relative to the config file that sets it)")
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
-
-
-def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
-    """A config that kiln itself saved (a run's config.yaml, a checkpoint's config) in an older layout, brought
-    to today's without the deprecation warnings meant for config files people write."""
-    raw = copy.deepcopy(raw)
-    trainer, task = raw.get("trainer") or {}, raw.setdefault("task", {})
-    if trainer.get("label_smoothing") and not task.get("label_smoothing"):  # format 1: the trainer owned it
-        task["label_smoothing"] = trainer.pop("label_smoothing")
-    data = raw.get("data") or {}
-    augment = data.get("augment") or {}
-    for key in ("hflip", "resized_crop"):  # unset once meant: on for photos (folders, CSVs), off for the rest
-        if key in augment and augment[key] is None:
-            augment[key] = data.get("name") in ("image_folder", "image_csv")
-    return raw
 
 
 RESOLVED_HEADER = "# resolved by kiln for this run:"

@@ -60,8 +60,8 @@ class Config(Section):
     @model_validator(mode="after")
     def _known_model(self) -> "Config":
         """kiln's own model names and their model.args, from the models' source (no torch import), so `kiln config`
-        reports them; a model of your own is checked when its code is imported (kiln.preflight)."""
-        from kiln.model_names import check_kiln_model
+        reports them; a model of your own is checked when its code is imported (kiln.train.preflight)."""
+        from kiln.core.model_names import check_kiln_model
 
         check_kiln_model(self.model.name, self.model.args)
         return self

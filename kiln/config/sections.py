@@ -20,7 +20,7 @@ from pydantic import (
 )
 from typing_extensions import Self
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 
@@ -195,7 +195,7 @@ def _check_torch_class(key: str, name: str, module: str, own: tuple[str, ...]) -
         return name
     import importlib
 
-    from kiln.user_code import torch_class
+    from kiln.core.user_code import torch_class
 
     base = "Optimizer" if module == "torch.optim" else "LRScheduler"
     mod = importlib.import_module(module)

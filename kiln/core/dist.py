@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kiln.core import launcher
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI answers --help without it
     import torch

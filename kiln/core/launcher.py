@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.core import dist
-from kiln.errors import CorruptCheckpoint, KilnError, first_line, write_failed
+from kiln.core.errors import CorruptCheckpoint, KilnError, first_line, write_failed
 
 SUFFIX = ".dcp"
 # What torch.distributed.checkpoint writes (raw_model: the weights themselves under trainer.ema, whose average is

@@ -16,11 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import CorruptCheckpoint, KilnError, first_line, write_failed
-
-# 1: the first format. 2: the config has a task section (label smoothing moved there from the trainer) and
-# the running training metrics also sum the objective. Older checkpoints are converted when loaded.
-FORMAT_VERSION = 2
+from kiln.core.errors import CorruptCheckpoint, KilnError, first_line, write_failed
+from kiln.core.upgrade import FORMAT_VERSION, upgrade_checkpoint
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -190,16 +187,6 @@ def _checked_format(payload: dict[str, Any], path: Path) -> dict[str, Any]:
         raise KilnError(f"{path} was written by a newer kiln (checkpoint format {payload['format']}; this kiln "
                         f"reads up to {FORMAT_VERSION}): upgrade kiln to use it")
     return upgrade_checkpoint(payload)
-
-
-def upgrade_checkpoint(payload: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older checkpoint to FORMAT_VERSION (the running sums convert themselves when loaded)."""
-    if payload.get("format", 1) < 2 and isinstance(payload.get("config"), dict):
-        from kiln.config import upgrade_saved
-
-        payload["config"] = upgrade_saved(payload["config"])
-    payload["format"] = FORMAT_VERSION
-    return payload
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path | str) -> None:

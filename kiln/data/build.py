@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from kiln.config import DataConfig
+from kiln.core.errors import KilnError
 from kiln.data.info import Data, DataRequest
 from kiln.data.registry import get_dataset
-from kiln.errors import KilnError
 
 
 def build_data(cfg: DataConfig, request: DataRequest) -> Data:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = (

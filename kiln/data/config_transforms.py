@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from kiln.core.errors import KilnError
 from kiln.data.transforms import seed_for
-from kiln.errors import KilnError
 
 NOT_HERE = {"Normalize": "kiln normalises after your transforms: set data.mean / data.std instead",
             "ToTensor": "images arrive as uint8 tensors already", "PILToTensor": "images arrive as tensors already",
@@ -42,7 +42,7 @@ def _build_one(entry: dict[str, Any], where: str):
     if name in NOT_HERE:
         raise KilnError(f"{where}: {name} is not used here: {NOT_HERE[name]}")
     if ":" in name:
-        from kiln.user_code import resolve
+        from kiln.core.user_code import resolve
 
         cls = resolve(where, name, torch.nn.Module, functions=False)
     else:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.config import TextConfig
+from kiln.core.errors import KilnError
 from kiln.data.registry import CsvDataset
-from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
 

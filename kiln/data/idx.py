@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 if TYPE_CHECKING:
     from kiln.data.registry import IdxDataset

@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 

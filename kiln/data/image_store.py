@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kiln.config import DataConfig
+from kiln.core.errors import KilnError
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import (
     Batches,
@@ -24,7 +25,6 @@ from kiln.data.loaders import (
 from kiln.data.registry import locate
 from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.transforms import Augment, BatchTransform
-from kiln.errors import KilnError
 from kiln.tasks import TASKS
 from kiln.tasks.targets import as_tensor
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
+from kiln.core.errors import KilnError
 from kiln.data.loaders import Batches
-from kiln.errors import KilnError
 
 
 @dataclass(frozen=True)

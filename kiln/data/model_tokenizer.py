@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from kiln.config import TextConfig
-from kiln.errors import KilnError, first_line
+from kiln.core.errors import KilnError, first_line
 
 log = logging.getLogger("kiln")
 BATCH = 4096  # texts per call into the tokenizer
@@ -36,7 +36,7 @@ class ModelTokenizer:
     @property
     def folder(self) -> Path:
         if self._folder is None:
-            from kiln.hf_hub import hf_folder
+            from kiln.core.hf_hub import hf_folder
 
             self._folder = hf_folder(str(self._ref), self._download)
         return self._folder
@@ -44,7 +44,7 @@ class ModelTokenizer:
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from kiln.hf_hub import need_transformers, quiet
+            from kiln.core.hf_hub import need_transformers, quiet
 
             need_transformers(f"data.text.tokenizer=model ({self._ref or self.folder})")
             quiet()
@@ -70,7 +70,7 @@ class ModelTokenizer:
 
     def limit(self) -> int | None:
         """The model's longest input, from its config.json, else the tokenizer's model_max_length."""
-        from kiln.hf_hub import folder_config, max_positions
+        from kiln.core.hf_hub import folder_config, max_positions
 
         if (self.folder / "config.json").is_file():
             longest = max_positions(folder_config(self.folder))

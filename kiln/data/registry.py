@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from kiln.core.errors import KilnError
 from kiln.data.cifar import CIFAR10, CIFAR100
 from kiln.data.idx import find_file
-from kiln.errors import KilnError
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

@@ -8,7 +8,7 @@ import logging
 import torch
 
 from kiln.config import DataConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
+from kiln.core.errors import KilnError
 from kiln.data.csv_rows import row_targets
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import (
@@ -32,7 +33,6 @@ from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.token_cache import Tokenized, cached_tokens
 from kiln.data.token_store import TokenStore
 from kiln.data.vocab import Vocab
-from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
 PAD, UNK = "<pad>", "<unk>"

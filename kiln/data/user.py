@@ -22,18 +22,18 @@ import torch
 from torch.utils.data import Dataset, Subset, default_collate
 
 from kiln.config import DataConfig
+from kiln.core.errors import KilnError, first_line
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
 from kiln.data.splits import train_val_split
 from kiln.data.transforms import seed_for
-from kiln.errors import KilnError, first_line
 from kiln.tasks import TASKS
 
 log = logging.getLogger("kiln")
 
 
 def build_user_data(cfg: DataConfig, request: DataRequest) -> Data:
-    from kiln.user_code import resolve
+    from kiln.core.user_code import resolve
 
     seed, device, splits, task = request.seed, request.device, request.splits, request.task
     overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
@@ -86,7 +86,7 @@ def _explain_stream(cfg: DataConfig, cls, world_size: int) -> None:
 def resolve_collate(spec: str | None) -> Callable | None:
     if spec is None:
         return None
-    from kiln.user_code import resolve
+    from kiln.core.user_code import resolve
 
     return resolve("data.collate", spec, None, functions=True)  # a function of the user's own only
 
@@ -368,7 +368,7 @@ def predict_batches(cfg: DataConfig, num_classes: int, file: Any, device: torch.
                     task: str = "multiclass") -> Batches:
     """`kiln predict RUN [--file F]` on a run trained on your own Dataset: the Dataset built with split="predict"
     (and file=F when given), its samples in order; labels, if it returns any, are ignored."""
-    from kiln.user_code import resolve
+    from kiln.core.user_code import resolve
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
     if not _takes_split(cls):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from kiln.config import TextConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 PAD, UNK = "<pad>", "<unk>"
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from kiln.config import ModelConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.models import text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 

@@ -24,7 +24,7 @@ def _matches(name: str, pattern: str) -> bool:
 
 
 def kiln_entries(pattern: str = "") -> list[Entry]:
-    from kiln.model_names import kiln_models
+    from kiln.core.model_names import kiln_models
 
     return [Entry(name, "(sized by the data)", "any", "-", "-") for name in sorted(kiln_models()) if
             _matches(name, pattern)]
@@ -36,7 +36,7 @@ def torchvision_entries(pattern: str = "") -> list[Entry]:
 
     cache = Path(torch.hub.get_dir()) / "checkpoints"
     out = []
-    from kiln.model_names import torchvision_names
+    from kiln.core.model_names import torchvision_names
 
     for arch in torchvision_names():
         name = f"torchvision:{arch}"

@@ -10,7 +10,7 @@ import logging
 
 from torch import nn
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 HEAD_ATTR = "kiln_head"  # the name of the module a library model built for num_classes (kiln.models.hub, .hf)
 

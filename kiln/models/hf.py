@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiln.errors import KilnError, first_line
-from kiln.hf_hub import hf_folder, need_transformers, quiet
+from kiln.core.errors import KilnError, first_line
+from kiln.core.hf_hub import hf_folder, need_transformers, quiet
 
 log = logging.getLogger("kiln")
 

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiln.errors import KilnError, first_line
-from kiln.model_names import torchvision_names  # read from torchvision's source; a test checks it
+from kiln.core.errors import KilnError, first_line
+from kiln.core.model_names import torchvision_names  # read from torchvision's source; a test checks it
 from kiln.models.freeze import HEAD_ATTR, built_head
 
 LIBRARIES = ("torchvision", "timm", "hf")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kiln.config import Config, ModelConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 

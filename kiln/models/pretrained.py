@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kiln.config import ModelConfig
-from kiln.errors import KilnError, first_line
+from kiln.core.errors import KilnError, first_line
 
 log = logging.getLogger("kiln")
 

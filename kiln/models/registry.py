@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -20,17 +20,17 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 def resolve(name: str) -> Callable[..., nn.Module]:
     """A registered name, or `package.module:Name`: the user's own nn.Module class or model factory (see
-    kiln.user_code for what is accepted)."""
+    kiln.core.user_code for what is accepted)."""
     from kiln.models.hub import factory, library_of
 
     if library_of(name):  # torchvision:NAME, timm:NAME — before the package.module:Class resolver
         return factory(name)
     if ":" in name:
-        from kiln.user_code import resolve as resolve_user
+        from kiln.core.user_code import resolve as resolve_user
 
         return resolve_user("model.name", name, nn.Module, functions=True)
     if name not in MODELS:
-        from kiln.model_names import unknown_model
+        from kiln.core.model_names import unknown_model
 
         raise KilnError(unknown_model(name))
     return MODELS[name]
@@ -42,7 +42,7 @@ def check_args(name: str, factory: Callable[..., nn.Module], args: dict[str, Any
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     unknown = [k for k in args if k not in params and not takes_any]
     if unknown:
-        from kiln.model_names import unknown_args
+        from kiln.core.model_names import unknown_args
 
         raise KilnError(unknown_args(name, unknown, list(params)))
     return params

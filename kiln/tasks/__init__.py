@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from kiln.config import TaskConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.tasks.base import Prediction, Task, to_columns
 from kiln.tasks.multiclass import MulticlassTask
 from kiln.tasks.multilabel import MultilabelTask, tuned_thresholds

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 
 from kiln.config import TaskConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Task:
         self.cfg, self.num_classes = cfg, num_classes
         self.own_loss = None
         if cfg.loss is not None and ":" in cfg.loss:
-            from kiln.user_code import resolve
+            from kiln.core.user_code import resolve
 
             self.own_loss = resolve("task.loss", cfg.loss, None, functions=True)
 

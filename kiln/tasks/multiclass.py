@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from kiln.config import TaskConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from kiln.config import TaskConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task, to_columns
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}

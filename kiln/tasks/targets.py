@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 

@@ -6,7 +6,7 @@ import errno
 import logging
 from typing import Any, Protocol
 
-from kiln.errors import write_failed
+from kiln.core.errors import write_failed
 
 log = logging.getLogger("kiln")
 _DISK_ERRORS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import flatten
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 class WandbTracker:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.train.step import TrainStep
 
 if TYPE_CHECKING:

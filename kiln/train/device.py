@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from kiln.core.devices import device_type
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 

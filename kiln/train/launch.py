@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 def launch(nproc: int, max_restarts: int, worker_args: list[str]) -> int:

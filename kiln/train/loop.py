@@ -21,9 +21,9 @@ from torch import nn
 from kiln.config import TrainerConfig
 from kiln.core import dist
 from kiln.core.checkpoint import Checkpoint, LoopState, RunMeta
+from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
-from kiln.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.track.console import EpochProgress
 from kiln.train import strategy
 from kiln.train.callbacks import Callback

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from kiln.config import OptimConfig, ScheduleConfig
-from kiln.errors import KilnError
-from kiln.user_code import torch_class
+from kiln.core.errors import KilnError
+from kiln.core.user_code import torch_class
 
 log = logging.getLogger("kiln")
 

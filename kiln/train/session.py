@@ -17,12 +17,11 @@ import torch
 from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
 from kiln.core.checkpoint import Checkpoint
+from kiln.core.errors import CorruptCheckpoint, KilnError, TrainingInterrupted, TrainingStopped
 from kiln.core.state import seed_everything
 from kiln.data import Data, DataRequest, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
-from kiln.errors import CorruptCheckpoint, KilnError, TrainingInterrupted, TrainingStopped
-from kiln.evaluation import run_evaluation
 from kiln.models import describe
 from kiln.models.preprocessing import with_weights_preprocessing
 from kiln.runs import RunDir, RunLock, RunStatus
@@ -34,9 +33,10 @@ from kiln.train import strategy
 from kiln.train.build import Outputs, build_trainer
 from kiln.train.callbacks import Callback
 from kiln.train.device import resolve_backend, resolve_device
+from kiln.train.evaluation import run_evaluation
 from kiln.train.loop import Trainer, fit
 from kiln.train.plan import RunPlan
-from kiln.trained import Trained
+from kiln.train.trained import Trained
 
 log = logging.getLogger("kiln")
 
@@ -82,7 +82,7 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
 
     Under torchrun every rank calls this; rank 0 alone writes the run folder.
     """
-    from kiln.preflight import preflight
+    from kiln.train.preflight import preflight
 
     preflight(cfg, resuming=resume is not None)
     check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
@@ -202,9 +202,9 @@ def check_first_batch(t: Trainer) -> None:
     """Your own Dataset and model meet before training starts: the first training batch goes through the model
     (eval mode, no gradients, nothing changes) and the loss, so a mismatch is a message naming the samples and
     their shapes instead of a traceback minutes in."""
+    from kiln.core.errors import first_line
     from kiln.data.user import describe as shapes
     from kiln.data.user import first_batch_samples
-    from kiln.errors import first_line
     from kiln.train.step import forward
 
     batches = t.train_batches
@@ -242,8 +242,8 @@ def _finish(run: RunDir, cfg: Config, proc: dist.ProcessInfo, state: Checkpoint)
     if proc.distributed:
         raise KilnError(f"{run} trained all {epochs} epochs but stopped before its end: finish it with one "
                         f"process (kiln train --resume {run}) or run `kiln test {run}`")
-    from kiln.evaluation import run_test
     from kiln.track.files import read_metrics
+    from kiln.train.evaluation import run_test
 
     lock = RunLock(run).acquire()
     try:
@@ -399,7 +399,7 @@ def _after_fit(plan: RunPlan, run: RunDir, trainer: Trainer) -> RunPlan:
     checkpoint's weights: the plan with the task settings it returns, recorded in the run's config.yaml (test,
     predict and export use them). Under DDP rank 0's share of the validation split decides, for every rank."""
     from kiln.core.state import unwrap
-    from kiln.evaluation import collect_predictions
+    from kiln.train.evaluation import collect_predictions
 
     if trainer.data.val is None:
         log.warning("task: there is no validation split to tune on after training; keeping the task's settings as "

@@ -28,8 +28,8 @@ from torch import nn
 from kiln.config import Config, TrainerConfig
 from kiln.core import dist
 from kiln.core.checkpoint import Checkpoint, read_checkpoint
+from kiln.core.errors import KilnError
 from kiln.core.state import load_weights, unwrap
-from kiln.errors import KilnError
 
 log = logging.getLogger("kiln")
 # Repeated units a model is built of, by class name: torch's and transformers' layers, torchvision's and timm's

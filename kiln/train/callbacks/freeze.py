@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.models.freeze import matches
 from kiln.train.callbacks.base import Callback
 

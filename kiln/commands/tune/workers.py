@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from kiln.tune.objective import Share, optimize
-from kiln.tune.space import base_raw
+from kiln.commands.tune.objective import Share, optimize
+from kiln.commands.tune.space import base_raw
 
 log = logging.getLogger("kiln")
 
@@ -18,8 +18,8 @@ def _worker(tune_path: str, overrides: list[str], tune_dir: str, storage: str, s
     """A parallel worker process (spawned): the same study, its own share of CPU threads or its own GPU."""
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    from kiln.commands.tune.space import load_tune_config
     from kiln.track.console import setup_logging
-    from kiln.tune.space import load_tune_config
 
     setup_logging(-1)
     tune = load_tune_config(Path(tune_path))

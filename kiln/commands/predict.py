@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
+from kiln.core.errors import KilnError
 from kiln.data import DataInfo
 from kiln.data.registry import get_dataset
-from kiln.errors import KilnError
 from kiln.runs import RunDir
 from kiln.tasks import Prediction
 from kiln.train.device import autocast
-from kiln.trained import load_trained
+from kiln.train.trained import load_trained
 
 
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
@@ -114,7 +114,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
 
 def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Prediction]:
     """The same predictions from a model exported with `kiln export --format onnx` (through onnxruntime)."""
-    from kiln.export import onnx_metadata, run_exported, task_of
+    from kiln.commands.export import onnx_metadata, run_exported, task_of
 
     if not path.is_file():
         raise KilnError(f"ONNX file not found: {path}")
@@ -134,10 +134,10 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
 
 def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> list[Prediction]:
     """Texts through an exported text model: tokenised with the vocabulary and settings stored in its metadata."""
+    from kiln.commands.export import run_exported, task_of
     from kiln.config import TextConfig
     from kiln.data.text import collate
     from kiln.data.vocab import Vocab, encode_texts
-    from kiln.export import run_exported, task_of
 
     if not texts:
         raise KilnError("nothing to predict: pass texts as arguments")

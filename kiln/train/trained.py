@@ -7,13 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from kiln.config import Config
+from kiln.config import Config, ModelConfig
 from kiln.core.checkpoint import Checkpoint
 from kiln.data import DataInfo
 from kiln.runs import RunDir
+from kiln.tasks import Task
 
 
 @dataclass
@@ -28,11 +30,11 @@ class Trained:
     state: Checkpoint  # the checkpoint (loaded on the CPU)
 
     @cached_property
-    def vocab(self):
+    def vocab(self) -> Any:  # a Vocab, a ModelTokenizer, or None (not text)
         return self.run.vocab()  # loaded once: a model tokenizer takes a moment
 
     @property
-    def task(self):
+    def task(self) -> Task:
         from kiln.tasks import build_task
 
         return build_task(self.cfg.task, self.info.num_classes)
@@ -60,7 +62,7 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
                    state)
 
 
-def model_config(run: RunDir, cfg: Config):
+def model_config(run: RunDir, cfg: Config) -> ModelConfig:
     """The model section a run's model is rebuilt from. An hf: model's architecture is read from the config.json
     the run keeps beside its tokenizer, so the run does not need the original folder or the Hub cache again."""
     if cfg.model.name.startswith("hf:") and (run.tokenizer_dir / "config.json").is_file():
@@ -71,7 +73,7 @@ def model_config(run: RunDir, cfg: Config):
 def saved_data_info(state: Checkpoint, path: Path) -> DataInfo:
     """What the model was trained on, as the checkpoint recorded it."""
     if not state.data_info:
-        from kiln.errors import KilnError
+        from kiln.core.errors import KilnError
 
         raise KilnError(f"{path} records no data_info (what the model was trained on): it was not written by "
                         "kiln train; use it as pretrained weights (model.pretrained) instead")

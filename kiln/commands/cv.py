@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import Config, CvConfig
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.runs import RunDir, RunStatus
 
 log = logging.getLogger("kiln")
@@ -84,8 +84,8 @@ def _test_folds(cfg: Config, runs: list[RunDir]) -> dict[str, Any]:
     """Each fold's best model on the real test split, and the ensemble of their averaged predictions (class or
     label probabilities, values), scored by the task's headline metric (accuracy, micro F1, MAE)."""
     from kiln.data import DataRequest, build_data
-    from kiln.evaluation import collect_predictions
-    from kiln.trained import load_trained
+    from kiln.train.evaluation import collect_predictions
+    from kiln.train.trained import load_trained
 
     per_fold, summed, targets, task = [], None, None, None
     for run in runs:

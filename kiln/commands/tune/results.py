@@ -8,8 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from kiln.commands.tune.space import TuneConfig, trial_config
 from kiln.config import to_yaml
-from kiln.tune.space import TuneConfig, trial_config
 
 log = logging.getLogger("kiln")
 

@@ -23,7 +23,7 @@ def first_line(error: BaseException) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def write_failed(path, error: OSError) -> TrainingStopped:
+def write_failed(path: object, error: OSError) -> TrainingStopped:
     """A run's own file could not be written (disk full, read-only, permissions): stop, and say what to do."""
     return TrainingStopped(f"cannot write {path}: {error.strerror or error}. The last checkpoint written before "
                            "stays intact; free space or fix the folder's permissions, then resume with "

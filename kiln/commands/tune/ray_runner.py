@@ -12,10 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
-from kiln.tune.results import run_facts, save_results
-from kiln.tune.space import TuneConfig, base_raw, load_tune_config, trial_config
-from kiln.tune.study import check_metric, make_sampler
+from kiln.commands.tune.results import run_facts, save_results
+from kiln.commands.tune.space import TuneConfig, base_raw, load_tune_config, trial_config
+from kiln.commands.tune.study import check_metric, make_sampler
+from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 

@@ -30,7 +30,7 @@ def kiln_models() -> dict[str, ModelEntry]:
     """Every model kiln registers, by name."""
     entries: dict[str, ModelEntry] = {}
     for module in MODEL_MODULES:
-        tree = ast.parse((Path(__file__).parent / "models" / module).read_text())
+        tree = ast.parse((Path(__file__).parents[1] / "models" / module).read_text())
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and any(_is_register(d) for d in node.decorator_list):
                 a = node.args

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 # torchvision dataset classes a pytorch-template data loader may wrap -> kiln's registered datasets
 TORCHVISION_DATASETS = {"MNIST": "mnist", "FashionMNIST": "fashion_mnist", "KMNIST": "kmnist", "CIFAR10": "cifar10",

@@ -10,10 +10,12 @@ import difflib
 import importlib
 import inspect
 import sysconfig
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 def resolve(key: str, spec: str, base: type | None, *, functions: bool) -> Any:
@@ -39,7 +41,7 @@ def resolve(key: str, spec: str, base: type | None, *, functions: bool) -> Any:
     raise KilnError(f"{key}={spec!r} is {_describe(obj)}; kiln only accepts {accepted} here, and did not call it")
 
 
-def is_users_code(fn) -> bool:
+def is_users_code(fn: Callable[..., Any] | type) -> bool:
     """Defined in a file outside the Python installation's standard library and site-packages."""
     try:
         path = inspect.getsourcefile(fn)
@@ -62,7 +64,7 @@ def _describe(obj: Any) -> str:
     return f"a {type(obj).__name__}, not a class or function"
 
 
-def torch_class(key: str, name: str, module, base: type, own: tuple[str, ...] = ()) -> type:
+def torch_class(key: str, name: str, module: ModuleType, base: type, own: tuple[str, ...] = ()) -> type:
     """`name` as a class of `module` (`Adam`, `torch.optim:Adam`) or of the user's code (`pkg.mod:Class`); `own`:
     kiln's names for the same key, listed in the message."""
     prefix = module.__name__ + ":"

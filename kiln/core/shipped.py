@@ -7,15 +7,15 @@ import difflib
 import shutil
 from pathlib import Path
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 SUFFIXES = (".yaml", ".yml", ".json")
 
 
 def configs_dir() -> Path | None:
     """Where the shipped configs are: the package data of an installed wheel, or the source checkout's configs/."""
-    here = Path(__file__).resolve().parent
-    for folder in (here / "configs", here.parent / "configs"):
+    package = Path(__file__).resolve().parents[1]  # kiln/
+    for folder in (package / "configs", package.parent / "configs"):
         if (folder / "fashion_mnist.yaml").is_file():
             return folder
     return None

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kiln.config import Config, DataConfig
 from kiln.data import Data, DataRequest, build_data
+from kiln.data.loaders import Batches
+from kiln.tasks import Task
 from kiln.train.loop import TestDetail, evaluate
-from kiln.trained import Trained
+from kiln.train.trained import Trained
 
 log = logging.getLogger("kiln")
 
@@ -47,7 +51,7 @@ def run_evaluation(trained: Trained, data: Data, *, write: bool = True, limit: i
 
 
 @torch.no_grad()
-def collect_predictions(model: torch.nn.Module, batches, task, device: torch.device, precision: str
+def collect_predictions(model: torch.nn.Module, batches: Batches, task: Task, device: torch.device, precision: str
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """The task's predictions (class or label probabilities, values in original units) and the targets of every
     sample of `batches`, in order, on the CPU."""
@@ -76,7 +80,7 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     data (data.root=..., another test split) the results go to their own file — `out`, or
     test_metrics-<data>.json in the run folder — and say which data was scored; the run's own stay untouched."""
     from kiln.train.device import use_channels_last
-    from kiln.trained import load_trained
+    from kiln.train.trained import load_trained
 
     trained = load_trained(run_dir, checkpoint, overrides)
     cfg, device = trained.cfg, trained.device
@@ -92,10 +96,10 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     return run_evaluation(trained, data, limit=limit, out=out, scored=scored)
 
 
-def other_data(data, saved) -> dict[str, Any] | None:
+def other_data(data: DataConfig, saved: DataConfig) -> dict[str, Any] | None:
     """Which data is scored, when it is not the run's own test split (None when it is)."""
     now, before = data.model_dump(mode="json"), saved.model_dump(mode="json")
-    from kiln.preflight import USER_FILES
+    from kiln.train.preflight import USER_FILES
 
     keys = (*DATA_CHOICE, "root") if data.name in USER_FILES or ":" in data.name else DATA_CHOICE
     if all(now.get(k) == before.get(k) for k in keys):
@@ -103,7 +107,7 @@ def other_data(data, saved) -> dict[str, Any] | None:
     return {k: now.get(k) for k in ("name", "root", "test_split") if now.get(k) is not None}
 
 
-def _other_folder_is_all_test(cfg, saved, overrides):
+def _other_folder_is_all_test(cfg: Config, saved: Config, overrides: Sequence[str]) -> Config:
     """`kiln test RUN data.root=other/folder` on an image-folder run: every image there is a test image (`cfg`
     with data.test_split=all)."""
     if cfg.data.name != "image_folder" or cfg.data.root == saved.data.root:

@@ -22,7 +22,7 @@ from kiln.config import (
     read_on_this_device,
     watched,
 )
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 
 class FloatParam(Section):
@@ -141,7 +141,7 @@ def load_tune_config(path: Path) -> TuneConfig:
     from pydantic import ValidationError
 
     from kiln.config import explain
-    from kiln.shipped import missing_hint, resolve
+    from kiln.core.shipped import missing_hint, resolve
 
     path = resolve(path)  # a file, else a shipped one by name (tune/fashion_mnist)
     if not Path(path).is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 TEMPLATES = ("image", "text", "folder")
 
@@ -359,7 +359,7 @@ def _from_template_project(folder: Path, project: Path) -> list[Path]:
     README listing what was mapped differently or not at all, and a .gitignore."""
     import yaml
 
-    from kiln.migrate import migrate
+    from kiln.commands.migrate import migrate
 
     m = migrate(project, folder / "configs")
     header = "".join(f"# {line}\n" for line in [f"Brought over from {Path(project).resolve() / 'config.json'} by "

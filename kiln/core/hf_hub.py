@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError, first_line
+from kiln.core.errors import KilnError, first_line
 
 # What a folder needs to build the model and its tokenizer; the weights are fetched with them when downloading.
 HUB_FILES = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",

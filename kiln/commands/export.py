@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from kiln.errors import KilnError, TrainingStopped, first_line
-from kiln.trained import Trained, load_trained, model_config
+from kiln.core.errors import KilnError, TrainingStopped, first_line
+from kiln.train.trained import Trained, load_trained, model_config
 
 log = logging.getLogger("kiln")
 FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
@@ -98,7 +98,7 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
         return _safetensors(trained, Path(out) if out else trained.run.path / "model.safetensors")
     if trained.info.kind == "custom":
         raise KilnError(f"kiln export handles kiln's image and text data; {run_dir} was trained on your own Dataset, "
-                        "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.trained."
+                        "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.train.trained."
                         "load_trained gives it) with torch.onnx.export or torch.export")
     wrapper = WRAPPERS[_layout(trained)]
     model = wrapper(trained.model.float().to(memory_format=torch.contiguous_format), trained.task).eval()

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError, TrainingStopped, first_line
+from kiln.commands.tune.lease import held, more_to_run, reap, until_enough
+from kiln.commands.tune.space import TuneConfig, trial_config
+from kiln.commands.tune.study import finished_trials, is_shared, make_pruner, make_sampler, make_storage
+from kiln.core.errors import KilnError, TrainingStopped, first_line
 from kiln.runs import RunDir, RunStatus
 from kiln.train.callbacks import LambdaCallback
-from kiln.tune.lease import held, more_to_run, reap, until_enough
-from kiln.tune.space import TuneConfig, trial_config
-from kiln.tune.study import finished_trials, is_shared, make_pruner, make_sampler, make_storage
 
 log = logging.getLogger("kiln")
 TRIAL_ERRORS = (KilnError, TrainingStopped, RuntimeError, ValueError, TypeError, ArithmeticError)

@@ -105,8 +105,8 @@ def status_lines(path: str) -> list[str]:
     import optuna
     from optuna.trial import TrialState
 
-    from kiln.errors import KilnError
-    from kiln.tune.study import JOURNAL, STUDY_FILE, make_storage, storage_url
+    from kiln.commands.tune.study import JOURNAL, STUDY_FILE, make_storage, storage_url
+    from kiln.core.errors import KilnError
 
     given = Path(path.removeprefix(JOURNAL))
     if given.is_dir() and (given / STUDY_FILE).is_file():

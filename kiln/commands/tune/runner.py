@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from kiln.errors import KilnError, TrainingInterrupted
-from kiln.runs import RunDir
-from kiln.tune.objective import optimize
-from kiln.tune.results import write_results
-from kiln.tune.space import base_raw, trial_config
-from kiln.tune.study import (
+from kiln.commands.tune.objective import optimize
+from kiln.commands.tune.results import write_results
+from kiln.commands.tune.space import base_raw, trial_config
+from kiln.commands.tune.study import (
     JOURNAL,
     check_metric,
     finished_trials,
@@ -26,7 +24,9 @@ from kiln.tune.study import (
     make_storage,
     storage_url,
 )
-from kiln.tune.workers import run_parallel
+from kiln.commands.tune.workers import run_parallel
+from kiln.core.errors import KilnError, TrainingInterrupted
+from kiln.runs import RunDir
 
 log = logging.getLogger("kiln")
 
@@ -37,7 +37,7 @@ def run_tune(tune_path: Path, overrides: list[str], *, resume: Path | None = Non
     import optuna
     from optuna.trial import TrialState
 
-    from kiln.tune.space import load_tune_config
+    from kiln.commands.tune.space import load_tune_config
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # kiln logs the trials itself
     tune = load_tune_config(tune_path)

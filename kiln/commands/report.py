@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from kiln.config import flatten
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.runs import RunDir
 from kiln.track.files import read_metrics
 from kiln.viz import figures
@@ -165,8 +165,8 @@ TEST_SECTIONS = {"multiclass": _multiclass_test, "multilabel": _multilabel_test,
 def test_predictions(run: RunDir):
     """(trained run, its test batches, the best checkpoint's predictions, the targets) on the test split."""
     from kiln.data import DataRequest, build_data
-    from kiln.evaluation import collect_predictions
-    from kiln.trained import load_trained
+    from kiln.train.evaluation import collect_predictions
+    from kiln.train.trained import load_trained
 
     trained = load_trained(run)
     test = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
@@ -188,7 +188,7 @@ def _task_class(cfg: dict[str, Any]):
 
 def _what_the_model_sees(report: Report, run: RunDir, folder: Path) -> None:
     """One training batch exactly as the model received it (after decoding, resizing, augmentation)."""
-    from kiln.inspect_target import batch_view
+    from kiln.commands.inspect_target import batch_view
 
     try:
         lines, fig = batch_view(run.config(), "train", run.vocab(), limit=24)

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from kiln.commands.tune.space import TuneConfig, trial_config
+from kiln.core.errors import KilnError
 from kiln.data.registry import known_num_classes
-from kiln.errors import KilnError
 from kiln.tasks import build_task
-from kiln.tune.space import TuneConfig, trial_config
 
 STUDY_FILE = "study.db"
 JOURNAL = "journal:"
@@ -66,7 +66,7 @@ def make_sampler(tune: TuneConfig, worker: int = 0, shared: bool = False):
 
         seed += zlib.crc32(f"{socket.gethostname()}:{os.getpid()}".encode()) % 10**6 * 1000
 
-    if tune.sampler == "grid" and shared:  # the grid is queued in the study itself (kiln.tune.runner)
+    if tune.sampler == "grid" and shared:  # the grid is queued in the study itself (kiln.commands.tune.runner)
         return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "grid":
         return optuna.samplers.GridSampler(tune.grid(), seed=seed)

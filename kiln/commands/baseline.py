@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 from kiln.runs import RunDir
 from kiln.tasks import TASKS
 

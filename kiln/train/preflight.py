@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiln.config import Config
-from kiln.errors import KilnError
+from kiln.core.errors import KilnError
 
 # Sources whose files are the user's own, found under data.root (no other place is searched).
 USER_FILES = {"image_folder": "a folder of class folders (or train/, val/, test/ folders)",

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from kiln.config import load_config
+from kiln.core.errors import KilnError
 from kiln.data import DataRequest, build_data, fresh_encoder
-from kiln.errors import KilnError
 from kiln.runs import RunDir
 
 
@@ -25,7 +25,7 @@ class Target:
 
 def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str | None, sample: int) -> Target:
     from kiln.models import build_model
-    from kiln.trained import load_trained
+    from kiln.train.trained import load_trained
 
     is_run = path.is_dir()
     if is_run and not RunDir(path).config_file.is_file():
@@ -80,7 +80,7 @@ def _one_input(value: str, data, cfg, vocab) -> Any:
 
         encoder = vocab if vocab is not None else data.vocab
         return collate(encode_texts([value], encoder, cfg.data.text), cfg.data.text.collate, data.info.pad_id)
-    from kiln.predict import _image_batch
+    from kiln.commands.predict import _image_batch
 
     return _image_batch([Path(value)], data.info)
 
