@@ -78,7 +78,7 @@ def test_a_multilabel_set_with_one_label_is_refused(tmp_path, capsys):
 
 def test_cv_folds_are_cut_after_the_test_split_is_set_aside(shapes):
     from kiln.data.image_files import scan_folder
-    from kiln.data.images import _split_plan
+    from kiln.data.images import split_files
 
     found = scan_folder(shapes, None)
     paths = found.files["all"].paths
@@ -86,7 +86,7 @@ def test_cv_folds_are_cut_after_the_test_split_is_set_aside(shapes):
     def plan(**cv):
         cfg = DataConfig(name="image_folder", root=shapes, val_split=0.15, test_split=0.15, **cv)
         return {split: {paths[i] for i in idx.tolist()} for split, (_, idx) in
-                _split_plan(found, cfg, ("train", "val", "test"), 0).items()}
+                split_files(found, cfg, 0).items()}
 
     test = plan()["test"]
     assert len(test) == round(0.15 * len(paths))

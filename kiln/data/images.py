@@ -11,19 +11,10 @@ import torch
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
+from kiln.data.assemble import Drawn, Pool, plan_splits, pools_needed, sampler_for
 from kiln.data.info import Data, DataInfo, DataRequest
-from kiln.data.loaders import (
-    Batches,
-    EpochBatchSampler,
-    LoaderBatches,
-    ResidentBatches,
-    TensorImages,
-    choose_loader,
-    eval_batch_size,
-    training_sampler,
-)
+from kiln.data.loaders import Batches, LoaderBatches, ResidentBatches, TensorImages, choose_loader
 from kiln.data.registry import locate
-from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.tasks import TASKS
 from kiln.tasks.targets import as_tensor
@@ -32,57 +23,45 @@ log = logging.getLogger("kiln")
 
 
 def build_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
-    seed, device, splits, channels_last = request.seed, request.device, request.splits, request.channels_last
-    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
+    """A registered image dataset (the IDX family, CIFAR): its train and test files, loaded whole."""
     folder = locate(spec, cfg.root, cfg.download)
-    eval_batch = eval_batch_size(cfg)
-    plain = BatchTransform(spec.mean, spec.std, None, channels_last)
-    wanted = {"train" if s == "val" or (s == "test" and cfg.cv) else s for s in splits}  # a cv fold tests on train
-    loaded = {split: spec.load(folder, split) for split in wanted}
+    pools = pools_needed(("train", "test"), request.splits, cfg)
+    loaded = {pool: spec.load(folder, pool) for pool in pools}
     class_names = list(spec.class_names)
     if cfg.classes is not None:
-        loaded = {split: select_classes(x, y, cfg.classes, spec.num_classes) for split, (x, y) in loaded.items()}
+        loaded = {pool: select_classes(x, y, cfg.classes, spec.num_classes) for pool, (x, y) in loaded.items()}
         class_names = [class_names[c] for c in cfg.classes]
-    loader = choose_loader(cfg.loader, sum(x.numel() for x, _ in loaded.values()), device, cfg.resident_max_mb)
-
-    def batches(images, labels, *, train: bool) -> Batches:
-        augmented = train and not overfit_batches
-        transform = BatchTransform(spec.mean, spec.std, Augment.resolve(cfg.augment), channels_last) \
-            if augmented else plain
-        sampler = training_sampler(labels, cfg.batch_size, weighted=cfg.sampler == "weighted", seed=seed, rank=rank,
-                                   world_size=world_size) if augmented else \
-            EpochBatchSampler(len(labels), cfg.batch_size if train else eval_batch, shuffle=False, drop_last=False,
-                              seed=seed, rank=rank, world_size=world_size)
-        if loader == "resident":
-            return ResidentBatches(images, labels, sampler=sampler, transform=transform, device=device, seed=seed)
-        return LoaderBatches(TensorImages(images, labels), sampler=sampler, transform=transform, device=device,
-                             seed=seed, num_workers=cfg.num_workers)
-
+    shape = next(iter(loaded.values()))[0].shape[1:]
+    loader = choose_loader(cfg.loader, sum(x.numel() for x, _ in loaded.values()), request.device,
+                           cfg.resident_max_mb)
+    # An IDX split is not stratified (it never was: a saved run resumes on the same split); its folds are.
+    plan = plan_splits({pool: Pool(len(y), folds=y) for pool, (_, y) in loaded.items()}, cfg,
+                       request.overfit_batches, request.splits)
     sources: dict[str, Batches] = {}
-    sizes: dict[str, int] = {}
-    if "train" in loaded:
-        images, labels = loaded.pop("train")
-        shape = images.shape[1:]
-        train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, fold_labels=labels)
-        if "train" in splits:
-            sources["train"] = batches(images[train_idx], labels[train_idx], train=True)
-            sizes["train"] = len(train_idx)
-        if "val" in splits and len(val_idx):
-            sources["val"] = batches(images[val_idx], labels[val_idx], train=False)
-            sizes["val"] = len(val_idx)
-        if "test" in splits and cfg.cv is not None:  # the held-out fold
-            held = cv_folds(len(labels), cfg, labels)[1]
-            sources["test"], sizes["test"] = batches(images[held], labels[held], train=False), len(held)
-        del images, labels  # only the split copies stay: one host copy of the data, not two
-    if "test" in loaded:
-        images, labels = loaded.pop("test")
-        shape = images.shape[1:]
-        sources["test"] = batches(images, labels, train=False)
-        sizes["test"] = len(labels)
+    for split, (pool, idx) in plan.items():
+        images, labels = loaded[pool]
+        whole = len(idx) == len(labels) and torch.equal(idx, torch.arange(len(labels)))  # a test file: no copy
+        sources[split] = _tensor_batches(images if whole else images[idx], labels if whole else labels[idx],
+                                         split == "train", spec, cfg, request, loader)
+    del loaded  # only the split copies stay: one host copy of the data, not two
     info = DataInfo(spec.name, "image", len(class_names), class_names, in_channels=int(shape[0]),
                     image_size=(int(shape[1]), int(shape[2])), mean=_per_channel(spec.mean, int(shape[0]), "mean"),
                     std=_per_channel(spec.std, int(shape[0]), "std"))
-    return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, loader)
+    return Data(info, sources.get("train"), sources.get("val"), sources.get("test"),
+                {split: len(idx) for split, (_, idx) in plan.items()}, loader)
+
+
+def _tensor_batches(images: torch.Tensor, labels: torch.Tensor, train: bool, spec, cfg: DataConfig,
+                    request: DataRequest, loader: str) -> Batches:
+    """One split of a loaded image dataset, normalised (and for training augmented) on the device."""
+    augment = Augment.resolve(cfg.augment) if train and not request.overfit_batches else None
+    transform = BatchTransform(spec.mean, spec.std, augment, request.channels_last)
+    sampler = sampler_for(train, len(labels), cfg, request, labels)
+    if loader == "resident":
+        return ResidentBatches(images, labels, sampler=sampler, transform=transform, device=request.device,
+                               seed=request.seed)
+    return LoaderBatches(TensorImages(images, labels), sampler=sampler, transform=transform, device=request.device,
+                         seed=request.seed, num_workers=cfg.num_workers)
 
 
 def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int],
@@ -122,7 +101,7 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
 
     seed, device, splits, channels_last, task = (request.seed, request.device, request.splits,
                                                  request.channels_last, request.task)
-    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
+    overfit_batches = request.overfit_batches
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
     if not TASKS[task].class_per_sample and spec.layout == "folder":
@@ -134,7 +113,7 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
                        cfg.label_separator))
     log.info("%s: %s", cfg.root, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
-    needed = _lists_for(found, (*splits, "train") if stats_needed or cfg.cv else splits)  # a cv fold tests on train
+    needed = pools_needed(tuple(found.files), (*splits, "train") if stats_needed else splits, cfg)
     if not needed:  # e.g. the test split of train/ + val/ folders: there is none (training's final test skips it)
         if cfg.image_size is None or cfg.channels is None or stats_needed:
             raise KilnError(f"{cfg.root} has no {' or '.join(splits)} split ({found.layout})")
@@ -144,7 +123,7 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     sources = {name: _image_source(found.files[name], cfg, _stored_size(cfg)) for name in needed}
     for name, (_, rows) in sources.items():  # files that could not be decoded are left out (on_bad_row=skip)
         found.files[name] = found.files[name].drop(set(range(len(found.files[name].paths))) - set(rows.tolist()))
-    full_plan = _split_plan(found, cfg, ("train", "val", "test"), overfit_batches, task)
+    full_plan = split_files(found, cfg, overfit_batches, task)
     plan = {split: full_plan[split] for split in splits if split in full_plan}
     if stats_needed:
         name, idx = full_plan["train"]
@@ -161,10 +140,7 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
         train = split == "train" and not overfit_batches
         augment = Augment.resolve(cfg.augment) if train and split not in per_image else None
         transform = BatchTransform(info.mean, info.std, augment, channels_last, info.image_size)
-        sampler = training_sampler(labels, cfg.batch_size, weighted=cfg.sampler == "weighted", seed=seed, rank=rank,
-                                   world_size=world_size) if train else \
-            EpochBatchSampler(len(idx), cfg.batch_size if split == "train" else eval_batch_size(cfg), shuffle=False,
-                              drop_last=False, seed=seed, rank=rank, world_size=world_size)
+        sampler = sampler_for(split == "train", len(idx), cfg, request, labels)
         if loader == "resident":
             out[split] = ResidentBatches(source.fetch(rows[idx].tolist()), labels, sampler=sampler,
                                          transform=transform, device=device, seed=seed)
@@ -240,60 +216,20 @@ def _config_transforms(cfg: DataConfig, seed: int, size: tuple[int, int], source
     return out
 
 
-def _lists_for(found, splits: tuple[str, ...]) -> list[str]:
-    """The file lists that the requested splits are drawn from."""
-    if "all" in found.files:
-        return ["all"]
-    wanted = {"train"} if {"train", "val"} & set(splits) else set()
-    wanted |= {s for s in splits if s in found.files}
-    return [name for name in found.files if name in wanted]
+def split_files(found, cfg: DataConfig, overfit_batches: int, task: str = "multiclass") -> dict[str, Drawn]:
+    """split -> (file list, indices into it), every split there is (kiln.data.assemble.plan_splits)."""
+    return plan_splits({name: _pool(name, files, cfg, task) for name, files in found.files.items()}, cfg,
+                       overfit_batches)
 
 
-def _split_plan(found, cfg: DataConfig, splits: tuple[str, ...], overfit_batches: int, task: str = "multiclass"
-                ) -> dict[str, tuple[str, torch.Tensor]]:
-    """split -> (file list, indices into it). Splits kiln makes are seeded and stratified (by class, by rarest
-    label, by value quantile: see kiln.tasks.targets)."""
-    from kiln.data.splits import stratified_split
-
-    def keys(name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(what splits are stratified by, what folds are) for a file list."""
-        targets = as_tensor(found.files[name].labels)
-        return TASKS[task].split_keys(targets), TASKS[task].fold_keys(targets, cfg.cv.folds if cfg.cv else 2)
-
-    plan: dict[str, tuple[str, torch.Tensor]] = {}
-    if "all" in found.files:
-        labels, folds = keys("all")
-        rest = torch.arange(len(labels))
-        if cfg.test_split == "all":
-            return {"test": ("all", rest)} if "test" in splits else {}
-        if cfg.test_split:  # set aside first: a cv's folds are cut from the rest, never from the test split
-            rest, test_idx = stratified_split(labels, cfg.test_split, cfg.split_seed, "data.test_split")
-            plan["test"] = ("all", test_idx)
-        if cfg.cv is not None:  # the held-out fold is this run's test split
-            plan["test"] = ("all", rest[cv_folds(len(rest), cfg, folds[rest])[1]])
-        # the same fold keys as the held-out fold above, so the pool trained on is exactly the other folds
-        train_pos, val_pos = train_val_split(len(rest), cfg, overfit_batches, labels[rest], folds[rest])
-        plan["train"], plan["val"] = ("all", rest[train_pos]), ("all", rest[val_pos])
-    else:
-        if "train" in found.files:
-            labels, folds = keys("train")
-            if "val" in found.files:
-                if cfg.val_split and "val" in splits:
-                    log.info("validating on the val/ folder (data.val_split is not used)")
-                keep = cfg.model_copy(update={"val_split": 0})
-                train_idx, _ = train_val_split(len(labels), keep, overfit_batches, labels, folds)
-                plan["train"] = ("train", train_idx)
-                plan["val"] = ("val", torch.arange(len(found.files["val"].paths)))
-            else:
-                train_idx, val_idx = train_val_split(len(labels), cfg, overfit_batches, labels, folds)
-                plan["train"], plan["val"] = ("train", train_idx), ("train", val_idx)
-            if cfg.cv is not None:
-                plan["test"] = ("train", cv_folds(len(labels), cfg, folds)[1])
-        if "test" in found.files and cfg.cv is None:
-            plan["test"] = ("test", torch.arange(len(found.files["test"].paths)))
-    if overfit_batches and "train" in plan:
-        plan["val"] = plan["train"]
-    return {split: plan[split] for split in splits if split in plan and len(plan[split][1])}
+def _pool(name: str, files, cfg: DataConfig, task: str) -> Pool:
+    """A found file list as a pool: a training list (or the one list of everything) is split and folded by its
+    targets — by class, by rarest label, by value quantile (kiln.tasks.targets)."""
+    if name not in ("train", "all"):
+        return Pool(len(files.paths))
+    targets = as_tensor(files.labels)
+    return Pool(len(files.paths), TASKS[task].split_keys(targets),
+                TASKS[task].fold_keys(targets, cfg.cv.folds if cfg.cv else 2))
 
 
 def _derive_image_settings(cfg: DataConfig, found, needed: list[str]) -> dict[str, Any]:

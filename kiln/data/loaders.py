@@ -112,15 +112,6 @@ class WeightedEpochSampler(EpochBatchSampler):
         return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g)
 
 
-def training_sampler(labels: torch.Tensor, batch_size: int, *, weighted: bool, seed: int, rank: int,
-                     world_size: int) -> EpochBatchSampler:
-    """The training split's sampler: a seeded shuffle, or the class-balanced draw of data.sampler: weighted."""
-    if weighted:
-        return WeightedEpochSampler(labels, batch_size, seed=seed, rank=rank, world_size=world_size)
-    return EpochBatchSampler(len(labels), batch_size, shuffle=True, drop_last=True, seed=seed, rank=rank,
-                             world_size=world_size)
-
-
 class BatchIndices(list):
     """One batch's sample indices, and which (epoch, batch) they are: a Dataset can seed per batch from it."""
 

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
+from kiln.data.assemble import Pool, plan_splits, pools_needed, sampler_for
 from kiln.data.csv_rows import row_targets
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import (
@@ -24,12 +25,9 @@ from kiln.data.loaders import (
     BucketBatchSampler,
     EpochBatchSampler,
     LoaderBatches,
-    eval_batch_size,
-    training_sampler,
 )
 from kiln.data.model_tokenizer import ModelTokenizer
 from kiln.data.registry import CsvDataset, locate
-from kiln.data.splits import cv_folds, train_val_split
 from kiln.data.token_cache import Tokenized, cached_tokens
 from kiln.data.token_store import TokenStore
 from kiln.data.vocab import Vocab
@@ -132,8 +130,7 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> 
     from kiln.tasks import TASKS
     from kiln.tasks.targets import as_tensor, columns
 
-    seed, device, splits, task, vocab = request.seed, request.device, request.splits, request.task, request.vocab
-    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
+    splits, task, vocab = request.splits, request.task, request.vocab
     folder = locate(spec, cfg.root, cfg.download)
     tc, kind = cfg.text, TASKS[task]
     kind.check_columns(columns(tc.label_column), "data.text.label_column")
@@ -158,10 +155,15 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> 
                                     columns(tc.label_column), cfg.label_separator, folder / "train.csv")
     train, train_targets = with_targets(train, "train.csv")
     labels = as_tensor(train_targets)
-    fold_labels = kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2)
     # A multiclass text split stays unstratified, as it always was: a saved run resumes on the same split.
-    strata = None if kind.class_per_sample else kind.split_keys(labels)
-    train_idx, val_idx = train_val_split(len(train_targets), cfg, overfit_batches, strata, fold_labels)
+    pools = {"train": Pool(len(train_targets), None if kind.class_per_sample else kind.split_keys(labels),
+                           kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2))}
+    stores = {"train": (train, labels)}
+    if "test" in pools_needed(("train", "test"), splits, cfg):
+        test, test_targets = with_targets(tokenized("test.csv"), "test.csv")
+        pools["test"], stores["test"] = Pool(len(test_targets)), (test, as_tensor(test_targets))
+    plan = plan_splits(pools, cfg, request.overfit_batches)
+    train_idx = plan["train"][1] if "train" in plan else torch.empty(0, dtype=torch.long)
     if vocab is None:
         assert train.tokens is not None
         vocab = Vocab.from_store(train.store, train_idx.numpy(), train.tokens, tc.min_freq, tc.max_vocab)
@@ -176,33 +178,22 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> 
 
     def batches(store: TokenStore, labels: torch.Tensor, *, train: bool) -> Batches:
         dataset = TokenDataset(store, labels, tc.collate, vocab.pad_id)
-        size = cfg.batch_size if train else eval_batch_size(cfg)
-        shuffle = train and not overfit_batches
         sampler: EpochBatchSampler
-        if shuffle and cfg.sampler == "weighted":
-            if tc.bucket:
+        if train and not request.overfit_batches and tc.bucket:
+            if cfg.sampler == "weighted":
                 raise KilnError("data.sampler=weighted and data.text.bucket=true cannot be combined: choose one")
-            sampler = training_sampler(labels, size, weighted=True, seed=seed, rank=rank, world_size=world_size)
-        elif shuffle and tc.bucket:
-            sampler = BucketBatchSampler(dataset.lengths, size, seed=seed, rank=rank, world_size=world_size)
-        else:
-            sampler = EpochBatchSampler(len(store), size, shuffle=shuffle, drop_last=False, seed=seed, rank=rank,
-                                        world_size=world_size)
-        return TextBatches(dataset, sampler=sampler, device=device, seed=seed, num_workers=cfg.num_workers)
+            sampler = BucketBatchSampler(dataset.lengths, cfg.batch_size, seed=request.seed, rank=request.rank,
+                                         world_size=request.world_size)
+        else:  # a shuffled text split keeps its last, partial batch
+            sampler = sampler_for(train, len(store), cfg, request, labels, drop_last=False)
+        return TextBatches(dataset, sampler=sampler, device=request.device, seed=request.seed,
+                           num_workers=cfg.num_workers)
 
-    sources, sizes = {}, {}
-    if "train" in splits:
-        sources["train"], sizes["train"] = batches(encoded(train, train_idx), labels[train_idx], train=True), \
-            len(train_idx)
-    if "val" in splits and len(val_idx):
-        sources["val"], sizes["val"] = batches(encoded(train, val_idx), labels[val_idx], train=False), len(val_idx)
-    if "test" in splits and cfg.cv is not None:  # the held-out fold of the training file
-        held = cv_folds(len(train_targets), cfg, fold_labels)[1]
-        sources["test"], sizes["test"] = batches(encoded(train, held), labels[held], train=False), len(held)
-    elif "test" in splits:
-        test, test_targets = with_targets(tokenized("test.csv"), "test.csv")
-        every = torch.arange(len(test_targets))
-        sources["test"] = batches(encoded(test, every), as_tensor(test_targets), train=False)
-        sizes["test"] = len(test_targets)
+    sources = {}
+    for split, (pool, idx) in plan.items():
+        if split in splits:
+            tokens, targets = stores[pool]
+            sources[split] = batches(encoded(tokens, idx), targets[idx], train=split == "train")
+    sizes = {split: len(idx) for split, (_, idx) in plan.items() if split in splits}
     info = DataInfo(spec.name, "text", len(class_names), class_names, vocab_size=len(vocab), pad_id=vocab.pad_id)
     return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader", vocab)

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError, first_line
+from kiln.data.assemble import sampler_for
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
 from kiln.data.splits import train_val_split
@@ -36,7 +37,7 @@ def build_user_data(cfg: DataConfig, request: DataRequest) -> Data:
     from kiln.core.user_code import resolve
 
     seed, device, splits, task = request.seed, request.device, request.splits, request.task
-    overfit_batches, rank, world_size = request.overfit_batches, request.rank, request.world_size
+    overfit_batches, world_size = request.overfit_batches, request.world_size
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
     if cfg.sampler == "weighted":
@@ -59,9 +60,7 @@ def build_user_data(cfg: DataConfig, request: DataRequest) -> Data:
         if stream:
             sources[split] = StreamBatches(ds, batch_size, make, device=device, num_workers=cfg.num_workers)
             continue
-        shuffle = training and not overfit_batches
-        sampler = EpochBatchSampler(_size(ds), batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed, rank=rank,
-                                    world_size=world_size)
+        sampler = sampler_for(training, _size(ds), cfg, request)  # data.sampler=weighted was refused above
         sources[split] = LoaderBatches(SampleBatches(ds, make, seed), sampler=sampler, device=device, seed=seed,
                                        num_workers=cfg.num_workers)
     sizes = {split: _size(ds) for split, ds in datasets.items()}
