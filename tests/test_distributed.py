@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import only_run, run_cli, tiny_config, write_config
-from kiln.config import TaskConfig, build_config
+from kiln.config import build_config, task_config
 from kiln.core.state import load_checkpoint
 from kiln.data import DataRequest, build_data
 from kiln.tasks import build_task
@@ -64,7 +64,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path, idx_root):
 
     model = build_model(cfg.model, data.info)
     model.load_state_dict(b["model"])
-    single = evaluate(model, data.val, build_task(TaskConfig(), 10), device=torch.device("cpu"), precision="32")
+    single = evaluate(model, data.val, build_task(task_config(), 10), device=torch.device("cpu"), precision="32")
     assert single["acc"] == pytest.approx(rows[-1]["val/acc"], abs=1e-9)
     assert single["loss"] == pytest.approx(rows[-1]["val/loss"], rel=1e-6)
 

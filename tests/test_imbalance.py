@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from kiln.config import TaskConfig, build_config
+from kiln.config import build_config, task_config
 from kiln.core.errors import KilnError
 from kiln.data.loaders import ResidentBatches, WeightedEpochSampler
 from kiln.tasks import class_weights
@@ -38,7 +38,7 @@ def test_auto_class_weights_are_inverse_frequencies_and_a_wrong_length_is_refuse
     batches = ResidentBatches(torch.zeros(1000, 1, 2, 2, dtype=torch.uint8), LABELS,
                               sampler=EpochBatchSampler(1000, 100, shuffle=False, drop_last=False, seed=0),
                               transform=lambda x, g: x, device=torch.device("cpu"), seed=0)
-    weights = class_weights(TaskConfig(class_weights="auto"), lambda: split_targets(batches), 2)
+    weights = class_weights(task_config(class_weights="auto"), lambda: split_targets(batches), 2)
     assert weights.tolist() == pytest.approx([1000 / (2 * 900), 1000 / (2 * 100)])
     cfg = build_config(tiny_config(tmp_path, idx_root, task={"class_weights": [1.0, 2.0]}))
     with pytest.raises(KilnError, match=r"task.class_weights has 2 values for 10 classes"):

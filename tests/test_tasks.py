@@ -24,7 +24,7 @@ from fakedata import (
 from kiln.cli import main
 from kiln.commands.cv import run_cv
 from kiln.commands.predict import predict
-from kiln.config import DataConfig, TaskConfig, build_config
+from kiln.config import DataConfig, build_config, task_config
 from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.core.state import load_checkpoint
 from kiln.data import DataRequest, build_data, cv_folds
@@ -223,7 +223,7 @@ def test_regression_folds_are_stratified_by_the_values():
 
 
 def test_the_regression_task_learns_standardised_targets_and_reports_original_units():
-    task = RegressionTask(TaskConfig(name="regression", target_mean=[100.0], target_std=[20.0]), 1)
+    task = RegressionTask(task_config(name="regression", target_mean=[100.0], target_std=[20.0]), 1)
     targets = torch.tensor([80.0, 100.0, 140.0])
     outputs = torch.tensor([[-1.0], [0.0], [2.0]])  # exactly the standardised targets
     assert task.objective(outputs, targets) == 0 and torch.equal(task.predictions(outputs).squeeze(1), targets)
@@ -233,7 +233,7 @@ def test_the_regression_task_learns_standardised_targets_and_reports_original_un
 
 
 def test_multilabel_map_averages_over_the_labels_that_occur():
-    task = MultilabelTask(TaskConfig(name="multilabel"), 3)
+    task = MultilabelTask(task_config(name="multilabel"), 3)
     metrics = task.metrics(CPU)
     targets = torch.tensor([[1.0, 0, 0], [0, 1, 0], [1, 0, 0], [0, 1, 0]])  # label 3 never occurs
     metrics.update(torch.tensor([[5.0, -5, 0], [-5, 5, 0], [5, -5, 0], [-5, 5, 0]]), targets)
@@ -302,10 +302,10 @@ def test_positive_weights_are_negatives_over_positives_on_the_training_split():
     def targets():
         return split_targets(Batches())
 
-    weights = pos_weight(TaskConfig(name="multilabel", pos_weight="auto"), targets, 3)
+    weights = pos_weight(task_config(name="multilabel", pos_weight="auto"), targets, 3)
     assert weights.tolist() == pytest.approx([1 / 3, 3.0, 1.0])  # a label never present keeps 1
     with pytest.raises(KilnError, match=r"task.pos_weight has 2 values for 3 labels"):
-        pos_weight(TaskConfig(name="multilabel", pos_weight=[1.0, 2.0]), targets, 3)
+        pos_weight(task_config(name="multilabel", pos_weight=[1.0, 2.0]), targets, 3)
 
 
 def test_a_search_without_a_metric_optimises_what_the_task_keeps_best_pt_by(tmp_path, discs):

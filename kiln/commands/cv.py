@@ -16,6 +16,7 @@ from typing import Any
 
 from kiln.config import Config, CvConfig
 from kiln.core.errors import KilnError
+from kiln.core.upgrade import upgrade_saved
 from kiln.runs import RunDir, RunStatus
 
 log = logging.getLogger("kiln")
@@ -38,7 +39,7 @@ def load_plan(folder: Path) -> tuple[Config, int]:
     if not plan.is_file():
         raise KilnError(f"{folder} is not a kiln cv folder (no cv_plan.json)")
     saved = json.loads(plan.read_text())
-    return build_config(saved["config"]), int(saved["folds"])
+    return build_config(upgrade_saved(saved["config"])), int(saved["folds"])
 
 
 def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None = None) -> dict[str, Any]:

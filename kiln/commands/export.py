@@ -203,12 +203,12 @@ def _first_inputs(inputs: Any, n: int, layout: str) -> tuple[torch.Tensor, ...]:
 
 def task_of(meta: dict[str, Any]):
     """The task an export's metadata describes (what turns its outputs into predictions)."""
-    from kiln.config import TaskConfig
+    from kiln.config import task_config
     from kiln.tasks import TASKS, build_task
 
     name = meta.get("task", "multiclass")
     settings = {key: meta[key] for key in TASKS[name].exported if key in meta}
-    return build_task(TaskConfig(name=name, **settings), len(meta["class_names"]))
+    return build_task(task_config(name=name, **settings), len(meta["class_names"]))
 
 
 def _safetensors(trained: Trained, path: Path) -> Exported:

@@ -12,6 +12,7 @@ from pydantic import (
 )
 
 from kiln.config.root import Config
+from kiln.config.task_sections import TASK_CONFIGS, owner_of
 from kiln.core.errors import KilnError
 
 
@@ -32,16 +33,19 @@ def json_schema() -> dict[str, Any]:
 def schema_markdown(key: str | None = None) -> str:
     """Every config key as Markdown tables (one per section: key, type, default, description); `key` narrows it
     to a section (`data.augment`) or one key (`optim.lr`)."""
-    sections: list[tuple[str, type[BaseModel]]] = [("", Config)]
+    sections: list[tuple[str, type[BaseModel], str]] = [("", Config, "top level")]
     out: list[str] = []
     while sections:
-        prefix, model = sections.pop(0)
+        prefix, model, title = sections.pop(0)
         rows = []
         for name, field in model.model_fields.items():
             path = f"{prefix}{name}"
+            if path == "task":  # one schema per task
+                sections += [("task.", cls, f"task (name: {task})") for task, cls in TASK_CONFIGS.items()]
+                continue
             sub = _section_type(field.annotation)
             if sub is not None:
-                sections.append((path + ".", sub))
+                sections.append((path + ".", sub, path))
                 continue
             if key is None or path == key or path.startswith(key + ".") or prefix.startswith(key + "."):
                 default = "required" if field.is_required() else \
@@ -49,7 +53,6 @@ def schema_markdown(key: str | None = None) -> str:
                 text = " ".join((field.description or "").split()).replace("|", "\\|")
                 rows.append(f"| `{path}` | {_type_name(field.annotation)} | `{default}` | {text} |")
         if rows:
-            title = prefix.rstrip(".") or "top level"
             out += [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
     if not out:
         raise KilnError(f"no config key {key!r}{_did_you_mean(tuple(key.split('.'))) if key else ''}")
@@ -79,12 +82,17 @@ def explain(error: ValidationError) -> str:
     """One readable line per problem, with a did-you-mean for unknown keys."""
     lines = []
     for err in error.errors():
+        task, err["loc"] = _without_task_tag(err["loc"])
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith(("function-", "tagged-union")))
         # Union types report one error per member; the field name is enough for the user.
         loc = ".".join(p for p in loc.split(".") if p not in {"int", "float", "bool", "str", "none", "literal"}
                        and not re.match(r"(constrained-\w+|tuple\[|list\[|dict\[)", p))
-        if err["type"] == "extra_forbidden":
-            lines.append(f"unknown key '{loc}'{_did_you_mean(err['loc'])}")
+        owner = owner_of(str(err["loc"][-1])) if task and len(err["loc"]) == 2 else None
+        if err["type"] == "extra_forbidden" and owner:
+            lines.append(f"{loc} is a {owner} setting; this task is {task} (task.name): remove it, or set "
+                         f"task.name={owner}")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'{_did_you_mean(err['loc'], task)}")
         else:
             where = f"'{loc}'" if loc else "config"
             msg = err["msg"].removeprefix("Value error, ")  # pydantic's wrapping of a validator's ValueError
@@ -95,11 +103,20 @@ def explain(error: ValidationError) -> str:
     return "invalid config:\n  " + "\n  ".join(unique)
 
 
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
+def _without_task_tag(loc: tuple[Any, ...]) -> tuple[str | None, tuple[Any, ...]]:
+    """(the task whose schema a task-section error comes from, the error's location without that tag): pydantic
+    puts the union member's tag into the location (`task.multiclass.threshold`)."""
+    if len(loc) >= 2 and loc[0] == "task" and loc[1] in TASK_CONFIGS:
+        return str(loc[1]), (loc[0], *loc[2:])
+    return None, loc
+
+
+def _did_you_mean(loc: tuple[Any, ...], task: str | None = None) -> str:
     model: type[BaseModel] = Config
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
+        annotation = TASK_CONFIGS[task or "multiclass"] if part == "task" and model is Config else \
+            getattr(field, "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation

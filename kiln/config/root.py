@@ -14,16 +14,15 @@ from pydantic import (
 
 from kiln.config.data_sections import DataConfig
 from kiln.config.sections import (
-    TASK_MONITORS,
     LogConfig,
     ModelConfig,
     OptimConfig,
     ScheduleConfig,
     Section,
-    TaskConfig,
     TrainerConfig,
     better,
 )
+from kiln.config.task_sections import TASK_MONITORS, MulticlassTaskConfig, TaskConfig
 
 log = logging.getLogger("kiln")
 
@@ -45,7 +44,7 @@ class Config(Section):
     code_dir: Path | None = None
     """A folder of your own code (relative to the config file) that kiln puts on the import path, so names such as
     `model.name: my_project.models:Net` resolve. Loading the config imports the modules it names from there."""
-    task: TaskConfig = Field(default_factory=TaskConfig)
+    task: TaskConfig = Field(default_factory=MulticlassTaskConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -90,6 +89,9 @@ class Config(Section):
     def _label_smoothing_belongs_to_the_task(self) -> "Config":
         old = self.trainer.label_smoothing
         if old:
+            if not isinstance(self.task, MulticlassTaskConfig):
+                raise ValueError(f"trainer.label_smoothing (deprecated: task.label_smoothing) is a multiclass setting; "
+                                 f"this task is {self.task.name} (task.name): remove it")
             if self.task.label_smoothing and self.task.label_smoothing != old:
                 raise ValueError(f"trainer.label_smoothing={old} and task.label_smoothing="
                                  f"{self.task.label_smoothing} disagree; set task.label_smoothing only")

@@ -344,67 +344,6 @@ class FsdpConfig(Section):
     full: rank 0 gathers the whole state and writes one <name>.pt, as under DDP. kiln reads either kind anywhere."""
 
 
-class TaskConfig(Section):
-    """What kind of problem this is: the loss, the metrics and the predictions follow from it."""
-
-    name: Literal["multiclass", "multilabel", "regression"] = "multiclass"
-    """multiclass: one label per sample (cross-entropy; accuracy, top-5 accuracy, macro F1; monitors val/acc).
-    multilabel: any number of labels per sample, e.g. `cat|dog` in a CSV (binary cross-entropy per label; micro and
-    macro F1, mAP; monitors val/f1_micro). regression: numeric targets in one or several columns (MSE, L1 or Huber
-    on standardised targets; MAE, RMSE, R² in the original units; monitors val/mae)."""
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    """multiclass: label smoothing of the training objective. The reported train/val/test loss stays plain
-    cross-entropy; the smoothed objective is logged as train/objective."""
-    class_weights: Literal["auto"] | list[float] | None = None
-    """multiclass: weights of the classes in the training loss: auto = inverse frequency on the training split
-    (n / (k x count), logged), or one weight per class. The reported loss stays unweighted cross-entropy; the
-    weighted objective is logged as train/objective."""
-    pos_weight: Literal["auto"] | list[float] | None = None
-    """multilabel: weight of the positive term of each label's binary cross-entropy: auto = negatives / positives
-    on the training split (logged), or one value per label. The reported loss stays unweighted."""
-    threshold: float | list[float] = 0.5
-    """multilabel: a label is predicted when its probability reaches this (one value, or one per label)."""
-    tune_threshold: bool = False
-    """multilabel: after training, choose each label's threshold for the best F1 on the validation split (with the
-    best checkpoint) and record them as task.threshold in the run's config.yaml; the test uses them."""
-    standardize: bool = True
-    """regression: train on targets standardised with the training split's mean and std (recorded as
-    target_mean/target_std); metrics and predictions are in the original units either way."""
-    target_mean: list[float] | None = None
-    """regression: the targets' mean used for standardisation. Unset: computed on the training split (recorded)."""
-    target_std: list[float] | None = None
-    """regression: the targets' standard deviation used for standardisation (see target_mean)."""
-    loss: str | None = None
-    """The training loss. Built in: cross_entropy (multiclass), bce (multilabel), mse / l1 / huber (regression;
-    also the reported loss). Or an objective of your own, `package.module:function` taking (model output, targets)
-    and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`), logged as train/objective
-    while the reported loss stays the task's. Unset: the task's first built-in."""
-
-    @model_validator(mode="after")
-    def _settings_of_this_task(self) -> "TaskConfig":
-        own = {"multiclass": {"label_smoothing", "class_weights"}, "multilabel": {"pos_weight", "threshold",
-               "tune_threshold"}, "regression": {"standardize", "target_mean", "target_std"}}
-        for task, keys in own.items():
-            wrong = sorted(k for k in keys & self.model_fields_set if task != self.name
-                           and getattr(self, k) != TaskConfig.model_fields[k].default)
-            if wrong:
-                default = TaskConfig.model_fields[wrong[0]].default
-                raise ValueError(f"task.{wrong[0]} is a {task} setting; this task is {self.name} (task.name): remove "
-                                 f"it, or set it to its default ({default})")
-        losses = TASK_LOSSES[self.name]
-        if self.loss is not None and ":" not in self.loss and self.loss not in losses:
-            raise ValueError(f"task.loss={self.loss!r}: the {self.name} task's losses are {', '.join(losses)}, or "
-                             "a function of yours as package.module:function")
-        if isinstance(self.threshold, list) and not self.threshold:
-            raise ValueError("task.threshold: give one value, or one per label")
-        for t in self.threshold if isinstance(self.threshold, list) else [self.threshold]:
-            if not 0 < t < 1:
-                raise ValueError(f"task.threshold={t}: a probability threshold lies between 0 and 1")
-        return self
-
-
-TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber")}
-TASK_MONITORS = {"multiclass": "val/acc", "multilabel": "val/f1_micro", "regression": "val/mae"}
 LOWER_IS_BETTER = ("loss", "objective", "mae", "rmse", "mse")
 
 

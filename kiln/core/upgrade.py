@@ -10,6 +10,14 @@ from typing import Any
 # the running training metrics also sum the objective. Older checkpoints are converted when loaded.
 FORMAT_VERSION = 2
 
+# Format 2 wrote every task's settings (at their defaults) under every task; today each task has a schema of its
+# own. The settings of format 2 and the task each belonged to, with their defaults then.
+_FORMAT2_TASK_SETTINGS: dict[str, dict[str, Any]] = {
+    "multiclass": {"label_smoothing": 0.0, "class_weights": None},
+    "multilabel": {"pos_weight": None, "threshold": 0.5, "tune_threshold": False},
+    "regression": {"standardize": True, "target_mean": None, "target_std": None},
+}
+
 
 def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
     """A config that kiln itself saved (a run's config.yaml, a checkpoint's config) in an older layout, brought
@@ -18,6 +26,11 @@ def upgrade_saved(raw: dict[str, Any]) -> dict[str, Any]:
     trainer, task = raw.get("trainer") or {}, raw.setdefault("task", {})
     if trainer.get("label_smoothing") and not task.get("label_smoothing"):  # format 1: the trainer owned it
         task["label_smoothing"] = trainer.pop("label_smoothing")
+    name = task.get("name", "multiclass")
+    for owner, defaults in _FORMAT2_TASK_SETTINGS.items():  # another task's settings, left at their defaults
+        for key, default in defaults.items():
+            if owner != name and key in task and task[key] == default:
+                del task[key]
     data = raw.get("data") or {}
     augment = data.get("augment") or {}
     for key in ("hflip", "resized_crop"):  # unset once meant: on for photos (folders, CSVs), off for the rest

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from kiln.config import TaskConfig
+from kiln.config import MulticlassTaskConfig, MultilabelTaskConfig, RegressionTaskConfig, TaskConfig
 from kiln.core.errors import KilnError
 from kiln.tasks.base import Prediction, Task, to_columns
 from kiln.tasks.multiclass import MulticlassTask
@@ -28,9 +28,9 @@ TASKS: dict[str, type[Task]] = {"multiclass": MulticlassTask, "multilabel": Mult
 
 def build_task(cfg: TaskConfig, num_classes: int | None, weights: torch.Tensor | None = None) -> Task:
     """The task of `cfg`; `weights`: class weights (multiclass) or positive weights (multilabel) for the loss."""
-    if cfg.name == "multiclass":
+    if isinstance(cfg, MulticlassTaskConfig):
         return MulticlassTask(cfg, num_classes, weights)
-    if cfg.name == "multilabel":
+    if isinstance(cfg, MultilabelTaskConfig):
         return MultilabelTask(cfg, num_classes, weights)
     return RegressionTask(cfg, num_classes)
 
@@ -42,8 +42,8 @@ Targets = Callable[[], torch.Tensor]
 def task_for_training(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> Task:
     """The task with what it learns from the training split: class weights, positive weights, target scaling."""
     cfg = resolve_task_settings(cfg, train_targets)
-    weights = class_weights(cfg, train_targets, num_classes) if cfg.name == "multiclass" else \
-        pos_weight(cfg, train_targets, num_classes) if cfg.name == "multilabel" else None
+    weights = class_weights(cfg, train_targets, num_classes) if isinstance(cfg, MulticlassTaskConfig) else \
+        pos_weight(cfg, train_targets, num_classes) if isinstance(cfg, MultilabelTaskConfig) else None
     return build_task(cfg, num_classes, weights)
 
 
@@ -51,7 +51,7 @@ def resolve_task_settings(cfg: TaskConfig, train_targets: Targets) -> TaskConfig
     """`cfg` with what the task learns from the training split before training. Regression: the targets' mean and
     standard deviation (the run's config.yaml records them, so test/predict/export scale back with the same
     values)."""
-    if cfg.name != "regression" or not cfg.standardize or cfg.target_mean is not None:
+    if not isinstance(cfg, RegressionTaskConfig) or not cfg.standardize or cfg.target_mean is not None:
         return cfg
     y = to_columns(train_targets().double())
     mean = [round(float(v), 6) for v in y.mean(0)]
@@ -60,7 +60,7 @@ def resolve_task_settings(cfg: TaskConfig, train_targets: Targets) -> TaskConfig
     return cfg.with_values({"target_mean": mean, "target_std": std})
 
 
-def class_weights(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> torch.Tensor | None:
+def class_weights(cfg: MulticlassTaskConfig, train_targets: Targets, num_classes: int) -> torch.Tensor | None:
     """task.class_weights as a tensor: given (one per class), or auto = n / (k x count) on the training split."""
     if cfg.class_weights is None or isinstance(cfg.class_weights, list):
         return _given("task.class_weights", cfg.class_weights, num_classes, "class")
@@ -71,7 +71,7 @@ def class_weights(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> 
     return weights
 
 
-def pos_weight(cfg: TaskConfig, train_targets: Targets, num_labels: int) -> torch.Tensor | None:
+def pos_weight(cfg: MultilabelTaskConfig, train_targets: Targets, num_labels: int) -> torch.Tensor | None:
     """task.pos_weight as a tensor: given (one per label), or auto = negatives / positives per label on the
     training split (a label never present gets 1)."""
     if cfg.pos_weight is None or isinstance(cfg.pos_weight, list):

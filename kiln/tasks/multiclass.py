@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kiln.config import TaskConfig
+from kiln.config import MulticlassTaskConfig
 from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task
 
@@ -26,8 +26,9 @@ class MulticlassTask(Task):
     summary_metrics = ("loss", "acc", "acc_top5", "f1")
     output_doc = "logits (batch, classes); softmax gives probabilities"
 
-    def __init__(self, cfg: TaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None):
+    def __init__(self, cfg: MulticlassTaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None):
         super().__init__(cfg, num_classes)
+        self.cfg: MulticlassTaskConfig = cfg
         self.class_weights = class_weights
 
     @property

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kiln.config import TaskConfig
+from kiln.config import MultilabelTaskConfig
 from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task
 
@@ -32,8 +32,9 @@ class MultilabelTask(Task):
     output_doc = ("logits (batch, labels); sigmoid gives each label's probability; a label is predicted when it "
                   "reaches its threshold")
 
-    def __init__(self, cfg: TaskConfig, num_classes: int | None, pos_weight: torch.Tensor | None = None):
+    def __init__(self, cfg: MultilabelTaskConfig, num_classes: int | None, pos_weight: torch.Tensor | None = None):
         super().__init__(cfg, num_classes)
+        self.cfg: MultilabelTaskConfig = cfg
         self.pos_weight = pos_weight
         self._thresholds: torch.Tensor | None = None
         self._thresholds_of: tuple[list[float], torch.device] | None = None

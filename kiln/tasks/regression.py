@@ -10,7 +10,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from kiln.config import TaskConfig
+from kiln.config import RegressionTaskConfig
 from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task, to_columns
 
@@ -34,8 +34,9 @@ class RegressionTask(Task):
     output_doc = ("standardised values (batch, targets); value * target_std + target_mean gives the original units "
                   "(target_mean/target_std null: the values are in the original units)")
 
-    def __init__(self, cfg: TaskConfig, num_classes: int | None):
+    def __init__(self, cfg: RegressionTaskConfig, num_classes: int | None):
         super().__init__(cfg, num_classes)
+        self.cfg: RegressionTaskConfig = cfg
         self.loss_fn = LOSSES[cfg.loss if cfg.loss in LOSSES else "mse"]
         k = num_classes or 1
         mean = cfg.target_mean if cfg.standardize and cfg.target_mean is not None else [0.0] * k

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kiln.config import TaskConfig, TrainerConfig
+from kiln.config import MulticlassTaskConfig, TrainerConfig
 from kiln.data import Batches
 from kiln.tasks import build_task
 from kiln.train.step import TrainStep
@@ -45,7 +45,7 @@ def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Bat
     """Train the `span`'s batches with its LRs; stop when the loss diverges.
     Each batch is `step`, the training step `kiln train` runs (label smoothing, scaler, clipping); it must not
     accumulate or step a schedule (`kiln lr-find` builds it with accumulate=1 and no schedule)."""
-    step = step or TrainStep(TrainerConfig(), build_task(TaskConfig(), None), optimizer, device, precision)
+    step = step or TrainStep(TrainerConfig(), build_task(MulticlassTaskConfig(), None), optimizer, device, precision)
     start_lr, end_lr, steps, smoothing = span.start_lr, span.end_lr, span.steps, span.smoothing
     model_state = copy.deepcopy(model.state_dict())
     optim_state = copy.deepcopy(optimizer.state_dict())

@@ -1,0 +1,130 @@
+"""The task section: one schema per task, chosen by `task.name` (a discriminated union). A setting of another task
+(`task.threshold` under multiclass) is therefore not in the schema at all: an unknown key, reported by the error
+explainer as the other task's setting. Configs that kiln saved before (format 2 dumped every task's settings under
+every task) are brought to this layout by kiln.core.upgrade."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Discriminator, Field, Tag, model_validator
+from typing_extensions import Self
+
+from kiln.config.sections import Section
+
+TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber")}
+TASK_MONITORS = {"multiclass": "val/acc", "multilabel": "val/f1_micro", "regression": "val/mae"}
+
+
+class _TaskSettings(Section):
+    """What every task's settings check: the loss is one of the task's, or the user's own function."""
+
+    if TYPE_CHECKING:  # declared by each task (a field here would come first in config.yaml)
+        name: str
+        loss: str | None
+
+    @model_validator(mode="after")
+    def _a_loss_of_this_task(self) -> Self:
+        losses = TASK_LOSSES[self.name]
+        if self.loss is not None and ":" not in self.loss and self.loss not in losses:
+            raise ValueError(f"task.loss={self.loss!r}: the {self.name} task's losses are {', '.join(losses)}, or "
+                             "a function of yours as package.module:function")
+        return self
+
+
+class MulticlassTaskConfig(_TaskSettings):
+    """One label per sample."""
+
+    name: Literal["multiclass"] = "multiclass"
+    """multiclass: one label per sample (cross-entropy; accuracy, top-5 accuracy, macro F1; monitors val/acc).
+    multilabel: any number of labels per sample, e.g. `cat|dog` in a CSV (binary cross-entropy per label; micro and
+    macro F1, mAP; monitors val/f1_micro). regression: numeric targets in one or several columns (MSE, L1 or Huber
+    on standardised targets; MAE, RMSE, R² in the original units; monitors val/mae). Each task has its own
+    settings below."""
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    """Label smoothing of the training objective. The reported train/val/test loss stays plain cross-entropy; the
+    smoothed objective is logged as train/objective."""
+    class_weights: Literal["auto"] | list[float] | None = None
+    """Weights of the classes in the training loss: auto = inverse frequency on the training split (n / (k x
+    count), logged), or one weight per class. The reported loss stays unweighted cross-entropy; the weighted
+    objective is logged as train/objective."""
+    loss: str | None = None
+    """The training loss: cross_entropy (unset: the same). Or an objective of your own, `package.module:function`
+    taking (model output, targets) and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`),
+    logged as train/objective while the reported loss stays the task's."""
+
+
+class MultilabelTaskConfig(_TaskSettings):
+    """Any number of labels per sample."""
+
+    name: Literal["multilabel"] = "multilabel"
+    """multilabel (see task.name under multiclass for the three tasks)."""
+    pos_weight: Literal["auto"] | list[float] | None = None
+    """Weight of the positive term of each label's binary cross-entropy: auto = negatives / positives on the
+    training split (logged), or one value per label. The reported loss stays unweighted."""
+    threshold: float | list[float] = 0.5
+    """A label is predicted when its probability reaches this (one value, or one per label)."""
+    tune_threshold: bool = False
+    """After training, choose each label's threshold for the best F1 on the validation split (with the best
+    checkpoint) and record them as task.threshold in the run's config.yaml; the test uses them."""
+    loss: str | None = None
+    """The training loss: bce (unset: the same). Or an objective of your own, `package.module:function`
+    taking (model output, targets) and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`),
+    logged as train/objective while the reported loss stays the task's."""
+
+    @model_validator(mode="after")
+    def _thresholds_are_probabilities(self) -> Self:
+        if isinstance(self.threshold, list) and not self.threshold:
+            raise ValueError("task.threshold: give one value, or one per label")
+        for t in self.threshold if isinstance(self.threshold, list) else [self.threshold]:
+            if not 0 < t < 1:
+                raise ValueError(f"task.threshold={t}: a probability threshold lies between 0 and 1")
+        return self
+
+
+class RegressionTaskConfig(_TaskSettings):
+    """Numeric targets."""
+
+    name: Literal["regression"] = "regression"
+    """regression (see task.name under multiclass for the three tasks)."""
+    standardize: bool = True
+    """Train on targets standardised with the training split's mean and std (recorded as target_mean/target_std);
+    metrics and predictions are in the original units either way."""
+    target_mean: list[float] | None = None
+    """The targets' mean used for standardisation. Unset: computed on the training split (recorded)."""
+    target_std: list[float] | None = None
+    """The targets' standard deviation used for standardisation (see target_mean)."""
+    loss: str | None = None
+    """The training loss, also the reported loss: mse, l1 or huber (unset: mse).
+    Or an objective of your own, `package.module:function`
+    taking (model output, targets) and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`),
+    logged as train/objective while the reported loss stays the task's."""
+
+
+TASK_CONFIGS: dict[str, type[_TaskSettings]] = {
+    "multiclass": MulticlassTaskConfig, "multilabel": MultilabelTaskConfig, "regression": RegressionTaskConfig}
+
+
+def _task_name(value: Any) -> str | None:
+    """Which task's schema a task section is read with: its name; multiclass when it names none."""
+    name = value.get("name", "multiclass") if isinstance(value, dict) else getattr(value, "name", None)
+    return name if name in TASK_CONFIGS else None
+
+
+TaskConfig = Annotated[
+    Annotated[MulticlassTaskConfig, Tag("multiclass")]
+    | Annotated[MultilabelTaskConfig, Tag("multilabel")]
+    | Annotated[RegressionTaskConfig, Tag("regression")],
+    Discriminator(_task_name, custom_error_type="task_name",
+                  custom_error_message="task.name must be one of multiclass, multilabel, regression")]
+
+
+def task_config(**values: Any) -> MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig:
+    """The task section of `values` (`name` picks the task; multiclass when it is left out)."""
+    return TASK_CONFIGS[values.get("name", "multiclass")](**values)  # type: ignore[return-value]
+
+
+def owner_of(key: str) -> str | None:
+    """The task a task setting belongs to (None: no task has it, or every task has it)."""
+    owners = [name for name, cls in TASK_CONFIGS.items() if key in cls.model_fields]
+    return owners[0] if len(owners) == 1 else None
