@@ -16,9 +16,10 @@ import time
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from kiln.core.errors import KilnError
+from kiln.core.formats import TestResults, by_name
 
 log = logging.getLogger("kiln")
 
@@ -257,12 +258,12 @@ class RunDir:
 
         encoder.save(self.tokenizer_dir if isinstance(encoder, ModelTokenizer) else self.vocab_file)
 
-    def test_metrics(self) -> dict[str, Any] | None:
+    def test_metrics(self) -> TestResults | None:
         if not self.test_metrics_file.is_file():
             return None
-        return json.loads(self.test_metrics_file.read_text())
+        return cast(TestResults, json.loads(self.test_metrics_file.read_text()))
 
-    def write_test_metrics(self, results: dict[str, Any], path: Path | None = None) -> Path:
+    def write_test_metrics(self, results: TestResults, path: Path | None = None) -> Path:
         """test_metrics.json (the run's own test split), or `path` (results on other data); returns the file."""
         path = self.test_metrics_file if path is None else Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -280,14 +281,14 @@ class RunDir:
         samples per second (metrics.jsonl), and the test result `test_key` (None where the run has none)."""
         import statistics
 
-        rows = self.metrics()
+        rows, test = self.metrics(), self.test_metrics()
 
         def median(key: str) -> float | None:
             values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
             return statistics.median(values) if values else None
 
         return {"parameters": self.status().get("parameters"), "s_per_epoch": median("time/epoch_s"),
-                "samples_per_s": median("time/samples_per_s"), f"test/{test_key}": (self.test_metrics() or {}).get(test_key)}
+                "samples_per_s": median("time/samples_per_s"), f"test/{test_key}": by_name(test).get(test_key) if test else None}
 
     @property
     def test_predictions_file(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kiln.cli.common import OVERRIDES_HELP, add_verbosity, verbosity
+from kiln.core.formats import by_name
 
 
 def add_parser(sub) -> None:
@@ -46,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
           + f"  ({result['num_train']:,} training samples, {result['seconds']:.1f} s)")
     network = RunDir.open(Path(args.target)).test_metrics() if Path(args.target).is_dir() else None
     if network is not None and result["split"] == "test":
-        main = metrics[0]  # accuracy, micro F1 or MAE
-        gain = (network[main] - result[main]) * (-1 if main == "mae" else 1)  # MAE: lower is better
-        print(f"  the network: test {names[main]} {network[main]:.4f} ({abs(gain):.4f} {'better' if gain >= 0 else 'worse'}"
+        main, scores = metrics[0], by_name(network)  # accuracy, micro F1 or MAE
+        gain = (scores[main] - result[main]) * (-1 if main == "mae" else 1)  # MAE: lower is better
+        print(f"  the network: test {names[main]} {scores[main]:.4f} ({abs(gain):.4f} {'better' if gain >= 0 else 'worse'}"
               " than the baseline)")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kiln.cli.common import OVERRIDES_HELP, add_verbosity, verbosity
+from kiln.core.formats import by_name
 
 
 def add_parser(sub) -> None:
@@ -48,9 +49,10 @@ def run(args: argparse.Namespace) -> int:
     table.add_column("metric")
     table.add_column("value", justify="right")
     task = TASKS[results["task"]]
+    scores = by_name(results)
     for key in task.summary_metrics:
-        if results.get(key) is not None:
-            table.add_row(key, f"{results[key]:.4f}")
+        if scores.get(key) is not None:
+            table.add_row(key, f"{scores[key]:.4f}")
     table.add_row("samples", f"{results['num_samples']:,}")
     Console().print(table)
     weakest = task.weakest(results)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kiln.config import Config, CvConfig
 from kiln.core.errors import KilnError
+from kiln.core.formats import by_name
 from kiln.core.upgrade import upgrade_saved
 from kiln.runs import RunDir, RunStatus
 
@@ -65,7 +66,7 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
             session.train(fold_cfg, run_dir=run.path, quiet=True)
         metrics = run.test_metrics()
         assert metrics is not None, "every fold ends with its held-out fold evaluated"
-        results.append({"fold": k, "run": str(run.path), **{m: metrics[m] for m in metric_names},
+        results.append({"fold": k, "run": str(run.path), **{m: by_name(metrics)[m] for m in metric_names},
                         "num_samples": metrics["num_samples"]})
     summary: dict[str, Any] = {"task": cfg.task.name, "metrics": list(metric_names), "folds": results,
                                "held_out": _mean_std(results, metric_names)}

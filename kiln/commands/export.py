@@ -15,13 +15,17 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
 
 from kiln.core.errors import KilnError, TrainingStopped, first_line
+from kiln.core.formats import ExportMeta, by_name
 from kiln.train.trained import Trained, load_trained, model_config
+
+if TYPE_CHECKING:
+    from kiln.tasks import Task
 
 log = logging.getLogger("kiln")
 FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
@@ -132,7 +136,7 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     return Exported(path, meta_path, diff, len(sample[-1]))
 
 
-def _tokenizer_beside(trained: Trained, path: Path, meta: dict[str, Any], model) -> Path | None:
+def _tokenizer_beside(trained: Trained, path: Path, meta: ExportMeta, model) -> Path | None:
     """A model tokenizer's export carries the tokenizer in a folder beside the file (named in the metadata), so
     `kiln predict MODEL.onnx` and any caller encode texts as training did; its token axis is capped at max_len."""
     if _layout(trained) != "masked":
@@ -201,13 +205,13 @@ def _first_inputs(inputs: Any, n: int, layout: str) -> tuple[torch.Tensor, ...]:
     return inputs.ids[:end].clone(), inputs.offsets[:n].clone()
 
 
-def task_of(meta: dict[str, Any]):
+def task_of(meta: ExportMeta) -> Task:
     """The task an export's metadata describes (what turns its outputs into predictions)."""
     from kiln.config import task_config
     from kiln.tasks import TASKS, build_task
 
     name = meta.get("task", "multiclass")
-    settings = {key: meta[key] for key in TASKS[name].exported if key in meta}
+    settings = {key: by_name(meta)[key] for key in TASKS[name].exported if key in meta}
     return build_task(task_config(name=name, **settings), len(meta["class_names"]))
 
 
@@ -239,13 +243,14 @@ def _safetensors(trained: Trained, path: Path) -> Exported:
     return Exported(path, meta_path, diff, 0)
 
 
-def metadata(trained: Trained, fmt: str) -> dict[str, Any]:
+def metadata(trained: Trained, fmt: str) -> ExportMeta:
     info = trained.info
     task = trained.cfg.task
     kind = trained.task
-    meta: dict[str, Any] = {"format": fmt, "task": task.name, "class_names": info.class_names,
-                            "output": kind.output_doc, "checkpoint": str(trained.checkpoint),
-                            **{key: getattr(task, key) for key in kind.exported}}
+    # the settings a task exports (multilabel's threshold, regression's scaling) are keys of ExportMeta
+    meta = cast(ExportMeta, {"format": fmt, "task": task.name, "class_names": info.class_names,
+                             "output": kind.output_doc, "checkpoint": str(trained.checkpoint),
+                             **{key: getattr(task, key) for key in kind.exported}})
     if info.kind == "image":
         meta["input"] = {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
                          "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
@@ -296,7 +301,7 @@ def _dynamic(model) -> dict[str, Any]:
     return {"x": {0: batch}}
 
 
-def _onnx(model, sample, path: Path, meta: dict[str, Any]) -> None:
+def _onnx(model, sample, path: Path, meta: ExportMeta) -> None:
     import onnx
 
     # One self-contained file unless the weights come near protobuf's 2 GiB limit; then model.onnx.data beside it.
@@ -321,12 +326,12 @@ def onnx_data_file(path: Path) -> Path:
     return path.with_name(path.name + ".data")
 
 
-def _exported(model, sample, path: Path, meta: dict[str, Any]) -> None:
+def _exported(model, sample, path: Path, meta: ExportMeta) -> None:
     program = torch.export.export(model, sample, dynamic_shapes=_dynamic(model))
     torch.export.save(program, str(path), extra_files={"kiln.json": json.dumps(meta)})
 
 
-def _torchscript(model, sample, path: Path, meta: dict[str, Any]) -> None:
+def _torchscript(model, sample, path: Path, meta: ExportMeta) -> None:
     # The tracer's own re-run check trips over kernels that choose a path by the data (a transformer's padded-batch
     # fast path); kiln's parity check below runs the traced file on two batches of other shapes instead.
     traced = torch.jit.trace(model, sample, check_trace=False)
@@ -374,7 +379,7 @@ def run_exported(path: Path, fmt: str, *inputs: np.ndarray) -> np.ndarray:
         return torch.jit.load(str(path))(*tensors).numpy()
 
 
-def onnx_metadata(path: Path) -> dict[str, Any]:
+def onnx_metadata(path: Path) -> ExportMeta:
     """The metadata kiln stored in an exported ONNX file (class names, normalisation, input shape)."""
     import onnx
 
@@ -385,4 +390,4 @@ def onnx_metadata(path: Path) -> dict[str, Any]:
     meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
     if "class_names" not in meta:
         raise KilnError(f"{path} was not exported by kiln export (no class names in its metadata)")
-    return meta
+    return cast(ExportMeta, meta)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from kiln.core.errors import KilnError
+from kiln.core.formats import ExportMeta
 from kiln.data import DataInfo
 from kiln.data.registry import get_dataset
 from kiln.runs import RunDir
@@ -132,7 +133,7 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
     return answers(task, paths, task.predictions(logits), names, top_k)
 
 
-def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> list[Prediction]:
+def _predict_onnx_text(path: Path, meta: ExportMeta, texts: list[str], top_k: int) -> list[Prediction]:
     """Texts through an exported text model: tokenised with the vocabulary and settings stored in its metadata."""
     from kiln.commands.export import run_exported, task_of
     from kiln.config import TextConfig
@@ -150,7 +151,11 @@ def _predict_onnx_text(path: Path, meta: dict, texts: list[str], top_k: int) -> 
         encoder: Any = ModelTokenizer(path.parent / spec["tokenizer_dir"])
     else:
         cfg = TextConfig(tokenizer=tok["tokenizer"], ngrams=tok["ngrams"], max_len=tok["max_len"])
-        encoder = Vocab(spec["vocab"])
+        itos = spec.get("vocab")
+        if not itos:
+            raise KilnError(f"{path}: its metadata holds no vocabulary for its {spec['layout']} text input; export the "
+                            "run again with kiln export")
+        encoder = Vocab(itos)
     batch = collate(encode_texts(texts, encoder, cfg), "offsets" if spec["layout"] == "offsets" else "pad",
                     spec["pad_id"])
     second = batch.offsets if spec["layout"] == "offsets" else \

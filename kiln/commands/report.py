@@ -14,6 +14,7 @@ import numpy as np
 
 from kiln.config import flatten
 from kiln.core.errors import KilnError
+from kiln.core.formats import TestResults, by_name
 from kiln.runs import RunDir
 from kiln.track.files import read_metrics
 from kiln.viz import figures
@@ -104,14 +105,15 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         report.note(f"no test_metrics.json: run `kiln test {run}` for the test-split figures")
         return
     report.heading("Test split", 3 if with_heading else 2)
-    task = test.get("task", "multiclass")
-    report.table(["metric", "value"], [[k, test[k]] for k in _task_class(cfg).summary_metrics if test.get(k) is not None]
+    task, scores = test.get("task", "multiclass"), by_name(test)
+    report.table(["metric", "value"], [[k, scores[k]] for k in _task_class(cfg).summary_metrics
+                                       if scores.get(k) is not None]
                  + [["samples", test["num_samples"]], ["checkpoint", Path(test["checkpoint"]).name]])
     baseline = run.baseline()
     if baseline is not None and baseline.get("split") == "test":  # the network against kiln baseline's model
         shared = [m for m in _task_class(cfg).summary_metrics if m in baseline and m in test]
         report.table(["model", *[f"test {m}" for m in shared]],
-                     [["this network", *[test[m] for m in shared]],
+                     [["this network", *[scores[m] for m in shared]],
                       [f"baseline: {baseline['baseline']}", *[baseline[m] for m in shared]]])
     section = TEST_SECTIONS[task]  # each task's own figures and tables
     section(report, run, test, folder, num_wrong, with_heading)
@@ -119,7 +121,7 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         _what_the_model_sees(report, run, folder)
 
 
-def _multiclass_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
+def _multiclass_test(report: Report, run: RunDir, test: TestResults, folder: Path, num_wrong: int,
                      with_heading: bool) -> None:
     names = test["class_names"]
     report.figure(figures.confusion(test["confusion_matrix"], names), folder, "confusion_matrix", "confusion matrix")
@@ -132,7 +134,7 @@ def _multiclass_test(report: Report, run: RunDir, test: dict[str, Any], folder: 
         _wrong(report, run, num_wrong, folder)
 
 
-def _multilabel_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
+def _multilabel_test(report: Report, run: RunDir, test: TestResults, folder: Path, num_wrong: int,
                      with_heading: bool) -> None:
     """Per label: support, precision, recall, F1, average precision and the threshold used."""
     per_label, thresholds = test["per_label"], test["thresholds"]
@@ -142,7 +144,7 @@ def _multilabel_test(report: Report, run: RunDir, test: dict[str, Any], folder: 
                   for (name, m), t in zip(per_label.items(), thresholds)])
 
 
-def _regression_test(report: Report, run: RunDir, test: dict[str, Any], folder: Path, num_wrong: int,
+def _regression_test(report: Report, run: RunDir, test: TestResults, folder: Path, num_wrong: int,
                      with_heading: bool) -> None:
     """Predicted against true, and the residuals, on the test split (in the targets' units)."""
     try:

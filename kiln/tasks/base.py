@@ -3,7 +3,7 @@ pkg.mod:fn`), and the names of the metrics an epoch logs."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -230,13 +230,13 @@ class Task:
         raise NotImplementedError
 
     @classmethod
-    def describe(cls, results: dict[str, Any]) -> str:
+    def describe(cls, results: Mapping[str, Any]) -> str:
         """One line of test results: `loss 0.31 | acc 0.91 | ...`."""
         return " | ".join(f"{cls.LABELS.get(k, k)} {results[k]:{'.4g' if k in ('mae', 'rmse') else '.4f'}}"
                           for k in cls.summary_metrics if results.get(k) is not None)
 
     @classmethod
-    def weakest(cls, results: dict[str, Any]) -> str | None:
+    def weakest(cls, results: Mapping[str, Any]) -> str | None:
         """The hardest classes or labels of a test, for `kiln test`'s last line (None: nothing to say)."""
         return None
 

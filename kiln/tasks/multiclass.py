@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -93,7 +93,7 @@ class MulticlassTask(Task):
         return float((predictions.argmax(1) == targets).float().mean())
 
     @classmethod
-    def weakest(cls, results: dict[str, Any]) -> str | None:
+    def weakest(cls, results: Mapping[str, Any]) -> str | None:
         worst = sorted(results["per_class_acc"].items(), key=lambda kv: kv[1])[:3]
         return "hardest classes: " + ", ".join(f"{name} {acc:.3f}" for name, acc in worst)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -130,7 +130,7 @@ class MultilabelTask(Task):
         return float(2 * tp / (decided.sum() + truth.sum()).clamp_min(1))
 
     @classmethod
-    def weakest(cls, results: dict[str, Any]) -> str | None:
+    def weakest(cls, results: Mapping[str, Any]) -> str | None:
         worst = sorted(results["per_label"].items(), key=lambda kv: kv[1]["f1"])[:3]
         return "hardest labels: " + ", ".join(f"{name} F1 {m['f1']:.3f}" for name, m in worst)
 

@@ -4,7 +4,7 @@ units."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -100,7 +100,7 @@ class RegressionTask(Task):
         return float((predictions - to_columns(targets).float()).abs().mean())
 
     @classmethod
-    def weakest(cls, results: dict[str, Any]) -> str | None:
+    def weakest(cls, results: Mapping[str, Any]) -> str | None:
         per_target = results.get("r2_per_target")
         return ("R² per target: " + ", ".join(f"{k} {v:.3f}" for k, v in per_target.items())) if per_target else None
 

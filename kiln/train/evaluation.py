@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from kiln.config import Config, DataConfig
+from kiln.core.formats import TestResults
 from kiln.data import Data, DataRequest, build_data
 from kiln.data.loaders import Batches
 from kiln.tasks import Task
@@ -20,7 +21,7 @@ log = logging.getLogger("kiln")
 
 
 def run_evaluation(trained: Trained, data: Data, *, write: bool = True, limit: int | None = None,
-                   out: Path | None = None, scored: dict[str, Any] | None = None) -> dict[str, Any]:
+                   out: Path | None = None, scored: dict[str, Any] | None = None) -> TestResults:
     """Evaluate `trained` on the test split and write test_metrics.json into its run (`write` false: write
     nothing, e.g. on the ranks other than 0), or `out` when the data scored is not the run's own (`scored`: which
     data it was, recorded in the results). On the run's own whole test split in one process, the predictions are
@@ -41,8 +42,8 @@ def run_evaluation(trained: Trained, data: Data, *, write: bool = True, limit: i
     if keep and run is not None:
         run.write_test_predictions(checksum or "", torch.cat([p.float().cpu() for p, _ in keep]),
                                    torch.cat([t.cpu() for _, t in keep]))
-    results = {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name, **({"data": scored} if scored else {}),
-               **task.test_results(raw, data.info.class_names)}
+    results = cast(TestResults, {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name,
+                                 **({"data": scored} if scored else {}), **task.test_results(raw, data.info.class_names)})
     if run is None:
         return results
     results["file"] = str(run.write_test_metrics(results, out))
@@ -75,7 +76,7 @@ DATA_CHOICE = ("name", "args", "test_args", "test_split", "classes")
 
 
 def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[str] | tuple[str, ...] = (),
-             out: Path | None = None) -> dict[str, Any]:
+             out: Path | None = None) -> TestResults:
     """`kiln test`: evaluate a trained run's checkpoint on its test split, written to test_metrics.json. On other
     data (data.root=..., another test split) the results go to their own file — `out`, or
     test_metrics-<data>.json in the run folder — and say which data was scored; the run's own stay untouched."""

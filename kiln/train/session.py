@@ -18,6 +18,7 @@ from kiln.config import Config, flatten, profile_summary, watched
 from kiln.core import dist
 from kiln.core.checkpoint import Checkpoint
 from kiln.core.errors import CorruptCheckpoint, KilnError, TrainingInterrupted, TrainingStopped
+from kiln.core.formats import TestResults
 from kiln.core.state import seed_everything
 from kiln.data import Data, DataRequest, build_data, fresh_encoder
 from kiln.data.loaders import split_targets
@@ -45,7 +46,7 @@ log = logging.getLogger("kiln")
 class RunResult:
     run_dir: Path
     metrics: dict[str, float]
-    test_metrics: dict[str, Any] | None = None
+    test_metrics: TestResults | None = None  # test_metrics.json
     extra: dict[str, Any] = field(default_factory=dict)
     config: Config | None = None  # what the run trained with (the plan's config, with what kiln derived)
 
@@ -421,7 +422,7 @@ def _after_fit(plan: RunPlan, run: RunDir, trainer: Trainer) -> RunPlan:
 
 
 def _test_best(plan: RunPlan, run: RunDir, model: torch.nn.Module, precision: str,
-               trackers: Trackers) -> dict[str, Any] | None:
+               trackers: Trackers) -> TestResults | None:
     """The best checkpoint's weights in the model trained here, on this rank's shard of the test split (None when
     the data has no test split, e.g. your own Dataset without one)."""
     cfg, device, proc = plan.config, plan.device, plan.proc
