@@ -42,7 +42,7 @@ def worker(strategy_name: str, steps: int) -> None:
     from kiln.core import dist
     from kiln.data.text import pad_collate
     from kiln.models.text import transformer
-    from kiln.train import strategy
+    from kiln.train.strategy import Strategy
 
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if torch.cuda.is_available() else torch.device("cpu")
     dist.setup(device, "nccl" if device.type == "cuda" else "gloo")
@@ -51,10 +51,8 @@ def worker(strategy_name: str, steps: int) -> None:
     torch.manual_seed(0)
     model = transformer(30_000, 4, d_model=768, heads=12, layers=8, ff=3072, dropout=0.0, max_len=64).to(device)
     params = sum(p.numel() for p in model.parameters())
-    if strategy_name == "fsdp":
-        model = strategy.shard(model, cfg.trainer, "32", device)
-    else:
-        model = strategy.wrap(model, cfg, device)
+    spread = Strategy.of(cfg.trainer, dist.current().world_size)
+    model = spread.wrap(spread.prepare(model, "32", device), device, frozen=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(dist.current().rank)
     times = []

@@ -19,7 +19,6 @@ from kiln.runs import RunDir
 from kiln.tasks import task_for_training
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
-from kiln.train import strategy
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.device import resolve_precision, use_channels_last
@@ -27,6 +26,7 @@ from kiln.train.ema import weight_ema
 from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
+from kiln.train.strategy import Strategy
 
 
 @dataclass(frozen=True)
@@ -42,21 +42,17 @@ class Outputs:
 
 
 def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch.nn.Module | None = None,
-                  pretrained: bool = False, outputs: Outputs = Outputs()) -> Trainer:
-    """The model (built here unless given; with `cfg.model.pretrained` weights if `pretrained`), its optimizer
-    and schedule, the task, and the callbacks: kiln's own, in order, then the `outputs`' (see Outputs). The
-    world size is this process group's."""
+                  pretrained: bool = False, outputs: Outputs = Outputs(), strategy: Strategy | None = None) -> Trainer:
+    """The model (built here unless given; with `cfg.model.pretrained` weights if `pretrained`) prepared by the
+    run's strategy (`strategy`; by default the one trainer.strategy resolves to for this process group), its
+    optimizer and schedule, the task, and the callbacks: kiln's own, in order, then the `outputs`' (see
+    Outputs)."""
     run, trackers, world_size = outputs.run, outputs.trackers, dist.current().world_size
     precision = resolve_precision(cfg.trainer.precision, device)
     if model is None:
         model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
                               pretrained)
-    if world_size > 1 and cfg.trainer.sync_batchnorm:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if cfg.trainer.activation_checkpointing:
-        strategy.checkpoint_activations(model, cfg.trainer)
-    if strategy.resolve(cfg.trainer, world_size) == "fsdp":  # before the optimizer, which must hold the sharded parameters
-        model = strategy.shard(model, cfg.trainer, precision, device)
+    model = (strategy or Strategy.of(cfg.trainer, world_size)).prepare(model, precision, device)  # before the optimizer
     fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
     global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate

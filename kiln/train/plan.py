@@ -14,6 +14,7 @@ import torch
 from kiln.config import DERIVED, Config, flatten
 from kiln.core import dist
 from kiln.train.device import use_channels_last
+from kiln.train.strategy import Strategy
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class RunPlan:
     @classmethod
     def of(cls, cfg: Config, device: torch.device, proc: dist.ProcessInfo) -> RunPlan:
         return cls(cfg, cfg, device, proc)
+
+    @property
+    def strategy(self) -> Strategy:
+        """How the model is spread over this run's processes (trainer.strategy, resolved for the world size)."""
+        return Strategy.of(self.config.trainer, self.proc.world_size)
 
     @property
     def channels_last(self) -> bool:

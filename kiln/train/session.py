@@ -37,6 +37,7 @@ from kiln.train.device import resolve_backend, resolve_device
 from kiln.train.evaluation import run_evaluation
 from kiln.train.loop import Trainer, fit
 from kiln.train.plan import RunPlan
+from kiln.train.strategy import Strategy
 from kiln.train.trained import Trained
 
 log = logging.getLogger("kiln")
@@ -179,7 +180,7 @@ def epochs_from_steps(cfg: Config, train_batches: int) -> Config:
 def _resume_state(run: RunDir, cfg: Config, world_size: int) -> Checkpoint:
     """last, or, when it is corrupt, the newest intact checkpoint of the run (with a warning)."""
     def read(path: Path) -> Checkpoint:
-        return strategy.resume_state(path, cfg.trainer, world_size)
+        return Strategy.of(cfg.trainer, world_size).resume_state(path)
 
     try:
         return read(run.last)
@@ -267,7 +268,7 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
     trackers, file_log = _trackers(cfg, run, start.epoch) if proc.is_main else (Trackers([]), None)
     progress = proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)
     trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None,
-                            outputs=Outputs(run, trackers, extra_callbacks, progress))
+                            outputs=Outputs(run, trackers, extra_callbacks, progress), strategy=plan.strategy)
     model, global_batch = trainer.model, trainer.global_batch_size
     log.info("run folder: %s", run)
     log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
@@ -282,7 +283,7 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
         trainer.state.finished = False
         log.info("resumed from %s at epoch %d, batch %d (step %d)", run.last,
                  trainer.state.epoch + 1, trainer.state.batch, trainer.state.step)
-    trainer.model = strategy.wrap(model, cfg, device)
+    trainer.model = plan.strategy.wrap(model, device, frozen=cfg.model.freeze != "none")
     trackers.log_config(cfg.model_dump(mode="json"))
 
     status = {"world_size": proc.world_size, "global_batch_size": global_batch,

@@ -1,4 +1,5 @@
 """How the model is spread over the processes (`trainer.strategy`): one owner for what DDP and FSDP do differently.
+The run plan chooses a `Strategy` (RunPlan.strategy), one subclass per kind:
 
 - single: one process, the plain model.
 - ddp: every rank holds the whole model; gradients are all-reduced (DistributedDataParallel).
@@ -113,17 +114,75 @@ def shard(model: nn.Module, cfg: TrainerConfig, precision: str, device: torch.de
     return model
 
 
-def wrap(model: nn.Module, cfg: Config, device: torch.device) -> nn.Module:
-    """DDP across processes (frozen parameters need find_unused_parameters; an FSDP model is sharded already),
-    then torch.compile."""
-    if resolve(cfg.trainer, dist.current().world_size) == "ddp":
+class Strategy:
+    """`single`: one process, the plain model. The run's choice of strategy (trainer.strategy, resolved for its
+    number of processes: `of`) says how the model is prepared before its optimizer is built, wrapped for training,
+    and how a resume reads its checkpoint; each kind is one subclass. What differs at each step between a sharded
+    model and a whole one (gradient sync, evaluation, state dicts: the functions below) is asked of the model."""
+
+    name = "single"
+
+    def __init__(self, cfg: TrainerConfig):
+        self.cfg = cfg
+
+    @staticmethod
+    def of(cfg: TrainerConfig, world_size: int) -> Strategy:
+        return STRATEGIES[resolve(cfg, world_size)](cfg)
+
+    def prepare(self, model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+        """Before the optimizer is built (it must hold the parameters the run trains): activation checkpointing."""
+        if self.cfg.activation_checkpointing:
+            checkpoint_activations(model, self.cfg)
+        return model
+
+    def wrap(self, model: nn.Module, device: torch.device, frozen: bool) -> nn.Module:
+        """For training, once the weights are in place (`frozen`: some parameters are frozen): torch.compile."""
+        if self.cfg.compile:
+            return torch.compile(model, mode=None if self.cfg.compile == "default" else self.cfg.compile)  # type: ignore[return-value]
+        return model
+
+    def resume_state(self, path: Path) -> Checkpoint:
+        """The checkpoint a resume starts from, whole."""
+        return read_checkpoint(path)
+
+
+class DataParallel(Strategy):
+    """`ddp`: every rank holds the whole model; gradients are all-reduced (DistributedDataParallel)."""
+
+    name = "ddp"
+
+    def prepare(self, model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+        if self.cfg.sync_batchnorm:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        return super().prepare(model, precision, device)
+
+    def wrap(self, model: nn.Module, device: torch.device, frozen: bool) -> nn.Module:
+        """DistributedDataParallel (frozen parameters need find_unused_parameters), then torch.compile."""
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        find_unused_parameters=cfg.model.freeze != "none")
-    if cfg.trainer.compile:
-        return torch.compile(model, mode=None if cfg.trainer.compile == "default" else cfg.trainer.compile)  # type: ignore[return-value]
-    return model
+                                        find_unused_parameters=frozen)
+        return super().wrap(model, device, frozen)
+
+
+class FullyShardedDataParallel(Strategy):
+    """`fsdp`: every block and the root sharded over the processes (FSDP2); checkpoints are folders of shards."""
+
+    name = "fsdp"
+
+    def prepare(self, model: nn.Module, precision: str, device: torch.device) -> nn.Module:
+        return shard(super().prepare(model, precision, device), self.cfg, precision, device)
+
+    def resume_state(self, path: Path) -> Checkpoint:
+        """A sharded checkpoint is read but for its shards: they load into the sharded model later, from `shards`."""
+        if path.is_dir():
+            from kiln.core import sharded
+
+            return Checkpoint.of({**sharded.read_state(path), "shards": str(path)})
+        return read_checkpoint(path)
+
+
+STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DataParallel, "fsdp": FullyShardedDataParallel}
 
 
 def is_sharded(model: nn.Module) -> bool:
@@ -247,16 +306,6 @@ def load_checkpoint_weights(model: nn.Module, path: Path) -> Checkpoint:
     state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     load_weights(unwrap(model), state.model, path)
     return state
-
-
-def resume_state(path: Path, cfg: TrainerConfig, world_size: int) -> Checkpoint:
-    """The checkpoint a resume starts from: a sharded one under FSDP is read but for its shards (loaded into the
-    sharded model later from `shards`, the folder); everything else is the full state."""
-    if path.is_dir() and resolve(cfg, world_size) == "fsdp":
-        from kiln.core import sharded
-
-        return Checkpoint.of({**sharded.read_state(path), "shards": str(path)})
-    return read_checkpoint(path)
 
 
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
