@@ -77,7 +77,7 @@ lint: setup
 test: setup lint
 	-@$(MAKE) --no-print-directory data || echo "warning: Fashion-MNIST unavailable; its learning test will be skipped"
 	-@$(MAKE) --no-print-directory browser || echo "warning: no headless Chromium; the browser test will be skipped"
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 bench: setup
 	$(PY) benchmarks/train_speed.py
