@@ -2,7 +2,8 @@
 
     info.py     DataInfo, Data, DataRequest          splits.py   validation/test splits and cv folds
     loaders.py  batch sources, samplers   build.py    build_data: a config's splits as batch sources
-    registry.py registered datasets       images.py, text.py, user.py: the sources
+    registry.py registered datasets       images.py, text.py, user.py: the sources (their builders)
+    assemble.py what every source shares: the split plan of its pools of samples, each split's batch order
     vocab.py    kiln's vocabulary         model_tokenizer.py: a Hugging Face model's tokenizer instead
 """
 

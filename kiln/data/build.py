@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
 from kiln.data.info import Data, DataRequest
 from kiln.data.registry import get_dataset
+
+# The builder of each kind of registered source, by its spec's `builder` (kiln.data.registry), imported when first
+# used (each pulls in its own readers). A new kind of source is a builder module and one entry here; a new dataset
+# of a known kind is one `register(...)` call. Every builder finds its samples, then uses kiln.data.assemble for
+# the splits and their batch order.
+BUILDERS = {"images": "kiln.data.images:build_image_data", "image_files": "kiln.data.images:build_file_image_data",
+            "text": "kiln.data.text:build_text_data"}
 
 
 def build_data(cfg: DataConfig, request: DataRequest) -> Data:
@@ -17,19 +26,10 @@ def build_data(cfg: DataConfig, request: DataRequest) -> Data:
     spec = get_dataset(cfg.name)
     from kiln.tasks import TASKS
 
-    task = request.task
-    if not TASKS[task].class_per_sample and spec.name not in ("image_csv", "text_csv", "image_folder"):
-        raise KilnError(f"task.name={task} reads its targets from an image CSV (data.name: image_csv), a text CSV "
-                        f"(text_csv) or your own Dataset; {spec.name} has one class label per sample "
+    if not TASKS[request.task].class_per_sample and not spec.own_files:
+        raise KilnError(f"task.name={request.task} reads its targets from an image CSV (data.name: image_csv), a "
+                        f"text CSV (text_csv) or your own Dataset; {spec.name} has one class label per sample "
                         "(task.name: multiclass)")
-    if spec.kind == "text":
-        from kiln.data.text import build_text_data
-
-        return build_text_data(spec, cfg, request)
-    if spec.name in ("image_folder", "image_csv"):
-        from kiln.data.images import build_file_image_data
-
-        return build_file_image_data(spec, cfg, request)
-    from kiln.data.images import build_image_data
-
-    return build_image_data(spec, cfg, request)
+    module, _, function = BUILDERS[spec.builder].partition(":")
+    build = getattr(importlib.import_module(module), function)
+    return build(spec, cfg, request)

@@ -41,6 +41,8 @@ class CifarDataset:
     label_bytes: int  # CIFAR-100 records carry a coarse and a fine label; kiln trains on the fine one
 
     kind = "image"
+    builder = "images"  # kiln.data.build.BUILDERS
+    own_files = False
 
     @property
     def num_classes(self) -> int:

@@ -41,6 +41,8 @@ class IdxDataset:
     download_kwargs: dict = field(default_factory=dict)
 
     kind = "image"
+    builder = "images"  # kiln.data.build.BUILDERS
+    own_files = False  # the user's files (targets may be label sets or values), or a dataset's own class labels
 
     @property
     def num_classes(self) -> int:
@@ -73,7 +75,8 @@ class IdxDataset:
         return f"{self.prefix}{stem}-images-idx3-ubyte", f"{self.prefix}{stem}-labels-idx1-ubyte"
 
 
-DATASETS: dict[str, Any] = {}  # name -> a spec with .kind, .find(folder), .download(folder), .describe_files()
+# name -> a spec with .kind, .builder, .own_files, .find(folder), .download(folder), .describe_files()
+DATASETS: dict[str, Any] = {}
 
 
 def register(spec):
@@ -103,7 +106,9 @@ class CsvDataset:
     header: bool  # False: the AG News layout (label, title, description), 1-based labels
     class_names: tuple[str, ...] = ()
     urls: tuple[str, ...] = ()
+    own_files: bool = False  # the user's CSVs (targets may be label sets or values), or a dataset's class labels
     kind = "text"
+    builder = "text"
 
     @property
     def num_classes(self) -> int | None:
@@ -127,7 +132,7 @@ class CsvDataset:
 
 register(CsvDataset("ag_news", header=False, class_names=("World", "Sports", "Business", "Sci/Tech"),
                     urls=(AG_NEWS_URL.format("train"), AG_NEWS_URL.format("test"))))
-register(CsvDataset("text_csv", header=True))
+register(CsvDataset("text_csv", header=True, own_files=True))
 
 
 @dataclass(frozen=True)
@@ -137,6 +142,8 @@ class ImageFilesDataset:
     name: str
     layout: str  # "folder" | "csv"
     kind = "image"
+    builder = "image_files"
+    own_files = True
     num_classes = None  # read from the files
 
     def describe_files(self) -> str:
