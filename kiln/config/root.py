@@ -79,10 +79,8 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _weighted_sampler_balances_classes(self) -> "Config":
-        if self.data.sampler == "weighted" and self.task.name != "multiclass":
-            hint = "task.pos_weight (auto) weighs rare labels" if self.task.name == "multilabel" else \
-                "regression has no classes to balance"
-            raise ValueError(f"data.sampler=weighted draws classes equally (multiclass); {hint}")
+        if self.data.sampler == "weighted" and self.task.no_weighted_sampler:
+            raise ValueError(f"data.sampler=weighted draws classes equally (multiclass); {self.task.no_weighted_sampler}")
         return self
 
     @model_validator(mode="after")

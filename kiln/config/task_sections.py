@@ -5,7 +5,7 @@ every task) are brought to this layout by kiln.core.upgrade."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Discriminator, Field, Tag, model_validator
 from typing_extensions import Self
@@ -22,6 +22,8 @@ class _TaskSettings(Section):
     if TYPE_CHECKING:  # declared by each task (a field here would come first in config.yaml)
         name: str
         loss: str | None
+    # Why data.sampler=weighted does not fit the task (None: it does): it draws every class equally often.
+    no_weighted_sampler: ClassVar[str | None] = None
 
     @model_validator(mode="after")
     def _a_loss_of_this_task(self) -> Self:
@@ -57,6 +59,7 @@ class MulticlassTaskConfig(_TaskSettings):
 class MultilabelTaskConfig(_TaskSettings):
     """Any number of labels per sample."""
 
+    no_weighted_sampler = "task.pos_weight (auto) weighs rare labels"
     name: Literal["multilabel"] = "multilabel"
     """multilabel (see task.name under multiclass for the three tasks)."""
     pos_weight: Literal["auto"] | list[float] | None = None
@@ -85,6 +88,7 @@ class MultilabelTaskConfig(_TaskSettings):
 class RegressionTaskConfig(_TaskSettings):
     """Numeric targets."""
 
+    no_weighted_sampler = "regression has no classes to balance"
     name: Literal["regression"] = "regression"
     """regression (see task.name under multiclass for the three tasks)."""
     standardize: bool = True
