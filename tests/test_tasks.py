@@ -272,6 +272,7 @@ def test_a_test_label_never_seen_in_training_is_refused(tmp_path, blobs):
     ({"task": {"name": "regression", "loss": "bce"}}, "the regression task's losses are mse, l1, huber"),
     ({"task": {"name": "multilabel"}, "data": {"sampler": "weighted"}}, "task.pos_weight"),
     ({"task": {"name": "regression", "threshold": [0.5]}}, "multilabel setting"),
+    ({"task": {"name": []}}, "task.name is multiclass, multilabel or regression"),  # found by test_fuzz
 ])
 def test_task_settings_that_do_not_belong_are_config_errors(tmp_path, idx_root, overrides, message):
     with pytest.raises(KilnError, match=message):

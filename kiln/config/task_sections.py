@@ -112,7 +112,7 @@ TASK_CONFIGS: dict[str, type[_TaskSettings]] = {
 def _task_name(value: Any) -> str | None:
     """Which task's schema a task section is read with: its name; multiclass when it names none."""
     name = value.get("name", "multiclass") if isinstance(value, dict) else getattr(value, "name", None)
-    return name if name in TASK_CONFIGS else None
+    return name if isinstance(name, str) and name in TASK_CONFIGS else None
 
 
 TaskConfig = Annotated[
@@ -120,7 +120,8 @@ TaskConfig = Annotated[
     | Annotated[MultilabelTaskConfig, Tag("multilabel")]
     | Annotated[RegressionTaskConfig, Tag("regression")],
     Discriminator(_task_name, custom_error_type="task_name",
-                  custom_error_message="task.name must be one of multiclass, multilabel, regression")]
+                  custom_error_message="the task section names its task: task.name is multiclass, multilabel or "
+                                       "regression")]
 
 
 def task_config(**values: Any) -> MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig:
