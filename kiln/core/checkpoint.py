@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.core.state import load_checkpoint, save_checkpoint
+
 # The parts kiln itself names; any other entry of a saved checkpoint is a callback's state (under its state_key).
 _PARTS = ("format", "config", "data_info", "world_size", "global_batch_size", "model", "raw_model", "ema",
           "optimizer", "schedule", "scaler", "loop", "running", "rng", "rng_ranks", "sha256", "shards")
@@ -100,16 +102,11 @@ class Checkpoint:
             rng_ranks=payload.get("rng_ranks"), sha256=payload.get("sha256"), format=payload.get("format"),
             shards=Path(shards) if shards else None)
 
-
     def save(self, path: Path) -> None:
         """Atomically, with a checksum; a `.dcp` path is a sharded checkpoint (every rank calls this together)."""
-        from kiln.core.state import save_checkpoint
-
         save_checkpoint(path, self.payload())
 
 
 def read_checkpoint(path: Path | str) -> Checkpoint:
     """A checkpoint file, or a sharded checkpoint's folder consolidated, checked and typed."""
-    from kiln.core.state import load_checkpoint
-
     return Checkpoint.of(load_checkpoint(path))

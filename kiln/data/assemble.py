@@ -40,8 +40,6 @@ def pools_needed(found: tuple[str, ...], splits: tuple[str, ...], cfg: DataConfi
         return ["all"]
     wanted = {"train"} if {"train", "val"} & set(splits) or ("test" in splits and cfg.cv is not None) else set()
     wanted |= {s for s in splits if s in found and not (s == "test" and cfg.cv is not None)}
-    if "val" in wanted and "train" not in wanted:
-        wanted.add("train")
     return [name for name in found if name in wanted]
 
 
