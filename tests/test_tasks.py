@@ -316,3 +316,17 @@ def test_a_search_without_a_metric_optimises_what_the_task_keeps_best_pt_by(tmp_
     (tmp_path / "tune.yaml").write_text(f"base: {base.name}\nspace:\n  optim.lr: [0.001, 0.01]\n")
     tune = load_tune_config(tmp_path / "tune.yaml")
     assert (tune.metric, tune.mode) == ("val/mae", "min")
+
+
+def test_switching_the_task_on_the_command_line_leaves_out_the_old_tasks_settings(tmp_path):
+    from kiln.config import MultilabelTaskConfig, RegressionTaskConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("task:\n  label_smoothing: 0.1\n  loss: cross_entropy\n")
+    assert load_config(path).task.label_smoothing == 0.1
+    switched = load_config(path, ["task.name=regression"])  # the old task's built-in loss goes too
+    assert isinstance(switched.task, RegressionTaskConfig) and switched.task.loss is None
+    assert load_config(path, ["task.name=regression", "task.loss=l1"]).task.loss == "l1"
+    assert isinstance(load_config(path, ["task.name=multilabel"]).task, MultilabelTaskConfig)
+    with pytest.raises(KilnError, match=r"task\.label_smoothing is a multiclass setting"):  # set with the switch
+        load_config(path, ["task.name=regression", "task.loss=l1", "task.label_smoothing=0.2"])

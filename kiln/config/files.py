@@ -18,6 +18,7 @@ from pydantic import (
 
 from kiln.config.describe import explain
 from kiln.config.root import Config
+from kiln.config.task_sections import TASK_CONFIGS, TASK_LOSSES
 from kiln.core.devices import DEVICE_TYPES
 from kiln.core.errors import KilnError
 
@@ -99,11 +100,14 @@ def _device_profiles(path: Path, section: Any) -> list[DeviceProfile]:
 ALTERNATIVES = (("lr", "lr_base"),)
 
 
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], over: dict[str, Any], *, root: bool = True) -> dict[str, Any]:
     """Merge `over` into `base` key by key. When `over` switches a component to another `name`, the base's
-    `args` belong to the old component and are dropped rather than merged; a key of ALTERNATIVES in `over` drops
-    its other form from `base`."""
+    `args` belong to the old component and are dropped rather than merged (and when it switches the task, the
+    base's settings the new task does not have); a key of ALTERNATIVES in `over` drops its other form from
+    `base`."""
     out = copy.deepcopy(base)
+    if root and isinstance(over.get("task"), dict) and isinstance(out.get("task"), dict):
+        out["task"] = _switched_task(out["task"], over["task"])
     if "name" in over and "name" in out and over["name"] != out["name"]:
         out.pop("args", None)
     for a, b in ALTERNATIVES:
@@ -112,13 +116,29 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
                 out.pop(other, None)
     for key, value in over.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value, root=False)
         elif isinstance(value, dict) and value and isinstance(out.get(key), list) and all(
                 str(k).isdigit() for k in value):  # `model.args.channels.0=16`: one element of a list
             out[key] = _set_items(out[key], value, key)
         else:
             out[key] = copy.deepcopy(value)
     return out
+
+
+def _switched_task(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """The base's task section for `over`'s task: a switch of task.name leaves out the settings only the old task
+    has (`task.name=multilabel` on a multiclass config with label_smoothing), and a built-in loss of the old task."""
+    new, old = over.get("name"), base.get("name", "multiclass")
+    if new == old or new not in TASK_CONFIGS:
+        return base
+    own = set(TASK_CONFIGS[new].model_fields)
+    if base.get("loss") in TASK_LOSSES.get(old, ()):  # the user's own loss (package.module:function) stays
+        own.discard("loss")
+    dropped = sorted(k for k in base if k not in own)
+    if dropped:
+        log.info("task.name=%s: leaving out the %s settings of the config it overrides (%s)", new, old,
+                 ", ".join(f"task.{k}" for k in dropped))
+    return {k: v for k, v in base.items() if k in own}
 
 
 def _set_items(items: list[Any], values: dict[str, Any], key: str) -> list[Any]:
