@@ -191,8 +191,9 @@ class RunDir:
 
     def write_config(self, cfg, world_size: int = 1, derived: dict[str, str] | None = None) -> None:
         """config.yaml: the config the run trains with, and (as comments) what kiln resolved from it for
-        `world_size` processes and which of its values kiln `derived` (key -> from what). A resumed run derives
-        nothing new: the keys recorded before stay recorded."""
+        `world_size` processes and the run plan's comments, `derived` (key -> what it was resolved to here, or
+        which of its values kiln derived from what). A resumed run derives nothing new: the keys recorded as
+        derived before stay recorded."""
         from kiln.config import recorded_derivations, resolved_values, to_yaml
         from kiln.core.state import atomic_write
 

@@ -63,3 +63,4 @@ def test_only_a_shuffled_training_split_drops_its_last_batch_and_weighting_needs
     assert isinstance(sampler_for(True, 60, _cfg(sampler="weighted"), request, LABELS), WeightedEpochSampler)
     pinned = sampler_for(True, 60, _cfg(), DataRequest(device=torch.device("cpu"), seed=0, overfit_batches=2))
     assert not pinned.shuffle
+

@@ -160,6 +160,7 @@ def test_the_run_records_what_kiln_derived_apart_from_what_was_given_and_a_resum
     assert {"data.image_size", "data.channels", "data.class_names", "data.mean", "data.std"} <= set(derived)
     assert derived["data.image_size"] == "derived from the training data"
     assert derived["trainer.epochs"] == "derived from the training steps" and "data.batch_size" not in derived
+    assert "#   trainer.precision: 32 on cpu\n" in text and "#   trainer.device: cpu on this machine\n" in text
     saved = build_config(yaml.safe_load(text))
     assert saved.data.image_size == result.config.data.image_size and saved.data.channels == 3
     assert saved.data.mean == result.config.data.mean is not None

@@ -13,7 +13,7 @@ import torch
 
 from kiln.config import DERIVED, Config, flatten
 from kiln.core import dist
-from kiln.train.device import use_channels_last
+from kiln.train.device import resolve_precision, use_channels_last
 from kiln.train.strategy import Strategy
 
 
@@ -50,3 +50,21 @@ class RunPlan:
     def derived(self) -> dict[str, str]:
         """For config.yaml's comments: each derived key -> `derived from ...`."""
         return {key: DERIVED + how for key, how in self.how.items()}
+
+    def resolved(self) -> dict[str, str]:
+        """For config.yaml's comments too: what this machine and process group make of the settings left to kiln.
+        Not values of the config (the same run tested or resumed elsewhere resolves them again), so they are
+        written anew with every config.yaml."""
+        trainer, device, world = self.config.trainer, self.device, self.proc.world_size
+        out = {}
+        if trainer.device == "auto":
+            out["trainer.device"] = f"{device} on this machine"
+        if trainer.precision == "auto":
+            out["trainer.precision"] = f"{resolve_precision('auto', device)} on {device.type}"
+        if world > 1 or trainer.strategy != "auto":
+            out["trainer.strategy"] = f"{self.strategy.name} over {world} process{'es' if world > 1 else ''}"
+        return out
+
+    def comments(self) -> dict[str, str]:
+        """config.yaml's comments from the plan: what was resolved for this machine, and what was derived."""
+        return {**self.resolved(), **self.derived()}

@@ -344,7 +344,7 @@ def _run_folder(plan: RunPlan, resume: Path | None, run_dir: Path | None,
     if proc.is_main:
         lock.acquire()
     if proc.is_main:
-        run.write_config(cfg, proc.world_size, plan.derived())
+        run.write_config(cfg, proc.world_size, plan.comments())
         if data.vocab is not None:
             run.save_vocab(data.vocab)
     return run, lock, made
@@ -418,7 +418,7 @@ def _after_fit(plan: RunPlan, run: RunDir, trainer: Trainer) -> RunPlan:
     plan = plan.then(plan.config.with_values({f"task.{k}": v for k, v in settings.items()}),
                      "the validation predictions after training")
     if plan.proc.is_main and settings:
-        run.write_config(plan.config, plan.proc.world_size, plan.derived())
+        run.write_config(plan.config, plan.proc.world_size, plan.comments())
     return plan
 
 
