@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 from kiln import __version__
 from kiln.cli import (
@@ -74,8 +75,22 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TORCHELASTIC_RUN_ID") and argv is None:  # a torchrun worker: report errors to the agent
         from torch.distributed.elastic.multiprocessing.errors import record
 
-        return int(record(_main)(argv) or 0)
+        _leave(int(record(_main)(argv) or 0))
     return _main(argv)
+
+
+def _leave(code: int) -> NoReturn:
+    """A torchrun worker's exit, without the interpreter's teardown. Once in a while (on a loaded machine) a gloo
+    thread still being torn down then aborts the process (`terminate called without an active exception`,
+    SIGABRT) after its run has finished and been written, and the agent reports the launch as failed. Every file
+    kiln writes is closed by now; only the log handlers and the standard streams are flushed here."""
+    import logging
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _main(argv: list[str] | None) -> int:
