@@ -58,9 +58,11 @@ def kiln_parts(args, device, extra: tuple[str, ...] = ()):
 
 
 def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
+    from kiln.core.dist import ProcessInfo
     from kiln.train.build import Outputs, build_trainer
     from kiln.train.callbacks import LambdaCallback
     from kiln.train.loop import fit
+    from kiln.train.plan import RunPlan
 
     cfg, data, model = kiln_parts(args, device, extra)
     epochs, accs = [], []
@@ -69,7 +71,8 @@ def run_kiln(args, device, extra: tuple[str, ...] = ()) -> dict:
         epochs.append(m["time/epoch_s"])
         accs.append(m["val/acc"])
 
-    t = build_trainer(cfg, data, device, model=model, outputs=Outputs(callbacks=[LambdaCallback(on_epoch_end=record)]))
+    t = build_trainer(RunPlan.of(cfg, device, ProcessInfo()), data, model=model,
+                      outputs=Outputs(callbacks=[LambdaCallback(on_epoch_end=record)]))
     fit(t)
     return {"epoch_s": epochs, "acc": accs, "images": data.sizes["train"], "batch": cfg.data.batch_size,
             "steps": len(data.train), "loader": data.loader, "precision": t.precision,

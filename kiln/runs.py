@@ -189,16 +189,15 @@ class RunDir:
 
         return load_config(None, list(overrides), base=self.saved_config())
 
-    def write_config(self, cfg, world_size: int = 1, comments: dict[str, str] | None = None) -> None:
-        """config.yaml: the config the run trains with, and (as comments) what kiln resolved from it for
-        `world_size` processes plus the run plan's `comments` (key -> what this machine resolved it to, or from
-        what kiln derived its value: RunPlan.comments). A resumed run derives nothing new: the keys recorded as
-        derived before stay recorded."""
-        from kiln.config import recorded_derivations, resolved_values, to_yaml
+    def write_config(self, cfg, comments: dict[str, str] | None = None) -> None:
+        """config.yaml: the config the run trains with, and, as comments, the run plan's `comments` (key -> what
+        this machine and process group resolved it to, or from what kiln derived its value: RunPlan.comments). A
+        resumed run derives nothing new: the keys recorded as derived before stay recorded."""
+        from kiln.config import recorded_derivations, to_yaml
         from kiln.core.state import atomic_write
 
         before = recorded_derivations(self.config_file.read_text()) if self.config_file.is_file() else {}
-        text = to_yaml(cfg, {**resolved_values(cfg, world_size), **before, **(comments or {})})
+        text = to_yaml(cfg, {**before, **(comments or {})})
         # atomic: a kill while it is rewritten (a resume, the threshold after training) keeps the old file whole
         atomic_write(self.config_file, lambda f: f.write(text.encode("utf-8")))
 

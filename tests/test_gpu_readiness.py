@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 from conftest import ROOT, tiny_config
 from kiln.commands.tune.workers import visible_gpus
 from kiln.config import build_config
+from kiln.core.dist import ProcessInfo
 from kiln.core.errors import KilnError
 from kiln.core.state import seed_everything
 from kiln.data import DataRequest, build_data
@@ -25,6 +26,7 @@ from kiln.train.build import build_trainer
 from kiln.train.loop import Trainer, train_step
 from kiln.train.metrics import RunningMean
 from kiln.train.optim import build_optimizer
+from kiln.train.plan import RunPlan
 from kiln.train.step import TrainStep
 
 CPU = torch.device("cpu")
@@ -49,7 +51,7 @@ class SyncRecorder(TorchFunctionMode):
 def _trainer(tmp_path, idx_root, task=None, **trainer) -> Trainer:
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 1, **trainer}, task=task or {}))
     data = build_data(cfg.data, DataRequest(seed=cfg.seed, device=CPU, splits=("train",), channels_last=True))
-    return build_trainer(cfg, data, CPU)
+    return build_trainer(RunPlan.of(cfg, CPU, ProcessInfo()), data)
 
 
 def test_the_training_step_reads_nothing_back_from_the_device(tmp_path, idx_root):

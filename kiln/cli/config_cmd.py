@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from kiln.config import load_config, resolved_values, to_yaml
+    from kiln.config import load_config, resolved_values, to_yaml, with_default_monitors
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))  # -q: no deprecation warnings around the printed config
@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from kiln.train.preflight import check_own_model
 
     check_own_model(cfg)  # a model of your own and its model.args (kiln's own: checked by the schema)
+    cfg = with_default_monitors(cfg)  # every default shown, the monitors that follow the task too
     text = json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n" if args.json else to_yaml(cfg, resolved_values(cfg))
     print(text, end="")
     if not args.json and (cfg.trainer.min_steps or cfg.trainer.max_steps):

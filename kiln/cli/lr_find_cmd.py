@@ -29,12 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from kiln.config import load_config
     from kiln.core.errors import KilnError
     from kiln.core.state import seed_everything
-    from kiln.data import DataRequest, build_data, fresh_encoder
+    from kiln.data import fresh_encoder
     from kiln.runs import RunDir
     from kiln.track.console import setup_logging
     from kiln.train.build import build_trainer
-    from kiln.train.device import resolve_device, use_channels_last
+    from kiln.train.device import resolve_device
     from kiln.train.lr_find import Span, plot, sweep
+    from kiln.train.plan import RunPlan
 
     setup_logging(verbosity(args))
     if not 0 < args.start < args.end:
@@ -42,13 +43,11 @@ def run(args: argparse.Namespace) -> int:
     # The training step as kiln train builds it, but one optimizer step per batch and no schedule: the sweep sets
     # the learning rate itself.
     cfg = load_config(args.config, [*args.overrides, "trainer.accumulate=1", "schedule.name=none"])
-    device = resolve_device(cfg.trainer.device)
+    plan = RunPlan.of(cfg, resolve_device(cfg.trainer.device))
     seed_everything(cfg.seed, cfg.trainer.deterministic)
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
-                                            channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
-                                            vocab=fresh_encoder(cfg)))
-    t = build_trainer(cfg, data, device, pretrained=True)
-    result = sweep(t.model, t.optimizer, t.train_batches, device=device, precision=t.precision, step=t.step,
+    data = plan.data(("train",), vocab=fresh_encoder(cfg))
+    t = build_trainer(plan, data, pretrained=True)
+    result = sweep(t.model, t.optimizer, t.train_batches, device=plan.device, precision=t.precision, step=t.step,
                    span=Span(args.start, args.end, args.steps))
     folder = RunDir.create(cfg.log.dir, cfg.name, prefix="lr-find-").path
     plot(result, folder / "lr_find")

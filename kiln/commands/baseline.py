@@ -31,7 +31,9 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     except ImportError:
         raise KilnError("kiln baseline needs scikit-learn: pip install -e .[baseline]") from None
     from kiln.config import load_config
-    from kiln.data import DataRequest, build_data, fresh_encoder
+    from kiln.core.dist import ProcessInfo
+    from kiln.data import fresh_encoder
+    from kiln.train.plan import RunPlan
 
     run = RunDir.open(target) if Path(target).is_dir() else None
     cfg = run.config(overrides) if run else load_config(target, overrides)
@@ -39,8 +41,8 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
         raise KilnError("kiln baseline works on kiln's image and text datasets; a Dataset of your own has inputs "
                         "kiln cannot turn into features")
     data_cfg = _without_augmentation(cfg.data)
-    data = build_data(data_cfg, DataRequest(task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"),
-                                            vocab=run.vocab() if run else fresh_encoder(cfg)))
+    plan = RunPlan.of(cfg.with_values({"data": data_cfg}), torch.device("cpu"), ProcessInfo())
+    data = plan.data(vocab=run.vocab() if run else fresh_encoder(cfg))
     split = "test" if data.test is not None else "val"
     if getattr(data, split) is None:
         raise KilnError("the data has neither a test nor a validation split to score the baseline on")

@@ -85,15 +85,13 @@ def _mean_std(rows: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str,
 def _test_folds(cfg: Config, runs: list[RunDir]) -> dict[str, Any]:
     """Each fold's best model on the real test split, and the ensemble of their averaged predictions (class or
     label probabilities, values), scored by the task's headline metric (accuracy, micro F1, MAE)."""
-    from kiln.data import DataRequest, build_data
     from kiln.train.evaluation import collect_predictions
     from kiln.train.trained import load_trained
 
     per_fold, summed, targets, task = [], None, None, None
     for run in runs:
         trained = load_trained(run, overrides=["data.cv=null"])
-        data = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=trained.device,
-                                                        splits=("test",), vocab=trained.vocab))
+        data = trained.test_data()
         if data.test is None:
             raise KilnError("--test: the data has no test split to evaluate the folds on")
         task = trained.task

@@ -170,11 +170,11 @@ def _layout(trained: Trained) -> str:
 
 def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
     """The model's inputs for up to `size` real test samples, or a seeded stand-in when the data is not here."""
-    from kiln.data import DataRequest, build_data
+    from kiln.core.dist import ProcessInfo
+    from kiln.train.plan import RunPlan
 
     try:
-        data = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=torch.device("cpu"),
-                                                        splits=("test",), vocab=trained.vocab))
+        data = RunPlan.of(trained.cfg, torch.device("cpu"), ProcessInfo()).data(("test",), vocab=trained.vocab)
         inputs, _ = next(iter(data.require("test").epoch(0)))
         return _first_inputs(inputs, size, _layout(trained))
     except KilnError as e:

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 
 from kiln.config import load_config
+from kiln.core.dist import ProcessInfo
 from kiln.core.errors import KilnError
-from kiln.data import DataRequest, build_data, fresh_encoder
+from kiln.data import fresh_encoder
 from kiln.runs import RunDir
+from kiln.train.plan import RunPlan
 
 
 @dataclass
@@ -34,7 +36,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
     trained = load_trained(path, checkpoint, overrides, device=device) if is_run else None
     cfg = trained.cfg if trained else load_config(path, overrides)
     vocab = trained.vocab if trained else fresh_encoder(cfg)
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",), vocab=vocab))
+    data = RunPlan.of(cfg, device, ProcessInfo()).data(("test",), vocab=vocab)
     if trained:
         model = trained.model
         description = f"{cfg.model.name} from {trained.checkpoint}"
@@ -117,8 +119,8 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     from kiln.tasks import TASKS
     from kiln.viz import figures
 
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=torch.device("cpu"), splits=(split,),
-                                            vocab=vocab if vocab is not None else fresh_encoder(cfg)))
+    data = RunPlan.of(cfg, torch.device("cpu"), ProcessInfo()).data(
+        (split,), vocab=vocab if vocab is not None else fresh_encoder(cfg))
     if getattr(data, split) is None:
         raise KilnError(f"the data has no {split} split (choose --split train, val or test)")
     batches = data.require(split)

@@ -166,13 +166,11 @@ TEST_SECTIONS = {"multiclass": _multiclass_test, "multilabel": _multilabel_test,
 
 def test_predictions(run: RunDir):
     """(trained run, its test batches, the best checkpoint's predictions, the targets) on the test split."""
-    from kiln.data import DataRequest, build_data
     from kiln.train.evaluation import collect_predictions
     from kiln.train.trained import load_trained
 
     trained = load_trained(run)
-    test = build_data(trained.cfg.data, DataRequest(task=trained.cfg.task.name, seed=0, device=trained.device, splits=("test",),
-                                                    vocab=trained.vocab)).require("test")
+    test = trained.test_data().require("test")
     saved = run.test_predictions(trained.state.sha256)  # what kiln test / kiln train's test kept
     if saved is not None:
         return trained, test, *saved

@@ -33,7 +33,7 @@ from kiln.config.files import (
     resolved_values,
     to_yaml,
 )
-from kiln.config.root import Config
+from kiln.config.root import Config, with_default_monitors
 from kiln.config.sections import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -55,7 +55,6 @@ from kiln.config.sections import (
 from kiln.config.task_sections import (
     TASK_CONFIGS,
     TASK_LOSSES,
-    TASK_MONITORS,
     MulticlassTaskConfig,
     MultilabelTaskConfig,
     RegressionTaskConfig,
@@ -71,7 +70,6 @@ __all__ = [
     "LOWER_IS_BETTER",
     "TASK_CONFIGS",
     "TASK_LOSSES",
-    "TASK_MONITORS",
     "AugmentConfig",
     "CheckpointConfig",
     "Config",
@@ -112,4 +110,5 @@ __all__ = [
     "task_config",
     "to_yaml",
     "watched",
+    "with_default_monitors",
 ]

@@ -22,7 +22,7 @@ from kiln.config.sections import (
     TrainerConfig,
     better,
 )
-from kiln.config.task_sections import TASK_MONITORS, MulticlassTaskConfig, TaskConfig
+from kiln.config.task_sections import MulticlassTaskConfig, TaskConfig
 
 log = logging.getLogger("kiln")
 
@@ -63,18 +63,6 @@ class Config(Section):
         from kiln.core.model_names import check_kiln_model
 
         check_kiln_model(self.model.name, self.model.args)
-        return self
-
-    @model_validator(mode="after")
-    def _monitors_follow_the_task(self) -> "Config":
-        checkpoint, stopping = self.trainer.checkpoint, self.trainer.early_stopping
-        monitor = checkpoint.monitor or TASK_MONITORS[self.task.name]
-        if checkpoint.monitor is None:
-            _settle(checkpoint, monitor=monitor)
-        if checkpoint.mode is None:
-            _settle(checkpoint, mode=better(monitor))
-        if stopping.mode is None:
-            _settle(stopping, mode=better(stopping.monitor))
         return self
 
     @model_validator(mode="after")
@@ -139,6 +127,22 @@ class Config(Section):
         if self.schedule.name in plateau and self.data.val_split == 0:
             raise ValueError(f"schedule.name={self.schedule.name} needs a validation split (data.val_split > 0)")
         return self
+
+
+def with_default_monitors(cfg: Config) -> Config:
+    """`cfg` with the monitors it leaves to kiln filled in, for the run plan (the config stays as written):
+    best.pt follows the task's headline metric on validation, and each monitor's mode follows its metric (min for
+    losses and errors, max for the rest)."""
+    checkpoint, stopping = cfg.trainer.checkpoint, cfg.trainer.early_stopping
+    monitor = checkpoint.monitor or cfg.task.default_monitor
+    values = {}
+    if checkpoint.monitor is None:
+        values["trainer.checkpoint.monitor"] = monitor
+    if checkpoint.mode is None:
+        values["trainer.checkpoint.mode"] = better(monitor)
+    if stopping.mode is None:
+        values["trainer.early_stopping.mode"] = better(stopping.monitor)
+    return cfg.with_values(values) if values else cfg
 
 
 # --------------------------------------------------------------------------- loading

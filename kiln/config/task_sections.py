@@ -13,7 +13,6 @@ from typing_extensions import Self
 from kiln.config.sections import Section
 
 TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber")}
-TASK_MONITORS = {"multiclass": "val/acc", "multilabel": "val/f1_micro", "regression": "val/mae"}
 
 
 class _TaskSettings(Section):
@@ -24,6 +23,8 @@ class _TaskSettings(Section):
         loss: str | None
     # Why data.sampler=weighted does not fit the task (None: it does): it draws every class equally often.
     no_weighted_sampler: ClassVar[str | None] = None
+    # What best.pt is kept by when trainer.checkpoint.monitor is unset: the task's headline metric on validation.
+    default_monitor: ClassVar[str] = "val/acc"
 
     @model_validator(mode="after")
     def _a_loss_of_this_task(self) -> Self:
@@ -60,6 +61,7 @@ class MultilabelTaskConfig(_TaskSettings):
     """Any number of labels per sample."""
 
     no_weighted_sampler = "task.pos_weight (auto) weighs rare labels"
+    default_monitor = "val/f1_micro"
     name: Literal["multilabel"] = "multilabel"
     """multilabel (see task.name under multiclass for the three tasks)."""
     pos_weight: Literal["auto"] | list[float] | None = None
@@ -89,6 +91,7 @@ class RegressionTaskConfig(_TaskSettings):
     """Numeric targets."""
 
     no_weighted_sampler = "regression has no classes to balance"
+    default_monitor = "val/mae"
     name: Literal["regression"] = "regression"
     """regression (see task.name under multiclass for the three tasks)."""
     standardize: bool = True

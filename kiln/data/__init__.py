@@ -1,4 +1,5 @@
-"""Datasets and batch sources: `build_data(cfg.data, DataRequest(...))` is the one entry point.
+"""Datasets and batch sources: `build_data(cfg.data, DataRequest(...))` is the one entry point (the engine and
+every command reach it through the run plan: kiln.train.plan.RunPlan.data).
 
     info.py     DataInfo, Data, DataRequest          splits.py   validation/test splits and cv folds
     loaders.py  batch sources, samplers   build.py    build_data: a config's splits as batch sources

@@ -30,7 +30,8 @@ class Task:
 
     Subclasses set `name`, `train_metric` (the running training metric, logged as train/<name>), `headline` (the
     validation metric the epoch line shows) and implement the loss and metrics. The metric best.pt is kept by
-    when the config does not say is the config's to resolve (kiln.config.TASK_MONITORS).
+    when the config does not say is the headline on validation (its config section's `default_monitor`, which the
+    run plan fills in).
     """
 
     name = ""

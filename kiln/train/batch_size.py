@@ -83,9 +83,10 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample: A
 
 def find_batch_size(cfg: Config, limit: int = 2**16) -> int:
     from kiln.config import load_config
-    from kiln.data import DataRequest, build_data, fresh_encoder
+    from kiln.data import fresh_encoder
     from kiln.train.build import build_trainer
-    from kiln.train.device import resolve_device, use_channels_last
+    from kiln.train.device import resolve_device
+    from kiln.train.plan import RunPlan
 
     device = resolve_device(cfg.trainer.device)
     if device.type != "cuda":
@@ -94,15 +95,14 @@ def find_batch_size(cfg: Config, limit: int = 2**16) -> int:
     # Every probe steps the optimizer once per batch, with no schedule to run past its end.
     cfg = load_config(None, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"],
                       base=cfg.model_dump(mode="json"))
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("train",),
-                                            channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
-                                            vocab=fresh_encoder(cfg)))
+    plan = RunPlan.of(cfg, device)
+    data = plan.data(("train",), vocab=fresh_encoder(cfg))
     sample, targets = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):
         raise KilnError("--find-batch-size supports image data (fixed-size inputs) only")
 
     def build() -> tuple[torch.nn.Module, TrainStep]:
-        t = build_trainer(cfg, data, device)  # a fresh model, its optimizer and step, as kiln train builds them
+        t = build_trainer(plan, data)  # a fresh model, its optimizer and step, as kiln train builds them
         return t.model, t.step
 
     fits = cuda_probe(build, sample, targets, device)

@@ -1,15 +1,15 @@
-"""`build_trainer`: a `Trainer` from a config and loaded data, built the same way for every caller — `kiln train`
-and tune trials, lr-find, --find-batch-size, the benchmarks and the tests. Running it is `fit`'s job."""
+"""`build_trainer`: a `Trainer` from a run plan and its loaded data, built the same way for every caller — `kiln
+train` and tune trials, lr-find, --find-batch-size, the benchmarks and the tests. Running it is `fit`'s job."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 
 from kiln.config import Config, watched
-from kiln.core import dist
 from kiln.core.checkpoint import RunMeta
 from kiln.data import Data
 from kiln.data.loaders import split_targets
@@ -21,13 +21,13 @@ from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.freeze import FreezeSchedule
-from kiln.train.device import resolve_precision, use_channels_last
 from kiln.train.ema import weight_ema
 from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
-from kiln.train.strategy import Strategy
+from kiln.train.plan import RunPlan
 
+log = logging.getLogger("kiln")
 
 @dataclass(frozen=True)
 class Outputs:
@@ -41,36 +41,38 @@ class Outputs:
     progress: bool = False
 
 
-def build_trainer(cfg: Config, data: Data, device: torch.device, *, model: torch.nn.Module | None = None,
-                  pretrained: bool = False, outputs: Outputs = Outputs(), strategy: Strategy | None = None) -> Trainer:
+def build_trainer(plan: RunPlan, data: Data, *, model: torch.nn.Module | None = None, pretrained: bool = False,
+                  outputs: Outputs = Outputs()) -> Trainer:
     """The model (built here unless given; with `cfg.model.pretrained` weights if `pretrained`) prepared by the
-    run's strategy (`strategy`; by default the one trainer.strategy resolves to for this process group), its
-    optimizer and schedule, the task, and the callbacks: kiln's own, in order, then the `outputs`' (see
-    Outputs)."""
-    run, trackers, world_size = outputs.run, outputs.trackers, dist.current().world_size
-    precision = resolve_precision(cfg.trainer.precision, device)
+    plan's strategy, its optimizer at the plan's learning rate and its schedule, the task, and the callbacks:
+    kiln's own, in order, then the `outputs`' (see Outputs). Device, precision and the global batch are the
+    plan's."""
+    cfg, device, precision, run, trackers = plan.config, plan.device, plan.precision, outputs.run, outputs.trackers
     if model is None:
-        model = prepare_model(cfg.model, data.info, device, use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
-                              pretrained)
-    model = (strategy or Strategy.of(cfg.trainer, world_size)).prepare(model, precision, device)  # before the optimizer
+        model = prepare_model(cfg.model, data.info, device, plan.channels_last, pretrained)
+    strategy = plan.strategy
+    model = strategy.prepare(model, precision, device)  # before the optimizer
     fine_tuning = cfg.model.freeze != "none" or cfg.optim.backbone_lr_mult != 1.0
     head = head_prefix(model, cfg.model.head) if fine_tuning else None
-    global_batch = cfg.data.batch_size * world_size * cfg.trainer.accumulate
-    optimizer = build_optimizer(cfg.optim, model, device, head, global_batch)
+    if cfg.optim.lr_base is not None:
+        log.info("optim.lr_base=%g per %d samples, %s-scaled to the global batch %d: lr %.4g", cfg.optim.lr_base,
+                 cfg.optim.lr_base_size, cfg.optim.scaling(), plan.global_batch, plan.lr)
+    optimizer = build_optimizer(cfg.optim, model, device, head, lr=plan.lr)
     epochs = 1 if cfg.trainer.fast_dev_run else cfg.trainer.epochs
     steps_per_epoch = -(-batches_per_epoch(cfg.trainer, len(data.require("train"))) // cfg.trainer.accumulate)
     monitor, mode = watched(cfg.trainer.checkpoint)
     schedule = Schedule(cfg.schedule, optimizer, epochs=epochs, steps_per_epoch=steps_per_epoch, monitor=monitor,
                         monitor_mode=mode)
-    ema = weight_ema(model, cfg.trainer.ema.decay, cfg.trainer.ema.every) if cfg.trainer.ema else None
+    ema = weight_ema(model, cfg.trainer.ema.decay, cfg.trainer.ema.every, sharded=strategy.shards) \
+        if cfg.trainer.ema else None
     return Trainer(
         cfg=cfg.trainer, model=model, optimizer=optimizer,
         task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(outputs.progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(outputs.callbacks),
-        meta=RunMeta(cfg.model_dump(mode="json"), asdict(data.info), world_size, global_batch),
-        ema=ema)
+        meta=RunMeta(cfg.model_dump(mode="json"), asdict(data.info), plan.proc.world_size, plan.global_batch),
+        ema=ema, strategy=strategy)
 
 
 def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,

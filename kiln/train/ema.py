@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from kiln.core.state import unwrap
-from kiln.train import strategy
+from kiln.core.state import load_weights, unwrap
 
 
-def weight_ema(model: nn.Module, decay: float, every: int = 1) -> WeightEMA | ShardedEMA:
-    return (ShardedEMA if strategy.is_sharded(model) else WeightEMA)(model, decay, every)
+def weight_ema(model: nn.Module, decay: float, every: int = 1, sharded: bool = False) -> WeightEMA | ShardedEMA:
+    """The average of `model`'s weights; `sharded`: the model is sharded (FSDP), each rank averages its shards."""
+    return (ShardedEMA if sharded else WeightEMA)(model, decay, every)
 
 
 class _Schedule:
@@ -106,7 +106,7 @@ class ShardedEMA(_Schedule):
                 average.copy_(_local(weights[n]))
             return
         with self.applied(model):
-            strategy.load_model_state(model, weights)
+            load_weights(unwrap(model), weights, "the checkpoint")  # each rank keeps its shard
             for n, p in _floating(model):
                 self.shadow[n].copy_(_local(p))
 

@@ -10,11 +10,13 @@ from typing import Any, cast
 import torch
 
 from kiln.config import Config, DataConfig
+from kiln.core.dist import ProcessInfo
 from kiln.core.formats import TestResults
-from kiln.data import Data, DataRequest, build_data
+from kiln.data import Data
 from kiln.data.loaders import Batches
 from kiln.tasks import Task
 from kiln.train.loop import TestDetail, evaluate
+from kiln.train.plan import RunPlan
 from kiln.train.trained import Trained
 
 log = logging.getLogger("kiln")
@@ -80,7 +82,6 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     """`kiln test`: evaluate a trained run's checkpoint on its test split, written to test_metrics.json. On other
     data (data.root=..., another test split) the results go to their own file — `out`, or
     test_metrics-<data>.json in the run folder — and say which data was scored; the run's own stay untouched."""
-    from kiln.train.device import use_channels_last
     from kiln.train.trained import load_trained
 
     trained = load_trained(run_dir, checkpoint, overrides)
@@ -90,9 +91,7 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
     scored = other_data(cfg.data, saved.data)
     if scored is not None and out is None:
         out = trained.run.other_test_metrics_file(Path(str(scored.get("root") or "")).name or str(scored["name"]))
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
-                                            channels_last=use_channels_last(cfg.trainer.channels_last, device, cfg.model.name),
-                                            vocab=trained.vocab))
+    data = RunPlan.of(cfg, device, ProcessInfo()).data(("test",), vocab=trained.vocab)
     limit = 2 if cfg.trainer.fast_dev_run else None
     return run_evaluation(trained, data, limit=limit, out=out, scored=scored)
 

@@ -25,12 +25,12 @@ from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, fi
 from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
 from kiln.track.console import EpochProgress
-from kiln.train import strategy
 from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
 from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
 from kiln.train.step import TrainStep, forward
+from kiln.train.strategy import FullyShardedDataParallel, Strategy, whole
 
 log = logging.getLogger("kiln")
 
@@ -62,9 +62,12 @@ class Trainer:
     preempted: bool = False  # that signal was SLURM's preemption warning (SIGUSR1)
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
     ema: Any = None  # a kiln.train.ema.WeightEMA with trainer.ema
+    # how the model is spread over the processes: its gradient sync and checkpoint I/O (default: one process)
+    strategy: Strategy = field(default_factory=lambda: Strategy(TrainerConfig()))
 
     def __post_init__(self) -> None:
-        self.step = TrainStep(self.cfg, self.task, self.optimizer, self.device, self.precision, self.schedule)
+        self.step = TrainStep(self.cfg, self.task, self.optimizer, self.device, self.precision, self.schedule,
+                              self.strategy)
         self.step.ema = self.ema
         self.skipped = 0
         # The run's first step on a GPU or compiled: compilation / cuDNN autotuning, reported on its own.
@@ -106,7 +109,7 @@ class Trainer:
         weights, raw, ema = self._weights(shards)
         return Checkpoint(
             model=weights, meta=self.meta, raw_model=raw, ema=ema,
-            optimizer=strategy.optimizer_state(self.model, self.optimizer, shards),
+            optimizer=self.strategy.optimizer_state(self.model, self.optimizer, shards),
             schedule=self.schedule.state_dict(), scaler=self.step.scaler.state_dict(),
             loop=replace(self.state), running=self.step.running.state_dict(),
             callbacks={cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
@@ -115,23 +118,24 @@ class Trainer:
     def _weights(self, shards: bool) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
         """(model, raw_model, ema): with trainer.ema the model is the average, raw_model the weights themselves."""
         if self.ema is None:
-            return strategy.model_state(self.model, shards), None, None
+            return self.strategy.model_state(self.model, shards), None, None
         with self.averaged() as average:
-            weights = strategy.model_state(average, shards)
+            weights = self.strategy.model_state(average, shards)
             if shards and average is self.model:  # views of the shards, which get their own weights back
                 weights = {k: v.clone() for k, v in weights.items()}
-        return weights, strategy.model_state(self.model, shards), self.ema.state_dict()
+        return weights, self.strategy.model_state(self.model, shards), self.ema.state_dict()
 
     @property
     def saves_shards(self) -> bool:
-        return strategy.saves_shards(self.model, self.cfg)
+        return self.strategy.saves_shards
 
     def load_checkpoint(self, state: Checkpoint) -> None:
         """A full checkpoint, or a sharded one's state with the folder of its shards (kiln.train.strategy's
         resume_state)."""
         if state.shards is not None:
             with_ema = state.ema is not None  # saved with trainer.ema: "model" is the average
-            strategy.load_shards(self.model, self.optimizer, state.shards,
+            assert isinstance(self.strategy, FullyShardedDataParallel), "shards load into a sharded model"
+            self.strategy.load_shards(self.model, self.optimizer, state.shards,
                                  weights="raw_model" if with_ema else "model",
                                  average=self.ema if with_ema else None)
             if with_ema and self.ema is not None:
@@ -153,15 +157,15 @@ class Trainer:
 
     def _load_weights_and_optimizer(self, state: Checkpoint) -> None:
         if self.ema is not None and state.raw_model is not None:
-            strategy.load_model_state(self.model, state.raw_model)
+            self.strategy.load_model_state(self.model, state.raw_model)
             self.ema.load_average(self.model, state.model)
             self.ema.load_state_dict(state.ema)
         elif state.raw_model is not None:  # saved with EMA, resumed without: train on from the raw weights
-            strategy.load_model_state(self.model, state.raw_model)
+            self.strategy.load_model_state(self.model, state.raw_model)
         else:
-            strategy.load_model_state(self.model, state.model)
+            self.strategy.load_model_state(self.model, state.model)
         assert state.optimizer is not None, "a training checkpoint"
-        strategy.load_optimizer_state(self.model, self.optimizer, state.optimizer)
+        self.strategy.load_optimizer_state(self.model, self.optimizer, state.optimizer)
 
     def _load_scaler(self, saved: dict[str, Any]) -> None:
         """A checkpoint saved without a scaler (bf16, 32, or 16 that fell back to 32) has nothing to load."""
@@ -284,7 +288,7 @@ def evaluate(model: nn.Module, batches: Batches, task: Any, *, device: torch.dev
     metrics = task.metrics(device, detailed)  # torchmetrics syncs across ranks in compute()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    with strategy.whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
+    with whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
         for inputs, targets in islice(batches.epoch(0), limit):
             with autocast(device, precision):
                 outputs = task.logits(forward(model, inputs)).float()

@@ -32,12 +32,10 @@ def param_groups(model: nn.Module, cfg: OptimConfig, head: str | None = None, lr
 
 
 def build_optimizer(cfg: OptimConfig, model: nn.Module, device: torch.device, head: str | None = None,
-                    global_batch: int | None = None) -> torch.optim.Optimizer:
-    """The optimizer at the run's peak learning rate: optim.lr, or optim.lr_base scaled to `global_batch`."""
-    lr = cfg.resolved_lr(global_batch)
-    if cfg.lr_base is not None:
-        log.info("optim.lr_base=%g per %d samples, %s-scaled to the global batch %d: lr %.4g", cfg.lr_base,
-                 cfg.lr_base_size, cfg.scaling(), global_batch or cfg.lr_base_size, lr)
+                    lr: float | None = None) -> torch.optim.Optimizer:
+    """The optimizer at the run's peak learning rate `lr` (the run plan's; unset: the config's own, lr_base
+    unscaled)."""
+    lr = cfg.resolved_lr(None) if lr is None else lr
     groups = param_groups(model, cfg, head if cfg.backbone_lr_mult != 1.0 else None, lr)
     # Fused kernels do the whole update in one launch on CUDA; foreach (the CPU default) batches it.
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}

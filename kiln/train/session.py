@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from kiln.config import Config, flatten, profile_summary, watched
+from kiln.config import Config, flatten, profile_summary, watched, with_default_monitors
 from kiln.core import dist
 from kiln.core.checkpoint import Checkpoint
 from kiln.core.errors import CorruptCheckpoint, KilnError, TrainingInterrupted, TrainingStopped
 from kiln.core.formats import TestResults
 from kiln.core.state import seed_everything
-from kiln.data import Data, DataRequest, build_data, fresh_encoder
+from kiln.data import Data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
 from kiln.models import describe
@@ -87,7 +87,8 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
     from kiln.train.preflight import preflight
 
     preflight(cfg, resuming=resume is not None)
-    check_monitors(cfg, len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
+    check_monitors(with_default_monitors(cfg),
+                   len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     proc = dist.current()
     device = resolve_device(cfg.trainer.device, proc.local_rank, proc.local_world_size, cfg.trainer.backend)
     strategy.check(cfg, device)
@@ -142,14 +143,10 @@ class Start:
 def _plan(plan: RunPlan, resume: Path | None) -> tuple[RunPlan, Data]:
     """What this run trains with, derived step by step from the given config and its data (a resumed run's
     config.yaml already holds every derived value, so nothing is derived again), and the data it trains on."""
-    proc = plan.proc
     # image size, crop and normalisation the pretrained weights expect
     plan = plan.then(with_weights_preprocessing(plan.config), "the pretrained weights' preprocessing")
     cfg = plan.config
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=plan.device,
-                                            channels_last=plan.channels_last, overfit_batches=cfg.trainer.overfit_batches,
-                                            rank=proc.rank, world_size=proc.world_size,
-                                            vocab=RunDir(resume).vocab() if resume else fresh_encoder(cfg)))
+    data = plan.data(vocab=RunDir(resume).vocab() if resume else fresh_encoder(cfg))
     plan = plan.then(cfg.with_values({f"data.{k}": v for k, v in data.derived.items()}), "the training data")
     check_monitors(plan.config, data.info.num_classes)
     check_targets(plan.config, data)
@@ -267,8 +264,8 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
         log.info("on this machine: %s", profile_summary(cfg))
     trackers, file_log = _trackers(cfg, run, start.epoch) if proc.is_main else (Trackers([]), None)
     progress = proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)
-    trainer = build_trainer(cfg, data, device, pretrained=checkpoint_state is None,
-                            outputs=Outputs(run, trackers, extra_callbacks, progress), strategy=plan.strategy)
+    trainer = build_trainer(plan, data, pretrained=checkpoint_state is None,
+                            outputs=Outputs(run, trackers, extra_callbacks, progress))
     model, global_batch = trainer.model, trainer.global_batch_size
     log.info("run folder: %s", run)
     log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
@@ -298,7 +295,7 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
             plan = _after_fit(plan, run, trainer)
             cfg = result.config = plan.config
         if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
-            result.test_metrics = _test_best(plan, run, model, trainer.precision, trackers)
+            result.test_metrics = _test_best(plan, run, model, trackers)
         if proc.is_main:
             run.write_status(RunStatus.FINISHED, epoch=trainer.state.epoch, **status)
         return result
@@ -344,7 +341,7 @@ def _run_folder(plan: RunPlan, resume: Path | None, run_dir: Path | None,
     if proc.is_main:
         lock.acquire()
     if proc.is_main:
-        run.write_config(cfg, proc.world_size, plan.comments())
+        run.write_config(cfg, plan.comments())
         if data.vocab is not None:
             run.save_vocab(data.vocab)
     return run, lock, made
@@ -408,7 +405,7 @@ def _after_fit(plan: RunPlan, run: RunDir, trainer: Trainer) -> RunPlan:
                     "configured")
         return plan
     model = unwrap(trainer.model)
-    strategy.load_checkpoint_weights(model, run.checkpoint("best"))
+    plan.strategy.load_weights(model, run.checkpoint("best"))
     probs, targets = collect_predictions(model, trainer.data.val, trainer.task, trainer.device, trainer.precision)
     settings: dict[str, Any] = dist.broadcast(trainer.task.after_fit_settings(probs, targets) or {})
     for key, value in settings.items():
@@ -418,24 +415,20 @@ def _after_fit(plan: RunPlan, run: RunDir, trainer: Trainer) -> RunPlan:
     plan = plan.then(plan.config.with_values({f"task.{k}": v for k, v in settings.items()}),
                      "the validation predictions after training")
     if plan.proc.is_main and settings:
-        run.write_config(plan.config, plan.proc.world_size, plan.comments())
+        run.write_config(plan.config, plan.comments())
     return plan
 
 
-def _test_best(plan: RunPlan, run: RunDir, model: torch.nn.Module, precision: str,
-               trackers: Trackers) -> TestResults | None:
+def _test_best(plan: RunPlan, run: RunDir, model: torch.nn.Module, trackers: Trackers) -> TestResults | None:
     """The best checkpoint's weights in the model trained here, on this rank's shard of the test split (None when
     the data has no test split, e.g. your own Dataset without one)."""
-    cfg, device, proc = plan.config, plan.device, plan.proc
-    data = build_data(cfg.data, DataRequest(task=cfg.task.name, seed=cfg.seed, device=device, splits=("test",),
-                                            channels_last=plan.channels_last, vocab=run.vocab(), rank=proc.rank,
-                                            world_size=proc.world_size))
+    data = plan.data(("test",), vocab=run.vocab())
     if data.test is None:
         log.info("no test split: the final test is skipped")
         return None
     path = run.checkpoint("best")
-    state = strategy.load_checkpoint_weights(model, path)
-    trained = Trained(run, cfg, model, data.info, device, precision, path, state)
-    results = run_evaluation(trained, data, write=proc.is_main)
+    state = plan.strategy.load_weights(model, path)
+    trained = Trained(run, plan.config, model, data.info, plan.device, plan.precision, path, state)
+    results = run_evaluation(trained, data, write=plan.proc.is_main)
     trackers.log_test({k: v for k, v in results.items() if isinstance(v, float)})
     return results

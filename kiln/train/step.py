@@ -14,9 +14,9 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.core import dist
-from kiln.train import strategy
 from kiln.train.device import autocast
 from kiln.train.metrics import RunningMean
+from kiln.train.strategy import Strategy
 
 
 def forward(model: nn.Module, inputs: Any) -> Any:
@@ -33,8 +33,9 @@ class TrainStep:
     """Forward, loss, backward and (every `accumulate` batches) an optimizer and schedule step."""
 
     def __init__(self, cfg: TrainerConfig, task: Any, optimizer: torch.optim.Optimizer, device: torch.device,
-                 precision: str, schedule: Any = None):
+                 precision: str, schedule: Any = None, strategy: Strategy | None = None):
         self.cfg, self.task, self.optimizer, self.schedule = cfg, task, optimizer, schedule
+        self.strategy = strategy or Strategy(cfg)
         self.device, self.precision = device, precision
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
         self.running = RunningMean(device, task)
@@ -44,7 +45,7 @@ class TrainStep:
     def __call__(self, model: nn.Module, inputs: Any, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
         Under DDP and FSDP the gradients are synchronised only on the micro-step that steps the optimizer."""
-        with strategy.gradient_sync(model, optimizer_step):
+        with self.strategy.gradient_sync(model, optimizer_step):
             with autocast(self.device, self.precision):
                 outputs = self.task.logits(forward(model, inputs))
                 loss = self.task.objective(outputs, targets)

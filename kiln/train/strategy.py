@@ -117,10 +117,11 @@ def shard(model: nn.Module, cfg: TrainerConfig, precision: str, device: torch.de
 class Strategy:
     """`single`: one process, the plain model. The run's choice of strategy (trainer.strategy, resolved for its
     number of processes: `of`) says how the model is prepared before its optimizer is built, wrapped for training,
-    and how a resume reads its checkpoint; each kind is one subclass. What differs at each step between a sharded
-    model and a whole one (gradient sync, evaluation, state dicts: the functions below) is asked of the model."""
+    how its gradients are synchronised, and how its checkpoints are written and read; each kind is one subclass.
+    Evaluation alone asks the model (`whole`), since `kiln test` and `predict` evaluate models no strategy made."""
 
     name = "single"
+    shards = False  # each rank holds only a shard of the parameters (FSDP)
 
     def __init__(self, cfg: TrainerConfig):
         self.cfg = cfg
@@ -141,9 +142,48 @@ class Strategy:
             return torch.compile(model, mode=None if self.cfg.compile == "default" else self.cfg.compile)  # type: ignore[return-value]
         return model
 
+    def gradient_sync(self, model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
+        """No gradient communication on the micro-steps of an accumulation that do not step the optimizer (a
+        DDP-wrapped model's no_sync; a plain model has none to skip)."""
+        no_sync = None if sync else getattr(model, "no_sync", None)
+        return no_sync() if no_sync is not None else nullcontext()
+
+    # -- checkpoints
+    @property
+    def saves_shards(self) -> bool:
+        """Are this run's checkpoints folders of shards?"""
+        return False
+
+    def model_state(self, model: nn.Module, sharded: bool = False) -> dict[str, Any]:
+        """The model's full state dict (`sharded`: this rank's shards, where the model is sharded)."""
+        return unwrap(model).state_dict()
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        sharded: bool = False) -> dict[str, Any]:
+        return optimizer.state_dict()
+
+    def load_model_state(self, model: nn.Module, state: dict[str, Any]) -> None:
+        """A full state dict into the model (under FSDP every rank passes it and keeps its shard)."""
+        load_weights(unwrap(model), state, "the checkpoint")
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                             state: dict[str, Any]) -> None:
+        """torch's own format (parameters numbered), or an FSDP run's (parameters named)."""
+        if _named(state):
+            _set_optimizer_state(model, optimizer, state)
+        else:
+            optimizer.load_state_dict(state)
+
     def resume_state(self, path: Path) -> Checkpoint:
         """The checkpoint a resume starts from, whole."""
         return read_checkpoint(path)
+
+    def load_weights(self, model: nn.Module, path: Path) -> Checkpoint:
+        """A checkpoint's weights into the model (a folder of shards is read consolidated); the checkpoint is
+        returned (its epoch, checksum, ...)."""
+        state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
+        load_weights(unwrap(model), state.model, path)
+        return state
 
 
 class DataParallel(Strategy):
@@ -166,12 +206,40 @@ class DataParallel(Strategy):
 
 
 class FullyShardedDataParallel(Strategy):
-    """`fsdp`: every block and the root sharded over the processes (FSDP2); checkpoints are folders of shards."""
+    """`fsdp`: every block and the root sharded over the processes (FSDP2); checkpoints are folders of shards
+    (or, with trainer.fsdp.checkpoint: full, one gathered file), read straight into each rank's shards."""
 
     name = "fsdp"
+    shards = True
 
     def prepare(self, model: nn.Module, precision: str, device: torch.device) -> nn.Module:
         return shard(super().prepare(model, precision, device), self.cfg, precision, device)
+
+    def gradient_sync(self, model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
+        return nullcontext() if sync else _fsdp_no_sync(unwrap(model))
+
+    @property
+    def saves_shards(self) -> bool:
+        return self.cfg.fsdp.checkpoint == "sharded"
+
+    def model_state(self, model: nn.Module, sharded: bool = False) -> dict[str, Any]:
+        """Gathered by every rank together (rank 0 gets it, on the CPU), or with `sharded` this rank's shards (no
+        communication)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(unwrap(model), options=StateDictOptions() if sharded else _options(cpu_offload=True))
+
+    def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        sharded: bool = False) -> dict[str, Any]:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(unwrap(model), optimizer,
+                                        options=StateDictOptions() if sharded else _options(cpu_offload=True))
+
+    def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                             state: dict[str, Any]) -> None:
+        """Either format into the shards: a numbered state (DDP, one process) is keyed by parameter names first."""
+        _set_optimizer_state(model, optimizer, state if _named(state) else _by_name(model, optimizer, state))
 
     def resume_state(self, path: Path) -> Checkpoint:
         """A sharded checkpoint is read but for its shards: they load into the sharded model later, from `shards`."""
@@ -181,25 +249,48 @@ class FullyShardedDataParallel(Strategy):
             return Checkpoint.of({**sharded.read_state(path), "shards": str(path)})
         return read_checkpoint(path)
 
+    def load_weights(self, model: nn.Module, path: Path) -> Checkpoint:
+        """From a folder of shards straight into each rank's own (every rank together)."""
+        if not path.is_dir():
+            return super().load_weights(model, path)
+        from kiln.core import sharded
+
+        state = Checkpoint.of(sharded.read_state(path))
+        self.load_shards(model, None, path)
+        return state
+
+    def load_shards(self, model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path,
+                    weights: str = "model", average: Any = None) -> None:
+        """Every rank, together: a sharded checkpoint's state straight into this rank's shards, whatever number
+        of processes wrote it — the model's weights from the checkpoint's `weights` entry ("raw_model" when it was
+        saved with trainer.ema), the optimizer's, and with `average` (a ShardedEMA) the weight average from
+        "model"."""
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+        from kiln.core import sharded
+
+        own = self.model_state(model, sharded=True)  # views of the parameters' shards: torch loads into them
+        shards: dict[str, Any] = {weights: own}
+        if average is not None:
+            shards["model"] = {k: v.clone() for k, v in own.items()}
+        if optimizer is not None:
+            shards["optimizer"] = self.optimizer_state(model, optimizer, sharded=True)
+        sharded.load_into(path, shards)
+        set_model_state_dict(unwrap(model), shards[weights])
+        if average is not None:
+            average.load_average(model, shards["model"])
+        if optimizer is not None:
+            set_optimizer_state_dict(unwrap(model), optimizer, shards["optimizer"])
+
 
 STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DataParallel, "fsdp": FullyShardedDataParallel}
 
 
 def is_sharded(model: nn.Module) -> bool:
-    """Sharded by FSDP? Asked every step: importing FSDP costs a second, and a model can only be sharded once
-    `shard` has imported it."""
+    """Sharded by FSDP? For evaluation (`whole`), which also serves models no strategy prepared: importing FSDP
+    costs a second, and a model can only be sharded once `shard` has imported it."""
     fsdp = sys.modules.get("torch.distributed.fsdp")
     return fsdp is not None and isinstance(unwrap(model), fsdp.FSDPModule)
-
-
-def gradient_sync(model: nn.Module, sync: bool) -> AbstractContextManager[Any]:
-    """No gradient communication on the micro-steps of an accumulation that do not step the optimizer."""
-    if sync:
-        return nullcontext()
-    if is_sharded(model):
-        return _fsdp_no_sync(unwrap(model))
-    no_sync = getattr(model, "no_sync", None)
-    return no_sync() if no_sync is not None else nullcontext()
 
 
 @contextmanager
@@ -242,87 +333,19 @@ def _options(**kwargs: Any) -> Any:
     return StateDictOptions(full_state_dict=True, **kwargs)
 
 
-def saves_shards(model: nn.Module, cfg: TrainerConfig) -> bool:
-    """Are this run's checkpoints folders of shards?"""
-    return cfg.fsdp.checkpoint == "sharded" and is_sharded(model)
-
-
-def model_state(model: nn.Module, sharded: bool = False) -> dict[str, Any]:
-    """The full state dict (under FSDP gathered by every rank together; rank 0 gets it, on the CPU), or with
-    `sharded` this rank's shards (no communication)."""
-    if not is_sharded(model):
-        return unwrap(model).state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    return get_model_state_dict(unwrap(model), options=StateDictOptions() if sharded else _options(cpu_offload=True))
-
-
-def load_model_state(model: nn.Module, state: dict[str, Any]) -> None:
-    """A full state dict into the model (under FSDP every rank passes it and keeps its shard)."""
-    load_weights(unwrap(model), state, "the checkpoint")
-
-
-def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sharded: bool = False) -> dict[str, Any]:
-    if not is_sharded(model):
-        return optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-    return get_optimizer_state_dict(unwrap(model), optimizer,
-                                    options=StateDictOptions() if sharded else _options(cpu_offload=True))
-
-
-def load_shards(model: nn.Module, optimizer: torch.optim.Optimizer | None, path: Path, weights: str = "model",
-                average: Any = None) -> None:
-    """Every rank, together: a sharded checkpoint's state straight into this rank's shards, whatever number of
-    processes wrote it — the model's weights from the checkpoint's `weights` entry ("raw_model" when it was saved
-    with trainer.ema), the optimizer's, and with `average` (a ShardedEMA) the weight average from "model"."""
-    from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
-
-    from kiln.core import sharded
-
-    own = model_state(model, sharded=True)  # views of the parameters' shards: torch loads into them
-    shards: dict[str, Any] = {weights: own}
-    if average is not None:
-        shards["model"] = {k: v.clone() for k, v in own.items()}
-    if optimizer is not None:
-        shards["optimizer"] = optimizer_state(model, optimizer, sharded=True)
-    sharded.load_into(path, shards)
-    set_model_state_dict(unwrap(model), shards[weights])
-    if average is not None:
-        average.load_average(model, shards["model"])
-    if optimizer is not None:
-        set_optimizer_state_dict(unwrap(model), optimizer, shards["optimizer"])
-
-
-def load_checkpoint_weights(model: nn.Module, path: Path) -> Checkpoint:
-    """A checkpoint's weights into the model (under FSDP from the shards into each rank's own); the checkpoint is
-    returned (its epoch, checksum, ...)."""
-    if path.is_dir() and is_sharded(model):
-        from kiln.core import sharded
-
-        state = Checkpoint.of(sharded.read_state(path))
-        load_shards(model, None, path)
-        return state
-    state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
-    load_weights(unwrap(model), state.model, path)
-    return state
-
-
-def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    """torch's own format (parameters numbered) or FSDP's (parameters named), into either kind of model."""
-    named = (bool(state.get("state")) and isinstance(next(iter(state["state"])), str)) or \
+def _named(state: dict[str, Any]) -> bool:
+    """An optimizer state keyed by parameter names (torch's distributed format, as FSDP runs save it)?"""
+    return (bool(state.get("state")) and isinstance(next(iter(state["state"])), str)) or \
         any(isinstance(p, str) for g in state.get("param_groups", []) for p in g["params"])
-    if not is_sharded(model) and not named:
-        optimizer.load_state_dict(state)
-        return
+
+
+def _set_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
 
-    if not named:
-        state = _named(model, optimizer, state)
     set_optimizer_state_dict(unwrap(model), optimizer, state, options=_options())
 
 
-def _named(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+def _by_name(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
     """A numbered optimizer state (DDP, one process) keyed by parameter names instead: number i is the i-th
     parameter of the optimizer's groups, in order (the same names before and after sharding)."""
     names = {id(p): n for n, p in unwrap(model).named_parameters()}

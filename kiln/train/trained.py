@@ -7,15 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from kiln.config import Config, ModelConfig
 from kiln.core.checkpoint import Checkpoint
-from kiln.data import DataInfo
+from kiln.data import Data, DataInfo
 from kiln.runs import RunDir
 from kiln.tasks import Task
+
+if TYPE_CHECKING:
+    from kiln.train.plan import RunPlan
 
 
 @dataclass
@@ -34,6 +37,19 @@ class Trained:
         return self.run.vocab()  # loaded once: a model tokenizer takes a moment
 
     @property
+    def plan(self) -> RunPlan:
+        """The run's plan on this device, for one process: its data (`plan.data`) is split by the run's seed and
+        encoded as in training."""
+        from kiln.core.dist import ProcessInfo
+        from kiln.train.plan import RunPlan
+
+        return RunPlan.of(self.cfg, self.device, ProcessInfo())
+
+    def test_data(self) -> Data:
+        """The run's test split (as `kiln test` scores it), read with the run's vocabulary."""
+        return self.plan.data(("test",), vocab=self.vocab)
+
+    @property
     def task(self) -> Task:
         from kiln.tasks import build_task
 
@@ -45,21 +61,22 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
     """The run's model with the weights of `checkpoint` (best | last | a path), built from the saved config
     (plus `overrides`) on `device` (default: the config's trainer.device)."""
     from kiln.core.checkpoint import read_checkpoint
+    from kiln.core.dist import ProcessInfo
     from kiln.core.state import load_weights
     from kiln.models import prepare_model
-    from kiln.train.device import resolve_device, resolve_precision, use_channels_last
+    from kiln.train.device import resolve_device
+    from kiln.train.plan import RunPlan
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     cfg = run.config(overrides)
-    device = resolve_device(cfg.trainer.device) if device is None else torch.device(device)
+    plan = RunPlan.of(cfg, resolve_device(cfg.trainer.device) if device is None else torch.device(device),
+                      ProcessInfo())
     path = run.checkpoint(checkpoint)
     state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     info = saved_data_info(state, path)
-    model = prepare_model(model_config(run, cfg), info, device,
-                          use_channels_last(cfg.trainer.channels_last, device, cfg.model.name))
+    model = prepare_model(model_config(run, cfg), info, plan.device, plan.channels_last)
     load_weights(model, state.model, path)
-    return Trained(run, cfg, model.eval(), info, device, resolve_precision(cfg.trainer.precision, device), path,
-                   state)
+    return Trained(run, plan.config, model.eval(), info, plan.device, plan.precision, path, state)
 
 
 def model_config(run: RunDir, cfg: Config) -> ModelConfig:

@@ -21,6 +21,7 @@ from kiln.config import (
     read_file,
     read_on_this_device,
     watched,
+    with_default_monitors,
 )
 from kiln.core.errors import KilnError
 
@@ -158,7 +159,8 @@ def load_tune_config(path: Path) -> TuneConfig:
         tune = TuneConfig.model_validate(raw)
     except ValidationError as e:
         raise KilnError(explain(e).replace("invalid config", f"invalid tune config {path}")) from None
-    metric = tune.metric or watched(build_config(read_file(tune.base)).trainer.checkpoint)[0]  # what its runs keep
+    base = with_default_monitors(build_config(read_file(tune.base)))
+    metric = tune.metric or watched(base.trainer.checkpoint)[0]  # what its runs keep
     return tune.with_values({"metric": metric, "mode": tune.mode or better(metric)})
 
 
