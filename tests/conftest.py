@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,31 @@ def own_cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def config_file(tmp_path, idx_root) -> Path:
     return write_config(tmp_path, tiny_config(tmp_path, idx_root))
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """`cli("train", path, ...)`: `kiln ...` in this process, as main() answers it (exit code, stdout, stderr),
+    where a subprocess would add nothing but seconds of imports. run_cli runs the real entry point instead."""
+    from kiln.cli import main
+
+    def run(*args) -> Ran:
+        capsys.readouterr()
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 2
+        out = capsys.readouterr()
+        return Ran(code, out.out, out.err)
+
+    return run
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None):

@@ -117,10 +117,10 @@ def test_argument_errors_exit_2():
     assert run_cli("nonsense").returncode == 2
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, idx_root):
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, idx_root, cli):
     raw = tiny_config(tmp_path, idx_root, model={"name": "nanmodel:NanAfter", "args": {"after": 15}},
                       trainer={"epochs": 3, "log_every_n_steps": 2})
-    result = run_cli("train", write_config(tmp_path, raw))
+    result = cli("train", write_config(tmp_path, raw))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "loss became NaN/Inf in epoch 2" in result.stderr and "nan_policy=skip_batch" in result.stderr
     run = only_run(tmp_path / "runs")
@@ -130,10 +130,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, idx_root):
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"
 
 
-def test_nan_policy_skip_batch_keeps_training(tmp_path, idx_root):
+def test_nan_policy_skip_batch_keeps_training(tmp_path, idx_root, cli):
     raw = tiny_config(tmp_path, idx_root, model={"name": "nanmodel:NanAfter", "args": {"after": 15}},
                       trainer={"epochs": 2, "nan_policy": "skip_batch", "test_after_fit": False})
-    result = run_cli("train", write_config(tmp_path, raw))
+    result = cli("train", write_config(tmp_path, raw))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in (only_run(tmp_path / "runs") / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train/skipped_batches"] == 2 * 12 - 15

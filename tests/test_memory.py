@@ -82,8 +82,8 @@ def test_batch_size_search_finds_the_largest_that_fits(threshold):
     assert len(probes) < 30
 
 
-def test_find_batch_size_needs_cuda(config_file):
-    result = run_cli("train", config_file, "--find-batch-size")
+def test_find_batch_size_needs_cuda(config_file, cli):
+    result = cli("train", config_file, "--find-batch-size")
     if torch.cuda.is_available():
         assert result.returncode == 0 and "largest batch size that fits" in result.stdout
     else:
@@ -102,8 +102,8 @@ def test_lr_find_suggests_within_the_sweep_and_restores_the_model(tmp_path, idx_
     assert optimizer.state_dict()["state"] == {}
 
 
-def test_lr_find_cli_writes_the_plot(tmp_path, config_file):
-    result = run_cli("lr-find", config_file, "--steps", "30")
+def test_lr_find_cli_writes_the_plot(tmp_path, config_file, cli):
+    result = cli("lr-find", config_file, "--steps", "30")
     assert result.returncode == 0, result.stderr
     assert "suggested learning rate" in result.stdout
     folder = next((tmp_path / "runs" / "tiny").glob("lr-find-*"))

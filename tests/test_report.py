@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, tiny_config, write_config
+from conftest import tiny_config, write_config
 from kiln.cli import main
 
 
@@ -65,13 +65,13 @@ def _chrome():
 
 @pytest.mark.skipif(not all(_chrome()), reason="headless Chromium and chromedriver are not installed "
                                                  "(make test installs Debian's chromium and chromium-driver)")
-def test_report_renders_in_a_real_browser(two_runs, tmp_path):
+def test_report_renders_in_a_real_browser(two_runs, tmp_path, cli):
     pytest.importorskip("selenium", reason="selenium is not installed")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     run = two_runs[1]
-    assert run_cli("report", run).returncode == 0
+    assert cli("report", run).returncode == 0
     chrome, driver_path = _chrome()
     options = webdriver.ChromeOptions()
     options.binary_location = chrome
@@ -96,12 +96,12 @@ def test_report_renders_in_a_real_browser(two_runs, tmp_path):
     assert _png_size(run / "figures" / "report_screenshot.png")[0] >= 1000
 
 
-def test_doctor_on_a_machine_without_gpu(tmp_path):
-    result = run_cli("doctor")
+def test_doctor_on_a_machine_without_gpu(tmp_path, cli):
+    result = cli("doctor")
     assert result.returncode == 0, result.stderr
     assert "torch " in result.stdout and "dataset fashion_mnist:" in result.stdout and "extras:" in result.stdout
     assert "cpus " in result.stdout
-    report = json.loads(run_cli("doctor", "--json").stdout)
+    report = json.loads(cli("doctor", "--json").stdout)
     assert report["host"]["cpus"] >= 1 and {d["name"] for d in report["datasets"]} >= {"fashion_mnist", "ag_news"}
     if not report["torch"]["cuda_available"]:
         assert "GPU: none" in result.stdout

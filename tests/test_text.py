@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import only_run, run_cli, write_config
+from conftest import only_run, write_config
 from fakedata import write_ag_news
 from kiln.cli import main
 from kiln.config import DataConfig, ModelConfig, TextConfig
@@ -161,7 +161,7 @@ def test_train_test_predict_resume_through_the_cli(tmp_path, news_root, monkeypa
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
 
 
-def test_text_csv_with_header_names_and_prediction_file(tmp_path):
+def test_text_csv_with_header_names_and_prediction_file(tmp_path, cli, monkeypatch):
     folder = tmp_path / "reviews"
     folder.mkdir()
     for name, n in (("train.csv", 240), ("test.csv", 60)):
@@ -179,14 +179,14 @@ def test_text_csv_with_header_names_and_prediction_file(tmp_path):
            "model": {"name": "gru", "args": {"embed_dim": 16, "hidden": 16}},
            "optim": {"lr": 0.01}, "trainer": {"epochs": 3},
            "log": {"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False}}
-    env = {"KILN_CACHE": str(tmp_path / "cache")}
-    result = run_cli("train", write_config(tmp_path, cfg), env=env)
+    monkeypatch.setenv("KILN_CACHE", str(tmp_path / "cache"))
+    result = cli("train", write_config(tmp_path, cfg))
     assert result.returncode == 0, result.stderr
     run = only_run(tmp_path / "runs")
     assert json.loads((run / "test_metrics.json").read_text())["class_names"] == ["neg", "pos"]
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert 0 <= rows[-1]["train/pad_fraction"] < 0.3
-    result = run_cli("predict", run, "--file", tmp_path / "rows.csv", env=env)
+    result = cli("predict", run, "--file", tmp_path / "rows.csv")
     assert result.returncode == 0, result.stderr
     out = result.stdout.strip().splitlines()
     assert out[0].split()[0] == "pos" and out[1].split()[0] == "neg"

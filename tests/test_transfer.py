@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import only_run, run_cli, tiny_config, write_config
+from conftest import only_run, tiny_config, write_config
 from kiln.commands.layers import layer_table, selected
 from kiln.config import DataConfig, ModelConfig, OptimConfig, build_config
 from kiln.core.errors import KilnError, TrainingInterrupted
@@ -158,16 +158,16 @@ def test_unfreezing_changes_the_trainable_set_and_resumes_exactly(tmp_path, idx_
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_fine_tune_from_a_run_on_other_classes(tmp_path, idx_root):
+def test_fine_tune_from_a_run_on_other_classes(tmp_path, idx_root, cli):
     first = write_config(tmp_path, tiny_config(tmp_path, idx_root, name="first", data={"classes": [0, 1, 2, 3, 4]},
                                                trainer={"epochs": 2}), "first.yaml")
-    assert run_cli("train", first).returncode == 0
+    assert cli("train", first).returncode == 0
     second = tiny_config(tmp_path, idx_root, name="second", data={"classes": [5, 6, 7, 8, 9], "train_subset": 100},
                          model={"name": "cnn", "args": {"channels": [8, 16], "dropout": 0.1},
                                 "pretrained": str(tmp_path / "runs" / "first"), "freeze": "backbone",
                                 "unfreeze_at_epoch": 2},
                          trainer={"epochs": 2})
-    result = run_cli("train", write_config(tmp_path, second, "second.yaml"))
+    result = cli("train", write_config(tmp_path, second, "second.yaml"))
     assert result.returncode == 0, result.stderr
     assert "14 tensors loaded, 0 adapted, 0 newly initialised" in result.stderr  # the 5-class head fits too
     assert "(unfrozen)" in result.stderr
@@ -209,10 +209,10 @@ def test_inspect_shapes_match_a_direct_forward_and_hooks_are_removed():
     assert len(selected(model, None)) == len([m for m in model.modules() if not list(m.children())])
 
 
-def test_inspect_cli_saves_feature_maps(tmp_path, config_file):
-    assert run_cli("train", config_file, "trainer.epochs=1").returncode == 0
+def test_inspect_cli_saves_feature_maps(tmp_path, config_file, cli):
+    assert cli("train", config_file, "trainer.epochs=1").returncode == 0
     run = only_run(tmp_path / "runs")
-    result = run_cli("inspect", run, "--layers", "0", "--sample", "2", "--save")
+    result = cli("inspect", run, "--layers", "0", "--sample", "2", "--save")
     assert result.returncode == 0, result.stderr
     assert "Conv2d" in result.stdout and "(2, 8, 28, 28)" in result.stdout
     from PIL import Image
@@ -220,5 +220,5 @@ def test_inspect_cli_saves_feature_maps(tmp_path, config_file):
     with Image.open(run / "inspect" / "0.png") as img:
         assert img.size[0] > 300 and img.size[1] > 300
     assert torch.load(run / "inspect" / "0.pt").shape == (2, 8, 28, 28)
-    result = run_cli("inspect", tmp_path / "config.yaml")
+    result = cli("inspect", tmp_path / "config.yaml")
     assert result.returncode == 0 and "freshly initialised" in result.stdout
