@@ -4,7 +4,8 @@ every command reach it through the run plan: kiln.train.plan.RunPlan.data).
     info.py     DataInfo, Data, DataRequest          splits.py   validation/test splits and cv folds
     loaders.py  batch sources, samplers   build.py    build_data: a config's splits as batch sources
     registry.py registered datasets       images.py, text.py, user.py: the sources (their builders)
-    assemble.py what every source shares: the split plan of its pools of samples, each split's batch order
+    assemble.py what every source shares: the split plan of its pools of samples, each split's batch order,
+                the Source interface and assemble (a source and its split plan -> Data)
     vocab.py    kiln's vocabulary         model_tokenizer.py: a Hugging Face model's tokenizer instead
 """
 

@@ -1,20 +1,25 @@
 """What every data source shares once it knows its samples: which of them are the train, val and test splits
-(seeded; stratified by what the source knows of its targets; data.cv's folds; overfit_batches) and in which order
-each split is batched. A source says what it has — `Pool`s: the sample sets it found (a training file, a test
-file, an image folder's val/, one list of everything), each with its size and, when known, the keys its samples
-are stratified and dealt into folds by — and `plan_splits` turns them into indices; `sampler_for` gives a split
-its batch order. The source then only reads the samples those indices name."""
+(seeded; stratified by what the source knows of its targets; data.cv's folds; overfit_batches), in which order
+each split is batched, and how the splits become `Data`.
+
+A source says what it has — `Pool`s: the sample sets it found (a training file, a test file, an image folder's
+val/, one list of everything), each with its size and, when known, the keys its samples are stratified and dealt
+into folds by — and `plan_splits` turns them into indices; `sampler_for` gives a split its batch order (shuffled,
+class-balanced, sharded over the processes). The source then only reads the samples those indices name: as a
+`Source`, it makes one split's batches from its pool and indices, and `assemble` turns any source and its split
+plan into the `Data` the rest of kiln reads."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
 from kiln.config import DataConfig
-from kiln.data.info import DataRequest
-from kiln.data.loaders import EpochBatchSampler, WeightedEpochSampler, eval_batch_size
+from kiln.data.info import Data, DataInfo, DataRequest
+from kiln.data.loaders import Batches, EpochBatchSampler, WeightedEpochSampler, eval_batch_size
 from kiln.data.splits import cv_folds, stratified_split, train_val_split
 
 log = logging.getLogger("kiln")
@@ -109,3 +114,33 @@ def sampler_for(train: bool, count: int, cfg: DataConfig, request: DataRequest,
         return WeightedEpochSampler(labels, cfg.batch_size, **where)
     size = cfg.batch_size if train else eval_batch_size(cfg)
     return EpochBatchSampler(count, size, shuffle=shuffled, drop_last=shuffled and drop_last, **where)
+
+
+class Source(Protocol):
+    """A data source that has found its samples, as `assemble` sees it: what the model and the metrics need to
+    know of the data (`info`), how its batches are served (`loader`: resident | dataloader), and one split's
+    batches from a pool and indices into it (drawn by `plan_splits`, or the source's own Datasets)."""
+
+    info: DataInfo
+    loader: str
+
+    def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches: ...
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a source hands `assemble` besides its batches: the text vocabulary it encoded with, and the data.*
+    settings it derived from the data (the run plan records them)."""
+
+    vocab: Any = None
+    derived: dict[str, Any] = field(default_factory=dict)
+
+
+def assemble(source: Source, plan: dict[str, Drawn], request: DataRequest, found: Found = Found()) -> Data:
+    """The requested splits of `plan` as the source's batches, with their sizes: the one way any source becomes
+    `Data`."""
+    wanted = {split: drawn for split, drawn in plan.items() if split in request.splits}
+    out = {split: source.batches(split, pool, idx) for split, (pool, idx) in wanted.items()}
+    return Data(source.info, out.get("train"), out.get("val"), out.get("test"),
+                {split: len(idx) for split, (_, idx) in wanted.items()}, source.loader, found.vocab,
+                dict(found.derived))

@@ -11,8 +11,8 @@ from kiln.data.registry import get_dataset
 
 # The builder of each kind of registered source, by its spec's `builder` (kiln.data.registry), imported when first
 # used (each pulls in its own readers). A new kind of source is a builder module and one entry here; a new dataset
-# of a known kind is one `register(...)` call. Every builder finds its samples, then uses kiln.data.assemble for
-# the splits and their batch order.
+# of a known kind is one `register(...)` call. Every builder finds its samples (pools), plans the splits and hands
+# a Source to kiln.data.assemble.assemble, which makes the Data.
 BUILDERS = {"images": "kiln.data.images:build_image_data", "image_files": "kiln.data.images:build_file_image_data",
             "text": "kiln.data.text:build_text_data"}
 

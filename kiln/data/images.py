@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
-from kiln.data.assemble import Drawn, Pool, plan_splits, pools_needed, sampler_for
+from kiln.data.assemble import Drawn, Found, Pool, assemble, plan_splits, pools_needed, sampler_for
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, LoaderBatches, ResidentBatches, TensorImages, choose_loader
 from kiln.data.registry import locate
@@ -37,31 +38,38 @@ def build_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     # An IDX split is not stratified (it never was: a saved run resumes on the same split); its folds are.
     plan = plan_splits({pool: Pool(len(y), folds=y) for pool, (_, y) in loaded.items()}, cfg,
                        request.overfit_batches, request.splits)
-    sources: dict[str, Batches] = {}
-    for split, (pool, idx) in plan.items():
-        images, labels = loaded[pool]
-        whole = len(idx) == len(labels) and torch.equal(idx, torch.arange(len(labels)))  # a test file: no copy
-        sources[split] = _tensor_batches(images if whole else images[idx], labels if whole else labels[idx],
-                                         split == "train", spec, cfg, request, loader)
-    del loaded  # only the split copies stay: one host copy of the data, not two
     info = DataInfo(spec.name, "image", len(class_names), class_names, in_channels=int(shape[0]),
                     image_size=(int(shape[1]), int(shape[2])), mean=_per_channel(spec.mean, int(shape[0]), "mean"),
                     std=_per_channel(spec.std, int(shape[0]), "std"))
-    return Data(info, sources.get("train"), sources.get("val"), sources.get("test"),
-                {split: len(idx) for split, (_, idx) in plan.items()}, loader)
+    # Only the split copies outlive the source: one host copy of the data, not two.
+    return assemble(LoadedImages(info, loader, loaded, spec, cfg, request), plan, request)
 
 
-def _tensor_batches(images: torch.Tensor, labels: torch.Tensor, train: bool, spec, cfg: DataConfig,
-                    request: DataRequest, loader: str) -> Batches:
-    """One split of a loaded image dataset, normalised (and for training augmented) on the device."""
-    augment = Augment.resolve(cfg.augment) if train and not request.overfit_batches else None
-    transform = BatchTransform(spec.mean, spec.std, augment, request.channels_last)
-    sampler = sampler_for(train, len(labels), cfg, request, labels)
-    if loader == "resident":
-        return ResidentBatches(images, labels, sampler=sampler, transform=transform, device=request.device,
-                               seed=request.seed)
-    return LoaderBatches(TensorImages(images, labels), sampler=sampler, transform=transform, device=request.device,
-                         seed=request.seed, num_workers=cfg.num_workers)
+@dataclass
+class LoadedImages:
+    """A registered image dataset's files, loaded whole (pool -> (uint8 images, labels)), as a Source: each split
+    normalised (and for training augmented) on the device."""
+
+    info: DataInfo
+    loader: str
+    loaded: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    spec: Any
+    cfg: DataConfig
+    request: DataRequest
+
+    def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
+        images, labels = self.loaded[pool]
+        if not (len(idx) == len(labels) and torch.equal(idx, torch.arange(len(labels)))):  # a test file: no copy
+            images, labels = images[idx], labels[idx]
+        cfg, request, train = self.cfg, self.request, split == "train"
+        augment = Augment.resolve(cfg.augment) if train and not request.overfit_batches else None
+        transform = BatchTransform(self.spec.mean, self.spec.std, augment, request.channels_last)
+        sampler = sampler_for(train, len(labels), cfg, request, labels)
+        if self.loader == "resident":
+            return ResidentBatches(images, labels, sampler=sampler, transform=transform, device=request.device,
+                                   seed=request.seed)
+        return LoaderBatches(TensorImages(images, labels), sampler=sampler, transform=transform,
+                             device=request.device, seed=request.seed, num_workers=cfg.num_workers)
 
 
 def select_classes(images: torch.Tensor, labels: torch.Tensor, classes: list[int],
@@ -99,9 +107,8 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     """
     from kiln.data.image_files import read_class_map, scan_csvs, scan_folder
 
-    seed, device, splits, channels_last, task = (request.seed, request.device, request.splits,
-                                                 request.channels_last, request.task)
-    overfit_batches = request.overfit_batches
+    seed, device, splits, task, overfit_batches = (request.seed, request.device, request.splits, request.task,
+                                                   request.overfit_batches)
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
     if not TASKS[task].class_per_sample and spec.layout == "folder":
@@ -133,22 +140,39 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     info = _file_info(spec, cfg, found.class_names)
     per_image = _config_transforms(cfg, seed, info.image_size, sources, plan, overfit_batches)
     loader = _image_loader(cfg, sources, plan, bool(per_image), device)
-    out: dict[str, Batches] = {}
-    for split, (name, idx) in plan.items():
-        source, rows = sources[name]
-        labels = as_tensor(found.files[name].labels)[idx]
-        train = split == "train" and not overfit_batches
-        augment = Augment.resolve(cfg.augment) if train and split not in per_image else None
-        transform = BatchTransform(info.mean, info.std, augment, channels_last, info.image_size)
+    labels = {name: as_tensor(found.files[name].labels) for name in sources}
+    return assemble(ImageFiles(info, loader, sources, labels, per_image, cfg, request), plan, request,
+                    Found(derived=derived))
+
+
+@dataclass
+class ImageFiles:
+    """Image files as a Source: each pool's decoded store (or per-sample decoder) with its usable rows and labels;
+    a split is served from device memory (resident) or by a DataLoader, normalised and augmented on the device
+    unless data.transforms gives it per-image transforms."""
+
+    info: DataInfo
+    loader: str
+    sources: dict[str, tuple[Any, torch.Tensor]]  # pool -> (store or decoder, rows)
+    labels: dict[str, torch.Tensor]  # pool -> every file's label
+    per_image: dict[str, Any]  # split -> PerImage (data.transforms)
+    cfg: DataConfig
+    request: DataRequest
+
+    def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
+        cfg, request, info = self.cfg, self.request, self.info
+        source, rows = self.sources[pool]
+        labels = self.labels[pool][idx]
+        train = split == "train" and not request.overfit_batches
+        augment = Augment.resolve(cfg.augment) if train and split not in self.per_image else None
+        transform = BatchTransform(info.mean, info.std, augment, request.channels_last, info.image_size)
         sampler = sampler_for(split == "train", len(idx), cfg, request, labels)
-        if loader == "resident":
-            out[split] = ResidentBatches(source.fetch(rows[idx].tolist()), labels, sampler=sampler,
-                                         transform=transform, device=device, seed=seed)
-        else:
-            out[split] = LoaderBatches(ImageRows(source, rows[idx], labels, per_image.get(split)), sampler=sampler,
-                                       transform=transform, device=device, seed=seed, num_workers=cfg.num_workers)
-    return Data(info, out.get("train"), out.get("val"), out.get("test"),
-                {split: len(idx) for split, (_, idx) in plan.items()}, loader, derived=derived)
+        if self.loader == "resident":
+            return ResidentBatches(source.fetch(rows[idx].tolist()), labels, sampler=sampler, transform=transform,
+                                   device=request.device, seed=request.seed)
+        return LoaderBatches(ImageRows(source, rows[idx], labels, self.per_image.get(split)), sampler=sampler,
+                             transform=transform, device=request.device, seed=request.seed,
+                             num_workers=cfg.num_workers)
 
 
 def _file_info(spec, cfg: DataConfig, class_names: list[str]) -> DataInfo:

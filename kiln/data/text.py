@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
-from kiln.data.assemble import Pool, plan_splits, pools_needed, sampler_for
+from kiln.data.assemble import Found, Pool, assemble, plan_splits, pools_needed, sampler_for
 from kiln.data.csv_rows import row_targets
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import (
@@ -168,32 +168,43 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> 
         assert train.tokens is not None
         vocab = Vocab.from_store(train.store, train_idx.numpy(), train.tokens, tc.min_freq, tc.max_vocab)
 
-    def encoded(tokenized: Tokenized, idx: torch.Tensor) -> TokenStore:
+    info = DataInfo(spec.name, "text", len(class_names), class_names, vocab_size=len(vocab), pad_id=vocab.pad_id)
+    return assemble(TokenizedText(info, stores, vocab, cfg, request), plan, request, Found(vocab=vocab))
+
+
+@dataclass
+class TokenizedText:
+    """Tokenized CSV files as a Source: each pool's rows and targets, encoded with the vocabulary (or the model's
+    tokenizer) as a split is asked for; batches through a DataLoader, the training split length-bucketed with
+    data.text.bucket."""
+
+    info: DataInfo
+    stores: dict[str, tuple[Tokenized, torch.Tensor]]  # pool -> (its tokenized rows, their targets)
+    vocab: Any  # a Vocab or a ModelTokenizer
+    cfg: DataConfig
+    request: DataRequest
+    loader: str = "dataloader"
+
+    def encoded(self, tokenized: Tokenized, idx: torch.Tensor) -> TokenStore:
         """The rows as the model's ids: kiln's token numbers through the vocabulary, cut at max_len, never empty
         (a model tokenizer's ids are that already)."""
         rows = tokenized.store.take(idx.numpy())
-        if tokenized.tokens is None or not isinstance(vocab, Vocab):
+        if tokenized.tokens is None or not isinstance(self.vocab, Vocab):
             return rows
-        return rows.map(vocab.lookup(tokenized.tokens), in_place=True).truncate(tc.max_len).fill_empty(Vocab.unk_id)
+        return rows.map(self.vocab.lookup(tokenized.tokens), in_place=True).truncate(self.cfg.text.max_len) \
+            .fill_empty(Vocab.unk_id)
 
-    def batches(store: TokenStore, labels: torch.Tensor, *, train: bool) -> Batches:
-        dataset = TokenDataset(store, labels, tc.collate, vocab.pad_id)
+    def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
+        cfg, request, train = self.cfg, self.request, split == "train"
+        tokens, targets = self.stores[pool]
+        dataset = TokenDataset(self.encoded(tokens, idx), targets[idx], cfg.text.collate, self.vocab.pad_id)
         sampler: EpochBatchSampler
-        if train and not request.overfit_batches and tc.bucket:
+        if train and not request.overfit_batches and cfg.text.bucket:
             if cfg.sampler == "weighted":
                 raise KilnError("data.sampler=weighted and data.text.bucket=true cannot be combined: choose one")
             sampler = BucketBatchSampler(dataset.lengths, cfg.batch_size, seed=request.seed, rank=request.rank,
                                          world_size=request.world_size)
         else:  # a shuffled text split keeps its last, partial batch
-            sampler = sampler_for(train, len(store), cfg, request, labels, drop_last=False)
+            sampler = sampler_for(train, len(dataset), cfg, request, dataset.labels, drop_last=False)
         return TextBatches(dataset, sampler=sampler, device=request.device, seed=request.seed,
                            num_workers=cfg.num_workers)
-
-    sources = {}
-    for split, (pool, idx) in plan.items():
-        if split in splits:
-            tokens, targets = stores[pool]
-            sources[split] = batches(encoded(tokens, idx), targets[idx], train=split == "train")
-    sizes = {split: len(idx) for split, (_, idx) in plan.items() if split in splits}
-    info = DataInfo(spec.name, "text", len(class_names), class_names, vocab_size=len(vocab), pad_id=vocab.pad_id)
-    return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader", vocab)

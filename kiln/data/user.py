@@ -15,6 +15,7 @@ import logging
 import random
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError, first_line
-from kiln.data.assemble import sampler_for
+from kiln.data.assemble import assemble, sampler_for
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
 from kiln.data.splits import train_val_split
@@ -36,8 +37,7 @@ log = logging.getLogger("kiln")
 def build_user_data(cfg: DataConfig, request: DataRequest) -> Data:
     from kiln.core.user_code import resolve
 
-    seed, device, splits, task = request.seed, request.device, request.splits, request.task
-    overfit_batches, world_size = request.overfit_batches, request.world_size
+    splits, task, overfit_batches, world_size = request.splits, request.task, request.overfit_batches, request.world_size
 
     cls = resolve("data.name", cfg.name, Dataset, functions=False)
     if cfg.sampler == "weighted":
@@ -52,19 +52,33 @@ def build_user_data(cfg: DataConfig, request: DataRequest) -> Data:
     if not datasets:  # e.g. the test split of a Dataset that has none
         return Data(DataInfo(cfg.name, "custom", cfg.num_classes or 0, []), loader="dataloader")
     info = _info(cfg, datasets.get("train") or next(iter(datasets.values())), task)
-    sources: dict[str, Batches] = {}
-    for split, ds in datasets.items():
-        training = split == "train"
-        batch_size = cfg.batch_size if training else eval_batch_size(cfg)
-        make = BatchMaker(collate, split, info.num_classes, task)
-        if stream:
-            sources[split] = StreamBatches(ds, batch_size, make, device=device, num_workers=cfg.num_workers)
-            continue
-        sampler = sampler_for(training, _size(ds), cfg, request)  # data.sampler=weighted was refused above
-        sources[split] = LoaderBatches(SampleBatches(ds, make, seed), sampler=sampler, device=device, seed=seed,
-                                       num_workers=cfg.num_workers)
-    sizes = {split: _size(ds) for split, ds in datasets.items()}
-    return Data(info, sources.get("train"), sources.get("val"), sources.get("test"), sizes, "dataloader")
+    # Each split is a Dataset (or a Subset of one) of its own: drawn whole.
+    plan = {split: (split, torch.arange(_size(ds))) for split, ds in datasets.items()}
+    return assemble(UserDatasets(info, datasets, collate, stream, cfg, request), plan, request)
+
+
+@dataclass
+class UserDatasets:
+    """Your own Dataset's splits as a Source: samples collated into batches (seeded per batch) through a
+    DataLoader, or read as they stream (an IterableDataset)."""
+
+    info: DataInfo
+    datasets: dict[str, Dataset]
+    collate: Callable | None
+    stream: bool
+    cfg: DataConfig
+    request: DataRequest
+    loader: str = "dataloader"
+
+    def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
+        cfg, request, ds, training = self.cfg, self.request, self.datasets[pool], split == "train"
+        make = BatchMaker(self.collate, split, self.info.num_classes, request.task)
+        if self.stream:
+            return StreamBatches(ds, cfg.batch_size if training else eval_batch_size(cfg), make,
+                                 device=request.device, num_workers=cfg.num_workers)
+        sampler = sampler_for(training, len(idx), cfg, request)  # data.sampler=weighted was refused above
+        return LoaderBatches(SampleBatches(ds, make, request.seed), sampler=sampler, device=request.device,
+                             seed=request.seed, num_workers=cfg.num_workers)
 
 
 def _explain_stream(cfg: DataConfig, cls, world_size: int) -> None:
