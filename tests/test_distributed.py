@@ -35,10 +35,10 @@ def plain_cfg(tmp_path, idx_root, folder, batch_size, **trainer):
                        log={"dir": str(tmp_path / folder), "progress": "none", "tensorboard": False})
 
 
-def test_two_processes_equal_one_with_twice_the_batch(tmp_path, idx_root):
+def test_two_processes_equal_one_with_twice_the_batch(tmp_path, idx_root, cli):
     """With task.class_weights: auto as well: every rank weighs the loss by the whole training split's counts."""
     weighted = {"task": {"class_weights": "auto"}}
-    one = run_cli("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "one", 32) | weighted, "one.yaml"))
+    one = cli("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "one", 32) | weighted, "one.yaml"))
     assert one.returncode == 0, one.stderr
     two = torchrun("train", write_config(tmp_path, plain_cfg(tmp_path, idx_root, "two", 16) | weighted, "two.yaml"))
     assert two.returncode == 0, two.stderr

@@ -23,12 +23,12 @@ def test_wandb_offline_run_directory(tmp_path, idx_root, monkeypatch):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow is not installed (pip install -e .[mlflow])")
-def test_mlflow_run_read_back_through_its_client(tmp_path, idx_root):
+def test_mlflow_run_read_back_through_its_client(tmp_path, idx_root, cli):
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"  # the default store: SQLite in log.dir
     cfg = tiny_config(tmp_path, idx_root, log={"mlflow": {"experiment": "kiln-test"}})
-    result = run_cli("train", write_config(tmp_path, cfg))
+    result = cli("train", write_config(tmp_path, cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("kiln-test")
@@ -42,10 +42,11 @@ def test_mlflow_run_read_back_through_its_client(tmp_path, idx_root):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlflow") is None, reason="mlflow is not installed")
-def test_unreachable_tracker_is_a_warning_not_a_lost_run(tmp_path, idx_root):
+def test_unreachable_tracker_is_a_warning_not_a_lost_run(tmp_path, idx_root, cli, monkeypatch):
     cfg = tiny_config(tmp_path, idx_root, log={"mlflow": {"tracking_uri": "http://127.0.0.1:9"}})
-    result = run_cli("train", write_config(tmp_path, cfg), env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-                                                                "MLFLOW_HTTP_REQUEST_TIMEOUT": "2"})
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    result = cli("train", write_config(tmp_path, cfg))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MLflow tracker could not start" in result.stderr
     assert (only_run(tmp_path / "runs") / "checkpoints" / "best.pt").is_file()

@@ -73,9 +73,9 @@ def test_every_subcommand_explains_itself():
         assert result.returncode == 0 and "usage: kiln " + command in result.stdout
 
 
-def test_fast_dev_run(tmp_path, idx_root):
+def test_fast_dev_run(tmp_path, idx_root, cli):
     path = write_config(tmp_path, tiny_config(tmp_path, idx_root, trainer={"epochs": 5, "fast_dev_run": True}))
-    result = run_cli("train", path)
+    result = cli("train", path)
     assert result.returncode == 0, result.stderr
     rows = (only_run(tmp_path / "runs") / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 1 and json.loads(rows[0])["step"] == 2

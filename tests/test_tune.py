@@ -128,7 +128,7 @@ def test_two_workers_share_one_study(tmp_path, base):
 
 
 @pytest.mark.slow
-def test_separate_workers_on_one_journal_study_survive_a_killed_worker(tmp_path, base):
+def test_separate_workers_on_one_journal_study_survive_a_killed_worker(tmp_path, base, cli):
     """Two `kiln tune --storage journal:` processes (as on two machines): one is killed mid-trial; the other
     marks that trial failed once its lease runs out, runs its values again, and the study completes its grid."""
     import optuna
@@ -164,7 +164,7 @@ def test_separate_workers_on_one_journal_study_survive_a_killed_worker(tmp_path,
     assert sorted(t.params["optim.lr"] for t in done) == grid  # every grid point once, none twice
     assert len(failed) == 1 and failed[0].user_attrs["pid"] == doomed.pid
     assert (tmp_path / "shared" / "tune.yaml").is_file() and (tmp_path / "shared" / "results.csv").is_file()
-    status = run_cli("tune", "--status", journal)
+    status = cli("tune", "--status", journal)
     assert status.returncode == 0 and "study tiny: 4 complete, 1 fail" in status.stdout, status.stdout
 
 
@@ -176,9 +176,9 @@ def _quietly(fn):
         return []
 
 
-def test_best_yaml_trains(tmp_path, base):
+def test_best_yaml_trains(tmp_path, base, cli):
     tune_dir = run_tune(tune_file(tmp_path, trials=2, sampler="random"), [])
-    result = run_cli("train", tune_dir / "best.yaml", "trainer.epochs=1")
+    result = cli("train", tune_dir / "best.yaml", "trainer.epochs=1")
     assert result.returncode == 0, result.stderr
 
 
