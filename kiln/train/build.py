@@ -29,6 +29,7 @@ from kiln.train.plan import RunPlan
 
 log = logging.getLogger("kiln")
 
+
 @dataclass(frozen=True)
 class Outputs:
     """What a trainer reports to: checkpoints into `run` (every rank of the run), metrics to `trackers` (the main

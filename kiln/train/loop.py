@@ -136,8 +136,8 @@ class Trainer:
             with_ema = state.ema is not None  # saved with trainer.ema: "model" is the average
             assert isinstance(self.strategy, FullyShardedDataParallel), "shards load into a sharded model"
             self.strategy.load_shards(self.model, self.optimizer, state.shards,
-                                 weights="raw_model" if with_ema else "model",
-                                 average=self.ema if with_ema else None)
+                                      weights="raw_model" if with_ema else "model",
+                                      average=self.ema if with_ema else None)
             if with_ema and self.ema is not None:
                 self.ema.load_state_dict(state.ema)
         else:
