@@ -170,11 +170,8 @@ def _layout(trained: Trained) -> str:
 
 def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
     """The model's inputs for up to `size` real test samples, or a seeded stand-in when the data is not here."""
-    from kiln.core.dist import ProcessInfo
-    from kiln.train.plan import RunPlan
-
     try:
-        data = RunPlan.of(trained.cfg, torch.device("cpu"), ProcessInfo()).data(("test",), vocab=trained.vocab)
+        data = trained.test_data(torch.device("cpu"))
         inputs, _ = next(iter(data.require("test").epoch(0)))
         return _first_inputs(inputs, size, _layout(trained))
     except KilnError as e:

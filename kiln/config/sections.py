@@ -349,7 +349,7 @@ LOWER_IS_BETTER = ("loss", "objective", "mae", "rmse", "mse")
 
 def watched(section: "CheckpointConfig | EarlyStoppingConfig") -> tuple[str, str]:
     """(monitor, mode) of a checkpoint or early-stopping section of a planned config (the run plan fills in the
-    defaults that follow the task and the metric: kiln.train.plan.with_default_monitors)."""
+    defaults that follow the task and the metric: kiln.config.with_default_monitors)."""
     assert section.monitor is not None and section.mode is not None, "the run plan resolves the monitor and its mode"
     return section.monitor, section.mode
 

@@ -36,18 +36,18 @@ class Trained:
     def vocab(self) -> Any:  # a Vocab, a ModelTokenizer, or None (not text)
         return self.run.vocab()  # loaded once: a model tokenizer takes a moment
 
-    @property
-    def plan(self) -> RunPlan:
-        """The run's plan on this device, for one process: its data (`plan.data`) is split by the run's seed and
-        encoded as in training."""
+    def plan(self, device: torch.device | None = None) -> RunPlan:
+        """The run's plan on `device` (default: the model's), for one process: its data (`plan.data`) is split by
+        the run's seed and encoded as in training."""
         from kiln.core.dist import ProcessInfo
         from kiln.train.plan import RunPlan
 
-        return RunPlan.of(self.cfg, self.device, ProcessInfo())
+        return RunPlan.of(self.cfg, device or self.device, ProcessInfo())
 
-    def test_data(self) -> Data:
-        """The run's test split (as `kiln test` scores it), read with the run's vocabulary."""
-        return self.plan.data(("test",), vocab=self.vocab)
+    def test_data(self, device: torch.device | None = None) -> Data:
+        """The run's test split (as `kiln test` scores it) on `device` (default: the model's), read with the run's
+        vocabulary."""
+        return self.plan(device).data(("test",), vocab=self.vocab)
 
     @property
     def task(self) -> Task:
