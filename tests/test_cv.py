@@ -67,3 +67,22 @@ def test_cv_config_path_and_a_bad_fold_count(tmp_path, idx_root, capsys):
     config = write_config(tmp_path, tiny_config(tmp_path, idx_root, data={"classes": [0, 1]}))
     assert main(["cv", str(config), "--folds", "1"]) == 2
     assert "--folds must be at least 2" in capsys.readouterr().err
+
+
+def test_status_json_follows_each_fold_epoch_by_epoch(tmp_path, idx_root, monkeypatch):
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3},
+                                   log={"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False}))
+    real_train, seen = session.train, []
+
+    def reading_status(fold_cfg, **kwargs):  # the caller's callbacks run after kiln's: status.json is written by then
+        def read(epoch, metrics):
+            status = json.loads((kwargs["run_dir"] / "status.json").read_text())
+            seen.append((fold_cfg.data.cv.fold, epoch, status["state"], status["epoch"]))
+        return real_train(fold_cfg, **kwargs, callbacks=[LambdaCallback(on_epoch_end=read)])
+
+    monkeypatch.setattr(session, "train", reading_status)
+    run_cv(cfg, 2)
+    assert seen == [(fold, epoch, "running", epoch) for fold in (1, 2) for epoch in (1, 2, 3)]
+    folder = next((tmp_path / "runs" / "tiny").glob("cv-*"))
+    final = json.loads((folder / "fold-2" / "status.json").read_text())
+    assert final["state"] == "finished" and final["epoch"] == 3 and final["parameters"] > 0

@@ -56,6 +56,38 @@ def test_the_installed_wheel_trains_a_shipped_config_by_name_from_another_folder
     assert list((elsewhere / "runs" / "fashion_mnist").glob("*/checkpoints/last.pt"))
 
 
+def test_a_copy_writes_its_base_chain_beside_itself_and_nowhere_else(tmp_path, cli, monkeypatch):
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    monkeypatch.chdir(trial)
+    copied = cli("configs", "--copy", "tune/image_folder", "tune_if.yaml")
+    assert copied.returncode == 0, copied.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*.yaml")) == ["image_folder.yaml", "tune_if.yaml"]
+    assert not (tmp_path / "image_folder.yaml").exists()  # never in the parent of the user's folder
+    assert "wrote tune_if.yaml" in copied.stdout and "wrote image_folder.yaml" in copied.stdout
+    assert "base: image_folder.yaml" in (trial / "tune_if.yaml").read_text()
+    assert (trial / "image_folder.yaml").read_text() == (ROOT / "configs" / "image_folder.yaml").read_text()
+    from kiln.commands.tune.space import load_tune_config
+
+    assert load_tune_config(Path("tune_if.yaml")).base == trial / "image_folder.yaml"  # the rewritten base: resolves
+
+    # the default name collides with its own base: the base gets a name of its own
+    (trial / "own").mkdir()
+    assert cli("configs", "--copy", "tune/image_folder", "own").returncode == 0
+    assert sorted(p.name for p in (trial / "own").iterdir()) == ["image_folder.yaml", "image_folder_base.yaml"]
+    assert "base: image_folder_base.yaml" in (trial / "own" / "image_folder.yaml").read_text()
+    assert cli("configs", "--copy", "tune/image_folder").returncode == 2  # ./image_folder.yaml exists (the base above)
+
+    # a file of the user's in the base's place is neither kept as the base nor replaced
+    (trial / "mine").mkdir()
+    (trial / "mine" / "image_folder.yaml").write_text("# mine\n")
+    refused = cli("configs", "--copy", "tune/image_folder", "mine/t2.yaml")
+    assert refused.returncode == 2 and "image_folder.yaml" in refused.stderr and "--force" in refused.stderr
+    assert not (trial / "mine" / "t2.yaml").exists() and (trial / "mine" / "image_folder.yaml").read_text() == "# mine\n"
+    assert cli("configs", "--copy", "tune/image_folder", "mine/t2.yaml", "--force").returncode == 0
+    assert (trial / "mine" / "image_folder.yaml").read_text() != "# mine\n"
+
+
 def test_shipped_configs_are_listed_and_copied_as_shipped(tmp_path, capsys):
     assert main(["configs"]) == 0
     listed = capsys.readouterr().out

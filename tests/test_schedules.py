@@ -109,3 +109,14 @@ def test_min_steps_raises_the_epochs_of_a_small_dataset_only(tmp_path, idx_root)
     cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"min_steps": 100, "epochs": 4}))
     cfg = epochs_from_steps(cfg, 500)  # a large dataset keeps its 4 epochs
     assert cfg.trainer.epochs == 4
+
+
+def test_fast_dev_run_says_it_runs_one_epoch_not_a_step_conversion(tmp_path, idx_root, caplog):
+    from conftest import tiny_config
+    from kiln.config import build_config
+    from kiln.train.session import epochs_from_steps
+
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"min_steps": 1500, "epochs": 30, "fast_dev_run": True}))
+    with caplog.at_level("INFO", logger="kiln"):
+        assert epochs_from_steps(cfg, 21) == cfg
+    assert "fast_dev_run: 1 epoch" in caplog.text and "->" not in caplog.text

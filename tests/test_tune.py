@@ -49,6 +49,20 @@ def test_shipped_tune_configs_validate(path):
     assert tune.base.is_file() and tune.space
 
 
+def test_the_command_lines_epochs_run_in_every_trial_over_the_files_step_floor(tmp_path, base, caplog):
+    from kiln.commands.tune.space import base_raw, trial_config
+
+    raw = yaml.safe_load(base.read_text())
+    raw["trainer"].update(epochs=30, min_steps=1500)
+    write_config(tmp_path, raw, "base.yaml")
+    tune = load_tune_config(tune_file(tmp_path))
+    with caplog.at_level("WARNING", logger="kiln"):
+        trial = trial_config(base_raw(tune, ["trainer.epochs=4"]), {"optim.lr": 0.01})
+    assert trial.trainer.epochs == 4 and trial.trainer.min_steps is None  # as kiln train runs it
+    assert "trainer.epochs=4 from the command line runs" in caplog.text
+    assert trial_config(base_raw(tune, []), {}).trainer.min_steps == 1500  # without it, the file's floor holds
+
+
 @pytest.mark.parametrize("sampler", ["grid", "random", "tpe", "cmaes"])
 def test_every_sampler_runs_a_small_search(tmp_path, base, sampler):
     space = {"optim.lr": [0.01, 0.1], "model.args.dropout": [0.0, 0.2]} if sampler == "grid" else None

@@ -32,6 +32,7 @@ from kiln.config.files import (
     recorded_derivations,
     resolved_values,
     to_yaml,
+    with_command_line,
 )
 from kiln.config.root import Config, with_default_monitors
 from kiln.config.sections import (
@@ -110,5 +111,6 @@ __all__ = [
     "task_config",
     "to_yaml",
     "watched",
+    "with_command_line",
     "with_default_monitors",
 ]

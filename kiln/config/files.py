@@ -205,10 +205,10 @@ def load_config(path: Path | str | None, overrides: Sequence[str] = (), base: di
         path = resolve(path)  # a file path, else a shipped config's name (kiln train fashion_mnist)
     given = parse_overrides(list(overrides))
     if path is None:
-        cfg = build_config(_command_line_wins(deep_merge(copy.deepcopy(base or {}), given), given))
+        cfg = build_config(with_command_line(copy.deepcopy(base or {}), given))
     else:
         raw, profiles, device = read_on_this_device(Path(path), given)
-        cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
+        cfg = build_config(with_command_line(raw, given))
         ran, asked = flatten(cfg.model_dump(mode="json")), flatten(given)
         cfg._on_device = {key: value for p in profiles if p.device == device
                           for key, value in flatten(p.values).items() if ran.get(key) == value and key not in asked}
@@ -226,10 +226,10 @@ def read_on_this_device(path: Path, given: dict[str, Any]) -> tuple[dict[str, An
     raw = read_file(path, profiles=profiles)
     if not profiles:
         return raw, [], None
-    cfg = build_config(_command_line_wins(deep_merge(raw, given), given))
+    cfg = build_config(with_command_line(raw, given))
     for profile in profiles:
         try:
-            Config.model_validate(_command_line_wins(deep_merge(deep_merge(raw, profile.values), given), given))
+            Config.model_validate(with_command_line(deep_merge(raw, profile.values), given))
         except ValidationError as e:
             raise KilnError(f"{profile.file}: on_device.{profile.device}: {explain(e)}") from None
     from kiln.core.devices import device_type
@@ -240,9 +240,12 @@ def read_on_this_device(path: Path, given: dict[str, Any]) -> tuple[dict[str, An
     return raw, profiles, device
 
 
-def _command_line_wins(merged: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
-    """trainer.epochs (or a step budget) set on the command line runs: a step floor or budget from the file
-    (trainer.min_steps / max_steps, which would otherwise decide the epochs) yields, and the console says so."""
+def with_command_line(raw: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A file's settings `raw` with the command line's `given` merged over them — the one merge of overrides, for
+    `kiln train`, cv, tune and test alike. trainer.epochs (or a step budget) set on the command line runs: a step
+    floor or budget from the file (trainer.min_steps / max_steps, which would otherwise decide the epochs) yields,
+    and the console says so."""
+    merged = deep_merge(raw, given)
     trainer, asked = merged.get("trainer") or {}, given.get("trainer") or {}
     if not isinstance(trainer, dict) or not isinstance(asked, dict):
         return merged

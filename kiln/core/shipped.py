@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import difflib
-import shutil
+import re
 from pathlib import Path
 
 from kiln.core.errors import KilnError
@@ -59,28 +59,42 @@ def missing_hint(arg: Path | str) -> str:
     return f"{hint} (`kiln configs` lists the shipped configs, runnable by name)"
 
 
-def copy(name: str, dest: Path | None) -> list[Path]:
-    """Write shipped config `name` to `dest` (a file, or a folder; default: the current folder) exactly as shipped,
-    comments included, with the configs its `base:` chain names beside it (unless already there). The files
-    written, in order."""
-    import yaml
-
+def copy(name: str, dest: Path | None, force: bool = False) -> list[Path]:
+    """Write shipped config `name` to `dest` (a file, or a folder; default: the current folder) as shipped, comments
+    included, with the configs its `base:` chain names beside it — never anywhere else: a base in another folder
+    (`tune/x.yaml` has `base: ../x.yaml`) is written next to the copy and the `base:` line names it there. An
+    existing file is an error (nothing is written) unless `force`. The files written, in order."""
     source = shipped().get(name.removesuffix(".yaml"))
     if source is None:
         raise KilnError(f"no shipped config '{name}'{missing_hint(name)}")
     target = Path(dest) if dest is not None else Path(source.name)
     if target.is_dir():
         target = target / source.name
-    if target.exists():
-        raise KilnError(f"{target} exists; kiln configs --copy never overwrites a file: choose another DEST")
-    written = []
-    while True:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
-        written.append(target)
-        base = (yaml.safe_load(source.read_text()) or {}).get("base")
-        if not isinstance(base, str):
-            return written
-        source, target = (source.parent / base).resolve(), target.parent / base
-        if target.exists():
-            return written
+    chain = _copy_chain(source, target)
+    existing = [str(t) for _, t in chain if t.exists()]
+    if existing and not force:
+        raise KilnError(f"kiln configs --copy never overwrites a file, and {', '.join(existing)} "
+                        f"{'exists' if len(existing) == 1 else 'exist'}: choose another DEST, or add --force to replace "
+                        f"{'it' if len(existing) == 1 else 'them'}")
+    for i, (src, tgt) in enumerate(chain):
+        text = src.read_text()
+        if i + 1 < len(chain):  # the base now lies beside the copy, under the name it was given there
+            text = re.sub(r"^(base:\s*)\S+", lambda m: m.group(1) + chain[i + 1][1].name, text, count=1, flags=re.M)
+        tgt.parent.mkdir(parents=True, exist_ok=True)
+        tgt.write_text(text)
+    return [t for _, t in chain]
+
+
+def _copy_chain(source: Path, target: Path) -> list[tuple[Path, Path]]:
+    """(shipped file, where its copy goes) for `source` and each config of its base: chain, every copy in
+    `target`'s folder; a base whose name is taken by an earlier file of the chain is written as NAME_base.yaml."""
+    import yaml
+
+    chain = [(source, target)]
+    while isinstance(base := (yaml.safe_load(source.read_text()) or {}).get("base"), str):
+        source = (source.parent / base).resolve()
+        target = target.parent / source.name
+        while target in {t for _, t in chain}:
+            target = target.with_name(f"{target.stem}_base{target.suffix}")
+        chain.append((source, target))
+    return chain

@@ -21,6 +21,7 @@ from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.freeze import FreezeSchedule
+from kiln.train.callbacks.status import StatusUpdate
 from kiln.train.ema import weight_ema
 from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.memory import GrowthWatch
@@ -80,7 +81,7 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
                       trackers: Trackers | None) -> list[Callback]:
     """kiln's own callbacks, in the order they run: the freeze schedule, the memory watch, early stopping
     (before the checkpoint, which saves its state), metric logging, checkpoints (with `run`: on every rank of a
-    multi-process run, which all take part in each checkpoint), the summary line."""
+    multi-process run, which all take part in each checkpoint) and status.json, the summary line."""
     callbacks: list[Callback] = []
     if cfg.model.freeze != "none":
         assert head is not None
@@ -89,5 +90,7 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
     callbacks += [GrowthWatch(own_code=own_code), EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))
-    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run) if run is not None else None
-    return callbacks + ([checkpoint] if checkpoint else []) + [EpochSummary(checkpoint)]
+    if run is None:
+        return [*callbacks, EpochSummary(None)]
+    checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run)
+    return [*callbacks, checkpoint, StatusUpdate(run), EpochSummary(checkpoint)]

@@ -161,6 +161,10 @@ def epochs_from_steps(cfg: Config, train_batches: int) -> Config:
     """`cfg` with trainer.max_steps / min_steps turned into trainer.epochs (rounded up)."""
     tc = cfg.trainer
     steps = tc.max_steps or tc.min_steps
+    if tc.fast_dev_run:  # the trainer runs one short epoch whatever the epochs or steps: say that, not a conversion
+        log.info("trainer.fast_dev_run: 1 epoch of at most 2 training and 2 validation batches (trainer.epochs%s "
+                 "left aside)", " and the step budget" if steps else "")
+        return cfg
     if steps is None:
         return cfg
     from kiln.train.loop import batches_per_epoch
@@ -286,7 +290,7 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
     status = {"world_size": proc.world_size, "global_batch_size": global_batch,
               "parameters": sum(p.numel() for p in model.parameters())}
     if proc.is_main:
-        run.write_status(RunStatus.RUNNING, epoch=trainer.state.epoch, **status)
+        run.write_status(RunStatus.RUNNING, epoch=trainer.state.epoch, epochs=trainer.epochs, **status)
     try:
         metrics = fit(trainer)
         dist.barrier()  # rank 0 has written best.pt before anyone reads it

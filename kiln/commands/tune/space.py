@@ -21,6 +21,7 @@ from kiln.config import (
     read_file,
     read_on_this_device,
     watched,
+    with_command_line,
     with_default_monitors,
 )
 from kiln.core.errors import KilnError
@@ -171,6 +172,6 @@ def trial_config(base_raw: dict[str, Any], values: dict[str, Any]):
 
 def base_raw(tune: TuneConfig, overrides: list[str]) -> dict[str, Any]:
     given = parse_overrides(overrides)
-    raw = deep_merge(read_on_this_device(tune.base, given)[0], given)  # the base's settings for this machine
+    raw = with_command_line(read_on_this_device(tune.base, given)[0], given)  # the base's settings for this machine
     build_config(raw)  # fail now, not in the first trial
     return raw
