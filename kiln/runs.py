@@ -356,6 +356,20 @@ class RunLock:
         self.file = handle
         return self
 
+    def holder(self) -> str | None:
+        """Who writes the run now ("process N on HOST (since ...)"), or None: no live process holds its lock."""
+        try:
+            import fcntl
+
+            with open(self.run.lock_file) as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return handle.read().strip() or "another process"
+                return None  # a lock file left behind, held by no one
+        except (ImportError, OSError):  # no lock file, or no locks on this system
+            return None
+
     def release(self) -> None:
         """Drop the lock and its file (a finished or stopped run keeps no .lock)."""
         if self.file is not None:

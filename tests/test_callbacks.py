@@ -152,3 +152,36 @@ def test_the_reports_mistakes_are_wrong_and_sorted_by_confidence(tmp_path, idx_r
     wrong = conf[pred != true]
     assert len(mistakes["true"]) == min(5, len(wrong))
     assert mistakes["confidence"][0] == pytest.approx(wrong.max().item())
+
+
+def test_a_model_collapsed_onto_one_class_is_warned_about_once_in_the_log_and_the_report(tmp_path, idx_root, caplog,
+                                                                                          cli):
+    cfg = build_config(tiny_config(tmp_path, idx_root, model={"name": "constantmodel:Constant"},
+                                   data={"augment": {"crop_padding": 0, "hflip": False}},
+                                   trainer={"epochs": 4, "test_after_fit": False}))
+    with caplog.at_level("WARNING", logger="kiln"):
+        run = session.train(cfg, quiet=True).run_dir
+    warnings = [r.getMessage() for r in caplog.records if "collapsed onto a constant answer" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text  # once, though it stays collapsed at epoch 4
+    assert "100% of the validation predictions are one class" in warnings[0] and "at epochs 1-3" in warnings[0]
+    assert "data.image_size" in warnings[0] and "lr-find" in warnings[0]
+    assert all(row["val/top_class_share"] == 1.0 for row in _epochs(run))
+    assert cli("report", run, "--mistakes", "0").returncode == 0
+    assert "collapsed onto a constant answer" in (run / "report.html").read_text()
+    from PIL import Image
+
+    from fakedata import make_images
+
+    (tmp_path / "new").mkdir()
+    for i, img in enumerate(make_images(10, seed=5)[0]):
+        Image.fromarray(img.numpy()).save(tmp_path / "new" / f"{i}.png")
+    predicted = cli("predict", run, tmp_path / "new")
+    assert predicted.returncode == 0 and "all 10 inputs got the same prediction" in predicted.stderr
+
+    cfg = build_config(tiny_config(tmp_path, idx_root, trainer={"epochs": 3, "test_after_fit": False}))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="kiln"):
+        run = session.train(cfg, quiet=True).run_dir  # a model that learns is not warned about
+    assert "collapsed onto a constant" not in caplog.text and max(row["val/top_class_share"] for row in _epochs(run)) < 0.95
+    assert cli("report", run, "--mistakes", "0").returncode == 0
+    assert "collapsed onto a constant" not in (run / "report.html").read_text()

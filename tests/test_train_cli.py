@@ -132,3 +132,42 @@ def test_an_unknown_option_shows_the_subcommands_usage(capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", "x.yaml", "--bogus"])
     assert e.value.code == 2 and "usage: kiln train" in capsys.readouterr().err
+
+
+def test_predict_says_which_weights_and_warns_while_the_run_is_unfinished(tmp_path, config_file, cli):
+    from PIL import Image
+
+    from fakedata import make_images
+    from kiln.runs import RunDir, RunLock, RunStatus
+
+    assert cli("train", config_file, "trainer.epochs=2").returncode == 0
+    run = RunDir(only_run(tmp_path / "runs"))
+    images, _ = make_images(3, seed=9)
+    for i, img in enumerate(images):
+        Image.fromarray(img.numpy()).save(tmp_path / f"s{i}.png")
+    finished = cli("predict", run.path, tmp_path / "s0.png")
+    assert finished.returncode == 0 and "best.pt of" in finished.stderr and "after epoch" in finished.stderr
+    assert "of 2)" in finished.stderr and "WARNING" not in finished.stderr.upper()
+
+    run.write_status(RunStatus.INTERRUPTED, epoch=1)
+    interrupted = cli("predict", run.path, tmp_path / "s0.png", "--checkpoint", "last")
+    assert interrupted.returncode == 0 and "the run was interrupted before its last epoch" in interrupted.stderr
+    assert f"kiln train --resume {run}" in interrupted.stderr and "last.pt of" in interrupted.stderr
+    run.write_status(RunStatus.RUNNING, epoch=1)
+    assert "ended without finishing" in cli("predict", run.path, tmp_path / "s0.png").stderr
+    lock = RunLock(run).acquire()  # a live trainer holds the run's lock
+    try:
+        assert "the run is still training (process" in cli("predict", run.path, tmp_path / "s0.png").stderr
+    finally:
+        lock.release()
+
+    # a CSV of paths: the column that names image files is found, or named with --path-column
+    (tmp_path / "test.csv").write_text("id,file_name\n" + "".join(f"{i},s{i}.png\n" for i in range(3)))
+    found = cli("predict", run.path, tmp_path / "test.csv", "--json")
+    assert found.returncode == 0 and len(found.stdout.splitlines()) == 3 and "'file_name'" in found.stderr
+    (tmp_path / "two.csv").write_text("a,b\n" + "".join(f"s{i}.png,s{i}.png\n" for i in range(3)))
+    ambiguous = cli("predict", run.path, tmp_path / "two.csv")
+    assert ambiguous.returncode == 2 and "a and b all name image files" in ambiguous.stderr
+    assert "--path-column" in ambiguous.stderr
+    named = cli("predict", run.path, tmp_path / "two.csv", "--path-column", "b", "--json")
+    assert named.returncode == 0 and len(named.stdout.splitlines()) == 3

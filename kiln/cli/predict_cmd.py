@@ -25,7 +25,12 @@ def add_parser(sub) -> None:
                    help="texts (text runs), or image files, folders, glob patterns or CSVs of paths (image runs)")
     p.add_argument("--file", help="text runs: a CSV file of texts in the run's dataset layout (a label column is "
                                   "optional); runs on your own Dataset: passed to it as file=FILE")
-    p.add_argument("--checkpoint", default="best", metavar="best|last|PATH")
+    p.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                   help="which weights (default best); predict says which checkpoint and epoch they are, and warns "
+                        "when the run is still training or stopped before its last epoch")
+    p.add_argument("--path-column", metavar="NAME",
+                   help="CSV inputs: the column of image paths (default: the run's data.path_column, else 'path', "
+                        "else the one column whose values are image files)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     p.add_argument("--out", metavar="CSV", help="write the predictions to this CSV file instead of printing them "
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(verbosity(args))
 
     results = predict(Path(args.run_dir), args.inputs, file=Path(args.file) if args.file else None,
-                      checkpoint=args.checkpoint, top_k=args.top_k)
+                      checkpoint=args.checkpoint, top_k=args.top_k, path_column=args.path_column)
     if args.out:
         write_csv(results, Path(args.out))
         print(f"wrote {len(results)} predictions to {args.out}")

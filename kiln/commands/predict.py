@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,16 +16,41 @@ from kiln.data.registry import get_dataset
 from kiln.runs import RunDir
 from kiln.tasks import Prediction
 from kiln.train.device import autocast
-from kiln.train.trained import load_trained
+from kiln.train.trained import Trained, load_trained
+
+log = logging.getLogger("kiln")
+# How many inputs must all get one answer before predict warns of a collapsed model.
+CONSTANT_AFTER = 10
 
 
 def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
-            top_k: int = 3, overrides: Sequence[str] = ()) -> list[Prediction]:
+            top_k: int = 3, overrides: Sequence[str] = (), path_column: str | None = None) -> list[Prediction]:
+    """Predictions for `inputs` (and `file`) with a run's `checkpoint`, or with an exported ONNX model;
+    `path_column`: the column of image paths in CSV inputs (default: the run's data.path_column, else the one
+    column that names image files)."""
     if Path(run_dir).suffix == ".onnx":
         if file:
             raise KilnError("--file is for text runs; an exported ONNX model takes image paths")
-        return predict_onnx(Path(run_dir), list(inputs), top_k)
+        return warn_if_constant(predict_onnx(Path(run_dir), list(inputs), top_k, path_column))
     run = load_trained(run_dir, checkpoint, overrides)
+    log.info("predicting with %s", run.provenance())
+    if (unfinished := run.unfinished()) is not None:
+        log.warning("%s", unfinished)
+    return warn_if_constant(_predict(run, inputs, file, top_k, path_column))
+
+
+def warn_if_constant(results: list[Prediction]) -> list[Prediction]:
+    """Say so when many inputs all got the same answer: the sign of a model that collapsed onto one class."""
+    labels = {r.label for r in results}
+    if len(results) >= CONSTANT_AFTER and len(labels) == 1:
+        log.warning("all %d inputs got the same prediction (%r): the model may have collapsed onto one answer "
+                    "(its training log and kiln report say so when validation showed it, with the likely causes)",
+                    len(results), next(iter(labels)))
+    return results
+
+
+def _predict(run: Trained, inputs: list[str], file: Path | None, top_k: int,
+             path_column: str | None) -> list[Prediction]:
     cfg, model, info, device, precision = run.cfg, run.model, run.info, run.device, run.precision
     if info.kind == "custom":
         return _predict_custom(run, file, top_k)
@@ -37,7 +63,8 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
     else:
         if file:
             raise KilnError("--file is for text runs; pass image files, folders, globs or a CSV of paths")
-        paths = image_inputs(inputs, cfg.data.path_column)
+        configured = cfg.data.path_column if cfg.data.path_column != "path" else None  # the default: find it
+        paths = image_inputs(inputs, path_column or configured)
         per_image = _eval_transforms(cfg, info)
         batches = ((chunk, _image_batch([Path(p) for p in chunk], info, per_image)) for chunk in _chunks(paths, 256))
     out = []
@@ -65,9 +92,10 @@ def _predict_custom(run, file: Path | None, top_k: int) -> list[Prediction]:
     return out
 
 
-def image_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
+def image_inputs(inputs: Sequence[str], path_column: str | None = None) -> list[str]:
     """Image files from what a user passes: files, folders (every image in them, recursively), glob patterns,
-    and CSV files of paths (column `path_column`, relative to the CSV)."""
+    and CSV files of paths (column `path_column`, else `path`, else the one column that names image files;
+    relative to the CSV)."""
     import glob
 
     from kiln.data.image_files import IMAGE_EXTENSIONS
@@ -95,17 +123,36 @@ def image_inputs(inputs: Sequence[str], path_column: str = "path") -> list[str]:
     return paths
 
 
-def _csv_paths(path: Path, column: str) -> list[str]:
+def _csv_paths(path: Path, column: str | None) -> list[str]:
     import csv
 
     if not path.is_file():
         raise KilnError(f"CSV file not found: {path}")
     with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise KilnError(f"{path} has no {column!r} column of image paths (its header: "
-                            f"{', '.join(reader.fieldnames or [])})")
-        return [str(path.parent / row[column].strip()) for row in reader if (row.get(column) or "").strip()]
+        rows = list(csv.DictReader(f))
+        header = list(rows[0]) if rows else []
+    column = column or _path_column(path, header, rows)
+    if column not in header:
+        raise KilnError(f"{path} has no {column!r} column of image paths (its header: {', '.join(header)}); "
+                        "name the column with --path-column")
+    return [str(path.parent / row[column].strip()) for row in rows if (row.get(column) or "").strip()]
+
+
+def _path_column(path: Path, header: list[str], rows: list[dict[str, str]]) -> str:
+    """The column of image paths when none is named: `path`, else the one column whose every value is an image
+    file name (file, filename, image, ...)."""
+    from kiln.data.image_files import IMAGE_EXTENSIONS
+
+    if "path" in header or not rows:
+        return "path"
+    named = [c for c in header if all(Path((row.get(c) or "").strip()).suffix.lower() in IMAGE_EXTENSIONS
+                                      for row in rows)]
+    if len(named) != 1:
+        found = f"{' and '.join(named)} all name image files" if named else "no column names image files"
+        raise KilnError(f"{path} has no 'path' column and {found} (its header: {', '.join(header)}); name the "
+                        "column of image paths with --path-column")
+    log.info("%s: image paths from its column %r", path, named[0])
+    return named[0]
 
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
@@ -113,7 +160,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
-def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Prediction]:
+def predict_onnx(path: Path, inputs: list[str], top_k: int = 3, path_column: str | None = None) -> list[Prediction]:
     """The same predictions from a model exported with `kiln export --format onnx` (through onnxruntime)."""
     from kiln.commands.export import onnx_metadata, run_exported, task_of
 
@@ -127,7 +174,7 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3) -> list[Predicti
     info = DataInfo("onnx", "image", len(names), names, in_channels=int(shape[1]),
                     image_size=(int(shape[2]), int(shape[3])), mean=_per_channel(meta["input"]["mean"]),
                     std=_per_channel(meta["input"]["std"]), stored_size=(int(stored[0]), int(stored[1])))
-    paths = image_inputs(inputs)
+    paths = image_inputs(inputs, path_column)
     logits = torch.from_numpy(run_exported(path, "onnx", _image_batch([Path(p) for p in paths], info).numpy()))
     task = task_of(meta)
     return answers(task, paths, task.predictions(logits), names, top_k)

@@ -29,6 +29,7 @@ h1{font-size:1.6em}h2{font-size:1.25em;margin-top:2em;border-bottom:1px solid #d
 img{max-width:100%;height:auto;display:block;margin:.5em 0}
 table{border-collapse:collapse;margin:.5em 0;font-size:.9em}td,th{border:1px solid #ddd;padding:.3em .6em;text-align:left}
 th{background:#f5f5f5}.num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#666;font-size:.9em}
+.warning{background:#fff4e5;border-left:4px solid #e67700;padding:.5em .8em}
 """
 
 
@@ -43,6 +44,9 @@ class Report:
 
     def note(self, text: str) -> None:
         self.parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def warning(self, text: str) -> None:
+        self.parts.append(f'<p class="warning"><strong>Warning:</strong> {html.escape(text)}</p>')
 
     def figure(self, fig, folder: Path, name: str, alt: str) -> None:
         png, _svg = save(fig, folder / name, formats=("png", "svg"))
@@ -98,6 +102,9 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         metric = _task_class(cfg).train_metric
         report.figure(figures.curves(rows, monitor, mode, metric), folder, "curves",
                       f"loss, {metric} and learning rate")
+        collapse = _task_class(cfg).collapse_warning(rows)
+        if collapse:
+            report.warning(collapse)
     else:
         report.note("no metrics.jsonl yet: the run has not finished an epoch")
     test = run.test_metrics()

@@ -87,9 +87,10 @@ def load_weights(model: nn.Module, ref: str, download: bool) -> tuple[str, list[
         raise KilnError(f"model.pretrained=hf: {folder} holds no weights (looked for model.safetensors and "
                         f"pytorch_model.bin); run `hf download {ref}` or set model.download=true, or leave "
                         f"model.pretrained unset to train hf:{ref} from a random start")
+    config: Any = model.model.config  # a transformers PretrainedConfig (nn.Module's attributes are typed as modules)
     try:
         source, info = AutoModelForSequenceClassification.from_pretrained(
-            folder, config=model.model.config, output_loading_info=True, local_files_only=True,
+            folder, config=config, output_loading_info=True, local_files_only=True,
             ignore_mismatched_sizes=True)
     except (OSError, ValueError, RuntimeError) as e:
         raise KilnError(f"cannot load the weights of {folder}: {first_line(e)}") from None

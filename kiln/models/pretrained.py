@@ -178,7 +178,21 @@ def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     return read_checkpoint(path).model, str(path)
 
 
-def _torchvision(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
+def check_available(cfg: ModelConfig) -> None:
+    """Raise the KilnError loading would raise when `model.pretrained`'s weights are not on this machine (and
+    model.download is off), without reading them: a check to make before any data is read."""
+    spec = str(cfg.pretrained)
+    if spec in ("torchvision", "timm"):
+        _check_keyword(cfg)
+        arch = cfg.name.split(":", 1)[-1]
+        (_torchvision_member if spec == "torchvision" else _timm_file)(arch, cfg.weights, cfg.download)
+    elif spec not in LIBRARY_WEIGHTS and not Path(spec).exists():
+        raise KilnError(f"model.pretrained={spec!r}: no such file or folder (use torchvision or timm, a kiln run "
+                        "folder, a kiln checkpoint, a .safetensors file or a state_dict file)")
+
+
+def _torchvision_member(arch: str, weights: str, download: bool) -> Any:
+    """torchvision's weights enum member for `arch` and `weights`, checked to be in its cache (or `download`)."""
     import torchvision
 
     try:
@@ -195,6 +209,12 @@ def _torchvision(arch: str, weights: str, download: bool) -> tuple[dict[str, tor
         raise KilnError(f"the {arch} {member.name} weights are not on this machine: looked for {cached} "
                         f"($TORCH_HOME/hub/checkpoints). Set model.download=true to fetch them, or put the file "
                         f"from {member.url} there")
+    return member
+
+
+def _torchvision(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
+    member = _torchvision_member(arch, weights, download)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(member.url).name
     try:
         state = member.get_state_dict(progress=False)  # torchvision's own API and cache ($TORCH_HOME/hub)
     except (OSError, RuntimeError) as e:
@@ -205,6 +225,13 @@ def _torchvision(arch: str, weights: str, download: bool) -> tuple[dict[str, tor
 
 def _timm(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tensor], str]:
     """A timm model's weights from the Hugging Face cache ($HF_HOME/hub), safetensors first."""
+    path, description = _timm_file(arch, weights, download)
+    return _from_file(path), description
+
+
+def _timm_file(arch: str, weights: str, download: bool) -> tuple[Path, str]:
+    """(the file of a timm model's weights in the Hugging Face cache, fetched there with `download`, its
+    description)."""
     import timm
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
@@ -226,7 +253,7 @@ def _timm(arch: str, weights: str, download: bool) -> tuple[dict[str, torch.Tens
         except Exception as e:  # noqa: BLE001 — the hub's many errors (no such file in the repo, network)
             looked.append(f"{repo}/{file} ({first_line(e)})")
             continue
-        return _from_file(path), f"timm {name} ({repo})"
+        return path, f"timm {name} ({repo})"
     from huggingface_hub.constants import HF_HUB_CACHE
 
     raise KilnError(f"the timm weights {name} are not on this machine: looked in {HF_HUB_CACHE} for "

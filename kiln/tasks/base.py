@@ -236,6 +236,30 @@ class Task:
         return " | ".join(f"{cls.LABELS.get(k, k)} {results[k]:{'.4g' if k in ('mae', 'rmse') else '.4f'}}"
                           for k in cls.summary_metrics if results.get(k) is not None)
 
+    # What commonly makes a model collapse onto a constant answer, for the warning (see `collapse_warning`).
+    COLLAPSE_CAUSES = ""
+
+    @classmethod
+    def collapsed(cls, metrics: Mapping[str, float]) -> str | None:
+        """What shows that the model gave up on its inputs at this epoch (e.g. one class for every validation
+        sample), or None: it did not, or this task cannot tell."""
+        return None
+
+    @classmethod
+    def collapse_warning(cls, rows: Sequence[Mapping[str, float]], patience: int = 3) -> str | None:
+        """The warning for the first `patience` epochs in a row that `collapsed` at (None: no such streak):
+        what training shows, the epochs, and the likely causes. The training log and the report both say it."""
+        streak = 0
+        for row in rows:
+            what = cls.collapsed(row)
+            streak = streak + 1 if what else 0
+            if streak == patience:
+                epoch = int(row.get("epoch", 0))
+                when = f"at epochs {epoch - patience + 1}-{epoch}" if epoch else f"for {patience} epochs in a row"
+                return (f"the model has collapsed onto a constant answer: {what} {when}, while it trains on. "
+                        f"Likely causes: {cls.COLLAPSE_CAUSES}")
+        return None
+
     @classmethod
     def weakest(cls, results: Mapping[str, Any]) -> str | None:
         """The hardest classes or labels of a test, for `kiln test`'s last line (None: nothing to say)."""

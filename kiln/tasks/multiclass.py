@@ -13,6 +13,31 @@ from kiln.config import MulticlassTaskConfig
 from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task
 
+# The share of validation predictions on one class from which the model is taken to have collapsed onto it.
+COLLAPSED_SHARE = 0.95
+
+
+def top_class_share(num_classes: int) -> Any:
+    """The share of predictions that go to the most-predicted class (1.0: one class for every input); counts are
+    summed over DDP ranks like every torchmetrics state."""
+    from torchmetrics import Metric
+
+    class _TopClassShare(Metric):
+        full_state_update = False
+        counts: torch.Tensor  # (C,) predictions per class
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.add_state("counts", default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+        def update(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+            self.counts += torch.bincount(outputs.argmax(1), minlength=num_classes)
+
+        def compute(self) -> torch.Tensor:
+            return self.counts.max().float() / self.counts.sum().clamp_min(1)
+
+    return _TopClassShare()
+
 
 class MulticlassTask(Task):
     """Cross-entropy; accuracy, top-5 accuracy and macro F1.
@@ -68,13 +93,30 @@ class MulticlassTask(Task):
         }
         if n > 5:
             metrics["acc_top5"] = MulticlassAccuracy(n, top_k=5, average="micro", validate_args=False)
+        metrics["top_class_share"] = top_class_share(n)
         if detailed:
             metrics["per_class_acc"] = MulticlassAccuracy(n, average="none", validate_args=False)
             metrics["confusion_matrix"] = MulticlassConfusionMatrix(n, validate_args=False)
         return Metrics((MetricCollection(metrics).to(device), lambda o, t: (o, t)))
 
     def val_metrics(self) -> list[str]:
-        return ["acc", "f1"] + (["acc_top5"] if (self.num_classes or 0) > 5 else [])
+        return ["acc", "f1"] + (["acc_top5"] if (self.num_classes or 0) > 5 else []) + ["top_class_share"]
+
+    @classmethod
+    def collapsed(cls, metrics: Mapping[str, float]) -> str | None:
+        """Validation predictions (nearly) all of one class: the model answers a constant, whatever the input."""
+        share = metrics.get("val/top_class_share")
+        if share is None or share < COLLAPSED_SHARE:
+            return None
+        acc = metrics.get("val/acc")
+        return (f"{share:.0%} of the validation predictions are one class"
+                + (f" (val/acc {acc:.4f}: that class's share of the validation split)" if acc is not None else ""))
+
+    COLLAPSE_CAUSES = (
+        "an input too small for the model's downsampling (a 32× network such as mobilenet_v3 or resnet turns "
+        "32 px into 1 px: raise data.image_size, or pick a model made for small images), a learning rate too high "
+        "or too low (kiln lr-find CONFIG), BatchNorm frozen with the backbone (model.freeze), or one class "
+        "dominating the training split (task.class_weights=auto or data.sampler=weighted)")
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Model outputs -> per-class probabilities (B, C)."""

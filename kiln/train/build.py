@@ -20,6 +20,7 @@ from kiln.tasks import task_for_training
 from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
+from kiln.train.callbacks.collapse import CollapseWatch
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.callbacks.status import StatusUpdate
 from kiln.train.ema import weight_ema
@@ -79,7 +80,7 @@ def build_trainer(plan: RunPlan, data: Data, *, model: torch.nn.Module | None = 
 
 def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run: RunDir | None,
                       trackers: Trackers | None) -> list[Callback]:
-    """kiln's own callbacks, in the order they run: the freeze schedule, the memory watch, early stopping
+    """kiln's own callbacks, in the order they run: the freeze schedule, the memory and collapse watches, early stopping
     (before the checkpoint, which saves its state), metric logging, checkpoints (with `run`: on every rank of a
     multi-process run, which all take part in each checkpoint) and status.json, the summary line."""
     callbacks: list[Callback] = []
@@ -87,7 +88,7 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
         assert head is not None
         callbacks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head))
     own_code = ":" in cfg.model.name or ":" in cfg.data.name or cfg.data.collate is not None
-    callbacks += [GrowthWatch(own_code=own_code), EarlyStopping(cfg.trainer.early_stopping)]
+    callbacks += [GrowthWatch(own_code=own_code), CollapseWatch(), EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))
     if run is None:

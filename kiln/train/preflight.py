@@ -1,7 +1,7 @@
 """Checks a command runs on a validated config before anything heavy: before torch's libraries are imported, before
 the data is scanned, before a run folder exists. The schema already checked names, types, kiln's models and their
-arguments (so `kiln config` reports those too); here: the data's folder, and a model of your own and its
-arguments (importing your code, which imports torch)."""
+arguments (so `kiln config` reports those too); here: the data's folder, a model of your own and its arguments
+(importing your code, which imports torch), and that the pretrained weights are on this machine."""
 
 from __future__ import annotations
 
@@ -20,8 +20,12 @@ def preflight(cfg: Config, *, resuming: bool = False) -> None:
     """Raise KilnError for a mistake that would otherwise surface after the data is read. `resuming`: the run's
     own config (its model was built before; only the data's location is checked)."""
     check_data_root(cfg)
-    if not resuming:
+    if not resuming:  # a resumed run's weights come from its checkpoint
         check_own_model(cfg)
+        if cfg.model.pretrained is not None:  # weights missing on this machine: said before a cache is built
+            from kiln.models.pretrained import check_available
+
+            check_available(cfg.model)
 
 
 def check_data_root(cfg: Config) -> None:

@@ -49,6 +49,31 @@ class Trained:
         vocabulary."""
         return self.plan(device).data(("test",), vocab=self.vocab)
 
+    def provenance(self) -> str:
+        """Which weights these are: `best.pt of RUN (after epoch 4 of 10)`."""
+        loop = self.state.loop
+        done = f"after epoch {loop.epoch} of {self.cfg.trainer.epochs}" if loop.epoch else "before its first epoch ended"
+        return f"{self.checkpoint.name} of {self.run} ({done})"
+
+    def unfinished(self) -> str | None:
+        """Why these weights may not be the run's final ones — it is still training, or stopped before its last
+        epoch — or None: the run finished (or its status is unknown)."""
+        from kiln.runs import RunLock, RunStatus
+
+        state, weights = self.run.state(), f"these predictions come from {self.provenance()}"
+        resume = f"resume it with: kiln train --resume {self.run}"
+        if state is RunStatus.RUNNING:
+            holder = RunLock(self.run).holder()
+            if holder is not None:
+                return f"the run is still training ({holder}): {weights}, not from the finished model"
+            return f"the run ended without finishing (the process was killed): {weights}; {resume}"
+        if state in (RunStatus.INTERRUPTED, RunStatus.STOPPED, RunStatus.FAILED, RunStatus.PRUNED):
+            why = {RunStatus.INTERRUPTED: "was interrupted", RunStatus.STOPPED: "was stopped (NaN or out of memory)",
+                   RunStatus.FAILED: "failed", RunStatus.PRUNED: "was pruned by its search"}[state]
+            return f"the run {why} before its last epoch: {weights}" + (
+                f"; {resume}" if state is RunStatus.INTERRUPTED else "")
+        return None
+
     @property
     def task(self) -> Task:
         from kiln.tasks import build_task
