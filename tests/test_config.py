@@ -106,3 +106,15 @@ def test_a_base_chain_that_loops_names_the_files(tmp_path):
     (tmp_path / "self.yaml").write_text("base: self.yaml\n")
     with pytest.raises(KilnError, match="loops"):
         load_config(tmp_path / "self.yaml")
+
+
+def test_image_size_takes_hxw_and_says_the_accepted_forms_in_one_line(cli):
+    from kiln.config import load_config
+
+    assert load_config("image_folder", ["data.root=x", "data.image_size=64x48"]).data.image_size == (64, 48)
+    assert load_config("image_folder", ["data.root=x", "data.image_size=64"]).data.image_size == 64
+    for bad in ("64by64", "0", "[64,48,3]"):
+        result = cli("config", "image_folder", f"data.image_size={bad}")
+        lines = [line for line in result.stderr.splitlines() if "data.image_size" in line]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert "(64: square)" in lines[0] and "[64, 48]" in lines[0]

@@ -70,6 +70,16 @@ def test_growth_watch_rules():
     assert messages[:3] == [None] * 3 and "grew at each of the last 3 epochs" in messages[3] and messages[4] is None
 
 
+def test_a_few_mib_an_epoch_on_a_large_process_is_noise_and_a_leak_is_not():
+    watch = GrowthWatch()  # kiln's defaults
+    assert all(watch.update({"mem/host_rss_mib": v}) is None for v in (2000, 2008, 2016, 2024, 2032, 2040))
+    watch = GrowthWatch()  # 3 MiB an epoch on a small process: still noise
+    assert all(watch.update({"mem/host_rss_mib": v}) is None for v in (400, 403, 406, 409, 412))
+    watch = GrowthWatch()  # a leak of 24 MiB an epoch (tests/leakmodel.py on the tiny data)
+    messages = [watch.update({"mem/host_rss_mib": v}) for v in (600, 624, 648, 672)]
+    assert messages[:3] == [None] * 3 and "grew at each of the last 3 epochs" in messages[3]
+
+
 @pytest.mark.parametrize("threshold", [1, 7, 256, 700, 5000])
 def test_batch_size_search_finds_the_largest_that_fits(threshold):
     probes = []

@@ -105,3 +105,36 @@ def test_doctor_on_a_machine_without_gpu(tmp_path, cli):
     assert report["host"]["cpus"] >= 1 and {d["name"] for d in report["datasets"]} >= {"fashion_mnist", "ag_news"}
     if not report["torch"]["cuda_available"]:
         assert "GPU: none" in result.stdout
+
+
+def _overlapping_texts(fig) -> list[tuple[str, str]]:
+    """Pairs of upright texts (titles, tick labels, axis labels) whose boxes meet each other or another panel."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [(ax, t, t.get_window_extent(renderer)) for ax in fig.axes
+             for t in [ax.title, ax.yaxis.label, *ax.get_yticklabels(),
+                       *[x for x in ax.get_xticklabels() if not x.get_rotation()]] if t.get_text() and t.get_visible()]
+    bad = [(t.get_text(), u.get_text()) for i, (_, t, box) in enumerate(texts) for _, u, other in texts[i + 1:]
+           if box.overlaps(other)]
+    return bad + [(t.get_text(), "another panel") for ax, t, box in texts for other in fig.axes
+                  if other is not ax and box.overlaps(other.get_window_extent(renderer))]
+
+
+def test_captions_and_row_names_stay_clear_of_each_other_with_long_class_names():
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from kiln.viz import figures
+
+    names = ["Black-grass", "Charlock", "Cleavers", "Common Chickweed", "Common wheat", "Fat Hen", "Loose Silky-bent",
+             "Maize", "Scentless Mayweed"]
+    matrix = (np.random.default_rng(0).random((9, 9)) * 20).astype(int).tolist()
+    fig = figures.confusion(matrix, names)
+    assert _overlapping_texts(fig) == []
+    plt.close(fig)
+    images = np.zeros((12, 3, 32, 32), np.uint8)
+    fig = figures.wrong_examples(images, [names[i % 9] for i in range(12)], [names[(i + 4) % 9] for i in range(12)],
+                                 [0.9] * 12)
+    assert _overlapping_texts(fig) == []
+    assert any("…" in ax.get_title() for ax in fig.axes)  # the longest names are cut, not run into the next panel
+    plt.close(fig)

@@ -208,3 +208,45 @@ def test_local_ray_search(tmp_path, base):
     assert len({r["run_dir"] for r in rows}) == 3  # every trial trained in a folder of its own
     assert all((Path(r["run_dir"]) / "checkpoints" / "last.pt").is_file() for r in rows)
     assert (tune_dir / "best.yaml").is_file()
+
+
+def test_the_ranking_keeps_whole_cells_at_a_normal_terminal_width():
+    import io
+
+    from rich.console import Console
+
+    from kiln.cli.tune_cmd import ranking_table
+
+    rows = [{"rank": str(i + 1), "trial": str(i), "state": state, "val/acc": f"0.85{i}21", "epochs": "12",
+             "param:optim.lr": "0.00123456", "param:optim.weight_decay": "0.0123", "param:model.args.dropout": "0.25",
+             "param:data.augment.scale.0": "0.345", "parameters": "1234567", "s_per_epoch": "3.21",
+             "samples_per_s": "1234.5", "test/acc": "0.84", "run_dir": "/somewhere/long/trial-000"}
+            for i, state in enumerate(["complete", "complete", "pruned"])]
+    table, dropped = ranking_table(rows, "runs/x/tune-1", 80)
+    out = io.StringIO()
+    Console(file=out, width=80).print(table)
+    lines = out.getvalue().splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in out.getvalue()
+    assert "0.8502" in out.getvalue() and "pruned" in out.getvalue() and "0.001235" in out.getvalue()
+    assert " lr " in out.getvalue() and " dropout " in out.getvalue()  # searched keys by a short name, first
+    assert "run_dir" not in dropped and {"parameters", "s_per_epoch", "data.augment.scale.0"} <= set(dropped)
+    wider, dropped = ranking_table(rows, "runs/x/tune-1", 120)
+    out = io.StringIO()
+    Console(file=out, width=120).print(wider)
+    assert " scale.0 " in out.getvalue() and "data.augment.scale.0" not in dropped
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_search_cleanly_with_the_resume_command(tmp_path, base):
+    path = tune_file(tmp_path, trials=3, sampler="random")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "kiln", "tune", str(path), "trainer.epochs=50"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "runs").glob("tiny/tune-*/trial-000/metrics.jsonl")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "search interrupted; continue it with: kiln tune" in err
+    assert "no plots/: Optuna's plots compare complete trials, and this search has 0" in err

@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rich.console import Console
-    from rich.table import Table
 
     from kiln.track.console import setup_logging
 
@@ -76,18 +75,53 @@ def run(args: argparse.Namespace) -> int:
                             workers=args.workers, storage=args.storage)
     from kiln.commands.tune.results import summary_table
 
-    rows = summary_table(tune_dir)
-    table = Table(title=f"trials of {tune_dir}")
-    columns = [c for c in rows[0] if c != "run_dir"] if rows else []
-    for c in columns:
-        table.add_column(c.removeprefix("param:"), justify="right")
-    for r in rows:
-        table.add_row(*[_fmt(r[c]) for c in columns])
-    Console().print(table)
+    console = Console()
+    table, dropped = ranking_table(summary_table(tune_dir), str(tune_dir), console.width)
+    console.print(table)
+    if dropped:
+        print(f"(left out at this width: {', '.join(dropped)}; every column is in {tune_dir / 'results.csv'})")
     if (tune_dir / "best.yaml").is_file():
         print(f"best config: {tune_dir / 'best.yaml'}  (train it with: kiln train {tune_dir / 'best.yaml'})")
     print(f"tune folder: {tune_dir}")
     return 0
+
+
+def ranking_table(rows: list[dict[str, str]], tune_dir: str, width: int):
+    """The trials as a table no wider than `width`, whole cells only: the rank, trial, state, metric and searched
+    values first, then what else fits (epochs, test result, speed, size); the columns left out, by name."""
+    from rich.table import Table
+
+    columns = [c for c in rows[0] if c != "run_dir"] if rows else []
+    first = {"rank": 0, "trial": 0, "state": 0}
+    metric = [c for c in columns if c not in first and "/" in c and not c.startswith("test/")][:1]
+    order = sorted(columns, key=lambda c: (0 if c in first else 1 if c in metric else 2 if c.startswith("param:")
+                                           else 3 if c == "epochs" else 4 if c.startswith("test/") else 5))
+    cells = {c: [_fmt(r[c]) for r in rows] for c in order}
+    header = {**{c: c for c in order}, **_short_names([c for c in order if c.startswith("param:")])}
+    kept, used = [], 1  # the table's left edge
+    for c in order:
+        need = max(len(header[c]), *map(len, cells[c])) + 3  # padding and a border
+        if used + need <= width or not kept:
+            kept.append(c)
+            used += need
+    table = Table(title=f"trials of {tune_dir}")
+    for c in kept:
+        table.add_column(header[c], justify="right", no_wrap=True)
+    for i in range(len(rows)):
+        table.add_row(*[cells[c][i] for c in kept])
+    return table, [c.removeprefix("param:") for c in order if c not in kept]
+
+
+def _short_names(params: list[str]) -> dict[str, str]:
+    """param:optim.lr -> lr: each searched key by the fewest last parts that still tell it from the others."""
+    keys = [p.removeprefix("param:").split(".") for p in params]
+    short = {}
+    for param, parts in zip(params, keys):
+        least = 2 if parts[-1].isdigit() and len(parts) > 1 else 1  # scale.0, not a bare 0
+        n = next(n for n in range(least, len(parts) + 1)
+                 if sum(other[-n:] == parts[-n:] for other in keys) == 1 or n == len(parts))
+        short[param] = ".".join(parts[-n:])
+    return short
 
 
 def _fmt(value: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -193,6 +194,21 @@ class DataConfig(Section):
     """cache: auto decodes once only when the store (N x C x H x W bytes) is at most this many MiB."""
     text: TextConfig = Field(default_factory=TextConfig)
     """Text datasets: columns, tokenizer, vocabulary and batching."""
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size_forms(cls, v: Any) -> Any:
+        """64, [64, 48], or the 64x48 people write on the command line; anything else is one clear error."""
+        if v is None:
+            return v
+        given = v
+        if isinstance(v, str) and (parts := re.fullmatch(r"\s*(\d+)\s*(?:[x×,]\s*(\d+)\s*)?", v)):
+            v = int(parts[1]) if parts[2] is None else (int(parts[1]), int(parts[2]))
+        sizes = v if isinstance(v, (list, tuple)) and len(v) == 2 else [v]
+        if all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+            return v
+        raise ValueError(f"give one size in pixels (64: square) or two, height and width: [64, 48] (64x48 on the "
+                         f"command line); {given!r} is neither")
 
     @field_validator("val_split", "test_split")
     @classmethod

@@ -43,17 +43,20 @@ def epoch_memory(device: torch.device) -> dict[str, float]:
 
 class GrowthWatch(Callback):
     """Warns once when host RSS or CUDA allocated memory has grown at every one of the last `window` epochs,
-    by at least `min_step` MiB each and `min_total` MiB in all: the classic leak of accumulating tensors."""
+    by at least `min_step` MiB each, `min_total` MiB in all and `min_share` of the memory in use per epoch on
+    average: the classic leak of accumulating tensors. A few MiB an epoch on a process of gigabytes (allocator
+    caches, pages of memory-mapped data read in) is noise that levels off, and is not warned about."""
 
     KEYS: ClassVar[dict[str, str]] = {"mem/host_rss_mib": "host memory (RSS)", "mem/cuda_allocated_mib": "CUDA allocated memory"}
 
     WHERE: ClassVar[dict[str, str]] = {"mem/host_rss_mib": "this process's resident memory at the end of each epoch",
              "mem/cuda_allocated_mib": "torch.cuda.memory_allocated at the end of each epoch"}
 
-    def __init__(self, window: int = 3, min_step: float = 2.0, min_total: float = 20.0, own_code: bool = True):
+    def __init__(self, window: int = 3, min_step: float = 4.0, min_total: float = 30.0, own_code: bool = True,
+                 min_share: float = 0.01):
         """`own_code`: the model or Dataset is the user's code, where the classic leak may be; kiln's own keep no
         tensors across steps, so the warning then says what else grows."""
-        self.window, self.min_step, self.min_total = window, min_step, min_total
+        self.window, self.min_step, self.min_total, self.min_share = window, min_step, min_total, min_share
         self.own_code = own_code
         self.history: dict[str, list[float]] = {k: [] for k in self.KEYS}
         self.warned: set[str] = set()
@@ -71,7 +74,8 @@ class GrowthWatch(Callback):
             if key in self.warned or len(recent) <= self.window:
                 continue
             steps = [b - a for a, b in itertools.pairwise(recent)]
-            if min(steps) >= self.min_step and recent[-1] - recent[0] >= self.min_total:
+            grown = recent[-1] - recent[0]
+            if min(steps) >= self.min_step and grown >= max(self.min_total, self.min_share * recent[-1] * self.window):
                 self.warned.add(key)
                 message = (f"{what} grew at each of the last {self.window} epochs ({recent[0]:.0f} -> "
                            f"{recent[-1]:.0f} MiB, +{(recent[-1] - recent[0]) / self.window:.0f} MiB per epoch; "

@@ -67,7 +67,8 @@ def confusion(matrix: list[list[int]], names: list[str]):
     rates = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     k = len(names)
     size = max(5.0, 0.5 * k + 2.5)
-    fig, axes = figure(1, 2, figsize=(2 * size + 1, size))
+    # constrained layout makes room for the right panel's row names between it and the left panel's colour bar
+    fig, axes = figure(1, 2, figsize=(2 * size + 2, size), layout="constrained")
     for ax, data, fmt, label in ((axes[0], cm, "{:.0f}", "count"), (axes[1], rates, "{:.2f}", "fraction of true class")):
         ax.grid(False)
         im = ax.imshow(data, cmap=SEQUENTIAL, vmin=0)
@@ -176,8 +177,13 @@ def residuals(pred: np.ndarray, true: np.ndarray, names: list[str]):
 
 def wrong_examples(images: np.ndarray, true: list[str], predicted: list[str], confidence: list[float]):
     """The test images the model got wrong most confidently: a facet grid, one image per panel."""
-    titles = [f"true: {t}\npred: {p} ({c:.0%})" for t, p, c in zip(true, predicted, confidence)]
+    titles = [f"true: {_fit(t, 15)}\npred: {_fit(p, 9)} ({c:.0%})" for t, p, c in zip(true, predicted, confidence)]
     return image_grid(images, titles, f"The {len(images)} most confident mistakes on the test split")
+
+
+def _fit(name: str, chars: int) -> str:
+    """A class name cut to `chars` characters (with an ellipsis), so captions of neighbouring panels never meet."""
+    return name if len(name) <= chars else name[:chars - 1] + "…"
 
 
 def image_grid(images: np.ndarray, titles: list[str], title: str, cols: int = 6):
@@ -185,7 +191,7 @@ def image_grid(images: np.ndarray, titles: list[str], title: str, cols: int = 6)
     n = len(images)
     cols = min(cols, n)
     rows = -(-n // cols)
-    fig, axes = figure(rows, cols, figsize=(1.9 * cols, 2.25 * rows + 0.5), squeeze=False)
+    fig, axes = figure(rows, cols, figsize=(2.0 * cols, 2.25 * rows + 0.5), squeeze=False)
     for ax, i in zip(axes.flat, range(rows * cols)):
         ax.grid(False)
         ax.set_xticks([])

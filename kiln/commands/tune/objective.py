@@ -13,7 +13,7 @@ from typing import Any
 from kiln.commands.tune.lease import held, more_to_run, reap, until_enough
 from kiln.commands.tune.space import TuneConfig, trial_config
 from kiln.commands.tune.study import finished_trials, is_shared, make_pruner, make_sampler, make_storage
-from kiln.core.errors import KilnError, TrainingStopped, first_line
+from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.runs import RunDir, RunStatus
 from kiln.train.callbacks import LambdaCallback
 
@@ -71,6 +71,21 @@ def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def quiet_interrupts() -> None:
+    """Optuna logs a trial that ends by Ctrl-C (or SIGTERM) as failed, with its traceback; kiln stops the search
+    cleanly and says how to resume it instead, so those records are dropped (other errors keep their traceback)."""
+    optuna_log = logging.getLogger("optuna")
+    for handler in optuna_log.handlers:
+        if not any(isinstance(f, _DropInterrupts) for f in handler.filters):
+            handler.addFilter(_DropInterrupts())
+
+
+class _DropInterrupts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = record.exc_info[0] if record.exc_info else None
+        return not (kind is not None and issubclass(kind, (KeyboardInterrupt, TrainingInterrupted)))
+
+
 @dataclass(frozen=True)
 class Share:
     """One worker's part of a search (`kiln tune --workers`): its CPU threads, how many trials it runs and its
@@ -87,6 +102,7 @@ def optimize(tune: TuneConfig, raw: dict[str, Any], tune_dir: Path, storage: str
     import optuna
 
     threads, quota, worker = share.threads, share.quota, share.worker
+    quiet_interrupts()
     if threads:
         import torch
 

@@ -27,12 +27,13 @@ def ray_space(tune: TuneConfig) -> dict[str, Any]:
 def scheduler(tune: TuneConfig, epochs: int):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, MedianStoppingRule
 
+    grace = tune.grace(epochs)
     if tune.pruner == "asha":
-        return ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=1, reduction_factor=3)
+        return ASHAScheduler(time_attr="epoch", max_t=epochs, grace_period=grace, reduction_factor=3)
     if tune.pruner == "hyperband":
         return HyperBandScheduler(time_attr="epoch", max_t=epochs, reduction_factor=3)
     if tune.pruner == "median":
-        return MedianStoppingRule(time_attr="epoch", grace_period=1, min_samples_required=2)
+        return MedianStoppingRule(time_attr="epoch", grace_period=grace, min_samples_required=2)
     return FIFOScheduler()
 
 

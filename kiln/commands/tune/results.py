@@ -10,6 +10,7 @@ from typing import Any
 
 from kiln.commands.tune.space import TuneConfig, trial_config
 from kiln.config import to_yaml
+from kiln.core.errors import first_line
 
 log = logging.getLogger("kiln")
 
@@ -59,7 +60,10 @@ def _plots(study, tune_dir: Path) -> None:
 
     from optuna.trial import TrialState
 
-    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) < 2:
+    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if complete < 2:
+        log.info("no plots/: Optuna's plots compare complete trials, and this search has %d (of %d; pruned and "
+                 "failed trials do not count)", complete, len(study.get_trials(deepcopy=False)))
         return
     import optuna.visualization as plotly_vis
     import optuna.visualization.matplotlib as mpl_vis
@@ -69,6 +73,7 @@ def _plots(study, tune_dir: Path) -> None:
     folder = tune_dir / "plots"
     folder.mkdir(exist_ok=True)
     has_plotly = importlib.util.find_spec("plotly") is not None
+    skipped = []
     for name in ("plot_optimization_history", "plot_param_importances", "plot_parallel_coordinate", "plot_slice"):
         try:
             import matplotlib.pyplot as plt
@@ -82,7 +87,9 @@ def _plots(study, tune_dir: Path) -> None:
             if has_plotly:
                 getattr(plotly_vis, name)(study).write_html(folder / f"{name[5:]}.html", include_plotlyjs="cdn")
         except Exception as e:  # noqa: BLE001 — a plot that cannot be drawn (e.g. one parameter) is not fatal
-            log.debug("plot %s skipped: %s", name, e)
+            skipped.append(f"{name[5:]} ({first_line(e)})")
+    if skipped:
+        log.info("plots/: %s not drawn", "; ".join(skipped))
 
 
 def summary_table(tune_dir: Path):

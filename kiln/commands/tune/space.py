@@ -107,6 +107,10 @@ class TuneConfig(Section):
     """grid (every combination of the listed values), random, tpe (Bayesian), cmaes."""
     pruner: Literal["none", "median", "asha", "hyperband"] = "none"
     """Stop hopeless trials early, judged on the metric after every epoch."""
+    grace_epochs: int | None = Field(None, ge=1)
+    """Epochs every trial runs before a pruner may stop it (ASHA's and Hyperband's smallest budget, the median
+    rule's warm-up). Unset: a quarter of the trials' epochs, at least 1 — one epoch of a small, noisy dataset is
+    too little to judge a trial by."""
     seed: int = 0
     """Seed of the sampler (each trial's training uses the base config's seed)."""
     space: dict[str, Param]
@@ -134,6 +138,10 @@ class TuneConfig(Section):
             if ranges:
                 raise ValueError(f"grid search needs lists of values; {', '.join(ranges)} are ranges")
         return self
+
+    def grace(self, epochs: int) -> int:
+        """The epochs a trial of `epochs` runs before it may be pruned (never more than it runs)."""
+        return min(epochs, self.grace_epochs or max(1, epochs // 4))
 
     def grid(self) -> dict[str, list[Any]]:
         return {k: v.choices for k, v in self.space.items() if isinstance(v, CategoricalParam)}

@@ -82,11 +82,13 @@ def make_sampler(tune: TuneConfig, worker: int = 0, shared: bool = False):
 def make_pruner(tune: TuneConfig, epochs: int):
     import optuna
 
+    grace = tune.grace(epochs)  # epochs are reported as steps 1, 2, ...
     return {
         "none": optuna.pruners.NopPruner,
-        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
-        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
+        "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=grace),
+        "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=grace, reduction_factor=3),
+        "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=grace, max_resource=max(grace, epochs),
+                                                           reduction_factor=3),
     }[tune.pruner]()
 
 
