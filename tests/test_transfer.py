@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
-from conftest import only_run, tiny_config, write_config
+from conftest import ROOT, only_run, tiny_config, write_config
 from kiln.commands.layers import layer_table, selected
 from kiln.config import DataConfig, ModelConfig, OptimConfig, build_config
 from kiln.core.errors import KilnError, TrainingInterrupted
@@ -222,3 +223,34 @@ def test_inspect_cli_saves_feature_maps(tmp_path, config_file, cli):
     assert torch.load(run / "inspect" / "0.pt").shape == (2, 8, 28, 28)
     result = cli("inspect", tmp_path / "config.yaml")
     assert result.returncode == 0 and "freshly initialised" in result.stdout
+
+
+def test_lr_find_on_pretrained_weights_sees_the_images_as_training_does(tmp_path, monkeypatch, imagenet_like, cli,
+                                                                         own_cache):
+    import shutil
+
+    from torchvision.models import ResNet18_Weights
+
+    import kiln.train.lr_find as lr_find
+    from fakedata import write_image_folder
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
+    cached.parent.mkdir(parents=True)
+    shutil.copy(imagenet_like, cached)
+    photos = write_image_folder(tmp_path / "photos", n=24, extras=False)
+    seen, real_sweep = [], lr_find.sweep
+
+    def sweep(model, optimizer, batches, **kwargs):
+        inputs, _ = next(iter(batches.epoch(0)))
+        seen.append(tuple(inputs.shape[-2:]))
+        return real_sweep(model, optimizer, batches, **kwargs)
+
+    monkeypatch.setattr(lr_find, "sweep", sweep)
+    raw = yaml.safe_load((ROOT / "configs" / "transfer_resnet18_folder.yaml").read_text())
+    del raw["data"]["image_size"]  # left to the weights, as their crop_fraction, mean and std are
+    result = cli("lr-find", write_config(tmp_path, raw), f"data.root={photos}", "data.batch_size=4",
+                 "data.num_workers=0", f"log.dir={tmp_path / 'runs'}", "--steps", "2")
+    assert result.returncode == 0, result.stderr
+    assert seen == [(224, 224)]  # the weights' 224 px, as kiln train feeds them — not the folder's median size
+    assert "preprocessing of the torchvision resnet18 IMAGENET1K_V1 weights" in result.stderr

@@ -98,7 +98,8 @@ def ranking_table(rows: list[dict[str, str]], tune_dir: str, width: int):
                                            else 3 if c == "epochs" else 4 if c.startswith("test/") else 5))
     cells = {c: [_fmt(r[c]) for r in rows] for c in order}
     header = {**{c: c for c in order}, **_short_names([c for c in order if c.startswith("param:")])}
-    kept, used = [], 1  # the table's left edge
+    kept: list[str] = []
+    used = 1  # the table's left edge
     for c in order:
         need = max(len(header[c]), *map(len, cells[c])) + 3  # padding and a border
         if used + need <= width or not kept:

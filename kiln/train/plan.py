@@ -19,6 +19,7 @@ import torch
 from kiln.config import DERIVED, Config, flatten, resolved_values, with_default_monitors
 from kiln.core import dist
 from kiln.data import Data, DataRequest, build_data
+from kiln.models.preprocessing import with_weights_preprocessing
 from kiln.train.device import resolve_precision, use_channels_last
 from kiln.train.strategy import Strategy
 
@@ -33,9 +34,13 @@ class RunPlan:
 
     @classmethod
     def of(cls, cfg: Config, device: torch.device, proc: dist.ProcessInfo | None = None) -> RunPlan:
-        """The plan of `cfg` on `device` for `proc` (default: this process), its default monitors resolved."""
+        """The plan of `cfg` on `device` for `proc` (default: this process), its default monitors and the pretrained
+        weights' preprocessing resolved."""
         plan = cls(cfg, cfg, device, proc or dist.current())
-        return plan.then(with_default_monitors(cfg), "the task and the monitored metric")
+        plan = plan.then(with_default_monitors(cfg), "the task and the monitored metric")
+        # image size, crop and normalisation the pretrained weights expect: for training and for what measures it
+        # (lr-find, the batch-size probe); a trained run's config.yaml already holds them, so nothing changes there
+        return plan.then(with_weights_preprocessing(plan.config), "the pretrained weights' preprocessing")
 
     @property
     def precision(self) -> str:

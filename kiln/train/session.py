@@ -24,7 +24,6 @@ from kiln.data import Data, fresh_encoder
 from kiln.data.loaders import split_targets
 from kiln.data.registry import known_num_classes
 from kiln.models import describe
-from kiln.models.preprocessing import with_weights_preprocessing
 from kiln.runs import RunDir, RunLock, RunStatus
 from kiln.tasks import build_task, resolve_task_settings
 from kiln.track import Trackers
@@ -143,8 +142,6 @@ class Start:
 def _plan(plan: RunPlan, resume: Path | None) -> tuple[RunPlan, Data]:
     """What this run trains with, derived step by step from the given config and its data (a resumed run's
     config.yaml already holds every derived value, so nothing is derived again), and the data it trains on."""
-    # image size, crop and normalisation the pretrained weights expect
-    plan = plan.then(with_weights_preprocessing(plan.config), "the pretrained weights' preprocessing")
     cfg = plan.config
     data = plan.data(vocab=RunDir(resume).vocab() if resume else fresh_encoder(cfg))
     plan = plan.then(cfg.with_values({f"data.{k}": v for k, v in data.derived.items()}), "the training data")
