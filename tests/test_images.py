@@ -434,6 +434,6 @@ def test_yaml_on_off_and_a_rectangular_image_size_are_read_and_a_bad_size_named(
 
     cfg = build_config(yaml.safe_load("data: {cache: off, image_size: [24, 40]}"))  # YAML reads `off` as false
     assert cfg.data.cache == "off" and tuple(cfg.data.image_size) == (24, 40)
-    with pytest.raises(KilnError, match=r"'data.image_size': Input should be greater than 0") as e:
+    with pytest.raises(KilnError, match=r"'data.image_size': give one size in pixels \(64: square\)") as e:
         build_config({"data": {"image_size": 0}})
     assert "constrained" not in str(e.value)
