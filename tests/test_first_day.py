@@ -265,7 +265,7 @@ def test_the_interrupt_message_counts_epochs_as_status_json_does(tmp_path, idx_r
 
 
 def test_memory_growth_under_kilns_own_model_does_not_blame_user_code():
-    from kiln.train.memory import GrowthWatch
+    from kiln.train.callbacks.memory_watch import GrowthWatch
 
     for own_code, blamed in ((True, True), (False, False)):
         watch = GrowthWatch(window=3, min_step=2, min_total=20, own_code=own_code)

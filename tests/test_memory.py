@@ -15,8 +15,8 @@ from kiln.models import build_model
 from kiln.train import session
 from kiln.train.batch_size import search
 from kiln.train.callbacks import LambdaCallback
+from kiln.train.callbacks.memory_watch import GrowthWatch
 from kiln.train.lr_find import Span, sweep
-from kiln.train.memory import GrowthWatch
 from kiln.train.optim import build_optimizer
 
 

@@ -22,10 +22,10 @@ from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.collapse import CollapseWatch
 from kiln.train.callbacks.freeze import FreezeSchedule
+from kiln.train.callbacks.memory_watch import GrowthWatch
 from kiln.train.callbacks.status import StatusUpdate
 from kiln.train.ema import weight_ema
 from kiln.train.loop import Trainer, batches_per_epoch
-from kiln.train.memory import GrowthWatch
 from kiln.train.optim import Schedule, build_optimizer
 from kiln.train.plan import RunPlan
 

@@ -122,3 +122,7 @@ def _local(p: torch.Tensor) -> torch.Tensor:
 
 def _is_sharded_state(weights: dict[str, Any]) -> bool:
     return any(hasattr(v, "to_local") for v in weights.values())
+
+
+# The weight average a trainer keeps with trainer.ema: over whole parameters, or over this rank's shards (FSDP).
+WeightAverage = WeightEMA | ShardedEMA

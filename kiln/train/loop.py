@@ -24,13 +24,15 @@ from kiln.core.checkpoint import Checkpoint, LoopState, RunMeta
 from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
+from kiln.tasks import Task
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
+from kiln.train.ema import WeightAverage
 from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
 from kiln.train.step import TrainStep, forward
-from kiln.train.strategy import FullyShardedDataParallel, Strategy, whole
+from kiln.train.strategy import Strategy, averaged, whole
 
 log = logging.getLogger("kiln")
 
@@ -46,7 +48,7 @@ class Trainer:
     """Everything `fit` works with. Each part is built from its own config section by the caller."""
 
     cfg: TrainerConfig
-    task: Any  # kiln.tasks: the loss, the metrics and their names
+    task: Task  # the loss, the metrics and their names
     model: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: Schedule
@@ -61,7 +63,7 @@ class Trainer:
     stop_requested: bool = False  # a signal asked to stop: save and exit
     preempted: bool = False  # that signal was SLURM's preemption warning (SIGUSR1)
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
-    ema: Any = None  # a kiln.train.ema.WeightEMA with trainer.ema
+    ema: WeightAverage | None = None  # with trainer.ema
     # how the model is spread over the processes: its gradient sync and checkpoint I/O (default: one process)
     strategy: Strategy = field(default_factory=lambda: Strategy(TrainerConfig()))
 
@@ -85,10 +87,7 @@ class Trainer:
     @contextmanager
     def averaged(self) -> Iterator[nn.Module]:
         """What is validated and saved as the model: the weight average with trainer.ema, else the model."""
-        if self.ema is None:
-            yield self.model
-            return
-        with self.ema.applied(self.model) as average:
+        with averaged(self.model, self.ema) as average:
             yield average
 
     @property
@@ -106,7 +105,7 @@ class Trainer:
         """Under several processes every rank calls it at the same moment (it gathers what each rank holds). With
         sharded checkpoints the model and optimizer are this rank's shards."""
         shards = self.saves_shards
-        weights, raw, ema = self._weights(shards)
+        weights, raw, ema = self.strategy.training_weights(self.model, self.ema)
         return Checkpoint(
             model=weights, meta=self.meta, raw_model=raw, ema=ema,
             optimizer=self.strategy.optimizer_state(self.model, self.optimizer, shards),
@@ -115,16 +114,6 @@ class Trainer:
             callbacks={cb.state_key: cb.state_dict() for cb in self.callbacks if cb.state_key},
             rng=rng_state(), rng_ranks=dist.gather(rng_state()) if dist.current().distributed else None)
 
-    def _weights(self, shards: bool) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
-        """(model, raw_model, ema): with trainer.ema the model is the average, raw_model the weights themselves."""
-        if self.ema is None:
-            return self.strategy.model_state(self.model, shards), None, None
-        with self.averaged() as average:
-            weights = self.strategy.model_state(average, shards)
-            if shards and average is self.model:  # views of the shards, which get their own weights back
-                weights = {k: v.clone() for k, v in weights.items()}
-        return weights, self.strategy.model_state(self.model, shards), self.ema.state_dict()
-
     @property
     def saves_shards(self) -> bool:
         return self.strategy.saves_shards
@@ -132,16 +121,7 @@ class Trainer:
     def load_checkpoint(self, state: Checkpoint) -> None:
         """A full checkpoint, or a sharded one's state with the folder of its shards (kiln.train.strategy's
         resume_state)."""
-        if state.shards is not None:
-            with_ema = state.ema is not None  # saved with trainer.ema: "model" is the average
-            assert isinstance(self.strategy, FullyShardedDataParallel), "shards load into a sharded model"
-            self.strategy.load_shards(self.model, self.optimizer, state.shards,
-                                      weights="raw_model" if with_ema else "model",
-                                      average=self.ema if with_ema else None)
-            if with_ema and self.ema is not None:
-                self.ema.load_state_dict(state.ema)
-        else:
-            self._load_weights_and_optimizer(state)
+        self.strategy.restore_training_weights(self.model, self.optimizer, self.ema, state)
         assert state.schedule is not None and state.running is not None, "a training checkpoint"
         self.schedule.load_state_dict(state.schedule)
         self._load_scaler(state.scaler or {})
@@ -154,18 +134,6 @@ class Trainer:
         own = ranks[dist.current().rank] if len(ranks) == dist.current().world_size else state.rng
         assert own is not None, "a training checkpoint"
         set_rng_state(own)
-
-    def _load_weights_and_optimizer(self, state: Checkpoint) -> None:
-        if self.ema is not None and state.raw_model is not None:
-            self.strategy.load_model_state(self.model, state.raw_model)
-            self.ema.load_average(self.model, state.model)
-            self.ema.load_state_dict(state.ema)
-        elif state.raw_model is not None:  # saved with EMA, resumed without: train on from the raw weights
-            self.strategy.load_model_state(self.model, state.raw_model)
-        else:
-            self.strategy.load_model_state(self.model, state.model)
-        assert state.optimizer is not None, "a training checkpoint"
-        self.strategy.load_optimizer_state(self.model, self.optimizer, state.optimizer)
 
     def _load_scaler(self, saved: dict[str, Any]) -> None:
         """A checkpoint saved without a scaler (bf16, 32, or 16 that fell back to 32) has nothing to load."""
@@ -230,7 +198,8 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
 def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     """Train the rest of `epoch` from `t.state.batch`; returns (seconds, samples seen)."""
     t.model.train()
-    _call(t, "on_epoch_start", t, epoch)  # e.g. the freeze schedule: which layers train, frozen BatchNorm
+    # e.g. the freeze schedule: which layers train, frozen BatchNorm; hooks count epochs from 1, as the log does
+    _call(t, "on_epoch_start", t, epoch + 1)
     total = t.batches_per_epoch
     t.progress.start(f"epoch {epoch + 1}/{t.epochs}", total)
     t.progress.update(t.state.batch)
@@ -278,7 +247,7 @@ class TestDetail:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, task: Any, *, device: torch.device, precision: str,
+def evaluate(model: nn.Module, batches: Batches, task: Task, *, device: torch.device, precision: str,
              limit: int | None = None, test: TestDetail | None = None) -> dict[str, Any]:
     """Loss and metrics over `batches` in eval mode; one host sync at the end; with `test`, its details too."""
     detailed, keep = test is not None, test.keep if test is not None else None

@@ -15,6 +15,7 @@ from torch import nn
 from kiln.config import TrainerConfig
 from kiln.core import dist
 from kiln.train.device import autocast
+from kiln.train.ema import WeightAverage
 from kiln.train.metrics import RunningMean
 from kiln.train.strategy import Strategy
 
@@ -40,7 +41,7 @@ class TrainStep:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
         self.running = RunningMean(device, task)
         self.nonfinite = NonFiniteCount(device)
-        self.ema = None  # a WeightEMA, moved after every optimizer step (trainer.ema)
+        self.ema: WeightAverage | None = None  # moved after every optimizer step (trainer.ema)
 
     def __call__(self, model: nn.Module, inputs: Any, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).

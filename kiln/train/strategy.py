@@ -31,6 +31,7 @@ from kiln.core import dist
 from kiln.core.checkpoint import Checkpoint, read_checkpoint
 from kiln.core.errors import KilnError
 from kiln.core.state import load_weights, unwrap
+from kiln.train.ema import WeightAverage
 
 log = logging.getLogger("kiln")
 # Repeated units a model is built of, by class name: torch's and transformers' layers, torchvision's and timm's
@@ -174,6 +175,34 @@ class Strategy:
         else:
             optimizer.load_state_dict(state)
 
+    def training_weights(self, model: nn.Module, ema: WeightAverage | None
+                         ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """What a training checkpoint holds of the model (every rank at once; shards where they are saved):
+        (model, raw_model, ema) — with trainer.ema the model is the average, raw_model the weights themselves."""
+        shards = self.saves_shards
+        if ema is None:
+            return self.model_state(model, shards), None, None
+        with averaged(model, ema) as average:
+            weights = self.model_state(average, shards)
+            if shards and average is model:  # views of the shards, which get their own weights back
+                weights = {k: v.clone() for k, v in weights.items()}
+        return weights, self.model_state(model, shards), ema.state_dict()
+
+    def restore_training_weights(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                                 ema: WeightAverage | None, state: Checkpoint) -> None:
+        """A training checkpoint's model, optimizer and weight average back into this run's (`training_weights`
+        in reverse); a checkpoint saved with EMA resumed without it trains on from the raw weights."""
+        assert state.shards is None, "shards load into a sharded model (FullyShardedDataParallel)"
+        if ema is not None and state.raw_model is not None:
+            assert state.ema is not None, "saved with trainer.ema: the average's own state is there too"
+            self.load_model_state(model, state.raw_model)
+            ema.load_average(model, state.model)
+            ema.load_state_dict(state.ema)
+        else:
+            self.load_model_state(model, state.raw_model if state.raw_model is not None else state.model)
+        assert state.optimizer is not None, "a training checkpoint"
+        self.load_optimizer_state(model, optimizer, state.optimizer)
+
     def resume_state(self, path: Path) -> Checkpoint:
         """The checkpoint a resume starts from, whole."""
         return read_checkpoint(path)
@@ -249,6 +278,18 @@ class FullyShardedDataParallel(Strategy):
             return Checkpoint.of({**sharded.read_state(path), "shards": str(path)})
         return read_checkpoint(path)
 
+    def restore_training_weights(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                                 ema: WeightAverage | None, state: Checkpoint) -> None:
+        """A folder of shards straight into this rank's (every rank together), or a whole checkpoint."""
+        if state.shards is None:
+            super().restore_training_weights(model, optimizer, ema, state)
+            return
+        saved = state.ema  # saved with trainer.ema: "model" is the average
+        self.load_shards(model, optimizer, Path(state.shards), weights="raw_model" if saved is not None else "model",
+                         average=ema if saved is not None else None)
+        if saved is not None and ema is not None:
+            ema.load_state_dict(saved)
+
     def load_weights(self, model: nn.Module, path: Path) -> Checkpoint:
         """From a folder of shards straight into each rank's own (every rank together)."""
         if not path.is_dir():
@@ -281,6 +322,16 @@ class FullyShardedDataParallel(Strategy):
             average.load_average(model, shards["model"])
         if optimizer is not None:
             set_optimizer_state_dict(unwrap(model), optimizer, shards["optimizer"])
+
+
+@contextmanager
+def averaged(model: nn.Module, ema: WeightAverage | None) -> Iterator[nn.Module]:
+    """The model with the weight average swapped in while inside (trainer.ema), else the model itself."""
+    if ema is None:
+        yield model
+        return
+    with ema.applied(model) as average:
+        yield average
 
 
 STRATEGIES: dict[str, type[Strategy]] = {"single": Strategy, "ddp": DataParallel, "fsdp": FullyShardedDataParallel}

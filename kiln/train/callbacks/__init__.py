@@ -1,9 +1,9 @@
 """Callbacks: small objects that `fit` calls at fixed points, in list order. Each keeps its own state
 (`state_dict` / `load_state_dict`, saved in the checkpoint under its `state_key`) when it has any.
 
-Built in: early stopping, checkpointing, the epoch summary line, metric logging to the trackers; elsewhere the
-freeze schedule (kiln.models.freeze), the memory watch (kiln.train.memory) and tune's reporters use the same
-interface. `LambdaCallback` turns plain functions into one.
+Built in, one per module here: early stopping, checkpointing, status.json, the epoch summary line, metric logging
+to the trackers, the freeze schedule, the memory and collapse watches; tune's reporters use the same interface.
+`LambdaCallback` turns plain functions into one.
 """
 
 from kiln.train.callbacks.base import Callback, LambdaCallback

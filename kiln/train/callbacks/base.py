@@ -18,13 +18,14 @@ class Callback:
         """Before the first epoch of this `fit` (also after a resume)."""
 
     def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None:
-        """At the start of 0-based `epoch`, after the model is put in training mode."""
+        """At the start of `epoch` (1-based, as `on_epoch_end` and the log count), after the model is put in
+        training mode."""
 
     def on_step_end(self, trainer: "Trainer") -> None:
         """After each training batch (`trainer.state` already counts it)."""
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, metrics: dict[str, float]) -> None:
-        """After 1-based `epoch` with its metrics. Set `trainer.stop_training = True` to end training."""
+        """After `epoch` (1-based) with its metrics. Set `trainer.stop_training = True` to end training."""
 
     def on_interrupt(self, trainer: "Trainer") -> None:
         """A stop was asked for (Ctrl-C / SIGTERM) mid-epoch: the state is consistent and may be saved."""

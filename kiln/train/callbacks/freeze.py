@@ -39,8 +39,8 @@ class FreezeSchedule(Callback):
         self.frozen_norms: list[nn.Module] = []
 
     def frozen_in(self, epoch: int) -> set[str]:
-        """Frozen parameter names in 0-based `epoch`."""
-        if self.unfreeze_at_epoch is not None and epoch + 1 >= self.unfreeze_at_epoch:
+        """Frozen parameter names in `epoch` (1-based, as model.unfreeze_at_epoch counts)."""
+        if self.unfreeze_at_epoch is not None and epoch >= self.unfreeze_at_epoch:
             return set()
         return self.frozen
 
@@ -61,6 +61,6 @@ class FreezeSchedule(Callback):
         if self.current is not None or frozen:
             total = sum(p.numel() for p in self.model.parameters())
             trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
-            log.info("epoch %d: %s trainable parameters of %s%s", epoch + 1, f"{trainable:,}", f"{total:,}",
+            log.info("epoch %d: %s trainable parameters of %s%s", epoch, f"{trainable:,}", f"{total:,}",
                      " (unfrozen)" if self.current and not frozen else "")
         self.current = frozen
