@@ -19,6 +19,7 @@ from torch import nn
 
 from kiln.config import ModelConfig
 from kiln.core.errors import KilnError, first_line
+from kiln.runs import RunDir
 
 log = logging.getLogger("kiln")
 
@@ -100,7 +101,7 @@ def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
             return _timm(arch, cfg.weights, cfg.download)
         return _torchvision(arch, cfg.weights, cfg.download)
     path = Path(spec)
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "config.yaml").is_file():
+    if path.is_dir() and (path / "config.json").is_file() and not RunDir(path).config_file.is_file():
         return _from_hf_folder(path)
     if path.is_dir() and (path / "manifest.json").is_file():  # a sharded checkpoint (FSDP) of a kiln run
         from kiln.core.checkpoint import read_checkpoint
@@ -166,7 +167,7 @@ def _from_hf_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
 
 def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     from kiln.core.checkpoint import read_checkpoint
-    from kiln.runs import RunDir, newest_finished
+    from kiln.runs import newest_finished
 
     run = RunDir(folder)
     if not run.config_file.is_file():  # runs/<name>: the newest finished run in it

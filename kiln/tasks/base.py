@@ -77,10 +77,6 @@ class Task:
         raise KilnError(f"the model's forward returned {got}; kiln takes a tensor of scores (B, C), a tuple "
                         "whose first element is that tensor, or a dict with a 'logits' tensor")
 
-    def output_size(self, num_classes: int) -> int:
-        """The model's head size: one output per class, label or target value."""
-        return num_classes
-
     def objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean loss that training minimises: task.loss of your own when configured, else the task's."""
         if self.own_loss is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ class RunResult:
     run_dir: Path
     metrics: dict[str, float]
     test_metrics: TestResults | None = None  # test_metrics.json
-    extra: dict[str, Any] = field(default_factory=dict)
     config: Config | None = None  # what the run trained with (the plan's config, with what kiln derived)
 
 
