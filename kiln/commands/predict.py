@@ -32,7 +32,13 @@ def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, check
         if file:
             raise KilnError("--file is for text runs; an exported ONNX model takes image paths")
         return warn_if_constant(predict_onnx(Path(run_dir), list(inputs), top_k, path_column))
-    run = load_trained(run_dir, checkpoint, overrides)
+    return predict_with(load_trained(run_dir, checkpoint, overrides), inputs, file=file, top_k=top_k,
+                        path_column=path_column)
+
+
+def predict_with(run: Trained, inputs: list[str], *, file: Path | None = None, top_k: int = 3,
+                 path_column: str | None = None) -> list[Prediction]:
+    """`predict` with a model already loaded: says which weights answer (and whether the run is unfinished)."""
     log.info("predicting with %s", run.provenance())
     if (unfinished := run.unfinished()) is not None:
         log.warning("%s", unfinished)

@@ -8,6 +8,10 @@ checkpoint (checkpoints hold `Config.model_dump()`).
 and saving config files, `describe` the schema and the error messages.
 """
 
+import sys
+import types
+from typing import Any
+
 from kiln.config.data_sections import (
     AugmentConfig,
     CvConfig,
@@ -25,11 +29,13 @@ from kiln.config.files import (
     flatten,
     load_config,
     nest,
+    override_strings,
     parse_overrides,
     profile_summary,
     read_file,
     read_on_this_device,
     recorded_derivations,
+    resolve_config,
     resolved_values,
     to_yaml,
     with_command_line,
@@ -101,11 +107,13 @@ __all__ = [
     "json_schema",
     "load_config",
     "nest",
+    "override_strings",
     "parse_overrides",
     "profile_summary",
     "read_file",
     "read_on_this_device",
     "recorded_derivations",
+    "resolve_config",
     "resolved_values",
     "schema_markdown",
     "task_config",
@@ -114,3 +122,13 @@ __all__ = [
     "with_command_line",
     "with_default_monitors",
 ]
+
+
+class _CallableConfigModule(types.ModuleType):
+    """`kiln.config(...)` from Python is `resolve_config` (the package keeps its own name: `kiln.config` is both)."""
+
+    def __call__(self, config: Any, *overrides: Any) -> Config:
+        return resolve_config(config, *overrides)
+
+
+sys.modules[__name__].__class__ = _CallableConfigModule

@@ -313,3 +313,38 @@ def profile_summary(cfg: Config) -> str:
         return ""
     values = ", ".join(f"{k}={v}" for k, v in cfg._on_device.items())
     return f"{values} (the config's on_device.{cfg._device} settings; a value given on the command line wins)"
+
+
+def resolve_config(config: Path | str | dict[str, Any] | Config, *overrides: str | dict[str, Any]) -> Config:
+    """A config from Python, as `kiln config` shows it (the monitors that follow the task filled in): `config` a
+    file, a shipped config's name, a dict or a `Config`; `overrides` "a.b=c" strings or dicts (nested, or dotted
+    keys), applied in order as the command line's are."""
+    from kiln.config.root import with_default_monitors
+
+    given = override_strings(overrides)
+    if isinstance(config, Config):
+        cfg = load_config(None, given, base=config.model_dump(mode="json"))
+    elif isinstance(config, dict):
+        cfg = load_config(None, given, base=config)
+    elif isinstance(config, (str, Path)):
+        cfg = load_config(config, given)
+    else:
+        raise KilnError(f"a config is a file path, a shipped config's name, a dict or a kiln Config, not "
+                        f"{type(config).__name__}")
+    return with_default_monitors(cfg)
+
+
+def override_strings(overrides: Sequence[str | dict[str, Any]]) -> list[str]:
+    """Overrides as the command line writes them: "a.b=c" strings kept, dicts flattened to key=JSON (which YAML
+    reads back as the same value)."""
+    import json
+
+    out: list[str] = []
+    for item in overrides:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, dict):
+            out += [f"{key}={json.dumps(value)}" for key, value in flatten(item).items()]
+        else:
+            raise KilnError(f"an override is a 'key.path=value' string or a dict, not {type(item).__name__}: {item!r}")
+    return out

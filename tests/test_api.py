@@ -1,0 +1,63 @@
+"""kiln from Python (kiln.api, what `import kiln` exports): train, load, predict, test, export, config — used as a
+notebook uses them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+import kiln
+from conftest import tiny_config
+from fakedata import make_images
+
+
+def test_import_kiln_loads_no_torch_until_the_api_is_used():
+    probe = "import sys, kiln; print('torch' in sys.modules); kiln.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]  # a config needs no torch either
+
+
+def test_config_takes_names_dicts_and_overrides_as_strings_or_dicts():
+    cfg = kiln.config("fashion_mnist", "trainer.epochs=3", {"optim": {"lr": 0.5}, "data.batch_size": 64})
+    assert (cfg.trainer.epochs, cfg.optim.lr, cfg.data.batch_size) == (3, 0.5, 64)
+    assert cfg.trainer.checkpoint.monitor == "val/acc"  # resolved, as `kiln config` shows it
+    again = kiln.config(cfg, "trainer.epochs=4")
+    assert again.trainer.epochs == 4 and again.optim.lr == 0.5
+    with pytest.raises(kiln.KilnError, match=r"not of the form key\.path=value"):
+        kiln.config("fashion_mnist", "trainer.epochs")
+    with pytest.raises(kiln.KilnError, match="unknown key"):
+        kiln.config({"trainer": {"epoch": 3}})
+
+
+def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
+    run = kiln.train(tiny_config(tmp_path, idx_root), "trainer.epochs=2")
+    assert run.dir.is_dir() and run.config.trainer.epochs == 2
+    assert len(run.history) == 2 and run.history[-1]["epoch"] == 2 and "val/acc" in run.metrics
+    assert run.test is not None and 0 <= run.test["acc"] <= 1
+    pytest.importorskip("pandas")
+    assert list(run.history.to_pandas()["epoch"]) == [1, 2]
+
+    model = run.load()
+    assert not model.module.training and model.config.trainer.epochs == 2
+    images, _ = make_images(3, seed=4)
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(img.numpy()).save(paths[-1])
+    from_files = model.predict(paths)
+    from_arrays = model.predict([img.numpy() for img in images])  # uint8 (H, W) arrays, as a notebook holds them
+    from_pil = model.predict(Image.open(paths[0]))
+    assert [r.label for r in from_files] == [r.label for r in from_arrays] and from_pil[0].label == from_files[0].label
+    assert [r.probability for r in from_files] == pytest.approx([r.probability for r in from_arrays])
+    frame = model.predict(paths, as_frame=True)
+    assert list(frame["label"]) == [r.label for r in from_files]
+    with pytest.raises(kiln.KilnError, match="cannot predict a float"):
+        model.predict(0.5)
+    assert model.test()["acc"] == pytest.approx(run.test["acc"])
+    exported = model.export("safetensors", tmp_path / "model.safetensors")
+    assert exported == tmp_path / "model.safetensors" and exported.is_file()
+    last = kiln.load(run.dir, "last").predict(paths[0])  # a path alone, not in a list
+    assert len(last) == 1 and last[0].label in run.test["class_names"]
