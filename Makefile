@@ -7,11 +7,12 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 # pytest-xdist workers for make test (one per core of the 2-core CI machine; each file runs whole on one worker)
 TEST_WORKERS ?= 2
 
-.PHONY: setup setup-core data browser demo test lint bench clean help
+.PHONY: setup setup-core data browser demo test lint docs bench clean help
 
 help:
 	@echo "make demo   set up .venv (kiln alone), get Fashion-MNIST, train configs/fashion_mnist.yaml and test it"
 	@echo "make test   set up .venv and run the test suite (after make lint)"
+	@echo "make docs   build the documentation site (docs/, mkdocs.yml) into site/, strictly"
 	@echo "make lint   ruff (style, imports, likely bugs), mypy (types) and import-linter (layers) over kiln/"
 	@echo "make data   make Fashion-MNIST available (Debian package, else download)"
 	@echo "make bench  run the training-speed benchmark (benchmarks/train_speed.py)"
@@ -79,8 +80,13 @@ test: setup lint
 	-@$(MAKE) --no-print-directory browser || echo "warning: no headless Chromium; the browser test will be skipped"
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
 
+# The documentation site: docs/*.md and the API reference from kiln.api's docstrings; --strict fails on a broken
+# link or reference (tests/test_docs.py builds it too, inside make test).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
 bench: setup
 	$(PY) benchmarks/train_speed.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build site *.egg-info
