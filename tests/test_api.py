@@ -33,6 +33,9 @@ def test_config_takes_names_dicts_and_overrides_as_strings_or_dicts():
 
 
 def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
+    from kiln.train import session  # the engine package of the same name, imported first as kiln itself does
+
+    assert callable(kiln.train) and callable(session.train)
     run = kiln.train(tiny_config(tmp_path, idx_root), "trainer.epochs=2")
     assert run.dir.is_dir() and run.config.trainer.epochs == 2
     assert len(run.history) == 2 and run.history[-1]["epoch"] == 2 and "val/acc" in run.metrics

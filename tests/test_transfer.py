@@ -231,8 +231,8 @@ def test_lr_find_on_pretrained_weights_sees_the_images_as_training_does(tmp_path
 
     from torchvision.models import ResNet18_Weights
 
-    import kiln.train.lr_find as lr_find
     from fakedata import write_image_folder
+    from kiln.train import lr_find
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
