@@ -150,6 +150,7 @@ def train(config: ConfigLike, *overrides: Override, resume: Path | str | None = 
     from kiln.train import session
     from kiln.train.preflight import preflight
 
+    _log_as_the_cli_does()
     if resume is not None:
         from kiln.config import override_strings
 
@@ -159,7 +160,15 @@ def train(config: ConfigLike, *overrides: Override, resume: Path | str | None = 
     preflight(cfg, resuming=resume is not None)
     result = session.train(cfg, resume=Path(resume) if resume else None, run_dir=Path(run_dir) if run_dir else None,
                            quiet=quiet)
-    return Run(result.run_dir, result.metrics, result.test_metrics, result.config or cfg)
+    return Run(Path(result.run_dir).resolve(), result.metrics, result.test_metrics, result.config or cfg)
+
+
+def _log_as_the_cli_does() -> None:
+    """kiln's log on stderr (once, however often this is called) and, through it, every epoch line into the run's
+    train.log — as under the CLI; without it Python's default level would keep only warnings."""
+    from kiln.track.console import setup_logging
+
+    setup_logging(0)
 
 
 def load(run: Path | str, checkpoint: str = "best") -> Model:
@@ -171,6 +180,7 @@ def cv(config: ConfigLike, *overrides: Override, folds: int = 5, test: bool = Fa
     """k-fold cross-validation of `config` (`kiln cv`): every fold's results, their mean and spread (cv.json)."""
     from kiln.commands.cv import run_cv
 
+    _log_as_the_cli_does()
     return run_cv(resolve_config(config, *overrides), folds, test=test)
 
 
@@ -179,6 +189,7 @@ def tune(tune_config: Path | str, *overrides: Override, resume: Path | str | Non
     from kiln.commands.tune.runner import run_tune
     from kiln.config import override_strings
 
+    _log_as_the_cli_does()
     return run_tune(Path(tune_config), override_strings(overrides), resume=Path(resume) if resume else None,
                     workers=workers)
 

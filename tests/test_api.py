@@ -64,3 +64,18 @@ def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
     assert exported == tmp_path / "model.safetensors" and exported.is_file()
     last = kiln.load(run.dir, "last").predict(paths[0])  # a path alone, not in a list
     assert len(last) == 1 and last[0].label in run.test["class_names"]
+
+
+def test_two_trainings_in_one_process_log_like_two_commands(tmp_path, idx_root):
+    import logging
+
+    kiln_log = logging.getLogger("kiln")
+    runs = [kiln.train(tiny_config(tmp_path, idx_root, name=f"run{i}"), "trainer.epochs=2",
+                       "trainer.test_after_fit=false") for i in range(2)]
+    handlers = len(kiln_log.handlers)
+    kiln.train(tiny_config(tmp_path, idx_root, name="run2"), "trainer.epochs=1", "trainer.test_after_fit=false")
+    assert len(kiln_log.handlers) == handlers  # no console or train.log handler left behind
+    for run in runs:
+        assert run.dir.is_absolute() and run.dir.name != runs[1 - runs.index(run)].dir.name
+        log = (run.dir / "train.log").read_text()
+        assert "epoch 1/2" in log and "epoch 2/2" in log and f"run{runs.index(run)}" in str(run.dir)
