@@ -13,7 +13,7 @@ __all__ = ["History", "KilnError", "Model", "Run", "__version__", "config", "cv"
 _API = ("History", "Model", "Run", "cv", "load", "tune")
 
 
-def train(config: Any, *overrides: Any, **options: Any) -> Any:
+def train(config: Any = None, *overrides: Any, **options: Any) -> Any:
     """Train a config from Python: see kiln.api.train (returns a kiln.api.Run)."""
     from kiln import api
 

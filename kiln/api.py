@@ -143,21 +143,23 @@ def config(config: ConfigLike, *overrides: Override) -> Config:
     return resolve_config(config, *overrides)
 
 
-def train(config: ConfigLike, *overrides: Override, resume: Path | str | None = None, run_dir: Path | str | None = None,
-          quiet: bool = True) -> Run:
-    """Train `config` (with `overrides`) in a new run folder (or `run_dir`), or continue the run in `resume`;
-    `quiet`: no progress bar (the log still says what happens)."""
+def train(config: ConfigLike | None, *overrides: Override, resume: Path | str | None = None,
+          run_dir: Path | str | None = None, quiet: bool = True) -> Run:
+    """Train `config` (with `overrides`) in a new run folder (or `run_dir`), or continue the run in `resume` with its
+    own config (pass None for `config`; overrides such as trainer.epochs=N still apply); `quiet`: no progress bar
+    (the log still says what happens). The preflight checks run inside, before any data is read."""
+    from kiln.config import override_strings
     from kiln.train import session
-    from kiln.train.preflight import preflight
 
     _log_as_the_cli_does()
     if resume is not None:
-        from kiln.config import override_strings
-
+        if config is not None:
+            raise KilnError("a resumed run trains with its own config: call kiln.train(None, *overrides, resume=RUN)")
         cfg = RunDir.open(resume).config(override_strings(overrides))
+    elif config is None:
+        raise KilnError("kiln.train needs a config (a file, a shipped config's name, a dict or a Config), or resume=RUN")
     else:
         cfg = resolve_config(config, *overrides)
-    preflight(cfg, resuming=resume is not None)
     result = session.train(cfg, resume=Path(resume) if resume else None, run_dir=Path(run_dir) if run_dir else None,
                            quiet=quiet)
     return Run(Path(result.run_dir).resolve(), result.metrics, result.test_metrics, result.config or cfg)

@@ -30,6 +30,8 @@ def test_config_takes_names_dicts_and_overrides_as_strings_or_dicts():
         kiln.config("fashion_mnist", "trainer.epochs")
     with pytest.raises(kiln.KilnError, match="unknown key"):
         kiln.config({"trainer": {"epoch": 3}})
+    with pytest.raises(kiln.KilnError, match="its own config"):
+        kiln.train("fashion_mnist", resume="runs/somewhere")
 
 
 def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
@@ -75,7 +77,8 @@ def test_two_trainings_in_one_process_log_like_two_commands(tmp_path, idx_root):
     handlers = len(kiln_log.handlers)
     kiln.train(tiny_config(tmp_path, idx_root, name="run2"), "trainer.epochs=1", "trainer.test_after_fit=false")
     assert len(kiln_log.handlers) == handlers  # no console or train.log handler left behind
+    assert runs[0].dir != runs[1].dir
     for run in runs:
-        assert run.dir.is_absolute() and run.dir.name != runs[1 - runs.index(run)].dir.name
+        assert run.dir.is_absolute()
         log = (run.dir / "train.log").read_text()
         assert "epoch 1/2" in log and "epoch 2/2" in log and f"run{runs.index(run)}" in str(run.dir)

@@ -92,7 +92,7 @@ def ranking_table(rows: list[dict[str, str]], tune_dir: str, width: int):
     from rich.table import Table
 
     columns = [c for c in rows[0] if c != "run_dir"] if rows else []
-    first = {"rank": 0, "trial": 0, "state": 0}
+    first = ("rank", "trial", "state")
     metric = [c for c in columns if c not in first and "/" in c and not c.startswith("test/")][:1]
     order = sorted(columns, key=lambda c: (0 if c in first else 1 if c in metric else 2 if c.startswith("param:")
                                            else 3 if c == "epochs" else 4 if c.startswith("test/") else 5))

@@ -51,7 +51,7 @@ class GrowthWatch(Callback):
             if min(steps) >= self.min_step and grown >= max(self.min_total, self.min_share * recent[-1] * self.window):
                 self.warned.add(key)
                 message = (f"{what} grew at each of the last {self.window} epochs ({recent[0]:.0f} -> "
-                           f"{recent[-1]:.0f} MiB, +{(recent[-1] - recent[0]) / self.window:.0f} MiB per epoch; "
+                           f"{recent[-1]:.0f} MiB, +{grown / self.window:.0f} MiB per epoch; "
                            f"{self.WHERE[key]}, logged as {key} in metrics.jsonl). " + (
                                "A classic cause in your own model or Dataset is keeping tensors that hold their "
                                "graph across steps, e.g. `total += loss` instead of `total += loss.item()`, or "
