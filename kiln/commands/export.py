@@ -100,10 +100,6 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     trained = load_trained(run_dir, checkpoint, overrides, device="cpu")
     if fmt == "safetensors":
         return _safetensors(trained, Path(out) if out else trained.run.path / "model.safetensors")
-    if trained.info.kind == "custom":
-        raise KilnError(f"kiln export handles kiln's image and text data; {run_dir} was trained on your own Dataset, "
-                        "whose inputs kiln cannot describe to a caller — export trained.model yourself (kiln.train.trained."
-                        "load_trained gives it) with torch.onnx.export or torch.export")
     wrapper = WRAPPERS[_layout(trained)]
     model = wrapper(trained.model.float().to(memory_format=torch.contiguous_format), trained.task).eval()
     sample = sample_batch(trained)
@@ -161,11 +157,8 @@ def _source(model: torch.nn.Module) -> str:
 
 
 def _layout(trained: Trained) -> str:
-    """image, or the text batch layout the model was trained on: pad or offsets (kiln's vocabulary), masked (a
-    model's own tokenizer: ids + attention mask)."""
-    if trained.info.kind == "image":
-        return "image"
-    return "masked" if trained.cfg.data.text.tokenizer == "model" else trained.cfg.data.text.collate
+    """The exported graph's input layout, as the run's kind of input names it (a key of WRAPPERS)."""
+    return trained.info.inputs.export_layout(trained.cfg)
 
 
 def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
@@ -176,16 +169,8 @@ def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
         return _first_inputs(inputs, size, _layout(trained))
     except KilnError as e:
         log.warning("checking the export on a stand-in batch (the run's test data is not here: %s)", e)
-    g = torch.Generator().manual_seed(0)
-    if trained.info.kind == "text":
-        from kiln.data.text import collate
-
-        seqs = [torch.randint(2, trained.info.vocab_size, (int(n),), generator=g) for n in range(3, 3 + size)]
-        layout = _layout(trained)
-        batch = collate(seqs, "pad" if layout == "masked" else layout, trained.info.pad_id)
-        return _first_inputs(batch, size, layout)
-    h, w = trained.info.image_size
-    return (torch.randn(size, trained.info.in_channels, h, w, generator=g),)
+    layout = _layout(trained)
+    return _first_inputs(trained.info.inputs.stand_in(trained.info, layout, size), size, layout)
 
 
 def _first_inputs(inputs: Any, n: int, layout: str) -> tuple[torch.Tensor, ...]:
@@ -248,34 +233,7 @@ def metadata(trained: Trained, fmt: str) -> ExportMeta:
     meta = cast(ExportMeta, {"format": fmt, "task": task.name, "class_names": info.class_names,
                              "output": kind.output_doc, "checkpoint": str(trained.checkpoint),
                              **{key: getattr(task, key) for key in kind.exported}})
-    if info.kind == "image":
-        meta["input"] = {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
-                         "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
-                         "stored_size": info.stored_size}
-        return meta
-    text = trained.cfg.data.text
-    layout = _layout(trained)
-    if layout == "masked":
-        meta["input"] = {
-            "layout": layout,
-            "tensors": {"input_ids": "int64 (batch, tokens), padded with pad_id",
-                        "attention_mask": "int64 (batch, tokens), 1 on real tokens, 0 on padding"},
-            "tokenization": {"tokenizer": "model", "max_len": trained.vocab.max_len(text),
-                             "rule": "the model's own tokenizer (transformers AutoTokenizer), special tokens added, "
-                                     "truncated at max_len"},
-            "pad_id": info.pad_id,
-        }
-        return meta
-    meta["input"] = {
-        "layout": layout,
-        "tensors": ({"ids": "int64 (batch, tokens), padded with pad_id", "lengths": "int64 (batch,)"} if layout == "pad"
-                    else {"ids": "int64 (tokens,), every text back to back", "offsets": "int64 (batch,), where each "
-                          "text starts"}),
-        "tokenization": {"tokenizer": text.tokenizer, "ngrams": text.ngrams, "max_len": text.max_len,
-                         "rule": "tokenize; add n-grams joined by a space; tokens not in vocab -> <unk>; an empty "
-                                 "text becomes one <unk>"},
-        "pad_id": info.pad_id, "vocab": trained.vocab.itos if trained.vocab is not None else None,
-    }
+    meta["input"] = info.inputs.export_input(info, trained.cfg, trained.vocab)
     return meta
 
 

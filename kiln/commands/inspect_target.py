@@ -49,7 +49,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
             load_pretrained(model, cfg.model)
             description = f"{cfg.model.name} ({cfg.model.pretrained} weights)"
     if input is not None:
-        inputs = _one_input(input, data, cfg, vocab)
+        inputs = data.info.inputs.one(input, data.info, cfg, vocab if vocab is not None else data.vocab)
         input_description = input
     else:
         batch, _ = next(iter(data.require("test").epoch(0)))
@@ -73,18 +73,6 @@ def _first(batch: Any, n: int) -> Any:
         return offsets_collate(seqs)
     seqs = [batch.ids[i, :batch.lengths[i]] for i in range(min(n, len(batch)))]
     return pad_collate(seqs, 0)
-
-
-def _one_input(value: str, data, cfg, vocab) -> Any:
-    if data.info.kind == "text":
-        from kiln.data.text import collate
-        from kiln.data.vocab import encode_texts
-
-        encoder = vocab if vocab is not None else data.vocab
-        return collate(encode_texts([value], encoder, cfg.data.text), cfg.data.text.collate, data.info.pad_id)
-    from kiln.commands.predict import _image_batch
-
-    return _image_batch([Path(value)], data.info)
 
 
 @dataclass
@@ -113,8 +101,6 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     """The first batch of `split` after decoding, resizing, augmentation (epoch 1's draw for train) and
     normalisation: a figure of it de-normalised for display (None for text, shown as decoded rows in the lines),
     with labels, and lines giving its per-channel statistics and the split's class counts."""
-    import numpy as np
-
     from kiln.data.loaders import split_labels
     from kiln.tasks import TASKS
     from kiln.viz import figures
@@ -131,16 +117,14 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     task = cfg.task.name
     if labels is not None and names:
         lines.append(TASKS[task].split_summary(labels, names))
-    if data.info.kind != "image" or not isinstance(x, torch.Tensor):
+    shown = data.info.inputs.shown_batch(x, data.info)
+    if shown is None:  # texts, shown as decoded rows
         return lines + _text_rows(x, y, names, data.vocab or vocab, task), None
     flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
     lines.append("per channel, as the model sees it: mean " + ", ".join(f"{v:.3f}" for v in flat.mean(1).tolist())
                  + " | std " + ", ".join(f"{v:.3f}" for v in flat.std(1).tolist()))
-    mean = torch.tensor(data.info.mean).reshape(1, -1, 1, 1)
-    std = torch.tensor(data.info.std).reshape(1, -1, 1, 1)
-    shown = (x[:limit].float() * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8).numpy()
     titles = [TASKS[task].target_text(t, names) for t in y[:limit]]
-    fig = figures.image_grid(np.ascontiguousarray(shown), titles,
+    fig = figures.image_grid(shown[:limit], titles,
                              f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
     return lines, fig
 

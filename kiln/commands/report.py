@@ -10,8 +10,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from kiln.config import flatten
 from kiln.core.errors import KilnError
 from kiln.core.formats import TestResults, by_name
@@ -216,14 +214,15 @@ def _wrong(report: Report, run: RunDir, num_wrong: int, folder: Path) -> None:
         report.note(f"most confident mistakes not shown: {e}")
         return
     report.heading("Most confident mistakes")
+    shown = mistakes["inputs"]
     if not mistakes["true"]:
         report.note("no mistakes on the test split")
-    elif mistakes["kind"] == "image":
-        report.figure(figures.wrong_examples(mistakes["inputs"], mistakes["true"], mistakes["predicted"],
+    elif shown.images is not None:
+        report.figure(figures.wrong_examples(shown.images, mistakes["true"], mistakes["predicted"],
                                              mistakes["confidence"]), folder, "wrong_examples", "mistakes")
     else:
         report.table(["text", "true", "predicted", "confidence"],
-                     [[t[:200], a, b, c] for t, a, b, c in zip(mistakes["inputs"], mistakes["true"],
+                     [[t[:200], a, b, c] for t, a, b, c in zip(shown.texts or [], mistakes["true"],
                                                                mistakes["predicted"], mistakes["confidence"])])
 
 
@@ -234,30 +233,8 @@ def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
     wrong = (pred != true).nonzero().flatten()
     top = wrong[conf[wrong].argsort(descending=True)[:n]]  # indices into the test split, most confident first
     names = trained.info.class_names
-    result: dict[str, Any] = {"kind": trained.info.kind, "true": [names[i] for i in true[top].tolist()],
-              "predicted": [names[i] for i in pred[top].tolist()], "confidence": conf[top].tolist()}
-    if trained.info.kind == "image":
-        from kiln.data.images import stored_images
-
-        result["inputs"] = stored_images(test, top).numpy().astype(np.uint8)
-    else:
-        from kiln.data.csv_rows import read_rows
-
-        texts = read_rows(_test_file(trained.cfg), _spec(trained.cfg), trained.cfg.data.text).texts
-        result["inputs"] = [texts[i] if i < len(texts) else "" for i in top.tolist()]
-    return result
-
-
-def _spec(cfg):
-    from kiln.data.registry import get_dataset
-
-    return get_dataset(cfg.data.name)
-
-
-def _test_file(cfg) -> Path:
-    from kiln.data.registry import locate
-
-    return locate(_spec(cfg), cfg.data.root, False) / "test.csv"
+    return {"true": [names[i] for i in true[top].tolist()], "predicted": [names[i] for i in pred[top].tolist()],
+            "confidence": conf[top].tolist(), "inputs": trained.info.inputs.show(trained.cfg, test, top)}
 
 
 def _comparison(report: Report, runs: list[RunDir], folder: Path) -> None:

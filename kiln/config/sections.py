@@ -21,6 +21,7 @@ from pydantic import (
 from typing_extensions import Self
 
 from kiln.core.errors import KilnError
+from kiln.core.user_code import names_code
 
 log = logging.getLogger("kiln")
 
@@ -191,7 +192,7 @@ class ScheduleConfig(Section):
 def _check_torch_class(key: str, name: str, module: str, own: tuple[str, ...]) -> str:
     """kiln's own name, a class of the torch module (checked now, so `kiln config` and every command catch a typo),
     or a class of the user's code (`pkg.mod:Class`: imported only when it is built)."""
-    if name in own or (":" in name and not name.startswith(module + ":")):
+    if name in own or (names_code(name) and not name.startswith(module + ":")):
         return name
     import importlib
 

@@ -18,6 +18,12 @@ from typing import Any
 from kiln.core.errors import KilnError
 
 
+def names_code(name: str) -> bool:
+    """Whether a config value names the user's own code (`package.module:Name`) rather than one of kiln's names or
+    a library's (`torchvision:NAME` is a library's: ask kiln.models.hub first where both may appear)."""
+    return ":" in name
+
+
 def resolve(key: str, spec: str, base: type | None, *, functions: bool) -> Any:
     """`spec` ("package.module:Name") for config key `key`: a subclass of `base`, or (with `functions`) a function
     from the user's own code."""

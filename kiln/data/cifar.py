@@ -9,11 +9,15 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from kiln.core.errors import KilnError
+from kiln.data.spec import ImageTensors
+
+if TYPE_CHECKING:
+    import torch
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 CIFAR100_CLASSES = (
@@ -28,7 +32,7 @@ RECORD_PIXELS = 3 * 32 * 32
 
 
 @dataclass(frozen=True)
-class CifarDataset:
+class CifarDataset(ImageTensors):
     name: str
     class_names: list[str]
     mean: tuple[float, float, float]
@@ -39,10 +43,6 @@ class CifarDataset:
     train_files: tuple[str, ...]
     test_file: str
     label_bytes: int  # CIFAR-100 records carry a coarse and a fine label; kiln trains on the fine one
-
-    kind = "image"
-    builder = "images"  # kiln.data.build.BUILDERS
-    own_files = False
 
     @property
     def num_classes(self) -> int:
@@ -82,12 +82,16 @@ class CifarDataset:
 
     def load(self, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(images uint8 (N, 3, 32, 32), labels int64) of the train or test split."""
+        import torch
+
         names = self.train_files if split == "train" else (self.test_file,)
         parts = [read_records(folder / name, self.label_bytes) for name in names]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
 def read_records(path: Path, label_bytes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     raw = np.fromfile(path, dtype=np.uint8)
     size = label_bytes + RECORD_PIXELS
     if raw.size == 0 or raw.size % size:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from kiln.core.errors import KilnError
+from kiln.core.user_code import names_code
 from kiln.data.transforms import seed_for
 
 NOT_HERE = {"Normalize": "kiln normalises after your transforms: set data.mean / data.std instead",
@@ -41,7 +42,7 @@ def _build_one(entry: dict[str, Any], where: str):
                         "size: 224}})")
     if name in NOT_HERE:
         raise KilnError(f"{where}: {name} is not used here: {NOT_HERE[name]}")
-    if ":" in name:
+    if names_code(name):
         from kiln.core.user_code import resolve
 
         cls = resolve(where, name, torch.nn.Module, functions=False)

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from kiln.core.errors import KilnError
 
 if TYPE_CHECKING:
+    import torch
+
     from kiln.data.registry import IdxDataset
 
 # type code -> big-endian numpy dtype
@@ -31,6 +32,8 @@ def _open(path: Path):
 
 def read_idx(path: Path | str) -> torch.Tensor:
     """Read an IDX file into a tensor (uint8 for image and label files)."""
+    import torch
+
     path = Path(path)
     try:
         with _open(path) as f:
@@ -80,6 +83,8 @@ def find_file(folder: Path, stem: str) -> Path | None:
 
 def load_split(spec: IdxDataset, folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 (N, 1, H, W), labels int64 (N,)) of a registered dataset's train or test split."""
+    import torch
+
     found = {stem: find_file(folder, stem) for stem in spec.files(split)}
     missing = [stem for stem, path in found.items() if path is None]
     if missing:

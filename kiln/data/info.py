@@ -30,12 +30,14 @@ class DataInfo:
 
     def model_args(self) -> dict[str, Any]:
         """The constructor arguments a model takes from the data rather than from model.args."""
-        if self.kind == "text":
-            return {"vocab_size": self.vocab_size, "num_classes": self.num_classes, "pad_id": self.pad_id}
-        if self.kind == "custom":  # the user's own Dataset: the class count, and the image shape when it has one
-            shape = {"in_channels": self.in_channels, "image_size": self.image_size} if self.in_channels else {}
-            return {"num_classes": self.num_classes, **shape}
-        return {"in_channels": self.in_channels, "image_size": self.image_size, "num_classes": self.num_classes}
+        return self.inputs.model_args(self)
+
+    @property
+    def inputs(self):
+        """What this kind of input is to inference, export, reports and baselines (kiln.data.inputs.Inputs)."""
+        from kiln.data.inputs import inputs_of
+
+        return inputs_of(self)
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,19 @@ import os
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, ClassVar
 
 from kiln.core.errors import KilnError
+from kiln.core.user_code import names_code
 from kiln.data.cifar import CIFAR10, CIFAR100
 from kiln.data.idx import find_file
+from kiln.data.spec import DatasetSpec, ImageFiles, ImageTensors
+
+if TYPE_CHECKING:
+    import torch
+
+    from kiln.config import DataConfig
+    from kiln.data.info import Data, DataRequest
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -26,7 +32,7 @@ EMNIST_BALANCED = DIGITS + [chr(c) for c in range(ord("A"), ord("Z") + 1)] + lis
 
 
 @dataclass(frozen=True)
-class IdxDataset:
+class IdxDataset(ImageTensors):
     """A dataset stored as IDX files (the MNIST family)."""
 
     name: str
@@ -39,10 +45,6 @@ class IdxDataset:
     transpose: bool = False  # EMNIST stores images transposed
     label_offset: int = 0  # EMNIST letters are labelled 1..26
     download_kwargs: dict = field(default_factory=dict)
-
-    kind = "image"
-    builder = "images"  # kiln.data.build.BUILDERS
-    own_files = False  # the user's files (targets may be label sets or values), or a dataset's own class labels
 
     @property
     def num_classes(self) -> int:
@@ -75,11 +77,11 @@ class IdxDataset:
         return f"{self.prefix}{stem}-images-idx3-ubyte", f"{self.prefix}{stem}-labels-idx1-ubyte"
 
 
-# name -> a spec with .kind, .builder, .own_files, .find(folder), .download(folder), .describe_files()
-DATASETS: dict[str, Any] = {}
+DATASETS: dict[str, DatasetSpec] = {}
 
 
-def register(spec):
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset to those data.name may name (kiln.data.spec says what it provides)."""
     DATASETS[spec.name] = spec
     return spec
 
@@ -107,8 +109,13 @@ class CsvDataset:
     class_names: tuple[str, ...] = ()
     urls: tuple[str, ...] = ()
     own_files: bool = False  # the user's CSVs (targets may be label sets or values), or a dataset's class labels
-    kind = "text"
-    builder = "text"
+    root_holds: str = "train.csv and test.csv of texts and labels"
+    kind: ClassVar[str] = "text"
+
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data:
+        from kiln.data.text import build_text_data
+
+        return build_text_data(self, cfg, request)
 
     @property
     def num_classes(self) -> int | None:
@@ -136,14 +143,12 @@ register(CsvDataset("text_csv", header=True, own_files=True))
 
 
 @dataclass(frozen=True)
-class ImageFilesDataset:
+class ImageFilesDataset(ImageFiles):
     """The user's own image files: a folder of class folders (`image_folder`) or CSVs of paths (`image_csv`)."""
 
     name: str
     layout: str  # "folder" | "csv"
-    kind = "image"
-    builder = "image_files"
-    own_files = True
+    root_holds: str
     num_classes = None  # read from the files
 
     def describe_files(self) -> str:
@@ -154,13 +159,41 @@ class ImageFilesDataset:
 
 register(CIFAR10)
 register(CIFAR100)
-register(ImageFilesDataset("image_folder", "folder"))
-register(ImageFilesDataset("image_csv", "csv"))
+register(ImageFilesDataset("image_folder", "folder", "a folder of class folders (or train/, val/, test/ folders)"))
+register(ImageFilesDataset("image_csv", "csv", "train.csv and test.csv (optional val.csv) with image paths and labels"))
+
+
+OWN_DATASET_KIND = "custom"  # DataInfo.kind of the user's own Dataset class
 
 
 def known_num_classes(name: str) -> int | None:
     """The class count of a registered dataset, known before reading it (None: read from the data)."""
-    return None if ":" in name else get_dataset(name).num_classes
+    return None if names_code(name) else get_dataset(name).num_classes
+
+
+def kind_of(name: str) -> str:
+    """The kind of inputs data.name gives (DataInfo.kind), known before reading it."""
+    return OWN_DATASET_KIND if names_code(name) else get_dataset(name).kind
+
+
+def own_files(name: str) -> str | None:
+    """What data.root must hold when data.name reads the user's own files (None: a dataset found in kiln's search
+    order, or the user's own Dataset class)."""
+    if names_code(name) or name not in DATASETS:
+        return None
+    spec = DATASETS[name]
+    return spec.root_holds if spec.own_files else None
+
+
+def found_by_root(name: str) -> bool:
+    """Whether data.root chooses the data itself (the user's own files or Dataset), not only where it is kept."""
+    return names_code(name) or own_files(name) is not None
+
+
+def resizes_images(name: str) -> bool:
+    """Whether kiln decodes and resizes the source's images (the user's image files) rather than keeping a
+    dataset's own size: what a pretrained model's preprocessing may set."""
+    return not names_code(name) and name in DATASETS and getattr(DATASETS[name], "resizes_images", False)
 
 
 def get_dataset(name: str):

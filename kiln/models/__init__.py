@@ -21,7 +21,7 @@ def build_model(cfg: ModelConfig, info) -> nn.Module:
     if library in VISION_LIBRARIES and not info.in_channels:
         raise KilnError(f"model.name={cfg.name} is an image classifier; data {info.name!r} is not images (for text "
                         "use embedding_bag, gru, transformer or an hf:NAME encoder)")
-    if library == "hf" and info.kind != "text":
+    if library == "hf" and not info.inputs.reads_text:
         raise KilnError(f"model.name={cfg.name} is a text encoder; data {info.name!r} is not text (text_csv, "
                         "ag_news)")
     data_args = info.model_args() | ({"download": cfg.download} if library == "hf" else {})

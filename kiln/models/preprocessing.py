@@ -14,9 +14,6 @@ from kiln.core.errors import KilnError
 
 log = logging.getLogger("kiln")
 
-# Only the user's own image files are resized and normalised by kiln; the built-in datasets keep their own sizes.
-FILE_SOURCES = ("image_folder", "image_csv")
-
 
 @dataclass(frozen=True)
 class Preprocessing:
@@ -60,7 +57,10 @@ def of_weights(model: ModelConfig) -> Preprocessing | None:
 
 def with_weights_preprocessing(cfg: Config) -> Config:
     """`cfg` with the weights' input settings where the user left them unset (image files only)."""
-    if cfg.data.name not in FILE_SOURCES or not cfg.model.pretrained:
+    from kiln.data.registry import resizes_images
+
+    # only the user's own image files are resized and normalised by kiln; the built-in datasets keep their sizes
+    if not resizes_images(cfg.data.name) or not cfg.model.pretrained:
         return cfg
     expected = of_weights(cfg.model)
     if expected is None:

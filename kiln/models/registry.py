@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from kiln.core.errors import KilnError
+from kiln.core.user_code import names_code
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -25,7 +26,7 @@ def resolve(name: str) -> Callable[..., nn.Module]:
 
     if library_of(name):  # torchvision:NAME, timm:NAME — before the package.module:Class resolver
         return factory(name)
-    if ":" in name:
+    if names_code(name):
         from kiln.core.user_code import resolve as resolve_user
 
         return resolve_user("model.name", name, nn.Module, functions=True)

@@ -11,6 +11,7 @@ import torch
 
 from kiln.config import TaskConfig
 from kiln.core.errors import KilnError
+from kiln.core.user_code import names_code
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Task:
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
         self.cfg, self.num_classes = cfg, num_classes
         self.own_loss = None
-        if cfg.loss is not None and ":" in cfg.loss:
+        if cfg.loss is not None and names_code(cfg.loss):
             from kiln.core.user_code import resolve
 
             self.own_loss = resolve("task.loss", cfg.loss, None, functions=True)
@@ -217,8 +218,9 @@ class Task:
         return False
 
     @classmethod
-    def baseline(cls, kind: str) -> tuple[Any, str]:
-        """(scikit-learn estimator, its name) of the classical model `kiln baseline` fits for this task."""
+    def baseline(cls, strength: float) -> tuple[Any, str]:
+        """(scikit-learn estimator, its name) of the classical model `kiln baseline` fits for this task;
+        `strength`: the inverse regularisation its linear model gets on these inputs (scikit-learn's C)."""
         raise NotImplementedError
 
     @classmethod

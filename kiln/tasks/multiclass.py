@@ -237,10 +237,10 @@ class MulticlassTask(Task):
 
     # -- baseline
     @classmethod
-    def baseline(cls, kind: str) -> tuple[Any, str]:
+    def baseline(cls, strength: float) -> tuple[Any, str]:
         from sklearn.linear_model import LogisticRegression
 
-        return LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0), "logistic regression"
+        return LogisticRegression(max_iter=1000, C=strength), "logistic regression"
 
     @classmethod
     def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:

@@ -231,11 +231,11 @@ class MultilabelTask(Task):
         return {"threshold": tuned_thresholds(probabilities, targets)} if self.cfg.tune_threshold else None
 
     @classmethod
-    def baseline(cls, kind: str) -> tuple[Any, str]:
+    def baseline(cls, strength: float) -> tuple[Any, str]:
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        classifier = LogisticRegression(max_iter=1000, C=4.0 if kind == "text" else 1.0)
+        classifier = LogisticRegression(max_iter=1000, C=strength)
         return OneVsRestClassifier(classifier), "logistic regression per label"
 
     @classmethod

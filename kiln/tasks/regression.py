@@ -187,10 +187,10 @@ class RegressionTask(Task):
 
     # -- baseline
     @classmethod
-    def baseline(cls, kind: str) -> tuple[Any, str]:
+    def baseline(cls, strength: float) -> tuple[Any, str]:
         from sklearn.linear_model import Ridge
 
-        return Ridge(alpha=1.0), "ridge regression"
+        return Ridge(alpha=1.0), "ridge regression"  # its own regularisation, the same on any inputs
 
     @classmethod
     def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:

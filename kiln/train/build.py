@@ -11,6 +11,7 @@ import torch
 
 from kiln.config import Config, watched
 from kiln.core.checkpoint import RunMeta
+from kiln.core.user_code import names_code
 from kiln.data import Data
 from kiln.data.loaders import split_targets
 from kiln.models import prepare_model
@@ -87,7 +88,7 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
     if cfg.model.freeze != "none":
         assert head is not None
         callbacks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head))
-    own_code = ":" in cfg.model.name or ":" in cfg.data.name or cfg.data.collate is not None
+    own_code = names_code(cfg.model.name) or names_code(cfg.data.name) or cfg.data.collate is not None
     callbacks += [GrowthWatch(own_code=own_code), CollapseWatch(), EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))

@@ -99,9 +99,9 @@ def run_test(run_dir: Path | str, *, checkpoint: str = "best", overrides: list[s
 def other_data(data: DataConfig, saved: DataConfig) -> dict[str, Any] | None:
     """Which data is scored, when it is not the run's own test split (None when it is)."""
     now, before = data.model_dump(mode="json"), saved.model_dump(mode="json")
-    from kiln.train.preflight import USER_FILES
+    from kiln.data.registry import found_by_root
 
-    keys = (*DATA_CHOICE, "root") if data.name in USER_FILES or ":" in data.name else DATA_CHOICE
+    keys = (*DATA_CHOICE, "root") if found_by_root(data.name) else DATA_CHOICE
     if all(now.get(k) == before.get(k) for k in keys):
         return None
     return {k: now.get(k) for k in ("name", "root", "test_split") if now.get(k) is not None}

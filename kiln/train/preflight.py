@@ -10,11 +10,6 @@ from pathlib import Path
 from kiln.config import Config
 from kiln.core.errors import KilnError
 
-# Sources whose files are the user's own, found under data.root (no other place is searched).
-USER_FILES = {"image_folder": "a folder of class folders (or train/, val/, test/ folders)",
-              "image_csv": "train.csv and test.csv (optional val.csv) with image paths and labels",
-              "text_csv": "train.csv and test.csv of texts and labels"}
-
 
 def preflight(cfg: Config, *, resuming: bool = False) -> None:
     """Raise KilnError for a mistake that would otherwise surface after the data is read. `resuming`: the run's
@@ -29,8 +24,10 @@ def preflight(cfg: Config, *, resuming: bool = False) -> None:
 
 
 def check_data_root(cfg: Config) -> None:
+    from kiln.data.registry import own_files
+
     data = cfg.data
-    what = USER_FILES.get(data.name)
+    what = own_files(data.name)  # the user's own files are found under data.root, and nowhere else
     if what is None:  # a registered dataset (searched in several places, kiln.data.registry) or your own Dataset
         return
     if data.root is None:

@@ -272,7 +272,7 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
              ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, trainer.precision,
              f" | {proc.world_size} processes, global batch {global_batch}" if proc.distributed else "")
     log.info("model: %s", describe(model))
-    if data.info.kind == "custom":
+    if data.info.inputs.own_code:  # inputs the user's code made: their shapes are checked against the model first
         check_first_batch(trainer)
     if checkpoint_state is not None:
         _warn_changed(checkpoint_state, cfg, proc.world_size)

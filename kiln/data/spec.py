@@ -1,0 +1,70 @@
+"""What a registered dataset is (`DatasetSpec`), and the builders of the kinds kiln has: a spec registers itself by
+object (kiln.data.registry.register) and builds its own data, so a new kind of source is a spec class with a
+`build` method, and a new dataset of a known kind one `register(...)` call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+if TYPE_CHECKING:
+    from kiln.config import DataConfig
+    from kiln.data.info import Data, DataRequest
+
+
+class DatasetSpec(Protocol):
+    """A registered dataset. Every builder finds its samples (pools), plans the splits and hands a Source to
+    kiln.data.assemble.assemble, which makes the Data."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...  # DataInfo.kind: what its inputs are after training (kiln.data.inputs)
+
+    @property
+    def own_files(self) -> bool: ...  # the user's own files, found under data.root and nowhere else
+
+    @property
+    def root_holds(self) -> str: ...  # own files: what data.root must hold
+
+    @property
+    def num_classes(self) -> int | None: ...  # known before reading the data (None: read from it)
+
+    def describe_files(self) -> str: ...
+
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data: ...
+
+
+class Findable(Protocol):
+    """A dataset kiln looks for in its search order (kiln.data.registry.locate), and may download."""
+
+    def find(self, folder: Path) -> Path | None: ...
+
+    def download(self, folder: Path) -> None: ...
+
+
+class ImageTensors:
+    """A dataset read whole into uint8 image tensors and class labels (the MNIST family, CIFAR)."""
+
+    kind: ClassVar[str] = "image"
+    own_files: ClassVar[bool] = False
+    root_holds: ClassVar[str] = ""
+
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data:
+        from kiln.data.images import build_image_data
+
+        return build_image_data(self, cfg, request)
+
+
+class ImageFiles:
+    """The user's own image files, decoded and resized to data.image_size."""
+
+    kind: ClassVar[str] = "image"
+    own_files: ClassVar[bool] = True
+    resizes_images: ClassVar[bool] = True  # a pretrained model's preprocessing may set the size and normalisation
+
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data:
+        from kiln.data.images import build_file_image_data
+
+        return build_file_image_data(self, cfg, request)
