@@ -57,7 +57,7 @@ class RunDir:
     def open(cls, path: Path | str) -> "RunDir":
         """An existing run folder (it must hold config.yaml)."""
         run = cls(path)
-        if not run.config_file.is_file():
+        if not run.is_run:
             raise KilnError(f"{run.path} is not a kiln run folder (no config.yaml); "
                             "pass a folder like runs/<name>/<YYYYmmdd-HHMMSS>")
         return run
@@ -67,6 +67,12 @@ class RunDir:
 
     def __str__(self) -> str:
         return str(self.path)
+
+    @property
+    def is_run(self) -> bool:
+        """Whether the folder is a kiln run (it holds its config.yaml), rather than a folder of runs or anything
+        else."""
+        return self.config_file.is_file()
 
     # -- the layout
     @property

@@ -118,3 +118,18 @@ def test_image_size_takes_hxw_and_says_the_accepted_forms_in_one_line(cli):
         lines = [line for line in result.stderr.splitlines() if "data.image_size" in line]
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert "(64: square)" in lines[0] and "[64, 48]" in lines[0]
+
+
+def test_overrides_on_a_loaded_config_leave_what_it_left_unset_to_kiln(tmp_path):
+    """lr-find, the batch-size probe and kiln.config(a Config) add settings to a loaded config: what the user left
+    unset stays unset (not its default written out as if given), so a pretrained model's preprocessing still sets
+    the image size."""
+    import kiln
+    from kiln.config.files import load_config, with_overrides
+    from kiln.train.plan import RunPlan
+
+    cfg = load_config(None, [], base={"data": {"name": "image_folder", "root": str(tmp_path)},
+                                      "model": {"name": "resnet18", "pretrained": "torchvision"}})
+    for changed in (with_overrides(cfg, ["trainer.epochs=2"]), kiln.config(cfg, "trainer.epochs=2")):
+        assert changed.trainer.epochs == 2 and "image_size" not in changed.data.model_fields_set
+        assert RunPlan.of(changed, "cpu").config.data.image_size == 224  # the weights' size, as training uses

@@ -31,6 +31,8 @@ def test_the_wheel_is_named_kiln_train_and_carries_every_shipped_config(wheel):
     shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
     assert {f"kiln/configs/{name}" for name in shipped} <= names
     assert "kiln/cli/__init__.py" in names and not any(n.startswith("tests/") for n in names)
+    templates = {p.relative_to(ROOT).as_posix() for p in (ROOT / "kiln" / "templates").rglob("*.tmpl")}
+    assert templates and templates <= names  # kiln new's project files
     packages = {str(p.parent.relative_to(ROOT)).replace("/", ".") for p in (ROOT / "kiln").rglob("__init__.py")}
     assert {n.rsplit("/", 1)[0].replace("/", ".") for n in names if n.endswith("/__init__.py")} == packages
 

@@ -43,7 +43,7 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     split = "test" if data.test is not None else "val"
     if getattr(data, split) is None:
         raise KilnError("the data has neither a test nor a validation split to score the baseline on")
-    inputs = data.info.inputs
+    inputs = inputs_of(data.info)
     started = time.perf_counter()
     x_train, y_train, x_eval, y_eval = inputs.baseline_features(data.require("train"), data.require(split))
     estimator, name = TASKS[cfg.task.name].baseline(inputs.baseline_strength)

@@ -62,7 +62,7 @@ def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None =
         if run.state() is RunStatus.FINISHED and run.test_metrics() is not None:
             log.info("fold %d/%d: finished earlier", k, folds)
         else:
-            log.info("fold %d/%d%s", k, folds, " (resuming)" if run.config_file.is_file() else "")
+            log.info("fold %d/%d%s", k, folds, " (resuming)" if run.is_run else "")
             session.train(fold_cfg, run_dir=run.path, quiet=True)
         metrics = run.test_metrics()
         assert metrics is not None, "every fold ends with its held-out fold evaluated"

@@ -22,6 +22,7 @@ import torch
 
 from kiln.core.errors import KilnError, TrainingStopped, first_line
 from kiln.core.formats import ExportMeta, by_name
+from kiln.data.inputs import inputs_of
 from kiln.train.trained import Trained, load_trained, model_config
 
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ def _source(model: torch.nn.Module) -> str:
 
 def _layout(trained: Trained) -> str:
     """The exported graph's input layout, as the run's kind of input names it (a key of WRAPPERS)."""
-    return trained.info.inputs.export_layout(trained.cfg)
+    return inputs_of(trained.info).export_layout(trained.cfg)
 
 
 def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
@@ -170,7 +171,7 @@ def sample_batch(trained: Trained, size: int = 8) -> tuple[torch.Tensor, ...]:
     except KilnError as e:
         log.warning("checking the export on a stand-in batch (the run's test data is not here: %s)", e)
     layout = _layout(trained)
-    return _first_inputs(trained.info.inputs.stand_in(trained.info, layout, size), size, layout)
+    return _first_inputs(inputs_of(trained.info).stand_in(trained.info, layout, size), size, layout)
 
 
 def _first_inputs(inputs: Any, n: int, layout: str) -> tuple[torch.Tensor, ...]:
@@ -233,7 +234,7 @@ def metadata(trained: Trained, fmt: str) -> ExportMeta:
     meta = cast(ExportMeta, {"format": fmt, "task": task.name, "class_names": info.class_names,
                              "output": kind.output_doc, "checkpoint": str(trained.checkpoint),
                              **{key: getattr(task, key) for key in kind.exported}})
-    meta["input"] = info.inputs.export_input(info, trained.cfg, trained.vocab)
+    meta["input"] = inputs_of(info).export_input(info, trained.cfg, trained.vocab)
     return meta
 
 

@@ -12,6 +12,7 @@ from kiln.config import load_config
 from kiln.core.dist import ProcessInfo
 from kiln.core.errors import KilnError
 from kiln.data import fresh_encoder
+from kiln.data.inputs import inputs_of
 from kiln.runs import RunDir
 from kiln.train.plan import RunPlan
 
@@ -30,7 +31,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
     from kiln.train.trained import load_trained
 
     is_run = path.is_dir()
-    if is_run and not RunDir(path).config_file.is_file():
+    if is_run and not RunDir(path).is_run:
         raise KilnError(f"{path} is neither a config file nor a kiln run folder (no config.yaml)")
     device = torch.device("cpu")
     trained = load_trained(path, checkpoint, overrides, device=device) if is_run else None
@@ -49,7 +50,7 @@ def load_target(path: Path, overrides: list[str], *, checkpoint: str, input: str
             load_pretrained(model, cfg.model)
             description = f"{cfg.model.name} ({cfg.model.pretrained} weights)"
     if input is not None:
-        inputs = data.info.inputs.one(input, data.info, cfg, vocab if vocab is not None else data.vocab)
+        inputs = inputs_of(data.info).one(input, data.info, cfg, vocab if vocab is not None else data.vocab)
         input_description = input
     else:
         batch, _ = next(iter(data.require("test").epoch(0)))
@@ -117,7 +118,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     task = cfg.task.name
     if labels is not None and names:
         lines.append(TASKS[task].split_summary(labels, names))
-    shown = data.info.inputs.shown_batch(x, data.info)
+    shown = inputs_of(data.info).shown_batch(x, data.info)
     if shown is None:  # texts, shown as decoded rows
         return lines + _text_rows(x, y, names, data.vocab or vocab, task), None
     flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)

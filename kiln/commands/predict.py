@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from kiln.core.errors import KilnError
-from kiln.data.inputs import PredictQuery, inputs_of_export
+from kiln.data.inputs import PredictQuery, inputs_of, inputs_of_export
 from kiln.tasks import Prediction
 from kiln.train.device import autocast
 from kiln.train.trained import Trained, load_trained
@@ -56,11 +56,11 @@ def _predict(run: Trained, inputs: list[str], file: Path | None, top_k: int,
     """Every input through the model, batched as the run's data source batches them for inference."""
     from kiln.train.step import forward
 
-    query = PredictQuery(run.cfg, run.info, run.vocab if run.info.inputs.reads_text else None, run.device,
+    query = PredictQuery(run.cfg, run.info, run.vocab if inputs_of(run.info).reads_text else None, run.device,
                          tuple(inputs), file, path_column)
     out: list[Prediction] = []
     task = run.task
-    for labels, batch in run.info.inputs.predict_batches(query):
+    for labels, batch in inputs_of(run.info).predict_batches(query):
         with torch.no_grad(), autocast(run.device, run.precision):
             predicted = task.predictions(task.logits(forward(run.model, batch))).float().cpu()
         out += answers(task, labels, predicted, run.info.class_names, top_k)

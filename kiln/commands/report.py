@@ -13,6 +13,7 @@ from typing import Any
 from kiln.config import flatten
 from kiln.core.errors import KilnError
 from kiln.core.formats import TestResults, by_name
+from kiln.data.inputs import inputs_of
 from kiln.runs import RunDir
 from kiln.track.files import read_metrics
 from kiln.viz import figures
@@ -234,7 +235,7 @@ def most_confident_mistakes(run: RunDir, n: int) -> dict[str, Any]:
     top = wrong[conf[wrong].argsort(descending=True)[:n]]  # indices into the test split, most confident first
     names = trained.info.class_names
     return {"true": [names[i] for i in true[top].tolist()], "predicted": [names[i] for i in pred[top].tolist()],
-            "confidence": conf[top].tolist(), "inputs": trained.info.inputs.show(trained.cfg, test, top)}
+            "confidence": conf[top].tolist(), "inputs": inputs_of(trained.info).show(trained.cfg, test, top)}
 
 
 def _comparison(report: Report, runs: list[RunDir], folder: Path) -> None:

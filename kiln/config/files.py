@@ -315,6 +315,12 @@ def profile_summary(cfg: Config) -> str:
     return f"{values} (the config's on_device.{cfg._device} settings; a value given on the command line wins)"
 
 
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """`cfg` with command-line style overrides applied. What `cfg` left unset stays unset (not its default written
+    out as if given), so what kiln derives later — a pretrained model's image size, the monitors — still applies."""
+    return load_config(None, overrides, base=cfg.model_dump(mode="json", exclude_unset=True))
+
+
 def resolve_config(config: Path | str | dict[str, Any] | Config, *overrides: str | dict[str, Any]) -> Config:
     """A config from Python, as `kiln config` shows it (the monitors that follow the task filled in): `config` a
     file, a shipped config's name, a dict or a `Config`; `overrides` "a.b=c" strings or dicts (nested, or dotted
@@ -323,7 +329,7 @@ def resolve_config(config: Path | str | dict[str, Any] | Config, *overrides: str
 
     given = override_strings(overrides)
     if isinstance(config, Config):
-        cfg = load_config(None, given, base=config.model_dump(mode="json"))
+        cfg = with_overrides(config, given)
     elif isinstance(config, dict):
         cfg = load_config(None, given, base=config)
     elif isinstance(config, (str, Path)):

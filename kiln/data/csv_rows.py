@@ -8,10 +8,13 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiln.config import TextConfig
 from kiln.core.errors import KilnError
-from kiln.data.registry import CsvDataset
+
+if TYPE_CHECKING:
+    from kiln.data.registry import CsvDataset
 
 log = logging.getLogger("kiln")
 

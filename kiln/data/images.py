@@ -15,7 +15,7 @@ from kiln.core.errors import KilnError
 from kiln.data.assemble import Drawn, Found, Pool, assemble, plan_splits, pools_needed, sampler_for
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, LoaderBatches, ResidentBatches, TensorImages, choose_loader
-from kiln.data.registry import locate
+from kiln.data.locate import locate
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.tasks import TASKS
 from kiln.tasks.targets import as_tensor

@@ -17,7 +17,7 @@ class DataInfo:
     """What a model, the metrics and `kiln predict` need to know about the data."""
 
     name: str
-    kind: str  # "image" | "text" | "custom" (the user's own Dataset)
+    kind: str  # what the inputs are: kiln.data.inputs.inputs_of(info) answers for them (image, text, your Dataset's)
     num_classes: int  # the model's outputs: classes, labels (multilabel) or target values (regression)
     class_names: list[str]  # their names
     in_channels: int = 0  # images
@@ -27,17 +27,6 @@ class DataInfo:
     stored_size: tuple[int, int] = (0, 0)  # image files: decoded at this size, then centre-cropped to image_size
     vocab_size: int = 0  # text
     pad_id: int = 0
-
-    def model_args(self) -> dict[str, Any]:
-        """The constructor arguments a model takes from the data rather than from model.args."""
-        return self.inputs.model_args(self)
-
-    @property
-    def inputs(self):
-        """What this kind of input is to inference, export, reports and baselines (kiln.data.inputs.Inputs)."""
-        from kiln.data.inputs import inputs_of
-
-        return inputs_of(self)
 
 
 @dataclass(frozen=True)

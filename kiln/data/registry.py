@@ -6,7 +6,6 @@ Each entry is a small spec; `locate` finds its files in the documented order
 
 from __future__ import annotations
 
-import os
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ from kiln.core.errors import KilnError
 from kiln.core.user_code import names_code
 from kiln.data.cifar import CIFAR10, CIFAR100
 from kiln.data.idx import find_file
+from kiln.data.locate import candidate_dirs as candidate_dirs  # where a dataset's files are looked for
+from kiln.data.locate import locate as locate
 from kiln.data.spec import DatasetSpec, ImageFiles, ImageTensors
 
 if TYPE_CHECKING:
@@ -200,38 +201,3 @@ def get_dataset(name: str):
     if name not in DATASETS:
         raise KilnError(f"unknown dataset '{name}' — registered datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
-
-
-def candidate_dirs(spec, root: Path | None) -> list[Path]:
-    """Where the files may be, in the documented search order."""
-    if root is not None:
-        return [Path(root).absolute()]
-    dirs = []
-    if os.environ.get("KILN_DATA"):
-        dirs.append(Path(os.environ["KILN_DATA"]) / spec.name)
-    dirs.append(Path("data") / spec.name)
-    dirs.extend(Path(d) for d in getattr(spec, "system_dirs", ()))
-    return [d.absolute() for d in dirs]
-
-
-def locate(spec, root: Path | None, download: bool) -> Path:
-    """The folder holding the dataset's files, downloading them only when asked to."""
-    tried = candidate_dirs(spec, root)
-    for folder in tried:
-        found = spec.find(folder)
-        if found is not None:
-            return found
-    if download:
-        folder = Path(root) if root is not None else Path("data") / spec.name
-        try:
-            spec.download(folder)
-        except (OSError, RuntimeError, ValueError) as e:
-            raise KilnError(f"downloading '{spec.name}' into {folder} failed: {e}") from None
-        found = spec.find(folder)
-        if found is None:
-            raise KilnError(f"downloaded '{spec.name}' into {folder} but did not find its files there")
-        return found
-    looked = "\n  ".join(str(d) for d in tried)
-    hint = "`make data` (installs the Debian package dataset-fashion-mnist), " if spec.name == "fashion_mnist" else ""
-    raise KilnError(f"dataset '{spec.name}' not found. Looked for {spec.describe_files()} in:\n  {looked}\n"
-                    f"Get it with {hint}set data.root=FOLDER, or let kiln download it with data.download=true")

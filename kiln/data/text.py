@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
@@ -26,11 +26,14 @@ from kiln.data.loaders import (
     EpochBatchSampler,
     LoaderBatches,
 )
+from kiln.data.locate import locate
 from kiln.data.model_tokenizer import ModelTokenizer
-from kiln.data.registry import CsvDataset, locate
 from kiln.data.token_cache import Tokenized, cached_tokens
 from kiln.data.token_store import TokenStore
 from kiln.data.vocab import Vocab
+
+if TYPE_CHECKING:
+    from kiln.data.registry import CsvDataset
 
 log = logging.getLogger("kiln")
 PAD, UNK = "<pad>", "<unk>"

@@ -16,15 +16,17 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kiln.config import TextConfig
 from kiln.data.csv_rows import Rows, row_chunks
-from kiln.data.registry import CsvDataset
 from kiln.data.token_store import TokenStore
 from kiln.data.vocab import tokenize
+
+if TYPE_CHECKING:
+    from kiln.data.registry import CsvDataset
 
 log = logging.getLogger("kiln")
 LAYOUT = 2  # 1: one gzipped JSON of token strings per file (ignored now)

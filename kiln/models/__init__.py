@@ -7,6 +7,7 @@ from torch import nn
 
 from kiln.config import ModelConfig
 from kiln.core.errors import KilnError
+from kiln.data.inputs import inputs_of
 from kiln.models import text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 
@@ -21,10 +22,10 @@ def build_model(cfg: ModelConfig, info) -> nn.Module:
     if library in VISION_LIBRARIES and not info.in_channels:
         raise KilnError(f"model.name={cfg.name} is an image classifier; data {info.name!r} is not images (for text "
                         "use embedding_bag, gru, transformer or an hf:NAME encoder)")
-    if library == "hf" and not info.inputs.reads_text:
+    if library == "hf" and not inputs_of(info).reads_text:
         raise KilnError(f"model.name={cfg.name} is a text encoder; data {info.name!r} is not text (text_csv, "
                         "ag_news)")
-    data_args = info.model_args() | ({"download": cfg.download} if library == "hf" else {})
+    data_args = inputs_of(info).model_args(info) | ({"download": cfg.download} if library == "hf" else {})
     model = construct(cfg.name, cfg.args, data_args)
     if library in VISION_LIBRARIES:
         check_input(model, cfg.name, info.in_channels, info.image_size)

@@ -101,7 +101,7 @@ def source_weights(cfg: ModelConfig) -> tuple[dict[str, torch.Tensor], str]:
             return _timm(arch, cfg.weights, cfg.download)
         return _torchvision(arch, cfg.weights, cfg.download)
     path = Path(spec)
-    if path.is_dir() and (path / "config.json").is_file() and not RunDir(path).config_file.is_file():
+    if path.is_dir() and (path / "config.json").is_file() and not RunDir(path).is_run:
         return _from_hf_folder(path)
     if path.is_dir() and (path / "manifest.json").is_file():  # a sharded checkpoint (FSDP) of a kiln run
         from kiln.core.checkpoint import read_checkpoint
@@ -170,7 +170,7 @@ def _from_run_folder(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
     from kiln.runs import newest_finished
 
     run = RunDir(folder)
-    if not run.config_file.is_file():  # runs/<name>: the newest finished run in it
+    if not run.is_run:  # runs/<name>: the newest finished run in it
         newest = newest_finished(folder)
         if newest is None:
             raise KilnError(f"model.pretrained={folder}: neither a run folder nor a folder with a finished run")

@@ -82,20 +82,18 @@ def cuda_probe(build: Callable[[], tuple[torch.nn.Module, TrainStep]], sample: A
 
 
 def find_batch_size(cfg: Config, limit: int = 2**16) -> int:
-    from kiln.config import load_config
+    from kiln.config.files import with_overrides
     from kiln.data import fresh_encoder
     from kiln.train.build import build_trainer
-    from kiln.train.device import resolve_device
     from kiln.train.plan import RunPlan
 
-    device = resolve_device(cfg.trainer.device)
+    # Every probe steps the optimizer once per batch, with no schedule to run past its end.
+    cfg = with_overrides(cfg, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"])
+    plan = RunPlan.of(cfg)
+    device = plan.device
     if device.type != "cuda":
         raise KilnError(f"--find-batch-size measures GPU memory and needs a CUDA device; this run would train on "
                         f"{device.type}, where memory is rarely what limits the batch size")
-    # Every probe steps the optimizer once per batch, with no schedule to run past its end.
-    cfg = load_config(None, ["trainer.accumulate=1", "trainer.nan_policy=stop", "schedule.name=none"],
-                      base=cfg.model_dump(mode="json"))
-    plan = RunPlan.of(cfg, device)
     data = plan.data(("train",), vocab=fresh_encoder(cfg))
     sample, targets = next(iter(data.require("train").epoch(0)))
     if not isinstance(sample, torch.Tensor):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kiln.config import MulticlassTaskConfig, TrainerConfig
+from kiln.config import Config, MulticlassTaskConfig, TrainerConfig
 from kiln.data import Batches
 from kiln.tasks import build_task
 from kiln.train.step import TrainStep
@@ -38,6 +38,33 @@ class Span:
     steps: int = 100
     smoothing: float = 0.98
     diverge: float = 4.0
+
+
+def find_lr(cfg: Config, span: Span = Span()) -> tuple[LRFindResult, Path]:
+    """The LR range test of `cfg` as `kiln train` would start it (the same data, model, weights and training step,
+    one optimizer step per batch, no schedule: the sweep sets the learning rate itself), written to a new
+    `lr-find-<timestamp>` folder under the run's log dir: the plot and the numbers. (The result, the folder.)"""
+    import json
+
+    from kiln.config.files import with_overrides
+    from kiln.core.state import seed_everything
+    from kiln.data import fresh_encoder
+    from kiln.runs import RunDir
+    from kiln.train.build import build_trainer
+    from kiln.train.plan import RunPlan
+
+    cfg = with_overrides(cfg, ["trainer.accumulate=1", "schedule.name=none"])
+    plan = RunPlan.of(cfg)
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    data = plan.data(("train",), vocab=fresh_encoder(cfg))
+    t = build_trainer(plan, data, pretrained=True)
+    result = sweep(t.model, t.optimizer, t.train_batches, device=plan.device, precision=t.precision, step=t.step,
+                   span=span)
+    folder = RunDir.create(cfg.log.dir, cfg.name, prefix="lr-find-").path
+    plot(result, folder / "lr_find")
+    (folder / "lr_find.json").write_text(json.dumps({"suggestion": result.suggestion, "lrs": result.lrs,
+                                                     "losses": result.losses}, indent=1))
+    return result, folder
 
 
 def sweep(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Batches, *, device: torch.device,

@@ -13,7 +13,19 @@ from kiln.core.errors import KilnError
 
 def preflight(cfg: Config, *, resuming: bool = False) -> None:
     """Raise KilnError for a mistake that would otherwise surface after the data is read. `resuming`: the run's
-    own config (its model was built before; only the data's location is checked)."""
+    own config (its model was built before; only the data's location is checked). A config already checked in
+    this process is not checked again (`kiln train` checks before torch loads, then the session it starts)."""
+    if _CHECKED.get((id(cfg), resuming)) is cfg:
+        return
+    _check(cfg, resuming)
+    _CHECKED.clear()
+    _CHECKED[(id(cfg), resuming)] = cfg  # the config itself is kept, so its id is not reused by another
+
+
+_CHECKED: dict[tuple[int, bool], Config] = {}
+
+
+def _check(cfg: Config, resuming: bool) -> None:
     check_data_root(cfg)
     if not resuming:  # a resumed run's weights come from its checkpoint
         check_own_model(cfg)

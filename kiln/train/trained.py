@@ -89,13 +89,11 @@ def load_trained(run: RunDir | Path | str, checkpoint: str = "best", overrides: 
     from kiln.core.dist import ProcessInfo
     from kiln.core.state import load_weights
     from kiln.models import prepare_model
-    from kiln.train.device import resolve_device
     from kiln.train.plan import RunPlan
 
     run = run if isinstance(run, RunDir) else RunDir.open(run)
     cfg = run.config(overrides)
-    plan = RunPlan.of(cfg, resolve_device(cfg.trainer.device) if device is None else torch.device(device),
-                      ProcessInfo())
+    plan = RunPlan.of(cfg, device, ProcessInfo())  # device None: the config's, resolved by the plan
     path = run.checkpoint(checkpoint)
     state = read_checkpoint(path)  # on the CPU: only the weights go to the device, copied into the model
     info = saved_data_info(state, path)

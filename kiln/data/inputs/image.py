@@ -6,20 +6,35 @@ from __future__ import annotations
 import glob
 import logging
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from kiln.core.errors import KilnError
-from kiln.core.formats import ExportMeta
-from kiln.data.info import DataInfo
-from kiln.data.inputs import Inputs, PredictQuery, Shown
+from kiln.core.formats import ExportInput, ExportMeta
+from kiln.data.inputs.base import Inputs, PredictQuery, Shown
+
+if TYPE_CHECKING:
+    from kiln.data.info import DataInfo
 
 log = logging.getLogger("kiln")
 CHUNK = 256  # images decoded and predicted at a time
 BASELINE_SIDE = 16  # the baseline's pixels are average-pooled to at most this many per side
+
+
+@dataclass(frozen=True)
+class Pixels:
+    """What turns image files into a model's inputs (a DataInfo has the same fields; an export's metadata gives
+    them too)."""
+
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    stored_size: tuple[int, int] = (0, 0)
 
 
 class ImageInputs(Inputs):
@@ -45,7 +60,7 @@ class ImageInputs(Inputs):
     def export_layout(self, cfg) -> str:
         return "image"
 
-    def export_input(self, info, cfg, vocab) -> dict[str, Any]:
+    def export_input(self, info, cfg, vocab) -> ExportInput:
         return {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
                 "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
                 "stored_size": info.stored_size}
@@ -56,13 +71,12 @@ class ImageInputs(Inputs):
 
     def exported_batch(self, meta: ExportMeta, path: Path, inputs: Sequence[str],
                        path_column: str | None) -> tuple[list[str], tuple[np.ndarray, ...]]:
-        spec, names = meta["input"], meta["class_names"]
+        spec = meta["input"]
         shape, stored = spec["shape"], spec.get("stored_size") or [0, 0]
-        info = DataInfo("export", self.kind, len(names), names, in_channels=int(shape[1]),
-                        image_size=(int(shape[2]), int(shape[3])), mean=_per_channel(spec["mean"]),
-                        std=_per_channel(spec["std"]), stored_size=(int(stored[0]), int(stored[1])))
+        pixels = Pixels(int(shape[1]), (int(shape[2]), int(shape[3])), _per_channel(spec["mean"]),
+                        _per_channel(spec["std"]), (int(stored[0]), int(stored[1])))
         paths = image_inputs(inputs, path_column)
-        return paths, (image_batch([Path(p) for p in paths], info).numpy(),)
+        return paths, (image_batch([Path(p) for p in paths], pixels).numpy(),)
 
     # -- showing, and a classical baseline
     def show(self, cfg, batches, indices: torch.Tensor) -> Shown:
@@ -164,7 +178,7 @@ def _path_column(path: Path, header: list[str], rows: list[dict[str, str]]) -> s
     return named[0]
 
 
-def eval_transforms(cfg, info: DataInfo):
+def eval_transforms(cfg, info: DataInfo | Pixels):
     """The run's data.transforms.eval, if it has one (image folders/CSVs): predictions see what evaluation saw."""
     if not cfg.data.transforms.eval:
         return None
@@ -174,7 +188,7 @@ def eval_transforms(cfg, info: DataInfo):
                     "data.transforms.eval")
 
 
-def image_batch(paths: list[Path], info: DataInfo, per_image=None) -> torch.Tensor:
+def image_batch(paths: list[Path], info: DataInfo | Pixels, per_image=None) -> torch.Tensor:
     """Image files -> (B, C, H, W) exactly as evaluation batches: decoded like the training images (mode, EXIF,
     resized to cover the stored size, centre cut), centre-cropped to the model's size, normalised."""
     from kiln.data.image_store import BadImage, decode

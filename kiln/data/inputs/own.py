@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from kiln.data.inputs import Inputs, PredictQuery
+from kiln.data.inputs.base import Inputs, PredictQuery
 
 
 class OwnInputs(Inputs):

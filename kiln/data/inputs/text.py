@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from kiln.core.errors import KilnError
-from kiln.core.formats import ExportMeta
-from kiln.data.inputs import Inputs, PredictQuery, Shown
+from kiln.core.formats import ExportInput, ExportMeta
+from kiln.data.inputs.base import Inputs, PredictQuery, Shown
 
 
 class TextInputs(Inputs):
@@ -47,7 +47,7 @@ class TextInputs(Inputs):
         """pad or offsets (kiln's vocabulary), masked (a model's own tokenizer: ids + attention mask)."""
         return "masked" if cfg.data.text.tokenizer == "model" else cfg.data.text.collate
 
-    def export_input(self, info, cfg, vocab) -> dict[str, Any]:
+    def export_input(self, info, cfg, vocab) -> ExportInput:
         text, layout = cfg.data.text, self.export_layout(cfg)
         if layout == "masked":
             return {"layout": layout,
@@ -107,7 +107,8 @@ class TextInputs(Inputs):
     # -- showing, and a classical baseline
     def show(self, cfg, batches, indices: torch.Tensor) -> Shown:
         from kiln.data.csv_rows import read_rows
-        from kiln.data.registry import get_dataset, locate
+        from kiln.data.locate import locate
+        from kiln.data.registry import get_dataset
 
         spec = get_dataset(cfg.data.name)
         texts = read_rows(locate(spec, cfg.data.root, False) / "test.csv", spec, cfg.data.text).texts
