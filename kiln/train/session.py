@@ -7,6 +7,8 @@ tuning and tests can call them too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,49 +134,75 @@ class Start:
 def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
               extra_callbacks: list[Callback]) -> RunResult:
     """Train in the run folder this process holds (rank 0) or shares."""
-    cfg, proc, device, checkpoint_state = plan.config, plan.proc, plan.device, start.state
+    cfg, proc = plan.config, plan.proc
     if profile_summary(cfg):
         log.info("on this machine: %s", profile_summary(cfg))
     trackers, file_log = open_trackers(cfg, run, start.epoch) if proc.is_main else (Trackers([]), None)
     progress = proc.is_main and EpochProgress.wanted(cfg.log.progress, quiet)
-    trainer = build_trainer(plan, data, pretrained=checkpoint_state is None,
+    trainer = build_trainer(plan, data, pretrained=start.state is None,
                             outputs=Outputs(run, trackers, extra_callbacks, progress))
-    model, global_batch = trainer.model, trainer.global_batch_size
+    model = trainer.model
+    try:
+        _ready(trainer, plan, run, start.state)
+        trackers.log_config(cfg.model_dump(mode="json"))
+        status = {"world_size": proc.world_size, "global_batch_size": trainer.global_batch_size,
+                  "parameters": sum(p.numel() for p in model.parameters())}
+        with _status_kept(run, trainer, status, proc.is_main):
+            return _fit_and_test(plan, run, trainer, model, trackers)
+    finally:
+        trackers.close()
+        if file_log is not None:
+            log.removeHandler(file_log)
+            file_log.close()
+
+
+def _ready(trainer: Trainer, plan: RunPlan, run: RunDir, state: Checkpoint | None) -> None:
+    """Say what trains on what; check your own Dataset's first batch against the model; restore the checkpoint a
+    resume continues from; wrap the model for the run's strategy."""
+    data, proc, model = trainer.data, plan.proc, trainer.model
     log.info("run folder: %s", run)
     log.info("data: %s — %s | %s loader | device %s, precision %s%s", data.info.name,
-             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, device, trainer.precision,
-             f" | {proc.world_size} processes, global batch {global_batch}" if proc.distributed else "")
+             ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, plan.device, trainer.precision,
+             f" | {proc.world_size} processes, global batch {trainer.global_batch_size}" if proc.distributed else "")
     log.info("model: %s", describe(model))
     if inputs_of(data.info).own_code:  # inputs the user's code made: their shapes are checked against the model first
         check_first_batch(trainer)
-    if checkpoint_state is not None:
-        warn_changed(checkpoint_state, cfg, proc.world_size)
-        trainer.load_checkpoint(checkpoint_state)
+    if state is not None:
+        warn_changed(state, plan.config, proc.world_size)
+        trainer.load_checkpoint(state)
         trainer.state.finished = False
         log.info("resumed from %s at epoch %d, batch %d (step %d)", run.last,
                  trainer.state.epoch + 1, trainer.state.batch, trainer.state.step)
-    trainer.model = plan.strategy.wrap(model, device, frozen=cfg.model.freeze != "none")
-    trackers.log_config(cfg.model_dump(mode="json"))
+    trainer.model = plan.strategy.wrap(model, plan.device, frozen=plan.config.model.freeze != "none")
 
-    status = {"world_size": proc.world_size, "global_batch_size": global_batch,
-              "parameters": sum(p.numel() for p in model.parameters())}
-    if proc.is_main:
-        run.write_status(RunStatus.RUNNING, epoch=trainer.state.epoch, epochs=trainer.epochs, **status)
+
+def _fit_and_test(plan: RunPlan, run: RunDir, trainer: Trainer, model: torch.nn.Module,
+                  trackers: Trackers) -> RunResult:
+    """fit, the task's step after it (a threshold tuned on validation), and the best checkpoint's test."""
+    metrics = fit(trainer)
+    dist.barrier()  # rank 0 has written best.pt before anyone reads it
+    result = RunResult(run.path, metrics, config=plan.config)
+    if trainer.task.wants_validation_predictions():
+        plan = _after_fit(plan, run, trainer)
+        result.config = plan.config
+    if plan.config.trainer.test_after_fit:  # every rank evaluates its shard of the test split
+        result.test_metrics = _test_best(plan, run, model, trackers)
+    return result
+
+
+@contextmanager
+def _status_kept(run: RunDir, trainer: Trainer, status: dict[str, Any], is_main: bool) -> Iterator[None]:
+    """status.json says running while the body runs, then how it ended: finished, interrupted (with the resume
+    command in the error), stopped or failed. Rank 0 writes it."""
+    def write(state: RunStatus, **extra: Any) -> None:
+        if is_main:
+            run.write_status(state, epoch=trainer.state.epoch, **extra, **status)
+
+    write(RunStatus.RUNNING, epochs=trainer.epochs)
     try:
-        metrics = fit(trainer)
-        dist.barrier()  # rank 0 has written best.pt before anyone reads it
-        result = RunResult(run.path, metrics, config=cfg)
-        if trainer.task.wants_validation_predictions():
-            plan = _after_fit(plan, run, trainer)
-            cfg = result.config = plan.config
-        if cfg.trainer.test_after_fit:  # every rank evaluates its shard of the test split
-            result.test_metrics = _test_best(plan, run, model, trackers)
-        if proc.is_main:
-            run.write_status(RunStatus.FINISHED, epoch=trainer.state.epoch, **status)
-        return result
+        yield
     except TrainingInterrupted as e:
-        if proc.is_main:
-            run.write_status(RunStatus.INTERRUPTED, epoch=trainer.state.epoch, batch=trainer.state.batch, **status)
+        write(RunStatus.INTERRUPTED, batch=trainer.state.batch)
         done = trainer.state.epoch  # full epochs, as status.json's epoch counts them
         where = f"after epoch {done}" if not trainer.state.batch else \
             f"after {done} full epoch(s) and {trainer.state.batch} batch(es) of epoch {done + 1}"
@@ -182,18 +210,12 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
         raise TrainingInterrupted(f"training {what}; last.pt saved {where}. Resume with: kiln train --resume {run} "
                                   "(or --resume auto)", preempted=e.preempted) from None
     except TrainingStopped:
-        if proc.is_main:
-            run.write_status(RunStatus.STOPPED, epoch=trainer.state.epoch, **status)
+        write(RunStatus.STOPPED)
         raise
     except BaseException:
-        if proc.is_main:
-            run.write_status(RunStatus.FAILED, epoch=trainer.state.epoch, **status)
+        write(RunStatus.FAILED)
         raise
-    finally:
-        trackers.close()
-        if file_log is not None:
-            log.removeHandler(file_log)
-            file_log.close()
+    write(RunStatus.FINISHED)
 
 
 def _run_folder(plan: RunPlan, resume: Path | None, run_dir: Path | None,
