@@ -21,7 +21,7 @@ from kiln.config import Config, resolve_config
 from kiln.core.errors import KilnError
 from kiln.core.formats import TestResults
 from kiln.runs import RunDir
-from kiln.tasks import TASKS, Prediction
+from kiln.tasks import Prediction, task_class
 
 ConfigLike = Path | str | dict[str, Any] | Config
 Override = str | dict[str, Any]
@@ -134,7 +134,7 @@ def _pil_image(item: Any) -> Any:
 
 
 def _frame(results: list[Prediction]) -> Any:
-    rows = [dict(zip(TASKS[r.kind].csv_header(r), TASKS[r.kind].csv_row(r))) for r in results]
+    rows = [dict(zip(task_class(r.kind).csv_header(r), task_class(r.kind).csv_row(r))) for r in results]
     return History(rows).to_pandas()
 
 

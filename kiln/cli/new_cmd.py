@@ -16,10 +16,11 @@ def add_parser(sub) -> None:
                               "  kiln new mnist-kiln --from ~/code/my-pytorch-template-project",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--template", default="image", choices=["image", "text", "folder"],
+    p.add_argument("--template", default="image", choices=["image", "text", "folder", "task"],
                    help="image (default): a CNN on generated shapes; text: word embeddings on generated sentences "
                         "with a padding collate; folder: your pictures in data/photos/<class>/ (generated "
-                        "samples to start with)")
+                        "samples to start with); task: a task of your own (my_project/tasks.py: ordinal "
+                        "regression over ordered classes, its loss and metrics) on generated images")
     p.add_argument("--from", dest="from_project", metavar="PROJECT",
                    help="bring over a pytorch-template project: write DIR/configs/train.yaml equivalent to "
                         "PROJECT/config.json (its model, loss, optimizer, scheduler, data, monitor, early stop), "

@@ -66,15 +66,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _shown(r) -> str:
     """One prediction's text, as its task writes it."""
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
-    return TASKS[r.kind].prediction_text(r)
+    return task_class(r.kind).prediction_text(r)
 
 
 def as_json(r) -> dict:
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
-    return TASKS[r.kind].prediction_json(r)
+    return task_class(r.kind).prediction_json(r)
 
 
 def write_csv(results, path) -> None:
@@ -84,11 +84,11 @@ def write_csv(results, path) -> None:
     import io
 
     from kiln.core.state import atomic_write
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
     text = io.StringIO()
     writer = csv.writer(text)
-    task = TASKS[results[0].kind if results else "multiclass"]
+    task = task_class(results[0].kind if results else "multiclass")
     writer.writerow(task.csv_header(results[0] if results else None))
     writer.writerows(task.csv_row(r) for r in results)
     atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))

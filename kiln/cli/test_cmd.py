@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from kiln.core.errors import KilnError
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
     from kiln.track.console import setup_logging
     from kiln.train.evaluation import run_test
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"{what} — {Path(results['checkpoint']).name} (epoch {results['epoch']})")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    task = TASKS[results["task"]]
+    task = task_class(results["task"])
     scores = by_name(results)
     for key in task.summary_metrics:
         if scores.get(key) is not None:

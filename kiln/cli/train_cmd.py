@@ -79,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if not current().is_main:
         return 0
     if result.test_metrics and args.quiet:  # otherwise the log's `test: ... (best.pt)` line said it already
-        from kiln.tasks import TASKS
+        from kiln.tasks import task_class
 
-        print("test: " + TASKS[result.test_metrics.get("task", "multiclass")].describe(result.test_metrics))
+        print("test: " + task_class(result.test_metrics.get("task", "multiclass")).describe(result.test_metrics))
     print(f"run folder: {result.run_dir}")
     return 0
 

@@ -15,7 +15,7 @@ import torch
 
 from kiln.core.errors import KilnError
 from kiln.runs import RunDir
-from kiln.tasks import TASKS
+from kiln.tasks import task_class
 
 log = logging.getLogger("kiln")
 
@@ -46,11 +46,11 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     inputs = inputs_of(data.info)
     started = time.perf_counter()
     x_train, y_train, x_eval, y_eval = inputs.baseline_features(data.require("train"), data.require(split))
-    estimator, name = TASKS[cfg.task.name].baseline(inputs.baseline_strength)
+    estimator, name = task_class(cfg.task.name).baseline(inputs.baseline_strength)
     estimator.fit(x_train, y_train)
     result = {"baseline": f"{name} on {inputs.baseline_description}", "task": cfg.task.name, "split": split,
               "num_train": len(y_train), "num_eval": len(y_eval),
-              **TASKS[cfg.task.name].baseline_scores(y_eval, estimator.predict(x_eval)),
+              **task_class(cfg.task.name).baseline_scores(y_eval, estimator.predict(x_eval)),
               "seconds": round(time.perf_counter() - started, 2)}
     if run is not None:
         run.write_baseline(result)

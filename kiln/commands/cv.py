@@ -26,9 +26,9 @@ log = logging.getLogger("kiln")
 def fold_metrics(cfg: Config) -> tuple[str, ...]:
     """The held-out metrics cv.json and the table show: the task's test summary (accuracy and macro F1; micro and
     macro F1 and mAP; MAE, RMSE and R²), loss last."""
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
-    names = [m for m in TASKS[cfg.task.name].summary_metrics if m not in ("loss", "acc_top5")]
+    names = [m for m in task_class(cfg.task.name).summary_metrics if m not in ("loss", "acc_top5")]
     return (*names, "loss")
 
 

@@ -191,10 +191,10 @@ def _first_inputs(inputs: Any, n: int, layout: str) -> tuple[torch.Tensor, ...]:
 def task_of(meta: ExportMeta) -> Task:
     """The task an export's metadata describes (what turns its outputs into predictions)."""
     from kiln.config import task_config
-    from kiln.tasks import TASKS, build_task
+    from kiln.tasks import build_task, task_class
 
     name = meta.get("task", "multiclass")
-    settings = {key: by_name(meta)[key] for key in TASKS[name].exported if key in meta}
+    settings = {key: by_name(meta)[key] for key in task_class(name).exported if key in meta}
     return build_task(task_config(name=name, **settings), len(meta["class_names"]))
 
 

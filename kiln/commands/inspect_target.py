@@ -103,7 +103,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     normalisation: a figure of it de-normalised for display (None for text, shown as decoded rows in the lines),
     with labels, and lines giving its per-channel statistics and the split's class counts."""
     from kiln.data.loaders import split_labels
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
     from kiln.viz import figures
 
     data = RunPlan.of(cfg, torch.device("cpu"), ProcessInfo()).data(
@@ -117,14 +117,14 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     labels = split_labels(batches)
     task = cfg.task.name
     if labels is not None and names:
-        lines.append(TASKS[task].split_summary(labels, names))
+        lines.append(task_class(task).split_summary(labels, names))
     shown = inputs_of(data.info).shown_batch(x, data.info)
     if shown is None:  # texts, shown as decoded rows
         return lines + _text_rows(x, y, names, data.vocab or vocab, task), None
     flat = x.float().transpose(0, 1).reshape(x.shape[1], -1)
     lines.append("per channel, as the model sees it: mean " + ", ".join(f"{v:.3f}" for v in flat.mean(1).tolist())
                  + " | std " + ", ".join(f"{v:.3f}" for v in flat.std(1).tolist()))
-    titles = [TASKS[task].target_text(t, names) for t in y[:limit]]
+    titles = [task_class(task).target_text(t, names) for t in y[:limit]]
     fig = figures.image_grid(shown[:limit], titles,
                              f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
     return lines, fig
@@ -132,7 +132,7 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
 
 def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: int = 4) -> list[str]:
     """A few rows of a text batch, decoded back into tokens (and how much padding each row got)."""
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
     if vocab is None or not hasattr(x, "ids"):
         return ["(inputs are not images or texts kiln can show)"]
@@ -144,6 +144,6 @@ def _text_rows(x, y, names: list[str], vocab, task: str = "multiclass", rows: in
         else:
             ids = x.ids[i, :int(x.lengths[i])].tolist()
         padding = x.ids.shape[1] - len(ids) if x.offsets is None else 0
-        out.append(f"[{TASKS[task].target_text(y[i], names)}] " + " ".join(vocab.tokens(ids))
+        out.append(f"[{task_class(task).target_text(y[i], names)}] " + " ".join(vocab.tokens(ids))
                    + (f"  (+{padding} padding)" if padding else ""))
     return out

@@ -9,7 +9,7 @@ from kiln.core.errors import KilnError
 
 # kiln new's templates: a project of its own (model, Dataset, config, smoke test) on generated images or texts, or
 # on a folder of pictures (written with the project). Their files are package data under kiln/templates/new_project.
-TEMPLATES = ("image", "text", "folder")
+TEMPLATES = ("image", "text", "folder", "task")
 WITH_PHOTOS = ("folder",)
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates" / "new_project"
 

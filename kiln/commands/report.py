@@ -98,7 +98,7 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         if not any(monitor in r for r in rows):
             monitor, mode = "train/loss", "min"
         report.heading("Training curves", 3 if with_heading else 2)
-        metric = _task_class(cfg).train_metric
+        metric = _task_class(cfg).train_metric or "loss"  # a task without a running training metric: the loss
         report.figure(figures.curves(rows, monitor, mode, metric), folder, "curves",
                       f"loss, {metric} and learning rate")
         collapse = _task_class(cfg).collapse_warning(rows)
@@ -187,9 +187,9 @@ def test_predictions(run: RunDir):
 
 
 def _task_class(cfg: dict[str, Any]):
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
-    return TASKS[(cfg.get("task") or {}).get("name", "multiclass")]
+    return task_class((cfg.get("task") or {}).get("name", "multiclass"))
 
 
 def _what_the_model_sees(report: Report, run: RunDir, folder: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from kiln.config.sections import (
     TrainerConfig,
     better,
 )
-from kiln.config.task_sections import MulticlassTaskConfig, TaskConfig
+from kiln.config.task_sections import MulticlassTaskConfig, OwnTaskConfig, TaskConfig
 
 log = logging.getLogger("kiln")
 
@@ -129,19 +130,23 @@ class Config(Section):
         return self
 
 
-def with_default_monitors(cfg: Config) -> Config:
+def with_default_monitors(cfg: Config, better_of: Callable[[str], str] | None = None) -> Config:
     """`cfg` with the monitors it leaves to kiln filled in, for the run plan (the config stays as written):
-    best.pt follows the task's headline metric on validation, and each monitor's mode follows its metric (min for
-    losses and errors, max for the rest)."""
+    best.pt follows the task's headline metric on validation, and each monitor's mode follows its metric
+    (`better_of`: the task's own answer, kiln.tasks.Task.better; else min for losses and errors, max for the rest —
+    which a task of your own may not follow, so its modes are left to the plan, which asks the task)."""
     checkpoint, stopping = cfg.trainer.checkpoint, cfg.trainer.early_stopping
     monitor = checkpoint.monitor or cfg.task.default_monitor
-    values = {}
+    values: dict[str, Any] = {}
     if checkpoint.monitor is None:
         values["trainer.checkpoint.monitor"] = monitor
+    if better_of is None and isinstance(cfg.task, OwnTaskConfig):
+        return cfg.with_values(values) if values else cfg
+    better_of = better_of or better
     if checkpoint.mode is None:
-        values["trainer.checkpoint.mode"] = better(monitor)
+        values["trainer.checkpoint.mode"] = better_of(monitor)
     if stopping.mode is None:
-        values["trainer.early_stopping.mode"] = better(stopping.monitor)
+        values["trainer.early_stopping.mode"] = better_of(stopping.monitor)
     return cfg.with_values(values) if values else cfg
 
 

@@ -108,28 +108,58 @@ class RegressionTaskConfig(_TaskSettings):
     logged as train/objective while the reported loss stays the task's."""
 
 
+class OwnTaskConfig(Section):
+    """A task of your own: a subclass of kiln.tasks.Task (kiln's own tasks implement the same interface)."""
+
+    name: str
+    """`package.module:Class`, a subclass of kiln.tasks.Task: its loss, metrics and predictions (see the docs'
+    Tasks page). Checked, with its arguments, before any data is read."""
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Keyword arguments of the task's constructor (its settings), checked against its signature."""
+
+    no_weighted_sampler: ClassVar[str | None] = None
+    # A task of yours may name no headline: best.pt follows the validation loss unless the config says otherwise.
+    default_monitor: ClassVar[str] = "val/loss"
+    loss: ClassVar[None] = None  # a task of yours is its own loss
+
+    @model_validator(mode="after")
+    def _names_code(self) -> Self:
+        if ":" not in self.name:
+            raise ValueError(f"task.name={self.name!r}: kiln's tasks are {', '.join(TASK_CONFIGS)}; a task of your own "
+                             "is package.module:Class")
+        return self
+
+
 TASK_CONFIGS: dict[str, type[_TaskSettings]] = {
     "multiclass": MulticlassTaskConfig, "multilabel": MultilabelTaskConfig, "regression": RegressionTaskConfig}
+OWN = "own"  # the schema of every `package.module:Class` task
 
 
 def _task_name(value: Any) -> str | None:
-    """Which task's schema a task section is read with: its name; multiclass when it names none."""
+    """Which task's schema a task section is read with: its name (a task of your own: `own`); multiclass when it
+    names none."""
     name = value.get("name", "multiclass") if isinstance(value, dict) else getattr(value, "name", None)
+    if isinstance(name, str) and ":" in name:
+        return OWN
     return name if isinstance(name, str) and name in TASK_CONFIGS else None
 
 
 TaskConfig = Annotated[
     Annotated[MulticlassTaskConfig, Tag("multiclass")]
     | Annotated[MultilabelTaskConfig, Tag("multilabel")]
-    | Annotated[RegressionTaskConfig, Tag("regression")],
+    | Annotated[RegressionTaskConfig, Tag("regression")]
+    | Annotated[OwnTaskConfig, Tag(OWN)],
     Discriminator(_task_name, custom_error_type="task_name",
                   custom_error_message="the task section names its task: task.name is multiclass, multilabel or "
-                                       "regression")]
+                                       "regression, or a task of your own as package.module:Class")]
 
 
-def task_config(**values: Any) -> MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig:
+def task_config(**values: Any) -> MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig | OwnTaskConfig:
     """The task section of `values` (`name` picks the task; multiclass when it is left out)."""
-    return TASK_CONFIGS[values.get("name", "multiclass")](**values)  # type: ignore[return-value]
+    name = values.get("name", "multiclass")
+    if ":" in name:
+        return OwnTaskConfig(**values)
+    return TASK_CONFIGS[name](**values)  # type: ignore[return-value]
 
 
 def owner_of(key: str) -> str | None:

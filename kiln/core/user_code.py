@@ -34,7 +34,9 @@ def resolve(key: str, spec: str, base: type | None, *, functions: bool) -> Any:
         raise KilnError(f"{key}={spec!r}: cannot import module {module_name!r} ({e}); is it installed or on "
                         "PYTHONPATH?") from None
     if not hasattr(module, attr):
-        raise KilnError(f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}")
+        close = difflib.get_close_matches(attr, [n for n in dir(module) if not n.startswith("_")], n=1, cutoff=0.6)
+        raise KilnError(f"{key}={spec!r}: module {module_name!r} has no attribute {attr!r}"
+                        + (f" — did you mean {module_name}:{close[0]}?" if close else ""))
     obj = getattr(module, attr)
     if base is not None and isinstance(obj, type) and issubclass(obj, base):
         return obj

@@ -16,9 +16,9 @@ def build_data(cfg: DataConfig, request: DataRequest) -> Data:
 
         return build_user_data(cfg, request)
     spec = get_dataset(cfg.name)
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
-    if not TASKS[request.task].class_per_sample and not spec.own_files:
+    if not task_class(request.task).class_per_sample and not spec.own_files:
         raise KilnError(f"task.name={request.task} reads its targets from an image CSV (data.name: image_csv), a "
                         f"text CSV (text_csv) or your own Dataset; {spec.name} has one class label per sample "
                         "(task.name: multiclass)")

@@ -116,14 +116,14 @@ def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig,
     """The rows' targets for the task — class indices (from names or integers), multi-hot vectors, values — and
     the indices of the rows kept; a bad one (unknown label, a number that is not one) raises or is skipped per
     on_bad_row."""
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
     assert rows.labels is not None, "training and test files are read with require_labels=True"
     out, keep = [], []
     parsed: dict[str, tuple] = {}  # a file of millions of rows has far fewer distinct label cells
     for i, raw in enumerate(rows.labels):
         if raw not in parsed:
-            parsed[raw] = TASKS[task].parse_cells(raw.split(UNIT), class_names, separator, one_based)
+            parsed[raw] = task_class(task).parse_cells(raw.split(UNIT), class_names, separator, one_based)
         value, problem = parsed[raw]
         if value is None:
             if cfg.on_bad_row == "error":

@@ -130,22 +130,22 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
               on_bad_row: str, task: str = "multiclass", separator: str = "|") -> Found:
     """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
     (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
     from kiln.tasks.targets import columns
 
     root = Path(root)
     label_columns = columns(label_column)
-    TASKS[task].check_columns(label_columns, "data.label_column")
+    task_class(task).check_columns(label_columns, "data.label_column")
     csv_files = {split: root / f"{split}.csv" for split in ("train", "val", "test") if (root / f"{split}.csv").is_file()}
     if "train" not in csv_files:
         raise KilnError(f"no train.csv in {root}; an image CSV dataset is train.csv (and test.csv, optional val.csv) "
                         f"with columns {path_column!r} and {', '.join(map(repr, label_columns))}")
     rows = {split: _read_csv(path, path_column, label_columns) for split, path in csv_files.items()}
     raws = [labels[0] for _, labels, _ in rows["train"] if labels]
-    class_names = TASKS[task].target_names(class_names, raws, label_columns, separator, csv_files["train"])
+    class_names = task_class(task).target_names(class_names, raws, label_columns, separator, csv_files["train"])
     files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row, task, separator)
              for split, split_rows in rows.items()}
-    return Found(files, class_names, "CSV files", TASKS[task].noun)
+    return Found(files, class_names, "CSV files", task_class(task).noun)
 
 
 def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tuple[str, list[str], int]]:
@@ -175,13 +175,13 @@ def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tu
 
 def _resolve_rows(rows: list[tuple[str, list[str], int]], csv_path: Path, class_names: list[str], on_bad_row: str,
                   task: str = "multiclass", separator: str = "|") -> ImageFiles:
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
 
     files, skipped, first = ImageFiles(), 0, ""
     for rel, labels, line in rows:
         where = f"{csv_path}, line {line}"
         path = (csv_path.parent / rel) if rel else None
-        target, problem = TASKS[task].parse_cells(labels, class_names, separator) if path is not None else (None, "")
+        target, problem = task_class(task).parse_cells(labels, class_names, separator) if path is not None else (None, "")
         problem = ("malformed row (wrong number of columns)" if path is None else problem
                    or (f"image {path} not found" if not path.is_file() else ""))
         if problem:

@@ -17,7 +17,7 @@ from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, LoaderBatches, ResidentBatches, TensorImages, choose_loader
 from kiln.data.locate import locate
 from kiln.data.transforms import Augment, BatchTransform
-from kiln.tasks import TASKS
+from kiln.tasks import task_class
 from kiln.tasks.targets import as_tensor
 
 log = logging.getLogger("kiln")
@@ -111,9 +111,9 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
                                                    request.overfit_batches)
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
-    if not TASKS[task].class_per_sample and spec.layout == "folder":
+    if not task_class(task).class_per_sample and spec.layout == "folder":
         raise KilnError(f"task.name={task}: an image folder gives each image one class (its folder); list the images "
-                        f"with their {TASKS[task].file_hint} in train.csv / test.csv and use data.name: image_csv")
+                        f"with their {task_class(task).file_hint} in train.csv / test.csv and use data.name: image_csv")
     class_names = cfg.class_names or (read_class_map(cfg.class_map) if cfg.class_map else None)
     found = (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
              scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row, task,
@@ -252,8 +252,8 @@ def _pool(name: str, files, cfg: DataConfig, task: str) -> Pool:
     if name not in ("train", "all"):
         return Pool(len(files.paths))
     targets = as_tensor(files.labels)
-    return Pool(len(files.paths), TASKS[task].split_keys(targets),
-                TASKS[task].fold_keys(targets, cfg.cv.folds if cfg.cv else 2))
+    return Pool(len(files.paths), task_class(task).split_keys(targets),
+                task_class(task).fold_keys(targets, cfg.cv.folds if cfg.cv else 2))
 
 
 def _derive_image_settings(cfg: DataConfig, found, needed: list[str]) -> dict[str, Any]:

@@ -130,12 +130,12 @@ class TextBatches(LoaderBatches):
 
 
 def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> Data:
-    from kiln.tasks import TASKS
+    from kiln.tasks import task_class
     from kiln.tasks.targets import as_tensor, columns
 
     splits, task, vocab = request.splits, request.task, request.vocab
     folder = locate(spec, cfg.root, cfg.download)
-    tc, kind = cfg.text, TASKS[task]
+    tc, kind = cfg.text, task_class(task)
     kind.check_columns(columns(tc.label_column), "data.text.label_column")
     model_tokenizer = vocab if isinstance(vocab, ModelTokenizer) else None
     if tc.tokenizer == "model" and model_tokenizer is None:

@@ -29,7 +29,7 @@ from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, EpochBatchSampler, LoaderBatches, eval_batch_size
 from kiln.data.splits import train_val_split
 from kiln.data.transforms import seed_for
-from kiln.tasks import TASKS
+from kiln.tasks import task_class
 
 log = logging.getLogger("kiln")
 
@@ -203,7 +203,7 @@ def _info(cfg: DataConfig, ds: Dataset | None, task: str = "multiclass") -> Data
         names = [str(c) for c in base.classes]
     elif isinstance(getattr(base, "class_to_idx", None), dict):
         names = [str(k) for k, _ in sorted(base.class_to_idx.items(), key=lambda kv: kv[1])]
-    kind = TASKS[task]
+    kind = task_class(task)
     count = (len(names) if names else getattr(base, "num_classes", None) or cfg.num_classes) or kind.default_count
     if not isinstance(count, int) or count < 1:
         raise KilnError(f"data.name={cfg.name!r}: cannot tell the number of {kind.noun}; give the dataset a `classes` "
@@ -352,18 +352,17 @@ def _checked_targets(targets: Any, own: Callable[[], list[int]], num_classes: in
     samples' indices for a message (computed only then)."""
     targets = torch.as_tensor(targets)
     shape = f"the {split} targets of samples {own()[:4]}... have shape {tuple(targets.shape)} and dtype {targets.dtype}"
-    return TASKS[task].checked_batch(targets, num_classes, shape, lambda i: own()[i], split)
+    return task_class(task).checked_batch(targets, num_classes, shape, lambda i: own()[i], split)
 
 
 def first_batch_samples(batches: Batches, count: int = 4) -> list[int]:
     """The user's own indices of the first samples of epoch 0's first batch (for messages before training); for a
-    stream, their positions in it."""
+    stream, their positions in it; empty for batches that are not a user Dataset's."""
     if isinstance(batches, StreamBatches):
         return list(range(min(count, batches.batch_size)))
-    assert isinstance(batches, LoaderBatches), "a user Dataset's batches come from a DataLoader"
-    source = batches.loader.dataset
-    assert isinstance(source, SampleBatches), "first_batch_samples is for a user Dataset's batches"
-    return source.own(batches.sampler.batches(0)[0][:count])
+    if not isinstance(batches, LoaderBatches) or not isinstance(batches.loader.dataset, SampleBatches):
+        return []
+    return batches.loader.dataset.own(batches.sampler.batches(0)[0][:count])
 
 
 def describe(obj: Any) -> str:

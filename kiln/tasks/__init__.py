@@ -1,7 +1,9 @@
 """The task: what depends on the kind of problem — the head's output size, the training loss, the metrics and
 the names they are logged under, and how outputs become predictions. The loop never names a loss.
 
-`task.name`: multiclass (one label per sample), multilabel (any number of labels), regression (numbers)."""
+`task.name`: multiclass (one label per sample), multilabel (any number of labels), regression (numbers), or a task
+of your own (`package.module:Class`, a subclass of `Task`: the same interface kiln's tasks implement).
+`task_class(name)` is the one way to the class of a name."""
 
 from __future__ import annotations
 
@@ -10,15 +12,16 @@ from collections.abc import Callable
 
 import torch
 
-from kiln.config import MulticlassTaskConfig, MultilabelTaskConfig, RegressionTaskConfig, TaskConfig
+from kiln.config import MulticlassTaskConfig, MultilabelTaskConfig, OwnTaskConfig, RegressionTaskConfig, TaskConfig
 from kiln.core.errors import KilnError
-from kiln.tasks.base import Prediction, Task, to_columns
+from kiln.core.user_code import names_code
+from kiln.tasks.base import Metrics, Prediction, Task, known_direction, to_columns
 from kiln.tasks.multiclass import MulticlassTask
 from kiln.tasks.multilabel import MultilabelTask, tuned_thresholds
 from kiln.tasks.regression import RegressionTask
 
-__all__ = ["TASKS", "MulticlassTask", "MultilabelTask", "Prediction", "RegressionTask", "Task", "build_task", "class_weights",
-           "resolve_task_settings", "task_for_training", "tuned_thresholds"]
+__all__ = ["TASKS", "Metrics", "MulticlassTask", "MultilabelTask", "Prediction", "RegressionTask", "Task", "build_task",
+           "class_weights", "resolve_task_settings", "task_class", "task_for_training", "tuned_thresholds"]
 
 log = logging.getLogger("kiln")
 
@@ -26,13 +29,56 @@ TASKS: dict[str, type[Task]] = {"multiclass": MulticlassTask, "multilabel": Mult
                                 "regression": RegressionTask}
 
 
+def task_class(name: str) -> type[Task]:
+    """The class of task `name`: one of kiln's, or your own `package.module:Class` (a subclass of Task, checked)."""
+    if not names_code(name):
+        if name not in TASKS:
+            raise KilnError(f"unknown task {name!r}: kiln's tasks are {', '.join(TASKS)}, or a task of your own as "
+                            "package.module:Class")
+        return TASKS[name]
+    from kiln.core.user_code import resolve
+
+    return resolve("task.name", name, Task, functions=False)
+
+
 def build_task(cfg: TaskConfig, num_classes: int | None, weights: torch.Tensor | None = None) -> Task:
     """The task of `cfg`; `weights`: class weights (multiclass) or positive weights (multilabel) for the loss."""
+    if isinstance(cfg, OwnTaskConfig):
+        return _own_task(cfg, num_classes)
     if isinstance(cfg, MulticlassTaskConfig):
         return MulticlassTask(cfg, num_classes, weights)
     if isinstance(cfg, MultilabelTaskConfig):
         return MultilabelTask(cfg, num_classes, weights)
     return RegressionTask(cfg, num_classes)
+
+
+def _own_task(cfg: OwnTaskConfig, num_classes: int | None) -> Task:
+    """Your task: `Class(cfg, num_classes, **task.args)`; its arguments are checked by the preflight, and what it
+    declares (its metrics and their directions) here."""
+    cls = task_class(cfg.name)
+    try:
+        task = cls(cfg, num_classes, **cfg.args)
+    except TypeError as e:
+        raise KilnError(f"task.name={cfg.name}: cannot build it with task.args {cfg.args}: {e}") from None
+    task.name = cfg.name  # what its predictions and test results are filed under
+    check_declared(task)
+    return task
+
+
+def check_declared(task: Task) -> None:
+    """A task's metric names are unique and each has a direction kiln can tell (Task.directions, or a name such
+    as loss, mae, acc or f1)."""
+    if task.num_classes is None:
+        return
+    names = task.val_metrics()
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise KilnError(f"task {task.name}: val_metrics() names {', '.join(twice)} more than once")
+    unknown = [n for n in names if n not in task.directions and known_direction(n) is None]
+    if unknown:
+        raise KilnError(f"task {task.name}: say whether {', '.join(unknown)} improve up or down — set "
+                        f"directions = {{{', '.join(repr(n) + ': ' + repr('min') for n in unknown)}}} (or 'max') on the "
+                        "class")
 
 
 # Every target of the training split, read when a setting needs them (kiln.data.loaders.split_targets).
@@ -41,6 +87,8 @@ Targets = Callable[[], torch.Tensor]
 
 def task_for_training(cfg: TaskConfig, train_targets: Targets, num_classes: int) -> Task:
     """The task with what it learns from the training split: class weights, positive weights, target scaling."""
+    if isinstance(cfg, OwnTaskConfig):
+        return build_task(cfg, num_classes)
     cfg = resolve_task_settings(cfg, train_targets)
     weights = class_weights(cfg, train_targets, num_classes) if isinstance(cfg, MulticlassTaskConfig) else \
         pos_weight(cfg, train_targets, num_classes) if isinstance(cfg, MultilabelTaskConfig) else None

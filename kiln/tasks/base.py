@@ -3,6 +3,7 @@ pkg.mod:fn`), and the names of the metrics an epoch logs."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -27,18 +28,27 @@ class Prediction:
 
 
 class Task:
-    """The interface the loop, evaluation, predict, cv and the report use; the loop never names a loss.
+    """What a kind of problem is to kiln — the one interface the loop, evaluation, predict, cv, tune and the report
+    use (the loop never names a loss). kiln's tasks (multiclass, multilabel, regression) implement it, and so does
+    a task of your own (`task.name: package.module:Class`, built as `Class(cfg, num_classes, **task.args)`).
 
-    Subclasses set `name`, `train_metric` (the running training metric, logged as train/<name>), `headline` (the
-    validation metric the epoch line shows) and implement the loss and metrics. The metric best.pt is kept by
-    when the config does not say is the headline on validation (its config section's `default_monitor`, which the
-    run plan fills in).
+    A task of your own implements, at least:
+      task_objective(outputs, targets)  the mean loss training minimises (a scalar tensor)
+      metrics(device, detailed)         the validation/test metrics (a `Metrics` of torchmetrics collections)
+      val_metrics()                     their names (val/<name> in the logs; what trainer.checkpoint.monitor names)
+    and sets `directions` ({metric: "min" | "max"}) for metrics whose direction kiln cannot tell from the name,
+    `train_metric` + train_score_sum (or train_metric = None) and `headline` (the metric the epoch line shows).
+    The rest has defaults made for one class index per sample — targets read from class folders, CSV cells or a
+    dataset's labels, stratified splits, softmax probabilities as predictions, top-k prediction rows — which a task
+    overrides where its targets or outputs differ. Task settings come from `task.args`, as keyword arguments of
+    its constructor. `outputs` are what the model returns (through `logits`); `targets` what the data gives.
     """
 
     name = ""
-    train_metric = "acc"
-    headline = "acc"
+    train_metric: str | None = "acc"  # the running training metric, logged as train/<name> (None: none)
+    headline: str | None = "acc"  # the validation metric the epoch line shows (None: the loss alone)
     summary_metrics: tuple[str, ...] = ()  # the scalar test results, in the order tables show them
+    directions: ClassVar[dict[str, str]] = {}  # metric -> "min" | "max", where the name does not tell
 
     # What the data side asks of a task (known from task.name alone, before any model exists: class attributes and
     # class methods). The data code never names a task.
@@ -81,20 +91,16 @@ class Task:
     def objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The mean loss that training minimises: task.loss of your own when configured, else the task's."""
         if self.own_loss is None:
-            return self.task_objective(outputs, targets)
-        loss = self.own_loss(outputs, targets)
-        if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
-            raise KilnError(f"task.loss={self.cfg.loss} returned {type(loss).__name__}"
-                            f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}; it must return "
-                            "a scalar tensor (reduce over the batch, e.g. with .mean())")
-        return loss
+            return _scalar(self.task_objective(outputs, targets), f"task {self.name}: task_objective")
+        return _scalar(self.own_loss(outputs, targets), f"task.loss={self.cfg.loss}")
 
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The task's own training loss: the mean over the batch, a scalar tensor."""
         raise NotImplementedError
 
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The reported loss, summed over the batch, in fp32."""
-        raise NotImplementedError
+        """The reported loss, summed over the batch, in fp32 (default: the objective times the batch's samples)."""
+        return self.task_objective(outputs.float(), targets).float() * len(targets)
 
     def train_score_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The running training metric (`train_metric`) summed over the batch's samples, as a device scalar."""
@@ -105,7 +111,8 @@ class Task:
         number of classes is not known yet."""
         if self.num_classes is None:
             return None
-        names = ["train/loss", f"train/{self.train_metric}", "lr"] + (["train/objective"] if self.smoothed else [])
+        names = ["train/loss", *([f"train/{self.train_metric}"] if self.train_metric else []), "lr"] + \
+            (["train/objective"] if self.smoothed else [])
         return names + ([f"val/{m}" for m in ["loss", *self.val_metrics()]] if has_val else [])
 
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
@@ -113,12 +120,29 @@ class Task:
         raise NotImplementedError
 
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Model outputs -> what a prediction is: probabilities (B, C), or values in the targets' units (B, k)."""
-        raise NotImplementedError
+        """Model outputs -> what a prediction is: probabilities (B, C) (the default: softmax of class scores), or
+        values in the targets' units (B, k)."""
+        return outputs.float().softmax(-1)
 
     def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
-        """test_metrics.json's content from `evaluate(..., detailed=True)`'s results."""
-        raise NotImplementedError
+        """test_metrics.json's content from `evaluate(..., detailed=True)`'s results (default: the loss, every
+        metric `metrics()` computed, the sample count and the output names)."""
+        return {**raw, "class_names": names}
+
+    @classmethod
+    def better(cls, metric: str) -> str:
+        """"min" or "max": which way `metric` (e.g. val/mae_class) improves — `directions`, else by its name (min for
+        losses and errors, max for accuracies and scores; a name kiln does not know: max)."""
+        name = metric.rsplit("/", 1)[-1]
+        return cls.directions.get(name) or known_direction(name) or "max"
+
+    def check_computed(self, computed: Mapping[str, Any]) -> None:
+        """Refuse results that lack a metric `val_metrics()` names (a task of your own whose metrics() and
+        val_metrics() disagree), naming it and what was computed."""
+        missing = [m for m in self.val_metrics() if m not in computed]
+        if missing:
+            raise KilnError(f"task {self.name}: val_metrics() names {', '.join(missing)} but metrics() computed "
+                            f"{', '.join(sorted(computed)) or 'nothing'}; make them agree")
 
     def val_metrics(self) -> list[str]:
         """The names (without val/) of the scalar metrics `metrics()` computes."""
@@ -126,7 +150,7 @@ class Task:
 
     def check_message(self) -> str:
         """What the loss needs, for the message when a user's batch does not fit it."""
-        raise NotImplementedError
+        return f"Check the targets task {self.name} takes and the outputs its loss expects"
 
     def check_targets(self, class_names: list[str], train_targets: torch.Tensor | None, where: str) -> None:
         """Refuse, before training, data this task cannot learn from (e.g. a single class). `train_targets`: the
@@ -134,20 +158,49 @@ class Task:
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
         """The headline metric of `predictions()` (e.g. a k-fold ensemble's averaged ones) against the targets."""
-        raise NotImplementedError
+        raise KilnError(f"task {self.name} does not score averaged predictions (Task.score): kiln cv --ensemble "
+                        "needs it")
 
-    # -- targets as files, splits and datasets give them
+    # -- targets as files, splits and datasets give them (the defaults: one class index per sample)
     @classmethod
     def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
                     ) -> tuple[Any, str]:
-        """(target, "") or (None, what is wrong) for one row's label cells."""
-        raise NotImplementedError
+        """A class: its name, or its 0-based (with one_based, 1-based) number."""
+        label = cells[0]
+        cls_index = {name: i for i, name in enumerate(names)}.get(label)
+        if cls_index is None and re.fullmatch(r"-?\d+", label):
+            number = int(label) - (1 if one_based else 0)
+            cls_index = number if 0 <= number < len(names) else None
+        if cls_index is not None:
+            return cls_index, ""
+        if separator in label:
+            return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
+                          "dataset; set task.name=multilabel")
+        valid = f"1..{len(names)}" if one_based else ", ".join(names[:10])
+        return None, f"label {label!r} is not a class ({valid})"
 
     @classmethod
     def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
                      where: Any) -> list[str]:
-        """The output names: `given` (data.class_names, a dataset's own), else from the training file's cells."""
-        raise NotImplementedError
+        from kiln.tasks.targets import infer_class_names, refuse_label_sets
+
+        if given:
+            return list(given)
+        refuse_label_sets(raws, separator, where)
+        return infer_class_names([r for r in raws if r])
+
+    @classmethod
+    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
+        return targets
+
+    @classmethod
+    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
+        return names[int(y)] if names else str(int(y))
+
+    @classmethod
+    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
+        counts = torch.bincount(targets, minlength=len(names)).tolist()
+        return "class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))
 
     @classmethod
     def check_columns(cls, label_columns: list[str], key: str) -> None:
@@ -155,25 +208,13 @@ class Task:
             raise KilnError(f"{key} lists {len(label_columns)} columns; several label columns are regression targets "
                             f"(task.name=regression), a {cls.name} task reads one")
 
-    @classmethod
-    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
-        """One integer per sample that a stratified validation/test split keeps in proportion."""
-        raise NotImplementedError
 
     @classmethod
     def fold_keys(cls, targets: torch.Tensor, folds: int) -> torch.Tensor:
         """What k-fold cross-validation stratifies by (class indices (N,), or label sets (N, L))."""
         return cls.split_keys(targets)
 
-    @classmethod
-    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
-        """One sample's target as a person reads it."""
-        raise NotImplementedError
 
-    @classmethod
-    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
-        """A split's targets in one line."""
-        raise NotImplementedError
 
     @classmethod
     def default_names(cls, count: int) -> list[str]:
@@ -181,32 +222,40 @@ class Task:
         return [str(i) for i in range(count)]
 
     @classmethod
-    def checked_batch(cls, targets: torch.Tensor, num_classes: int, shape: str, sample: Callable[[int], int],
-                      split: str) -> torch.Tensor:
+    def checked_batch(cls, targets: Any, num_classes: int, shape: str, sample: Callable[[int], int],
+                      split: str) -> Any:
         """Your own Dataset's batch of targets as the loss needs them, or a KilnError saying what is wrong
-        (`shape`: the batch described; `sample(i)`: the dataset index of its i-th sample)."""
-        raise NotImplementedError
+        (`shape`: the batch described; `sample(i)`: the dataset index of its i-th sample). Default: as batched."""
+        return targets
 
-    # -- predictions as `kiln predict` gives them
+    # -- predictions as `kiln predict` gives them (the defaults: the top-k classes of probabilities)
     def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
-        """Each input's prediction from `predictions()` of its outputs."""
-        raise NotImplementedError
+        """The top-k classes of each input, best first."""
+        k = min(top_k, len(names))
+        out = []
+        for text, p in zip(inputs, predicted):
+            values, idx = p.topk(k)
+            top = [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
+            out.append(Prediction(text, top[0][0], top[0][1], top, self.name or "multiclass"))
+        return out
 
     @classmethod
     def prediction_text(cls, r: Prediction) -> str:
-        raise NotImplementedError
+        """`label 0.953  other 0.021 ...`"""
+        return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
 
     @classmethod
     def prediction_json(cls, r: Prediction) -> dict[str, Any]:
-        raise NotImplementedError
+        return {"input": r.input, "label": r.label, "probability": r.probability,
+                "top": [{"label": lab, "probability": p} for lab, p in r.top]}
 
     @classmethod
     def csv_header(cls, first: Prediction | None) -> list[str]:
-        raise NotImplementedError
+        return ["file", "label", "probability", "top_k"]
 
     @classmethod
     def csv_row(cls, r: Prediction) -> list[str]:
-        raise NotImplementedError
+        return [r.input, r.label, f"{r.probability:.6f}", "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)]
 
     # -- after training, and a classical baseline
     def after_fit_settings(self, probabilities: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
@@ -221,18 +270,19 @@ class Task:
     def baseline(cls, strength: float) -> tuple[Any, str]:
         """(scikit-learn estimator, its name) of the classical model `kiln baseline` fits for this task;
         `strength`: the inverse regularisation its linear model gets on these inputs (scikit-learn's C)."""
-        raise NotImplementedError
+        raise KilnError(f"kiln baseline has no classical model for task {cls.name} (Task.baseline)")
 
     @classmethod
     def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:
         """The baseline's headline metrics, named as in test_metrics.json."""
-        raise NotImplementedError
+        raise KilnError(f"kiln baseline has no scores for task {cls.name} (Task.baseline_scores)")
 
     @classmethod
     def describe(cls, results: Mapping[str, Any]) -> str:
         """One line of test results: `loss 0.31 | acc 0.91 | ...`."""
+        keys = cls.summary_metrics or [k for k, v in results.items() if isinstance(v, float)]  # a task of yours
         return " | ".join(f"{cls.LABELS.get(k, k)} {results[k]:{'.4g' if k in ('mae', 'rmse') else '.4f'}}"
-                          for k in cls.summary_metrics if results.get(k) is not None)
+                          for k in keys if isinstance(results.get(k), (int, float)))
 
     # What commonly makes a model collapse onto a constant answer, for the warning (see `collapse_warning`).
     COLLAPSE_CAUSES = ""
@@ -266,6 +316,32 @@ class Task:
     LABELS: ClassVar[dict[str, str]] = {
         "acc": "accuracy", "acc_top5": "top-5", "f1": "macro F1", "f1_micro": "F1 micro", "f1_macro": "F1 macro",
         "map": "mAP", "mae": "MAE", "rmse": "RMSE", "r2": "R²"}
+
+
+# Metric names (or their first word: mae_class, acc_all) whose direction kiln knows.
+LOWER_IS_BETTER = ("loss", "objective", "mae", "rmse", "mse", "error", "err")
+HIGHER_IS_BETTER = ("acc", "accuracy", "f1", "map", "r2", "auroc", "auc", "precision", "recall", "iou", "miou", "dice",
+                    "top")
+
+
+def known_direction(name: str) -> str | None:
+    """"min" or "max" for a metric name kiln can read (its first word decides: mae_class -> min), else None."""
+    first = name.split("_", 1)[0]
+    for word in (name, first):
+        if word in LOWER_IS_BETTER:
+            return "min"
+        if word in HIGHER_IS_BETTER:
+            return "max"
+    return None
+
+
+def _scalar(loss: Any, what: str) -> torch.Tensor:
+    """`loss` if it is a scalar tensor, else the KilnError that says what it is and how to make it one."""
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+        raise KilnError(f"{what} returned {type(loss).__name__}"
+                        f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}; it must return "
+                        "a scalar tensor (reduce over the batch, e.g. with .mean())")
+    return loss
 
 
 def to_columns(targets: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 
 from kiln.config import MulticlassTaskConfig
 from kiln.core.errors import KilnError
-from kiln.tasks.base import Metrics, Prediction, Task
+from kiln.tasks.base import Metrics, Task
 
 # The share of validation predictions on one class from which the model is taken to have collapsed onto it.
 COLLAPSED_SHARE = 0.95
@@ -118,10 +117,6 @@ class MulticlassTask(Task):
         "or too low (kiln lr-find CONFIG), BatchNorm frozen with the backbone (model.freeze), or one class "
         "dominating the training split (task.class_weights=auto or data.sampler=weighted)")
 
-    def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """Model outputs -> per-class probabilities (B, C)."""
-        return outputs.float().softmax(-1)
-
     def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
         return {"loss": raw["loss"], "acc": raw["acc"], "acc_top5": raw.get("acc_top5"), "f1": raw["f1"],
                 "num_samples": int(sum(sum(row) for row in raw["confusion_matrix"])),
@@ -154,47 +149,6 @@ class MulticlassTask(Task):
     def check_message(self) -> str:
         return f"The multiclass task needs one class index per sample and outputs (batch, {self.num_classes})"
 
-    # -- targets
-    @classmethod
-    def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
-                    ) -> tuple[int | None, str]:
-        """A class: its name, or its 0-based (with one_based, 1-based) number."""
-        label = cells[0]
-        cls_index = {name: i for i, name in enumerate(names)}.get(label)
-        if cls_index is None and re.fullmatch(r"-?\d+", label):
-            number = int(label) - (1 if one_based else 0)
-            cls_index = number if 0 <= number < len(names) else None
-        if cls_index is not None:
-            return cls_index, ""
-        if separator in label:
-            return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
-                          "dataset; set task.name=multilabel")
-        valid = f"1..{len(names)}" if one_based else ", ".join(names[:10])
-        return None, f"label {label!r} is not a class ({valid})"
-
-    @classmethod
-    def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
-                     where: Any) -> list[str]:
-        from kiln.tasks.targets import infer_class_names, refuse_label_sets
-
-        if given:
-            return list(given)
-        refuse_label_sets(raws, separator, where)
-        return infer_class_names([r for r in raws if r])
-
-    @classmethod
-    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
-        return targets
-
-    @classmethod
-    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
-        return names[int(y)] if names else str(int(y))
-
-    @classmethod
-    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
-        counts = torch.bincount(targets, minlength=len(names)).tolist()
-        return "class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))
-
     @classmethod
     def checked_batch(cls, targets: torch.Tensor, num_classes: int, shape: str, sample: Callable[[int], int],
                       split: str) -> torch.Tensor:
@@ -205,35 +159,6 @@ class MulticlassTask(Task):
             i = int(bad[0])
             raise KilnError(f"{split} sample {sample(i)} has label {int(targets[i])}, outside 0..{num_classes - 1}")
         return targets.long()
-
-    # -- predictions
-    def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
-        """The top-k classes of each input, best first."""
-        k = min(top_k, len(names))
-        out = []
-        for text, p in zip(inputs, predicted):
-            values, idx = p.topk(k)
-            top = [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
-            out.append(Prediction(text, top[0][0], top[0][1], top))
-        return out
-
-    @classmethod
-    def prediction_text(cls, r: Prediction) -> str:
-        """`label 0.953  other 0.021 ...`"""
-        return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
-
-    @classmethod
-    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
-        return {"input": r.input, "label": r.label, "probability": r.probability,
-                "top": [{"label": lab, "probability": p} for lab, p in r.top]}
-
-    @classmethod
-    def csv_header(cls, first: Prediction | None) -> list[str]:
-        return ["file", "label", "probability", "top_k"]
-
-    @classmethod
-    def csv_row(cls, r: Prediction) -> list[str]:
-        return [r.input, r.label, f"{r.probability:.6f}", "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)]
 
     # -- baseline
     @classmethod

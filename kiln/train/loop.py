@@ -268,7 +268,9 @@ def evaluate(model: nn.Module, batches: Batches, task: Task, *, device: torch.de
             count += targets.shape[0]
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
     results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1), "num_samples": int(totals[1])}
-    for name, value in metrics.compute().items():
+    computed = metrics.compute()
+    task.check_computed(computed)
+    for name, value in computed.items():
         results[name] = value.item() if value.ndim == 0 else value.tolist()
     model.train(was_training)
     return results
@@ -363,7 +365,8 @@ def _progress_stats(t: Trainer, num_samples: int, start: float) -> str:
     stats = t.step.running.compute()  # one sync every log_every_n_steps
     rate = num_samples / max(time.perf_counter() - start, 1e-9)
     name = t.task.train_metric
-    return f"loss {stats['loss']:.4f}  {name} {stats[name]:.3g}  {rate:,.0f} samples/s"
+    metric = f"  {name} {stats[name]:.3g}" if name else ""
+    return f"loss {stats['loss']:.4f}{metric}  {rate:,.0f} samples/s"
 
 
 __all__ = ["LoopState", "Trainer", "TrainingInterrupted", "evaluate", "fit", "set_rng_state"]

@@ -29,7 +29,8 @@ class RunningMean:
         n = targets.shape[0]
         objective_sum = objective.detach().double() * n
         loss_sum = self.task.loss_sum(outputs, targets).double() if self.task.smoothed else objective_sum
-        self.sums += torch.stack([loss_sum, self.task.train_score_sum(outputs, targets).double(), objective_sum])
+        score = self.task.train_score_sum(outputs, targets).double() if self.task.train_metric else objective_sum * 0
+        self.sums += torch.stack([loss_sum, score, objective_sum])
         self.count += n
 
     def compute(self, sync: bool = False) -> dict[str, float]:
@@ -39,7 +40,9 @@ class RunningMean:
             (loss_sum, score, objective_sum), n = totals[:3], totals[3]
         else:
             (loss_sum, score, objective_sum), n = self.sums.tolist(), self.count  # the one host sync
-        means = {"loss": loss_sum / max(n, 1), self.task.train_metric: score / max(n, 1)}
+        means = {"loss": loss_sum / max(n, 1)}
+        if self.task.train_metric:  # a task may have no running training metric
+            means[self.task.train_metric] = score / max(n, 1)
         if self.task.smoothed:
             means["objective"] = objective_sum / max(n, 1)
         return means

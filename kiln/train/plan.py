@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from kiln.config import DERIVED, Config, flatten, resolved_values, watched, with_default_monitors
+from kiln.config import DERIVED, Config, flatten, resolved_values, with_default_monitors
 from kiln.core import dist
 from kiln.core.errors import KilnError
 from kiln.data import Data, DataRequest, build_data
 from kiln.data.loaders import split_targets
 from kiln.models.preprocessing import with_weights_preprocessing
-from kiln.tasks import build_task, resolve_task_settings
+from kiln.tasks import build_task, resolve_task_settings, task_class
 from kiln.train.device import resolve_device, resolve_precision, use_channels_last
 from kiln.train.strategy import Strategy
 
@@ -49,7 +49,7 @@ class RunPlan:
         if device is None:
             device = resolve_device(cfg.trainer.device, proc.local_rank, proc.local_world_size, cfg.trainer.backend)
         plan = cls(cfg, cfg, torch.device(device), proc)
-        plan = plan.then(with_default_monitors(cfg), "the task and the monitored metric")
+        plan = plan.then(with_default_monitors(cfg, task_class(cfg.task.name).better), "the task and the monitored metric")
         # image size, crop and normalisation the pretrained weights expect: for training and for what measures it
         # (lr-find, the batch-size probe); a trained run's config.yaml already holds them, so nothing changes there
         return plan.then(with_weights_preprocessing(plan.config), "the pretrained weights' preprocessing")
@@ -141,7 +141,7 @@ def check_monitors(cfg: Config, num_classes: int | None) -> None:
     available = build_task(cfg.task, num_classes).metric_names(has_val)
     if available is None:  # not known before the data is read (text_csv); checked again after loading
         return
-    monitored = {"trainer.checkpoint.monitor": watched(cfg.trainer.checkpoint)[0]}
+    monitored = {"trainer.checkpoint.monitor": cfg.trainer.checkpoint.monitor or cfg.task.default_monitor}
     if cfg.trainer.early_stopping.enabled:
         monitored["trainer.early_stopping.monitor"] = cfg.trainer.early_stopping.monitor
     for key, metric in monitored.items():

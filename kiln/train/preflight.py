@@ -27,6 +27,7 @@ _CHECKED: dict[tuple[int, bool], Config] = {}
 
 def _check(cfg: Config, resuming: bool) -> None:
     check_data_root(cfg)
+    check_own_task(cfg)
     if not resuming:  # a resumed run's weights come from its checkpoint
         check_own_model(cfg)
         if cfg.model.pretrained is not None:  # weights missing on this machine: said before a cache is built
@@ -62,3 +63,31 @@ def check_own_model(cfg: Config) -> None:
         raise
     except (TypeError, ValueError):  # no signature to check against: construct() reports what the call says
         return
+
+
+def check_own_task(cfg: Config) -> None:
+    """task.name=pkg.mod:Class: importable, a kiln.tasks.Task, and taking task.args (with a did-you-mean for each
+    argument it does not take, and the ones it needs and was not given), before the data is read."""
+    from kiln.config import OwnTaskConfig
+
+    if not isinstance(cfg.task, OwnTaskConfig):
+        return
+    import difflib
+    import inspect
+
+    from kiln.tasks import task_class
+
+    name, args = cfg.task.name, cfg.task.args
+    params = {k: p for k, p in list(inspect.signature(task_class(name)).parameters.items())[2:]  # (cfg, num_classes)
+              if p.kind not in (inspect.Parameter.VAR_POSITIONAL,)}
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    own = [k for k, p in params.items() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    unknown = [k for k in args if k not in own and not takes_any]
+    if unknown:
+        hints = [f"'{u}' (did you mean '{close[0]}'?)" if (close := difflib.get_close_matches(u, own, n=1, cutoff=0.6))
+                 else repr(u) for u in unknown]
+        raise KilnError(f"task {name} does not take {', '.join(hints)} in task.args — it accepts: "
+                        f"{', '.join(own) or 'no arguments'}")
+    needed = [k for k, p in params.items() if p.default is inspect.Parameter.empty and k in own and k not in args]
+    if needed:
+        raise KilnError(f"task {name} needs {', '.join(needed)} in task.args (e.g. task.args.{needed[0]}=...)")

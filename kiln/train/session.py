@@ -21,6 +21,7 @@ from kiln.core.checkpoint import Checkpoint
 from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped
 from kiln.core.formats import TestResults
 from kiln.core.state import seed_everything
+from kiln.core.user_code import names_code
 from kiln.data import Data, fresh_encoder
 from kiln.data.inputs import inputs_of
 from kiln.models import describe
@@ -165,7 +166,7 @@ def _ready(trainer: Trainer, plan: RunPlan, run: RunDir, state: Checkpoint | Non
              ", ".join(f"{k} {v:,}" for k, v in data.sizes.items()), data.loader, plan.device, trainer.precision,
              f" | {proc.world_size} processes, global batch {trainer.global_batch_size}" if proc.distributed else "")
     log.info("model: %s", describe(model))
-    if inputs_of(data.info).own_code:  # inputs the user's code made: their shapes are checked against the model first
+    if inputs_of(data.info).own_code or names_code(plan.config.task.name):  # your code meets the model first
         check_first_batch(trainer)
     if state is not None:
         warn_changed(state, plan.config, proc.world_size)

@@ -51,12 +51,15 @@ def duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def summary(epoch: int, epochs: int, m: dict[str, float], improved: bool, train_metric: str = "acc",
-            headline: str = "acc") -> str:
-    """The epoch's line: the losses, the task's training metric and its headline validation metric."""
-    parts = [f"epoch {epoch}/{epochs}", f"train loss {m['train/loss']:.4f} {train_metric} {m[f'train/{train_metric}']:.4f}"]
+def summary(epoch: int, epochs: int, m: dict[str, float], improved: bool, train_metric: str | None = "acc",
+            headline: str | None = "acc") -> str:
+    """The epoch's line: the losses, the task's training metric and its headline validation metric (a task may
+    have neither)."""
+    trained = f" {train_metric} {m[f'train/{train_metric}']:.4f}" if train_metric else ""
+    parts = [f"epoch {epoch}/{epochs}", f"train loss {m['train/loss']:.4f}{trained}"]
     if "val/loss" in m:
-        parts.append(f"val loss {m['val/loss']:.4f} {headline} {m[f'val/{headline}']:.4f}" + (" *" if improved else ""))
+        shown = f" {headline} {m[f'val/{headline}']:.4f}" if headline else ""
+        parts.append(f"val loss {m['val/loss']:.4f}{shown}" + (" *" if improved else ""))
     parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/samples_per_s']:,.0f} samples/s"
                  + (f"  (+{m['time/first_step_s']:.1f}s first step)" if "time/first_step_s" in m else ""))
     return " | ".join(parts)

@@ -1,0 +1,74 @@
+"""A task of your own (`task.name: package.module:Class`): the worked example of `kiln new --template task` trains,
+tests and predicts through the CLI; a task from a config in a folder of its own trains from Python and is what
+best.pt follows; each mistake in one is exit 2 (or a KilnError) naming the class and what to change."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import tiny_config, write_config
+from kiln.cli import main
+
+
+def _fresh_my_project(monkeypatch):
+    for name in [m for m in sys.modules if m == "my_project" or m.startswith("my_project.")]:
+        monkeypatch.delitem(sys.modules, name)  # another template's my_project, imported by an earlier test
+
+
+def test_the_worked_example_learns_its_ordered_classes_through_the_cli(tmp_path, monkeypatch, capsys):
+    project = tmp_path / "ordinal"
+    assert main(["new", str(project), "--template", "task"]) == 0
+    assert (project / "my_project" / "tasks.py").is_file()
+    monkeypatch.chdir(project)
+    _fresh_my_project(monkeypatch)
+    assert main(["train", "configs/train.yaml", "-q", "--run-dir", "runs/ordinal"]) == 0
+    run = project / "runs" / "ordinal"
+    results = json.loads((run / "test_metrics.json").read_text())
+    assert results["task"] == "my_project.tasks:OrdinalRegression"
+    assert results["mae_class"] < 0.8 and results["acc"] > 0.4  # guessing: MAE 1.6, accuracy 0.2 over 5 classes
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["trainer"]["checkpoint"] == {**saved["trainer"]["checkpoint"], "monitor": "val/mae_class",
+                                              "mode": "min"}  # the task's direction, not "max" for a name kiln reads
+    assert "val/mae_class" in (run / "metrics.csv").read_text().splitlines()[0]
+    capsys.readouterr()
+    assert main(["test", str(run)]) == 0
+    assert "mae_class" in capsys.readouterr().out
+
+
+def test_a_task_in_a_folder_of_its_own_trains_from_python_and_best_pt_follows_its_metric(tmp_path, idx_root):
+    import kiln
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "hinge_task.py").write_text((Path(__file__).parent / "owntasks.py").read_text())
+    cfg = tiny_config(tmp_path, idx_root, code_dir=str(code), task={"name": "hinge_task:Hinge", "args": {"margin": 0.5}},
+                      trainer={"checkpoint": {"monitor": "val/hits"}})
+    run = kiln.train(cfg)
+    metrics = (run.dir / "metrics.csv").read_text().splitlines()
+    assert "val/hits" in metrics[0] and "train/acc" not in metrics[0]  # train_metric None: no running metric
+    saved = yaml.safe_load((run.dir / "config.yaml").read_text())
+    assert saved["task"] == {"name": "hinge_task:Hinge", "args": {"margin": 0.5}}
+    assert saved["trainer"]["checkpoint"]["mode"] == "max"
+    assert json.loads((run.dir / "test_metrics.json").read_text())["hits"] > 0.3  # 10 classes: chance 0.1
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"name": "owntasks:Hinj"}, "did you mean owntasks:Hinge?"),
+    ({"name": "owntasks:NotATask"}, "Task subclass"),
+    ({"name": "owntasks:Hinge", "args": {"margn": 2}}, "does not take 'margn' (did you mean 'margin'?)"),
+    ({"name": "owntasks:NeedsLevels"}, "needs levels in task.args"),
+    ({"name": "owntasks:NotScalar"}, "task owntasks:NotScalar: task_objective returned Tensor(32,); it must return a "
+                                     "scalar tensor"),
+    ({"name": "owntasks:Unproduced"}, "val_metrics() names recall_at_2 but metrics() computed hits"),
+    ({"name": "owntasks:NoDirection"}, "say whether spread improve up or down"),
+    ({"name": "owntasks:Twice"}, "val_metrics() names hits more than once"),
+    ({"name": "ordinal"}, "a task of your own as package.module:Class"),
+])
+def test_a_mistake_in_a_task_of_your_own_is_exit_2_before_training(tmp_path, idx_root, capsys, task, message):
+    config = write_config(tmp_path, tiny_config(tmp_path, idx_root, task=task))
+    assert main(["train", str(config)]) == 2
+    assert message in capsys.readouterr().err
+    assert not list((tmp_path / "runs").rglob("status.json"))  # refused before training: no run left behind
