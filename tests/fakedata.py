@@ -202,6 +202,17 @@ def write_multilabel_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
     return _write_image_csvs(root, n, ["path", "labels"], sample, seed)
 
 
+def write_multihead_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
+    """train.csv / test.csv (path,colour,shape): colour-and-shape images (SHAPE_CLASSES) labelled in two columns,
+    colour (blue, red) and shape (disc, square)."""
+    def sample(rng, i):
+        label = int(rng.integers(0, len(SHAPE_CLASSES)))
+        colour, shape = SHAPE_CLASSES[label].split("_")
+        return draw_shape_image(label, rng, (40, 40)), [colour, shape]
+
+    return _write_image_csvs(root, n, ["path", "colour", "shape"], sample, seed)
+
+
 def write_regression_image_csv(root: Path, n: int = 300, seed: int = 0) -> Path:
     """train.csv / test.csv (path,brightness,x): one grey disc on a dark noisy background; `brightness` is its
     grey level (40–250) and `x` its centre's horizontal position (0–1)."""

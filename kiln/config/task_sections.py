@@ -12,7 +12,8 @@ from typing_extensions import Self
 
 from kiln.config.sections import Section
 
-TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber")}
+TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber"),
+               "multihead": ("cross_entropy",)}
 
 
 class _TaskSettings(Section):
@@ -108,6 +109,35 @@ class RegressionTaskConfig(_TaskSettings):
     logged as train/objective while the reported loss stays the task's."""
 
 
+class MultiheadTaskConfig(_TaskSettings):
+    """Several class columns per sample, one head each on one backbone."""
+
+    no_weighted_sampler = "multihead has several classes per sample; weigh the heads with task.weights"
+    default_monitor = "val/acc_all"
+    name: Literal["multihead"] = "multihead"
+    """multihead: one class in each of several label columns (data.label_column: [mask, gender, age]); one
+    backbone, one head per column; cross-entropy per head, summed with task.weights; accuracy and macro F1 per
+    head (val/acc/<column>) and val/acc_all (every head right)."""
+    weights: list[float] | None = None
+    """The heads' weights in the loss, one per label column (unset: 1 each)."""
+    combine: Literal["none", "product"] = "none"
+    """product: kiln predict also writes the combined class — the index of the heads' classes in row-major order
+    of the columns as listed (a competition's single label from mask x gender x age)."""
+    columns: list[str] | None = None
+    """The label columns, in order (unset: read from the data, recorded)."""
+    heads: list[int] | None = None
+    """Each column's class count (unset: read from the data, recorded)."""
+    loss: str | None = None
+    """cross_entropy (unset: the same), or an objective of your own, `package.module:function` taking (model
+    output, targets (batch, columns)) and returning a scalar."""
+
+    @model_validator(mode="after")
+    def _weights_are_positive(self) -> Self:
+        if self.weights is not None and (not self.weights or min(self.weights) < 0):
+            raise ValueError("task.weights: one non-negative weight per label column")
+        return self
+
+
 class OwnTaskConfig(Section):
     """A task of your own: a subclass of kiln.tasks.Task (kiln's own tasks implement the same interface)."""
 
@@ -131,7 +161,8 @@ class OwnTaskConfig(Section):
 
 
 TASK_CONFIGS: dict[str, type[_TaskSettings]] = {
-    "multiclass": MulticlassTaskConfig, "multilabel": MultilabelTaskConfig, "regression": RegressionTaskConfig}
+    "multiclass": MulticlassTaskConfig, "multilabel": MultilabelTaskConfig, "regression": RegressionTaskConfig,
+    "multihead": MultiheadTaskConfig}
 OWN = "own"  # the schema of every `package.module:Class` task
 
 
@@ -148,13 +179,15 @@ TaskConfig = Annotated[
     Annotated[MulticlassTaskConfig, Tag("multiclass")]
     | Annotated[MultilabelTaskConfig, Tag("multilabel")]
     | Annotated[RegressionTaskConfig, Tag("regression")]
+    | Annotated[MultiheadTaskConfig, Tag("multihead")]
     | Annotated[OwnTaskConfig, Tag(OWN)],
     Discriminator(_task_name, custom_error_type="task_name",
                   custom_error_message="the task section names its task: task.name is multiclass, multilabel or "
-                                       "regression, or a task of your own as package.module:Class")]
+                                       "regression (or multihead), or a task of your own as package.module:Class")]
 
 
-def task_config(**values: Any) -> MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig | OwnTaskConfig:
+def task_config(**values: Any) -> (MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig
+                                  | MultiheadTaskConfig | OwnTaskConfig):
     """The task section of `values` (`name` picks the task; multiclass when it is left out)."""
     name = values.get("name", "multiclass")
     if ":" in name:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from kiln.config import TextConfig
 from kiln.core.errors import KilnError
+from kiln.tasks.targets import UNIT
 
 if TYPE_CHECKING:
     from kiln.data.registry import CsvDataset
@@ -20,7 +21,6 @@ log = logging.getLogger("kiln")
 
 
 CHUNK = 16384  # rows read (and tokenized) at a time
-UNIT = "\x1f"  # joins the cells of several label columns (regression targets) into one raw label
 
 
 @dataclass

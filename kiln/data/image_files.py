@@ -131,7 +131,7 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
     """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
     (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
     from kiln.tasks import task_class
-    from kiln.tasks.targets import columns
+    from kiln.tasks.targets import UNIT, columns
 
     root = Path(root)
     label_columns = columns(label_column)
@@ -141,7 +141,7 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
         raise KilnError(f"no train.csv in {root}; an image CSV dataset is train.csv (and test.csv, optional val.csv) "
                         f"with columns {path_column!r} and {', '.join(map(repr, label_columns))}")
     rows = {split: _read_csv(path, path_column, label_columns) for split, path in csv_files.items()}
-    raws = [labels[0] for _, labels, _ in rows["train"] if labels]
+    raws = [UNIT.join(labels) for _, labels, _ in rows["train"] if labels]  # several columns: joined
     class_names = task_class(task).target_names(class_names, raws, label_columns, separator, csv_files["train"])
     files = {split: _resolve_rows(split_rows, csv_files[split], class_names, on_bad_row, task, separator)
              for split, split_rows in rows.items()}

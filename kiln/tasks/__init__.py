@@ -12,11 +12,19 @@ from collections.abc import Callable
 
 import torch
 
-from kiln.config import MulticlassTaskConfig, MultilabelTaskConfig, OwnTaskConfig, RegressionTaskConfig, TaskConfig
+from kiln.config import (
+    MulticlassTaskConfig,
+    MultiheadTaskConfig,
+    MultilabelTaskConfig,
+    OwnTaskConfig,
+    RegressionTaskConfig,
+    TaskConfig,
+)
 from kiln.core.errors import KilnError
 from kiln.core.user_code import names_code
 from kiln.tasks.base import Metrics, Prediction, Task, known_direction, to_columns
 from kiln.tasks.multiclass import MulticlassTask
+from kiln.tasks.multihead import MultiheadTask, heads_of
 from kiln.tasks.multilabel import MultilabelTask, tuned_thresholds
 from kiln.tasks.regression import RegressionTask
 
@@ -26,7 +34,7 @@ __all__ = ["TASKS", "Metrics", "MulticlassTask", "MultilabelTask", "Prediction",
 log = logging.getLogger("kiln")
 
 TASKS: dict[str, type[Task]] = {"multiclass": MulticlassTask, "multilabel": MultilabelTask,
-                                "regression": RegressionTask}
+                                "regression": RegressionTask, "multihead": MultiheadTask}
 
 
 def task_class(name: str) -> type[Task]:
@@ -49,6 +57,8 @@ def build_task(cfg: TaskConfig, num_classes: int | None, weights: torch.Tensor |
         return MulticlassTask(cfg, num_classes, weights)
     if isinstance(cfg, MultilabelTaskConfig):
         return MultilabelTask(cfg, num_classes, weights)
+    if isinstance(cfg, MultiheadTaskConfig):
+        return MultiheadTask(cfg, num_classes)
     return RegressionTask(cfg, num_classes)
 
 
@@ -95,10 +105,13 @@ def task_for_training(cfg: TaskConfig, train_targets: Targets, num_classes: int)
     return build_task(cfg, num_classes, weights)
 
 
-def resolve_task_settings(cfg: TaskConfig, train_targets: Targets) -> TaskConfig:
-    """`cfg` with what the task learns from the training split before training. Regression: the targets' mean and
-    standard deviation (the run's config.yaml records them, so test/predict/export scale back with the same
-    values)."""
+def resolve_task_settings(cfg: TaskConfig, train_targets: Targets, names: list[str] | None = None) -> TaskConfig:
+    """`cfg` with what the task learns from the training split before training (the run's config.yaml records it,
+    so test/predict/export use the same). Regression: the targets' mean and standard deviation. Multihead: the
+    label columns and each one's class count, from the output names (`names`: column=value)."""
+    if isinstance(cfg, MultiheadTaskConfig) and cfg.heads is None and names:
+        heads = heads_of(names)
+        return cfg.with_values({"columns": [c for c, _ in heads], "heads": [len(v) for _, v in heads]})
     if not isinstance(cfg, RegressionTaskConfig) or not cfg.standardize or cfg.target_mean is not None:
         return cfg
     y = to_columns(train_targets().double())

@@ -13,6 +13,7 @@ import torch
 
 from kiln.core.errors import KilnError
 
+UNIT = "\x1f"  # joins the cells of several label columns of a row into one raw label (kiln.data's readers)
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -58,9 +59,11 @@ def infer_class_names(labels: list[str]) -> list[str]:
 
 
 def as_tensor(targets: Sequence) -> torch.Tensor:
-    """Class indices as int64 (N,); multi-hot vectors or values as float32 (N, k)."""
+    """Class indices as int64 (N,) — or (N, k), one per label column (multihead); multi-hot vectors or values as
+    float32 (N, k)."""
     if targets and isinstance(targets[0], (list, tuple)):
-        return torch.tensor(targets, dtype=torch.float32)
+        whole = all(type(v) is int for v in targets[0])  # class indices per column, not values
+        return torch.tensor(targets, dtype=torch.long if whole else torch.float32)
     return torch.tensor(list(targets), dtype=torch.long)
 
 

@@ -95,12 +95,14 @@ class RunPlan:
         — after checking that the data can train this config (the monitored metrics exist, the targets are
         learnable)."""
         plan = self.then(self.config.with_values({f"data.{k}": v for k, v in data.derived.items()}), "the training data")
+        task = resolve_task_settings(plan.config.task, lambda: split_targets(data.require("train")),
+                                     data.info.class_names)
+        plan = plan.then(plan.config.with_values({"task": task}), "the training split's targets")
         check_monitors(plan.config, data.info.num_classes)
         check_targets(plan.config, data)
         if not resuming:
             plan = plan.then(epochs_from_steps(plan.config, len(data.require("train"))), "the training steps")
-        task = resolve_task_settings(plan.config.task, lambda: split_targets(data.require("train")))
-        return plan.then(plan.config.with_values({"task": task}), "the training split's targets")
+        return plan
 
     def then(self, config: Config, how: str) -> RunPlan:
         """The plan continued with `config`: this plan's config with values derived from `how` (the values that
