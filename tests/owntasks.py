@@ -70,3 +70,43 @@ class NeedsLevels(Hinge):
 
 class NotATask:
     pass
+
+
+class Votes(Task):
+    """Targets that are not tensors: each sample's annotator votes, a list of {"label", "weight"} of any length.
+    Trains on the weighted vote distribution (soft cross-entropy); scored against the heaviest vote."""
+
+    train_metric = "acc"
+    headline = "acc"
+
+    @classmethod
+    def collate_targets(cls, targets):
+        return list(targets)  # a list (one per sample) of lists of dicts: kept as they are
+
+    def _soft(self, targets, like):
+        soft = like.new_zeros(len(targets), self.num_classes)
+        for i, votes in enumerate(targets):
+            for vote in votes:
+                soft[i, int(vote["label"])] += float(vote["weight"])
+        return soft / soft.sum(1, keepdim=True)
+
+    def majority(self, targets, device):
+        import torch
+
+        return torch.tensor([max(votes, key=lambda v: v["weight"])["label"] for votes in targets], device=device)
+
+    def task_objective(self, outputs, targets):
+        return -(self._soft(targets, outputs.float()) * outputs.float().log_softmax(1)).sum(1).mean()
+
+    def train_score_sum(self, outputs, targets):
+        return (outputs.argmax(1) == self.majority(targets, outputs.device)).sum()
+
+    def metrics(self, device, detailed=False):
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy
+
+        return Metrics((MetricCollection({"acc": MulticlassAccuracy(self.num_classes, average="micro")}).to(device),
+                        lambda o, t: (o, self.majority(t, o.device))))
+
+    def val_metrics(self):
+        return ["acc"]

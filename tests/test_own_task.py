@@ -72,3 +72,68 @@ def test_a_mistake_in_a_task_of_your_own_is_exit_2_before_training(tmp_path, idx
     assert main(["train", str(config)]) == 2
     assert message in capsys.readouterr().err
     assert not list((tmp_path / "runs").rglob("status.json"))  # refused before training: no run left behind
+
+
+def _votes(tmp_path, folder="runs"):
+    from conftest import tiny_config
+    from kiln.config import build_config
+
+    raw = tiny_config(tmp_path, tmp_path, task={"name": "owntasks:Votes"},
+                      data={"name": "userdata:VoteBlobs", "args": {"n": 192, "noise": 0.0}, "batch_size": 16, "val_split": 0.2,
+                            "augment": {"crop_padding": 0, "hflip": False}},
+                      model={"name": "mlp", "args": {"hidden": [32]}},
+                      trainer={"epochs": 5, "log_every_n_steps": 2},
+                      optim={"name": "adamw", "lr": 0.01}, schedule={"name": "cosine"},
+                      log={"dir": str(tmp_path / folder), "progress": "none"})
+    raw["data"].pop("root", None)
+    return build_config(raw)
+
+
+def test_targets_that_are_lists_of_dicts_train_and_resume_bit_exact_mid_epoch(tmp_path):
+    import torch
+
+    from kiln.core.errors import TrainingInterrupted
+    from kiln.core.state import load_checkpoint
+    from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
+
+    full = session.train(_votes(tmp_path, "full"), quiet=True)
+    assert full.test_metrics["acc"] > 0.6 and full.test_metrics["num_samples"] == 64  # 3 classes: chance 0.33
+
+    def stop(t):
+        if t.state.step == 5:  # mid epoch 1
+            t.stop_requested = True
+
+    cfg = _votes(tmp_path, "cut")
+    with pytest.raises(TrainingInterrupted):
+        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    resumed = session.train(cfg, resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_targets_that_are_lists_of_dicts_under_two_processes_score_as_one_process(tmp_path):
+    from conftest import run_cli
+
+    cfg = _votes(tmp_path).model_dump(mode="json")
+    cfg["trainer"]["epochs"] = 1
+    path = write_config(tmp_path, cfg, "votes.yaml")
+    out = run_cli("train", path, "--run-dir", tmp_path / "ddp", "--nproc", "2", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())  # each rank scored its shard
+    assert main(["test", str(tmp_path / "ddp")]) == 0  # the same checkpoint, one process, the whole split
+    one = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    assert two["num_samples"] == one["num_samples"] == 64
+    assert two["acc"] == pytest.approx(one["acc"]) and two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+
+
+def test_targets_the_default_collate_cannot_batch_are_a_clear_error(tmp_path):
+    from kiln.config import task_config
+    from kiln.core.errors import KilnError
+    from kiln.train import session
+
+    cfg = _votes(tmp_path).with_values({"task": task_config(name="owntasks:Hinge")})
+    with pytest.raises(KilnError, match=r"the train targets cannot be batched .*sample \d+: \(\{label: int, "
+                                        r"weight: float\}.*need the task's collate_targets \(task owntasks:Hinge\)"):
+        session.train(cfg, quiet=True)

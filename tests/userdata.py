@@ -185,3 +185,23 @@ class TaggedBlobs(Blobs):
         if i % 2:
             x, hot[3] = x + 1.0, 1.0
         return x, hot
+
+
+class VoteBlobs(Blobs):
+    """Blobs labelled by annotators: each sample's target is a list of 1-4 votes, {"label": class, "weight": how
+    sure the annotator was} — not a tensor, and of varying length (task: owntasks:Votes)."""
+
+    def __init__(self, split: str, n: int = 96, noise: float = 0.1):
+        super().__init__(split, n, noise)
+        g = torch.Generator().manual_seed(10 + len(self.labels))
+        self.votes = []
+        for y in self.labels.tolist():
+            count = int(torch.randint(1, 5, (1,), generator=g))
+            wrong = torch.rand(count, generator=g) < 0.2  # a fifth of the votes are for another class
+            labels = [(y + 1) % 3 if w else y for w in wrong.tolist()]
+            weights = (0.5 + torch.rand(count, generator=g) / 2).tolist()
+            self.votes.append([{"label": c, "weight": round(w, 3)} for c, w in zip(labels, weights)])
+
+    def __getitem__(self, i):
+        x, _ = super().__getitem__(i)
+        return x, self.votes[i]

@@ -120,6 +120,16 @@ class BatchIndices(list):
         self.epoch, self.batch = epoch, batch
 
 
+def batch_len(obj: Any) -> int:
+    """How many samples a batch of targets (or inputs) holds: a tensor's first dimension, a list's length (targets
+    that are not tensors: a list of dicts per sample), a dict's first entry's."""
+    if isinstance(obj, torch.Tensor):
+        return int(obj.shape[0]) if obj.ndim else 1
+    if isinstance(obj, dict):
+        return batch_len(next(iter(obj.values())))
+    return len(obj)
+
+
 def to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
     """Tensors, and tuples/lists/dicts of them (and anything with .to, e.g. a TextBatch), on `device`."""
     if isinstance(obj, dict):

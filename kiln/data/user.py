@@ -252,8 +252,13 @@ class BatchMaker:
         self.collate, self.split, self.num_classes, self.task = collate, split, num_classes, task
 
     def __call__(self, samples: list, own: Callable[[], list[int]]) -> tuple[Any, torch.Tensor | None]:
-        batch = self.collate(samples) if self.collate else _default_collate(samples, own(), self.split)
-        inputs, targets = split_sample(batch)
+        if self.collate:
+            inputs, targets = split_sample(self.collate(samples))
+        else:  # the inputs by PyTorch's collate, the targets by the task's (targets need not be tensors)
+            parts = [split_sample(sample) for sample in samples]
+            inputs = _default_collate([x for x, _ in parts], own(), self.split)
+            labels = [y for _, y in parts]
+            targets = None if any(y is None for y in labels) else _collate_targets(labels, self.task, own, self.split)
         if targets is None and self.split in ("train", "val", "test"):
             raise KilnError(f"the {self.split} samples have no labels (sample {own()[0]} is "
                             f"{describe(samples[0])}); return (x, y) or {{'input': x, 'label': y}} from __getitem__ "
@@ -337,6 +342,15 @@ def _default_collate(samples: list, indices: list[int], split: str) -> Any:
                         "Dataset") from None
 
 
+def _collate_targets(labels: list, task: str, own: Callable[[], list[int]], split: str) -> Any:
+    try:
+        return task_class(task).collate_targets(labels)
+    except (RuntimeError, TypeError) as e:
+        shapes = ", ".join(f"sample {i}: {describe(y)}" for i, y in list(zip(own(), labels))[:4])
+        raise KilnError(f"the {split} targets cannot be batched ({first_line(e)}): {shapes}. Targets that are not "
+                        f"numbers or same-size tensors need the task's collate_targets (task {task})") from None
+
+
 def split_sample(batch: Any) -> tuple[Any, torch.Tensor | None]:
     """A collated batch -> (inputs, targets): (x, y), a dict with input/label, or x alone (no targets)."""
     if isinstance(batch, dict) and "input" in batch:
@@ -350,9 +364,15 @@ def _checked_targets(targets: Any, own: Callable[[], list[int]], num_classes: in
                      task: str) -> torch.Tensor:
     """Targets as the task needs them (class indices, multi-hot float vectors, float values); `own()` gives the
     samples' indices for a message (computed only then)."""
-    targets = torch.as_tensor(targets)
-    shape = f"the {split} targets of samples {own()[:4]}... have shape {tuple(targets.shape)} and dtype {targets.dtype}"
-    return task_class(task).checked_batch(targets, num_classes, shape, lambda i: own()[i], split)
+    try:
+        targets = torch.as_tensor(targets)
+        shape = f"the {split} targets of samples {own()[:4]}... have shape {tuple(targets.shape)} and dtype {targets.dtype}"
+    except (TypeError, ValueError, RuntimeError):  # not numbers (a list of dicts per sample): the task's to check
+        shape = f"the {split} targets of samples {own()[:4]}... are {describe(targets)}"
+    try:
+        return task_class(task).checked_batch(targets, num_classes, shape, lambda i: own()[i], split)
+    except AttributeError:  # one of kiln's tasks, given targets that are not tensors
+        raise KilnError(f"{shape}; task {task} needs tensors of class indices, label vectors or values") from None
 
 
 def first_batch_samples(batches: Batches, count: int = 4) -> list[int]:

@@ -222,6 +222,16 @@ class Task:
         return [str(i) for i in range(count)]
 
     @classmethod
+    def collate_targets(cls, targets: list[Any]) -> Any:
+        """Your own Dataset's targets of one batch (one per sample, as its __getitem__ returns them) as the loss and
+        metrics take them. Default: PyTorch's default_collate (numbers -> a tensor). A task whose targets are not
+        tensors (a list of dicts per sample, variable-size) returns them as they are, or in a form of its own;
+        kiln moves the tensors in them to the device."""
+        from torch.utils.data import default_collate
+
+        return default_collate(targets)
+
+    @classmethod
     def checked_batch(cls, targets: Any, num_classes: int, shape: str, sample: Callable[[int], int],
                       split: str) -> Any:
         """Your own Dataset's batch of targets as the loss needs them, or a KilnError saying what is wrong

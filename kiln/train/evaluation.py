@@ -41,7 +41,7 @@ def run_evaluation(trained: Trained, data: Data, *, write: bool = True, limit: i
         else None
     raw = evaluate(model, data.require("test"), task, device=device, precision=precision, limit=limit,
                    test=TestDetail(keep))
-    if keep and run is not None:
+    if keep and run is not None and all(isinstance(t, torch.Tensor) for _, t in keep):  # targets kiln can store
         run.write_test_predictions(checksum or "", torch.cat([p.float().cpu() for p, _ in keep]),
                                    torch.cat([t.cpu() for _, t in keep]))
     results = cast(TestResults, {"checkpoint": str(checkpoint), "epoch": epoch, "task": task.name,

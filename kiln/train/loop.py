@@ -24,6 +24,7 @@ from kiln.core.checkpoint import Checkpoint, LoopState, RunMeta
 from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
+from kiln.data.loaders import batch_len
 from kiln.tasks import Task
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback
@@ -214,7 +215,7 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
                     start += t.first_step_seconds  # the epoch's time and throughput exclude the warm-up
                 else:
                     train_step(t, inputs, targets, optimizer_step)
-                t.state.batch, num_samples = b + 1, num_samples + targets.shape[0]
+                t.state.batch, num_samples = b + 1, num_samples + batch_len(targets)
                 _call(t, "on_step_end", t)
                 if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
                     _check_finite(t, wait=False)
@@ -265,7 +266,7 @@ def evaluate(model: nn.Module, batches: Batches, task: Task, *, device: torch.de
             metrics.update(outputs, targets)
             if keep is not None:
                 keep.append((task.predictions(outputs), targets))
-            count += targets.shape[0]
+            count += batch_len(targets)
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
     results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1), "num_samples": int(totals[1])}
     computed = metrics.compute()

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from kiln.core import dist
+from kiln.data.loaders import batch_len
 
 
 class RunningMean:
@@ -26,7 +27,7 @@ class RunningMean:
     @torch.no_grad()
     def update(self, objective: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """objective: the batch's mean training loss; outputs: the model's outputs for the batch."""
-        n = targets.shape[0]
+        n = batch_len(targets)
         objective_sum = objective.detach().double() * n
         loss_sum = self.task.loss_sum(outputs, targets).double() if self.task.smoothed else objective_sum
         score = self.task.train_score_sum(outputs, targets).double() if self.task.train_metric else objective_sum * 0
