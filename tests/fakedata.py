@@ -292,3 +292,36 @@ def write_tiny_bert(folder: Path, max_positions: int = 64, seed: int = 0) -> Pat
     torch.manual_seed(seed)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+SEGMENT_CLASSES = ["background", "disc", "square"]
+
+
+def write_segmentation_folder(root: Path, n: int = 120, size: int = 48, seed: int = 0, val: bool = False) -> Path:
+    """train/ (n scenes), test/ (n // 4) and, with `val`, val/ (n // 4): RGB images on a noisy background holding a
+    red disc and a blue square at random places and sizes (either may be missing), with masks/<stem>.png of class
+    indices (0 background, 1 disc, 2 square) and classes.txt."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(SEGMENT_CLASSES) + "\n")
+    splits = [("train", n), ("test", n // 4)] + ([("val", n // 4)] if val else [])
+    for split, count in splits:
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "masks").mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            img = Image.fromarray(rng.integers(60, 180, (size, size, 3)).astype(np.uint8), "RGB")
+            mask = Image.new("L", (size, size), 0)
+            draw, mdraw = ImageDraw.Draw(img), ImageDraw.Draw(mask)
+            for cls, colour in ((1, (220, 40, 40)), (2, (40, 60, 220))):
+                if rng.random() < 0.85:
+                    r = int(rng.integers(5, 12))
+                    cx, cy = (int(v) for v in rng.integers(r, size - r, 2))
+                    box = (cx - r, cy - r, cx + r, cy + r)
+                    (draw.ellipse if cls == 1 else draw.rectangle)(box, fill=colour)
+                    (mdraw.ellipse if cls == 1 else mdraw.rectangle)(box, fill=cls)
+            img.save(root / split / "images" / f"scene{i:04d}.{'jpg' if i % 3 == 0 else 'png'}")
+            mask.save(root / split / "masks" / f"scene{i:04d}.png")
+    return root

@@ -67,6 +67,7 @@ from kiln.config.task_sections import (
     MultilabelTaskConfig,
     OwnTaskConfig,
     RegressionTaskConfig,
+    SegmentationTaskConfig,
     TaskConfig,
     task_config,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "RegressionTaskConfig",
     "ScheduleConfig",
     "Section",
+    "SegmentationTaskConfig",
     "TaskConfig",
     "TextConfig",
     "TrainerConfig",

@@ -13,7 +13,7 @@ from typing_extensions import Self
 from kiln.config.sections import Section
 
 TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber"),
-               "multihead": ("cross_entropy",)}
+               "multihead": ("cross_entropy",), "segmentation": ("cross_entropy",)}
 
 
 class _TaskSettings(Section):
@@ -138,6 +138,22 @@ class MultiheadTaskConfig(_TaskSettings):
         return self
 
 
+class SegmentationTaskConfig(_TaskSettings):
+    """A class per pixel."""
+
+    no_weighted_sampler = "segmentation has a class per pixel, not per image, to balance"
+    default_monitor = "val/miou"
+    name: Literal["segmentation"] = "segmentation"
+    """segmentation: a class per pixel (data.name: segmentation_folder, or your own Dataset returning (image, mask));
+    cross-entropy over the labelled pixels (mask value 255: ignored); mIoU, pixel accuracy, per-class IoU; monitors
+    val/miou."""
+    dice_weight: float = Field(0.0, ge=0)
+    """Adds this times the soft Dice loss (over the classes present in the batch) to the cross-entropy."""
+    loss: str | None = None
+    """cross_entropy (unset: the same), or an objective of your own, `package.module:function` taking (model
+    output (batch, classes, H, W), masks (batch, H, W)) and returning a scalar."""
+
+
 class OwnTaskConfig(Section):
     """A task of your own: a subclass of kiln.tasks.Task (kiln's own tasks implement the same interface)."""
 
@@ -162,7 +178,7 @@ class OwnTaskConfig(Section):
 
 TASK_CONFIGS: dict[str, type[_TaskSettings]] = {
     "multiclass": MulticlassTaskConfig, "multilabel": MultilabelTaskConfig, "regression": RegressionTaskConfig,
-    "multihead": MultiheadTaskConfig}
+    "multihead": MultiheadTaskConfig, "segmentation": SegmentationTaskConfig}
 OWN = "own"  # the schema of every `package.module:Class` task
 
 
@@ -180,14 +196,16 @@ TaskConfig = Annotated[
     | Annotated[MultilabelTaskConfig, Tag("multilabel")]
     | Annotated[RegressionTaskConfig, Tag("regression")]
     | Annotated[MultiheadTaskConfig, Tag("multihead")]
+    | Annotated[SegmentationTaskConfig, Tag("segmentation")]
     | Annotated[OwnTaskConfig, Tag(OWN)],
     Discriminator(_task_name, custom_error_type="task_name",
                   custom_error_message="the task section names its task: task.name is multiclass, multilabel or "
-                                       "regression (or multihead), or a task of your own as package.module:Class")]
+                                       "regression (or multihead, segmentation), or a task of your own as "
+                                       "package.module:Class")]
 
 
 def task_config(**values: Any) -> (MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig
-                                  | MultiheadTaskConfig | OwnTaskConfig):
+                                  | MultiheadTaskConfig | SegmentationTaskConfig | OwnTaskConfig):
     """The task section of `values` (`name` picks the task; multiclass when it is left out)."""
     name = values.get("name", "multiclass")
     if ":" in name:

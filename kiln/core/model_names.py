@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 # The modules whose @register_model functions are kiln's models (kiln.models imports the same ones).
-MODEL_MODULES = ("vision.py", "text.py")
+MODEL_MODULES = ("vision.py", "text.py", "segmentation.py")
 
 # Arguments kiln fills from the data; a user may set them, but they are not listed as the model's own.
 DATA_ARGS = frozenset({"in_channels", "image_size", "num_classes", "vocab_size", "pad_id"})
@@ -58,8 +58,8 @@ def unknown_model(name: str) -> str:
 
 @cache
 def torchvision_names() -> tuple[str, ...]:
-    """torchvision's classification builders, read from its source like kiln's own (no torch import); () when
-    torchvision is not installed."""
+    """torchvision's classification and semantic segmentation builders, read from its source like kiln's own (no
+    torch import); () when torchvision is not installed."""
     import importlib.util
     import re
 
@@ -68,8 +68,9 @@ def torchvision_names() -> tuple[str, ...]:
         return ()
     folder = Path(next(iter(spec.submodule_search_locations))) / "models"
     names: list[str] = []
-    for path in sorted(folder.glob("*.py")):  # the classification models; detection etc. live in subpackages
-        names += re.findall(r"@register_model\(\)\s*\n(?:@.*\n)*def (\w+)\(", path.read_text())
+    for path in sorted([*folder.glob("*.py"), *(folder / "segmentation").glob("*.py")]):  # detection: not yet
+        # a registered builder's def, after any further decorators (which may span lines)
+        names += re.findall(r"@register_model\(\)\s*\n(?:@[^\n]*(?:\n[ )][^\n]*)*\n)*def (\w+)\(", path.read_text())
     return tuple(sorted(names))
 
 

@@ -68,3 +68,22 @@ class ImageFiles:
         from kiln.data.images import build_file_image_data
 
         return build_file_image_data(self, cfg, request)
+
+
+class SegmentationFolder:
+    """A folder of images with a mask each, per split (kiln.data.segmentation reads it)."""
+
+    name = "segmentation_folder"
+    kind: ClassVar[str] = "image"
+    own_files: ClassVar[bool] = True
+    root_holds: ClassVar[str] = ("train/images/ and train/masks/ (one PNG of class indices per image, the same file "
+                                 "stem; val/ and test/ alike, optional; classes.txt naming the classes, optional)")
+    num_classes = None  # from classes.txt or the masks
+
+    def describe_files(self) -> str:
+        return self.root_holds
+
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data:
+        from kiln.data.segmentation import build_segmentation_data
+
+        return build_segmentation_data(cfg, request, self.root_holds)

@@ -72,6 +72,8 @@ def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
             kwargs.setdefault("aux_logits", False)
         if "init_weights" in own:
             kwargs.setdefault("init_weights", True)
+        if "weights_backbone" in inspect.signature(builder).parameters:  # segmentation: no ImageNet download; the
+            kwargs.setdefault("weights_backbone", None)  # weights come from model.pretrained, as for classifiers
         if "image_size" in own and image_size is not None:  # ViT: the position embeddings follow the data
             kwargs.setdefault("image_size", _square(arch, image_size))
         try:

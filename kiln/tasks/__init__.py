@@ -18,6 +18,7 @@ from kiln.config import (
     MultilabelTaskConfig,
     OwnTaskConfig,
     RegressionTaskConfig,
+    SegmentationTaskConfig,
     TaskConfig,
 )
 from kiln.core.errors import KilnError
@@ -27,6 +28,7 @@ from kiln.tasks.multiclass import MulticlassTask
 from kiln.tasks.multihead import MultiheadTask, heads_of
 from kiln.tasks.multilabel import MultilabelTask, tuned_thresholds
 from kiln.tasks.regression import RegressionTask
+from kiln.tasks.segmentation import SegmentationTask
 
 __all__ = ["TASKS", "Metrics", "MulticlassTask", "MultilabelTask", "Prediction", "RegressionTask", "Task", "build_task",
            "class_weights", "resolve_task_settings", "task_class", "task_for_training", "tuned_thresholds"]
@@ -34,7 +36,8 @@ __all__ = ["TASKS", "Metrics", "MulticlassTask", "MultilabelTask", "Prediction",
 log = logging.getLogger("kiln")
 
 TASKS: dict[str, type[Task]] = {"multiclass": MulticlassTask, "multilabel": MultilabelTask,
-                                "regression": RegressionTask, "multihead": MultiheadTask}
+                                "regression": RegressionTask, "multihead": MultiheadTask,
+                                "segmentation": SegmentationTask}
 
 
 def task_class(name: str) -> type[Task]:
@@ -59,6 +62,8 @@ def build_task(cfg: TaskConfig, num_classes: int | None, weights: torch.Tensor |
         return MultilabelTask(cfg, num_classes, weights)
     if isinstance(cfg, MultiheadTaskConfig):
         return MultiheadTask(cfg, num_classes)
+    if isinstance(cfg, SegmentationTaskConfig):
+        return SegmentationTask(cfg, num_classes)
     return RegressionTask(cfg, num_classes)
 
 

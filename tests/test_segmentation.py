@@ -1,0 +1,111 @@
+"""task.name: segmentation on data.name: segmentation_folder — generated scenes with known masks: a U-Net learns
+them well above a trivial predictor, per-class IoU is tested, a resumed run ends bit-exact, two processes score as
+one; each bad input is exit 2 naming the file."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT, run_cli
+from fakedata import SEGMENT_CLASSES, write_segmentation_folder
+from kiln.cli import main
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_segmentation_folder(tmp_path_factory.mktemp("scenes"), n=160)
+
+
+def _args(tmp_path, root, *overrides):
+    return ["train", str(ROOT / "configs" / "segmentation_folder.yaml"), f"data.root={root}", "data.image_size=48",
+            "model.args.channels=[8,16]", "data.batch_size=16", f"log.dir={tmp_path / 'runs'}", "log.progress=none",
+            "log.tensorboard=false", *overrides]
+
+
+def test_a_unet_learns_the_masks_and_tests_per_class_iou(tmp_path, scenes, capsys):
+    assert main([*_args(tmp_path, scenes, "trainer.epochs=12"), "--run-dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert results["task"] == "segmentation" and list(results["iou"]) == SEGMENT_CLASSES
+    # predicting background everywhere: pixel accuracy ~0.85 but mIoU ~0.28 (background's IoU / 3)
+    assert results["miou"] > 0.75 and min(results["iou"].values()) > 0.6, results
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0]
+    assert "val/miou" in header and "train/pixel_acc" in header
+    capsys.readouterr()
+    assert main(["test", str(tmp_path / "run")]) == 0
+    assert "miou" in capsys.readouterr().out
+
+
+def test_a_resumed_segmentation_run_ends_bit_exact(tmp_path, scenes):
+    from kiln.config import load_config
+    from kiln.core.errors import TrainingInterrupted
+    from kiln.core.state import load_checkpoint
+    from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
+
+    def cfg(folder):
+        args = _args(tmp_path, scenes, "trainer.epochs=2", f"log.dir={tmp_path / folder}")
+        return load_config(args[1], args[2:])
+
+    full = session.train(cfg("full"), quiet=True)
+
+    def stop(t):
+        if t.state.step == 5:  # mid epoch 1: the augmentation of the batches after it must replay
+            t.stop_requested = True
+
+    with pytest.raises(TrainingInterrupted):
+        session.train(cfg("cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    resumed = session.train(cfg("cut"), resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_score_the_test_split_as_one(tmp_path, scenes):
+    out = run_cli(*_args(tmp_path, scenes, "trainer.epochs=1"), "--run-dir", tmp_path / "ddp", "--nproc", "2",
+                  timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    assert main(["test", str(tmp_path / "ddp")]) == 0
+    one = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    assert two["num_samples"] == one["num_samples"] == 40
+    assert two["miou"] == pytest.approx(one["miou"], abs=1e-6) and two["iou"] == pytest.approx(one["iou"], abs=1e-6)
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-5)
+
+
+def _break(root, how):
+    from PIL import Image
+
+    masks = root / "train" / "masks"
+    if how == "size":
+        Image.new("L", (20, 20), 0).save(masks / "scene0004.png")
+    elif how == "value":
+        mask = Image.open(masks / "scene0004.png").copy()
+        mask.putpixel((0, 0), 7)
+        mask.save(masks / "scene0004.png")
+    else:
+        (masks / "scene0004.png").unlink()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("size", "mask {masks}/scene0004.png is 20x20 but its image scene0004.png is 48x48"),
+    ("value", "mask {masks}/scene0004.png holds value(s) 7, outside the 3 classes 0..2 (255: ignore)"),
+    ("missing", "scene0004.png has no mask"),
+])
+def test_a_bad_mask_is_exit_2_naming_the_file_or_skipped_on_request(tmp_path, scenes, capsys, how, message):
+    import shutil
+
+    root = tmp_path / "scenes"
+    shutil.copytree(scenes, root)
+    _break(root, how)
+    assert main(_args(tmp_path, root, "trainer.epochs=1")) == 2
+    assert message.format(masks=root / "train" / "masks") in capsys.readouterr().err
+    assert main(_args(tmp_path, root, "trainer.epochs=1", "data.on_bad_row=skip")) == 0
+
+
+def test_a_torchvision_segmentation_model_trains_on_the_folder(tmp_path, scenes):
+    """torchvision's builders by name (no backbone weights are downloaded): their dict output's `out` is scored."""
+    assert main([*_args(tmp_path, scenes, "trainer.epochs=1", "model.name=torchvision:lraspp_mobilenet_v3_large",
+                        "model.args={}", "data.image_size=64"), "--run-dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert 0 <= results["miou"] <= 1 and results["num_samples"] == 40
