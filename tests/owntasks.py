@@ -2,6 +2,7 @@
 
 from typing import ClassVar
 
+import torch
 import torch.nn.functional as F
 
 from kiln.tasks import Metrics, Task
@@ -110,3 +111,24 @@ class Votes(Task):
 
     def val_metrics(self):
         return ["acc"]
+
+
+class TargetsInTraining(Hinge):
+    """Calls its model as torchvision's detectors are called: with the targets while training, without otherwise."""
+
+    def outputs(self, model, inputs, targets=None):
+        return self.logits(model(inputs, targets) if model.training else model(inputs))
+
+
+class SeesTargets(torch.nn.Module):
+    """A model that counts the batches it was given targets with (in training) and without (evaluation)."""
+
+    calls: ClassVar[dict[str, int]] = {"with": 0, "without": 0}
+
+    def __init__(self, num_classes: int, in_channels: int = 1, image_size=(28, 28)):
+        super().__init__()
+        self.fc = torch.nn.Linear(in_channels * image_size[0] * image_size[1], num_classes)
+
+    def forward(self, x, targets=None):
+        SeesTargets.calls["with" if targets is not None else "without"] += 1
+        return self.fc(x.flatten(1))

@@ -137,3 +137,18 @@ def test_targets_the_default_collate_cannot_batch_are_a_clear_error(tmp_path):
     with pytest.raises(KilnError, match=r"the train targets cannot be batched .*sample \d+: \(\{label: int, "
                                         r"weight: float\}.*need the task's collate_targets \(task owntasks:Hinge\)"):
         session.train(cfg, quiet=True)
+
+
+def test_a_task_says_how_its_model_is_called_targets_in_training_only(tmp_path, idx_root):
+    import owntasks
+
+    from kiln.config import build_config
+    from kiln.train import session
+
+    owntasks.SeesTargets.calls.update({"with": 0, "without": 0})
+    cfg = tiny_config(tmp_path, idx_root, task={"name": "owntasks:TargetsInTraining"},
+                      model={"name": "owntasks:SeesTargets", "args": {}}, trainer={"epochs": 1})
+    session.train(build_config(cfg), quiet=True)
+    train_batches = 384 // 32  # the training split of the generated data, in batches of 32
+    assert owntasks.SeesTargets.calls["with"] == train_batches
+    assert owntasks.SeesTargets.calls["without"] > 0  # validation, the first-batch check and the test: no targets

@@ -54,7 +54,6 @@ def warn_if_constant(results: list[Prediction]) -> list[Prediction]:
 def _predict(run: Trained, inputs: list[str], file: Path | None, top_k: int,
              path_column: str | None) -> list[Prediction]:
     """Every input through the model, batched as the run's data source batches them for inference."""
-    from kiln.train.step import forward
 
     query = PredictQuery(run.cfg, run.info, run.vocab if inputs_of(run.info).reads_text else None, run.device,
                          tuple(inputs), file, path_column)
@@ -62,7 +61,7 @@ def _predict(run: Trained, inputs: list[str], file: Path | None, top_k: int,
     task = run.task
     for labels, batch in inputs_of(run.info).predict_batches(query):
         with torch.no_grad(), autocast(run.device, run.precision):
-            predicted = task.predictions(task.logits(forward(run.model, batch))).float().cpu()
+            predicted = task.predictions(task.outputs(run.model, batch)).float().cpu()
         out += answers(task, labels, predicted, run.info.class_names, top_k)
     return out
 

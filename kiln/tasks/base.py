@@ -74,6 +74,13 @@ class Task:
         """Whether the objective differs from the reported loss (and is logged as train/objective)."""
         return self.own_loss is not None
 
+    def outputs(self, model: Any, inputs: Any, targets: Any = None) -> Any:
+        """How the model is called on a batch — training passes the batch's `targets` (for a model that needs them
+        in training, as torchvision's detectors do), evaluation and prediction do not — and what of its return
+        the loss and metrics take (`logits`). Default: `model(inputs)` (a tuple as positional arguments, a dict as
+        keywords), through `logits`."""
+        return self.logits(call_model(model, inputs))
+
     def logits(self, outputs: Any) -> torch.Tensor:
         """The model's scores (B, C) from what its forward returned: a tensor (logits, or log-probabilities, which
         cross-entropy treats the same), a tuple whose first element they are, or a dict with a `logits` entry
@@ -343,6 +350,16 @@ def known_direction(name: str) -> str | None:
         if word in HIGHER_IS_BETTER:
             return "max"
     return None
+
+
+def call_model(model: Any, inputs: Any) -> Any:
+    """The model on a batch's inputs: a tensor (or TextBatch), a tuple (positional arguments) or a dict (keyword
+    arguments), as a user's Dataset may return them."""
+    if isinstance(inputs, dict):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
 
 
 def _scalar(loss: Any, what: str) -> torch.Tensor:

@@ -59,14 +59,13 @@ def collect_predictions(model: torch.nn.Module, batches: Batches, task: Task, de
     """The task's predictions (class or label probabilities, values in original units) and the targets of every
     sample of `batches`, in order, on the CPU."""
     from kiln.train.device import autocast
-    from kiln.train.step import forward
     from kiln.train.strategy import whole
 
     predictions, targets = [], []
     with whole(model):
         for inputs, y in batches.epoch(0):
             with autocast(device, precision):
-                predictions.append(task.predictions(task.logits(forward(model, inputs))).float().cpu())
+                predictions.append(task.predictions(task.outputs(model, inputs)).float().cpu())
             targets.append(y.cpu())
     return torch.cat(predictions), torch.cat(targets)
 

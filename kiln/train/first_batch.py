@@ -15,7 +15,6 @@ def check_first_batch(t: Trainer) -> None:
     from kiln.core.errors import first_line
     from kiln.data.user import describe as shapes
     from kiln.data.user import first_batch_samples
-    from kiln.train.step import forward
 
     batches = t.train_batches
     indices = first_batch_samples(batches)
@@ -27,7 +26,7 @@ def check_first_batch(t: Trainer) -> None:
     try:
         with torch.no_grad():
             try:
-                outputs = t.task.logits(forward(t.model, inputs))
+                outputs = t.task.outputs(t.model, inputs)
             except KilnError:
                 raise
             except Exception as e:  # noqa: BLE001 — whatever the model raises on these shapes

@@ -32,7 +32,7 @@ from kiln.train.device import autocast
 from kiln.train.ema import WeightAverage
 from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
-from kiln.train.step import TrainStep, forward
+from kiln.train.step import TrainStep
 from kiln.train.strategy import Strategy, averaged, whole
 
 log = logging.getLogger("kiln")
@@ -261,7 +261,7 @@ def evaluate(model: nn.Module, batches: Batches, task: Task, *, device: torch.de
     with whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
         for inputs, targets in islice(batches.epoch(0), limit):
             with autocast(device, precision):
-                outputs = task.logits(forward(model, inputs)).float()
+                outputs = task.outputs(model, inputs).float()
             loss_sum += task.loss_sum(outputs, targets)
             metrics.update(outputs, targets)
             if keep is not None:

@@ -14,6 +14,7 @@ from torch import nn
 
 from kiln.config import TrainerConfig
 from kiln.core import dist
+from kiln.tasks.base import call_model
 from kiln.train.device import autocast
 from kiln.train.ema import WeightAverage
 from kiln.train.metrics import RunningMean
@@ -21,13 +22,9 @@ from kiln.train.strategy import Strategy
 
 
 def forward(model: nn.Module, inputs: Any) -> Any:
-    """The model on a batch's inputs: a tensor (or TextBatch), a tuple (positional arguments) or a dict (keyword
-    arguments), as a user's Dataset may return them."""
-    if isinstance(inputs, dict):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+    """The model on a batch's inputs (kiln.tasks.base.call_model: a tuple as positional arguments, a dict as
+    keywords); what the loss takes of it is the task's (Task.outputs)."""
+    return call_model(model, inputs)
 
 
 class TrainStep:
@@ -48,7 +45,7 @@ class TrainStep:
         Under DDP and FSDP the gradients are synchronised only on the micro-step that steps the optimizer."""
         with self.strategy.gradient_sync(model, optimizer_step):
             with autocast(self.device, self.precision):
-                outputs = self.task.logits(forward(model, inputs))
+                outputs = self.task.outputs(model, inputs, targets)
                 loss = self.task.objective(outputs, targets)
             if self.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), self.device):
                 self.optimizer.zero_grad(set_to_none=True)
