@@ -62,6 +62,7 @@ from kiln.config.sections import (
 from kiln.config.task_sections import (
     TASK_CONFIGS,
     TASK_LOSSES,
+    DetectionTaskConfig,
     MulticlassTaskConfig,
     MultiheadTaskConfig,
     MultilabelTaskConfig,
@@ -85,6 +86,7 @@ __all__ = [
     "Config",
     "CvConfig",
     "DataConfig",
+    "DetectionTaskConfig",
     "DeviceProfile",
     "EarlyStoppingConfig",
     "EmaConfig",

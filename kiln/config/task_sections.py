@@ -13,7 +13,7 @@ from typing_extensions import Self
 from kiln.config.sections import Section
 
 TASK_LOSSES = {"multiclass": ("cross_entropy",), "multilabel": ("bce",), "regression": ("mse", "l1", "huber"),
-               "multihead": ("cross_entropy",), "segmentation": ("cross_entropy",)}
+               "multihead": ("cross_entropy",), "segmentation": ("cross_entropy",), "detection": ("model",)}
 
 
 class _TaskSettings(Section):
@@ -154,6 +154,23 @@ class SegmentationTaskConfig(_TaskSettings):
     output (batch, classes, H, W), masks (batch, H, W)) and returning a scalar."""
 
 
+class DetectionTaskConfig(_TaskSettings):
+    """Boxes per image."""
+
+    no_weighted_sampler = "detection has boxes of several classes per image, not one class to balance"
+    default_monitor = "val/map"
+    name: Literal["detection"] = "detection"
+    """detection: boxes and their classes per image (data.name: coco_detection or yolo_detection); the model's own
+    losses (torchvision's detectors return them in training); mAP@[.5:.95] and mAP@.5 (torchmetrics, pycocotools);
+    monitors val/map."""
+    score_threshold: float = Field(0.05, ge=0, lt=1)
+    """Detections below this score are dropped (evaluation and predictions)."""
+    max_detections: int = Field(100, gt=0)
+    """At most this many detections per image, the highest scores first."""
+    loss: str | None = None
+    """model (unset: the same): the sum of the losses the detector returns in training."""
+
+
 class OwnTaskConfig(Section):
     """A task of your own: a subclass of kiln.tasks.Task (kiln's own tasks implement the same interface)."""
 
@@ -178,7 +195,7 @@ class OwnTaskConfig(Section):
 
 TASK_CONFIGS: dict[str, type[_TaskSettings]] = {
     "multiclass": MulticlassTaskConfig, "multilabel": MultilabelTaskConfig, "regression": RegressionTaskConfig,
-    "multihead": MultiheadTaskConfig, "segmentation": SegmentationTaskConfig}
+    "multihead": MultiheadTaskConfig, "segmentation": SegmentationTaskConfig, "detection": DetectionTaskConfig}
 OWN = "own"  # the schema of every `package.module:Class` task
 
 
@@ -197,15 +214,17 @@ TaskConfig = Annotated[
     | Annotated[RegressionTaskConfig, Tag("regression")]
     | Annotated[MultiheadTaskConfig, Tag("multihead")]
     | Annotated[SegmentationTaskConfig, Tag("segmentation")]
+    | Annotated[DetectionTaskConfig, Tag("detection")]
     | Annotated[OwnTaskConfig, Tag(OWN)],
     Discriminator(_task_name, custom_error_type="task_name",
                   custom_error_message="the task section names its task: task.name is multiclass, multilabel or "
-                                       "regression (or multihead, segmentation), or a task of your own as "
+                                       "regression (or multihead, segmentation, detection), or a task of your own as "
                                        "package.module:Class")]
 
 
 def task_config(**values: Any) -> (MulticlassTaskConfig | MultilabelTaskConfig | RegressionTaskConfig
-                                  | MultiheadTaskConfig | SegmentationTaskConfig | OwnTaskConfig):
+                                  | MultiheadTaskConfig | SegmentationTaskConfig | DetectionTaskConfig
+                                  | OwnTaskConfig):
     """The task section of `values` (`name` picks the task; multiclass when it is left out)."""
     name = values.get("name", "multiclass")
     if ":" in name:

@@ -58,8 +58,8 @@ def unknown_model(name: str) -> str:
 
 @cache
 def torchvision_names() -> tuple[str, ...]:
-    """torchvision's classification and semantic segmentation builders, read from its source like kiln's own (no
-    torch import); () when torchvision is not installed."""
+    """torchvision's classification, semantic segmentation and detection builders, read from its source like
+    kiln's own (no torch import); () when torchvision is not installed."""
     import importlib.util
     import re
 
@@ -68,7 +68,7 @@ def torchvision_names() -> tuple[str, ...]:
         return ()
     folder = Path(next(iter(spec.submodule_search_locations))) / "models"
     names: list[str] = []
-    for path in sorted([*folder.glob("*.py"), *(folder / "segmentation").glob("*.py")]):  # detection: not yet
+    for path in sorted([*folder.glob("*.py"), *(folder / "segmentation").glob("*.py"), *(folder / "detection").glob("*.py")]):
         # a registered builder's def, after any further decorators (which may span lines)
         names += re.findall(r"@register_model\(\)\s*\n(?:@[^\n]*(?:\n[ )][^\n]*)*\n)*def (\w+)\(", path.read_text())
     return tuple(sorted(names))

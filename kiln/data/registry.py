@@ -17,7 +17,7 @@ from kiln.data.cifar import CIFAR10, CIFAR100
 from kiln.data.idx import find_file
 from kiln.data.locate import candidate_dirs as candidate_dirs  # where a dataset's files are looked for
 from kiln.data.locate import locate as locate
-from kiln.data.spec import DatasetSpec, ImageFiles, ImageTensors, SegmentationFolder
+from kiln.data.spec import DatasetSpec, DetectionFolder, ImageFiles, ImageTensors, SegmentationFolder
 
 if TYPE_CHECKING:
     import torch
@@ -162,6 +162,8 @@ register(CIFAR10)
 register(CIFAR100)
 register(ImageFilesDataset("image_folder", "folder", "a folder of class folders (or train/, val/, test/ folders)"))
 register(SegmentationFolder())
+register(DetectionFolder("coco_detection", "coco"))
+register(DetectionFolder("yolo_detection", "yolo"))
 register(ImageFilesDataset("image_csv", "csv", "train.csv and test.csv (optional val.csv) with image paths and labels"))
 
 

@@ -87,3 +87,30 @@ class SegmentationFolder:
         from kiln.data.segmentation import build_segmentation_data
 
         return build_segmentation_data(cfg, request, self.root_holds)
+
+
+class DetectionFolder:
+    """Images with boxes: COCO annotation files or YOLO label files (kiln.data.detection reads them)."""
+
+    kind: ClassVar[str] = "image"
+    own_files: ClassVar[bool] = True
+    num_classes = None  # from the categories or classes.txt
+    HOLDS: ClassVar[dict[str, str]] = {
+        "coco": "annotations/train.json (COCO; val.json and test.json optional) with file_name relative to images/",
+        "yolo": "train/images/ with train/labels/<stem>.txt (`class cx cy w h`, normalised; val/ and test/ alike, "
+                "optional) and classes.txt"}
+
+    def __init__(self, name: str, layout: str):
+        self.name, self.layout = name, layout
+
+    @property
+    def root_holds(self) -> str:
+        return self.HOLDS[self.layout]
+
+    def describe_files(self) -> str:
+        return self.root_holds
+
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data:
+        from kiln.data.detection import build_detection_data
+
+        return build_detection_data(cfg, request, self.layout, self.root_holds)

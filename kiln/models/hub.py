@@ -11,6 +11,7 @@ that produces the `num_classes` outputs, so `model.freeze: backbone`, `unfreeze_
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
 import inspect
@@ -72,8 +73,11 @@ def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
             kwargs.setdefault("aux_logits", False)
         if "init_weights" in own:
             kwargs.setdefault("init_weights", True)
-        if "weights_backbone" in inspect.signature(builder).parameters:  # segmentation: no ImageNet download; the
-            kwargs.setdefault("weights_backbone", None)  # weights come from model.pretrained, as for classifiers
+        if "weights_backbone" in inspect.signature(builder).parameters:  # segmentation, detection: no ImageNet
+            kwargs.setdefault("weights_backbone", None)  # download; weights come from model.pretrained
+        if "min_size" in own and image_size is not None:  # detectors: work at the data's size, not upscaled to 800
+            kwargs.setdefault("min_size", min(_pair(image_size)))
+            kwargs.setdefault("max_size", max(_pair(image_size)))
         if "image_size" in own and image_size is not None:  # ViT: the position embeddings follow the data
             kwargs.setdefault("image_size", _square(arch, image_size))
         try:
@@ -84,7 +88,8 @@ def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
                             "(a ViT: a multiple of its patch size, e.g. 224)") from None
         if in_channels != 3:
             _rebuild_stem(model, in_channels, arch)
-        setattr(model, HEAD_ATTR, built_head(model, num_classes, arch))
+        with contextlib.suppress(KilnError):  # a detector's heads are convolutions over anchors: no one layer
+            setattr(model, HEAD_ATTR, built_head(model, num_classes, arch))  # (model.head names it for freezing)
         return model
 
     build.__signature__ = _signature(own)  # type: ignore[attr-defined]  # model.args are checked against it
@@ -185,3 +190,7 @@ def _rebuild_stem(model: nn.Module, in_channels: int, arch: str) -> None:
 
 def _has_params(model: nn.Module, prefix: str) -> bool:
     return any(n.startswith(prefix + ".") for n, _ in model.named_parameters())
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))

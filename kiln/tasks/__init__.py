@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from kiln.config import (
+    DetectionTaskConfig,
     MulticlassTaskConfig,
     MultiheadTaskConfig,
     MultilabelTaskConfig,
@@ -24,6 +25,7 @@ from kiln.config import (
 from kiln.core.errors import KilnError
 from kiln.core.user_code import names_code
 from kiln.tasks.base import Metrics, Prediction, Task, known_direction, to_columns
+from kiln.tasks.detection import DetectionTask
 from kiln.tasks.multiclass import MulticlassTask
 from kiln.tasks.multihead import MultiheadTask, heads_of
 from kiln.tasks.multilabel import MultilabelTask, tuned_thresholds
@@ -37,7 +39,7 @@ log = logging.getLogger("kiln")
 
 TASKS: dict[str, type[Task]] = {"multiclass": MulticlassTask, "multilabel": MultilabelTask,
                                 "regression": RegressionTask, "multihead": MultiheadTask,
-                                "segmentation": SegmentationTask}
+                                "segmentation": SegmentationTask, "detection": DetectionTask}
 
 
 def task_class(name: str) -> type[Task]:
@@ -64,6 +66,8 @@ def build_task(cfg: TaskConfig, num_classes: int | None, weights: torch.Tensor |
         return MultiheadTask(cfg, num_classes)
     if isinstance(cfg, SegmentationTaskConfig):
         return SegmentationTask(cfg, num_classes)
+    if isinstance(cfg, DetectionTaskConfig):
+        return DetectionTask(cfg, num_classes)
     return RegressionTask(cfg, num_classes)
 
 

@@ -49,6 +49,7 @@ class Task:
     headline: str | None = "acc"  # the validation metric the epoch line shows (None: the loss alone)
     summary_metrics: tuple[str, ...] = ()  # the scalar test results, in the order tables show them
     directions: ClassVar[dict[str, str]] = {}  # metric -> "min" | "max", where the name does not tell
+    eval_loss = True  # evaluation measures the loss (a detector returns detections there, not losses)
 
     # What the data side asks of a task (known from task.name alone, before any model exists: class attributes and
     # class methods). The data code never names a task.

@@ -261,7 +261,8 @@ def evaluate(model: nn.Module, batches: Batches, task: Task, *, device: torch.de
     with whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
         for inputs, targets in islice(batches.epoch(0), limit):
             with autocast(device, precision):
-                outputs = task.outputs(model, inputs).float()
+                outputs = task.outputs(model, inputs)
+                outputs = outputs.float() if isinstance(outputs, torch.Tensor) else outputs  # detections: as given
             loss_sum += task.loss_sum(outputs, targets)
             metrics.update(outputs, targets)
             if keep is not None:

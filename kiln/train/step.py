@@ -52,7 +52,8 @@ class TrainStep:
                 return None
             self.nonfinite.add(loss)
             self.scaler.scale(loss / self.cfg.accumulate).backward()
-        self.running.update(loss.detach().float(), outputs.detach(), targets)
+        self.running.update(loss.detach().float(), outputs.detach() if isinstance(outputs, torch.Tensor) else outputs,
+                            targets)  # a detector's outputs in training: its losses
         if optimizer_step:
             if self.cfg.grad_clip:
                 self.scaler.unscale_(self.optimizer)

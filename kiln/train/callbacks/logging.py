@@ -34,7 +34,8 @@ class EpochSummary(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         improved = self.checkpoint is not None and self.checkpoint.improved
-        line = summary(epoch, trainer.epochs, metrics, improved, trainer.task.train_metric, trainer.task.headline)
+        task = trainer.task
+        line = summary(epoch, trainer.epochs, metrics, improved, task.train_metric, task.headline, task.eval_loss)
         self.epoch_times.append(metrics["time/epoch_s"])
         if epoch < trainer.epochs:  # the median epoch so far: the first one's warm-up does not skew it for long
             line += f"  ~{duration(statistics.median(self.epoch_times) * (trainer.epochs - epoch))} left"
@@ -52,14 +53,15 @@ def duration(seconds: float) -> str:
 
 
 def summary(epoch: int, epochs: int, m: dict[str, float], improved: bool, train_metric: str | None = "acc",
-            headline: str | None = "acc") -> str:
+            headline: str | None = "acc", eval_loss: bool = True) -> str:
     """The epoch's line: the losses, the task's training metric and its headline validation metric (a task may
     have neither)."""
     trained = f" {train_metric} {m[f'train/{train_metric}']:.4f}" if train_metric else ""
     parts = [f"epoch {epoch}/{epochs}", f"train loss {m['train/loss']:.4f}{trained}"]
     if "val/loss" in m:
         shown = f" {headline} {m[f'val/{headline}']:.4f}" if headline else ""
-        parts.append(f"val loss {m['val/loss']:.4f}{shown}" + (" *" if improved else ""))
+        loss = f"val loss {m['val/loss']:.4f}" if eval_loss else "val"
+        parts.append(f"{loss}{shown}" + (" *" if improved else ""))
     parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/samples_per_s']:,.0f} samples/s"
                  + (f"  (+{m['time/first_step_s']:.1f}s first step)" if "time/first_step_s" in m else ""))
     return " | ".join(parts)

@@ -1,0 +1,141 @@
+"""Object detection: boxes and their classes per image. Targets are a list (one per image) of {"boxes": (n, 4) x1 y1
+x2 y2 in pixels, "labels": (n,) 1..K} — label 0 is the background of torchvision's detectors. The model is called as
+they are (Task.outputs): with the targets in training, when it returns its losses; without them otherwise, when it
+returns its detections ({"boxes", "scores", "labels"} per image)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from kiln.config import DetectionTaskConfig
+from kiln.core.errors import KilnError
+from kiln.tasks.base import Metrics, Prediction, Task
+
+
+class DetectionTask(Task):
+    """The detector's own training losses, summed; mAP@[.5:.95] (`map`), mAP@.5 (`map_50`) and, in tests, each
+    class's AP — torchmetrics' MeanAveragePrecision (pycocotools), its states gathered over the processes."""
+
+    name = "detection"
+    train_metric = None  # the loss is the detector's own; no running metric without detections
+    eval_loss = False  # in evaluation a detector returns detections: val/loss is logged as 0, not shown
+    headline = "map"
+    summary_metrics = ("map", "map_50", "map_75")
+    noun = "classes"
+    class_per_sample = False
+    file_hint = "boxes"
+    output_doc = "detections per image: boxes (x1, y1, x2, y2 in the input's pixels), scores, labels"
+
+    def __init__(self, cfg: DetectionTaskConfig, num_classes: int | None):
+        super().__init__(cfg, num_classes)
+        self.cfg: DetectionTaskConfig = cfg
+
+    # -- how the model is called
+    def outputs(self, model: Any, inputs: Any, targets: Any = None) -> Any:
+        images = list(inputs)
+        if model.training and targets is not None:
+            return model(images, targets)  # {loss name: scalar}
+        return [self._kept(d) for d in model(images)]
+
+    def _kept(self, detections: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        keep = (detections["scores"] >= self.cfg.score_threshold).nonzero().flatten()[:self.cfg.max_detections]
+        return {k: v[keep] for k, v in detections.items()}
+
+    def logits(self, outputs: Any) -> Any:
+        return outputs
+
+    # -- training
+    def task_objective(self, outputs: Any, targets: Any) -> torch.Tensor:
+        if not isinstance(outputs, dict):
+            raise KilnError("a detector returns its losses in training mode only (given its targets); this model "
+                            f"returned {type(outputs).__name__}")
+        return torch.stack([v.float() for v in outputs.values()]).sum()
+
+    def loss_sum(self, outputs: Any, targets: Any) -> torch.Tensor:
+        """The training loss times the batch's images; in evaluation detectors return detections, not losses: 0
+        (val/loss is not measured — best.pt follows val/map)."""
+        if isinstance(outputs, dict):
+            return self.task_objective(outputs, targets) * len(targets)
+        return torch.zeros((), device=_device(outputs))
+
+    # -- metrics
+    def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
+        from torchmetrics import MetricCollection
+        from torchmetrics.detection import MeanAveragePrecision
+
+        average_precision = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=detailed,
+                                                 backend="pycocotools")
+        return Metrics((MetricCollection({"map": average_precision}).to(device), lambda o, t: (o, t)))
+
+    def val_metrics(self) -> list[str]:
+        return ["map", "map_50"]
+
+    def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
+        per_class = raw.get("map_per_class")
+        classes = raw.get("classes")
+        if per_class is not None and not isinstance(per_class, list):
+            per_class, classes = [per_class], [classes]
+        ap = {names[int(c)]: v for c, v in zip(classes or [], per_class or []) if 0 <= int(c) < len(names)}
+        return {"map": raw["map"], "map_50": raw["map_50"], "map_75": raw["map_75"], "ap": ap,
+                "num_samples": raw["num_samples"], "class_names": names}
+
+    def check_targets(self, class_names: list[str], train_targets: Any, where: str) -> None:
+        if len(class_names) < 2:
+            raise KilnError(f"{where} has no category; detection needs at least one besides the background")
+
+    def check_message(self) -> str:
+        return ("The detection task needs a list of {'boxes': (n, 4) x1 y1 x2 y2, 'labels': (n,) 1..K} per batch and "
+                "a detector called as torchvision's are")
+
+    # -- targets: kept as a list of dicts (torch's default collate would try to stack boxes of different counts)
+    @classmethod
+    def collate_targets(cls, targets: list[Any]) -> Any:
+        return list(targets)
+
+    @classmethod
+    def checked_batch(cls, targets: Any, num_classes: int, shape: str, sample: Callable[[int], int],
+                      split: str) -> Any:
+        if not isinstance(targets, list) or not all(isinstance(t, dict) and {"boxes", "labels"} <= set(t)
+                                                    for t in targets):
+            raise KilnError(f"{shape}; the detection task needs a {{'boxes', 'labels'}} dict per image")
+        return targets
+
+    @classmethod
+    def split_keys(cls, targets: Any) -> torch.Tensor:
+        raise KilnError("detection targets are not stratified")
+
+    @classmethod
+    def target_text(cls, y: Any, names: list[str]) -> str:
+        labels = y["labels"].tolist() if isinstance(y, dict) else []
+        return ", ".join(names[c] for c in labels if 0 <= c < len(names)) or "no boxes"
+
+    @classmethod
+    def split_summary(cls, targets: Any, names: list[str]) -> str:
+        return f"{sum(len(t['labels']) for t in targets)} boxes"
+
+    # -- predictions
+    def predictions(self, outputs: Any) -> Any:
+        return outputs
+
+    def answers(self, inputs: list[str], predicted: Any, names: list[str], top_k: int) -> list[Prediction]:
+        """Each input's detections: the classes found, best score first (the boxes are in `top`'s order)."""
+        out = []
+        for text, d in zip(inputs, predicted):
+            found = [(names[int(c)], float(s)) for c, s in zip(d["labels"].tolist(), d["scores"].tolist())]
+            label = ", ".join(dict.fromkeys(n for n, _ in found)) or "nothing"
+            out.append(Prediction(text, label, found[0][1] if found else None, found, self.name))
+        return out
+
+    @classmethod
+    def prediction_text(cls, r: Prediction) -> str:
+        return "  ".join(f"{name} {score:.3f}" for name, score in r.top) or "nothing"
+
+
+def _device(outputs: Any) -> torch.device:
+    for d in outputs:
+        for v in d.values():
+            return v.device
+    return torch.device("cpu")

@@ -1,0 +1,107 @@
+"""task.name: detection on COCO files and YOLO folders of generated scenes (known boxes): a torchvision detector
+trains through kiln's loop (targets passed to the model in training), is scored by mAP with each class's AP under
+the dataset's names, resumes bit-exact mid-epoch; each bad annotation is exit 2 naming the file."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import ROOT
+from fakedata import write_detection_scenes
+from kiln.cli import main
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    return write_detection_scenes(tmp_path_factory.mktemp("boxes"), n=48, size=64)
+
+
+def _args(tmp_path, root, *overrides):
+    return ["train", str(ROOT / "configs" / "detection_coco.yaml"), f"data.root={root}", "data.image_size=64",
+            "data.batch_size=8", f"log.dir={tmp_path / 'runs'}", "log.progress=none", "log.tensorboard=false",
+            *overrides]
+
+
+def _losses(run):
+    import csv
+
+    return [float(r["train/loss"]) for r in csv.DictReader((run / "metrics.csv").open())]
+
+
+@pytest.mark.parametrize("layout", ["coco_detection", "yolo_detection"])
+def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, scenes, capsys, layout):
+    run = tmp_path / "run"
+    assert main([*_args(tmp_path, scenes, f"data.name={layout}", "trainer.epochs=3"), "--run-dir", str(run)]) == 0
+    results = json.loads((run / "test_metrics.json").read_text())
+    assert results["task"] == "detection" and results["num_samples"] == 12
+    assert results["class_names"] == ["background", "disc", "square"]  # COCO ids 3 and 7, numbered 1..K
+    assert set(results["ap"]) <= {"disc", "square"} and 0 <= results["map"] <= results["map_50"] <= 1
+    losses = _losses(run)
+    assert losses[-1] < losses[0]  # the detector's own losses, summed, fall
+    assert "val/map" in (run / "metrics.csv").read_text().splitlines()[0]
+    err = capsys.readouterr().err
+    assert "val loss" not in err and " map " in err  # detectors measure no validation loss: the line omits it
+
+
+def test_a_resumed_detection_run_ends_bit_exact(tmp_path, scenes):
+    from kiln.config import load_config
+    from kiln.core.errors import TrainingInterrupted
+    from kiln.core.state import load_checkpoint
+    from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
+
+    def cfg(folder):
+        args = _args(tmp_path, scenes, "trainer.epochs=2", "trainer.test_after_fit=false", f"log.dir={tmp_path / folder}")
+        return load_config(args[1], args[2:])
+
+    full = session.train(cfg("full"), quiet=True)
+
+    def stop(t):
+        if t.state.step == 3:  # mid epoch 1: the flips and the detector's own sampling must replay
+            t.stop_requested = True
+
+    with pytest.raises(TrainingInterrupted):
+        session.train(cfg("cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    resumed = session.train(cfg("cut"), resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _edit_coco(root, change):
+    path = root / "annotations" / "train.json"
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _first_box(data, **values):
+    data["annotations"][0].update(values)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: _first_box(d, image_id=999), "annotation 1: names image 999, which the file does not list"),
+    (lambda d: _first_box(d, category_id=5), "annotation 1: names category 5, which the categories do not list"),
+    (lambda d: _first_box(d, bbox=[10, 10, 0, 5]), "annotation 1: has a box of zero size"),
+    (lambda d: _first_box(d, bbox=[50, 50, 40, 40]), "annotation 1: has a box [50, 50, 40, 40] outside its 64x64 image"),
+])
+def test_a_bad_coco_annotation_is_exit_2_naming_the_file(tmp_path, scenes, capsys, change, message):
+    import shutil
+
+    root = tmp_path / "boxes"
+    shutil.copytree(scenes, root)
+    _edit_coco(root, change)
+    assert main(_args(tmp_path, root, "trainer.epochs=1")) == 2
+    err = capsys.readouterr().err
+    assert message in err and "annotations/train.json" in err and "data.on_bad_row=skip" in err
+
+
+def test_a_yolo_line_with_the_wrong_field_count_is_exit_2_naming_the_line(tmp_path, scenes, capsys):
+    import shutil
+
+    root = tmp_path / "boxes"
+    shutil.copytree(scenes, root)
+    (root / "train" / "labels" / "train0000.txt").write_text("0 0.5 0.5 0.2\n")
+    assert main(_args(tmp_path, root, "data.name=yolo_detection", "trainer.epochs=1")) == 2
+    assert "train0000.txt, line 1: 4 fields; a YOLO line is `class cx cy w h` (5 fields)" in capsys.readouterr().err
