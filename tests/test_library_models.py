@@ -186,9 +186,10 @@ def test_the_torch_free_name_reader_agrees_with_torchvision():
 
     from kiln.core.model_names import torchvision_names
 
-    models = torchvision.models  # its classifiers and its semantic segmentation models
+    models = torchvision.models  # its classifiers, its semantic segmentation models and its detectors
     assert list(torchvision_names()) == sorted(models.list_models(module=models) +
-                                               models.list_models(module=models.segmentation))
+                                               models.list_models(module=models.segmentation) +
+                                               models.list_models(module=models.detection))
 
 
 def test_the_weights_bring_their_preprocessing_and_a_misfit_is_refused(tmp_path, photos):
