@@ -35,6 +35,20 @@ def test_a_unet_learns_the_masks_and_tests_per_class_iou(tmp_path, scenes, capsy
     assert main(["test", str(tmp_path / "run")]) == 0
     assert "miou" in capsys.readouterr().out
 
+    # kiln predict writes one mask per input at its size; re-read, they score what the test reported
+    masks = tmp_path / "masks"
+    assert main(["predict", str(tmp_path / "run"), str(scenes / "test" / "images"), "--out", str(masks)]) == 0
+    import numpy as np
+    from PIL import Image
+    from torchmetrics.classification import MulticlassJaccardIndex
+
+    iou = MulticlassJaccardIndex(3, average="macro")
+    for truth in sorted((scenes / "test" / "masks").glob("*.png")):
+        predicted = np.array(Image.open(masks / truth.name))
+        assert predicted.shape == np.array(Image.open(truth)).shape
+        iou.update(torch.from_numpy(predicted).long()[None], torch.from_numpy(np.array(Image.open(truth))).long()[None])
+    assert float(iou.compute()) == pytest.approx(results["miou"], abs=1e-4)
+
 
 def test_a_resumed_segmentation_run_ends_bit_exact(tmp_path, scenes):
     from kiln.config import load_config

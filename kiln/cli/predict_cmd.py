@@ -33,9 +33,11 @@ def add_parser(sub) -> None:
                         "else the one column whose values are image files)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
-    p.add_argument("--out", metavar="CSV", help="write the predictions to this CSV file instead of printing them "
-                                               "(columns file, label, probability, top_k; multilabel: file, labels "
-                                               "and each label's probability; regression: file and each target)")
+    p.add_argument("--out", metavar="CSV|DIR", help="write the predictions to this CSV file instead of printing "
+                                                   "them (columns file, label, probability, top_k; multilabel: file, "
+                                                   "labels and each label's probability; regression: file and each "
+                                                   "target); segmentation: a folder (no suffix) gets one mask PNG "
+                                                   "per input, at the input's size")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -52,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     results = predict(Path(args.run_dir), args.inputs, file=Path(args.file) if args.file else None,
                       checkpoint=args.checkpoint, top_k=args.top_k, path_column=args.path_column)
     if args.out:
-        write_csv(results, Path(args.out))
-        print(f"wrote {len(results)} predictions to {args.out}")
+        from kiln.tasks import task_class
+
+        print(task_class(results[0].kind if results else "multiclass").write_predictions(results, Path(args.out)))
         return 0
     for r in results:
         if args.json:
@@ -75,20 +78,3 @@ def as_json(r) -> dict:
     from kiln.tasks import task_class
 
     return task_class(r.kind).prediction_json(r)
-
-
-def write_csv(results, path) -> None:
-    """The predictions as CSV (columns as the task writes them), written whole or not at all (a killed run leaves
-    no half file)."""
-    import csv
-    import io
-
-    from kiln.core.state import atomic_write
-    from kiln.tasks import task_class
-
-    text = io.StringIO()
-    writer = csv.writer(text)
-    task = task_class(results[0].kind if results else "multiclass")
-    writer.writerow(task.csv_header(results[0] if results else None))
-    writer.writerows(task.csv_row(r) for r in results)
-    atomic_write(path, lambda f: f.write(text.getvalue().encode("utf-8")))

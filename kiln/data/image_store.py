@@ -52,9 +52,10 @@ class BadImage(Exception):
         self.path, self.error = path, error
 
 
-def decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
+def decode(path: Path, channels: int, size: tuple[int, int], crop: bool = True) -> np.ndarray:
     """The image at `path` as uint8 (channels, H, W) of `size`: its shorter side resized to cover `size`, then the
-    centre. Raises BadImage."""
+    centre (`crop=False`: the whole image stretched to `size`, so a per-pixel output maps back by a plain resize).
+    Raises BadImage."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -68,6 +69,8 @@ def decode(path: Path, channels: int, size: tuple[int, int]) -> np.ndarray:
             # resizing the shorter side to cover it, then cutting out the centre).
             scale = max(size[1] / img.width, size[0] / img.height)
             box_w, box_h = min(img.width, size[1] / scale), min(img.height, size[0] / scale)  # float rounding
+            if not crop:
+                box_w, box_h = img.width, img.height
             left, top = (img.width - box_w) / 2, (img.height - box_h) / 2
             img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR, box=(left, top, left + box_w, top + box_h))
             array = np.array(img, dtype=np.uint8)  # a writable copy: tensors are made from it

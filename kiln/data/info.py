@@ -25,6 +25,7 @@ class DataInfo:
     mean: tuple[float, ...] = (0.0,)  # per channel, of pixels in [0, 1]
     std: tuple[float, ...] = (1.0,)
     stored_size: tuple[int, int] = (0, 0)  # image files: decoded at this size, then centre-cropped to image_size
+    crop: bool = True  # image files cut to the model's aspect ratio; False: stretched (masks and boxes map back)
     vocab_size: int = 0  # text
     pad_id: int = 0
 

@@ -55,7 +55,7 @@ def build_segmentation_data(cfg: DataConfig, request: DataRequest, holds: str) -
     pairs = {split: read_pairs(found[split], size, channels, len(names), cfg.on_bad_row) for split in needed}
     mean, std = _stats(cfg, pairs["train"].images)
     info = DataInfo(cfg.name, "image", len(names), names, in_channels=channels, image_size=size, mean=mean, std=std,
-                    stored_size=size)
+                    stored_size=size, crop=False)
     plan = plan_splits({split: Pool(len(p.masks)) for split, p in pairs.items()}, cfg, request.overfit_batches,
                        request.splits)
     derived = {k: v for k, v in {"image_size": list(size), "channels": channels, "class_names": names,
@@ -137,7 +137,7 @@ def _read_pair(image: Path, mask: Path, size: tuple[int, int], channels: int,
     try:
         with Image.open(image) as img:
             image_size = img.size
-        x = decode(image, channels, size)
+        x = decode(image, channels, size, crop=False)  # stretched: a predicted mask maps back by a resize
     except (BadImage, OSError) as e:
         raise KilnError(f"cannot read image {image}: {e}") from None
     try:
@@ -160,15 +160,10 @@ def _read_pair(image: Path, mask: Path, size: tuple[int, int], channels: int,
 
 
 def _resized_mask(mask, size: tuple[int, int]) -> np.ndarray:
-    """The mask as the image is decoded (kiln.data.image_store.decode): its centre at the target's aspect ratio,
-    resized — nearest, so every pixel keeps a class index."""
+    """The mask stretched to `size` as its image is — nearest, so every pixel keeps a class index."""
     from PIL import Image
 
-    scale = max(size[1] / mask.width, size[0] / mask.height)
-    box_w, box_h = min(mask.width, size[1] / scale), min(mask.height, size[0] / scale)
-    left, top = (mask.width - box_w) / 2, (mask.height - box_h) / 2
-    out = mask.resize((size[1], size[0]), Image.Resampling.NEAREST, box=(left, top, left + box_w, top + box_h))
-    return np.array(out, dtype=np.uint8)
+    return np.array(mask.resize((size[1], size[0]), Image.Resampling.NEAREST), dtype=np.uint8)
 
 
 def _size(cfg: DataConfig) -> tuple[int, int]:

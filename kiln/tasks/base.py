@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -25,6 +26,7 @@ class Prediction:
     top: list[tuple[str, float]]  # the top-k (class, probability), best first; every label's probability, best
     # first (multilabel); (target, value) of every target (regression)
     kind: str = "multiclass"  # the task
+    detail: Any = None  # what a task writes besides the row, e.g. a segmentation's mask (Task.write_predictions)
 
 
 class Task:
@@ -266,6 +268,22 @@ class Task:
     def prediction_json(cls, r: Prediction) -> dict[str, Any]:
         return {"input": r.input, "label": r.label, "probability": r.probability,
                 "top": [{"label": lab, "probability": p} for lab, p in r.top]}
+
+    @classmethod
+    def write_predictions(cls, results: list[Prediction], out: Path) -> str:
+        """`kiln predict --out OUT`: the predictions written (default: a CSV file, the task's columns, whole or not
+        at all); what was written, for the console."""
+        import csv
+        import io
+
+        from kiln.core.state import atomic_write
+
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(cls.csv_header(results[0] if results else None))
+        writer.writerows(cls.csv_row(r) for r in results)
+        atomic_write(out, lambda f: f.write(text.getvalue().encode("utf-8")))
+        return f"wrote {len(results)} predictions to {out}"
 
     @classmethod
     def csv_header(cls, first: Prediction | None) -> list[str]:

@@ -5,6 +5,7 @@ indices, 255 for pixels that count nowhere."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,14 +105,48 @@ class SegmentationTask(Task):
         return outputs.float().softmax(1)
 
     def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
-        """Each input's share of pixels per predicted class, largest first."""
+        """Each input's share of pixels per predicted class, largest first; its mask (at the model's size) rides
+        along for write_predictions."""
         out = []
         for text, p in zip(inputs, predicted):
-            counts = torch.bincount(p.argmax(0).flatten(), minlength=len(names)).float()
-            shares = (counts / counts.sum()).tolist()
-            top = sorted(zip(names, shares), key=lambda kv: -kv[1])
-            out.append(Prediction(text, top[0][0], top[0][1], top, self.name))
+            mask = p.argmax(0)
+            counts = torch.bincount(mask.flatten(), minlength=len(names)).float()
+            top = sorted(zip(names, (counts / counts.sum()).tolist()), key=lambda kv: -kv[1])
+            out.append(Prediction(text, top[0][0], top[0][1], top, self.name,
+                                  mask.to(torch.uint8).cpu().numpy()))
         return out
+
+    @classmethod
+    def write_predictions(cls, results: list[Prediction], out: Path) -> str:
+        """--out FOLDER (no suffix): one PNG of class indices per input, named by the input's stem, at the input's
+        own size (the model saw it stretched to its size: the mask is stretched back, nearest); --out FILE.csv:
+        each input's share of pixels per class."""
+        if out.suffix:
+            return super().write_predictions(results, out)
+        from PIL import Image
+
+        out.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            with Image.open(r.input) as img:
+                size = img.size
+            Image.fromarray(r.detail).resize(size, Image.Resampling.NEAREST).save(out / f"{Path(r.input).stem}.png")
+        return f"wrote {len(results)} masks (PNG, class indices) to {out}"
+
+    @classmethod
+    def csv_header(cls, first: Prediction | None) -> list[str]:
+        return ["file", *[name for name, _ in sorted(first.top)]] if first else ["file"]
+
+    @classmethod
+    def csv_row(cls, r: Prediction) -> list[str]:
+        return [r.input, *[f"{share:.4f}" for _, share in sorted(r.top)]]
+
+    @classmethod
+    def prediction_text(cls, r: Prediction) -> str:
+        return "  ".join(f"{name} {share:.1%}" for name, share in r.top if share > 0)
+
+    @classmethod
+    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
+        return {"input": r.input, "pixels": dict(r.top)}
 
     @classmethod
     def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
