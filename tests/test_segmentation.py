@@ -49,6 +49,11 @@ def test_a_unet_learns_the_masks_and_tests_per_class_iou(tmp_path, scenes, capsy
         iou.update(torch.from_numpy(predicted).long()[None], torch.from_numpy(np.array(Image.open(truth))).long()[None])
     assert float(iou.compute()) == pytest.approx(results["miou"], abs=1e-4)
 
+    # exported as ONNX, checked against the PyTorch model on real test images by kiln export itself
+    assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0
+    meta = json.loads((tmp_path / "run" / "model.onnx.json").read_text())
+    assert meta["task"] == "segmentation" and meta["parity_max_abs_diff"] < 1e-4 and meta["input"]["crop"] is False
+
 
 def test_a_resumed_segmentation_run_ends_bit_exact(tmp_path, scenes):
     from kiln.config import load_config

@@ -59,6 +59,7 @@ class ExportInput(TypedDict, total=False):
     mean: list[float] | tuple[float, ...]
     std: list[float] | tuple[float, ...]
     stored_size: list[int] | tuple[int, int]  # images are resized to this, then centre-cropped to the shape
+    crop: bool  # False: images are stretched to the shape, not cut to its aspect ratio (segmentation, detection)
     layout: str  # texts: pad | offsets | masked
     tensors: dict[str, str]  # each input tensor and what it holds
     tokenization: dict[str, Any]  # tokenizer, ngrams, max_len and the rule

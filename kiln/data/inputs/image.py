@@ -35,6 +35,7 @@ class Pixels:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     stored_size: tuple[int, int] = (0, 0)
+    crop: bool = True
 
 
 class ImageInputs(Inputs):
@@ -63,7 +64,7 @@ class ImageInputs(Inputs):
     def export_input(self, info, cfg, vocab) -> ExportInput:
         return {"shape": ["batch", info.in_channels, *info.image_size], "dtype": "float32",
                 "pixels": "scaled to [0, 1], then (x - mean) / std", "mean": info.mean, "std": info.std,
-                "stored_size": info.stored_size}
+                "stored_size": info.stored_size, "crop": info.crop}
 
     def stand_in(self, info, layout: str, size: int) -> Any:
         g = torch.Generator().manual_seed(0)
@@ -74,7 +75,7 @@ class ImageInputs(Inputs):
         spec = meta["input"]
         shape, stored = spec["shape"], spec.get("stored_size") or [0, 0]
         pixels = Pixels(int(shape[1]), (int(shape[2]), int(shape[3])), _per_channel(spec["mean"]),
-                        _per_channel(spec["std"]), (int(stored[0]), int(stored[1])))
+                        _per_channel(spec["std"]), (int(stored[0]), int(stored[1])), bool(spec.get("crop", True)))
         paths = image_inputs(inputs, path_column)
         return paths, (image_batch([Path(p) for p in paths], pixels).numpy(),)
 
