@@ -42,6 +42,35 @@ def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, sc
     assert "val/map" in (run / "metrics.csv").read_text().splitlines()[0]
     err = capsys.readouterr().err
     assert "val loss" not in err and " map " in err  # detectors measure no validation loss: the line omits it
+    if layout == "coco_detection":
+        _predictions_score_as_the_test_did(run, scenes, results["map"], tmp_path)
+
+
+def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
+    """kiln predict's COCO results (the dataset's category ids, boxes in the input's pixels), re-read against the
+    test annotations, give the mAP the test reported; the CSV holds the same boxes."""
+    import csv
+
+    from torchmetrics.detection import MeanAveragePrecision
+
+    out = tmp_path / "preds.json"
+    assert main(["predict", str(run), str(scenes / "test" / "images"), "--out", str(out)]) == 0
+    records = json.loads(out.read_text())
+    assert records and {r["category_id"] for r in records} <= {3, 7} and all(r["score"] >= 0.05 for r in records)
+    truth = json.loads((scenes / "annotations" / "test.json").read_text())
+    metric = MeanAveragePrecision(box_format="xywh", backend="pycocotools")
+    for image in truth["images"]:
+        mine = [r for r in records if r["file_name"] == image["file_name"]]
+        theirs = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
+        metric.update([{"boxes": torch.tensor([r["bbox"] for r in mine]).reshape(-1, 4),
+                        "scores": torch.tensor([r["score"] for r in mine]),
+                        "labels": torch.tensor([r["category_id"] for r in mine], dtype=torch.long)}],
+                      [{"boxes": torch.tensor([a["bbox"] for a in theirs], dtype=torch.float32).reshape(-1, 4),
+                        "labels": torch.tensor([a["category_id"] for a in theirs], dtype=torch.long)}])
+    assert float(metric.compute()["map"]) == pytest.approx(test_map, abs=2e-3)
+    rows = list(csv.DictReader((tmp_path / "preds.csv").open())) if main(
+        ["predict", str(run), str(scenes / "test" / "images"), "--out", str(tmp_path / "preds.csv")]) == 0 else []
+    assert len(rows) == len(records) and rows[0]["category"] in ("disc", "square")
 
 
 def test_a_resumed_detection_run_ends_bit_exact(tmp_path, scenes):

@@ -61,7 +61,8 @@ def _predict(run: Trained, inputs: list[str], file: Path | None, top_k: int,
     task = run.task
     for labels, batch in inputs_of(run.info).predict_batches(query):
         with torch.no_grad(), autocast(run.device, run.precision):
-            predicted = task.predictions(task.outputs(run.model, batch)).float().cpu()
+            predicted = task.predictions(task.outputs(run.model, batch))
+        predicted = predicted.float().cpu() if isinstance(predicted, torch.Tensor) else predicted  # detections: as is
         out += answers(task, labels, predicted, run.info.class_names, top_k)
     return out
 

@@ -167,6 +167,9 @@ class DetectionTaskConfig(_TaskSettings):
     """Detections below this score are dropped (evaluation and predictions)."""
     max_detections: int = Field(100, gt=0)
     """At most this many detections per image, the highest scores first."""
+    category_ids: list[int] | None = None
+    """The dataset's id of each output, in kiln's order (background first: -1), for kiln predict's COCO results
+    (unset: read from the data, recorded)."""
     loss: str | None = None
     """model (unset: the same): the sum of the losses the detector returns in training."""
 

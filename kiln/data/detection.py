@@ -61,7 +61,8 @@ def build_detection_data(cfg: DataConfig, request: DataRequest, layout: str, hol
     needed = pools_needed(tuple(found), request.splits, cfg)
     scenes = {split: read_scenes(found[split], size, channels, cfg.on_bad_row) for split in needed}
     info = DataInfo(cfg.name, "image", len(names), names, in_channels=channels, image_size=size,
-                    mean=(0.0,) * channels, std=(1.0,) * channels, stored_size=size, crop=False)
+                    mean=(0.0,) * channels, std=(1.0,) * channels, stored_size=size, crop=False,
+                    output_ids=(-1, *categories))  # the background has no id of the dataset's
     plan = plan_splits({split: Pool(len(s)) for split, s in scenes.items()}, cfg, request.overfit_batches,
                        request.splits)
     derived = {k: v for k, v in {"image_size": list(size), "channels": channels, "class_names": names}.items()

@@ -26,6 +26,7 @@ class DataInfo:
     std: tuple[float, ...] = (1.0,)
     stored_size: tuple[int, int] = (0, 0)  # image files: decoded at this size, then centre-cropped to image_size
     crop: bool = True  # image files cut to the model's aspect ratio; False: stretched (masks and boxes map back)
+    output_ids: tuple[int, ...] = ()  # the dataset's own id of each output (COCO category ids); empty: its index
     vocab_size: int = 0  # text
     pad_id: int = 0
 

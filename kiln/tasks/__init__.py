@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -114,13 +115,16 @@ def task_for_training(cfg: TaskConfig, train_targets: Targets, num_classes: int)
     return build_task(cfg, num_classes, weights)
 
 
-def resolve_task_settings(cfg: TaskConfig, train_targets: Targets, names: list[str] | None = None) -> TaskConfig:
+def resolve_task_settings(cfg: TaskConfig, train_targets: Targets, info: Any = None) -> TaskConfig:
     """`cfg` with what the task learns from the training split before training (the run's config.yaml records it,
     so test/predict/export use the same). Regression: the targets' mean and standard deviation. Multihead: the
-    label columns and each one's class count, from the output names (`names`: column=value)."""
-    if isinstance(cfg, MultiheadTaskConfig) and cfg.heads is None and names:
-        heads = heads_of(names)
+    label columns and each one's class count, from the output names (column=value of `info`, the DataInfo).
+    Detection: the dataset's category ids of the outputs."""
+    if isinstance(cfg, MultiheadTaskConfig) and cfg.heads is None and info is not None and info.class_names:
+        heads = heads_of(info.class_names)
         return cfg.with_values({"columns": [c for c, _ in heads], "heads": [len(v) for _, v in heads]})
+    if isinstance(cfg, DetectionTaskConfig) and cfg.category_ids is None and info is not None and info.output_ids:
+        return cfg.with_values({"category_ids": list(info.output_ids)})
     if not isinstance(cfg, RegressionTaskConfig) or not cfg.standardize or cfg.target_mean is not None:
         return cfg
     y = to_columns(train_targets().double())

@@ -5,7 +5,11 @@ returns its detections ({"boxes", "scores", "labels"} per image)."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,7 +42,7 @@ class DetectionTask(Task):
         images = list(inputs)
         if model.training and targets is not None:
             return model(images, targets)  # {loss name: scalar}
-        return [self._kept(d) for d in model(images)]
+        return [{**self._kept(d), "frame": torch.tensor(image.shape[-2:])} for d, image in zip(model(images), images)]
 
     def _kept(self, detections: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         keep = (detections["scores"] >= self.cfg.score_threshold).nonzero().flatten()[:self.cfg.max_detections]
@@ -68,7 +72,7 @@ class DetectionTask(Task):
 
         average_precision = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=detailed,
                                                  backend="pycocotools")
-        return Metrics((MetricCollection({"map": average_precision}).to(device), lambda o, t: (o, t)))
+        return Metrics((MetricCollection({"map": average_precision}).to(device), lambda o, t: (_boxes(o), t)))
 
     def val_metrics(self) -> list[str]:
         return ["map", "map_50"]
@@ -121,17 +125,57 @@ class DetectionTask(Task):
         return outputs
 
     def answers(self, inputs: list[str], predicted: Any, names: list[str], top_k: int) -> list[Prediction]:
-        """Each input's detections: the classes found, best score first (the boxes are in `top`'s order)."""
+        """Each input's detections, best score first: the classes found, and (in `detail`) every box in the input's
+        own pixels with its class, the dataset's category id and its score."""
+        from PIL import Image
+
+        ids = self.cfg.category_ids or list(range(len(names)))
         out = []
         for text, d in zip(inputs, predicted):
-            found = [(names[int(c)], float(s)) for c, s in zip(d["labels"].tolist(), d["scores"].tolist())]
+            with Image.open(text) as img:  # the model saw the image stretched to its frame: boxes scale back
+                width, height = img.size
+            frame_h, frame_w = (int(v) for v in d["frame"])
+            scale = torch.tensor([width / frame_w, height / frame_h] * 2)
+            boxes = []
+            for box, label, score in zip((d["boxes"].cpu() * scale).tolist(), d["labels"].tolist(), d["scores"].tolist()):
+                x1, y1, x2, y2 = box
+                boxes.append({"category": names[label], "category_id": ids[label], "score": round(float(score), 5),
+                              "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)]})
+            found = [(b["category"], b["score"]) for b in boxes]
             label = ", ".join(dict.fromkeys(n for n, _ in found)) or "nothing"
-            out.append(Prediction(text, label, found[0][1] if found else None, found, self.name))
+            out.append(Prediction(text, label, found[0][1] if found else None, found, self.name, boxes))
         return out
 
     @classmethod
     def prediction_text(cls, r: Prediction) -> str:
-        return "  ".join(f"{name} {score:.3f}" for name, score in r.top) or "nothing"
+        return "  ".join(f"{b['category']} {b['score']:.3f} at {b['bbox']}" for b in r.detail or []) or "nothing"
+
+    @classmethod
+    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
+        return {"input": r.input, "detections": r.detail or []}
+
+    @classmethod
+    def write_predictions(cls, results: list[Prediction], out: Path) -> str:
+        """--out FILE.json: COCO results — one record per box with file_name, category_id (the dataset's), bbox
+        [x, y, w, h] in the input's pixels and score; --out FILE.csv: one row per box."""
+        from kiln.core.state import atomic_write
+
+        records = [{"file_name": Path(r.input).name, **box} for r in results for box in r.detail or []]
+        if out.suffix.lower() == ".json":
+            text = json.dumps([{k: rec[k] for k in ("file_name", "category_id", "bbox", "score")} for rec in records])
+        else:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer)
+            writer.writerow(["file", "category", "category_id", "score", "x", "y", "w", "h"])
+            writer.writerows([r["file_name"], r["category"], r["category_id"], r["score"], *r["bbox"]] for r in records)
+            text = buffer.getvalue()
+        atomic_write(out, lambda f: f.write(text.encode("utf-8")))
+        return f"wrote {len(records)} boxes of {len(results)} images to {out}"
+
+
+def _boxes(outputs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    """Detections as the mAP metric takes them (without the frame size that predictions carry)."""
+    return [{k: d[k] for k in ("boxes", "scores", "labels")} for d in outputs]
 
 
 def _device(outputs: Any) -> torch.device:

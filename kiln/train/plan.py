@@ -95,8 +95,7 @@ class RunPlan:
         — after checking that the data can train this config (the monitored metrics exist, the targets are
         learnable)."""
         plan = self.then(self.config.with_values({f"data.{k}": v for k, v in data.derived.items()}), "the training data")
-        task = resolve_task_settings(plan.config.task, lambda: split_targets(data.require("train")),
-                                     data.info.class_names)
+        task = resolve_task_settings(plan.config.task, lambda: split_targets(data.require("train")), data.info)
         plan = plan.then(plan.config.with_values({"task": task}), "the training split's targets")
         check_monitors(plan.config, data.info.num_classes)
         check_targets(plan.config, data)

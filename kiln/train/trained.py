@@ -120,6 +120,7 @@ def saved_data_info(state: Checkpoint, path: Path) -> DataInfo:
     raw = dict(state.data_info)
     raw["image_size"] = tuple(raw["image_size"])
     raw["stored_size"] = tuple(raw.get("stored_size", (0, 0)))
+    raw["output_ids"] = tuple(raw.get("output_ids", ()))
     for key in ("mean", "std"):  # one float for every channel before per-channel statistics
         raw[key] = tuple(raw[key]) if isinstance(raw.get(key), (list, tuple)) else (float(raw.get(key, 0.0)),)
     return DataInfo(**raw)
