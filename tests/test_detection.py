@@ -134,3 +134,14 @@ def test_a_yolo_line_with_the_wrong_field_count_is_exit_2_naming_the_line(tmp_pa
     (root / "train" / "labels" / "train0000.txt").write_text("0 0.5 0.5 0.2\n")
     assert main(_args(tmp_path, root, "data.name=yolo_detection", "trainer.epochs=1")) == 2
     assert "train0000.txt, line 1: 4 fields; a YOLO line is `class cx cy w h` (5 fields)" in capsys.readouterr().err
+
+
+def test_inspect_draws_each_images_boxes_on_it():
+    from kiln.tasks.detection import DetectionTask
+
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.uint8)
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, 20.0, 20.0]]), "labels": torch.tensor([1])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    shown = DetectionTask.overlay(images.numpy(), targets, 3)
+    assert shown[0, :, 4, 10].tolist() == [255, 255, 0]  # the box's top edge, in yellow
+    assert shown[0, :, 12, 12].tolist() == [0, 0, 0] and not shown[1].any()  # inside it, and an image without one

@@ -128,3 +128,14 @@ def test_a_torchvision_segmentation_model_trains_on_the_folder(tmp_path, scenes)
                         "model.args={}", "data.image_size=64"), "--run-dir", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert 0 <= results["miou"] <= 1 and results["num_samples"] == 40
+
+
+def test_inspect_blends_each_images_mask_into_it():
+    from kiln.tasks.segmentation import SegmentationTask
+
+    images = torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
+    mask = torch.zeros(1, 8, 8, dtype=torch.long)
+    mask[0, 2:4, 2:4] = 1
+    mask[0, 6, 6] = 255  # ignored: left bare
+    shown = SegmentationTask.overlay(images.numpy(), mask, 3)
+    assert shown[0, :, 3, 3].any() and not shown[0, :, 0, 0].any() and not shown[0, :, 6, 6].any()

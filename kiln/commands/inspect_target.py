@@ -125,7 +125,8 @@ def batch_view(cfg, split: str, vocab=None, limit: int = 36) -> tuple[list[str],
     lines.append("per channel, as the model sees it: mean " + ", ".join(f"{v:.3f}" for v in flat.mean(1).tolist())
                  + " | std " + ", ".join(f"{v:.3f}" for v in flat.std(1).tolist()))
     titles = [task_class(task).target_text(t, names) for t in y[:limit]]
-    fig = figures.image_grid(shown[:limit], titles,
+    shown = task_class(task).overlay(shown[:limit], y[:limit], len(names))  # masks, boxes: drawn on the images
+    fig = figures.image_grid(shown, titles,
                              f"The first {split} batch as the model receives it ({x.shape[1]}x{x.shape[2]}x{x.shape[3]})")
     return lines, fig
 

@@ -204,7 +204,14 @@ class Task:
         return targets
 
     @classmethod
+    def overlay(cls, images: Any, targets: Any, num_classes: int) -> Any:
+        """A batch's uint8 images (B, C, H, W) for showing, with what the targets mark on them drawn in (a mask,
+        boxes); default: as they are."""
+        return images
+
+    @classmethod
     def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
+        """One sample's target as a person reads it (default: its class)."""
         return names[int(y)] if names else str(int(y))
 
     @classmethod

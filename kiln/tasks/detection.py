@@ -112,6 +112,18 @@ class DetectionTask(Task):
         raise KilnError("detection targets are not stratified")
 
     @classmethod
+    def overlay(cls, images: Any, targets: Any, num_classes: int) -> Any:
+        """Each image with its boxes drawn."""
+        from torchvision.utils import draw_bounding_boxes
+
+        out = []
+        for image, target in zip(torch.as_tensor(images), targets):
+            rgb = image if image.shape[0] == 3 else image.expand(3, -1, -1)
+            boxes = target["boxes"].cpu()
+            out.append(draw_bounding_boxes(rgb, boxes, colors="yellow", width=1) if len(boxes) else rgb)
+        return torch.stack(out).numpy()
+
+    @classmethod
     def target_text(cls, y: Any, names: list[str]) -> str:
         labels = y["labels"].tolist() if isinstance(y, dict) else []
         return ", ".join(names[c] for c in labels if 0 <= c < len(names)) or "no boxes"

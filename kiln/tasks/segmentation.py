@@ -16,6 +16,7 @@ from kiln.core.errors import KilnError
 from kiln.tasks.base import Metrics, Prediction, Task
 
 IGNORE = 255
+PALETTE = ["red", "blue", "green", "orange", "purple", "cyan", "magenta", "yellow", "brown", "pink"] * 26
 
 
 class SegmentationTask(Task):
@@ -151,6 +152,20 @@ class SegmentationTask(Task):
     @classmethod
     def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
         raise KilnError("segmentation masks are not stratified")
+
+    @classmethod
+    def overlay(cls, images: Any, targets: Any, num_classes: int) -> Any:
+        """Each image with its mask blended in, a colour per class (background and ignored pixels left bare)."""
+        from torchvision.utils import draw_segmentation_masks
+
+        out = []
+        for image, mask in zip(torch.as_tensor(images), targets):
+            classes = torch.arange(1, num_classes)
+            masks = mask.cpu()[None] == classes[:, None, None]
+            rgb = image if image.shape[0] == 3 else image.expand(3, -1, -1)
+            out.append(draw_segmentation_masks(rgb, masks, alpha=0.45, colors=PALETTE[:num_classes - 1]) if len(
+                classes) else rgb)
+        return torch.stack(out).numpy()
 
     @classmethod
     def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
