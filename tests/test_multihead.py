@@ -39,6 +39,9 @@ def test_multihead_learns_two_label_columns_tests_per_head_and_predicts_each_col
     header = (run / "metrics.csv").read_text().splitlines()[0]
     assert all(m in header for m in ("val/acc/colour", "val/f1_macro/shape", "val/acc_all", "train/acc_all"))
 
+    assert main(["report", str(run)]) == 0
+    assert "acc/shape" in (run / "report.html").read_text()  # the per-head scores, beside the summary
+
     out = tmp_path / "predictions.csv"
     assert main(["predict", str(run), str(shapes / "test.csv"), "--out", str(out)]) == 0
     rows = list(csv.DictReader(out.open()))

@@ -36,6 +36,8 @@ def test_the_worked_example_learns_its_ordered_classes_through_the_cli(tmp_path,
     capsys.readouterr()
     assert main(["test", str(run)]) == 0
     assert "mae_class" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0  # a task kiln has no figures for: its scores
+    assert "mae_class" in (run / "report.html").read_text()
 
 
 def test_a_task_in_a_folder_of_its_own_trains_from_python_and_best_pt_follows_its_metric(tmp_path, idx_root):

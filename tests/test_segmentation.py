@@ -139,3 +139,11 @@ def test_inspect_blends_each_images_mask_into_it():
     mask[0, 6, 6] = 255  # ignored: left bare
     shown = SegmentationTask.overlay(images.numpy(), mask, 3)
     assert shown[0, :, 3, 3].any() and not shown[0, :, 0, 0].any() and not shown[0, :, 6, 6].any()
+
+
+def test_the_report_shows_each_classs_iou(tmp_path, scenes):
+    assert main([*_args(tmp_path, scenes, "trainer.epochs=1"), "--run-dir", str(tmp_path / "run")]) == 0
+    assert main(["report", str(tmp_path / "run")]) == 0
+    text = (tmp_path / "run" / "report.html").read_text()
+    assert "<th>class</th><th>iou</th>" in text  # a table of each class's IoU
+    assert all(f"<td>{name}</td>" in text for name in SEGMENT_CLASSES)

@@ -121,7 +121,7 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         report.table(["model", *[f"test {m}" for m in shared]],
                      [["this network", *[scores[m] for m in shared]],
                       [f"baseline: {baseline['baseline']}", *[baseline[m] for m in shared]]])
-    section = TEST_SECTIONS[task]  # each task's own figures and tables
+    section = TEST_SECTIONS.get(task, _scores_test)  # each task's own figures and tables; the rest: its scores
     section(report, run, test, folder, num_wrong, with_heading)
     if num_wrong and not with_heading:
         _what_the_model_sees(report, run, folder)
@@ -164,6 +164,20 @@ def _regression_test(report: Report, run: RunDir, test: TestResults, folder: Pat
     report.figure(figures.residuals(pred, true, names), folder, "residuals", "residuals")
     if test.get("r2_per_target"):
         report.table(["target", "R²"], [[k, v] for k, v in test["r2_per_target"].items()])
+
+
+def _scores_test(report: Report, run: RunDir, test: TestResults, folder: Path, num_wrong: int,
+                 with_heading: bool) -> None:
+    """Any other task (segmentation, detection, multihead, yours): its test scores, and a table for each score it
+    gives per class (IoU, AP, ...)."""
+    shown = {*_task_class({"task": {"name": test.get("task")}}).summary_metrics, "epoch", "num_samples"}
+    scores = {k: v for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+              and k not in shown}  # the table above has the task's summary
+    if scores:
+        report.table(["test result", "value"], [[k, v] for k, v in scores.items()])
+    for key, value in test.items():
+        if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
+            report.table(["class", key], [[name, v] for name, v in value.items()])
 
 
 # What the test section shows, by task (the figures belong to the report; the task name picks them).
