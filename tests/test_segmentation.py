@@ -147,3 +147,14 @@ def test_the_report_shows_each_classs_iou(tmp_path, scenes):
     text = (tmp_path / "run" / "report.html").read_text()
     assert "<th>class</th><th>iou</th>" in text  # a table of each class's IoU
     assert all(f"<td>{name}</td>" in text for name in SEGMENT_CLASSES)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["task.name=multiclass"], "data.name gives a mask per image; task.name=multiclass reads one class per sample — "
+                               "set task.name: segmentation"),
+    (["data.name=fashion_mnist", "data.root=null"], "task.name=segmentation reads its targets from a segmentation "
+                                                    "folder (data.name: segmentation_folder)"),
+])
+def test_masks_and_one_class_per_sample_do_not_mix(tmp_path, scenes, capsys, overrides, message):
+    assert main(_args(tmp_path, scenes, "trainer.epochs=1", *overrides)) == 2
+    assert message in capsys.readouterr().err

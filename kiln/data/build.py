@@ -19,7 +19,6 @@ def build_data(cfg: DataConfig, request: DataRequest) -> Data:
     from kiln.tasks import task_class
 
     if not task_class(request.task).class_per_sample and not spec.own_files:
-        raise KilnError(f"task.name={request.task} reads its targets from an image CSV (data.name: image_csv), a "
-                        f"text CSV (text_csv) or your own Dataset; {spec.name} has one class label per sample "
-                        "(task.name: multiclass)")
+        raise KilnError(f"task.name={request.task} reads its targets from {task_class(request.task).sources}; "
+                        f"{spec.name} has one class label per sample (task.name: multiclass)")
     return spec.build(cfg, request)

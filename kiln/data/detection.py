@@ -48,6 +48,9 @@ def build_detection_data(cfg: DataConfig, request: DataRequest, layout: str, hol
     """The splits found under data.root (`layout`: coco | yolo), read, checked, split."""
     if cfg.root is None:
         raise KilnError(f"data.name={cfg.name} needs data.root: the folder holding {holds}")
+    from kiln.data.segmentation import check_task_reads
+
+    check_task_reads(request.task, "boxes per image", "detection")
     root = Path(cfg.root)
     read = _coco_split if layout == "coco" else _yolo_split
     categories = _coco_categories(root) if layout == "coco" else _yolo_classes(root)

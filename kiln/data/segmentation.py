@@ -44,6 +44,7 @@ def build_segmentation_data(cfg: DataConfig, request: DataRequest, holds: str) -
     `holds`: what the folder holds, for messages (kiln.data.spec.SegmentationFolder)."""
     if cfg.root is None:
         raise KilnError(f"data.name=segmentation_folder needs data.root: the folder holding {holds}")
+    check_task_reads(request.task, "a mask per image", "segmentation")
     root = Path(cfg.root)
     found = {split: find_pairs(root, split, cfg.on_bad_row) for split in SPLITS if (root / split / "images").is_dir()}
     if "train" not in found:
@@ -63,6 +64,14 @@ def build_segmentation_data(cfg: DataConfig, request: DataRequest, holds: str) -
     from kiln.data.assemble import Found
 
     return assemble(MaskedImages(info, pairs, cfg, request), plan, request, Found(derived=derived))
+
+
+def check_task_reads(task: str, what: str, which: str) -> None:
+    """A source of masks (or boxes) trains a task that reads them, not one class per sample."""
+    from kiln.tasks import task_class
+
+    if task_class(task).class_per_sample:
+        raise KilnError(f"data.name gives {what}; task.name={task} reads one class per sample — set task.name: {which}")
 
 
 def find_pairs(root: Path, split: str, on_bad_row: str) -> list[tuple[Path, Path]]:

@@ -60,6 +60,7 @@ class Task:
     empty_label_ok = False  # a sample may have no target at all (multilabel: no label)
     class_per_sample = True  # one class per sample: a class folder, a registered dataset's label can serve it
     file_hint = "classes"  # what a CSV row gives for this task, for messages
+    sources = "an image CSV (data.name: image_csv), a text CSV (text_csv) or your own Dataset"  # for messages
     default_count: int | None = None  # the output count of your own Dataset that does not say (regression: 1)
     exported: tuple[str, ...] = ()  # task settings an export's metadata carries
     output_doc = ""  # what an exported model's output is, for its metadata

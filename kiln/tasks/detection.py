@@ -30,6 +30,7 @@ class DetectionTask(Task):
     summary_metrics = ("map", "map_50", "map_75")
     noun = "classes"
     class_per_sample = False
+    sources = "COCO or YOLO files (data.name: coco_detection, yolo_detection) or your own Dataset"
     file_hint = "boxes"
     output_doc = "detections per image: boxes (x1, y1, x2, y2 in the input's pixels), scores, labels"
 

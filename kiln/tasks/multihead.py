@@ -40,6 +40,7 @@ class MultiheadTask(Task):
     noun = "classes over the label columns"
     several_columns = True
     class_per_sample = False
+    sources = "an image CSV with several label columns (data.name: image_csv) or your own Dataset"
     file_hint = "classes, one per label column"
     exported = ("columns", "heads", "combine")
     output_doc = "logits of every head side by side (batch, sum of task.heads); softmax each head's slice"

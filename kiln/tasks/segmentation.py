@@ -29,6 +29,7 @@ class SegmentationTask(Task):
     summary_metrics = ("loss", "miou", "pixel_acc")
     noun = "classes"
     class_per_sample = False
+    sources = "a segmentation folder (data.name: segmentation_folder) or your own Dataset of (image, mask)"
     file_hint = "masks"
     output_doc = "class scores per pixel (batch, classes, height, width); argmax over classes gives the mask"
 
