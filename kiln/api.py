@@ -55,6 +55,34 @@ class Run:
     def load(self, checkpoint: str = "best") -> Model:
         return load(self.dir, checkpoint)
 
+    def plot(self) -> Any:
+        """The training curves — loss, the task's training metric and the learning rate, train against validation,
+        the best epoch marked — as a matplotlib Figure (a notebook shows it)."""
+        from kiln.tasks import task_class
+        from kiln.viz import figures
+
+        rows = list(self.history)
+        if not rows:
+            raise KilnError(f"{self.dir} has no epochs recorded yet (metrics.jsonl is empty)")
+        checkpoint = self.config.trainer.checkpoint
+        monitor, mode = checkpoint.monitor or self.config.task.default_monitor, checkpoint.mode or "max"
+        if not any(monitor in r for r in rows):
+            monitor, mode = "train/loss", "min"
+        return figures.curves(rows, monitor, mode, task_class(self.config.task.name).train_metric or "loss")
+
+    def _repr_html_(self) -> str:
+        """A notebook's view of the run: where it is, its last epoch's metrics and its test results."""
+        import html
+
+        def table(title: str, values: dict[str, Any]) -> str:
+            cells = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{v:.4g}</td></tr>" for k, v in values.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool))
+            return f"<b>{title}</b><table>{cells}</table>" if cells else ""
+
+        return (f"<div><b>kiln run</b> <code>{html.escape(str(self.dir))}</code> — task "
+                f"{html.escape(self.config.task.name)}, model {html.escape(self.config.model.name)}"
+                + table("last epoch", self.metrics) + table("test (best.pt)", dict(self.test or {})) + "</div>")
+
 
 class Model:
     """A trained run's model with its weights (`kiln.load`): predict, test and export it, or use `.module`."""

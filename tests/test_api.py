@@ -42,6 +42,10 @@ def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
     assert run.dir.is_dir() and run.config.trainer.epochs == 2
     assert len(run.history) == 2 and run.history[-1]["epoch"] == 2 and "val/acc" in run.metrics
     assert run.test is not None and 0 <= run.test["acc"] <= 1
+    shown = run._repr_html_()  # what a notebook displays for the run
+    assert str(run.dir) in shown and "val/acc" in shown and f"{run.test['acc']:.4g}" in shown
+    figure = run.plot()  # the training curves, as a matplotlib Figure
+    assert figure.axes and any(ax.lines for ax in figure.axes)
     pytest.importorskip("pandas")
     assert list(run.history.to_pandas()["epoch"]) == [1, 2]
 
