@@ -110,3 +110,28 @@ def only_run(runs: Path) -> Path:
     found = [p for p in runs.glob("*/*") if p.is_dir()]
     assert len(found) == 1, found
     return found[0]
+
+
+def assert_resumes_bit_exact(config_for, stop_at: int) -> None:
+    """`config_for(folder)` trained straight through, and again stopped at optimizer step `stop_at` (mid-epoch)
+    and resumed: both end with identical weights (last.pt)."""
+    import torch
+
+    from kiln.core.errors import TrainingInterrupted
+    from kiln.core.state import load_checkpoint
+    from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
+
+    full = session.train(config_for("full"), quiet=True)
+
+    def stop(t):
+        if t.state.step == stop_at:
+            t.stop_requested = True
+
+    with pytest.raises(TrainingInterrupted):
+        session.train(config_for("cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
+    cut = config_for("cut")
+    resumed = session.train(cut, resume=next(Path(cut.log.dir).glob("*/*")), quiet=True)
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, assert_resumes_bit_exact
 from fakedata import write_detection_scenes
 from kiln.cli import main
 
@@ -74,28 +74,14 @@ def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
 
 
 def test_a_resumed_detection_run_ends_bit_exact(tmp_path, scenes):
+    """Stopped mid-epoch 1 and resumed: the flips and the detector's own random sampling replay."""
     from kiln.config import load_config
-    from kiln.core.errors import TrainingInterrupted
-    from kiln.core.state import load_checkpoint
-    from kiln.train import session
-    from kiln.train.callbacks import LambdaCallback
 
-    def cfg(folder):
+    def config_for(folder):
         args = _args(tmp_path, scenes, "trainer.epochs=2", "trainer.test_after_fit=false", f"log.dir={tmp_path / folder}")
         return load_config(args[1], args[2:])
 
-    full = session.train(cfg("full"), quiet=True)
-
-    def stop(t):
-        if t.state.step == 3:  # mid epoch 1: the flips and the detector's own sampling must replay
-            t.stop_requested = True
-
-    with pytest.raises(TrainingInterrupted):
-        session.train(cfg("cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
-    resumed = session.train(cfg("cut"), resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
-    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_bit_exact(config_for, stop_at=3)
 
 
 def _edit_coco(root, change):

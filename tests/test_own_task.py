@@ -92,27 +92,12 @@ def _votes(tmp_path, folder="runs"):
 
 
 def test_targets_that_are_lists_of_dicts_train_and_resume_bit_exact_mid_epoch(tmp_path):
-    import torch
-
-    from kiln.core.errors import TrainingInterrupted
-    from kiln.core.state import load_checkpoint
+    from conftest import assert_resumes_bit_exact
     from kiln.train import session
-    from kiln.train.callbacks import LambdaCallback
 
-    full = session.train(_votes(tmp_path, "full"), quiet=True)
+    full = session.train(_votes(tmp_path, "learns"), quiet=True)
     assert full.test_metrics["acc"] > 0.6 and full.test_metrics["num_samples"] == 64  # 3 classes: chance 0.33
-
-    def stop(t):
-        if t.state.step == 5:  # mid epoch 1
-            t.stop_requested = True
-
-    cfg = _votes(tmp_path, "cut")
-    with pytest.raises(TrainingInterrupted):
-        session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
-    resumed = session.train(cfg, resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
-    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_bit_exact(lambda folder: _votes(tmp_path, folder), stop_at=5)  # mid epoch 1
 
 
 def test_targets_that_are_lists_of_dicts_under_two_processes_score_as_one_process(tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, assert_resumes_bit_exact, run_cli
 from fakedata import SEGMENT_CLASSES, write_segmentation_folder
 from kiln.cli import main
 
@@ -56,28 +56,14 @@ def test_a_unet_learns_the_masks_and_tests_per_class_iou(tmp_path, scenes, capsy
 
 
 def test_a_resumed_segmentation_run_ends_bit_exact(tmp_path, scenes):
+    """Stopped mid-epoch 1 and resumed: the crops and flips of the batches after it replay."""
     from kiln.config import load_config
-    from kiln.core.errors import TrainingInterrupted
-    from kiln.core.state import load_checkpoint
-    from kiln.train import session
-    from kiln.train.callbacks import LambdaCallback
 
-    def cfg(folder):
+    def config_for(folder):
         args = _args(tmp_path, scenes, "trainer.epochs=2", f"log.dir={tmp_path / folder}")
         return load_config(args[1], args[2:])
 
-    full = session.train(cfg("full"), quiet=True)
-
-    def stop(t):
-        if t.state.step == 5:  # mid epoch 1: the augmentation of the batches after it must replay
-            t.stop_requested = True
-
-    with pytest.raises(TrainingInterrupted):
-        session.train(cfg("cut"), quiet=True, callbacks=[LambdaCallback(on_step_end=stop)])
-    resumed = session.train(cfg("cut"), resume=next((tmp_path / "cut").glob("*/*")), quiet=True)
-    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
-    b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_resumes_bit_exact(config_for, stop_at=5)
 
 
 def test_two_processes_score_the_test_split_as_one(tmp_path, scenes):

@@ -25,9 +25,9 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
-from kiln.data.assemble import Found, Pool, assemble, plan_splits, pools_needed, sampler_for
+from kiln.data.assemble import Found, Pool, assemble, plan_splits, pools_needed
 from kiln.data.info import Data, DataInfo, DataRequest
-from kiln.data.loaders import Batches, LoaderBatches
+from kiln.data.loaders import Batches
 
 log = logging.getLogger("kiln")
 SPLITS = ("train", "val", "test")
@@ -248,15 +248,10 @@ class BoxedImages:
     loader: str = "dataloader"
 
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
-        from kiln.data.user import BatchMaker, SampleBatches
+        from kiln.data.user import planned_batches
 
-        training = split == "train"
-        flip = training and self.cfg.augment.hflip
-        samples = DetectionSamples(self.scenes[pool], idx, flip)
-        make = BatchMaker(None, split, self.info.num_classes, self.request.task)
-        sampler = sampler_for(training, len(idx), self.cfg, self.request)
-        return LoaderBatches(SampleBatches(samples, make, self.request.seed), sampler=sampler,
-                             device=self.request.device, seed=self.request.seed, num_workers=self.cfg.num_workers)
+        samples = DetectionSamples(self.scenes[pool], idx, flip=split == "train" and self.cfg.augment.hflip)
+        return planned_batches(samples, split, len(idx), self.info.num_classes, self.cfg, self.request)
 
 
 class DetectionSamples(Dataset):

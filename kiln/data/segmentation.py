@@ -21,9 +21,9 @@ from torch.utils.data import Dataset
 
 from kiln.config import DataConfig
 from kiln.core.errors import KilnError
-from kiln.data.assemble import Pool, assemble, plan_splits, pools_needed, sampler_for
+from kiln.data.assemble import Pool, assemble, plan_splits, pools_needed
 from kiln.data.info import Data, DataInfo, DataRequest
-from kiln.data.loaders import Batches, LoaderBatches
+from kiln.data.loaders import Batches
 
 log = logging.getLogger("kiln")
 IGNORE = 255  # a mask value that no class has: those pixels are left out of the loss and the metrics
@@ -202,15 +202,11 @@ class MaskedImages:
     loader: str = "dataloader"
 
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
-        from kiln.data.user import BatchMaker, SampleBatches
+        from kiln.data.user import planned_batches
 
-        training = split == "train"
-        samples = SegmentationSamples(self.pairs[pool], idx, self.info, _augment(self.cfg, self.info) if training
-                                      else None)
-        make = BatchMaker(None, split, self.info.num_classes, self.request.task)
-        sampler = sampler_for(training, len(idx), self.cfg, self.request)
-        return LoaderBatches(SampleBatches(samples, make, self.request.seed), sampler=sampler,
-                             device=self.request.device, seed=self.request.seed, num_workers=self.cfg.num_workers)
+        augment = _augment(self.cfg, self.info) if split == "train" else None
+        samples = SegmentationSamples(self.pairs[pool], idx, self.info, augment)
+        return planned_batches(samples, split, len(idx), self.info.num_classes, self.cfg, self.request)
 
 
 class SegmentationSamples(Dataset):

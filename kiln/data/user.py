@@ -71,14 +71,13 @@ class UserDatasets:
     loader: str = "dataloader"
 
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
-        cfg, request, ds, training = self.cfg, self.request, self.datasets[pool], split == "train"
-        make = BatchMaker(self.collate, split, self.info.num_classes, request.task)
+        cfg, request, ds = self.cfg, self.request, self.datasets[pool]
         if self.stream:
-            return StreamBatches(ds, cfg.batch_size if training else eval_batch_size(cfg), make,
+            make = BatchMaker(self.collate, split, self.info.num_classes, request.task)
+            return StreamBatches(ds, cfg.batch_size if split == "train" else eval_batch_size(cfg), make,
                                  device=request.device, num_workers=cfg.num_workers)
-        sampler = sampler_for(training, len(idx), cfg, request)  # data.sampler=weighted was refused above
-        return LoaderBatches(SampleBatches(ds, make, request.seed), sampler=sampler, device=request.device,
-                             seed=request.seed, num_workers=cfg.num_workers)
+        # (data.sampler=weighted was refused above: kiln does not read your Dataset's labels up front)
+        return planned_batches(ds, split, len(idx), self.info.num_classes, cfg, request, self.collate)
 
 
 def _explain_stream(cfg: DataConfig, cls, world_size: int) -> None:
@@ -302,6 +301,18 @@ class StreamBatches:
             first = b * self._batch_size
             inputs, targets = self.make(samples, lambda: list(range(first, first + len(samples))))
             yield to_device(inputs, self.device, non_blocking), to_device(targets, self.device, non_blocking)
+
+
+def planned_batches(samples: Dataset, split: str, count: int, num_classes: int, cfg: DataConfig,
+                    request: DataRequest, collate: Callable | None = None) -> Batches:
+    """A split's samples (a Dataset of (x, y) of `count` samples) batched through kiln's plan: the split's order
+    (shuffled for training), each batch's randomness seeded by (seed, epoch, batch), `collate` (default: PyTorch's
+    for the inputs, the task's for the targets) — what your own Dataset shares with kiln's sources of masks and
+    boxes."""
+    make = BatchMaker(collate, split, num_classes, request.task)
+    sampler = sampler_for(split == "train", count, cfg, request)
+    return LoaderBatches(SampleBatches(samples, make, request.seed), sampler=sampler, device=request.device,
+                         seed=request.seed, num_workers=cfg.num_workers)
 
 
 class SampleBatches(Dataset):
