@@ -139,3 +139,12 @@ def test_a_task_says_how_its_model_is_called_targets_in_training_only(tmp_path, 
     train_batches = 384 // 32  # the training split of the generated data, in batches of 32
     assert owntasks.SeesTargets.calls["with"] == train_batches
     assert owntasks.SeesTargets.calls["without"] > 0  # validation, the first-batch check and the test: no targets
+
+
+def test_switching_a_shipped_config_to_a_task_of_your_own_leaves_out_the_old_tasks_settings(capsys):
+    """fashion_mnist's task section has multiclass settings (label_smoothing): task.name=pkg:Class drops them, as a
+    switch to another of kiln's tasks does, instead of refusing them as unknown keys."""
+    assert main(["config", "fashion_mnist", "task.name=owntasks:Hinge", "task.args.margin=0.5"]) == 0
+    out = capsys.readouterr()
+    assert yaml.safe_load(out.out)["task"] == {"name": "owntasks:Hinge", "args": {"margin": 0.5}}
+    assert "leaving out the multiclass settings of the config it overrides (task.label_smoothing)" in out.err

@@ -18,7 +18,7 @@ from pydantic import (
 
 from kiln.config.describe import explain
 from kiln.config.root import Config
-from kiln.config.task_sections import TASK_CONFIGS, TASK_LOSSES
+from kiln.config.task_sections import TASK_CONFIGS, TASK_LOSSES, OwnTaskConfig
 from kiln.core.devices import DEVICE_TYPES
 from kiln.core.errors import KilnError
 
@@ -129,9 +129,10 @@ def _switched_task(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]
     """The base's task section for `over`'s task: a switch of task.name leaves out the settings only the old task
     has (`task.name=multilabel` on a multiclass config with label_smoothing), and a built-in loss of the old task."""
     new, old = over.get("name"), base.get("name", "multiclass")
-    if new == old or new not in TASK_CONFIGS:
+    if new == old or not isinstance(new, str) or (new not in TASK_CONFIGS and ":" not in new):
         return base
-    own = set(TASK_CONFIGS[new].model_fields)
+    schema = TASK_CONFIGS[new] if new in TASK_CONFIGS else OwnTaskConfig  # package.module:Class: a task of yours
+    own = set(schema.model_fields)
     if base.get("loss") in TASK_LOSSES.get(old, ()):  # the user's own loss (package.module:function) stays
         own.discard("loss")
     dropped = sorted(k for k in base if k not in own)
