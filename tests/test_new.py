@@ -8,7 +8,7 @@ import pytest
 from kiln.cli import main
 
 
-@pytest.mark.parametrize("template", ["image", "text", "folder"])
+@pytest.mark.parametrize("template", ["image", "text", "folder", "segmentation", "detection"])
 def test_a_new_project_trains_and_its_smoke_test_passes(tmp_path, template, monkeypatch):
     project = tmp_path / template
     assert main(["new", str(project), "--template", template]) == 0

@@ -16,11 +16,14 @@ def add_parser(sub) -> None:
                               "  kiln new mnist-kiln --from ~/code/my-pytorch-template-project",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--template", default="image", choices=["image", "text", "folder", "task"],
+    p.add_argument("--template", default="image", choices=["image", "text", "folder", "task", "segmentation",
+                                                           "detection"],
                    help="image (default): a CNN on generated shapes; text: word embeddings on generated sentences "
                         "with a padding collate; folder: your pictures in data/photos/<class>/ (generated "
                         "samples to start with); task: a task of your own (my_project/tasks.py: ordinal "
-                        "regression over ordered classes, its loss and metrics) on generated images")
+                        "regression over ordered classes, its loss and metrics) on generated images; "
+                        "segmentation: images and masks in data/scenes/ (generated), kiln's U-Net; detection: COCO "
+                        "files in data/boxes/ (generated), a torchvision detector")
     p.add_argument("--from", dest="from_project", metavar="PROJECT",
                    help="bring over a pytorch-template project: write DIR/configs/train.yaml equivalent to "
                         "PROJECT/config.json (its model, loss, optimizer, scheduler, data, monitor, early stop), "

@@ -3,15 +3,20 @@ Dataset, a smoke test, a README and a .gitignore. No copy of kiln's code: the pr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
+from kiln.commands.samples import write_detection_scenes, write_sample_photos, write_segmentation_scenes
 from kiln.core.errors import KilnError
 
 # kiln new's templates: a project of its own (model, Dataset, config, smoke test) on generated images or texts, or
 # on a folder of pictures (written with the project). Their files are package data under kiln/templates/new_project.
-TEMPLATES = ("image", "text", "folder", "task")
-WITH_PHOTOS = ("folder",)
+TEMPLATES = ("image", "text", "folder", "task", "segmentation", "detection")
 TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates" / "new_project"
+# template -> (what writes its sample data, the folder under data/)
+SAMPLE_DATA: dict[str, tuple[Callable[[Path], Path], str]] = {
+    "folder": (write_sample_photos, "photos"), "segmentation": (write_segmentation_scenes, "scenes"),
+    "detection": (lambda folder: write_detection_scenes(folder, n=60), "boxes")}
 
 
 def new_project(folder: Path, template: str = "image", force: bool = False,
@@ -27,8 +32,9 @@ def new_project(folder: Path, template: str = "image", force: bool = False,
     if from_project is not None:
         return _from_template_project(folder, Path(from_project))
     written = _write_files(folder, template_files(template))
-    if template in WITH_PHOTOS:
-        written.append(write_sample_photos(folder / "data" / "photos"))
+    if template in SAMPLE_DATA:  # templates that read files: generated ones to start with, in data/
+        write, sub = SAMPLE_DATA[template]
+        written.append(write(folder / "data" / sub))
     return written
 
 
@@ -42,33 +48,6 @@ def template_files(template: str) -> dict[str, str]:
             name = path.relative_to(root).as_posix().removesuffix(".tmpl")
             files["." + name.removeprefix("dot_") if name.startswith("dot_") else name] = path.read_text()
     return files
-
-
-def write_sample_photos(folder: Path, per_class: int = 80) -> Path:
-    """Generated colour pictures in class folders (a red square, a green disc, a blue cross at random places and
-    sizes, PNG and JPEG), so the folder template trains at once. Returns the folder."""
-    import random
-
-    from PIL import Image, ImageDraw
-
-    rng = random.Random(0)
-    for name, colour in (("red_square", (220, 40, 40)), ("green_disc", (40, 180, 60)), ("blue_cross", (40, 60, 220))):
-        (folder / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            w, h = rng.randint(40, 72), rng.randint(40, 72)
-            img = Image.new("RGB", (w, h), (rng.randint(90, 200), rng.randint(90, 200), rng.randint(90, 200)))
-            draw = ImageDraw.Draw(img)
-            r = rng.randint(6, min(w, h) // 3)
-            x, y = rng.randint(r, w - r), rng.randint(r, h - r)
-            if name == "red_square":
-                draw.rectangle((x - r, y - r, x + r, y + r), fill=colour)
-            elif name == "green_disc":
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-            else:
-                draw.rectangle((x - r, y - r // 3, x + r, y + r // 3), fill=colour)
-                draw.rectangle((x - r // 3, y - r, x + r // 3, y + r), fill=colour)
-            img.save(folder / name / f"{i:03d}.{'jpg' if i % 2 else 'png'}")
-    return folder
 
 
 def _from_template_project(folder: Path, project: Path) -> list[Path]:
