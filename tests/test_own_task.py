@@ -148,3 +148,11 @@ def test_switching_a_shipped_config_to_a_task_of_your_own_leaves_out_the_old_tas
     out = capsys.readouterr()
     assert yaml.safe_load(out.out)["task"] == {"name": "owntasks:Hinge", "args": {"margin": 0.5}}
     assert "leaving out the multiclass settings of the config it overrides (task.label_smoothing)" in out.err
+
+
+def test_cv_shows_the_headline_of_a_task_without_a_test_summary(tmp_path, idx_root):
+    from kiln.commands.cv import fold_metrics
+    from kiln.config import build_config
+
+    cfg = build_config(tiny_config(tmp_path, idx_root, task={"name": "owntasks:Hinge"}))
+    assert fold_metrics(cfg) == ("hits", "loss")  # Hinge names no summary_metrics; its headline is hits

@@ -28,8 +28,9 @@ def fold_metrics(cfg: Config) -> tuple[str, ...]:
     macro F1 and mAP; MAE, RMSE and R²), loss last."""
     from kiln.tasks import task_class
 
-    names = [m for m in task_class(cfg.task.name).summary_metrics if m not in ("loss", "acc_top5")]
-    return (*names, "loss")
+    task = task_class(cfg.task.name)
+    names = [m for m in task.summary_metrics if m not in ("loss", "acc_top5")] or [h for h in [task.headline] if h]
+    return (*names, "loss")  # a task of yours without a summary: its headline
 
 
 def load_plan(folder: Path) -> tuple[Config, int]:
