@@ -92,13 +92,14 @@ class Inputs(ABC):
 
     def baseline_features(self, train, evaluation) -> tuple[Any, np.ndarray, Any, np.ndarray]:
         """(x_train, y_train, x_eval, y_eval): features a classical model fits, from the splits' batches."""
-        raise KilnError("kiln baseline works on kiln's image and text datasets; a Dataset of your own has inputs kiln "
-                        "cannot turn into features")
+        self.check_baseline()
+        raise NotImplementedError  # an Inputs with a baseline_description implements this
 
     def check_baseline(self) -> None:
         """Raise before any data is read when kiln has no classical baseline for these inputs."""
         if not self.baseline_description:
-            self.baseline_features(None, None)
+            raise KilnError("kiln baseline works on kiln's image and text datasets; a Dataset of your own has inputs "
+                            "kiln cannot turn into features")
 
     baseline_description: ClassVar[str] = ""
     baseline_strength: ClassVar[float] = 1.0  # the inverse regularisation (scikit-learn's C) of its linear models

@@ -201,7 +201,7 @@ def image_batch(paths: list[Path], info: DataInfo | Pixels, per_image=None) -> t
         if not path.is_file():
             raise KilnError(f"image not found: {path}")
         try:
-            images.append(torch.from_numpy(decode(path, info.in_channels, stored, getattr(info, "crop", True))))
+            images.append(torch.from_numpy(decode(path, info.in_channels, stored, info.crop)))
         except BadImage as e:
             raise KilnError(f"cannot read image {path}: {e.error}") from None
     batch = torch.stack(images)
