@@ -31,6 +31,38 @@ class AugmentConfig(Section):
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     """resized_crop: the range of the crop's aspect ratio (width / height)."""
 
+    mixup: float = Field(0.0, ge=0)
+    """MixUp: each training batch mixed with itself in another order, images and targets alike, with a share
+    drawn from Beta(mixup, mixup) (0 = off; 0.2-0.4 is usual). The loss takes the mixed (soft) targets;
+    multiclass and multilabel. On the training device, seeded per (seed, epoch, batch): resume stays exact."""
+    cutmix: float = Field(0.0, ge=0)
+    """CutMix: a box of each training image replaced by the same box of another image of the batch, the targets
+    mixed by the box's area; its size drawn from Beta(cutmix, cutmix) (0 = off; 1.0 is usual). Images only."""
+    mix_prob: float = Field(1.0, ge=0, le=1)
+    """The share of training batches that are mixed (MixUp or CutMix); the rest train on plain images."""
+    mix_switch_prob: float = Field(0.5, ge=0, le=1)
+    """With both mixup and cutmix set: the share of mixed batches that get CutMix (the others MixUp)."""
+    mix_off_epoch: int | None = Field(None, gt=0)
+    """From this epoch on (1-based) batches are no longer mixed: the last epochs see plain images (as timm's
+    --mixup-off-epoch). Unset: mixed to the end."""
+    preset: Literal["randaugment", "trivialaugment", "augmix"] | None = None
+    """A policy of torchvision's, drawn per training image after the crops and flips: randaugment (`num_ops`
+    operations at `magnitude`), trivialaugment (one operation at a random strength), augmix (`severity`). Images
+    only."""
+    num_ops: int = Field(2, ge=1)
+    """preset=randaugment: operations per image."""
+    magnitude: int = Field(9, ge=0, le=30)
+    """preset=randaugment: the strength of each operation (0..30 bins; 9 is timm's rand-m9)."""
+    severity: int = Field(3, ge=1, le=10)
+    """preset=augmix: the strength of its operations."""
+    random_erasing: float = Field(0.0, ge=0, le=1)
+    """The probability that a random box of each training image is replaced by noise (timm's --reprob; 0.25 is
+    usual). Images only."""
+
+    @property
+    def mixes(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
     @field_validator("scale", "ratio")
     @classmethod
     def _ordered_range(cls, v: tuple[float, float]) -> tuple[float, float]:

@@ -63,6 +63,7 @@ class Task:
     sources = "an image CSV (data.name: image_csv), a text CSV (text_csv) or your own Dataset"  # for messages
     default_count: int | None = None  # the output count of your own Dataset that does not say (regression: 1)
     exported: tuple[str, ...] = ()  # task settings an export's metadata carries
+    mixes = False  # MixUp/CutMix may blend two samples' targets (soft_targets gives the form they blend in)
     output_doc = ""  # what an exported model's output is, for its metadata
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
@@ -108,6 +109,12 @@ class Task:
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The task's own training loss: the mean over the batch, a scalar tensor."""
         raise NotImplementedError
+
+    def soft_targets(self, targets: Any) -> torch.Tensor:
+        """A batch's targets as rows that can be blended (MixUp, CutMix): one-hot class rows, label sets as 0/1.
+        The objective and `train_score_sum` then take blended rows as well as the data's own targets. A task
+        that sets `mixes = True` implements it."""
+        raise KilnError(f"task {self.name} does not mix targets (data.augment.mixup/cutmix)")
 
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The reported loss, summed over the batch, in fp32 (default: the objective times the batch's samples)."""

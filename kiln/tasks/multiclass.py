@@ -49,6 +49,7 @@ class MulticlassTask(Task):
     name = "multiclass"
     summary_metrics = ("loss", "acc", "acc_top5", "f1")
     output_doc = "logits (batch, classes); softmax gives probabilities"
+    mixes = True
 
     def __init__(self, cfg: MulticlassTaskConfig, num_classes: int | None, class_weights: torch.Tensor | None = None):
         super().__init__(cfg, num_classes)
@@ -74,9 +75,19 @@ class MulticlassTask(Task):
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs.float(), targets, reduction="sum")
 
+    def soft_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Class indices as one-hot rows (B, C), which MixUp/CutMix blend; cross-entropy takes either form."""
+        assert self.num_classes is not None, "known once the data is loaded"
+        return F.one_hot(targets.long(), self.num_classes).float()
+
     def train_score_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """How many samples of the batch are right: the running training accuracy."""
-        return (outputs.argmax(1) == targets).sum()
+        """How many samples of the batch are right: the running training accuracy. Against blended targets
+        (MixUp/CutMix) a prediction counts by the weight its class has in the blend: 0.7 for the class that makes
+        up 70 % of the image, so the figure stays an honest accuracy against what the model was shown."""
+        predicted = outputs.argmax(1)
+        if targets.ndim == 2:
+            return targets.gather(1, predicted[:, None]).sum()
+        return (predicted == targets).sum()
 
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
         """Accuracy, top-5 accuracy (more than 5 classes), macro F1; per class and the confusion matrix on request."""

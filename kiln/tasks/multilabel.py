@@ -29,6 +29,7 @@ class MultilabelTask(Task):
     class_per_sample = False
     file_hint = "label sets (e.g. cat|dog)"
     exported = ("threshold",)
+    mixes = True
     output_doc = ("logits (batch, labels); sigmoid gives each label's probability; a label is predicted when it "
                   "reaches its threshold")
 
@@ -73,9 +74,16 @@ class MultilabelTask(Task):
         """Multi-hot predictions (B, L): probability >= the label's threshold."""
         return (outputs.float().sigmoid() >= self.thresholds(outputs.device)).float()
 
+    def soft_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """Label sets are already rows of 0/1, which MixUp/CutMix blend; binary cross-entropy takes the blend."""
+        return targets.float()
+
     def train_score_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Per sample the fraction of labels right (label-wise accuracy), summed over the batch."""
-        return (self.predicted(outputs) == targets).float().mean(1).sum()
+        """Per sample the fraction of labels right (label-wise accuracy), summed over the batch. Against blended
+        targets (MixUp/CutMix) a label counts by the weight the blend gives the prediction (0.7 for a label present
+        in 70 % of the image and predicted), which is the plain accuracy for 0/1 targets."""
+        predicted, truth = self.predicted(outputs), targets.float()
+        return (predicted * truth + (1 - predicted) * (1 - truth)).mean(1).sum()
 
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
         # torchmetrics costs seconds to import: only where metrics are computed

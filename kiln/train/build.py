@@ -14,6 +14,7 @@ from kiln.core.checkpoint import RunMeta
 from kiln.core.user_code import names_code
 from kiln.data import Data
 from kiln.data.loaders import split_targets
+from kiln.data.mixing import BatchMix
 from kiln.models import prepare_model
 from kiln.models.freeze import head_prefix
 from kiln.runs import RunDir
@@ -69,9 +70,10 @@ def build_trainer(plan: RunPlan, data: Data, *, model: torch.nn.Module | None = 
                         monitor_mode=mode)
     ema = weight_ema(model, cfg.trainer.ema.decay, cfg.trainer.ema.every, sharded=strategy.shards) \
         if cfg.trainer.ema else None
+    task = task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes)
+    mix = BatchMix(cfg.data.augment, cfg.seed, task.soft_targets) if cfg.data.augment.mixes else None
     return Trainer(
-        cfg=cfg.trainer, model=model, optimizer=optimizer,
-        task=task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes),
+        cfg=cfg.trainer, model=model, optimizer=optimizer, task=task, mix=mix,
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(outputs.progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(outputs.callbacks),

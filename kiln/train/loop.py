@@ -25,6 +25,7 @@ from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, fi
 from kiln.core.state import rng_state, set_rng_state, unwrap
 from kiln.data import Batches, Data
 from kiln.data.loaders import batch_len
+from kiln.data.mixing import BatchMix
 from kiln.tasks import Task
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback
@@ -65,6 +66,7 @@ class Trainer:
     preempted: bool = False  # that signal was SLURM's preemption warning (SIGUSR1)
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
     ema: WeightAverage | None = None  # with trainer.ema
+    mix: BatchMix | None = None  # MixUp / CutMix of the training batches (data.augment.mixup, cutmix)
     # how the model is spread over the processes: its gradient sync and checkpoint I/O (default: one process)
     strategy: Strategy = field(default_factory=lambda: Strategy(TrainerConfig()))
 
@@ -209,6 +211,8 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
         with _explained_failures("training step", t):
             for inputs, targets in islice(t.train_batches.epoch(epoch, t.state.batch), total - t.state.batch):
                 b = t.state.batch
+                if t.mix is not None:
+                    inputs, targets = t.mix(inputs, targets, epoch, b)
                 optimizer_step = (b + 1) % t.cfg.accumulate == 0 or b + 1 == total
                 if t.first_step_seconds is None and (t.cfg.compile or t.device.type == "cuda"):
                     t.first_step_seconds = _timed(lambda: train_step(t, inputs, targets, optimizer_step), t.device)

@@ -159,6 +159,15 @@ def check_before_data(cfg: Config) -> None:
 
     check_monitors(with_default_monitors(cfg),
                    len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
+    check_mixing(cfg)
+
+
+def check_mixing(cfg: Config) -> None:
+    """MixUp/CutMix blend two samples' targets: only for a task whose targets can be blended."""
+    if cfg.data.augment.mixes and not task_class(cfg.task.name).mixes:
+        raise KilnError(f"data.augment.mixup/cutmix blend two samples' targets, which has no meaning for "
+                        f"task.name={cfg.task.name}; they are for multiclass and multilabel (a task of your own "
+                        "mixes when it sets `mixes = True` and implements soft_targets). Unset them")
 
 
 def check_targets(cfg: Config, data: Data) -> None:

@@ -24,6 +24,7 @@ from kiln.core.state import seed_everything
 from kiln.core.user_code import names_code
 from kiln.data import Data, fresh_encoder
 from kiln.data.inputs import inputs_of
+from kiln.data.mixing import check_mixable
 from kiln.models import describe
 from kiln.runs import RunDir, RunLock, RunStatus
 from kiln.track import Trackers
@@ -168,6 +169,8 @@ def _ready(trainer: Trainer, plan: RunPlan, run: RunDir, state: Checkpoint | Non
     log.info("model: %s", describe(model))
     if inputs_of(data.info).own_code or names_code(plan.config.task.name):  # your code meets the model first
         check_first_batch(trainer)
+    if trainer.mix is not None:  # inputs that cannot be blended (token ids): said before the first step
+        check_mixable(next(iter(data.require("train").epoch(0)))[0], plan.config.data.augment)
     if state is not None:
         warn_changed(state, plan.config, proc.world_size)
         trainer.load_checkpoint(state)
