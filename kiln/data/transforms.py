@@ -8,7 +8,7 @@ function serves every loader path and its randomness is a pure function of
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,16 +49,50 @@ class Augment:
     resized_crop: bool = False
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    preset: str | None = None  # randaugment | trivialaugment | augmix, per image after the crops and flips
+    num_ops: int = 2
+    magnitude: int = 9
+    severity: int = 3
+    random_erasing: float = 0.0
 
     @classmethod
     def resolve(cls, cfg: AugmentConfig) -> Augment:
         """The same for every source: the same images and config get the same augmentation, whichever files
         (IDX, a folder, a CSV) hold them."""
-        return cls(cfg.crop_padding, cfg.hflip, cfg.resized_crop, cfg.scale, cfg.ratio)
+        return cls(cfg.crop_padding, cfg.hflip, cfg.resized_crop, cfg.scale, cfg.ratio, cfg.preset, cfg.num_ops,
+                   cfg.magnitude, cfg.severity, cfg.random_erasing)
 
     @property
     def active(self) -> bool:
-        return self.crop_padding > 0 or self.hflip or self.resized_crop
+        return self.crop_padding > 0 or self.hflip or self.resized_crop or self.per_image
+
+    @property
+    def per_image(self) -> bool:
+        """Whether a torchvision transform draws per image (a preset policy, random erasing)."""
+        return self.preset is not None or self.random_erasing > 0
+
+    def policy(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The preset as torchvision's transform of one uint8 image (C, H, W)."""
+        from torchvision.transforms import v2
+
+        if self.preset == "randaugment":
+            return v2.RandAugment(num_ops=self.num_ops, magnitude=self.magnitude)
+        if self.preset == "trivialaugment":
+            return v2.TrivialAugmentWide()
+        if self.preset == "augmix":
+            return v2.AugMix(severity=self.severity)
+        return None
+
+
+def per_image(images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor],
+              generator: torch.Generator) -> torch.Tensor:
+    """`transform` (a torchvision transform, which draws from torch's global generator) applied to each image of
+    the batch, its draws seeded from the batch's generator: the same batch of the same epoch is transformed the
+    same way on a resume, and the global generator (dropout's) is left as it was."""
+    devices = [images.device] if images.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed_for(generator.initial_seed(), 0xA06))
+        return torch.stack([transform(image) for image in images])
 
 
 def centre_crop(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -166,13 +200,26 @@ class BatchTransform:
                 x = random_crop(x, aug.crop_padding, generator)
             if aug.hflip:
                 x = random_hflip(x, generator)
-        return self._finish(x)
+        if (policy := aug.policy()) is not None:  # on the pixels, as the policies are defined (0..255 uint8)
+            x = per_image(x.round().clamp(0, 255).to(torch.uint8), policy, generator)
+        x = self._normalised(x.float() if policy is not None else x)
+        if aug.random_erasing:  # on the normalised image, as timm does: the noise is of the model's input scale
+            from torchvision.transforms import v2
+
+            x = per_image(x, v2.RandomErasing(p=aug.random_erasing, value="random"), generator)
+        return self._laid_out(x)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        return self._laid_out(self._normalised(x))
+
+    def _normalised(self, x: torch.Tensor) -> torch.Tensor:
         """Pixels 0..255 -> (x / 255 - mean) / std, in one pass."""
         if self.scale.device != x.device:
             self.scale, self.shift = self.scale.to(x.device), self.shift.to(x.device)
-        x = torch.addcmul(self.shift, x, self.scale)
+        return torch.addcmul(self.shift, x, self.scale)
+
+    def _laid_out(self, x: torch.Tensor) -> torch.Tensor:
+        """channels_last when asked for, else plain NCHW strides."""
         if self.channels_last:
             return x.contiguous(memory_format=torch.channels_last)
         # Plain NCHW strides, whatever the augmentation left: the random crop gathers in NHWC, and with one channel
