@@ -23,3 +23,15 @@ def split_config_and_overrides(items: list[str]) -> tuple[str | None, list[str]]
 
 
 OVERRIDES_HELP = "config overrides as dotted key paths, e.g. optim.lr=0.05 trainer.epochs=3 data.batch_size=128"
+
+TTA_HELP = ("hflip (the image and its mirror), flips (and upside down, and both), crops:N (the first N of: the "
+            "whole image, its centre and four corner crops of 87.5%% of each side resized back, then the same "
+            "mirrored; N up to 12)")
+
+
+def weight_list(text: str) -> list[float]:
+    """--weights 2,1,1 (argparse's type: a bad value is a usage error naming it)."""
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 2,1,1") from None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from kiln.cli.common import add_verbosity, verbosity
+from kiln.cli.common import TTA_HELP, add_verbosity, verbosity, weight_list
 
 
 def add_parser(sub) -> None:
@@ -20,9 +21,12 @@ def add_parser(sub) -> None:
                               "  kiln predict runs/fashion_mnist/20260101-120000 shoe.png shirt.jpg\n"
                               "  kiln predict runs/pets/20260101-120000 photos/new/ --out predictions.csv",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="texts (text runs), or image files, folders, glob patterns or CSVs of paths (image runs)")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, an exported model.onnx, or a `kiln cv` folder "
+                                                      "(every fold's model)")
+    p.add_argument("inputs", nargs="*", metavar="[RUN_DIR ...] INPUT",
+                   help="more runs or ONNX files (all the models answer as one ensemble: their probabilities or "
+                        "values averaged), then texts (text runs), or image files, folders, glob patterns or CSVs of "
+                        "paths (image runs)")
     p.add_argument("--file", help="text runs: a CSV file of texts in the run's dataset layout (a label column is "
                                   "optional); runs on your own Dataset: passed to it as file=FILE")
     p.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
@@ -33,6 +37,20 @@ def add_parser(sub) -> None:
                         "else the one column whose values are image files)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.add_argument("--tta", metavar="VIEWS", help=f"test-time augmentation, each model's answers averaged over views "
+                                                  f"of each image: {TTA_HELP}")
+    p.add_argument("--weights", metavar="W,W,...", type=weight_list,
+                   help="an ensemble's weights, one per model in order (default: equal)")
+    p.add_argument("--submission", metavar="TEMPLATE.csv",
+                   help="a competition's sample submission: written to --out with its label column filled, row for "
+                        "row (the id column is the one naming the input files, with or without extension; every "
+                        "row must match one input and every input one row)")
+    p.add_argument("--id-column", metavar="NAME", help="--submission: the template's id column (default: the one "
+                                                       "whose values name the input files)")
+    p.add_argument("--label-column", metavar="NAME", help="--submission: the column to fill (default: the other one)")
+    p.add_argument("--labels", choices=("auto", "index", "name"), default="auto",
+                   help="--submission: class indices in the run's class order, or class names (default auto: "
+                        "indices when the template's label column holds integers)")
     p.add_argument("--out", metavar="CSV|DIR", help="write the predictions to this CSV file instead of printing "
                                                    "them (columns file, label, probability, top_k; multilabel: file, "
                                                    "labels and each label's probability; regression: file and each "
@@ -44,15 +62,18 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from kiln.commands.predict import predict
+    from kiln.commands.predict import Ask, predict
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))
 
-    results = predict(Path(args.run_dir), args.inputs, file=Path(args.file) if args.file else None,
-                      checkpoint=args.checkpoint, top_k=args.top_k, path_column=args.path_column)
+    models, inputs = models_and_inputs(args.run_dir, args.inputs)
+    ask = Ask(file=Path(args.file) if args.file else None, checkpoint=args.checkpoint, top_k=args.top_k,
+              path_column=args.path_column, tta=args.tta, weights=args.weights)
+    if args.submission:
+        return _submit(args, models, inputs, ask)
+    results = predict(models, inputs, ask)
     if args.out:
         from kiln.tasks import task_class
 
@@ -64,6 +85,30 @@ def run(args: argparse.Namespace) -> int:
         else:
             excerpt = r.input if len(r.input) <= 60 else r.input[:57] + "..."
             print(f"{_shown(r)}\t{excerpt}")
+    return 0
+
+
+def models_and_inputs(first: str, rest: list[str]) -> tuple[list[Path], list[str]]:
+    """The models (the first argument, then every run folder, cv folder or ONNX file after it) and the inputs."""
+    from kiln.train.ensemble import is_model_path
+
+    models = [Path(first)]
+    while rest and is_model_path(rest[0]):
+        models.append(Path(rest.pop(0)))
+    return models, rest
+
+
+def _submit(args: argparse.Namespace, models: list[Path], inputs: list[str], ask) -> int:
+    from kiln.commands.predict import predict_named
+    from kiln.commands.submission import write_submission
+    from kiln.core.errors import KilnError
+
+    if not args.out:
+        raise KilnError("--submission writes the filled template to --out FILE.csv: give --out")
+    results, names = predict_named(models, inputs, ask)
+    out = write_submission(results, names, Path(args.submission), Path(args.out), id_column=args.id_column,
+                           label_column=args.label_column, labels=args.labels)
+    print(f"wrote {out} ({len(results)} rows)")
     return 0
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from kiln.core.errors import KilnError
 from kiln.data.inputs import PredictQuery, inputs_of, inputs_of_export
-from kiln.tasks import Prediction
+from kiln.tasks import Prediction, Task
 from kiln.train.device import autocast
+from kiln.train.ensemble import averaged_outputs
 from kiln.train.trained import Trained, load_trained
 
 log = logging.getLogger("kiln")
@@ -19,26 +22,98 @@ log = logging.getLogger("kiln")
 CONSTANT_AFTER = 10
 
 
-def predict(run_dir: Path, inputs: list[str], *, file: Path | None = None, checkpoint: str = "best",
-            top_k: int = 3, overrides: Sequence[str] = (), path_column: str | None = None) -> list[Prediction]:
-    """Predictions for `inputs` (and `file`) with a run's `checkpoint`, or with an exported ONNX model;
-    `path_column`: the column of image paths in CSV inputs (default: the run's data.path_column, else the one
-    column that names image files)."""
-    if Path(run_dir).suffix == ".onnx":
-        if file:
-            raise KilnError("--file is for text runs; an exported ONNX model takes image paths")
-        return warn_if_constant(predict_onnx(Path(run_dir), list(inputs), top_k, path_column))
-    return predict_with(load_trained(run_dir, checkpoint, overrides), inputs, file=file, top_k=top_k,
-                        path_column=path_column)
+@dataclass(frozen=True)
+class Ask:
+    """What `kiln predict` is asked besides the models and the inputs."""
+
+    file: Path | None = None  # text runs: a CSV of texts; your own Dataset: passed as file=...
+    checkpoint: str = "best"
+    top_k: int = 3
+    overrides: Sequence[str] = ()
+    path_column: str | None = None  # CSV inputs: the column of image paths
+    tta: str | None = None  # test-time views averaged (kiln.train.ensemble.tta_views)
+    weights: Sequence[float] | None = None  # an ensemble's weights, in the models' order (default equal)
 
 
-def predict_with(run: Trained, inputs: list[str], *, file: Path | None = None, top_k: int = 3,
-                 path_column: str | None = None) -> list[Prediction]:
-    """`predict` with a model already loaded: says which weights answer (and whether the run is unfinished)."""
+def predict(run_dir: Path | Sequence[Path], inputs: list[str], ask: Ask = Ask()) -> list[Prediction]:
+    """Predictions for `inputs` (and `ask.file`) with a run's checkpoint, or with an exported ONNX model;
+    `ask.path_column`: the column of image paths in CSV inputs (default: the run's data.path_column, else the one
+    column that names image files). Several runs or ONNX files (or a `kiln cv` folder: its folds) answer as one
+    ensemble, their answers averaged (`ask.weights`, default equal); `ask.tta` averages each model's answers over
+    test-time views of each image."""
+    return predict_named(run_dir, inputs, ask)[0]
+
+
+def predict_named(run_dir: Path | Sequence[Path], inputs: list[str], ask: Ask = Ask()
+                  ) -> tuple[list[Prediction], list[str]]:
+    """`predict`, and the names of the model's outputs (classes, labels, targets) in order."""
+    from kiln.train.ensemble import expand_runs, weights_of
+
+    paths = expand_runs([run_dir] if isinstance(run_dir, (str, Path)) else run_dir)
+    shares = weights_of(ask.weights, len(paths))
+    if ask.file and any(p.suffix == ".onnx" for p in paths):
+        raise KilnError("--file is for text runs; an exported ONNX model takes image paths")
+    if len(paths) == 1 and paths[0].suffix != ".onnx":
+        trained = load_trained(paths[0], ask.checkpoint, ask.overrides)
+        return predict_with(trained, inputs, file=ask.file, top_k=ask.top_k, path_column=ask.path_column,
+                            tta=ask.tta), trained.info.class_names
+    members = [_member(p, inputs, ask) for p in paths]
+    labels, task, names = members[0].labels, members[0].task, members[0].names
+    for m in members[1:]:
+        if m.task.name != task.name or m.names != names:
+            raise KilnError(f"{m.source} ({m.task.name}: {', '.join(m.names[:5])}...) does not answer the same "
+                            f"question as {members[0].source} ({task.name}: {', '.join(names[:5])}...): an "
+                            "ensemble averages models of one task over the same classes, labels or targets")
+        if m.labels != labels:
+            raise KilnError(f"{m.source} read other inputs than {members[0].source} from the same arguments")
+    outputs = averaged_outputs(task, [m.outputs for m in members], shares)
+    return warn_if_constant(task.answers(labels, task.predictions(outputs), names, ask.top_k)), names
+
+
+@dataclass
+class Member:
+    """One model's answers to the inputs: the inputs as it names them, its raw outputs, its task and output names."""
+
+    source: Path
+    labels: list[str]
+    outputs: torch.Tensor
+    task: Task
+    names: list[str]
+
+
+def _member(path: Path, inputs: list[str], ask: Ask) -> Member:
+    if path.suffix == ".onnx":
+        return Member(path, *onnx_outputs(path, inputs, ask.path_column, ask.tta))
+    run = load_trained(path, ask.checkpoint, ask.overrides)
+    _say_which(run)
+    labels: list[str] = []
+    answered: list[torch.Tensor] = []
+    for batch_labels, batch_outputs in _outputs(run, inputs, ask.file, ask.path_column, ask.tta):
+        if not isinstance(batch_outputs, torch.Tensor):
+            raise KilnError(f"{path}: its answers ({run.task.name}) cannot be averaged with other models'")
+        labels += batch_labels
+        answered.append(batch_outputs.float().cpu())
+    return Member(path, labels, torch.cat(answered), run.task, run.info.class_names)
+
+
+def _say_which(run: Trained) -> None:
+    """Which weights answer, and whether the run is unfinished."""
     log.info("predicting with %s", run.provenance())
     if (unfinished := run.unfinished()) is not None:
         log.warning("%s", unfinished)
-    return warn_if_constant(_predict(run, inputs, file, top_k, path_column))
+
+
+def predict_with(run: Trained, inputs: list[str], *, file: Path | None = None, top_k: int = 3,
+                 path_column: str | None = None, tta: str | None = None) -> list[Prediction]:
+    """`predict` with a model already loaded: says which weights answer (and whether the run is unfinished)."""
+    _say_which(run)
+    out: list[Prediction] = []
+    task = run.task
+    for labels, outputs in _outputs(run, inputs, file, path_column, tta):
+        predicted = task.predictions(outputs)
+        predicted = predicted.float().cpu() if isinstance(predicted, torch.Tensor) else predicted  # detections: as is
+        out += answers(task, labels, predicted, run.info.class_names, top_k)
+    return warn_if_constant(out)
 
 
 def warn_if_constant(results: list[Prediction]) -> list[Prediction]:
@@ -51,34 +126,53 @@ def warn_if_constant(results: list[Prediction]) -> list[Prediction]:
     return results
 
 
-def _predict(run: Trained, inputs: list[str], file: Path | None, top_k: int,
-             path_column: str | None) -> list[Prediction]:
-    """Every input through the model, batched as the run's data source batches them for inference."""
+def _outputs(run: Trained, inputs: list[str], file: Path | None, path_column: str | None,
+             tta: str | None) -> Iterator[tuple[list[str], Any]]:
+    """Every input through the model (averaged over the `tta` views), batched as the run's data source batches
+    them for inference: (the inputs' names, the model's outputs) per batch."""
+    from kiln.train.ensemble import with_views
 
     query = PredictQuery(run.cfg, run.info, run.vocab if inputs_of(run.info).reads_text else None, run.device,
                          tuple(inputs), file, path_column)
-    out: list[Prediction] = []
     task = run.task
+    model = with_views(run.model, task, tta)
     for labels, batch in inputs_of(run.info).predict_batches(query):
         with torch.no_grad(), autocast(run.device, run.precision):
-            predicted = task.predictions(task.outputs(run.model, batch))
-        predicted = predicted.float().cpu() if isinstance(predicted, torch.Tensor) else predicted  # detections: as is
-        out += answers(task, labels, predicted, run.info.class_names, top_k)
-    return out
+            yield labels, task.outputs(model, batch)
 
 
-def predict_onnx(path: Path, inputs: list[str], top_k: int = 3, path_column: str | None = None) -> list[Prediction]:
+def predict_onnx(path: Path, inputs: list[str], top_k: int = 3, path_column: str | None = None,
+                 tta: str | None = None) -> list[Prediction]:
     """The same predictions from a model exported with `kiln export --format onnx` (through onnxruntime), its inputs
-    encoded as the export's metadata describes."""
+    encoded as the export's metadata describes (and averaged over the `tta` views)."""
+    labels, outputs, task, names = onnx_outputs(path, inputs, path_column, tta)
+    return answers(task, labels, task.predictions(outputs), names, top_k)
+
+
+def onnx_outputs(path: Path, inputs: list[str], path_column: str | None, tta: str | None
+                 ) -> tuple[list[str], torch.Tensor, Task, list[str]]:
+    """An exported model's outputs for the inputs: (the inputs' names, outputs, its task, its output names)."""
     from kiln.commands.export import onnx_metadata, run_exported, task_of
+    from kiln.train.ensemble import check_image_batch, tta_views
 
     if not path.is_file():
         raise KilnError(f"ONNX file not found: {path}")
     meta = onnx_metadata(path)
     labels, arrays = inputs_of_export(meta).exported_batch(meta, path, inputs, path_column)
-    task = task_of(meta)
-    logits = torch.from_numpy(run_exported(path, "onnx", *arrays))
-    return answers(task, labels, task.predictions(logits), meta["class_names"], top_k)
+    task, views = task_of(meta), tta_views(tta)
+    if len(views) == 1:
+        return labels, torch.from_numpy(run_exported(path, "onnx", *arrays)), task, meta["class_names"]
+    images = torch.from_numpy(arrays[0])
+    check_image_batch(images)
+    answers = []
+    for view in views:  # the same views as a run's --tta (kiln.train.ensemble.WithViews)
+        out = torch.from_numpy(run_exported(path, "onnx", view.apply(images).numpy(), *arrays[1:])).float()
+        if task.pixel_outputs:
+            if view.undo is None:
+                raise KilnError(f"--tta {tta}: crops cannot be mapped back onto the image's pixels; use hflip or flips")
+            out = view.undo(out)
+        answers.append(out)
+    return labels, task.average(answers, [1 / len(answers)] * len(answers)), task, meta["class_names"]
 
 
 def answers(task, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:

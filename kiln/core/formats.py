@@ -18,6 +18,8 @@ class TestResults(TypedDict, total=False):
     epoch: Required[int]  # the epochs it had trained
     task: Required[str]  # multiclass | multilabel | regression
     data: dict[str, Any]  # the data scored, when it is not the run's own test split (name, root, test_split)
+    tta: str  # the test-time views averaged (kiln test --tta)
+    ensemble: list[dict[str, Any]]  # an ensemble's members: run, checkpoint, epoch, weight
     file: str  # where these results were written (returned, not saved)
     loss: Required[float]  # the task's loss
     num_samples: Required[int]

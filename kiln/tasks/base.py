@@ -64,6 +64,7 @@ class Task:
     default_count: int | None = None  # the output count of your own Dataset that does not say (regression: 1)
     exported: tuple[str, ...] = ()  # task settings an export's metadata carries
     mixes = False  # MixUp/CutMix may blend two samples' targets (soft_targets gives the form they blend in)
+    pixel_outputs = False  # the outputs are per pixel of the input (test-time flips are undone before averaging)
     output_doc = ""  # what an exported model's output is, for its metadata
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
@@ -109,6 +110,13 @@ class Task:
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """The task's own training loss: the mean over the batch, a scalar tensor."""
         raise NotImplementedError
+
+    def average(self, outputs: list[Any], weights: list[float]) -> Any:
+        """Several answers to the same inputs (test-time views, an ensemble's models) as one, in the form of one
+        model's outputs: the default averages the predicted probabilities and answers their log, whose softmax
+        is that average (so the loss and metrics score the averaged prediction)."""
+        mean = weighted_mean([self.predictions(o) for o in outputs], weights)
+        return mean.clamp_min(torch.finfo(torch.float32).tiny).log()
 
     def soft_targets(self, targets: Any) -> torch.Tensor:
         """A batch's targets as rows that can be blended (MixUp, CutMix): one-hot class rows, label sets as 0/1.
@@ -275,6 +283,17 @@ class Task:
         return out
 
     @classmethod
+    def submission_value(cls, r: Prediction, names: list[str], as_index: bool) -> str:
+        """What a submission file's label cell holds for a prediction: the class's name, or its index in the run's
+        class order."""
+        if not as_index:
+            return r.label
+        if r.label not in names:
+            raise KilnError(f"{r.input}: its answer {r.label!r} is not one class of the run's; write names "
+                            "(--labels name)")
+        return str(names.index(r.label))
+
+    @classmethod
     def prediction_text(cls, r: Prediction) -> str:
         """`label 0.953  other 0.021 ...`"""
         return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
@@ -426,3 +445,9 @@ class Metrics:
         for collection, _ in self.groups:
             out.update(collection.compute())
         return out
+
+
+def weighted_mean(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum(w_i * x_i) of same-shaped tensors, in fp32 (the weights sum to one)."""
+    stacked = torch.stack([t.float() for t in tensors])
+    return torch.tensordot(torch.tensor(weights, dtype=torch.float32, device=stacked.device), stacked, dims=1)

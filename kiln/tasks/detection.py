@@ -137,6 +137,15 @@ class DetectionTask(Task):
     def predictions(self, outputs: Any) -> Any:
         return outputs
 
+    def average(self, outputs: list[Any], weights: list[float]) -> Any:
+        raise KilnError("detections of several models or views cannot be averaged box by box (that needs box "
+                        "fusion, which kiln does not do): predict and test a detection run alone, without --tta")
+
+    @classmethod
+    def submission_value(cls, r: Prediction, names: list[str], as_index: bool) -> str:
+        raise KilnError("--submission fills one label cell per image; "
+                        "a detection run answers boxes per image: write them with --out FILE.json (COCO results) or FILE.csv")
+
     def answers(self, inputs: list[str], predicted: Any, names: list[str], top_k: int) -> list[Prediction]:
         """Each input's detections, best score first: the classes found, and (in `detail`) every box in the input's
         own pixels with its class, the dataset's category id and its score."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from kiln.config import MultilabelTaskConfig
 from kiln.core.errors import KilnError
-from kiln.tasks.base import Metrics, Prediction, Task
+from kiln.tasks.base import Metrics, Prediction, Task, weighted_mean
 
 
 class MultilabelTask(Task):
@@ -122,6 +122,16 @@ class MultilabelTask(Task):
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Model outputs -> per-label probabilities (B, L)."""
         return outputs.float().sigmoid()
+
+    @classmethod
+    def submission_value(cls, r: Prediction, names: list[str], as_index: bool) -> str:
+        """The labels predicted, separated by spaces (names, or indices in the run's label order)."""
+        chosen = r.label.split("|") if r.label else []
+        return " ".join(str(names.index(n)) if as_index else n for n in chosen)
+
+    def average(self, outputs: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+        """Each label's probability averaged, answered as its logit (sigmoid gives the average back)."""
+        return torch.logit(weighted_mean([o.sigmoid() for o in outputs], weights), eps=1e-7)
 
     def test_results(self, raw: dict[str, Any], names: list[str]) -> dict[str, Any]:
         per_label = {name: {"precision": raw["precision"][i], "recall": raw["recall"][i], "f1": raw["f1"][i],

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from kiln.config import RegressionTaskConfig
 from kiln.core.errors import KilnError
-from kiln.tasks.base import Metrics, Prediction, Task, to_columns
+from kiln.tasks.base import Metrics, Prediction, Task, to_columns, weighted_mean
 
 LOSSES: dict[str, Callable[..., torch.Tensor]] = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss}
 
@@ -56,6 +56,15 @@ class RegressionTask(Task):
         """Model outputs -> predicted values (B, k) in the targets' original units."""
         mean, std = self._scale(outputs.device)
         return outputs.float() * std + mean
+
+    @classmethod
+    def submission_value(cls, r: Prediction, names: list[str], as_index: bool) -> str:
+        """The predicted value (several targets: the values, separated by spaces), in the targets' units."""
+        return " ".join(f"{v:.6g}" for _, v in r.top)
+
+    def average(self, outputs: list[torch.Tensor], weights: list[float]) -> torch.Tensor:
+        """The values averaged (the outputs are the values, standardised: a linear map of them)."""
+        return weighted_mean(outputs, weights)
 
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self.loss_fn(outputs.float(), self.standardised(targets))

@@ -31,6 +31,7 @@ class SegmentationTask(Task):
     class_per_sample = False
     sources = "a segmentation folder (data.name: segmentation_folder) or your own Dataset of (image, mask)"
     file_hint = "masks"
+    pixel_outputs = True
     output_doc = "class scores per pixel (batch, classes, height, width); argmax over classes gives the mask"
 
     def __init__(self, cfg: SegmentationTaskConfig, num_classes: int | None):
@@ -105,6 +106,11 @@ class SegmentationTask(Task):
     def predictions(self, outputs: torch.Tensor) -> torch.Tensor:
         """Per-pixel class probabilities (B, C, H, W)."""
         return outputs.float().softmax(1)
+
+    @classmethod
+    def submission_value(cls, r: Prediction, names: list[str], as_index: bool) -> str:
+        raise KilnError("--submission fills one label cell per image; "
+                        "a segmentation run answers a mask per image: write the masks with --out FOLDER")
 
     def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
         """Each input's share of pixels per predicted class, largest first; its mask (at the model's size) rides

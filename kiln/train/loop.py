@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -255,30 +255,44 @@ class TestDetail:
 def evaluate(model: nn.Module, batches: Batches, task: Task, *, device: torch.device, precision: str,
              limit: int | None = None, test: TestDetail | None = None) -> dict[str, Any]:
     """Loss and metrics over `batches` in eval mode; one host sync at the end; with `test`, its details too."""
-    detailed, keep = test is not None, test.keep if test is not None else None
     model = unwrap(model)  # plain forward passes: no DDP hooks
     was_training = model.training
     model.eval()
+    with whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
+        results = score(model_outputs(model, batches, task, device, precision, limit), task, device, test)
+    model.train(was_training)
+    return results
+
+
+def model_outputs(model: nn.Module, batches: Batches, task: Task, device: torch.device, precision: str,
+                  limit: int | None = None) -> Iterator[tuple[Any, Any]]:
+    """(outputs, targets) of each batch: the model's outputs as the loss and metrics take them (fp32)."""
+    for inputs, targets in islice(batches.epoch(0), limit):
+        with autocast(device, precision):
+            outputs = task.outputs(model, inputs)
+        yield (outputs.float() if isinstance(outputs, torch.Tensor) else outputs), targets  # detections: as given
+
+
+def score(outputs: Iterable[tuple[Any, Any]], task: Task, device: torch.device,
+          test: TestDetail | None = None) -> dict[str, Any]:
+    """The loss and the task's metrics over (outputs, targets) batches — one model's, or several models' averaged
+    — summed over the ranks; with `test`, the detailed metrics (and the kept predictions)."""
+    detailed, keep = test is not None, test.keep if test is not None else None
     metrics = task.metrics(device, detailed)  # torchmetrics syncs across ranks in compute()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    with whole(model):  # FSDP: the parameters gathered once, so ranks may run unequal batch counts
-        for inputs, targets in islice(batches.epoch(0), limit):
-            with autocast(device, precision):
-                outputs = task.outputs(model, inputs)
-                outputs = outputs.float() if isinstance(outputs, torch.Tensor) else outputs  # detections: as given
-            loss_sum += task.loss_sum(outputs, targets)
-            metrics.update(outputs, targets)
-            if keep is not None:
-                keep.append((task.predictions(outputs), targets))
-            count += batch_len(targets)
+    for out, targets in outputs:
+        loss_sum += task.loss_sum(out, targets)
+        metrics.update(out, targets)
+        if keep is not None:
+            keep.append((task.predictions(out), targets))
+        count += batch_len(targets)
     totals = dist.all_reduce(torch.stack([loss_sum, loss_sum.new_tensor(count)]))  # every rank's share of the split
     results: dict[str, Any] = {"loss": totals[0].item() / max(totals[1].item(), 1), "num_samples": int(totals[1])}
     computed = metrics.compute()
     task.check_computed(computed)
     for name, value in computed.items():
         results[name] = value.item() if value.ndim == 0 else value.tolist()
-    model.train(was_training)
     return results
 
 
