@@ -140,6 +140,11 @@ class RunDir:
     def epoch_checkpoints(self) -> list[Path]:
         return sorted({self.saved_checkpoint(p.name.split(".")[0]) for p in self.checkpoints.glob("epoch-*")})
 
+    @staticmethod
+    def epoch_of(checkpoint: Path) -> int:
+        """The epoch of an epoch-NNN checkpoint."""
+        return int(checkpoint.name.split(".")[0].split("-")[1])
+
     @property
     def test_metrics_file(self) -> Path:
         return self.path / "test_metrics.json"
@@ -208,12 +213,15 @@ class RunDir:
         atomic_write(self.config_file, lambda f: f.write(text.encode("utf-8")))
 
     def checkpoint(self, which: str = "best") -> Path:
-        """best | last | a path; best falls back to last when the run never validated."""
+        """best | last | the name of another checkpoint of the run (averaged, epoch-007) | a path; best falls back to
+        last when the run never validated."""
         if which in ("best", "last"):
             path = self.best if which == "best" and self.best.exists() else self.last
             if not path.exists():
                 raise KilnError(f"{self.path} has no checkpoints/{which}.pt — did its training start?")
             return path
+        if "/" not in which and not which.endswith(".pt") and (named := self.saved_checkpoint(which)).exists():
+            return named
         path = Path(which)
         if not path.exists():
             raise KilnError(f"checkpoint not found: {path}")

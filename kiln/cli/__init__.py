@@ -8,6 +8,7 @@ from typing import NoReturn
 
 from kiln import __version__
 from kiln.cli import (
+    average_cmd,
     baseline_cmd,
     config_cmd,
     configs_cmd,
@@ -30,7 +31,7 @@ from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped
 PREEMPTED = 75  # EX_TEMPFAIL: saved on SLURM's preemption warning; requeue and resume (README, "SLURM")
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, baseline_cmd,
-            cv_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
+            cv_cmd, average_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

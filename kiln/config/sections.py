@@ -230,6 +230,8 @@ class CheckpointConfig(Section):
     the rest."""
     keep_top_k: int = Field(0, ge=0)
     """Also keep the k best epochs as `epoch-NNN.pt` (0 = only last.pt and best.pt)."""
+    keep_last_k: int = Field(0, ge=0)
+    """Also keep the last k epochs as `epoch-NNN.pt` (what `kiln average RUN --last K` averages)."""
 
 
 class TrainerConfig(Section):

@@ -24,10 +24,11 @@ class ModelCheckpoint(Callback):
     def __init__(self, cfg: CheckpointConfig, run: RunDir):
         """On every rank of a multi-process run: all take part in gathering (or writing the shards of) each
         checkpoint; rank 0 writes the files and keeps the folder in order."""
-        self.run, self.keep_top_k = run, cfg.keep_top_k
+        self.run, self.keep_top_k, self.keep_last_k = run, cfg.keep_top_k, cfg.keep_last_k
         self.writes = dist.current().is_main
         self.monitor = Monitor(*watched(cfg))
-        self.top: list[tuple[float, int]] = []  # (value, epoch) of the kept epoch-NNN checkpoints
+        self.top: list[tuple[float, int]] = []  # (value, epoch) of the best epochs' epoch-NNN checkpoints
+        self.recent: list[int] = []  # the last epochs' (keep_last_k)
         self.improved = False  # at the last epoch end
 
     def save_last(self, trainer: Trainer) -> None:
@@ -61,12 +62,17 @@ class ModelCheckpoint(Callback):
         last = self.run.last
         if self.improved:
             self._copy(last, "best")
-        if self.keep_top_k:
-            if any(e == epoch for _, e in self.top[:self.keep_top_k]):
-                self._copy(last, f"epoch-{epoch:03d}")
-            for _, old in self.top[self.keep_top_k:]:
-                remove_checkpoint(self.run.epoch_checkpoint(old))
-            self.top = self.top[:self.keep_top_k]
+        if not (self.keep_top_k or self.keep_last_k):
+            return
+        self.top = self.top[:self.keep_top_k]
+        if self.keep_last_k and epoch not in self.recent:
+            self.recent = [*self.recent, epoch][-self.keep_last_k:]
+        kept = {e for _, e in self.top} | set(self.recent)
+        if epoch in kept:
+            self._copy(last, f"epoch-{epoch:03d}")
+        for path in self.run.epoch_checkpoints():
+            if RunDir.epoch_of(path) not in kept:
+                remove_checkpoint(path)
 
     def _copy(self, last: Path, name: str) -> None:
         shards = last.is_dir()
@@ -80,8 +86,9 @@ class ModelCheckpoint(Callback):
         self.save_last(trainer)  # marked finished
 
     def state_dict(self) -> dict[str, Any]:
-        return {"monitor": self.monitor.state_dict(), "top": [list(t) for t in self.top]}
+        return {"monitor": self.monitor.state_dict(), "top": [list(t) for t in self.top], "recent": self.recent}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.monitor.load_state_dict(state["monitor"])
         self.top = [tuple(t) for t in state["top"]]
+        self.recent = list(state.get("recent", []))
