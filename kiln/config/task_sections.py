@@ -36,6 +36,22 @@ class _TaskSettings(Section):
         return self
 
 
+class DistillConfig(Section):
+    """Knowledge distillation: a trained teacher's softened answers join the training loss."""
+
+    teacher: str
+    """The teacher: a kiln run folder (its model on the training device, under the run's precision), trained on
+    the same classes and on inputs of the same form (image size and channels; normalisation may differ)."""
+    checkpoint: str = "best"
+    """Which of the teacher run's checkpoints (best | last | a name such as averaged | a path)."""
+    alpha: float = Field(0.5, ge=0, le=1)
+    """The teacher's share of the loss: (1 - alpha) x the task's loss on the labels + alpha x T² x the distance to
+    the teacher's answers softened by the temperature (KL divergence for classes, binary cross-entropy for labels).
+    1 = learn from the teacher alone."""
+    temperature: float = Field(4.0, gt=0)
+    """T: how much both answers are softened before they are compared (Hinton et al.: 2 to 5)."""
+
+
 class MulticlassTaskConfig(_TaskSettings):
     """One label per sample."""
 
@@ -56,6 +72,9 @@ class MulticlassTaskConfig(_TaskSettings):
     """The training loss: cross_entropy (unset: the same). Or an objective of your own, `package.module:function`
     taking (model output, targets) and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`),
     logged as train/objective while the reported loss stays the task's."""
+    distill: DistillConfig | None = None
+    """Learn from a trained teacher too ({teacher: RUN_DIR, alpha: 0.5, temperature: 4}): its answers on the same
+    augmented batch join the loss; logged as train/objective while the reported loss stays the task's."""
 
 
 class MultilabelTaskConfig(_TaskSettings):
@@ -77,6 +96,9 @@ class MultilabelTaskConfig(_TaskSettings):
     """The training loss: bce (unset: the same). Or an objective of your own, `package.module:function`
     taking (model output, targets) and returning a scalar (e.g. a pytorch-template project's `model.loss:focal_loss`),
     logged as train/objective while the reported loss stays the task's."""
+    distill: DistillConfig | None = None
+    """Learn from a trained teacher too ({teacher: RUN_DIR, alpha: 0.5, temperature: 4}): its label probabilities
+    on the same augmented batch join the loss; logged as train/objective while the reported loss stays the task's."""
 
     @model_validator(mode="after")
     def _thresholds_are_probabilities(self) -> Self:

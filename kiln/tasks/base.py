@@ -118,6 +118,11 @@ class Task:
         mean = weighted_mean([self.predictions(o) for o in outputs], weights)
         return mean.clamp_min(torch.finfo(torch.float32).tiny).log()
 
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """The distance of the student's outputs to the teacher's (task.distill), both softened by the
+        temperature, times its square (so the gradients keep their size as the temperature changes)."""
+        raise KilnError(f"task {self.name} does not learn from a teacher (task.distill)")
+
     def soft_targets(self, targets: Any) -> torch.Tensor:
         """A batch's targets as rows that can be blended (MixUp, CutMix): one-hot class rows, label sets as 0/1.
         The objective and `train_score_sum` then take blended rows as well as the data's own targets. A task

@@ -58,7 +58,13 @@ class MulticlassTask(Task):
 
     @property
     def smoothed(self) -> bool:
-        return self.cfg.label_smoothing > 0 or self.own_loss is not None or self.class_weights is not None
+        return self.cfg.label_smoothing > 0 or self.own_loss is not None or self.class_weights is not None or \
+            self.cfg.distill is not None
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """KL(teacher || student) of the class distributions softened by the temperature, times its square."""
+        return F.kl_div(F.log_softmax(outputs / temperature, 1), F.log_softmax(teacher / temperature, 1),
+                        reduction="batchmean", log_target=True) * temperature ** 2
 
     def task_objective(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if self.class_weights is None:

@@ -42,7 +42,13 @@ class MultilabelTask(Task):
 
     @property
     def smoothed(self) -> bool:
-        return self.own_loss is not None or self.pos_weight is not None
+        return self.own_loss is not None or self.pos_weight is not None or self.cfg.distill is not None
+
+    def distill_loss(self, outputs: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+        """Each label's binary cross-entropy against the teacher's softened probability, times the temperature's
+        square."""
+        soft = torch.sigmoid(teacher / temperature)
+        return F.binary_cross_entropy_with_logits(outputs / temperature, soft) * temperature ** 2
 
     def thresholds(self, device: torch.device) -> torch.Tensor:
         """task.threshold as one value per label on `device`."""

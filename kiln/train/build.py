@@ -26,6 +26,7 @@ from kiln.train.callbacks.collapse import CollapseWatch
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.callbacks.memory_watch import GrowthWatch
 from kiln.train.callbacks.status import StatusUpdate
+from kiln.train.distill import Distiller
 from kiln.train.ema import weight_ema
 from kiln.train.loop import Trainer, batches_per_epoch
 from kiln.train.optim import Schedule, build_optimizer
@@ -72,8 +73,10 @@ def build_trainer(plan: RunPlan, data: Data, *, model: torch.nn.Module | None = 
         if cfg.trainer.ema else None
     task = task_for_training(cfg.task, lambda: split_targets(data.require("train")), data.info.num_classes)
     mix = BatchMix(cfg.data.augment, cfg.seed, task.soft_targets) if cfg.data.augment.mixes else None
+    teacher = getattr(cfg.task, "distill", None)  # only the tasks that can learn from a teacher have the setting
+    distill = Distiller.load(teacher, task, data.info, device) if teacher is not None else None
     return Trainer(
-        cfg=cfg.trainer, model=model, optimizer=optimizer, task=task, mix=mix,
+        cfg=cfg.trainer, model=model, optimizer=optimizer, task=task, mix=mix, distill=distill,
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(outputs.progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(outputs.callbacks),

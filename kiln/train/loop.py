@@ -30,6 +30,7 @@ from kiln.tasks import Task
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
+from kiln.train.distill import Distiller
 from kiln.train.ema import WeightAverage
 from kiln.train.memory import epoch_memory, out_of_memory_message
 from kiln.train.optim import Schedule
@@ -67,13 +68,14 @@ class Trainer:
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
     ema: WeightAverage | None = None  # with trainer.ema
     mix: BatchMix | None = None  # MixUp / CutMix of the training batches (data.augment.mixup, cutmix)
+    distill: Distiller | None = None  # a teacher's share of the loss (task.distill)
     # how the model is spread over the processes: its gradient sync and checkpoint I/O (default: one process)
     strategy: Strategy = field(default_factory=lambda: Strategy(TrainerConfig()))
 
     def __post_init__(self) -> None:
         self.step = TrainStep(self.cfg, self.task, self.optimizer, self.device, self.precision, self.schedule,
                               self.strategy)
-        self.step.ema = self.ema
+        self.step.ema, self.step.distill = self.ema, self.distill
         self.skipped = 0
         # The run's first step on a GPU or compiled: compilation / cuDNN autotuning, reported on its own.
         self.first_step_seconds: float | None = None

@@ -160,6 +160,10 @@ def check_before_data(cfg: Config) -> None:
     check_monitors(with_default_monitors(cfg),
                    len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     check_mixing(cfg)
+    if (teacher := getattr(cfg.task, "distill", None)) is not None:  # only tasks that can learn from one have it
+        from kiln.train.distill import check_teacher
+
+        check_teacher(teacher)
 
 
 def check_mixing(cfg: Config) -> None:

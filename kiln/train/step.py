@@ -16,6 +16,7 @@ from kiln.config import TrainerConfig
 from kiln.core import dist
 from kiln.tasks.base import call_model
 from kiln.train.device import autocast
+from kiln.train.distill import Distiller
 from kiln.train.ema import WeightAverage
 from kiln.train.metrics import RunningMean
 from kiln.train.strategy import Strategy
@@ -39,6 +40,7 @@ class TrainStep:
         self.running = RunningMean(device, task)
         self.nonfinite = NonFiniteCount(device)
         self.ema: WeightAverage | None = None  # moved after every optimizer step (trainer.ema)
+        self.distill: Distiller | None = None  # a teacher's share of the loss (task.distill)
 
     def __call__(self, model: nn.Module, inputs: Any, targets: torch.Tensor, optimizer_step: bool = True) -> torch.Tensor | None:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
@@ -47,6 +49,8 @@ class TrainStep:
             with autocast(self.device, self.precision):
                 outputs = self.task.outputs(model, inputs, targets)
                 loss = self.task.objective(outputs, targets)
+                if self.distill is not None:  # the teacher answers the same batch, under the same autocast
+                    loss = self.distill.blended(loss, outputs, inputs)
             if self.cfg.nan_policy == "skip_batch" and dist.any_rank(not torch.isfinite(loss).item(), self.device):
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
