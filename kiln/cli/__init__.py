@@ -22,6 +22,7 @@ from kiln.cli import (
     predict_cmd,
     report_cmd,
     schema_cmd,
+    shift_cmd,
     test_cmd,
     train_cmd,
     tune_cmd,
@@ -31,7 +32,7 @@ from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped
 PREEMPTED = 75  # EX_TEMPFAIL: saved on SLURM's preemption warning; requeue and resume (README, "SLURM")
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, baseline_cmd,
-            cv_cmd, average_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
+            cv_cmd, average_cmd, shift_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

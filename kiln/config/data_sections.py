@@ -153,6 +153,10 @@ class DataConfig(Section):
     """Batch size for validation and test; unset means 4 x batch_size (no gradients, so more fits)."""
     val_split: float | int = Field(0.1, ge=0)
     """Validation split taken from the training files: a fraction in [0, 1) or a count of samples."""
+    val_files: Path | None = None
+    """Image folders/CSVs: a text file naming the training images that form the validation split, one path per
+    line (relative to data.root, or absolute) — e.g. the images most like the test set, from `kiln shift
+    --val-like`. Replaces data.val_split."""
     split_seed: int = 0
     """Seed of the train/validation split; independent of `seed` so the split never changes between runs."""
     train_subset: int | None = Field(None, gt=0)

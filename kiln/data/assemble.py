@@ -36,6 +36,7 @@ class Pool:
     size: int
     strata: torch.Tensor | None = None  # what a split kiln makes of it keeps the shares of (None: a plain shuffle)
     folds: torch.Tensor | None = None  # what data.cv's folds are dealt by (None: by position)
+    chosen_val: torch.Tensor | None = None  # the samples named as the validation split (data.val_files)
 
 
 def pools_needed(found: tuple[str, ...], splits: tuple[str, ...], cfg: DataConfig) -> list[str]:
@@ -76,7 +77,15 @@ def _from_all(pool: Pool, cfg: DataConfig, overfit_batches: int, splits: tuple[s
     # the same fold keys as the held-out fold above, so the pool trained on is exactly the other folds
     train_pos, val_pos = train_val_split(len(rest), cfg, overfit_batches, strata[rest], folds[rest])
     plan["train"], plan["val"] = ("all", rest[train_pos]), ("all", rest[val_pos])
+    if pool.chosen_val is not None:
+        plan["train"], plan["val"] = _chosen("all", rest, pool.chosen_val)
     return plan
+
+
+def _chosen(name: str, rest: torch.Tensor, chosen: torch.Tensor) -> tuple[Drawn, Drawn]:
+    """(train, val) of the samples `rest` when `chosen` name the validation samples (data.val_files)."""
+    named = torch.isin(rest, chosen)
+    return (name, rest[~named]), (name, rest[named])
 
 
 def _from_given(pools: dict[str, Pool], cfg: DataConfig, overfit_batches: int,
@@ -95,6 +104,9 @@ def _from_given(pools: dict[str, Pool], cfg: DataConfig, overfit_batches: int,
         else:
             train_idx, val_idx = train_val_split(train.size, cfg, overfit_batches, train.strata, train.folds)
             plan["train"], plan["val"] = ("train", train_idx), ("train", val_idx)
+            if train.chosen_val is not None:
+                held = cv_folds(train.size, cfg, train.folds)[0] if cfg.cv is not None else torch.arange(train.size)
+                plan["train"], plan["val"] = _chosen("train", held, train.chosen_val)
         if cfg.cv is not None:
             plan["test"] = ("train", cv_folds(train.size, cfg, train.folds)[1])
     if "test" in pools and cfg.cv is None:

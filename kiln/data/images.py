@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -16,6 +17,9 @@ from kiln.data.assemble import Drawn, Found, Pool, assemble, plan_splits, pools_
 from kiln.data.info import Data, DataInfo, DataRequest
 from kiln.data.loaders import Batches, LoaderBatches, ResidentBatches, TensorImages, choose_loader
 from kiln.data.locate import locate
+
+if TYPE_CHECKING:
+    from kiln.data.image_files import Found as Scanned
 from kiln.data.transforms import Augment, BatchTransform
 from kiln.tasks import task_class
 from kiln.tasks.targets import as_tensor
@@ -99,25 +103,38 @@ def stored_images(batches: Batches, indices: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the user's own image files
 
-def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
-    """An image folder or image CSV: found, decoded once (or per sample), split, normalised, batched.
+def training_image_paths(spec, cfg: DataConfig, task: str) -> list[Path]:
+    """The image files of the training pool (and a val/ folder, or the one list kiln splits) of an image folder or
+    CSV."""
+    return [path for name, files in _found(spec, cfg, task).files.items() if name in ("train", "val", "all")
+            for path in files.paths]
 
-    Settings left unset (image_size, channels, class_names, mean, std) are derived from the training images and
-    returned in `Data.derived`, so the run's config.yaml records what was used and `kiln test` / `predict` reuse it.
-    """
+
+def _found(spec, cfg: DataConfig, task: str) -> Scanned:
+    """The image files of an image folder or CSV, by pool."""
     from kiln.data.image_files import read_class_map, scan_csvs, scan_folder
 
-    seed, device, splits, task, overfit_batches = (request.seed, request.device, request.splits, request.task,
-                                                   request.overfit_batches)
     if cfg.root is None:
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
     if not task_class(task).class_per_sample and spec.layout == "folder":
         raise KilnError(f"task.name={task}: an image folder gives each image one class (its folder); list the images "
                         f"with their {task_class(task).file_hint} in train.csv / test.csv and use data.name: image_csv")
     class_names = cfg.class_names or (read_class_map(cfg.class_map) if cfg.class_map else None)
-    found = (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
-             scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row, task,
-                       cfg.label_separator))
+    return (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
+            scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row, task,
+                      cfg.label_separator))
+
+
+def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
+    """An image folder or image CSV: found, decoded once (or per sample), split, normalised, batched.
+
+    Settings left unset (image_size, channels, class_names, mean, std) are derived from the training images and
+    returned in `Data.derived`, so the run's config.yaml records what was used and `kiln test` / `predict` reuse it.
+    """
+    seed, device, splits, task, overfit_batches = (request.seed, request.device, request.splits, request.task,
+                                                   request.overfit_batches)
+    found = _found(spec, cfg, task)
+    assert cfg.root is not None, "checked by _found"
     log.info("%s: %s", cfg.root, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
     needed = pools_needed(tuple(found.files), (*splits, "train") if stats_needed else splits, cfg)
@@ -253,7 +270,24 @@ def _pool(name: str, files, cfg: DataConfig, task: str) -> Pool:
         return Pool(len(files.paths))
     targets = as_tensor(files.labels)
     return Pool(len(files.paths), task_class(task).split_keys(targets),
-                task_class(task).fold_keys(targets, cfg.cv.folds if cfg.cv else 2))
+                task_class(task).fold_keys(targets, cfg.cv.folds if cfg.cv else 2),
+                chosen_val=named_files(cfg.val_files, cfg.root, files.paths) if cfg.val_files else None)
+
+
+def named_files(listing: Path, root: Path | None, paths: list[Path]) -> torch.Tensor:
+    """The indices in `paths` of the images a list file names (one path per line, relative to data.root or
+    absolute; blank lines and # comments ignored); every name must be one of `paths`."""
+    if not listing.is_file():
+        raise KilnError(f"data.val_files={listing}: no such file (one training image path per line, e.g. from "
+                        "kiln shift --val-like)")
+    lines = [line.strip() for line in listing.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    where = {p.resolve(): i for i, p in enumerate(paths)}
+    found = [where.get((Path(line) if Path(line).is_absolute() else (root or Path()) / line).resolve())
+             for line in lines]
+    if unknown := [line for line, i in zip(lines, found) if i is None]:
+        raise KilnError(f"data.val_files={listing}: {len(unknown)} of its {len(lines)} lines are not training "
+                        f"images under data.root ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''})")
+    return torch.tensor(sorted({i for i in found if i is not None}), dtype=torch.long)
 
 
 def _derive_image_settings(cfg: DataConfig, found, needed: list[str]) -> dict[str, Any]:

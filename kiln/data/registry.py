@@ -204,3 +204,14 @@ def get_dataset(name: str):
     if name not in DATASETS:
         raise KilnError(f"unknown dataset '{name}' — registered datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
+
+
+def training_files(cfg: DataConfig, task: str) -> list[Path]:
+    """The image files a config trains and validates on, for commands that compare them with other files (kiln
+    shift); a source without such files is a clear error."""
+    spec = get_dataset(cfg.name) if not names_code(cfg.name) else None
+    paths = getattr(spec, "training_paths", None)
+    if paths is None:
+        raise KilnError(f"data.name={cfg.name} is not a folder or CSV of your image files; kiln shift compares image "
+                        "files (data.name: image_folder or image_csv)")
+    return paths(cfg, task)

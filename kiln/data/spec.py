@@ -69,6 +69,12 @@ class ImageFiles:
 
         return build_file_image_data(self, cfg, request)
 
+    def training_paths(self, cfg: DataConfig, task: str) -> list[Path]:
+        """Every image a run of `cfg` may train or validate on (not a given test folder or file)."""
+        from kiln.data.images import training_image_paths
+
+        return training_image_paths(self, cfg, task)
+
 
 class SegmentationFolder:
     """A folder of images with a mask each, per split (kiln.data.segmentation reads it)."""
