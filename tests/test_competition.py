@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import tiny_config, write_config
+from kiln.commands.samples import write_sample_photos
 
 pytestmark = pytest.mark.slow
 
@@ -196,3 +197,20 @@ def test_views_are_undone_for_answers_per_pixel():
     assert torch.allclose(flipped, by_hand)
     with pytest.raises(Exception, match="cannot be mapped back"):
         WithViews(Shift(), task, tta_views("crops:2"))(x)
+
+
+def test_the_competition_recipe_trains_every_tool_together(tmp_path, cli):
+    """configs/image_competition.yaml with a small timm model from scratch (no weights here): MixUp + CutMix,
+    TrivialAugment, random erasing, EMA and keep_last_k in one run, then averaged and predicted with TTA."""
+    pytest.importorskip("timm")
+    from conftest import ROOT
+
+    photos = write_sample_photos(tmp_path / "photos", per_class=12)
+    out = cli("train", ROOT / "configs" / "image_competition.yaml", f"data.root={photos}", "data.image_size=32",
+              "data.num_workers=0", "model.name=timm:resnet10t", "model.pretrained=null", "trainer.epochs=2",
+              "data.augment.mix_off_epoch=2", "trainer.checkpoint.keep_last_k=2", f"log.dir={tmp_path / 'runs'}",
+              "--run-dir", tmp_path / "run")
+    assert out.returncode == 0, out.stderr
+    assert cli("average", tmp_path / "run", "--last", "2").returncode == 0
+    out = cli("predict", tmp_path / "run", photos / "red_square", "--checkpoint", "averaged", "--tta", "flips")
+    assert out.returncode == 0 and len(out.stdout.splitlines()) == 12
