@@ -106,25 +106,27 @@ class Model:
     def dir(self) -> Path:
         return self._trained.run.path
 
-    def predict(self, inputs: Any, *, top_k: int = 3, as_frame: bool = False) -> Any:
+    def predict(self, inputs: Any, *, top_k: int = 3, as_frame: bool = False, tta: str | None = None) -> Any:
         """Predictions for `inputs`: a path, folder, glob or CSV of image paths, a text, a PIL image or a uint8
         array (H, W[, C]) — or a list of these. Returns prediction records (`.input`, `.label`, `.probability`,
-        `.top`), or with `as_frame` a pandas DataFrame with the columns `kiln predict --out` writes."""
+        `.top`), or with `as_frame` a pandas DataFrame with the columns `kiln predict --out` writes. `tta`:
+        test-time views averaged, as `kiln predict --tta` (hflip, flips, crops:N)."""
         from kiln.commands.predict import predict_with
 
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
         with tempfile.TemporaryDirectory(prefix="kiln-predict-") as folder:
             texts = [_as_input(item, Path(folder), i) for i, item in enumerate(items)]
-            results = predict_with(self._trained, texts, top_k=top_k)
+            results = predict_with(self._trained, texts, top_k=top_k, tta=tta)
         return _frame(results) if as_frame else results
 
-    def test(self, *overrides: Override) -> TestResults:
+    def test(self, *overrides: Override, tta: str | None = None) -> TestResults:
         """Evaluate on the run's test split — or, with data overrides such as "data.root=other", on other data (its
-        results go to their own file; the run's own stay untouched)."""
+        results go to their own file; the run's own stay untouched). `tta`: test-time views averaged, as `kiln
+        test --tta` (results in test_metrics-tta-<views>.json)."""
         from kiln.config import override_strings
         from kiln.train.evaluation import run_test
 
-        return run_test(self.dir, checkpoint=self.checkpoint, overrides=override_strings(overrides))
+        return run_test(self.dir, checkpoint=self.checkpoint, overrides=override_strings(overrides), tta=tta)
 
     def export(self, format: str = "onnx", path: Path | str | None = None) -> Path:
         """Write the model as onnx | exported | torchscript | safetensors (parity-checked as `kiln export` does);

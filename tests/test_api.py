@@ -66,6 +66,9 @@ def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
     with pytest.raises(kiln.KilnError, match="cannot predict a float"):
         model.predict(0.5)
     assert model.test()["acc"] == pytest.approx(run.test["acc"])
+    assert model.test(tta="hflip")["tta"] == "hflip" and (run.dir / "test_metrics-tta-hflip.json").is_file()
+    flipped = model.predict(paths, tta="hflip")
+    assert [r.probability for r in flipped] != pytest.approx([r.probability for r in from_files])
     exported = model.export("safetensors", tmp_path / "model.safetensors")
     assert exported == tmp_path / "model.safetensors" and exported.is_file()
     last = kiln.load(run.dir, "last").predict(paths[0])  # a path alone, not in a list
