@@ -205,3 +205,13 @@ class VoteBlobs(Blobs):
     def __getitem__(self, i):
         x, _ = super().__getitem__(i)
         return x, self.votes[i]
+
+
+class SlowBlobs(Blobs):
+    """Blobs that take a while to load, as a dataset decoding large files in the main process does."""
+
+    def __getitem__(self, i):
+        import time
+
+        time.sleep(0.002)
+        return super().__getitem__(i)

@@ -30,6 +30,12 @@ def add_parser(sub) -> None:
                    help="with --nproc: restart a failed group up to R times, resuming from last.pt")
     p.add_argument("--find-batch-size", action="store_true",
                    help="find the largest data.batch_size whose training step fits in GPU memory, print it and exit")
+    p.add_argument("--profile", action="store_true",
+                   help="profile 20 training steps after 8 (trainer.profile): where each step's time goes — waiting "
+                        "for data, forward, backward, optimizer, host syncs — in profile.json and "
+                        "profile/trace.json.gz, with the setting to change; then training goes on")
+    p.add_argument("--profile-only", action="store_true",
+                   help="--profile, then stop once it is written (one validation batch, no test)")
     add_verbosity(p)
     p.set_defaults(run=run)
 
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if args.resume == "auto":
             resume = find_resumable(cfg.log.dir, cfg.name)
             cfg = resume.config(overrides)
+    cfg = with_profiling(cfg, args.profile, args.profile_only)
     from kiln.train.preflight import preflight
 
     preflight(cfg, resuming=resume is not None)  # before torch and the data: a mistake is reported in a second
@@ -106,3 +113,16 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
     if args.quiet:
         worker.append("--quiet")
     return launch(args.nproc, args.max_restarts, worker)
+
+
+
+def with_profiling(cfg, profile: bool, only: bool):
+    """--profile: trainer.profile with its defaults (unless the config sets it); --profile-only: stop once it is
+    written, with one validation batch and no test."""
+    if not (profile or only):
+        return cfg
+    from kiln.config import ProfileConfig
+
+    steps = (cfg.trainer.profile or ProfileConfig()).model_copy(update={"stop": only})
+    cfg = cfg.with_values({"trainer.profile": steps})
+    return cfg.with_values({"trainer.limit_val_batches": 1, "trainer.test_after_fit": False}) if only else cfg

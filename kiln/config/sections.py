@@ -314,6 +314,10 @@ class TrainerConfig(Section):
     """Early stopping."""
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     """Which checkpoints are kept."""
+    profile: ProfileConfig | None = None
+    """Profile some training steps ({steps: 20}; `kiln train --profile`): where each step's time goes — waiting for
+    data, forward, backward, the optimizer, host syncs — written to profile.json and profile/trace.json.gz (open in
+    Perfetto or TensorBoard), with the setting to change; then training goes on."""
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -324,6 +328,20 @@ class TrainerConfig(Section):
     @classmethod
     def _compile_true_is_default(cls, v: Any) -> Any:
         return "default" if v is True else v
+
+
+class ProfileConfig(Section):
+    """torch.profiler over a few training steps (trainer.profile)."""
+
+    wait: int = Field(5, ge=0)
+    """Steps left alone first (compilation, cuDNN autotuning, DataLoader workers starting)."""
+    warmup: int = Field(3, ge=0)
+    """Steps the profiler runs without recording (its own start-up)."""
+    steps: int = Field(20, gt=0)
+    """Steps recorded and measured."""
+    stop: bool = False
+    """Stop training once the profile is written (`kiln train --profile-only`): the epoch ends there, validation
+    runs on one batch, no test."""
 
 
 class EmaConfig(Section):

@@ -279,3 +279,20 @@ def choose_loader(setting: str, num_bytes: int, device: torch.device, max_mb: fl
     else:
         budget = 2 * 2**30
     return "resident" if num_bytes <= budget else "dataloader"
+
+
+def wait_advice(data: Any, num_workers: int) -> str:
+    """What to change when training waits for its batches (`data`: the run's `Data`)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if data.loader == "resident":  # gathered and augmented on the device between steps
+        return ("the batches are gathered and augmented on the training device between steps: lighter "
+                "augmentation (data.augment.preset, random_erasing) or a larger data.batch_size")
+    tips = []
+    if num_workers < cores:
+        tips.append(f"set data.num_workers={min(cores, 8)} ({num_workers} now, {cores} cores here)")
+    if data.info.kind == "image":
+        tips.append("keep the decoded images in memory: data.cache=on with data.cache_max_mb above the store's size")
+    tips.append("kiln train --profile shows where each step's time goes")
+    return "; ".join(tips)

@@ -23,8 +23,10 @@ from kiln.track import Trackers
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback, EarlyStopping, EpochSummary, LogMetrics, ModelCheckpoint
 from kiln.train.callbacks.collapse import CollapseWatch
+from kiln.train.callbacks.data_wait import DataWaitWatch
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.callbacks.memory_watch import GrowthWatch
+from kiln.train.callbacks.profile import StepProfile
 from kiln.train.callbacks.status import StatusUpdate
 from kiln.train.distill import Distiller
 from kiln.train.ema import weight_ema
@@ -94,10 +96,12 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
         assert head is not None
         callbacks.append(FreezeSchedule(model, cfg.model.freeze, cfg.model.unfreeze_at_epoch, head))
     own_code = names_code(cfg.model.name) or names_code(cfg.data.name) or cfg.data.collate is not None
-    callbacks += [GrowthWatch(own_code=own_code), CollapseWatch(), EarlyStopping(cfg.trainer.early_stopping)]
+    callbacks += [GrowthWatch(own_code=own_code), CollapseWatch(), DataWaitWatch(cfg.data.num_workers),
+                  EarlyStopping(cfg.trainer.early_stopping)]
     if trackers is not None:
         callbacks.append(LogMetrics(trackers))
     if run is None:
         return [*callbacks, EpochSummary(None)]
     checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run)
-    return [*callbacks, checkpoint, StatusUpdate(run), EpochSummary(checkpoint)]
+    profile = [StepProfile(cfg.trainer.profile, run.path, cfg.data.num_workers)] if cfg.trainer.profile else []
+    return [*profile, *callbacks, checkpoint, StatusUpdate(run), EpochSummary(checkpoint)]

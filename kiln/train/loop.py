@@ -77,6 +77,7 @@ class Trainer:
                               self.strategy)
         self.step.ema, self.step.distill = self.ema, self.distill
         self.skipped = 0
+        self.data_wait = 0.0  # the last epoch's share of training time spent waiting for batches
         # The run's first step on a GPU or compiled: compilation / cuDNN autotuning, reported on its own.
         self.first_step_seconds: float | None = None
         self.first_epoch = self.state.epoch
@@ -190,7 +191,8 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
                 val = evaluate(model, t.data.val, t.task, device=t.device, precision=t.precision,
                                limit=t.val_limit)
         metrics.update({f"val/{k}": v for k, v in val.items() if k != "num_samples"})
-    metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9)})
+    metrics.update({"time/epoch_s": train_seconds, "time/samples_per_s": num_samples / max(train_seconds, 1e-9),
+                    "time/data_wait": t.data_wait})
     metrics.update({f"train/{k}": v for k, v in t.train_batches.epoch_stats(epoch).items()})
     if t.skipped:
         metrics["train/skipped_batches"] = t.skipped
@@ -209,9 +211,11 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
     t.progress.start(f"epoch {epoch + 1}/{t.epochs}", total)
     t.progress.update(t.state.batch)
     start, num_samples = time.perf_counter(), 0
+    waited = WaitClock()
     try:
         with _explained_failures("training step", t):
-            for inputs, targets in islice(t.train_batches.epoch(epoch, t.state.batch), total - t.state.batch):
+            for inputs, targets in waited.timed(islice(t.train_batches.epoch(epoch, t.state.batch),
+                                                       total - t.state.batch)):
                 b = t.state.batch
                 if t.mix is not None:
                     inputs, targets = t.mix(inputs, targets, epoch, b)
@@ -229,10 +233,34 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
                         t.progress.update(b + 1, _progress_stats(t, num_samples, start))
                 if optimizer_step and _stop_agreed(t):
                     _save_interrupted(t)
+                if t.stop_training:  # a callback ended training within the epoch (kiln train --profile-only)
+                    break
     finally:
         t.progress.stop()
     _check_finite(t)
-    return time.perf_counter() - start, num_samples
+    seconds = time.perf_counter() - start
+    t.data_wait = waited.seconds / max(seconds, 1e-9)
+    return seconds, num_samples
+
+
+class WaitClock:
+    """The host's time spent waiting for the next batch (loading, decoding, augmenting, copying): wall clock around
+    the batch iterator's `next`, so it costs no device sync. Under the profiler each wait is a `kiln.data` range."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+
+    def timed(self, batches: Iterable[Any]) -> Iterator[Any]:
+        it = iter(batches)
+        while True:
+            began = time.perf_counter()
+            with torch.profiler.record_function("kiln.data"):
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    return
+            self.seconds += time.perf_counter() - began
+            yield batch
 
 
 def train_step(t: Trainer, inputs: Any, targets: torch.Tensor, optimizer_step: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from kiln.config import TrainerConfig
 from kiln.core import dist
@@ -46,7 +47,8 @@ class TrainStep:
         """The detached loss, or None when a non-finite loss was skipped (nan_policy=skip_batch).
         Under DDP and FSDP the gradients are synchronised only on the micro-step that steps the optimizer."""
         with self.strategy.gradient_sync(model, optimizer_step):
-            with autocast(self.device, self.precision):
+            # the phases are profiler ranges: kiln train --profile measures them (kiln.train.callbacks.profile)
+            with record_function("kiln.forward"), autocast(self.device, self.precision):
                 outputs = self.task.outputs(model, inputs, targets)
                 loss = self.task.objective(outputs, targets)
                 if self.distill is not None:  # the teacher answers the same batch, under the same autocast
@@ -55,21 +57,27 @@ class TrainStep:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self.nonfinite.add(loss)
-            self.scaler.scale(loss / self.cfg.accumulate).backward()
+            with record_function("kiln.backward"):
+                self.scaler.scale(loss / self.cfg.accumulate).backward()
         self.running.update(loss.detach().float(), outputs.detach() if isinstance(outputs, torch.Tensor) else outputs,
                             targets)  # a detector's outputs in training: its losses
         if optimizer_step:
-            if self.cfg.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.schedule is not None:
-                self.schedule.after_step()
-            if self.ema is not None:
-                self.ema.update(model)
+            with record_function("kiln.optimizer"):
+                self._optimizer_step(model)
         return loss.detach()
+
+    def _optimizer_step(self, model: nn.Module) -> None:
+        """Clip, step (through the gradient scaler), clear the gradients, advance the schedule and the EMA."""
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.schedule is not None:
+            self.schedule.after_step()
+        if self.ema is not None:
+            self.ema.update(model)
 
 
 class NonFiniteCount:

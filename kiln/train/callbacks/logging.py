@@ -63,5 +63,6 @@ def summary(epoch: int, epochs: int, m: dict[str, float], improved: bool, train_
         loss = f"val loss {m['val/loss']:.4f}" if eval_loss else "val"
         parts.append(f"{loss}{shown}" + (" *" if improved else ""))
     parts.append(f"lr {m['lr']:.3g}  {m['time/epoch_s']:.1f}s  {m['time/samples_per_s']:,.0f} samples/s"
+                 + (f"  data {m['time/data_wait']:.0%}" if "time/data_wait" in m else "")
                  + (f"  (+{m['time/first_step_s']:.1f}s first step)" if "time/first_step_s" in m else ""))
     return " | ".join(parts)
