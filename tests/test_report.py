@@ -105,6 +105,23 @@ def test_doctor_on_a_machine_without_gpu(tmp_path, cli):
     assert report["host"]["cpus"] >= 1 and {d["name"] for d in report["datasets"]} >= {"fashion_mnist", "ag_news"}
     if not report["torch"]["cuda_available"]:
         assert "GPU: none" in result.stdout
+    host = report["host"]
+    assert host["usable_cores"] >= 1 and host["open_files_limit"] and "/dev/shm" in result.stdout
+
+
+def test_doctor_warns_of_a_small_shm_and_a_low_open_file_limit(monkeypatch):
+    import os
+    import resource
+
+    from kiln.commands import doctor
+
+    class Tiny:
+        f_blocks, f_frsize = 64, 2**20  # 64 MiB, as Docker's default
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Tiny())
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))
+    warnings = doctor.limits()["warnings"]
+    assert any("--shm-size" in w for w in warnings) and any("ulimit -n" in w for w in warnings)
 
 
 def _overlapping_texts(fig) -> list[tuple[str, str]]:

@@ -26,9 +26,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     h, t = r["host"], r["torch"]
     print(f"python {h['python']} on {h['platform']}")
-    print(f"cpus {h['cpus']}, RAM {h.get('ram_gib', '?')} GiB ({h.get('ram_free_gib', '?')} GiB free)")
+    print(f"cpus {h['cpus']} ({h['usable_cores']} usable: data.num_workers up to {max(h['usable_cores'] - 1, 0)} "
+          f"leaves one for training), RAM {h.get('ram_gib', '?')} GiB ({h.get('ram_free_gib', '?')} GiB free), "
+          f"/dev/shm {h['shm_gib'] if h['shm_gib'] is not None else '?'} GiB, open files {h['open_files_limit'] or '?'}")
+    for warning in h["warnings"]:
+        print(f"warning: {warning}")
     print(f"torch {t['torch']}, torchvision {t['torchvision']}, CUDA {t['cuda'] or '-'}, cuDNN {t['cudnn'] or '-'}, "
-          f"{t['threads']} CPU threads")
+          f"NCCL {t['nccl'] or '-'}, {t['threads']} CPU threads")
     if r["gpus"]:
         for g in r["gpus"]:
             procs = g["processes"] if isinstance(g["processes"], str) else (", ".join(

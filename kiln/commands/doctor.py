@@ -26,7 +26,40 @@ def host() -> dict[str, Any]:
         info["ram_free_gib"] = round(available * size / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
-    return info
+    return {**info, **limits()}
+
+
+# Below these, DataLoader workers fail in ways whose messages do not name the cause.
+SHM_ADVISED_GIB = 1.0  # worker processes hand batches over through /dev/shm ("bus error" when it is full)
+OPEN_FILES_ADVISED = 4096  # each worker's shared tensors hold file descriptors ("received 0 items of ancdata")
+
+
+def limits() -> dict[str, Any]:
+    """What DataLoader workers run into: the cores this process may use, /dev/shm's size and the open-file limit,
+    each with a warning when it is low."""
+    out: dict[str, Any] = {"usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                           else os.cpu_count()}
+    warnings = []
+    try:
+        shm = os.statvfs("/dev/shm")
+        out["shm_gib"] = round(shm.f_blocks * shm.f_frsize / 2**30, 2)
+        if out["shm_gib"] < SHM_ADVISED_GIB:
+            warnings.append(f"/dev/shm holds {out['shm_gib']} GiB: DataLoader workers may die with a bus error; "
+                            "in Docker run with --shm-size=8g (or --ipc=host), or set data.num_workers=0")
+    except OSError:
+        out["shm_gib"] = None
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        out["open_files_limit"] = soft
+        if 0 < soft < OPEN_FILES_ADVISED:
+            warnings.append(f"at most {soft} open files: many DataLoader workers can run out ('received 0 items of "
+                            f"ancdata'); raise it with `ulimit -n {OPEN_FILES_ADVISED * 16}`")
+    except (ImportError, ValueError, OSError):
+        out["open_files_limit"] = None
+    out["warnings"] = warnings
+    return out
 
 
 def torch_info() -> dict[str, Any]:
@@ -36,7 +69,8 @@ def torch_info() -> dict[str, Any]:
             "cuda_available": torch.cuda.is_available(), "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
             "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(),
+            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if torch.cuda.is_available() else None}
     return info
 
 
