@@ -311,6 +311,57 @@ def check_eval_commands(c: Ctx) -> str:
     return "test, predict, inspect, report ok; predicted " + json.loads(out.splitlines()[0])["label"]
 
 
+def check_pixels_boxes(c: Ctx) -> str:
+    """Segmentation (kiln's U-Net) and detection (Faster R-CNN mobilenet 320) on generated scenes under the default
+    precision (bf16 autocast on the GPU): the tasks' losses, mIoU and mAP, predicted masks and boxes."""
+    from kiln.commands.samples import write_detection_scenes, write_segmentation_scenes
+
+    scenes = write_segmentation_scenes(c.work / "scenes", n=48 if c.dry else 160)
+    c.kiln("train", "configs/segmentation_folder.yaml", f"data.root={scenes}", "data.image_size=48",
+           "trainer.epochs=3", *c.train_args("segmentation", images=False))
+    c.kiln("predict", c.work / "segmentation", scenes / "test" / "images", "--out", c.work / "masks", "--tta", "hflip")
+    boxes = write_detection_scenes(c.work / "boxes", n=48 if c.dry else 160, size=64)
+    c.kiln("train", "configs/detection_coco.yaml", f"data.root={boxes}", "data.image_size=64", "data.batch_size=8",
+           "trainer.epochs=2", *c.train_args("detection", batches=20, images=False))
+    seg = json.loads((c.work / "segmentation" / "test_metrics.json").read_text())
+    det = json.loads((c.work / "detection" / "test_metrics.json").read_text())
+    return f"segmentation mIoU {seg['miou']:.3f}; detection mAP {det['map']:.3f}, mAP@.5 {det['map_50']:.3f}"
+
+
+def check_competition(c: Ctx) -> str:
+    """The competition tools on the GPU: MixUp + CutMix + TrivialAugment + random erasing on device batches, EMA
+    and keep_last_k, a distilled student (the teacher on the same device and autocast), kiln average, TTA, an
+    ensemble's submission."""
+    from kiln.commands.samples import write_sample_photos
+
+    photos = write_sample_photos(c.work / "comp_photos", per_class=16 if c.dry else 80)
+    augment = ["data.augment.mixup=0.2", "data.augment.cutmix=1.0", "data.augment.preset=trivialaugment",
+               "data.augment.random_erasing=0.25", "trainer.ema.decay=0.99", "trainer.checkpoint.keep_last_k=2",
+               "data.image_size=32", "trainer.min_steps=null", "trainer.epochs=3"]
+    env = {"KILN_CACHE": str(c.work / "cache")}
+    c.kiln("train", "configs/image_folder.yaml", f"data.root={photos}", *augment, *c.train_args("teacher", images=False),
+           env=env)
+    c.kiln("train", "configs/image_folder.yaml", f"data.root={photos}", *augment, "model.args.channels=[8,16,32]",
+           f"task.distill.teacher={c.work / 'teacher'}", *c.train_args("student", images=False), env=env)
+    c.kiln("average", c.work / "teacher", "--last", "2" if not c.dry else "1", env=env)
+    c.kiln("test", c.work / "teacher", "--checkpoint", "averaged", "--tta", "flips", env=env)
+    _, out, _ = c.kiln("test", c.work / "teacher", c.work / "student", "--tta", "hflip", "--out",
+                       c.work / "ensemble.json", env=env)
+    acc = json.loads((c.work / "ensemble.json").read_text())["acc"]
+    return f"teacher {_test_acc(c.work / 'teacher'):.3f}, student {_test_acc(c.work / 'student'):.3f}, ensemble {acc:.3f}"
+
+
+def check_profile(c: Ctx) -> str:
+    """kiln train --profile-only on the GPU: CUDA kernels under the loop's ranges, the GPU's busy share, peak
+    memory and a bottleneck."""
+    longer = ["trainer.fast_dev_run=false", "data.batch_size=16", "trainer.epochs=1"] if c.dry else []
+    c.kiln("train", CONFIG, "--profile-only", "trainer.profile.wait=2", "trainer.profile.warmup=1",
+           "trainer.profile.steps=5", *c.train_args("profile"), *longer)
+    profile = json.loads((c.work / "profile" / "profile.json").read_text())
+    busy = f", GPU busy {profile['gpu_busy']:.0%}" if "gpu_busy" in profile else ""
+    return f"{profile['step_ms']:.1f} ms per step{busy}; bottleneck: {profile['bottleneck'][:90]}"
+
+
 def check_ddp_gloo(c: Ctx) -> str:
     c.kiln("train", CONFIG, "trainer.backend=gloo", *c.train_args("ddp_gloo"), "--nproc", "2", timeout=300)
     return f"2 processes sharing the GPU via gloo: test acc {_test_acc(c.work / 'ddp_gloo'):.4f}"
@@ -412,6 +463,9 @@ CHECKS = [
     Check("find-batch-size adamw", lambda c: _find_batch_size(c, "adamw"), cuda_only=True),
     Check("out of memory message", check_oom, cuda_only=True),
     Check("test, predict, inspect, report", check_eval_commands, needs="train bf16 (clip, accumulate)"),
+    Check("segmentation + detection", check_pixels_boxes),
+    Check("competition: mixing, presets, distill, average, TTA, ensemble", check_competition),
+    Check("profile", check_profile),
     Check("DDP 2 processes, gloo", check_ddp_gloo, cuda_only=True),
     Check("DDP nccl GPU layout", check_ddp_nccl_layout, cuda_only=True),
     Check("FSDP 2 processes, bf16", check_fsdp, cuda_only=True),
