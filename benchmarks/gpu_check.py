@@ -345,8 +345,8 @@ def check_competition(c: Ctx) -> str:
            f"task.distill.teacher={c.work / 'teacher'}", *c.train_args("student", images=False), env=env)
     c.kiln("average", c.work / "teacher", "--last", "2" if not c.dry else "1", env=env)
     c.kiln("test", c.work / "teacher", "--checkpoint", "averaged", "--tta", "flips", env=env)
-    _, out, _ = c.kiln("test", c.work / "teacher", c.work / "student", "--tta", "hflip", "--out",
-                       c.work / "ensemble.json", env=env)
+    c.kiln("test", c.work / "teacher", c.work / "student", "--tta", "hflip", "--out", c.work / "ensemble.json",
+           env=env)
     acc = json.loads((c.work / "ensemble.json").read_text())["acc"]
     return f"teacher {_test_acc(c.work / 'teacher'):.3f}, student {_test_acc(c.work / 'student'):.3f}, ensemble {acc:.3f}"
 
