@@ -99,6 +99,22 @@ def test_a_crashed_worker_stops_the_group_with_its_error(tmp_path, idx_root, cap
     assert state["loop"]["epoch"] == 3 and state["world_size"] == 1
 
 
+def test_a_stalled_rank_ends_the_group_with_a_report_naming_it(tmp_path, idx_root):
+    cfg = tiny_config(tmp_path, idx_root, model={"name": "hangmodel:HangOnRank1", "args": {"after": 8}},
+                      trainer={"epochs": 3, "dist_timeout": 4})
+    result = run_cli("train", write_config(tmp_path, cfg), "--nproc", "2", timeout=300)
+    assert result.returncode == 1, result.stderr[-2000:]
+    message = result.stderr[result.stderr.index("kiln: distributed training hung"):]
+    assert "rank 1 did not arrive at backward (the gradient all-reduce)" in message
+    assert "rank 1 was at" in message and "hangmodel.py" in message and "in forward" in message
+    assert "last.pt is intact" in message and "kiln train --resume" in message
+    run = only_run(tmp_path / "runs")
+    stacks = (run / "hang-rank1.txt").read_text()
+    assert "time.sleep" in stacks or "forward" in stacks  # every thread's Python stack, from faulthandler
+    assert (run / "hang-rank0.txt").is_file()
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 1  # the epoch before the hang
+
+
 @pytest.mark.slow
 def test_max_restarts_resumes_from_last_checkpoint(tmp_path, idx_root):
     result = run_cli("train", _crash_cfg(tmp_path, idx_root), "--nproc", "2", "--max-restarts", "1", timeout=240)

@@ -105,6 +105,7 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
     resolve_device(cfg.trainer.device, args.nproc - 1, args.nproc, cfg.trainer.backend)
 
     if resume is not None:
+        run_dir = Path(resume.path)
         worker = ["--resume", str(resume), *overrides]
     else:
         run_dir = Path(args.run_dir) if args.run_dir else RunDir.create(cfg.log.dir, cfg.name).path
@@ -112,7 +113,7 @@ def _launch(args: argparse.Namespace, cfg, config_path: str | None, overrides: l
         worker = [config_path, *overrides, "--run-dir", str(run_dir)]
     if args.quiet:
         worker.append("--quiet")
-    return launch(args.nproc, args.max_restarts, worker)
+    return launch(args.nproc, args.max_restarts, worker, run_dir)
 
 
 

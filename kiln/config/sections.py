@@ -305,6 +305,10 @@ class TrainerConfig(Section):
     more forward pass); the blocks as trainer.fsdp.blocks finds them. Any strategy."""
     test_after_fit: bool = True
     """Evaluate the best checkpoint on the test split when training ends."""
+    dist_timeout: float = Field(600, gt=0)
+    """Several processes: when a training step, an evaluation batch or a collective makes no progress for this many
+    seconds, every stalled rank writes hang-rank<N>.txt (where it was, the collective it waited in, every thread's
+    stack) into the run folder and the group stops with one message naming the ranks that did not arrive."""
     log_every_n_steps: int = Field(25, gt=0)
     """Refresh the progress bar's loss every this many steps (each refresh reads one value from the device)."""
     ema: EmaConfig | None = None

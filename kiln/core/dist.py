@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kiln.core import launcher
+from kiln.core import hang, launcher
 from kiln.core.errors import KilnError
 
 if TYPE_CHECKING:  # torch is imported where it is used: the CLI answers --help without it
@@ -44,8 +44,10 @@ def current() -> ProcessInfo:
     return ProcessInfo(launch.rank, launch.local_rank, launch.world_size, launch.tasks_on_node)
 
 
-def setup(device: torch.device, backend: str) -> None:
-    """Join the process group with `backend` (nccl or gloo); each rank uses its own GPU (`device`)."""
+def setup(device: torch.device, backend: str, timeout_s: float = 600) -> None:
+    """Join the process group with `backend` (nccl or gloo); each rank uses its own GPU (`device`). `timeout_s`:
+    trainer.dist_timeout — the group's own timeout is longer, so kiln's hang watch (kiln.core.hang) reports a
+    stalled rank before a collective gives up with a bare error."""
     import torch
     import torch.distributed as dist
 
@@ -56,7 +58,7 @@ def setup(device: torch.device, backend: str) -> None:
     launcher.export(launch)  # a SLURM task's ranks and rendezvous as torchrun's variables, for env://
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    timeout = datetime.timedelta(seconds=float(os.environ.get("KILN_DIST_TIMEOUT", 600)))
+    timeout = datetime.timedelta(seconds=timeout_s * 1.5 + 30)
     try:
         store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
         # Keys per restart attempt: after torchrun restarts a failed group, no rank may read the connection
@@ -87,7 +89,8 @@ def all_reduce(tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
     if _active():
         import torch.distributed as dist
 
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+        with hang.waiting(f"all_reduce ({op})"):
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
     return tensor
 
 
@@ -95,7 +98,8 @@ def barrier() -> None:
     if _active():
         import torch.distributed as dist
 
-        dist.barrier()
+        with hang.waiting("barrier"):
+            dist.barrier()
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
@@ -114,7 +118,8 @@ def gather(obj: Any) -> list[Any]:
     import torch.distributed as dist
 
     out: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
+    with hang.waiting("all_gather_object"):
+        dist.all_gather_object(out, obj)
     return out
 
 
@@ -125,7 +130,8 @@ def broadcast(obj: Any) -> Any:
     import torch.distributed as dist
 
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    with hang.waiting("broadcast_object_list"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kiln.config import TrainerConfig
-from kiln.core import dist
+from kiln.core import dist, hang
 from kiln.core.checkpoint import Checkpoint, LoopState, RunMeta
 from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped, first_line
 from kiln.core.state import rng_state, set_rng_state, unwrap
@@ -225,6 +225,7 @@ def train_epoch(t: Trainer, epoch: int) -> tuple[float, int]:
                     start += t.first_step_seconds  # the epoch's time and throughput exclude the warm-up
                 else:
                     train_step(t, inputs, targets, optimizer_step)
+                hang.beat()
                 t.state.batch, num_samples = b + 1, num_samples + batch_len(targets)
                 _call(t, "on_step_end", t)
                 if (b + 1) % t.cfg.log_every_n_steps == 0 or b + 1 == total:
@@ -300,6 +301,7 @@ def model_outputs(model: nn.Module, batches: Batches, task: Task, device: torch.
     for inputs, targets in islice(batches.epoch(0), limit):
         with autocast(device, precision):
             outputs = task.outputs(model, inputs)
+        hang.beat()
         yield (outputs.float() if isinstance(outputs, torch.Tensor) else outputs), targets  # detections: as given
 
 

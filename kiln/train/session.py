@@ -70,7 +70,7 @@ def train(cfg: Config, *, resume: Path | None = None, run_dir: Path | None = Non
     check_before_data(cfg)
     plan = RunPlan.of(cfg)
     strategy.check(cfg, plan.device)
-    dist.setup(plan.device, resolve_backend(cfg.trainer.backend, plan.device))
+    dist.setup(plan.device, resolve_backend(cfg.trainer.backend, plan.device), cfg.trainer.dist_timeout)
     try:
         dist.check_same_config(cfg.model_dump(mode="json"))
         if run_dir is not None and RunDir(run_dir).is_run:
@@ -183,7 +183,8 @@ def _ready(trainer: Trainer, plan: RunPlan, run: RunDir, state: Checkpoint | Non
 def _fit_and_test(plan: RunPlan, run: RunDir, trainer: Trainer, model: torch.nn.Module,
                   trackers: Trackers) -> RunResult:
     """fit, the task's step after it (a threshold tuned on validation), and the best checkpoint's test."""
-    metrics = fit(trainer)
+    with hang_watch(run, plan):
+        metrics = fit(trainer)
     dist.barrier()  # rank 0 has written best.pt before anyone reads it
     result = RunResult(run.path, metrics, config=plan.config)
     if trainer.task.wants_validation_predictions():
@@ -192,6 +193,23 @@ def _fit_and_test(plan: RunPlan, run: RunDir, trainer: Trainer, model: torch.nn.
     if plan.config.trainer.test_after_fit:  # every rank evaluates its shard of the test split
         result.test_metrics = _test_best(plan, run, model, trackers)
     return result
+
+
+@contextmanager
+def hang_watch(run: RunDir, plan: RunPlan) -> Iterator[None]:
+    """Under several processes, a watch that ends a stalled rank with a report (kiln.core.hang) while training
+    runs."""
+    if not plan.proc.distributed:
+        yield
+        return
+    from kiln.core.hang import HangWatch
+
+    watch = HangWatch(run.path, plan.proc.rank, plan.config.trainer.dist_timeout)
+    watch.start()
+    try:
+        yield
+    finally:
+        watch.stop()
 
 
 @contextmanager

@@ -7,6 +7,7 @@ one by design: `nan_policy: skip_batch` reads every loss, and fp16's scaler step
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 from torch.profiler import record_function
 
 from kiln.config import TrainerConfig
-from kiln.core import dist
+from kiln.core import dist, hang
 from kiln.tasks.base import call_model
 from kiln.train.device import autocast
 from kiln.train.distill import Distiller
@@ -57,7 +58,7 @@ class TrainStep:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self.nonfinite.add(loss)
-            with record_function("kiln.backward"):
+            with record_function("kiln.backward"), self._syncing(optimizer_step):
                 self.scaler.scale(loss / self.cfg.accumulate).backward()
         self.running.update(loss.detach().float(), outputs.detach() if isinstance(outputs, torch.Tensor) else outputs,
                             targets)  # a detector's outputs in training: its losses
@@ -65,6 +66,14 @@ class TrainStep:
             with record_function("kiln.optimizer"):
                 self._optimizer_step(model)
         return loss.detach()
+
+    @staticmethod
+    def _syncing(optimizer_step: bool) -> AbstractContextManager[None]:
+        """Under several processes the backward of an optimizer step waits for every rank's gradients: the hang
+        watch reports a rank stalled there as waiting in that all-reduce."""
+        if optimizer_step and dist.current().distributed:
+            return hang.waiting("backward (the gradient all-reduce)")
+        return nullcontext()
 
     def _optimizer_step(self, model: nn.Module) -> None:
         """Clip, step (through the gradient scaler), clear the gradients, advance the schedule and the EMA."""

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kiln")
 WAIT_WARNING = 0.3  # the share of step time from which waiting for data is worth a setting
+WAIT_WARNING_S = 1.0  # ... once an epoch waits this long in all (a tiny epoch's share is noise)
 
 
 class DataWaitWatch(Callback):
@@ -24,7 +25,7 @@ class DataWaitWatch(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, metrics: dict[str, float]) -> None:
         share = metrics.get("time/data_wait", 0.0)
-        if self.warned or share < self.threshold:
+        if self.warned or share < self.threshold or share * metrics.get("time/epoch_s", 0.0) < WAIT_WARNING_S:
             return
         self.warned = True
         if dist.current().is_main:
