@@ -291,11 +291,15 @@ def _find_batch_size(c: Ctx, optimizer: str) -> str:
 
 
 def check_oom(c: Ctx) -> str:
-    rc, _, err = c.kiln("train", CONFIG, "model.name=gpu_hog:MemoryHog", "model.args={}", *c.train_args("oom"),
-                        expect=None)
+    """Out of memory: kiln's message (the peak by category, the cheapest fix) and, with trainer.memory_snapshot,
+    the allocator's history in memory_snapshot.pickle."""
+    rc, _, err = c.kiln("train", CONFIG, "model.name=gpu_hog:MemoryHog", "model.args={}", "trainer.memory_snapshot=true",
+                        *c.train_args("oom"), expect=None)
     if rc == 0 or "out of memory in the training step" not in err or "Traceback" in err:
         raise CheckFailed(f"exit {rc}, expected kiln's out-of-memory message: {_tail(err)}")
-    return f"exit {rc}: " + _tail(err, 1)[:160]
+    if "parameters" not in err or not (c.work / "oom" / "memory_snapshot.pickle").is_file():
+        raise CheckFailed(f"no categories or no memory_snapshot.pickle: {_tail(err)}")
+    return f"exit {rc}, snapshot written: " + _tail(err, 1)[:160]
 
 
 def check_eval_commands(c: Ctx) -> str:

@@ -17,6 +17,7 @@ from kiln.train.batch_size import search
 from kiln.train.callbacks import LambdaCallback
 from kiln.train.callbacks.memory_watch import GrowthWatch
 from kiln.train.lr_find import Span, sweep
+from kiln.train.memory import model_memory
 from kiln.train.optim import build_optimizer
 
 
@@ -30,11 +31,25 @@ def test_out_of_memory_names_the_phase_and_keeps_last_pt(tmp_path, idx_root):
     with pytest.raises(TrainingStopped) as e:
         session.train(cfg, quiet=True, callbacks=[LambdaCallback(on_step_end=run_out_of_memory)])
     message = str(e.value)
-    assert "out of memory in the training step" in message and "data.batch_size=16" in message
-    assert "--find-batch-size" in message
+    assert "out of memory in the training step" in message and "data.batch_size=16 trainer.accumulate=2" in message
+    assert "--find-batch-size" in message and "parameters 0 MiB, gradients 0 MiB, optimizer state 0 MiB" in message
     run = only_run(tmp_path / "runs")
     assert load_checkpoint(run / "checkpoints" / "last.pt")["loop"]["epoch"] == 1
     assert json.loads((run / "status.json").read_text())["state"] == "stopped"
+
+
+def test_the_memory_the_model_holds_is_split_by_category():
+    from kiln.train.memory import out_of_memory_message
+
+    model = torch.nn.Linear(1024, 1024)  # 1 M parameters: 4 MiB in fp32
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.randn(8, 1024)).sum().backward()
+    optimizer.step()
+    held = model_memory(model, optimizer)
+    assert held["mem/params_mib"] == pytest.approx(4.0, abs=0.01) and held["mem/grads_mib"] == pytest.approx(4.0, abs=0.01)
+    assert held["mem/optimizer_mib"] == pytest.approx(8.0, abs=0.02)  # AdamW: two moments (and a step count)
+    message = out_of_memory_message("training step", torch.device("cpu"), 64, model, optimizer, accumulate=2)
+    assert "data.batch_size=32 trainer.accumulate=4" in message and "trainer.strategy=fsdp" in message
 
 
 def test_memory_line_and_growth_warning(tmp_path, idx_root, caplog):

@@ -305,6 +305,9 @@ class TrainerConfig(Section):
     more forward pass); the blocks as trainer.fsdp.blocks finds them. Any strategy."""
     test_after_fit: bool = True
     """Evaluate the best checkpoint on the test split when training ends."""
+    memory_snapshot: bool = False
+    """CUDA: record the allocator's history while training, and on out of memory write it to
+    memory_snapshot.pickle in the run folder (open it at https://pytorch.org/memory_viz). Costs a little speed."""
     dist_timeout: float = Field(600, gt=0)
     """Several processes: when a training step, an evaluation batch or a collective makes no progress for this many
     seconds, every stalled rank writes hang-rank<N>.txt (where it was, the collective it waited in, every thread's

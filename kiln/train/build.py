@@ -79,6 +79,8 @@ def build_trainer(plan: RunPlan, data: Data, *, model: torch.nn.Module | None = 
     distill = Distiller.load(teacher, task, data.info, device) if teacher is not None else None
     return Trainer(
         cfg=cfg.trainer, model=model, optimizer=optimizer, task=task, mix=mix, distill=distill,
+        memory_snapshot=run.path / "memory_snapshot.pickle" if run is not None and cfg.trainer.memory_snapshot and
+        device.type == "cuda" else None,
         schedule=schedule, data=data, device=device, precision=precision, epochs=epochs,
         progress=EpochProgress(outputs.progress),
         callbacks=default_callbacks(cfg, model, head, run, trackers) + list(outputs.callbacks),

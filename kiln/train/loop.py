@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
 from kiln.train.distill import Distiller
 from kiln.train.ema import WeightAverage
-from kiln.train.memory import epoch_memory, out_of_memory_message
+from kiln.train.memory import dump_memory_snapshot, epoch_memory, model_memory, out_of_memory_message
 from kiln.train.optim import Schedule
 from kiln.train.step import TrainStep
 from kiln.train.strategy import Strategy, averaged, whole
@@ -68,6 +69,7 @@ class Trainer:
     stop_training: bool = False  # a callback (early stopping) ends training after this epoch
     ema: WeightAverage | None = None  # with trainer.ema
     mix: BatchMix | None = None  # MixUp / CutMix of the training batches (data.augment.mixup, cutmix)
+    memory_snapshot: Path | None = None  # trainer.memory_snapshot on CUDA: where an out-of-memory dumps the history
     distill: Distiller | None = None  # a teacher's share of the loss (task.distill)
     # how the model is spread over the processes: its gradient sync and checkpoint I/O (default: one process)
     strategy: Strategy = field(default_factory=lambda: Strategy(TrainerConfig()))
@@ -156,6 +158,8 @@ def fit(t: Trainer) -> dict[str, float]:
     """Train from `t.state` to the last epoch (or an early stop); return the last epoch's metrics."""
     metrics: dict[str, float] = {}
     t.first_epoch, t.stop_training = t.state.epoch, False
+    if t.memory_snapshot is not None:  # CUDA's allocator records its recent history, dumped on out of memory
+        torch.cuda.memory._record_memory_history(max_entries=100_000)
     _call(t, "on_fit_start", t)
     with _stop_on_signals(t):
         while t.state.epoch < t.epochs:
@@ -199,6 +203,7 @@ def _epoch_metrics(t: Trainer, epoch: int, train_seconds: float, num_samples: in
     if t.first_step_seconds is not None and epoch == t.first_epoch:
         metrics["time/first_step_s"] = t.first_step_seconds
     metrics.update(epoch_memory(t.device))
+    metrics.update(model_memory(t.model, t.optimizer))
     return metrics
 
 
@@ -344,7 +349,9 @@ def _explained_failures(phase: str, t: Trainer) -> Iterator[None]:
     try:
         yield
     except torch.cuda.OutOfMemoryError:
-        raise TrainingStopped(out_of_memory_message(phase, t.device, t.train_batches.batch_size)) from None
+        snapshot = dump_memory_snapshot(t.memory_snapshot)
+        raise TrainingStopped(out_of_memory_message(phase, t.device, t.train_batches.batch_size, t.model, t.optimizer,
+                                                    t.cfg.accumulate, snapshot)) from None
     except (RuntimeError, AssertionError) as e:
         raise _explained(e, phase, t.device) from None
 
