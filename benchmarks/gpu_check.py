@@ -363,7 +363,15 @@ def check_profile(c: Ctx) -> str:
            "trainer.profile.steps=5", *c.train_args("profile"), *longer)
     profile = json.loads((c.work / "profile" / "profile.json").read_text())
     busy = f", GPU busy {profile['gpu_busy']:.0%}" if "gpu_busy" in profile else ""
-    return f"{profile['step_ms']:.1f} ms per step{busy}; bottleneck: {profile['bottleneck'][:90]}"
+    summary = f"{profile['step_ms']:.1f} ms per step{busy}; bottleneck: {profile['bottleneck'][:90]}"
+    if c.dry:
+        return summary
+    c.kiln("train", CONFIG, "model.name=gpu_hog:SyncsEveryStep", "model.args={}", "--profile-only",
+           "trainer.profile.wait=2", "trainer.profile.warmup=1", "trainer.profile.steps=5", *c.train_args("syncs"))
+    syncing = json.loads((c.work / "syncs" / "profile.json").read_text())
+    if "host syncs" not in syncing["bottleneck"]:
+        raise CheckFailed(f"a model with .item() in its forward was not named as syncing: {syncing['bottleneck']}")
+    return summary + f"; .item() model: {syncing['host_syncs_per_step']:.0f} syncs per step named"
 
 
 def check_ddp_gloo(c: Ctx) -> str:

@@ -44,3 +44,20 @@ def test_waiting_for_data_is_logged_every_epoch_and_named_with_its_fix(tmp_path,
     assert "data " in (tmp_path / "run" / "train.log").read_text().split("epoch 1/2")[1].splitlines()[0]
     profile = json.loads((tmp_path / "run" / "profile.json").read_text())
     assert profile["shares"]["data"] > 0.3 and "waits for data" in profile["bottleneck"]
+
+
+def test_the_bottleneck_rules_name_syncs_and_an_idle_gpu_before_the_model():
+    from types import SimpleNamespace
+
+    import torch
+
+    from kiln.train.callbacks.profile import bottleneck
+
+    gpu = SimpleNamespace(device=torch.device("cuda"), data=None)
+    shares = {"data": 0.05, "forward": 0.3, "backward": 0.5, "optimizer": 0.05}
+    syncing = {"shares": shares, "host_syncs_per_step": 2.0, "gpu_busy": 0.9}
+    assert "2 host syncs per step" in bottleneck(syncing, gpu, 0)
+    idle = {"shares": shares, "host_syncs_per_step": 0.0, "gpu_busy": 0.3}
+    assert "trainer.compile=true" in bottleneck(idle, gpu, 0)
+    busy = {"shares": shares, "host_syncs_per_step": 0.0, "gpu_busy": 0.95}
+    assert "the model's own work" in bottleneck(busy, gpu, 0) and "bf16" in bottleneck(busy, gpu, 0)
