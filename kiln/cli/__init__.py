@@ -78,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         from torch.distributed.elastic.multiprocessing.errors import record
 
         _leave(int(record(_main)(argv) or 0))
+    if argv is None:
+        from kiln.core.launcher import detect
+
+        if detect().world_size > 1:  # one of several srun tasks: the same exit as a torchrun worker's
+            _leave(_main(argv))
     return _main(argv)
 
 
