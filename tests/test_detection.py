@@ -54,8 +54,16 @@ def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
     from torchmetrics.detection import MeanAveragePrecision
 
     out = tmp_path / "preds.json"
-    assert main(["predict", str(run), str(scenes / "test" / "images"), "--out", str(out)]) == 0
+    assert main(["predict", str(run), str(scenes / "test" / "images"), "--out", str(out), "--overlay",
+                 str(tmp_path / "overlays")]) == 0
     records = json.loads(out.read_text())
+    from PIL import Image
+
+    for image in sorted((scenes / "test" / "images").iterdir())[:4]:  # --overlay: the boxes drawn in, at its size
+        drawn = Image.open(tmp_path / "overlays" / f"{image.stem}.png")
+        boxed = any(r["file_name"] == image.name for r in records)
+        assert drawn.size == Image.open(image).size
+        assert (drawn.convert("RGB").tobytes() != Image.open(image).convert("RGB").tobytes()) == boxed
     assert records and {r["category_id"] for r in records} <= {3, 7} and all(r["score"] >= 0.05 for r in records)
     truth = json.loads((scenes / "annotations" / "test.json").read_text())
     metric = MeanAveragePrecision(box_format="xywh", backend="pycocotools")

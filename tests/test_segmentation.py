@@ -37,7 +37,8 @@ def test_a_unet_learns_the_masks_and_tests_per_class_iou(tmp_path, scenes, capsy
 
     # kiln predict writes one mask per input at its size; re-read, they score what the test reported
     masks = tmp_path / "masks"
-    assert main(["predict", str(tmp_path / "run"), str(scenes / "test" / "images"), "--out", str(masks)]) == 0
+    assert main(["predict", str(tmp_path / "run"), str(scenes / "test" / "images"), "--out", str(masks),
+                 "--overlay", str(tmp_path / "overlays")]) == 0
     import numpy as np
     from PIL import Image
     from torchmetrics.classification import MulticlassJaccardIndex
@@ -48,6 +49,14 @@ def test_a_unet_learns_the_masks_and_tests_per_class_iou(tmp_path, scenes, capsy
         assert predicted.shape == np.array(Image.open(truth)).shape
         iou.update(torch.from_numpy(predicted).long()[None], torch.from_numpy(np.array(Image.open(truth))).long()[None])
     assert float(iou.compute()) == pytest.approx(results["miou"], abs=1e-4)
+    # --overlay: each input with its predicted mask blended in, at its size; background pixels left as they were
+    for truth in sorted((scenes / "test" / "masks").glob("*.png"))[:4]:
+        drawn = np.array(Image.open(tmp_path / "overlays" / truth.name).convert("RGB")).astype(int)
+        source = next((scenes / "test" / "images").glob(f"{truth.stem}.*"))
+        image = np.array(Image.open(source).convert("RGB")).astype(int)
+        predicted = np.array(Image.open(masks / truth.name))
+        assert drawn.shape == image.shape
+        assert (drawn[predicted == 0] == image[predicted == 0]).all() and (drawn[predicted > 0] != image[predicted > 0]).any()
 
     # exported as ONNX, checked against the PyTorch model on real test images by kiln export itself
     assert main(["export", str(tmp_path / "run"), "--format", "onnx"]) == 0

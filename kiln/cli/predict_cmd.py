@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
                         "else the one column whose values are image files)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
+    p.add_argument("--overlay", metavar="DIR", help="segmentation and detection: also write each input with its "
+                                                   "predicted mask or boxes drawn in, as DIR/<stem>.png")
     p.add_argument("--tta", metavar="VIEWS", help=f"test-time augmentation, each model's answers averaged over views "
                                                   f"of each image: {TTA_HELP}")
     p.add_argument("--weights", metavar="W,W,...", type=weight_list,
@@ -73,7 +75,15 @@ def run(args: argparse.Namespace) -> int:
               path_column=args.path_column, tta=args.tta, weights=args.weights)
     if args.submission:
         return _submit(args, models, inputs, ask)
-    results = predict(models, inputs, ask)
+    if args.overlay:
+        from kiln.commands.predict import predict_named
+        from kiln.tasks import task_class
+
+        results, names = predict_named(models, inputs, ask)
+        print(task_class(results[0].kind if results else "multiclass").write_overlays(results, Path(args.overlay),
+                                                                                     names))
+    else:
+        results = predict(models, inputs, ask)
     if args.out:
         from kiln.tasks import task_class
 

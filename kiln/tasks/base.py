@@ -231,6 +231,32 @@ class Task:
         return images
 
     @classmethod
+    def marks(cls, r: Prediction, size: tuple[int, int]) -> Any:
+        """A prediction as the targets `overlay` draws, for an image of `size` (width, height): a mask, boxes. None:
+        nothing to draw (a class per image)."""
+        return None
+
+    @classmethod
+    def write_overlays(cls, results: list[Prediction], folder: Path, names: list[str]) -> str:
+        """`kiln predict --overlay DIR`: each input image with its prediction drawn in (`marks` + `overlay`), as a PNG
+        named by the input's stem, at the input's size."""
+        import numpy as np
+        from PIL import Image
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for r in results:
+            with Image.open(r.input) as img:
+                rgb = img.convert("RGB")
+            marks = cls.marks(r, rgb.size)
+            if marks is None:
+                raise KilnError(f"--overlay draws masks and boxes; a {cls.name or 'task of your own'} run's answer is "
+                                "one row per image: use --out FILE.csv")
+            image = torch.from_numpy(np.asarray(rgb)).permute(2, 0, 1)
+            drawn = cls.overlay(image[None], [marks], len(names))[0]
+            Image.fromarray(np.ascontiguousarray(np.transpose(drawn, (1, 2, 0)))).save(folder / f"{Path(r.input).stem}.png")
+        return f"wrote {len(results)} overlays (PNG) to {folder}"
+
+    @classmethod
     def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
         """One sample's target as a person reads it (default: its class)."""
         return names[int(y)] if names else str(int(y))

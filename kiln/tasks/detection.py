@@ -169,6 +169,12 @@ class DetectionTask(Task):
         return out
 
     @classmethod
+    def marks(cls, r: Prediction, size: tuple[int, int]) -> Any:
+        """The predicted boxes, in the input's pixels (x1, y1, x2, y2)."""
+        boxes = [[x, y, x + w, y + h] for x, y, w, h in (b["bbox"] for b in r.detail or [])]
+        return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)}
+
+    @classmethod
     def prediction_text(cls, r: Prediction) -> str:
         return "  ".join(f"{b['category']} {b['score']:.3f} at {b['bbox']}" for b in r.detail or []) or "nothing"
 

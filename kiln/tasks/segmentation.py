@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -139,6 +140,13 @@ class SegmentationTask(Task):
                 size = img.size
             Image.fromarray(r.detail).resize(size, Image.Resampling.NEAREST).save(out / f"{Path(r.input).stem}.png")
         return f"wrote {len(results)} masks (PNG, class indices) to {out}"
+
+    @classmethod
+    def marks(cls, r: Prediction, size: tuple[int, int]) -> Any:
+        """The predicted mask stretched back to the input's size (nearest)."""
+        from PIL import Image
+
+        return torch.from_numpy(np.asarray(Image.fromarray(r.detail).resize(size, Image.Resampling.NEAREST))).long()
 
     @classmethod
     def csv_header(cls, first: Prediction | None) -> list[str]:
