@@ -139,3 +139,22 @@ def test_inspect_draws_each_images_boxes_on_it():
     shown = DetectionTask.overlay(images.numpy(), targets, 3)
     assert shown[0, :, 4, 10].tolist() == [255, 255, 0]  # the box's top edge, in yellow
     assert shown[0, :, 12, 12].tolist() == [0, 0, 0] and not shown[1].any()  # inside it, and an image without one
+
+
+def test_two_processes_score_the_test_split_as_one(tmp_path, scenes):
+    """mAP is a list of every image's boxes, gathered from the ranks (not a sum): two processes scoring their
+    shards of the test split must give what one process gives on all of it."""
+    from conftest import run_cli
+
+    # one image per evaluation batch: each image gets the same outputs in either run (batched convolutions differ in
+    # the last bits with the batch, moving a barely trained detector's borderline boxes across its score threshold)
+    briefly = ("trainer.epochs=1", "trainer.limit_train_batches=3", "data.eval_batch_size=1")
+    out = run_cli(*_args(tmp_path, scenes, *briefly), "--run-dir",
+                  tmp_path / "ddp", "--nproc", "2", timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    two = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    assert main(["test", str(tmp_path / "ddp")]) == 0
+    one = json.loads((tmp_path / "ddp" / "test_metrics.json").read_text())
+    assert two["num_samples"] == one["num_samples"] == 12
+    # the same images in the same order (a barely trained detector's mAP changes with the order: ties in scores)
+    assert two["map"] == pytest.approx(one["map"], abs=1e-6) and two["map_50"] == pytest.approx(one["map_50"], abs=1e-6)

@@ -141,3 +141,14 @@ def test_ranks_that_disagree_on_the_config_fail_clearly():
     mp.start_processes(check_configs, args=(2, port, results), nprocs=2, start_method="spawn")
     messages = dict(results.get(timeout=60) for _ in range(2))
     assert all("ranks disagree on the config: ranks [1] differ from rank 0" in m for m in messages.values())
+
+
+def test_gather_samples_undoes_the_round_robin_deal_of_evaluation_shards(monkeypatch):
+    from kiln.core import dist
+    from kiln.data.loaders import EpochBatchSampler
+
+    n, world = 11, 3
+    shards = [EpochBatchSampler(n, 4, shuffle=False, drop_last=False, seed=0, rank=r, world_size=world).order(0).tolist()
+              for r in range(world)]
+    monkeypatch.setattr(dist, "gather", lambda items: shards)  # every rank's shard, as all_gather_object gives them
+    assert dist.gather_samples(shards[0]) == list(range(n))

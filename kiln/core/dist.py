@@ -123,6 +123,17 @@ def gather(obj: Any) -> list[Any]:
     return out
 
 
+def gather_samples(items: list[Any]) -> list[Any]:
+    """Every rank's per-sample items of an evaluation split, back in the split's order, on every rank. Evaluation
+    shards are dealt round-robin (kiln.data.loaders.EpochBatchSampler: rank r holds samples r, r + W, r + 2W, ...),
+    so sample i*W + r is rank r's i-th. Order matters to metrics that break ties by it (mAP)."""
+    shards = gather(items)
+    out = []
+    for i in range(max((len(s) for s in shards), default=0)):
+        out += [shard[i] for shard in shards if i < len(shard)]
+    return out
+
+
 def broadcast(obj: Any) -> Any:
     """Rank 0's value of a small picklable object, on every rank."""
     if not _active():

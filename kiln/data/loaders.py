@@ -80,7 +80,8 @@ class EpochBatchSampler(Sampler):
         return torch.randperm(self.num_samples, generator=torch.Generator().manual_seed(seed_for(self.seed, epoch, 0x5EED)))
 
     def order(self, epoch: int) -> torch.Tensor:
-        """This rank's sample order for `epoch`; batch b is order[b * batch_size:(b + 1) * batch_size]."""
+        """This rank's sample order for `epoch`; batch b is order[b * batch_size:(b + 1) * batch_size]. Dealt
+        round-robin (rank r: r, r + W, ...), which kiln.core.dist.gather_samples undoes."""
         return self.permutation(epoch)[:self.used][self.rank::self.world_size]
 
     def batches(self, epoch: int) -> list[torch.Tensor]:

@@ -68,12 +68,7 @@ class DetectionTask(Task):
 
     # -- metrics
     def metrics(self, device: torch.device, detailed: bool = False) -> Metrics:
-        from torchmetrics import MetricCollection
-        from torchmetrics.detection import MeanAveragePrecision
-
-        average_precision = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=detailed,
-                                                 backend="pycocotools")
-        return Metrics((MetricCollection({"map": average_precision}).to(device), lambda o, t: (_boxes(o), t)))
+        return GatheredMap(detailed)
 
     def val_metrics(self) -> list[str]:
         return ["map", "map_50"]
@@ -199,6 +194,35 @@ class DetectionTask(Task):
             text = buffer.getvalue()
         atomic_write(out, lambda f: f.write(text.encode("utf-8")))
         return f"wrote {len(records)} boxes of {len(results)} images to {out}"
+
+
+class GatheredMap(Metrics):
+    """mAP (torchmetrics' MeanAveragePrecision, pycocotools' evaluation) over every rank's images. torchmetrics'
+    own sync gathers its per-image list states one tensor at a time, which needs the same number of images on
+    every rank; kiln's shards of a split may differ by one (no image is scored twice), so each rank's boxes are
+    gathered whole here, back in the split's order, and every rank computes the mAP one process would."""
+
+    def __init__(self, detailed: bool):
+        super().__init__()
+        self.detailed = detailed
+        self.predicted: list[dict[str, torch.Tensor]] = []
+        self.truth: list[dict[str, torch.Tensor]] = []
+
+    def update(self, outputs: Any, targets: Any) -> None:
+        self.predicted += [{k: v.detach().cpu() for k, v in d.items()} for d in _boxes(outputs)]
+        self.truth += [{k: v.detach().cpu() for k, v in t.items()} for t in targets]
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        from torchmetrics.detection import MeanAveragePrecision
+
+        from kiln.core import dist
+
+        metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", class_metrics=self.detailed,
+                                      backend="pycocotools", sync_on_compute=False)
+        pairs = dist.gather_samples(list(zip(self.predicted, self.truth)))  # in the split's order: mAP breaks ties by it
+        if pairs:
+            metric.update([p for p, _ in pairs], [t for _, t in pairs])
+        return metric.compute()
 
 
 def _boxes(outputs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
