@@ -153,3 +153,21 @@ def test_the_report_shows_each_classs_iou(tmp_path, scenes):
 def test_masks_and_one_class_per_sample_do_not_mix(tmp_path, scenes, capsys, overrides, message):
     assert main(_args(tmp_path, scenes, "trainer.epochs=1", *overrides)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_auxiliary_head_joins_the_training_loss_only():
+    from kiln.config import SegmentationTaskConfig
+    from kiln.tasks.segmentation import SegmentationTask
+
+    class TwoHeads(torch.nn.Module):  # as torchvision's FCN / DeepLabV3 with aux_loss=True return
+        def forward(self, x):
+            return {"out": x[:, :3] * 2, "aux": x[:, 3:] - 1}
+
+    task = SegmentationTask(SegmentationTaskConfig(aux_weight=0.4), 3)
+    x, masks = torch.randn(2, 6, 5, 5), torch.randint(0, 3, (2, 5, 5))
+    out = task.outputs(TwoHeads(), x, masks)  # training: targets given
+    expected = torch.nn.functional.cross_entropy(x[:, :3] * 2, masks) + 0.4 * torch.nn.functional.cross_entropy(
+        x[:, 3:] - 1, masks)
+    assert torch.allclose(out, x[:, :3] * 2) and torch.allclose(task.objective(out, masks), expected)
+    evaluated = task.outputs(TwoHeads(), x)  # evaluation: the main head alone
+    assert torch.allclose(task.objective(evaluated, masks), torch.nn.functional.cross_entropy(x[:, :3] * 2, masks))

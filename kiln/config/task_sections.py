@@ -171,6 +171,10 @@ class SegmentationTaskConfig(_TaskSettings):
     val/miou."""
     dice_weight: float = Field(0.0, ge=0)
     """Adds this times the soft Dice loss (over the classes present in the batch) to the cross-entropy."""
+    aux_weight: float = Field(0.5, ge=0)
+    """A model with an auxiliary head (torchvision's FCN and DeepLabV3 with model.args.aux_loss=true, or their
+    pretrained weights): its cross-entropy, times this, joins the training loss (torchvision's references: 0.5).
+    Scored and predicted is the main head (`out`) alone."""
     loss: str | None = None
     """cross_entropy (unset: the same), or an objective of your own, `package.module:function` taking (model
     output (batch, classes, H, W), masks (batch, H, W)) and returning a scalar."""

@@ -146,12 +146,16 @@ def _model_class_params(builder: Callable[..., nn.Module]) -> dict[str, inspect.
     """The parameters of the model class a torchvision builder makes (its own signature is `**kwargs`): the
     class of the builder's module that takes num_classes (ResNet, VisionTransformer, GoogLeNet, ...)."""
     module = inspect.getmodule(builder)
+    # the builder's own named settings too (a segmentation builder's aux_loss), but not its weights: those come
+    # from model.pretrained
+    own = {name: p for name, p in inspect.signature(builder).parameters.items()
+           if name not in ("weights", "progress", "weights_backbone")}
     for cls in vars(module).values():
         if isinstance(cls, type) and issubclass(cls, nn.Module) and cls.__module__ == getattr(module, "__name__", None):
             params = dict(inspect.signature(cls).parameters)
             if "num_classes" in params:
-                return params
-    return {}
+                return {**params, **own}
+    return own
 
 
 def _signature(params: dict[str, inspect.Parameter]) -> inspect.Signature:

@@ -1,6 +1,6 @@
 """Semantic segmentation: a class per pixel. The model returns class scores (B, C, H, W) — a tensor, or
-torchvision's dict whose `out` entry they are (its `aux` head is left out); targets are masks (B, H, W) of class
-indices, 255 for pixels that count nowhere."""
+torchvision's dict whose `out` entry they are (an `aux` head's scores join the training loss, task.aux_weight);
+targets are masks (B, H, W) of class indices, 255 for pixels that count nowhere."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from kiln.config import SegmentationTaskConfig
 from kiln.core.errors import KilnError
-from kiln.tasks.base import Metrics, Prediction, Task
+from kiln.tasks.base import Metrics, Prediction, Task, call_model
 
 IGNORE = 255
 PALETTE = ["red", "blue", "green", "orange", "purple", "cyan", "magenta", "yellow", "brown", "pink"] * 26
@@ -38,6 +38,14 @@ class SegmentationTask(Task):
     def __init__(self, cfg: SegmentationTaskConfig, num_classes: int | None):
         super().__init__(cfg, num_classes)
         self.cfg: SegmentationTaskConfig = cfg
+        self.aux: torch.Tensor | None = None  # the auxiliary head's scores of the training batch in flight
+
+    def outputs(self, model: Any, inputs: Any, targets: Any = None) -> Any:
+        """The main head's scores; in training (targets given) an auxiliary head's are kept for the objective."""
+        raw = call_model(model, inputs)
+        aux = raw.get("aux") if targets is not None and isinstance(raw, dict) else None
+        self.aux = aux if isinstance(aux, torch.Tensor) else None
+        return self.logits(raw)
 
     def logits(self, outputs: Any) -> torch.Tensor:
         if isinstance(outputs, dict) and isinstance(outputs.get("out"), torch.Tensor):
@@ -49,6 +57,9 @@ class SegmentationTask(Task):
         loss = F.cross_entropy(outputs, targets, ignore_index=IGNORE)
         if self.cfg.dice_weight:
             loss = loss + self.cfg.dice_weight * _soft_dice(outputs, targets)
+        aux, self.aux = self.aux, None  # used once: the batch it came with
+        if aux is not None and self.cfg.aux_weight:
+            loss = loss + self.cfg.aux_weight * F.cross_entropy(aux, targets, ignore_index=IGNORE)
         return loss
 
     def loss_sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
