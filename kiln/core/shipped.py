@@ -43,7 +43,7 @@ def resolve(arg: Path | str) -> Path:
     """A config argument as a file: the path when it exists, else the shipped config of that name (with or without
     .yaml), else the path (its reader says it is missing — see `missing_hint`)."""
     path = Path(arg)
-    if path.exists():
+    if path.is_file():  # not a folder of that name (./fashion_mnist/ holding the data must not hide the config)
         return path
     name = path.as_posix().removeprefix("configs/")
     for suffix in SUFFIXES:

@@ -6,10 +6,15 @@ quantities the diverging RdBu. Every figure states its point in its title.
 
 from __future__ import annotations
 
+import os
+
 import matplotlib
 from cycler import cycler
 
-matplotlib.use("Agg")  # files only: no display needed, same output everywhere
+# Files only, the same output everywhere — unless a backend was chosen: a Jupyter kernel sets MPLBACKEND to its
+# inline backend, so `run.plot()` shows its figure in the notebook.
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 
