@@ -135,3 +135,30 @@ def assert_resumes_bit_exact(config_for, stop_at: int) -> None:
     a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
     b = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def chrome_paths() -> tuple[str | None, str | None]:
+    """Headless Chromium and its driver (make test installs Debian's chromium and chromium-driver)."""
+    import shutil
+
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    return chrome, shutil.which("chromedriver")
+
+
+def headless_browser(profile: Path, width: int = 1200, height: int = 2000):
+    """A headless Chromium through selenium, logging the page's console (skips when either is missing)."""
+    pytest.importorskip("selenium", reason="selenium is not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    chrome, driver = chrome_paths()
+    if not (chrome and driver):
+        pytest.skip("headless Chromium and chromedriver are not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chrome
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
+                 f"--user-data-dir={profile}", f"--window-size={width},{height}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)

@@ -31,13 +31,55 @@ def shown_commands(page: Path) -> list[str]:
     return commands
 
 
-def test_the_site_builds_strictly(tmp_path):
+def test_the_site_builds_strictly_and_works_in_a_browser(tmp_path):
     pytest.importorskip("mkdocs", reason="make test installs mkdocs (the dev extra)")
-    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+    site = tmp_path / "site"
+    built = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
-    api = (tmp_path / "site" / "python" / "index.html").read_text()
+    api = (site / "python" / "index.html").read_text()
     assert "kiln.api.train" in api and "as_frame" in api  # the reference is generated from the docstrings
+    _browse(site, tmp_path)
+
+
+def _browse(site: Path, tmp_path: Path) -> None:
+    """The built site served on 127.0.0.1 as a reader opens it: every page of the navigation loads without console
+    errors, and the search finds a page by a word of it."""
+    import functools
+    import http.server
+    import threading
+
+    from conftest import headless_browser
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:  # no line per request in the test's output
+            pass
+
+    handler = functools.partial(Quiet, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/"
+    browser = headless_browser(tmp_path / "profile", height=1000)
+    try:
+        browser.get(base)
+        assert browser.title.startswith("kiln")
+        links = browser.execute_script("return Array.from(document.querySelectorAll('nav a.md-nav__link'))"
+                                       ".map(a => a.href).filter(h => h.startsWith(location.origin));")
+        pages = sorted(set(links))
+        assert len(pages) >= len(list((ROOT / "docs").glob("*.md"))) - 1
+        for page in pages:
+            browser.get(page)
+            assert browser.find_element("css selector", "article h1").text, page
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == [], errors
+        browser.get(base + "?q=CutMix")  # Material's search reads the query from the address
+        hits = browser.execute_script(
+            "return new Promise(done => setTimeout(() => done(Array.from(document.querySelectorAll("
+            "'.md-search-result__link')).map(a => a.href)), 3000));")
+        assert any("competition" in h for h in hits), hits
+    finally:
+        browser.quit()
+        server.shutdown()
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)

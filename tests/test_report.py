@@ -3,12 +3,11 @@
 import base64
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config, write_config
+from conftest import chrome_paths, headless_browser, tiny_config, write_config
 from kiln.cli import main
 
 
@@ -57,30 +56,12 @@ def test_two_run_comparison(two_runs, tmp_path):
     assert _png_size(tmp_path / "figures" / "compare.png")[0] > 600
 
 
-def _chrome():
-    chrome = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    return chrome, driver
-
-
-@pytest.mark.skipif(not all(_chrome()), reason="headless Chromium and chromedriver are not installed "
-                                                 "(make test installs Debian's chromium and chromium-driver)")
+@pytest.mark.skipif(not all(chrome_paths()), reason="headless Chromium and chromedriver are not installed "
+                                                       "(make test installs Debian's chromium and chromium-driver)")
 def test_report_renders_in_a_real_browser(two_runs, tmp_path, cli):
-    pytest.importorskip("selenium", reason="selenium is not installed")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     run = two_runs[1]
     assert cli("report", run).returncode == 0
-    chrome, driver_path = _chrome()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chrome
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2000"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    browser = webdriver.Chrome(service=Service(driver_path), options=options)
+    browser = headless_browser(tmp_path / "profile")
     try:
         browser.get((run / "report.html").resolve().as_uri())
         images = browser.execute_script(
