@@ -72,11 +72,12 @@ def _browse(site: Path, tmp_path: Path) -> None:
             assert browser.find_element("css selector", "article h1").text, page
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == [], errors
-        browser.get(base + "?q=CutMix")  # Material's search reads the query from the address
-        hits = browser.execute_script(
-            "return new Promise(done => setTimeout(() => done(Array.from(document.querySelectorAll("
-            "'.md-search-result__link')).map(a => a.href)), 3000));")
-        assert any("competition" in h for h in hits), hits
+        for query, page in (("CutMix", "competition"), ("mix_switch_prob", "reference")):  # a config key too
+            browser.get(base + f"?q={query}")  # Material's search reads the query from the address
+            hits = browser.execute_script(
+                "return new Promise(done => setTimeout(() => done(Array.from(document.querySelectorAll("
+                "'.md-search-result__link')).map(a => a.href)), 3000));")
+            assert any(page in h for h in hits), (query, hits)
     finally:
         browser.quit()
         server.shutdown()
