@@ -14,8 +14,8 @@ from torch import nn
 from kiln.config import DistillConfig
 from kiln.core.errors import KilnError
 from kiln.data import DataInfo
-from kiln.runs import RunDir
 from kiln.tasks import Task
+from kiln.train.plan import check_teacher
 
 log = logging.getLogger("kiln")
 
@@ -31,7 +31,7 @@ class Distiller:
         """The teacher run's model on `device`, frozen, checked against the student's data."""
         from kiln.train.trained import load_trained
 
-        check_teacher(cfg)
+        check_teacher(cfg.teacher)
         trained = load_trained(cfg.teacher, cfg.checkpoint, device=device)
         mine, its = info, trained.info
         if its.class_names != mine.class_names or trained.cfg.task.name != task.name:
@@ -57,12 +57,6 @@ class Distiller:
             answers = self.teacher_task.outputs(self.teacher, inputs).float()
         alpha = self.cfg.alpha
         return (1 - alpha) * loss + alpha * self.task.distill_loss(outputs.float(), answers, self.cfg.temperature)
-
-
-def check_teacher(cfg: DistillConfig) -> None:
-    if not RunDir(cfg.teacher).is_run:
-        raise KilnError(f"task.distill.teacher={cfg.teacher} is not a kiln run folder (one with a config.yaml and "
-                        "checkpoints/): give the run folder of the trained teacher")
 
 
 def _renormalisation(student: DataInfo, teacher: DataInfo, device: torch.device

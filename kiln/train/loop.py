@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -31,12 +31,14 @@ from kiln.tasks import Task
 from kiln.track.console import EpochProgress
 from kiln.train.callbacks import Callback
 from kiln.train.device import autocast
-from kiln.train.distill import Distiller
 from kiln.train.ema import WeightAverage
 from kiln.train.memory import dump_memory_snapshot, epoch_memory, model_memory, out_of_memory_message
 from kiln.train.optim import Schedule
 from kiln.train.step import TrainStep
 from kiln.train.strategy import Strategy, averaged, whole
+
+if TYPE_CHECKING:  # only its type: distill loads a trained teacher, which imports the loop
+    from kiln.train.distill import Distiller
 
 log = logging.getLogger("kiln")
 

@@ -161,9 +161,16 @@ def check_before_data(cfg: Config) -> None:
                    len(cfg.data.classes) if cfg.data.classes else known_num_classes(cfg.data.name))
     check_mixing(cfg)
     if (teacher := getattr(cfg.task, "distill", None)) is not None:  # only tasks that can learn from one have it
-        from kiln.train.distill import check_teacher
+        check_teacher(teacher.teacher)
 
-        check_teacher(teacher)
+
+def check_teacher(teacher: str) -> None:
+    """task.distill.teacher names a trained run (checked before the data is read)."""
+    from kiln.runs import RunDir
+
+    if not RunDir(teacher).is_run:
+        raise KilnError(f"task.distill.teacher={teacher} is not a kiln run folder (one with a config.yaml and "
+                        "checkpoints/): give the run folder of the trained teacher")
 
 
 def check_mixing(cfg: Config) -> None:

@@ -8,7 +8,7 @@ one by design: `nan_policy: skip_batch` reads every loss, and fp16's scaler step
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -18,10 +18,12 @@ from kiln.config import TrainerConfig
 from kiln.core import dist, hang
 from kiln.tasks.base import call_model
 from kiln.train.device import autocast
-from kiln.train.distill import Distiller
 from kiln.train.ema import WeightAverage
 from kiln.train.metrics import RunningMean
 from kiln.train.strategy import Strategy
+
+if TYPE_CHECKING:  # only its type: distill loads a trained teacher, which imports the loop
+    from kiln.train.distill import Distiller
 
 
 def forward(model: nn.Module, inputs: Any) -> Any:
