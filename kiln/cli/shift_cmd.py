@@ -55,8 +55,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(shift.as_json(args.show), indent=2) + "\n")
     if args.val_like is not None:
-        from kiln.commands.shift import source_root
-
-        out, n = write_val_like(shift, args.val_like, Path(args.out), source_root(Path(args.source), args.overrides))
+        out, n = write_val_like(shift, args.val_like, Path(args.out))
         print(f"wrote {out}: the {n} training images most like the other folder's; train with data.val_files={out}")
     return 0

@@ -38,6 +38,7 @@ class Shift:
     other: list[Path]
     p_train: np.ndarray  # P(other folder) of each training image
     p_other: np.ndarray  # P(other folder) of each of the other folder's images
+    root: Path | None = None  # the config's data.root: what --val-like's paths are written relative to
 
     @property
     def verdict(self) -> str:
@@ -82,13 +83,7 @@ def measure_shift(source: Path, other: Path, overrides: list[str] | tuple[str, .
     p = _out_of_fold(x, y, seed)
     from sklearn.metrics import roc_auc_score
 
-    return Shift(float(roc_auc_score(y, p)), train, others, p[:len(train)], p[len(train):])
-
-
-def source_root(source: Path, overrides: list[str] | tuple[str, ...] = ()) -> Path | None:
-    """data.root of a run or config: what --val-like's paths are written relative to."""
-    run = RunDir(source)
-    return (run.config(overrides) if run.is_run else _config(source, overrides)).data.root
+    return Shift(float(roc_auc_score(y, p)), train, others, p[:len(train)], p[len(train):], cfg.data.root)
 
 
 def _config(path: Path, overrides: list[str] | tuple[str, ...]) -> Config:
@@ -154,14 +149,14 @@ def _model_features(run: RunDir):
     return features
 
 
-def write_val_like(shift: Shift, count: float, out: Path, root: Path | None) -> tuple[Path, int]:
+def write_val_like(shift: Shift, count: float, out: Path) -> tuple[Path, int]:
     """The training images most like the other folder's (`count` images, or that share of the training images
     when below 1), one per line relative to data.root: a validation split for data.val_files."""
     n = round(count * len(shift.train)) if count < 1 else int(count)
     if not 0 < n < len(shift.train):
         raise KilnError(f"--val-like {count:g}: give a number of images from 1 to {len(shift.train) - 1}, or a share "
                         "below 1 (0.1 = a tenth of the training images)")
-    chosen = shift.most_like_other(n)
+    chosen, root = shift.most_like_other(n), shift.root
     lines = [str(p.resolve().relative_to(root.resolve())) if root and p.resolve().is_relative_to(root.resolve())
              else str(p.resolve()) for p in chosen]
     out.parent.mkdir(parents=True, exist_ok=True)
