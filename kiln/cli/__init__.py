@@ -13,6 +13,7 @@ from kiln.cli import (
     config_cmd,
     configs_cmd,
     cv_cmd,
+    data_cmd,
     doctor_cmd,
     export_cmd,
     inspect_cmd,
@@ -32,7 +33,7 @@ from kiln.core.errors import KilnError, TrainingInterrupted, TrainingStopped
 PREEMPTED = 75  # EX_TEMPFAIL: saved on SLURM's preemption warning; requeue and resume (README, "SLURM")
 
 COMMANDS = (train_cmd, test_cmd, predict_cmd, export_cmd, inspect_cmd, tune_cmd, lr_find_cmd, report_cmd, baseline_cmd,
-            cv_cmd, average_cmd, shift_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
+            cv_cmd, average_cmd, shift_cmd, data_cmd, doctor_cmd, config_cmd, configs_cmd, models_cmd, schema_cmd, new_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,9 +67,23 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                      + f" Commands: {', '.join(commands)}")
     if at is None or at > 0:  # no command, or top-level options before it (--help, --version)
         return parser.parse_args(argv)
-    args = commands[argv[at]].parse_intermixed_args(argv[at + 1:])
+    command, rest = commands[argv[at]], argv[at + 1:]
+    actions = _actions(command)  # a command with actions of its own (kiln data pack): the action's parser reads
+    if actions and rest and rest[0] in actions:
+        args = actions[rest[0]].parse_intermixed_args(rest[1:])
+        args.action = rest[0]
+    else:
+        args = command.parse_intermixed_args(rest) if not actions else command.parse_args(rest)
     args.command = argv[at]
     return args
+
+
+def _actions(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The sub-commands of a command (kiln data pack), if it has any."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,6 +147,17 @@ class DataConfig(Section):
     """Folder holding the dataset files. Unset: $KILN_DATA/<name>, ./data/<name>, then system locations."""
     download: bool = False
     """Download the dataset into ./data/<name> if it is not found. Off by default: no hidden network access."""
+    files: dict[Literal["train", "val", "test"], str] | None = None
+    """hf_dataset: Parquet files per split, as globs or URLs ({train: "data/train-*.parquet", test: "s3://bucket/
+    test-*.parquet"}); unset: the split files found in data.root (train-*.parquet, test-*.parquet, ...)."""
+    urls: str | dict[Literal["train", "val", "test"], str] | None = None
+    """webdataset: the tar shards, a brace pattern such as "shards/train-{000000..000127}.tar" (local paths,
+    s3://, gs://, https:// through fsspec); one pattern (kiln splits it) or one per split ({train: ..., test: ...})."""
+    image_column: str = "image"
+    """hf_dataset: the column of images (an Image feature, image bytes, or paths relative to data.root)."""
+    shuffle_buffer: int = Field(1000, gt=0)
+    """webdataset: training reads its shards in a seeded order per epoch, each rank its own shards, and shuffles
+    samples within a seeded buffer of this many (larger: better mixed; the order stays resumable)."""
     batch_size: int = Field(128, gt=0)
     """Training batch size per process."""
     eval_batch_size: int | None = Field(None, gt=0)

@@ -19,7 +19,7 @@ import torch
 
 from kiln.config import DataConfig
 from kiln.data.info import Data, DataInfo, DataRequest
-from kiln.data.loaders import Batches, EpochBatchSampler, WeightedEpochSampler, eval_batch_size
+from kiln.data.loaders import Batches, EpochBatchSampler, GroupedEpochSampler, WeightedEpochSampler, eval_batch_size
 from kiln.data.splits import cv_folds, stratified_split, train_val_split
 
 log = logging.getLogger("kiln")
@@ -115,15 +115,19 @@ def _from_given(pools: dict[str, Pool], cfg: DataConfig, overfit_batches: int,
 
 
 def sampler_for(train: bool, count: int, cfg: DataConfig, request: DataRequest,
-                labels: torch.Tensor | None = None, drop_last: bool = True) -> EpochBatchSampler:
+                labels: torch.Tensor | None = None, drop_last: bool = True,
+                groups: torch.Tensor | None = None) -> EpochBatchSampler:
     """A split's batch order: the training split shuffled — or class-balanced with data.sampler=weighted, from
-    `labels` — unless overfit_batches pins it (then in order); every other split in order, at the evaluation
-    batch size, no sample dropped. `drop_last`: whether a shuffled split drops its last, partial batch."""
+    `labels`; or, when its samples are read in `groups` (tar shards), group by group in a seeded order through a
+    seeded shuffle buffer — unless overfit_batches pins it (then in order); every other split in order, at the
+    evaluation batch size, no sample dropped. `drop_last`: whether a shuffled split drops its last, partial batch."""
     shuffled = train and not request.overfit_batches
     where = {"seed": request.seed, "rank": request.rank, "world_size": request.world_size}
     if shuffled and cfg.sampler == "weighted":
         assert labels is not None, "a weighted sampler draws by the training labels"
         return WeightedEpochSampler(labels, cfg.batch_size, **where)
+    if shuffled and groups is not None:
+        return GroupedEpochSampler(groups, cfg.batch_size, buffer=cfg.shuffle_buffer, drop_last=drop_last, **where)
     size = cfg.batch_size if train else eval_batch_size(cfg)
     return EpochBatchSampler(count, size, shuffle=shuffled, drop_last=shuffled and drop_last, **where)
 

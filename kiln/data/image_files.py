@@ -22,9 +22,10 @@ class ImageFiles:
     """Image files and their targets (class indices; multi-hot vectors or values from a CSV for multilabel and
     regression); `where` says where each came from (for messages)."""
 
-    paths: list[Path] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)  # or images held elsewhere (kiln.data.blobs)
     labels: list = field(default_factory=list)
     where: list[str] = field(default_factory=list)
+    groups: list[int] = field(default_factory=list)  # what each image is read with (its tar shard); empty: none
 
     def add(self, path: Path, label, where: str | None = None) -> None:
         self.paths.append(path)
@@ -33,7 +34,8 @@ class ImageFiles:
 
     def drop(self, bad: set[int]) -> ImageFiles:
         keep = [i for i in range(len(self.paths)) if i not in bad]
-        return ImageFiles([self.paths[i] for i in keep], [self.labels[i] for i in keep], [self.where[i] for i in keep])
+        return ImageFiles([self.paths[i] for i in keep], [self.labels[i] for i in keep], [self.where[i] for i in keep],
+                          [self.groups[i] for i in keep] if self.groups else [])
 
 
 @dataclass

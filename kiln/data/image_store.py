@@ -1,5 +1,6 @@
-"""Decoding image files, once: every image of a file list decoded, converted to one mode and resized into a
-uint8 store (N, C, H, W) in $KILN_CACHE, memory-mapped and reused while the files are unchanged.
+"""Decoding image files, once: every image of a file list (or images held elsewhere: kiln.data.blobs) decoded,
+converted to one mode and resized into a uint8 store (N, C, H, W) in $KILN_CACHE, memory-mapped and reused while
+the files are unchanged.
 
 One decoder serves the store, decoding per sample (`data.cache: off`) and `kiln predict`, so every path sees the
 same pixels: EXIF orientation applied, transparency composited on white, the shorter side resized to cover the
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from kiln.core.errors import KilnError
+from kiln.data.blobs import identity, opened
 
 log = logging.getLogger("kiln")
 
@@ -38,7 +40,7 @@ def probe(path: Path) -> tuple[int, int, bool]:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(opened(path)) as img:
             return img.width, img.height, img.mode in GRAY_MODES
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise BadImage(path, e) from None
@@ -59,7 +61,7 @@ def decode(path: Path, channels: int, size: tuple[int, int], crop: bool = True) 
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with Image.open(opened(path)) as img:
             if img.format == "JPEG":  # decode at a reduced DCT scale when the target is much smaller: 2-4x faster
                 scale = max(size[1] / img.width, size[0] / img.height)
                 img.draft("RGB" if channels == 3 else "L", (int(img.width * scale) + 1, int(img.height * scale) + 1))
@@ -127,8 +129,7 @@ class ImageStore:
         """Changes when a file is added, removed, replaced or touched, or when the decode settings change."""
         h = hashlib.sha256(json.dumps([DECODER_VERSION, channels, list(size)]).encode())
         for p in paths:
-            st = os.stat(p)
-            h.update(f"\0{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+            h.update(f"\0{identity(p)}".encode())
         return h.hexdigest()[:24]
 
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,11 +106,11 @@ def stored_images(batches: Batches, indices: torch.Tensor) -> torch.Tensor:
 def training_image_paths(spec, cfg: DataConfig, task: str) -> list[Path]:
     """The image files of the training pool (and a val/ folder, or the one list kiln splits) of an image folder or
     CSV."""
-    return [path for name, files in _found(spec, cfg, task).files.items() if name in ("train", "val", "all")
+    return [path for name, files in spec.scan(cfg, task).files.items() if name in ("train", "val", "all")
             for path in files.paths]
 
 
-def _found(spec, cfg: DataConfig, task: str) -> Scanned:
+def scan_image_files(spec, cfg: DataConfig, task: str) -> Scanned:
     """The image files of an image folder or CSV, by pool."""
     from kiln.data.image_files import read_class_map, scan_csvs, scan_folder
 
@@ -133,14 +133,14 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     """
     seed, device, splits, task, overfit_batches = (request.seed, request.device, request.splits, request.task,
                                                    request.overfit_batches)
-    found = _found(spec, cfg, task)
-    assert cfg.root is not None, "checked by _found"
-    log.info("%s: %s", cfg.root, found.describe())
+    found = spec.scan(cfg, task)
+    where = spec.location(cfg) if hasattr(spec, "location") else cfg.root
+    log.info("%s: %s", where, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
     needed = pools_needed(tuple(found.files), (*splits, "train") if stats_needed else splits, cfg)
     if not needed:  # e.g. the test split of train/ + val/ folders: there is none (training's final test skips it)
         if cfg.image_size is None or cfg.channels is None or stats_needed:
-            raise KilnError(f"{cfg.root} has no {' or '.join(splits)} split ({found.layout})")
+            raise KilnError(f"{where} has no {' or '.join(splits)} split ({found.layout})")
         return Data(_file_info(spec, cfg, found.class_names))
     derived = _derive_image_settings(cfg, found, needed)
     cfg = cfg.with_values(derived)
@@ -158,7 +158,8 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     per_image = _config_transforms(cfg, seed, info.image_size, sources, plan, overfit_batches)
     loader = _image_loader(cfg, sources, plan, bool(per_image), device)
     labels = {name: as_tensor(found.files[name].labels) for name in sources}
-    return assemble(ImageFiles(info, loader, sources, labels, per_image, cfg, request), plan, request,
+    groups = {name: torch.tensor(found.files[name].groups) for name in sources if found.files[name].groups}
+    return assemble(ImageFiles(info, loader, sources, labels, per_image, cfg, request, groups), plan, request,
                     Found(derived=derived))
 
 
@@ -175,6 +176,7 @@ class ImageFiles:
     per_image: dict[str, Any]  # split -> PerImage (data.transforms)
     cfg: DataConfig
     request: DataRequest
+    groups: dict[str, torch.Tensor] = field(default_factory=dict)  # pool -> what each file is read with (shards)
 
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
         cfg, request, info = self.cfg, self.request, self.info
@@ -183,7 +185,8 @@ class ImageFiles:
         train = split == "train" and not request.overfit_batches
         augment = Augment.resolve(cfg.augment) if train and split not in self.per_image else None
         transform = BatchTransform(info.mean, info.std, augment, request.channels_last, info.image_size)
-        sampler = sampler_for(split == "train", len(idx), cfg, request, labels)
+        sampler = sampler_for(split == "train", len(idx), cfg, request, labels,
+                              groups=self.groups[pool][idx] if pool in self.groups else None)
         if self.loader == "resident":
             return ResidentBatches(source.fetch(rows[idx].tolist()), labels, sampler=sampler, transform=transform,
                                    device=request.device, seed=request.seed)

@@ -113,6 +113,55 @@ class WeightedEpochSampler(EpochBatchSampler):
         return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=g)
 
 
+class GroupedEpochSampler(EpochBatchSampler):
+    """Training order for samples read in groups (the tar shards of a WebDataset): each epoch the groups in a
+    seeded order, dealt out to the ranks (each rank reads its own groups: to the one with the fewest samples so
+    far), evened out so every rank has the same count (the rest of a rank over its share goes to those under it),
+    then each rank's stream shuffled through a seeded buffer of `buffer` samples, as WebDataset's shuffle does.
+    Together the ranks see every sample once per epoch (but at most world_size - 1), and the order is a pure
+    function of (seed, epoch, rank): a resumed run starts at the very sample it stopped at."""
+
+    def __init__(self, groups: torch.Tensor, batch_size: int, *, buffer: int, seed: int, rank: int = 0,
+                 world_size: int = 1, drop_last: bool = True):
+        super().__init__(len(groups), batch_size, shuffle=True, drop_last=drop_last, seed=seed, rank=rank,
+                         world_size=world_size)
+        self.buffer = buffer
+        ids, inverse = torch.unique(groups, return_inverse=True)
+        order = torch.argsort(inverse, stable=True)  # each group's samples in their order within it
+        self.members = list(order.split(torch.bincount(inverse, minlength=len(ids)).tolist()))
+
+    def order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed_for(self.seed, epoch, 0x5A4D))
+        loads, streams = [0] * self.world_size, [[] for _ in range(self.world_size)]
+        for group in torch.randperm(len(self.members), generator=g).tolist():
+            r = loads.index(min(loads))
+            streams[r].append(self.members[group])
+            loads[r] += len(self.members[group])
+        flat = [torch.cat(s) if s else torch.empty(0, dtype=torch.long) for s in streams]
+        share = self.per_rank
+        spare = torch.cat([f[share:] for f in flat])  # taken by the ranks under their share, in rank order
+        before = sum(max(0, share - len(f)) for f in flat[:self.rank])
+        mine = torch.cat([flat[self.rank][:share], spare[before:before + max(0, share - len(flat[self.rank]))]])
+        return _buffer_shuffle(mine, self.buffer, seed_for(self.seed, epoch, 0xB0FF + self.rank))
+
+
+def _buffer_shuffle(stream: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """WebDataset's shuffle buffer, seeded: fill it with `size` samples, then for each next one emit a random
+    sample of the buffer and put the new one in its place; at the end emit what is left in random order."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    items = stream.tolist()
+    buffer, out = items[:size], []
+    picks = rng.random(len(items))
+    for i, item in enumerate(items[size:], start=size):
+        j = int(picks[i] * len(buffer))
+        out.append(buffer[j])
+        buffer[j] = item
+    out += [buffer[j] for j in rng.permutation(len(buffer)).tolist()]
+    return torch.tensor(out, dtype=torch.long)
+
+
 class BatchIndices(list):
     """One batch's sample indices, and which (epoch, batch) they are: a Dataset can seed per batch from it."""
 

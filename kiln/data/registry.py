@@ -17,7 +17,7 @@ from kiln.data.cifar import CIFAR10, CIFAR100
 from kiln.data.idx import find_file
 from kiln.data.locate import candidate_dirs as candidate_dirs  # where a dataset's files are looked for
 from kiln.data.locate import locate as locate
-from kiln.data.spec import DatasetSpec, DetectionFolder, ImageFiles, ImageTensors, SegmentationFolder
+from kiln.data.spec import DatasetSpec, DetectionFolder, HfDataset, ImageFiles, ImageTensors, SegmentationFolder, WebDatasetShards
 
 if TYPE_CHECKING:
     import torch
@@ -164,6 +164,8 @@ register(ImageFilesDataset("image_folder", "folder", "a folder of class folders 
 register(SegmentationFolder())
 register(DetectionFolder("coco_detection", "coco"))
 register(DetectionFolder("yolo_detection", "yolo"))
+register(HfDataset())
+register(WebDatasetShards())
 register(ImageFilesDataset("image_csv", "csv", "train.csv and test.csv (optional val.csv) with image paths and labels"))
 
 

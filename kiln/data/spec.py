@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 
 if TYPE_CHECKING:
     from kiln.config import DataConfig
+    from kiln.data.image_files import Found as ScannedImages
     from kiln.data.info import Data, DataRequest
 
 
@@ -69,11 +70,61 @@ class ImageFiles:
 
         return build_file_image_data(self, cfg, request)
 
+    def scan(self, cfg: DataConfig, task: str) -> ScannedImages:
+        """The images and their targets, by pool (kiln.data.image_files.Found)."""
+        from kiln.data.images import scan_image_files
+
+        return scan_image_files(self, cfg, task)
+
     def training_paths(self, cfg: DataConfig, task: str) -> list[Path]:
         """Every image a run of `cfg` may train or validate on (not a given test folder or file)."""
         from kiln.data.images import training_image_paths
 
         return training_image_paths(self, cfg, task)
+
+
+class HfDataset(ImageFiles):
+    """A Hugging Face dataset or Parquet files of images (kiln.data.hf_tables reads them): the images go through
+    the same decoding, cache and batches as image files."""
+
+    name = "hf_dataset"
+    own_files: ClassVar[bool] = False  # data.root may also name a dataset in the Hugging Face cache
+    root_holds: ClassVar[str] = ("a save_to_disk folder, Parquet files (train-*.parquet, test-*.parquet), or a dataset "
+                                 "name in the Hugging Face cache; or data.files: {train: GLOB, test: GLOB}")
+    num_classes = None  # a ClassLabel feature's names, or the label column's values
+
+    def describe_files(self) -> str:
+        return self.root_holds
+
+    def scan(self, cfg: DataConfig, task: str) -> ScannedImages:
+        from kiln.data.hf_tables import scan_hf
+
+        return scan_hf(cfg, task)
+
+    def location(self, cfg: DataConfig) -> str:
+        return ", ".join(cfg.files.values()) if cfg.files else str(cfg.root)
+
+
+class WebDatasetShards(ImageFiles):
+    """Tar shards in the WebDataset layout, local or in an object store (kiln.data.shards indexes them); read by
+    byte range, in a seeded shard order per rank."""
+
+    name = "webdataset"
+    own_files: ClassVar[bool] = False  # found by data.urls, not data.root
+    root_holds: ClassVar[str] = ('tar shards named by data.urls ("shards/train-{000000..000009}.tar"): per key an image '
+                                 "(.jpg/.png/.webp) and its target (.cls, .txt or .json)")
+    num_classes = None  # classes.txt beside the shards, data.class_names, or the targets
+
+    def describe_files(self) -> str:
+        return self.root_holds
+
+    def scan(self, cfg: DataConfig, task: str) -> ScannedImages:
+        from kiln.data.shards import scan_shards
+
+        return scan_shards(cfg, task)
+
+    def location(self, cfg: DataConfig) -> str:
+        return str(cfg.urls if isinstance(cfg.urls, str) else ", ".join((cfg.urls or {}).values()))
 
 
 class SegmentationFolder:

@@ -1,0 +1,246 @@
+"""Hugging Face datasets and Parquet files (`data.name: hf_dataset`): a `save_to_disk` folder, a folder of Parquet
+files, Parquet globs or URLs per split (`data.files`), or a dataset already in $HF_HOME — read as Arrow tables,
+whose image column becomes the images of kiln's image pipeline (kiln.data.blobs: decoded through the image store
+and its cache, as image folders are) and whose label column the targets (a `ClassLabel` feature names the
+classes)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln.config import DataConfig
+from kiln.core.errors import KilnError
+from kiln.data.image_files import Found, ImageFiles
+
+log = logging.getLogger("kiln")
+
+SPLIT_NAMES = {"train": "train", "training": "train", "validation": "val", "valid": "val", "val": "val",
+               "dev": "val", "test": "test", "testing": "test"}
+
+
+@dataclass
+class Table:
+    """One split's rows: an Arrow table, its features (datasets.Features), where it came from (for messages) and
+    what identifies its contents (for the image cache)."""
+
+    table: Any
+    features: Any
+    where: str
+    identity: str
+    root: Path | None = None  # image paths in the table are relative to it
+
+
+def scan_hf(cfg: DataConfig, task: str) -> Found:
+    """The images and targets of every split the dataset has (`all` when it has no splits of its own)."""
+    tables = open_tables(cfg)
+    label = cfg.label_column if isinstance(cfg.label_column, str) else None
+    if label is None:
+        raise KilnError("data.name=hf_dataset reads one label column: set data.label_column to its name")
+    for table in tables.values():
+        _check_columns(table, (cfg.image_column, label))
+    first = tables.get("train") or next(iter(tables.values()))
+    class_names = _class_names(first, label, cfg, task)
+    files = {split: _rows(table, cfg, label, class_names, task) for split, table in tables.items()}
+    layout = "Hugging Face dataset" if first.features is not None and first.identity.startswith("hf:") else \
+        "Parquet files"
+    from kiln.tasks import task_class
+
+    return Found(files, class_names, layout, task_class(task).noun)
+
+
+def open_tables(cfg: DataConfig) -> dict[str, Table]:
+    """split -> Table: data.files' Parquet files, else what data.root holds (a saved dataset, Parquet files), else
+    data.root as the name of a dataset in the Hugging Face cache."""
+    if cfg.files:
+        return {SPLIT_NAMES[split]: _parquet(pattern) for split, pattern in cfg.files.items()}
+    if cfg.root is None:
+        raise KilnError("data.name=hf_dataset needs data.root (a save_to_disk folder, a folder of Parquet files, or "
+                        "a dataset name in the Hugging Face cache) or data.files ({train: GLOB, test: GLOB})")
+    root = Path(cfg.root)
+    if root.is_dir() and ((root / "dataset_dict.json").is_file() or (root / "state.json").is_file()):
+        return _saved(root)
+    if root.is_dir():
+        return _parquet_folder(root)
+    if root.exists():
+        raise KilnError(f"data.root={root} is a file; hf_dataset reads a folder (save_to_disk, or Parquet files)")
+    return _cached(str(cfg.root), cfg.download)
+
+
+def _saved(root: Path) -> dict[str, Table]:
+    """A `save_to_disk` folder: a DatasetDict (its splits) or one Dataset (split by kiln)."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(str(root))
+    except (OSError, ValueError, FileNotFoundError) as e:
+        raise KilnError(f"data.root={root}: cannot load the saved dataset ({e})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        return _splits({name: _from_dataset(ds, f"{root} [{name}]", root) for name, ds in loaded.items()}, root)
+    return {"all": _from_dataset(loaded, str(root), root)}
+
+
+def _from_dataset(ds: Any, where: str, root: Path | None) -> Table:
+    if getattr(ds, "_indices", None) is not None:  # a selection or shuffle saved as an index mapping
+        ds = ds.flatten_indices()
+    return Table(ds.data.table, ds.features, where, f"hf:{where}\0{ds._fingerprint}", root)
+
+
+def _splits(found: dict[str, Table], where: Path | str) -> dict[str, Table]:
+    """The dataset's own splits under kiln's names (validation -> val); a dataset without a train split is one
+    list kiln splits."""
+    named = {SPLIT_NAMES[name.lower()]: table for name, table in found.items() if name.lower() in SPLIT_NAMES}
+    if "train" in named:
+        unused = [name for name in found if name.lower() not in SPLIT_NAMES]
+        if unused:
+            log.info("%s: not using the split(s) %s (kiln reads train, validation and test)", where, ", ".join(unused))
+        return named
+    if len(found) == 1:
+        return {"all": next(iter(found.values()))}
+    raise KilnError(f"{where} has the splits {', '.join(found)} but none named train; rename one (train, validation, "
+                    "test), or name the files per split with data.files")
+
+
+def _parquet_folder(root: Path) -> dict[str, Table]:
+    """Parquet files of a folder (or its data/ folder, the Hub's layout), by the split their names start with:
+    train-00000-of-00002.parquet, test.parquet; files without a split's name are one list kiln splits."""
+    files = sorted(root.glob("*.parquet")) or sorted((root / "data").glob("*.parquet"))
+    if not files:
+        raise KilnError(f"data.root={root} holds no dataset: neither a save_to_disk folder (dataset_dict.json or "
+                        "state.json) nor Parquet files (train-*.parquet, test-*.parquet)")
+    by_split: dict[str, list[str]] = {}
+    for f in files:
+        head = f.name.split("-")[0].split(".")[0].lower()
+        by_split.setdefault(head if head in SPLIT_NAMES else "all", []).append(str(f))
+    if "all" in by_split and len(by_split) > 1:
+        raise KilnError(f"{root}: {', '.join(Path(f).name for f in by_split['all'][:3])} do not name a split "
+                        "(train-*, validation-*, test-*) while other files do; rename them, or set data.files")
+    return _splits({split: _read_parquet(names, str(root / f"{split}-*.parquet")) for split, names in by_split.items()},
+                   root)
+
+
+def _parquet(pattern: str) -> Table:
+    from kiln.data.remote import expand
+
+    names = expand(pattern)
+    if not names:
+        raise KilnError(f"data.files: {pattern} matches no file; check the pattern")
+    return _read_parquet(names, pattern)
+
+
+def _read_parquet(names: list[str], where: str) -> Table:
+    """Parquet files (local or URLs) as one table; the features Hugging Face wrote into their metadata, if any."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from kiln.data.remote import failures, identity, is_url, open_file
+
+    parts = []
+    for name in names:
+        with failures(name):
+            try:
+                parts.append(pq.read_table(open_file(name) if is_url(name) else name))
+            except (pa.ArrowInvalid, OSError) as e:
+                raise KilnError(f"{name} is not a readable Parquet file ({e}); replace it") from None
+    try:
+        table = pa.concat_tables(parts, promote_options="default")
+    except pa.ArrowInvalid as e:
+        raise KilnError(f"{where}: the Parquet files have different columns ({e}); give them one schema") from None
+    root = None if is_url(names[0]) else Path(names[0]).parent
+    return Table(table, datasets.Features.from_arrow_schema(table.schema), where,
+                 "parquet:" + "\0".join(identity(n) for n in names), root)
+
+
+def _cached(name: str, download: bool) -> dict[str, Table]:
+    """A dataset by its Hub name, from the Hugging Face cache ($HF_HOME); fetched only with data.download=true."""
+    import datasets
+
+    if not download:
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        datasets.config.HF_DATASETS_OFFLINE = True
+    try:
+        loaded = datasets.load_dataset(name)
+    except Exception as e:  # noqa: BLE001 — the library raises many kinds (ConnectionError, DatasetNotFound...)
+        hint = "" if download else " (set data.download=true to fetch it from the Hugging Face Hub)"
+        raise KilnError(f"data.root={name}: no such folder, and no dataset of that name in the Hugging Face cache "
+                        f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}{hint}: {type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    return _splits({split: _from_dataset(ds, f"{name} [{split}]", None) for split, ds in loaded.items()}, name)
+
+
+def _check_columns(table: Table, wanted: tuple[str, ...]) -> None:
+    have = table.table.column_names
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        keys = {c: "data.image_column" if c == wanted[0] else "data.label_column" for c in missing}
+        raise KilnError(f"{table.where} has no column {', '.join(map(repr, missing))} (its columns: "
+                        f"{', '.join(have)}); set {' and '.join(keys[c] for c in missing)}")
+
+
+def _class_names(table: Table, label: str, cfg: DataConfig, task: str) -> list[str]:
+    """A ClassLabel feature's names, else data.class_names, else the task's reading of the label cells."""
+    from kiln.tasks import task_class
+
+    names = _label_names(table, label)
+    if cfg.class_names:
+        return list(cfg.class_names)
+    if names is not None and task_class(task).class_per_sample:
+        return names
+    cells = [c for c in _cells(table, label) if c]
+    return task_class(task).target_names(None, cells, [label], cfg.label_separator, table.where)
+
+
+def _label_names(table: Table, label: str) -> list[str] | None:
+    feature = table.features.get(label) if table.features is not None else None
+    return list(feature.names) if type(feature).__name__ == "ClassLabel" else None
+
+
+def _cells(table: Table, label: str) -> list[str]:
+    values = table.table.column(label).to_pylist()
+    return ["" if v is None else str(v) for v in values]
+
+
+def _rows(table: Table, cfg: DataConfig, label: str, class_names: list[str], task: str) -> ImageFiles:
+    """Every row with a usable target as (image, target); a bad row stops with its split and row, or with
+    data.on_bad_row=skip is counted and left out."""
+    from kiln.data.blobs import ColumnImage
+    from kiln.tasks import task_class
+
+    images = table.table.column(cfg.image_column)
+    paths = _is_path_column(images.type)
+    named = _label_names(table, label)
+    cells = _cells(table, label)
+    out, skipped, first = ImageFiles(), 0, ""
+    for row, cell in enumerate(cells):
+        if named is not None and cell.lstrip("-").isdigit():  # ClassLabel: the index, renamed to kiln's names
+            cell = named[int(cell)] if 0 <= int(cell) < len(named) else cell
+        target, problem = task_class(task).parse_cells([cell], class_names, cfg.label_separator)
+        if not cell and task_class(task).class_per_sample:
+            problem = "no label"
+        if problem:
+            if cfg.on_bad_row == "error":
+                raise KilnError(f"{table.where}, row {row}: {problem}. Fix the row, or set data.on_bad_row=skip")
+            skipped, first = skipped + 1, first or f"row {row}: {problem}"
+            continue
+        image: Any = (table.root or Path()) / str(images[row]) if paths else \
+            ColumnImage(images, row, table.identity, table.root)
+        out.add(image, target, f"{table.where}, row {row}")
+    if skipped:
+        log.warning("skipped %d rows of %s (first: %s)", skipped, table.where, first)
+    if not out.paths:
+        raise KilnError(f"{table.where} has no usable rows")
+    return out
+
+
+def _is_path_column(kind: Any) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return True
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_struct(kind):
+        return False
+    raise KilnError(f"the image column is of type {kind}; kiln reads an Image feature, image bytes, or paths")

@@ -1,0 +1,137 @@
+"""Files wherever they are kept: local paths and URLs (s3://, gs://, https://, ...) through fsspec, with brace
+patterns expanded, byte ranges read, and every way a store can fail turned into one clear error before training.
+
+Credentials and endpoints come from where the storage's own tools read them (AWS_ACCESS_KEY_ID/AWS_PROFILE,
+~/.aws/config, AWS_ENDPOINT_URL or FSSPEC_S3_ENDPOINT_URL, GOOGLE_APPLICATION_CREDENTIALS), never from kiln's config.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from kiln.core.errors import KilnError
+
+HINTS = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for an S3 API "
+          "other than AWS's",
+    "gs": "set GOOGLE_APPLICATION_CREDENTIALS (pip install gcsfs)",
+}
+
+
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+def protocol(location: str) -> str:
+    return str(location).split("://", 1)[0] if is_url(location) else "file"
+
+
+_FILESYSTEMS: dict[tuple[int, str], Any] = {}
+
+
+def filesystem(location: str) -> Any:
+    """The fsspec filesystem of `location` (one per process and protocol: a forked DataLoader worker makes its own,
+    as an async client must not cross a fork)."""
+    key = (os.getpid(), protocol(location))
+    if key not in _FILESYSTEMS:
+        import fsspec
+
+        try:
+            _FILESYSTEMS[key] = fsspec.filesystem(key[1])
+        except ImportError as e:
+            raise KilnError(f"{location}: reading {key[1]}:// needs {e.name or 'its fsspec backend'} "
+                            "(pip install 'kiln-train[data]' for s3fs; gcsfs for gs://)") from None
+    return _FILESYSTEMS[key]
+
+
+def strip(location: str) -> str:
+    """The path fsspec's filesystem wants (a URL without its protocol; a file:// path as a path)."""
+    location = str(location)
+    return location.split("://", 1)[1] if "://" in location else location
+
+
+def expand(pattern: str) -> list[str]:
+    """The files a pattern names, in order: braces expanded ("train-{000..009}.tar"), then shell globs; every name
+    without a glob must exist."""
+    import braceexpand
+
+    names = list(braceexpand.braceexpand(str(pattern)))
+    out: list[str] = []
+    for name in names:
+        if any(c in name for c in "*?["):
+            out += sorted(_glob(name))
+        else:
+            out.append(name)
+    return out
+
+
+def _glob(name: str) -> list[str]:
+    with failures(name):
+        found = filesystem(name).glob(strip(name))
+    prefix = name.split("://", 1)[0] + "://" if is_url(name) else ""
+    return [prefix + f for f in found]
+
+
+def exists(location: str) -> bool:
+    with failures(location):
+        return bool(filesystem(location).exists(strip(location)))
+
+
+def identity(location: str) -> str:
+    """What changes when the file is replaced: its size and modification time (local) or ETag (object stores)."""
+    with failures(location):
+        info = filesystem(location).info(strip(location))
+    tag = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+    return f"{location}\0{info.get('size')}\0{tag}"
+
+
+def file_size(location: str) -> int:
+    with failures(location):
+        return int(filesystem(location).size(strip(location)))
+
+
+def open_file(location: str, mode: str = "rb") -> Any:
+    with failures(location):
+        return filesystem(location).open(strip(location), mode)
+
+
+def read_range(location: str, offset: int, size: int) -> bytes:
+    """`size` bytes of the file from `offset` (one ranged request on an object store)."""
+    if not is_url(location):
+        with open(strip(location), "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    with failures(location):
+        return bytes(filesystem(location).cat_file(strip(location), start=offset, end=offset + size))
+
+
+class failures:
+    """A context in which a storage failure (no such file or bucket, no credentials, no endpoint) becomes a
+    KilnError naming the location and what to set."""
+
+    def __init__(self, location: str):
+        self.location = str(location)
+
+    def __enter__(self) -> failures:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
+        if error is None or isinstance(error, KilnError) or not isinstance(error, Exception):
+            return False
+        raise KilnError(explain(self.location, error)) from None
+
+
+def explain(location: str, error: BaseException) -> str:
+    """One paragraph on why `location` cannot be read, and what to do."""
+    name, text = type(error).__name__, str(error) or type(error).__name__
+    hint = HINTS.get(protocol(location), "")
+    if isinstance(error, FileNotFoundError) or "NoSuchKey" in text or "NoSuchBucket" in text or "Not Found" in text:
+        return f"{location}: no such file or bucket ({text.splitlines()[0]}); check the path"
+    if "Credentials" in name or "credentials" in text.lower() or "AccessDenied" in text or "Forbidden" in text:
+        return f"{location}: access refused or no credentials ({text.splitlines()[0]}); {hint or 'check the access'}"
+    if "Connect" in name or "connect" in text.lower() or "Endpoint" in name or isinstance(error, (OSError, TimeoutError)):
+        return (f"{location}: cannot reach the storage ({text.splitlines()[0]}); check the network and the endpoint"
+                + (f" ({hint})" if hint else ""))
+    return f"{location}: cannot be read ({name}: {text.splitlines()[0]})"
