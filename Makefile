@@ -28,7 +28,7 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 $(STAMP): $(CORE) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export,baseline,timm,hf,detection]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export,baseline,timm,hf,detection,data]'
 	touch $(STAMP)
 
 setup-core: $(CORE)

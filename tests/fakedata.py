@@ -301,3 +301,46 @@ from kiln.commands.samples import (  # noqa: E402, F401
     write_detection_scenes,
 )
 from kiln.commands.samples import write_segmentation_scenes as write_segmentation_folder  # noqa: E402, F401
+
+
+def shape_split(n: int, seed: int, size: tuple[int, int] = (40, 32)):
+    """`n` shape images and their class numbers (PIL images, ints)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    labels = [i % len(SHAPE_CLASSES) for i in range(n)]
+    return [draw_shape_image(label, rng, size) for label in labels], labels
+
+
+def write_hf_dataset(root: Path, n_train: int = 96, n_test: int = 32, seed: int = 0) -> Path:
+    """A Hugging Face DatasetDict (train, test) with an `Image` and a `ClassLabel` feature, saved with
+    save_to_disk."""
+    import datasets
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=SHAPE_CLASSES)})
+    splits = {}
+    for split, n, s in (("train", n_train, seed), ("test", n_test, seed + 1)):
+        images, labels = shape_split(n, s)
+        splits[split] = datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(root))
+    return root
+
+
+def write_parquet_images(root: Path, n_train: int = 96, n_test: int = 32, seed: int = 0) -> Path:
+    """Plain Parquet files (no Hugging Face metadata) of PNG bytes and class names: train-*.parquet, test.parquet."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, n, s in (("train-00000-of-00001.parquet", n_train, seed), ("test.parquet", n_test, seed + 1)):
+        images, labels = shape_split(n, s)
+        data = []
+        for img in images:
+            buffer = io.BytesIO()
+            img.save(buffer, format="PNG")
+            data.append(buffer.getvalue())
+        pq.write_table(pa.table({"png": pa.array(data, pa.binary()),
+                                 "kind": [SHAPE_CLASSES[label] for label in labels]}), root / name)
+    return root

@@ -196,7 +196,7 @@ def _class_names(table: Table, label: str, cfg: DataConfig, task: str) -> list[s
 
 def _label_names(table: Table, label: str) -> list[str] | None:
     feature = table.features.get(label) if table.features is not None else None
-    return list(feature.names) if type(feature).__name__ == "ClassLabel" else None
+    return list(feature.names) if feature is not None and type(feature).__name__ == "ClassLabel" else None
 
 
 def _cells(table: Table, label: str) -> list[str]:

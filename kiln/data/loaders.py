@@ -132,7 +132,8 @@ class GroupedEpochSampler(EpochBatchSampler):
 
     def order(self, epoch: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed_for(self.seed, epoch, 0x5A4D))
-        loads, streams = [0] * self.world_size, [[] for _ in range(self.world_size)]
+        loads = [0] * self.world_size
+        streams: list[list[torch.Tensor]] = [[] for _ in range(self.world_size)]
         for group in torch.randperm(len(self.members), generator=g).tolist():
             r = loads.index(min(loads))
             streams[r].append(self.members[group])

@@ -8,6 +8,8 @@ Credentials and endpoints come from where the storage's own tools read them (AWS
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +30,21 @@ def protocol(location: str) -> str:
     return str(location).split("://", 1)[0] if is_url(location) else "file"
 
 
-_FILESYSTEMS: dict[tuple[int, str], Any] = {}
+_FILESYSTEMS: dict[tuple[int, str, str], Any] = {}
+SETTINGS = ("AWS_", "FSSPEC_", "GOOGLE_", "GCS")  # environment variables a store's client reads its settings from
 
 
 def filesystem(location: str) -> Any:
-    """The fsspec filesystem of `location` (one per process and protocol: a forked DataLoader worker makes its own,
-    as an async client must not cross a fork)."""
-    key = (os.getpid(), protocol(location))
+    """The fsspec filesystem of `location`: one per process (a forked DataLoader worker makes its own, as an async
+    client must not cross a fork), protocol and store settings in the environment (a notebook that sets another
+    endpoint or key gets a client that uses it)."""
+    settings = "\0".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith(SETTINGS))
+    key = (os.getpid(), protocol(location), settings)
     if key not in _FILESYSTEMS:
         import fsspec
 
         try:
-            _FILESYSTEMS[key] = fsspec.filesystem(key[1])
+            _FILESYSTEMS[key] = fsspec.filesystem(key[1], skip_instance_cache=True)
         except ImportError as e:
             raise KilnError(f"{location}: reading {key[1]}:// needs {e.name or 'its fsspec backend'} "
                             "(pip install 'kiln-train[data]' for s3fs; gcsfs for gs://)") from None
@@ -107,20 +112,16 @@ def read_range(location: str, offset: int, size: int) -> bytes:
         return bytes(filesystem(location).cat_file(strip(location), start=offset, end=offset + size))
 
 
-class failures:
-    """A context in which a storage failure (no such file or bucket, no credentials, no endpoint) becomes a
-    KilnError naming the location and what to set."""
-
-    def __init__(self, location: str):
-        self.location = str(location)
-
-    def __enter__(self) -> failures:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
-        if error is None or isinstance(error, KilnError) or not isinstance(error, Exception):
-            return False
-        raise KilnError(explain(self.location, error)) from None
+@contextmanager
+def failures(location: str) -> Iterator[None]:
+    """A storage failure inside (no such file or bucket, no credentials, no endpoint) becomes a KilnError naming
+    the location and what to set."""
+    try:
+        yield
+    except KilnError:
+        raise
+    except Exception as e:  # noqa: BLE001 — each store's client raises its own kinds (botocore, aiohttp, gcsfs)
+        raise KilnError(explain(str(location), e)) from None
 
 
 def explain(location: str, error: BaseException) -> str:
@@ -132,6 +133,7 @@ def explain(location: str, error: BaseException) -> str:
     if "Credentials" in name or "credentials" in text.lower() or "AccessDenied" in text or "Forbidden" in text:
         return f"{location}: access refused or no credentials ({text.splitlines()[0]}); {hint or 'check the access'}"
     if "Connect" in name or "connect" in text.lower() or "Endpoint" in name or isinstance(error, (OSError, TimeoutError)):
-        return (f"{location}: cannot reach the storage ({text.splitlines()[0]}); check the network and the endpoint"
-                + (f" ({hint})" if hint else ""))
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("FSSPEC_S3_ENDPOINT_URL")
+        where = f"AWS_ENDPOINT_URL={endpoint}" if endpoint and protocol(location) == "s3" else "the endpoint"
+        return f"{location}: cannot reach the storage ({text.splitlines()[0]}); check the network and {where}"
     return f"{location}: cannot be read ({name}: {text.splitlines()[0]})"

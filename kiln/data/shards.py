@@ -50,7 +50,7 @@ def scan_shards(cfg: DataConfig, task: str) -> Found:
     if cfg.urls is None:
         raise KilnError('data.name=webdataset needs data.urls: the shards, e.g. "shards/train-{000000..000009}.tar" '
                         "(or {train: PATTERN, test: PATTERN})")
-    patterns = {"all": cfg.urls} if isinstance(cfg.urls, str) else dict(cfg.urls)
+    patterns: dict[str, str] = {"all": cfg.urls} if isinstance(cfg.urls, str) else {str(k): v for k, v in cfg.urls.items()}
     if "all" not in patterns and "train" not in patterns:
         raise KilnError("data.urls names no train shards; give {train: PATTERN, ...} or one pattern for all")
     indexed = {pool: _indexed(pattern, cfg.on_bad_row) for pool, pattern in patterns.items()}
