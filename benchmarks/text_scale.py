@@ -6,7 +6,8 @@ into kiln's training split (`build_data` of a text_csv config: read, tokenize, c
 fresh process with an empty token cache; then again from the cache. Peak RSS is the child's (torch's own ~0.3 GB
 included; the baseline row says how much). Rows/s counts the whole build, not the tokenizer alone.
 
-    python benchmarks/text_scale.py [--rows 100000 1000000 10000000] [--dir /tmp/kiln-text-scale]
+    python benchmarks/text_scale.py [--rows 100000 1000000 10000000] [--format csv|parquet] [--only kiln|fast]
+                                    [--dir /tmp/kiln-text-scale]
 """
 
 from __future__ import annotations
@@ -29,24 +30,41 @@ def vocabulary(n: int = 2000, seed: int = 0) -> list[str]:
     return sorted({"".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(n)})
 
 
-def write_csv(path: Path, rows: int, seed: int = 0) -> None:
-    """Rows of 30 words: each topic's own words mixed with common ones; the label is the topic."""
+def generated(rows: int, seed: int = 0):
+    """Rows of 30 words, 100,000 at a time: each topic's own words mixed with common ones; the label is the topic.
+    Yields (texts, labels)."""
     import numpy as np
 
     words = np.array(vocabulary(), dtype=object)
     rng = np.random.default_rng(seed)
+    for start in range(0, rows, 100_000):
+        n = min(100_000, rows - start)
+        labels = rng.integers(0, 4, n)
+        picks = rng.integers(0, len(words) // 2, (n, WORDS_PER_ROW))  # common words
+        topical = rng.random((n, WORDS_PER_ROW)) < 0.2
+        picks = np.where(topical, len(words) // 2 + labels[:, None] * (len(words) // 8)
+                         + picks % (len(words) // 8), picks)
+        yield [" ".join(row) for row in words[picks]], [f"topic{label}" for label in labels]
+
+
+def write_csv(path: Path, rows: int, seed: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         f.write("text,label\n")
-        for start in range(0, rows, 100_000):
-            n = min(100_000, rows - start)
-            labels = rng.integers(0, 4, n)
-            picks = rng.integers(0, len(words) // 2, (n, WORDS_PER_ROW))  # common words
-            topical = rng.random((n, WORDS_PER_ROW)) < 0.2
-            picks = np.where(topical, len(words) // 2 + labels[:, None] * (len(words) // 8)
-                             + picks % (len(words) // 8), picks)
-            lines = [" ".join(row) + f",topic{label}\n" for row, label in zip(words[picks], labels)]
-            f.writelines(lines)
+        for texts, labels in generated(rows, seed):
+            f.writelines(f"{text},{label}\n" for text, label in zip(texts, labels))
+
+
+def write_parquet(path: Path, rows: int, seed: int = 0) -> None:
+    """The same rows as a Parquet file (row groups of 100,000), as `datasets` or pandas would write them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    schema = pa.schema([("text", pa.string()), ("label", pa.string())])
+    with pq.ParquetWriter(path, schema) as writer:
+        for texts, labels in generated(rows, seed):
+            writer.write_table(pa.table({"text": texts, "label": labels}, schema=schema))
 
 
 def write_tokenizer(folder: Path) -> None:
@@ -66,7 +84,7 @@ def write_tokenizer(folder: Path) -> None:
                             sep_token="[SEP]", mask_token="[MASK]").save_pretrained(folder)
 
 
-def child(root: str, tokenizer: str, cache: str) -> None:
+def child(root: str, tokenizer: str, cache: str, source: str = "text_csv") -> None:
     """In a fresh process: build the training split, print seconds, rows and peak RSS as JSON."""
     import resource
 
@@ -80,7 +98,7 @@ def child(root: str, tokenizer: str, cache: str) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     model = tokenizer != "basic_english"
     text = TextConfig(tokenizer="model" if model else "basic_english", max_len=64)
-    cfg = DataConfig(name="text_csv", root=Path(root), val_split=0.0, batch_size=256, text=text)
+    cfg = DataConfig(name=source, root=Path(root), val_split=0.0, batch_size=256, text=text)
     start = time.perf_counter()
     data = build_data(cfg, DataRequest(task="multiclass", seed=0, device=torch.device("cpu"), splits=("train",),
                                        vocab=ModelTokenizer(Path(tokenizer)) if model else None))
@@ -92,8 +110,8 @@ def child(root: str, tokenizer: str, cache: str) -> None:
                       "import_gb": before / 2**20, "vocab": data.info.vocab_size}))
 
 
-def measure(root: Path, tokenizer: str, cache: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(root), tokenizer, str(cache)],
+def measure(root: Path, tokenizer: str, cache: Path, source: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", str(root), tokenizer, str(cache), source],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -103,27 +121,32 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/kiln-text-scale"))
     parser.add_argument("--only", choices=["kiln", "fast"], help="one tokenizer only")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                        help="the file format: a text_csv CSV, or a Parquet file read by data.name: hf_dataset")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(*args.child)
     tokenizer = args.dir / "wordpiece"
     if not (tokenizer / "tokenizer.json").is_file():
         write_tokenizer(tokenizer)
-    print("| rows | CSV | tokenizer | build, cold | rows/s | peak RSS | from the cache | peak RSS |")
+    print(f"| rows | {args.format} | tokenizer | build, cold | rows/s | peak RSS | from the cache | peak RSS |")
     print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for rows in args.rows:
-        root = args.dir / f"rows-{rows}"
-        if not (root / "train.csv").is_file():
-            write_csv(root / "test.csv", 1000, seed=1)  # the folder needs one; only the training split is built
-            write_csv(root / "train.csv", rows)
-        size = (root / "train.csv").stat().st_size / 2**20
+        root = args.dir / f"rows-{rows}" if args.format == "csv" else args.dir / f"parquet-{rows}"
+        train, source = (root / "train.csv", "text_csv") if args.format == "csv" else \
+            (root / "train-00000-of-00001.parquet", "hf_dataset")
+        if not train.is_file():  # the folder needs a test file; only the training split is built
+            (write_csv if args.format == "csv" else write_parquet)(
+                root / ("test.csv" if args.format == "csv" else "test-00000-of-00001.parquet"), 1000, seed=1)
+            (write_csv if args.format == "csv" else write_parquet)(train, rows)
+        size = train.stat().st_size / 2**20
         for name, which in (("kiln basic_english", "basic_english"), ("WordPiece (fast)", str(tokenizer))):
             if args.only and (args.only == "kiln") != (which == "basic_english"):
                 continue
-            cache = args.dir / f"cache-{rows}-{which == 'basic_english'}"
+            cache = args.dir / f"cache-{args.format}-{rows}-{which == 'basic_english'}"
             subprocess.run(["rm", "-rf", str(cache)], check=True)
-            cold, warm = measure(root, which, cache), measure(root, which, cache)
+            cold, warm = measure(root, which, cache, source), measure(root, which, cache, source)
             print(f"| {rows:,} | {size:,.0f} MB | {name} | {cold['seconds']:.1f} s | "
                   f"{rows / cold['seconds']:,.0f} | {cold['peak_gb']:.2f} GB | {warm['seconds']:.1f} s | "
                   f"{warm['peak_gb']:.2f} GB |", flush=True)

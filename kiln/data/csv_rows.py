@@ -111,7 +111,7 @@ def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labe
     return [header.index(c) for c in cfg.text_columns], label_idx, len(header)
 
 
-def row_targets(rows: Rows, class_names: list[str], path: Path, cfg: TextConfig, task: str = "multiclass",
+def row_targets(rows: Rows, class_names: list[str], path: Path | str, cfg: TextConfig, task: str = "multiclass",
                 separator: str = "|", one_based: bool = False) -> tuple[list, list[int]]:
     """The rows' targets for the task — class indices (from names or integers), multi-hot vectors, values — and
     the indices of the rows kept; a bad one (unknown label, a number that is not one) raises or is skipped per

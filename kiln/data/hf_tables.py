@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +22,66 @@ SPLIT_NAMES = {"train": "train", "training": "train", "validation": "val", "vali
                "dev": "val", "test": "test", "testing": "test"}
 
 
-@dataclass
 class Table:
-    """One split's rows: an Arrow table, its features (datasets.Features), where it came from (for messages) and
-    what identifies its contents (for the image cache)."""
+    """One split's rows: an Arrow table (Parquet files are read when first asked for the whole table; a text column
+    streams from them a record batch at a time), its features (datasets.Features), where it came from (for
+    messages) and what identifies its contents (the caches' key)."""
 
-    table: Any
-    features: Any
-    where: str
-    identity: str
-    root: Path | None = None  # image paths in the table are relative to it
+    def __init__(self, where: str, identity: str, *, table: Any = None, features: Any = None,
+                 files: list[str] | None = None, root: Path | None = None):
+        self.where, self.identity, self.root = where, identity, root  # image paths are relative to root
+        self._table, self._features, self.files = table, features, files or []
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = _read_files(self.files, self.where)
+        return self._table
+
+    @property
+    def schema(self) -> Any:
+        if self._table is not None:
+            return self._table.schema
+        import pyarrow.parquet as pq
+
+        from kiln.data.remote import failures, is_url, open_file
+
+        first = self.files[0]
+        with failures(first):
+            try:
+                return pq.read_schema(open_file(first) if is_url(first) else first)
+            except (OSError, ValueError) as e:
+                raise KilnError(f"{first} is not a readable Parquet file ({e}); replace it") from None
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.schema.names)
+
+    @property
+    def features(self) -> Any:
+        if self._features is None:
+            import datasets
+
+            self._features = datasets.Features.from_arrow_schema(self.schema)
+        return self._features
+
+    def batches(self, columns: list[str], size: int) -> Iterator[Any]:
+        """The rows' `columns`, `size` rows at a time (Arrow tables), without holding the whole table."""
+        if self._table is not None or not self.files:
+            table = self.table.select(columns)
+            for start in range(0, max(table.num_rows, 1), size):
+                yield table.slice(start, size)
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from kiln.data.remote import failures, is_url, open_file
+
+        for name in self.files:
+            with failures(name):
+                reader = pq.ParquetFile(open_file(name) if is_url(name) else name)
+                for batch in reader.iter_batches(batch_size=size, columns=columns):
+                    yield pa.Table.from_batches([batch])
 
 
 def scan_hf(cfg: DataConfig, task: str) -> Found:
@@ -45,11 +95,27 @@ def scan_hf(cfg: DataConfig, task: str) -> Found:
     first = tables.get("train") or next(iter(tables.values()))
     class_names = _class_names(first, label, cfg, task)
     files = {split: _rows(table, cfg, label, class_names, task) for split, table in tables.items()}
-    layout = "Hugging Face dataset" if first.features is not None and first.identity.startswith("hf:") else \
-        "Parquet files"
+    layout = "Hugging Face dataset" if first.identity.startswith("hf:") else "Parquet files"
     from kiln.tasks import task_class
 
     return Found(files, class_names, layout, task_class(task).noun)
+
+
+def holds_images(cfg: DataConfig) -> bool:
+    """Whether the dataset's rows are images (data.image_column is one of its columns) rather than texts."""
+    tables = open_tables(cfg)
+    table = tables.get("train") or next(iter(tables.values()))
+    return cfg.image_column in table.column_names
+
+
+def text_rows(cfg: DataConfig) -> dict[str, Any]:
+    """pool -> its text rows (kiln.data.text_rows.TableText), a ClassLabel label column read as its names."""
+    from kiln.data.text_rows import TableText
+    from kiln.tasks.targets import columns
+
+    label = columns(cfg.text.label_column)
+    return {split: TableText(table, _label_names(table, label[0]) if len(label) == 1 else None)
+            for split, table in open_tables(cfg).items()}
 
 
 def open_tables(cfg: DataConfig) -> dict[str, Table]:
@@ -86,7 +152,7 @@ def _saved(root: Path) -> dict[str, Table]:
 def _from_dataset(ds: Any, where: str, root: Path | None) -> Table:
     if getattr(ds, "_indices", None) is not None:  # a selection or shuffle saved as an index mapping
         ds = ds.flatten_indices()
-    return Table(ds.data.table, ds.features, where, f"hf:{where}\0{ds._fingerprint}", root)
+    return Table(where, f"hf:{where}\0{ds._fingerprint}", table=ds.data.table, features=ds.features, root=root)
 
 
 def _splits(found: dict[str, Table], where: Path | str) -> dict[str, Table]:
@@ -131,13 +197,31 @@ def _parquet(pattern: str) -> Table:
     return _read_parquet(names, pattern)
 
 
+_READ: dict[str, Table] = {}  # the last Parquet tables read, by the files' identities: a source asked twice reads once
+
+
 def _read_parquet(names: list[str], where: str) -> Table:
     """Parquet files (local or URLs) as one table; the features Hugging Face wrote into their metadata, if any."""
-    import datasets
+    from kiln.data.remote import identity
+
+    key = "parquet:" + "\0".join(identity(n) for n in names)
+    if key not in _READ:
+        _READ.clear()
+        _READ[key] = _parquet_table(names, where, key)
+    return _READ[key]
+
+
+def _parquet_table(names: list[str], where: str, key: str) -> Table:
+    from kiln.data.remote import is_url
+
+    return Table(where, key, files=names, root=None if is_url(names[0]) else Path(names[0]).parent)
+
+
+def _read_files(names: list[str], where: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kiln.data.remote import failures, identity, is_url, open_file
+    from kiln.data.remote import failures, is_url, open_file
 
     parts = []
     for name in names:
@@ -147,12 +231,9 @@ def _read_parquet(names: list[str], where: str) -> Table:
             except (pa.ArrowInvalid, OSError) as e:
                 raise KilnError(f"{name} is not a readable Parquet file ({e}); replace it") from None
     try:
-        table = pa.concat_tables(parts, promote_options="default")
+        return pa.concat_tables(parts, promote_options="default")
     except pa.ArrowInvalid as e:
         raise KilnError(f"{where}: the Parquet files have different columns ({e}); give them one schema") from None
-    root = None if is_url(names[0]) else Path(names[0]).parent
-    return Table(table, datasets.Features.from_arrow_schema(table.schema), where,
-                 "parquet:" + "\0".join(identity(n) for n in names), root)
 
 
 def _cached(name: str, download: bool) -> dict[str, Table]:
@@ -173,7 +254,7 @@ def _cached(name: str, download: bool) -> dict[str, Table]:
 
 
 def _check_columns(table: Table, wanted: tuple[str, ...]) -> None:
-    have = table.table.column_names
+    have = table.column_names
     missing = [c for c in wanted if c not in have]
     if missing:
         keys = {c: "data.image_column" if c == wanted[0] else "data.label_column" for c in missing}
@@ -195,7 +276,7 @@ def _class_names(table: Table, label: str, cfg: DataConfig, task: str) -> list[s
 
 
 def _label_names(table: Table, label: str) -> list[str] | None:
-    feature = table.features.get(label) if table.features is not None else None
+    feature = table.features.get(label)
     return list(feature.names) if feature is not None and type(feature).__name__ == "ClassLabel" else None
 
 

@@ -118,6 +118,13 @@ class CsvDataset:
 
         return build_text_data(self, cfg, request)
 
+    def text_rows(self, cfg: DataConfig) -> dict:
+        """pool -> its rows (kiln.data.text_rows): train.csv and test.csv of the dataset's folder."""
+        from kiln.data.text_rows import CsvText
+
+        folder = locate(self, cfg.root, cfg.download)
+        return {"train": CsvText(folder / "train.csv", self), "test": CsvText(folder / "test.csv", self)}
+
     @property
     def num_classes(self) -> int | None:
         return len(self.class_names) or None

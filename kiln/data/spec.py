@@ -96,10 +96,28 @@ class HfDataset(ImageFiles):
     def describe_files(self) -> str:
         return self.root_holds
 
+    def build(self, cfg: DataConfig, request: DataRequest) -> Data:
+        """Images (data.image_column is a column) through the image pipeline, else texts (data.text.text_columns)
+        through the text pipeline."""
+        from kiln.data.hf_tables import holds_images
+
+        if holds_images(cfg):
+            return super().build(cfg, request)
+        from kiln.data.text import build_text_data
+
+        return build_text_data(self, cfg, request)
+
     def scan(self, cfg: DataConfig, task: str) -> ScannedImages:
         from kiln.data.hf_tables import scan_hf
 
         return scan_hf(cfg, task)
+
+    def text_rows(self, cfg: DataConfig) -> dict:
+        from kiln.data.hf_tables import text_rows
+
+        return text_rows(cfg)
+
+    class_names: ClassVar[tuple[str, ...]] = ()  # read from the data (text: a ClassLabel, else the label cells)
 
     def location(self, cfg: DataConfig) -> str:
         return ", ".join(cfg.files.values()) if cfg.files else str(cfg.root)

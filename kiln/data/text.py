@@ -26,14 +26,13 @@ from kiln.data.loaders import (
     EpochBatchSampler,
     LoaderBatches,
 )
-from kiln.data.locate import locate
 from kiln.data.model_tokenizer import ModelTokenizer
 from kiln.data.token_cache import Tokenized, cached_tokens
 from kiln.data.token_store import TokenStore
 from kiln.data.vocab import Vocab
 
 if TYPE_CHECKING:
-    from kiln.data.registry import CsvDataset
+    from kiln.data.text_rows import TextRows
 
 log = logging.getLogger("kiln")
 PAD, UNK = "<pad>", "<unk>"
@@ -129,12 +128,14 @@ class TextBatches(LoaderBatches):
         return {"pad_fraction": 1 - tokens / max(slots, 1)}
 
 
-def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> Data:
+def build_text_data(spec: Any, cfg: DataConfig, request: DataRequest) -> Data:
+    """A text dataset's rows (`spec.text_rows(cfg)`: pool -> CSV file or table) tokenized (cached), their targets
+    read, split, and encoded with the training split's vocabulary (or the model's tokenizer)."""
     from kiln.tasks import task_class
     from kiln.tasks.targets import as_tensor, columns
 
     splits, task, vocab = request.splits, request.task, request.vocab
-    folder = locate(spec, cfg.root, cfg.download)
+    texts: dict[str, TextRows] = spec.text_rows(cfg)
     tc, kind = cfg.text, task_class(task)
     kind.check_columns(columns(tc.label_column), "data.text.label_column")
     model_tokenizer = vocab if isinstance(vocab, ModelTokenizer) else None
@@ -143,28 +144,32 @@ def build_text_data(spec: CsvDataset, cfg: DataConfig, request: DataRequest) -> 
                         "fresh_encoder(cfg) for a new run, RunDir.vocab() for a trained one)")
 
     def tokenized(name: str) -> Tokenized:
-        return cached_tokens(folder / name, spec, tc, kind.empty_label_ok, model_tokenizer)
+        return cached_tokens(texts[name], tc, kind.empty_label_ok, model_tokenizer)
 
     def with_targets(tokenized: Tokenized, name: str) -> tuple[Tokenized, list]:
         """The rows' targets, and the rows with a bad target left out (data.on_bad_row=skip)."""
-        targets, kept = row_targets(tokenized.rows, class_names, folder / name, tc, task, cfg.label_separator,
-                                    not spec.header)
+        targets, kept = row_targets(tokenized.rows, class_names, texts[name].where, tc, task, cfg.label_separator,
+                                    texts[name].one_based)
         if len(kept) != len(tokenized.store):
             tokenized.store = tokenized.store.take(kept)
         return tokenized, targets
 
-    train = tokenized("train.csv")
-    class_names = kind.target_names(list(spec.class_names or tc.label_names or []), train.labels or [],
-                                    columns(tc.label_column), cfg.label_separator, folder / "train.csv")
-    train, train_targets = with_targets(train, "train.csv")
+    first = "train" if "train" in texts else "all"
+    train = tokenized(first)
+    given = list(spec.class_names or tc.label_names or getattr(texts[first], "label_names", None) or [])
+    class_names = kind.target_names(given, train.labels or [], columns(tc.label_column), cfg.label_separator,
+                                    texts[first].where)
+    train, train_targets = with_targets(train, first)
     labels = as_tensor(train_targets)
-    # A multiclass text split stays unstratified, as it always was: a saved run resumes on the same split.
-    pools = {"train": Pool(len(train_targets), None if kind.class_per_sample else kind.split_keys(labels),
-                           kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2))}
-    stores = {"train": (train, labels)}
-    if "test" in pools_needed(("train", "test"), splits, cfg):
-        test, test_targets = with_targets(tokenized("test.csv"), "test.csv")
-        pools["test"], stores["test"] = Pool(len(test_targets)), (test, as_tensor(test_targets))
+    # A multiclass text split stays unstratified, as it always was: a saved run resumes on the same split (one list
+    # of every row, split by kiln, is stratified by the task's keys).
+    strata = None if kind.class_per_sample and first == "train" else kind.split_keys(labels)
+    pools = {first: Pool(len(train_targets), strata, kind.fold_keys(labels, cfg.cv.folds if cfg.cv else 2))}
+    stores = {first: (train, labels)}
+    for name in pools_needed(tuple(texts), splits, cfg):
+        if name not in stores:
+            rows, targets = with_targets(tokenized(name), name)
+            pools[name], stores[name] = Pool(len(targets)), (rows, as_tensor(targets))
     plan = plan_splits(pools, cfg, request.overfit_batches)
     train_idx = plan["train"][1] if "train" in plan else torch.empty(0, dtype=torch.long)
     if vocab is None:

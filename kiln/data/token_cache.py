@@ -1,5 +1,5 @@
-"""The tokenization cache: a CSV file's tokens, keyed by the file's content hash and the tokenizer settings, so a
-second run (or a tune trial) does not tokenize again. `$KILN_CACHE`, else `~/.cache/kiln`.
+"""The tokenization cache: a text file's (or table's) tokens, keyed by its contents and the tokenizer settings, so
+a second run (or a tune trial) does not tokenize again. `$KILN_CACHE`, else `~/.cache/kiln`.
 
 A file is read and tokenized in chunks and kept compact (kiln.data.token_store): with kiln's tokenizer each row
 is numbers into the file's own list of distinct tokens (a vocabulary maps them to its ids in one array
@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kiln.config import TextConfig
-from kiln.data.csv_rows import Rows, row_chunks
+from kiln.data.arrow_tokens import number_tokens
+from kiln.data.csv_rows import Rows
 from kiln.data.token_store import TokenStore
-from kiln.data.vocab import tokenize
 
 if TYPE_CHECKING:
-    from kiln.data.registry import CsvDataset
+    from kiln.data.text_rows import TextRows
 
 log = logging.getLogger("kiln")
 LAYOUT = 2  # 1: one gzipped JSON of token strings per file (ignored now)
@@ -48,18 +48,18 @@ class Tokenized:
         return Rows([], self.labels, self.skipped)
 
 
-def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool = False,
-                  model_tokenizer: Any = None) -> Tokenized:
-    """The file tokenized, from the cache when the same file was tokenized with the same settings before."""
-    folder = cache_dir() / _key(path, spec, cfg, empty_labels, model_tokenizer)
+def cached_tokens(rows: TextRows, cfg: TextConfig, empty_labels: bool = False, model_tokenizer: Any = None
+                  ) -> Tokenized:
+    """The rows tokenized, from the cache when the same rows were tokenized with the same settings before."""
+    folder = cache_dir() / _key(rows, cfg, empty_labels, model_tokenizer)
     if (folder / "meta.json").is_file():
         try:
             found = _load(folder)
-            log.info("tokenized %s: cache hit (%s)", Path(path).name, folder)
+            log.info("tokenized %s: cache hit (%s)", rows.where, folder)
             return found
         except (OSError, ValueError, KeyError):
             log.warning("ignoring an unreadable token cache %s", folder)
-    tokenized = _tokenize(path, spec, cfg, empty_labels, model_tokenizer)
+    tokenized = _tokenize(rows, cfg, empty_labels, model_tokenizer)
     try:
         _save(tokenized, folder)
     except OSError as e:
@@ -67,7 +67,7 @@ def cached_tokens(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: b
     return tokenized
 
 
-def _key(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool, model_tokenizer: Any) -> str:
+def _key(rows: TextRows, cfg: TextConfig, empty_labels: bool, model_tokenizer: Any) -> str:
     settings: dict[str, Any] = {k: getattr(cfg, k) for k in ("text_columns", "label_column", "tokenizer", "ngrams",
                                                                "on_bad_row")}
     settings["layout"] = LAYOUT
@@ -75,40 +75,24 @@ def _key(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool, mode
         settings.update(model=model_tokenizer.fingerprint(), max_len=model_tokenizer.max_len(cfg))
     if empty_labels:  # rows with an empty label are kept (multilabel): a different set of rows
         settings["empty_labels"] = True
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    digest.update(json.dumps([spec.name, settings]).encode())
-    return digest.hexdigest()[:32]
+    return hashlib.sha256(json.dumps([rows.fingerprint(), settings]).encode()).hexdigest()[:32]
 
 
-def _tokenize(path: Path, spec: CsvDataset, cfg: TextConfig, empty_labels: bool, model_tokenizer: Any) -> Tokenized:
+def _tokenize(rows: TextRows, cfg: TextConfig, empty_labels: bool, model_tokenizer: Any) -> Tokenized:
     numbers: dict[str, int] = {}  # kiln's tokens -> this file's numbers for them
     parts, labels, skipped, has_labels = [], [], 0, False
-    for chunk in row_chunks(path, spec, cfg, empty_labels=empty_labels):
+    for chunk in rows.chunks(cfg, empty_labels):
         if model_tokenizer is not None:
-            parts.append(TokenStore.from_rows(model_tokenizer.encode_batch(chunk.texts, cfg)))
-        else:
-            parts.append(_numbered(chunk.texts, cfg, numbers))
+            texts = chunk.texts.to_pylist() if hasattr(chunk.texts, "to_pylist") else chunk.texts
+            parts.append(TokenStore.from_rows(model_tokenizer.encode_batch(texts, cfg)))
+        else:  # a whole chunk's texts through Arrow's string kernels: no Python loop per row
+            parts.append(number_tokens(chunk.texts, cfg, numbers))
         if chunk.labels is not None:
             labels += chunk.labels
             has_labels = True
         skipped = chunk.skipped
     tokens = None if model_tokenizer is not None else list(numbers)
     return Tokenized(TokenStore.concat(parts), tokens, labels if has_labels else None, skipped)
-
-
-def _numbered(texts: list[str], cfg: TextConfig, numbers: dict[str, int]) -> TokenStore:
-    """One chunk's tokens as numbers into `numbers` (extended with the chunk's new tokens); C-level loops only,
-    apart from the tokenizer itself."""
-    rows = [tokenize(t, cfg) for t in texts]
-    flat = [t for row in rows for t in row]
-    new = set(flat).difference(numbers)
-    numbers.update(zip(new, range(len(numbers), len(numbers) + len(new))))
-    ids = np.fromiter(map(numbers.__getitem__, flat), dtype=np.int32, count=len(flat))
-    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
-    return TokenStore(ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
 
 def _save(tokenized: Tokenized, folder: Path) -> None:

@@ -106,12 +106,10 @@ class TextInputs(Inputs):
 
     # -- showing, and a classical baseline
     def show(self, cfg, batches, indices: torch.Tensor) -> Shown:
-        from kiln.data.csv_rows import read_rows
-        from kiln.data.locate import locate
         from kiln.data.registry import get_dataset
 
-        spec = get_dataset(cfg.data.name)
-        texts = read_rows(locate(spec, cfg.data.root, False) / "test.csv", spec, cfg.data.text).texts
+        rows = get_dataset(cfg.data.name).text_rows(cfg.data)
+        texts = rows["test" if "test" in rows else next(iter(rows))].texts(cfg.data.text)
         return Shown(texts=[texts[i] if i < len(texts) else "" for i in indices.tolist()])
 
     def one(self, value: str, info, cfg, vocab) -> Any:
