@@ -184,8 +184,9 @@ def _parquet_folder(root: Path) -> dict[str, Table]:
     if "all" in by_split and len(by_split) > 1:
         raise KilnError(f"{root}: {', '.join(Path(f).name for f in by_split['all'][:3])} do not name a split "
                         "(train-*, validation-*, test-*) while other files do; rename them, or set data.files")
-    return _splits({split: _read_parquet(names, str(root / f"{split}-*.parquet")) for split, names in by_split.items()},
-                   root)
+    return _splits({split: _read_parquet(names, names[0] if len(names) == 1 else
+                                         f"{root}/{split}-*.parquet ({len(names)} files)")
+                    for split, names in by_split.items()}, root)
 
 
 def _parquet(pattern: str) -> Table:
@@ -194,7 +195,7 @@ def _parquet(pattern: str) -> Table:
     names = expand(pattern)
     if not names:
         raise KilnError(f"data.files: {pattern} matches no file; check the pattern")
-    return _read_parquet(names, pattern)
+    return _read_parquet(names, names[0] if len(names) == 1 else f"{pattern} ({len(names)} files)")
 
 
 _READ: dict[str, Table] = {}  # the last Parquet tables read, by the files' identities: a source asked twice reads once

@@ -92,7 +92,16 @@ def _tokenize(rows: TextRows, cfg: TextConfig, empty_labels: bool, model_tokeniz
             has_labels = True
         skipped = chunk.skipped
     tokens = None if model_tokenizer is not None else list(numbers)
-    return Tokenized(TokenStore.concat(parts), tokens, labels if has_labels else None, skipped)
+    _release_arrow_memory()
+    return Tokenized(TokenStore.concat(parts, consume=True), tokens, labels if has_labels else None, skipped)
+
+
+def _release_arrow_memory() -> None:
+    """Hand the memory Arrow's kernels worked in back to the system: the rest of the build needs it."""
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
 
 
 def _save(tokenized: Tokenized, folder: Path) -> None:

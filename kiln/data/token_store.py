@@ -27,11 +27,20 @@ class TokenStore:
         return cls(flat, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
     @classmethod
-    def concat(cls, parts: list[TokenStore]) -> TokenStore:
+    def concat(cls, parts: list[TokenStore], consume: bool = False) -> TokenStore:
+        """The parts' rows back to back. `consume`: empty `parts` while copying, so a part's memory is freed as soon
+        as it is copied (10M rows: 1.2 GB of ids held once, not twice)."""
         if not parts:
             return cls(np.zeros(0, np.int32), np.zeros(1, np.int64))
-        ids = np.concatenate([p.ids for p in parts])
         lengths = np.concatenate([p.lengths for p in parts])
+        ids = np.empty(sum(len(p.ids) for p in parts), dtype=np.int32)
+        at, queue = 0, parts if consume else list(parts)
+        queue.reverse()  # popped from the end: each part dropped once copied
+        while queue:
+            part = queue.pop()
+            ids[at:at + len(part.ids)] = part.ids
+            at += len(part.ids)
+            del part
         return cls(ids, np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
 
     def __len__(self) -> int:
