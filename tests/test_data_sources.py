@@ -385,3 +385,102 @@ def test_a_parquet_text_row_without_a_label_stops_with_its_row_or_is_skipped(tmp
         update={"on_bad_row": "skip"})})
     data = build_data(skip, DataRequest(seed=0, device=CPU, splits=("train", "val")))
     assert data.sizes == {"train": 31, "val": 8} and data.info.class_names == ["a", "b"]
+
+
+# -- run folders mirrored to the store (log.remote) ----------------------------------------------------------------
+
+def test_a_run_mirrored_to_s3_resumes_on_a_fresh_machine_bit_exact(tmp_path, idx_root, s3, cli):
+    import shutil
+
+    from conftest import tiny_config
+    from kiln.core.errors import TrainingInterrupted
+    from kiln.core.mirror import read_manifest, sha256
+    from kiln.core.state import load_checkpoint
+    from kiln.train import session
+    from kiln.train.callbacks import LambdaCallback
+
+    def config(folder: str, remote: str | None) -> dict:
+        return tiny_config(tmp_path, idx_root, log={"dir": str(tmp_path / folder), "progress": "none",
+                                                     "remote": remote})
+
+    full = session.train(build_config(config("full", None)), quiet=True)
+
+    def stop(t):
+        if t.state.step == 7:  # in the middle of the first epoch (12 steps each)
+            t.stop_requested = True
+
+    remote = "s3://kiln-data/runs"
+    with pytest.raises(TrainingInterrupted):
+        session.train(build_config(config("machine1", remote)), quiet=True,
+                      callbacks=[LambdaCallback(on_step_end=stop)])
+    stamp = only_run(tmp_path / "machine1").name
+    stored = read_manifest(f"{remote}/tiny/{stamp}")
+    assert {"config.yaml", "status.json", "checkpoints/last.pt", "train.log"} <= set(stored)
+    assert json.loads(s3.cat_file(f"kiln-data/runs/tiny/{stamp}/status.json"))["state"] == "interrupted"
+
+    shutil.rmtree(tmp_path / "machine1")  # a fresh machine: only the config and the store
+    path = write_config(tmp_path, config("machine1", remote))
+    resumed = cli("train", path, "--resume", "auto")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fetched the unfinished run" in resumed.stderr and "resumed from" in resumed.stderr
+    run = only_run(tmp_path / "machine1")
+    assert run.name == stamp  # the same run, continued
+    a = load_checkpoint(full.run_dir / "checkpoints" / "last.pt")["model"]
+    b = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    final = read_manifest(f"{remote}/tiny/{stamp}")
+    assert set(stored) <= set(final) and "test_metrics.json" in final  # nothing published was deleted
+    assert final["checkpoints/last.pt"]["sha256"] == sha256(run / "checkpoints" / "last.pt")
+    assert not [k for k in s3.find("kiln-data/runs") if ".part-" in k]
+
+
+def test_the_mirror_survives_a_kill_between_upload_and_publish(tmp_path, s3):
+    from kiln.core.mirror import Mirror, read_manifest, sha256
+    from kiln.core.storage import filesystem
+    from kiln.runs import _whole_checkpoint
+
+    folder, url = tmp_path / "run", "s3://kiln-data/mirror-test"
+    (folder / "checkpoints").mkdir(parents=True)
+    last = folder / "checkpoints" / "last.pt"
+    torch.save({"step": 1}, last)
+    (folder / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    first = sha256(last)
+    assert Mirror(folder, url).push() == ["checkpoints/last.pt", "metrics.jsonl"]
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    torch.save({"step": 2}, last)
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(filesystem(url), "copy", killed)  # uploaded under its temporary key, never published
+        Mirror(folder, url).push()
+    assert [k for k in s3.find("kiln-data/mirror-test") if ".part-" in k]  # what the killed push left
+    fresh = tmp_path / "fresh"
+    assert Mirror(fresh, url).pull(trust=_whole_checkpoint) == []
+    assert sha256(fresh / "checkpoints" / "last.pt") == first  # the version before the kill, intact
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(Mirror, "_write_manifest", killed)  # published, but killed before the manifest
+        Mirror(folder, url).push()
+    assert not [k for k in s3.find("kiln-data/mirror-test") if ".part-" in k]  # the next push cleared them
+    assert read_manifest(url)["checkpoints/last.pt"]["sha256"] == first
+    newer = tmp_path / "newer"
+    assert Mirror(newer, url).pull(trust=_whole_checkpoint) == []  # newer than its entry, but a whole archive
+    assert torch.load(newer / "checkpoints" / "last.pt")["step"] == 2
+    s3.pipe_file("kiln-data/mirror-test/checkpoints/last.pt", b"PK\x03\x04 cut short")
+    damaged = tmp_path / "damaged"
+    assert Mirror(damaged, url).pull(trust=_whole_checkpoint) == ["checkpoints/last.pt"]
+    assert not (damaged / "checkpoints" / "last.pt").exists()
+
+
+def test_a_remote_that_cannot_be_written_stops_the_run_before_training(tmp_path, idx_root, s3, cli):
+    from conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, idx_root, log={"dir": str(tmp_path / "runs"), "progress": "none",
+                                               "remote": "s3://no-such-bucket/runs"})
+    ran = cli("train", write_config(tmp_path, cfg))
+    assert ran.returncode == 2 and "s3://no-such-bucket/runs" in ran.stderr
+    assert not (tmp_path / "runs").exists()

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise KilnError("no config file given: kiln train CONFIG [key=value ...] (e.g. configs/fashion_mnist.yaml)")
         cfg = load_config(config_path, overrides)
         if args.resume == "auto":
-            resume = find_resumable(cfg.log.dir, cfg.name)
+            resume = find_resumable(cfg.log.dir, cfg.name, cfg.log.remote)
             cfg = resume.config(overrides)
     cfg = with_profiling(cfg, args.profile, args.profile_only)
     from kiln.train.preflight import preflight

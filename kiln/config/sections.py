@@ -414,4 +414,9 @@ class LogConfig(Section):
     """Log to Weights & Biases (pip install -e .[wandb]); e.g. {project: my-project, mode: offline}."""
     mlflow: MlflowConfig | None = None
     """Log to MLflow (pip install -e .[mlflow]); e.g. {tracking_uri: http://localhost:5000} or {} for local files."""
+    remote: str | None = None
+    """Mirror the run folder to an object store after each checkpoint and at the end, e.g. s3://bucket/runs (the run
+    goes to <remote>/<name>/<YYYYmmdd-HHMMSS>; each file under a temporary key, then published, with its SHA-256 in
+    kiln-manifest.json; nothing published is deleted). `kiln train CONFIG --resume auto` on a fresh machine fetches
+    the newest unfinished run from there. Credentials: the store's own environment/config files."""
 

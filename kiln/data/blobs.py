@@ -48,7 +48,7 @@ class ShardMember:
     shard: str  # the shard's identity (its size and modification time or ETag)
 
     def read_bytes(self) -> bytes:
-        from kiln.data.remote import read_range
+        from kiln.core.storage import read_range
 
         data = read_range(self.url, self.offset, self.size)
         if len(data) != self.size:

@@ -44,7 +44,7 @@ class Table:
             return self._table.schema
         import pyarrow.parquet as pq
 
-        from kiln.data.remote import failures, is_url, open_file
+        from kiln.core.storage import failures, is_url, open_file
 
         first = self.files[0]
         with failures(first):
@@ -75,7 +75,7 @@ class Table:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from kiln.data.remote import failures, is_url, open_file
+        from kiln.core.storage import failures, is_url, open_file
 
         for name in self.files:
             with failures(name):
@@ -190,7 +190,7 @@ def _parquet_folder(root: Path) -> dict[str, Table]:
 
 
 def _parquet(pattern: str) -> Table:
-    from kiln.data.remote import expand
+    from kiln.core.storage import expand
 
     names = expand(pattern)
     if not names:
@@ -203,7 +203,7 @@ _READ: dict[str, Table] = {}  # the last Parquet tables read, by the files' iden
 
 def _read_parquet(names: list[str], where: str) -> Table:
     """Parquet files (local or URLs) as one table; the features Hugging Face wrote into their metadata, if any."""
-    from kiln.data.remote import identity
+    from kiln.core.storage import identity
 
     key = "parquet:" + "\0".join(identity(n) for n in names)
     if key not in _READ:
@@ -213,7 +213,7 @@ def _read_parquet(names: list[str], where: str) -> Table:
 
 
 def _parquet_table(names: list[str], where: str, key: str) -> Table:
-    from kiln.data.remote import is_url
+    from kiln.core.storage import is_url
 
     return Table(where, key, files=names, root=None if is_url(names[0]) else Path(names[0]).parent)
 
@@ -222,7 +222,7 @@ def _read_files(names: list[str], where: str) -> Any:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from kiln.data.remote import failures, is_url, open_file
+    from kiln.core.storage import failures, is_url, open_file
 
     parts = []
     for name in names:

@@ -63,7 +63,7 @@ def scan_shards(cfg: DataConfig, task: str) -> Found:
 
 
 def _indexed(pattern: str, on_bad_row: str) -> list[tuple[str, list[Sample]]]:
-    from kiln.data.remote import exists, expand
+    from kiln.core.storage import exists, expand
 
     urls = expand(pattern)
     if not urls:
@@ -77,7 +77,7 @@ def _indexed(pattern: str, on_bad_row: str) -> list[tuple[str, list[Sample]]]:
 
 def _classes_file(pattern: str) -> list[str] | None:
     """classes.txt beside the shards (kiln data pack writes it): one class name per line, in label order."""
-    from kiln.data.remote import exists, expand, open_file
+    from kiln.core.storage import exists, expand, open_file
 
     first = expand(pattern)[0]
     listing = first.rsplit("/", 1)[0] + "/classes.txt" if "/" in first else "classes.txt"
@@ -90,8 +90,8 @@ def _classes_file(pattern: str) -> list[str] | None:
 
 def _files(shards: list[tuple[str, list[Sample]]], class_names: list[str], cfg: DataConfig, task: str) -> ImageFiles:
     """Every sample with an image and a usable target, grouped by its shard."""
+    from kiln.core.storage import identity
     from kiln.data.blobs import ShardMember
-    from kiln.data.remote import identity
     from kiln.tasks import task_class
 
     out, skipped, first = ImageFiles(), 0, ""
@@ -117,7 +117,7 @@ def _files(shards: list[tuple[str, list[Sample]]], class_names: list[str], cfg: 
 
 def shard_index(url: str, on_bad_row: str = "error") -> list[Sample]:
     """The samples of one shard, from the index cache when the shard is unchanged."""
-    from kiln.data.remote import identity
+    from kiln.core.storage import identity
 
     key = hashlib.sha256(json.dumps([INDEX_VERSION, identity(url)]).encode()).hexdigest()[:24]
     path = cache_dir() / f"{key}.json"
@@ -137,7 +137,7 @@ def shard_index(url: str, on_bad_row: str = "error") -> list[Sample]:
 
 def _read_index(url: str, on_bad_row: str) -> tuple[list[Sample], bool]:
     """Walk the shard's tar headers (the images' bytes are skipped, not read) and group its files by key."""
-    from kiln.data.remote import failures, file_size, open_file
+    from kiln.core.storage import failures, file_size, open_file
 
     found: dict[str, dict[str, Any]] = {}
     complete = True

@@ -27,6 +27,7 @@ from kiln.train.callbacks.data_wait import DataWaitWatch
 from kiln.train.callbacks.freeze import FreezeSchedule
 from kiln.train.callbacks.memory_watch import GrowthWatch
 from kiln.train.callbacks.profile import StepProfile
+from kiln.train.callbacks.remote import RemoteMirror
 from kiln.train.callbacks.status import StatusUpdate
 from kiln.train.distill import Distiller
 from kiln.train.ema import weight_ema
@@ -106,4 +107,5 @@ def default_callbacks(cfg: Config, model: torch.nn.Module, head: str | None, run
         return [*callbacks, EpochSummary(None)]
     checkpoint = ModelCheckpoint(cfg.trainer.checkpoint, run)
     profile = [StepProfile(cfg.trainer.profile, run.path, cfg.data.num_workers)] if cfg.trainer.profile else []
-    return [*profile, *callbacks, checkpoint, StatusUpdate(run), EpochSummary(checkpoint)]
+    mirror = [RemoteMirror(cfg.log.remote, run)] if cfg.log.remote else []
+    return [*profile, *callbacks, checkpoint, StatusUpdate(run), *mirror, EpochSummary(checkpoint)]

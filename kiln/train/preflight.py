@@ -28,6 +28,10 @@ _CHECKED: dict[tuple[int, bool], Config] = {}
 def _check(cfg: Config, resuming: bool) -> None:
     check_data_root(cfg)
     check_own_task(cfg)
+    if cfg.log.remote:  # the store the run is mirrored to: reachable and writable before anything trains
+        from kiln.core.storage import check_writable
+
+        check_writable(cfg.log.remote)
     if not resuming:  # a resumed run's weights come from its checkpoint
         check_own_model(cfg)
         if cfg.model.pretrained is not None:  # weights missing on this machine: said before a cache is built

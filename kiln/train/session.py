@@ -33,6 +33,7 @@ from kiln.track.run_trackers import open_trackers
 from kiln.train import strategy
 from kiln.train.build import Outputs, build_trainer
 from kiln.train.callbacks import Callback
+from kiln.train.callbacks.remote import push_run
 from kiln.train.device import resolve_backend
 from kiln.train.evaluation import run_evaluation
 from kiln.train.first_batch import check_first_batch
@@ -123,16 +124,6 @@ class Start:
     epoch: int | None = None
 
 
-
-
-
-
-
-
-
-
-
-
 def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
               extra_callbacks: list[Callback]) -> RunResult:
     """Train in the run folder this process holds (rank 0) or shares."""
@@ -156,6 +147,8 @@ def _train_in(run: RunDir, plan: RunPlan, data: Data, start: Start, quiet: bool,
         if file_log is not None:
             log.removeHandler(file_log)
             file_log.close()
+        if cfg.log.remote and proc.is_main:  # the final status, test metrics and the whole log
+            push_run(cfg.log.remote, run)
 
 
 def _ready(trainer: Trainer, plan: RunPlan, run: RunDir, state: Checkpoint | None) -> None:

@@ -92,6 +92,18 @@ def identity(location: str) -> str:
     return f"{location}\0{info.get('size')}\0{tag}"
 
 
+def check_writable(url: str) -> None:
+    """Write and remove a small object under `url`: credentials, endpoint, bucket and permission checked now, not
+    when the first checkpoint is pushed."""
+    import uuid
+
+    probe = f"{url.rstrip('/')}/.kiln-probe-{uuid.uuid4().hex[:12]}"
+    fs = filesystem(url)
+    with failures(url):
+        fs.pipe_file(strip(probe), b"kiln")
+        fs.rm(strip(probe))
+
+
 def file_size(location: str) -> int:
     with failures(location):
         return int(filesystem(location).size(strip(location)))
