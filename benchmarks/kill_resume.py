@@ -2,7 +2,7 @@
 next moment), and check that the run ends bit-identical to an uninterrupted one: every weight and optimizer
 tensor, the loop counters, every logged metric and the test metrics. A reliability figure for the README.
 
-    python benchmarks/kill_resume.py [--kills 20] [--seed 0] [--train 12000] [--epochs 6]
+    python benchmarks/kill_resume.py [--kills 20] [--seed 0] [--train 12000] [--epochs 6] [--source idx|shards]
 
 Kill moments are drawn uniformly over each attempt's expected life, so they land before the first checkpoint,
 mid-epoch, during checkpoint writes, and during the final test; where each landed is read off the run folder.
@@ -29,10 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MEASURED = ("time/", "mem/")  # differ between any two runs
 
 
-def config(folder: Path, data: Path, epochs: int) -> Path:
+def config(folder: Path, data: Path | dict, epochs: int) -> Path:
+    """`data`: the IDX folder, or a data section (the tar shards of `shards()`)."""
+    source = data if isinstance(data, dict) else {"name": "fashion_mnist", "root": str(data)}
     raw = {"name": "kill", "seed": 5,
-           "data": {"name": "fashion_mnist", "root": str(data), "batch_size": 64, "val_split": 0.1,
-                    "augment": {"crop_padding": 2, "hflip": True}},
+           "data": {**source, "batch_size": 64, "val_split": 0.1, "augment": {"crop_padding": 2, "hflip": True}},
            "model": {"name": "cnn", "args": {"channels": [16, 32], "dropout": 0.1}},
            "optim": {"name": "sgd", "lr": 0.05, "nesterov": True},
            "schedule": {"name": "onecycle"}, "task": {"label_smoothing": 0.1},
@@ -67,10 +68,21 @@ def where(run: Path) -> str:
     return "mid-epoch (after a checkpoint)"
 
 
-def chain(work: Path, *, kills: int, seed: int, train: int, epochs: int) -> dict:
+def shards(work: Path, train: int) -> dict:
+    """Generated colour images packed into WebDataset shards (kiln data pack), read per batch straight from them."""
+    from fakedata import write_image_folder
+    from kiln.commands.pack import pack
+
+    packed = pack(write_image_folder(work / "images", n=train, layout="splits", extras=False), work / "shards",
+                  shard_size="64KB")
+    return {"name": "webdataset", "urls": packed.urls(), "image_size": 24, "cache": "off", "shuffle_buffer": 64}
+
+
+def chain(work: Path, *, kills: int, seed: int, train: int, epochs: int, source: str = "idx") -> dict:
     from fakedata import write_idx_dataset
 
-    data = write_idx_dataset(work / "idx", n_train=train, n_test=max(200, train // 5))
+    data = shards(work, train) if source == "shards" else \
+        write_idx_dataset(work / "idx", n_train=train, n_test=max(200, train // 5))
     cfg = config(work, data, epochs)
     began = time.perf_counter()
     ref = kiln("train", str(cfg), "--run-dir", str(work / "ref"))
@@ -163,9 +175,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train", type=int, default=12000, help="generated training images")
     p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--source", choices=["idx", "shards"], default="idx",
+                   help="the data: IDX files held in memory, or WebDataset shards read per batch")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = chain(Path(tmp), kills=args.kills, seed=args.seed, train=args.train, epochs=args.epochs)
+        result = chain(Path(tmp), kills=args.kills, seed=args.seed, train=args.train, epochs=args.epochs,
+                       source=args.source)
     print(json.dumps(result, indent=1))
     where_landed = ", ".join(f"{v} {k}" for k, v in result["landed"].items())
     print(f"{result['kills']} SIGKILLs over {result['chains']} chained run(s) ({where_landed}); "

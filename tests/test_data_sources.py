@@ -484,3 +484,28 @@ def test_a_remote_that_cannot_be_written_stops_the_run_before_training(tmp_path,
     ran = cli("train", write_config(tmp_path, cfg))
     assert ran.returncode == 2 and "s3://no-such-bucket/runs" in ran.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_sigkills_while_training_on_shards_then_resume_end_bit_identical(tmp_path, own_cache):
+    """benchmarks/kill_resume.py on WebDataset shards read per batch: SIGKILLs mid-epoch, resumed each time."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from kill_resume import chain
+
+    result = chain(tmp_path, kills=2, seed=3, train=320, epochs=3, source="shards")
+    assert result["kills"] >= 2 and result["identical"], result
+
+
+@pytest.mark.slow
+def test_two_processes_train_on_shards_and_score_the_whole_test_split(tmp_path, packed, own_cache):
+    from conftest import run_cli
+
+    path = write_config(tmp_path, source_config(tmp_path, {"name": "webdataset", "urls": shard_urls(packed),
+                                                           "cache": "off"}, epochs=1))
+    result = run_cli("train", path, "--nproc", "2", env={"KILN_CACHE": str(own_cache)})
+    assert result.returncode == 0, result.stderr
+    run = only_run(tmp_path / "runs")
+    assert json.loads((run / "status.json").read_text())["world_size"] == 2
+    assert json.loads((run / "test_metrics.json").read_text())["num_samples"] == N_TEST  # gathered from both ranks
