@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,23 @@ def check_image_folder(c: Ctx) -> str:
             f"transfer at 224 px: test acc {_test_acc(c.work / 'folder_transfer'):.4f}")
 
 
+def check_shards(c: Ctx) -> str:
+    """An image folder packed into WebDataset shards (kiln data pack), trained from them per batch: byte-range reads
+    in two DataLoader workers, pinned memory, the seeded shard order; then tested."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from fakedata import write_image_folder
+
+    root = write_image_folder(c.work / "shard_photos", n=120 if c.dry else 600, layout="splits", extras=False)
+    env = {"KILN_CACHE": str(c.work / "cache")}
+    shutil.rmtree(c.work / "shards", ignore_errors=True)  # pack refuses a folder that holds shards
+    _, out, _ = c.kiln("data", "pack", root, c.work / "shards", "--shard-size", "256KB", env=env)
+    urls = next(line.split("'")[1] for line in out.splitlines() if "data.urls=" in line)
+    c.kiln("train", "configs/image_folder.yaml", "data.name=webdataset", urls, "data.image_size=64",
+           "data.cache=off", "data.num_workers=2", "trainer.epochs=2", *c.train_args("shards", images=False), env=env)
+    m = _metrics(c.work / "shards")
+    return f"webdataset: test acc {_test_acc(c.work / 'shards'):.4f}, {m[-1]['time/samples_per_s']:,.0f} img/s"
+
+
 def check_tasks(c: Ctx) -> str:
     """Multilabel and regression image CSVs with the shipped configs under the default precision (bf16 autocast on
     the GPU): BCE with logits and the standardised regression loss in mixed precision, metrics in fp32."""
@@ -466,6 +484,7 @@ CHECKS = [
     Check("transfer: frozen backbone, fused AdamW", check_transfer),
     Check("image folder resident + transfer 224", check_image_folder),
     Check("multilabel + regression CSVs", check_tasks),
+    Check("webdataset shards, 2 workers", check_shards),
     Check("text embedding_bag", lambda c: _text(c, "text_bag", "configs/ag_news.yaml")),
     Check("text gru (autocast)", lambda c: _text(c, "text_gru", "configs/ag_news.yaml", "model.name=gru",
                                                  "data.text.collate=pad", "trainer.precision=auto")),

@@ -11,9 +11,9 @@ dest=benchmarks/.gpu
 PY=${PYTHON:-.venv/bin/python}
 FASHION=${FASHION_DIR:-/usr/share/datasets/fashion-mnist}
 # Missing from the GPU image (torch, torchvision, lightning, torchmetrics, matplotlib, rich, pyyaml, pillow,
-# tensorboard and nvidia-ml-py are there): pydantic and optuna with their dependencies.
+# tensorboard, fsspec and nvidia-ml-py are there): pydantic and optuna with their dependencies, and webdataset.
 PACKAGES="pydantic pydantic-core annotated-types typing-inspection typing-extensions optuna alembic sqlalchemy
-mako colorlog cmaes"
+mako colorlog cmaes webdataset braceexpand"
 
 rm -rf "$dest/wheels"
 mkdir -p "$dest/wheels" "$dest/data/fashion_mnist"

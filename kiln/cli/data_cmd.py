@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
                                    "object store).",
                        epilog="example:\n  kiln data pack data/pets shards/pets --shard-size 500MB\n"
                               "  kiln train configs/image_folder.yaml data.name=webdataset "
-                              "'data.urls={train: shards/pets/train-{000000..000003}.tar}'",
+                              "'data.urls={train: \"shards/pets/train-{000000..000003}.tar\"}'",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     pack = actions.add_parser("pack", help="write an image source as WebDataset tar shards",
@@ -47,9 +47,5 @@ def run(args: argparse.Namespace) -> int:
     for split, files in packed.shards.items():
         print(f"{split}: {packed.samples[split]} samples in {len(files)} shard(s)")
     print(f"wrote {packed.dest} ({len(packed.class_names)} classes in classes.txt); train on it with:")
-    urls = packed.urls()
-    if set(urls) == {"all"}:
-        print(f"  data.name=webdataset 'data.urls={urls['all']}'")
-    else:
-        print("  data.name=webdataset 'data.urls={" + ", ".join(f"{k}: {v}" for k, v in urls.items()) + "}'")
+    print(f"  data.name=webdataset '{packed.override()}'")
     return 0

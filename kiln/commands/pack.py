@@ -4,6 +4,7 @@ its class as `.cls`, one set of shards per split, and classes.txt beside them â€
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,14 @@ class Packed:
             last = len(files) - 1
             out[split] = str(self.dest / f"{split}-{{000000..{last:06d}}}.tar") if last else str(files[0])
         return out
+
+
+    def override(self) -> str:
+        """data.urls=... as the command line takes it (each pattern quoted: its braces are not YAML's)."""
+        urls = self.urls()
+        if set(urls) == {"all"}:
+            return f"data.urls={json.dumps(urls['all'])}"
+        return "data.urls={" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in urls.items()) + "}"
 
 
 def parse_size(text: str | int) -> int:
