@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -241,17 +242,30 @@ def _cached(name: str, download: bool) -> dict[str, Table]:
     """A dataset by its Hub name, from the Hugging Face cache ($HF_HOME); fetched only with data.download=true."""
     import datasets
 
-    if not download:
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        datasets.config.HF_DATASETS_OFFLINE = True
     try:
-        loaded = datasets.load_dataset(name)
+        with _offline(not download):
+            loaded = datasets.load_dataset(name)
     except Exception as e:  # noqa: BLE001 — the library raises many kinds (ConnectionError, DatasetNotFound...)
         hint = "" if download else " (set data.download=true to fetch it from the Hugging Face Hub)"
         raise KilnError(f"data.root={name}: no such folder, and no dataset of that name in the Hugging Face cache "
                         f"{os.environ.get('HF_HOME', '~/.cache/huggingface')}{hint}: {type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
     return _splits({split: _from_dataset(ds, f"{name} [{split}]", None) for split, ds in loaded.items()}, name)
+
+
+@contextmanager
+def _offline(offline: bool) -> Iterator[None]:
+    """No network for `datasets` and the Hub client while reading the cache (their settings put back after)."""
+    import datasets
+    import huggingface_hub.constants as hub
+
+    before = datasets.config.HF_DATASETS_OFFLINE, hub.HF_HUB_OFFLINE
+    if offline:
+        datasets.config.HF_DATASETS_OFFLINE = hub.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        datasets.config.HF_DATASETS_OFFLINE, hub.HF_HUB_OFFLINE = before
 
 
 def _check_columns(table: Table, wanted: tuple[str, ...]) -> None:

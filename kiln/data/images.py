@@ -134,7 +134,7 @@ def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:
     seed, device, splits, task, overfit_batches = (request.seed, request.device, request.splits, request.task,
                                                    request.overfit_batches)
     found = spec.scan(cfg, task)
-    where = spec.location(cfg) if hasattr(spec, "location") else cfg.root
+    where = spec.location(cfg)
     log.info("%s: %s", where, found.describe())
     stats_needed = cfg.mean is None or cfg.std is None  # computed on the training split, whatever is asked for
     needed = pools_needed(tuple(found.files), (*splits, "train") if stats_needed else splits, cfg)

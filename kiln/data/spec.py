@@ -70,6 +70,10 @@ class ImageFiles:
 
         return build_file_image_data(self, cfg, request)
 
+    def location(self, cfg: DataConfig) -> str:
+        """Where the images are, for the log."""
+        return str(cfg.root)
+
     def scan(self, cfg: DataConfig, task: str) -> ScannedImages:
         """The images and their targets, by pool (kiln.data.image_files.Found)."""
         from kiln.data.images import scan_image_files
