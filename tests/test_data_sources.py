@@ -285,6 +285,28 @@ def test_shards_and_parquet_files_train_from_an_s3_bucket(tmp_path, packed, s3, 
     assert build_data(cfg.data, DataRequest(seed=0, device=CPU)).sizes == {"train": 24, "val": 16, "test": 8}
 
 
+def test_image_and_text_csvs_train_from_an_s3_bucket(tmp_path, s3, own_cache, cli):
+    from fakedata import write_image_csv, write_multilabel_text_csv
+
+    pets = write_image_csv(tmp_path / "pets", n=64)
+    s3.put(str(pets) + "/", "kiln-data/pets/", recursive=True)
+    files = {"train": "s3://kiln-data/pets/train.csv", "test": "s3://kiln-data/pets/test.csv"}
+    path = write_config(tmp_path, source_config(tmp_path, {"name": "image_csv", "files": files}, epochs=1))
+    ran = cli("train", path)
+    assert ran.returncode == 0, ran.stderr
+    run = only_run(tmp_path / "runs")
+    assert json.loads((run / "test_metrics.json").read_text())["num_samples"] == 64 // 3
+
+    news = write_multilabel_text_csv(tmp_path / "news", n_train=60, n_test=20)
+    s3.put(str(news) + "/", "kiln-data/news/", recursive=True)
+    cfg = build_config({"task": {"name": "multilabel"},
+                        "data": {"name": "text_csv", "val_split": 10, "text": {"label_column": "labels"},
+                                 "files": {"train": "s3://kiln-data/news/train.csv",
+                                           "test": "s3://kiln-data/news/test.csv"}}})
+    data = build_data(cfg.data, DataRequest(seed=0, device=CPU, task="multilabel"))
+    assert data.sizes == {"train": 50, "val": 10, "test": 20} and data.info.kind == "text"
+
+
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -148,8 +148,10 @@ class DataConfig(Section):
     download: bool = False
     """Download the dataset into ./data/<name> if it is not found. Off by default: no hidden network access."""
     files: dict[Literal["train", "val", "test"], str] | None = None
-    """hf_dataset: Parquet files per split, as globs or URLs ({train: "data/train-*.parquet", test: "s3://bucket/
-    test-*.parquet"}); unset: the split files found in data.root (train-*.parquet, test-*.parquet, ...)."""
+    """The files of each split, local or URLs (s3://, gs://, https://) — instead of those data.root holds.
+    hf_dataset: Parquet files, as globs ({train: "data/train-*.parquet", test: "s3://bucket/test-*.parquet"});
+    image_csv and text_csv: the CSV files ({train: "s3://bucket/pets/train.csv", test: ...}; an image CSV's paths
+    are relative to it)."""
     urls: str | dict[Literal["train", "val", "test"], str] | None = None
     """webdataset: the tar shards, a brace pattern such as "shards/train-{000000..000127}.tar" (local paths,
     s3://, gs://, https:// through fsspec); one pattern (kiln splits it) or one per split ({train: ..., test: ...})."""

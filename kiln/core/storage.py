@@ -109,6 +109,19 @@ def file_size(location: str) -> int:
         return int(filesystem(location).size(strip(location)))
 
 
+def open_text(location: str | Path) -> Any:
+    """A text file (UTF-8, newlines as written: what the csv module wants), local or at a URL."""
+    if not is_url(location):
+        return open(strip(str(location)), newline="", encoding="utf-8")
+    with failures(str(location)):
+        return filesystem(str(location)).open(strip(str(location)), "rt", encoding="utf-8", newline="")
+
+
+def read_all(location: str) -> bytes:
+    with failures(location):
+        return bytes(filesystem(location).cat_file(strip(location)))
+
+
 def open_file(location: str, mode: str = "rb") -> Any:
     with failures(location):
         return filesystem(location).open(strip(location), mode)

@@ -62,6 +62,25 @@ class ShardMember:
         return f"{self.url}:{self.name}"
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """An image at a URL (listed by a CSV file in an object store), read whole through fsspec."""
+
+    url: str
+    listed_in: str  # the identity of the CSV listing it: the image cache follows the listing
+
+    def read_bytes(self) -> bytes:
+        from kiln.core.storage import read_all
+
+        return read_all(self.url)
+
+    def identity(self) -> str:
+        return f"{self.listed_in}\0{self.url}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
 def opened(image: Path | Any) -> Path | BinaryIO:
     """What PIL opens for an image file's path or an image held elsewhere (its bytes)."""
     if isinstance(image, (str, Path)):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from kiln.config import TextConfig
 from kiln.core.errors import KilnError
+from kiln.core.storage import open_text
 from kiln.tasks.targets import UNIT
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ class Rows:
     skipped: int = 0
 
 
-def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True,
+def read_rows(path: Path | str, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True,
               empty_labels: bool = False) -> Rows:
     """Read one CSV file. Malformed rows raise (with file and line) or are skipped, per cfg.on_bad_row.
     `empty_labels`: an empty label cell is a sample without labels (multilabel), not a malformed row."""
@@ -46,7 +47,7 @@ def read_rows(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: boo
     return Rows(texts, labels, skipped)
 
 
-def row_chunks(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True,
+def row_chunks(path: Path | str, spec: CsvDataset, cfg: TextConfig, require_labels: bool = True,
                empty_labels: bool = False, size: int = CHUNK) -> Iterator[Rows]:
     """The file's rows, `size` at a time (so a large file is tokenized without holding all its texts); each
     chunk's `skipped` is the count of malformed rows so far. At least one chunk, possibly empty."""
@@ -54,7 +55,7 @@ def row_chunks(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bo
     labels: list[str] = []
     skipped, first_bad, yielded = 0, None, False
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open_text(path) as f:
             reader = csv.reader(f)
             text_idx, label_idx, width = _columns(reader, path, spec, cfg, require_labels)
             label_idx = label_idx or None
@@ -88,7 +89,7 @@ def row_chunks(path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bo
         yield Rows(texts, labels if label_idx is not None else None, skipped)
 
 
-def _columns(reader, path: Path, spec: CsvDataset, cfg: TextConfig, require_labels: bool):
+def _columns(reader, path: Path | str, spec: CsvDataset, cfg: TextConfig, require_labels: bool):
     """(text column indices, label column indices (empty: none), expected row width)."""
     from kiln.tasks.targets import columns
 

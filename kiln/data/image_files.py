@@ -8,8 +8,13 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kiln.core.errors import KilnError
+from kiln.core.storage import is_url, open_text
+
+if TYPE_CHECKING:
+    from kiln.config import DataConfig
 
 log = logging.getLogger("kiln")
 
@@ -128,17 +133,20 @@ def _scan_classes(folder: Path, class_names: list[str], allow_missing: bool = Fa
     return files
 
 
-def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class_names: list[str] | None,
-              on_bad_row: str, task: str = "multiclass", separator: str = "|") -> Found:
-    """train.csv, test.csv and (optional) val.csv in `root`: image paths relative to the CSV, and targets — a class
+def scan_csvs(cfg: DataConfig, class_names: list[str] | None, task: str = "multiclass") -> Found:
+    """train.csv, test.csv and (optional) val.csv in data.root — or the CSV files data.files names per split, local
+    or at URLs: image paths relative to the CSV (data.path_column), and targets (data.label_column) — a class
     (multiclass), a label set such as `cat|dog` (multilabel) or numbers in one or several columns (regression)."""
     from kiln.tasks import task_class
     from kiln.tasks.targets import UNIT, columns
 
-    root = Path(root)
-    label_columns = columns(label_column)
+    path_column, on_bad_row, separator = cfg.path_column, cfg.on_bad_row, cfg.label_separator
+    label_columns = columns(cfg.label_column)
     task_class(task).check_columns(label_columns, "data.label_column")
-    csv_files = {split: root / f"{split}.csv" for split in ("train", "val", "test") if (root / f"{split}.csv").is_file()}
+    root = Path(cfg.root or ".")
+    csv_files: dict[str, Path | str] = \
+        {split: name if is_url(name) else Path(name) for split, name in (cfg.files or {}).items()} or \
+        {split: root / f"{split}.csv" for split in ("train", "val", "test") if (root / f"{split}.csv").is_file()}
     if "train" not in csv_files:
         raise KilnError(f"no train.csv in {root}; an image CSV dataset is train.csv (and test.csv, optional val.csv) "
                         f"with columns {path_column!r} and {', '.join(map(repr, label_columns))}")
@@ -150,11 +158,11 @@ def scan_csvs(root: Path, path_column: str, label_column: str | list[str], class
     return Found(files, class_names, "CSV files", task_class(task).noun)
 
 
-def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tuple[str, list[str], int]]:
+def _read_csv(path: Path | str, path_column: str, label_columns: list[str]) -> list[tuple[str, list[str], int]]:
     """(path, label cells, line) of every row; a malformed row is kept with an empty path and reported later."""
     out = []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open_text(path) as f:
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
             missing = [c for c in (path_column, *label_columns) if c not in header]
@@ -175,17 +183,31 @@ def _read_csv(path: Path, path_column: str, label_columns: list[str]) -> list[tu
     return out
 
 
-def _resolve_rows(rows: list[tuple[str, list[str], int]], csv_path: Path, class_names: list[str], on_bad_row: str,
-                  task: str = "multiclass", separator: str = "|") -> ImageFiles:
+def _remote_lister(csv_path: Path | str) -> Any:
+    """For a CSV at a URL: a row's image path -> the image there (None for a local CSV)."""
+    if not is_url(csv_path):
+        return None
+    from kiln.core.storage import identity
+    from kiln.data.blobs import RemoteFile
+
+    listed_in, base = identity(str(csv_path)), str(csv_path).rsplit("/", 1)[0]
+    return lambda rel: RemoteFile(rel if is_url(rel) else f"{base}/{rel.lstrip('/')}", listed_in)
+
+
+def _resolve_rows(rows: list[tuple[str, list[str], int]], csv_path: Path | str, class_names: list[str],
+                  on_bad_row: str, task: str = "multiclass", separator: str = "|") -> ImageFiles:
+    """The rows' images and targets. A CSV at a URL lists images beside it (or at URLs of their own), read through
+    the store; one missing there is named when it fails to decode (their existence is not asked row by row)."""
     from kiln.tasks import task_class
 
     files, skipped, first = ImageFiles(), 0, ""
+    remote = _remote_lister(csv_path)
     for rel, labels, line in rows:
         where = f"{csv_path}, line {line}"
-        path = (csv_path.parent / rel) if rel else None
+        path: Any = (remote(rel) if remote is not None else Path(csv_path).parent / rel) if rel else None
         target, problem = task_class(task).parse_cells(labels, class_names, separator) if path is not None else (None, "")
         problem = ("malformed row (wrong number of columns)" if path is None else problem
-                   or (f"image {path} not found" if not path.is_file() else ""))
+                   or (f"image {path} not found" if remote is None and not path.is_file() else ""))
         if problem:
             if on_bad_row == "error":
                 raise KilnError(f"{where}: {problem}. Fix the row, or set data.on_bad_row=skip to skip such rows")

@@ -114,15 +114,16 @@ def scan_image_files(spec, cfg: DataConfig, task: str) -> Scanned:
     """The image files of an image folder or CSV, by pool."""
     from kiln.data.image_files import read_class_map, scan_csvs, scan_folder
 
-    if cfg.root is None:
+    if cfg.root is None and not (cfg.files and spec.layout == "csv"):
         raise KilnError(f"data.name={spec.name} needs data.root: the folder holding {spec.describe_files()}")
     if not task_class(task).class_per_sample and spec.layout == "folder":
         raise KilnError(f"task.name={task}: an image folder gives each image one class (its folder); list the images "
                         f"with their {task_class(task).file_hint} in train.csv / test.csv and use data.name: image_csv")
     class_names = cfg.class_names or (read_class_map(cfg.class_map) if cfg.class_map else None)
-    return (scan_folder(cfg.root, class_names) if spec.layout == "folder" else
-            scan_csvs(cfg.root, cfg.path_column, cfg.label_column, class_names, cfg.on_bad_row, task,
-                      cfg.label_separator))
+    if spec.layout == "folder":
+        assert cfg.root is not None
+        return scan_folder(cfg.root, class_names)
+    return scan_csvs(cfg, class_names, task)
 
 
 def build_file_image_data(spec, cfg: DataConfig, request: DataRequest) -> Data:

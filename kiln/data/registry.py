@@ -122,6 +122,10 @@ class CsvDataset:
         """pool -> its rows (kiln.data.text_rows): train.csv and test.csv of the dataset's folder."""
         from kiln.data.text_rows import CsvText
 
+        if cfg.files:  # the CSV files per split, local or at URLs
+            if "train" not in cfg.files:
+                raise KilnError(f"data.files names no train file ({', '.join(cfg.files)}); give {{train: FILE, ...}}")
+            return {split: CsvText(name, self) for split, name in cfg.files.items()}
         folder = locate(self, cfg.root, cfg.download)
         return {"train": CsvText(folder / "train.csv", self), "test": CsvText(folder / "test.csv", self)}
 

@@ -33,7 +33,7 @@ class TextRows(Protocol):
 class CsvText:
     """A text CSV file of a registered dataset (its layout: `spec.header`)."""
 
-    path: Path
+    path: Path | str  # a local file, or a URL (read through fsspec)
     spec: Any  # kiln.data.registry.CsvDataset
 
     @property
@@ -45,8 +45,10 @@ class CsvText:
         return not self.spec.header
 
     def fingerprint(self) -> str:
+        from kiln.core.storage import open_file
+
         digest = hashlib.sha256()
-        with open(self.path, "rb") as f:
+        with open_file(str(self.path)) as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         return f"{self.spec.name}\0{digest.hexdigest()}"

@@ -45,8 +45,8 @@ def check_data_root(cfg: Config) -> None:
 
     data = cfg.data
     what = own_files(data.name)  # the user's own files are found under data.root, and nowhere else
-    if what is None:  # a registered dataset (searched in several places, kiln.data.registry) or your own Dataset
-        return
+    if what is None or data.files:  # a registered dataset (searched in several places, kiln.data.registry), your
+        return  # own Dataset, or files named one by one (data.files: local paths or URLs)
     if data.root is None:
         raise KilnError(f"data.name={data.name} needs data.root: the folder holding {what}")
     if not Path(data.root).is_dir():
