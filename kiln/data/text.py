@@ -28,7 +28,7 @@ from kiln.data.loaders import (
 )
 from kiln.data.model_tokenizer import ModelTokenizer
 from kiln.data.token_cache import Tokenized, cached_tokens
-from kiln.data.token_store import TokenStore
+from kiln.data.token_store import MappedRows
 from kiln.data.vocab import Vocab
 
 if TYPE_CHECKING:
@@ -89,10 +89,10 @@ def collate(seqs: list[torch.Tensor], mode: str, pad_id: int = 0) -> TextBatch:
 
 
 class TokenDataset(Dataset):
-    """Encoded texts (a TokenStore) and labels; `__getitems__` collates a whole batch (in a worker when there are
+    """Encoded texts (MappedRows of a TokenStore) and labels; `__getitems__` collates a whole batch (in a worker when there are
     workers)."""
 
-    def __init__(self, store: TokenStore, labels: torch.Tensor, collate: str, pad_id: int):
+    def __init__(self, store: MappedRows, labels: torch.Tensor, collate: str, pad_id: int):
         self.store, self.labels, self.collate, self.pad_id = store, labels, collate, pad_id
         self.lengths = torch.from_numpy(store.lengths)
 
@@ -193,14 +193,13 @@ class TokenizedText:
     request: DataRequest
     loader: str = "dataloader"
 
-    def encoded(self, tokenized: Tokenized, idx: torch.Tensor) -> TokenStore:
+    def encoded(self, tokenized: Tokenized, idx: torch.Tensor) -> MappedRows:
         """The rows as the model's ids: kiln's token numbers through the vocabulary, cut at max_len, never empty
-        (a model tokenizer's ids are that already)."""
-        rows = tokenized.store.take(idx.numpy())
+        (a model tokenizer's ids are that already) — mapped as batches ask for them."""
         if tokenized.tokens is None or not isinstance(self.vocab, Vocab):
-            return rows
-        return rows.map(self.vocab.lookup(tokenized.tokens), in_place=True).truncate(self.cfg.text.max_len) \
-            .fill_empty(Vocab.unk_id)
+            return MappedRows(tokenized.store, idx.numpy())
+        return MappedRows(tokenized.store, idx.numpy(), self.vocab.lookup(tokenized.tokens), self.cfg.text.max_len,
+                          Vocab.unk_id)
 
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
         cfg, request, train = self.cfg, self.request, split == "train"
