@@ -47,8 +47,8 @@ def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, sc
 
 
 def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
-    """kiln predict's COCO results (the dataset's category ids, boxes in the input's pixels), re-read against the
-    test annotations, give the mAP the test reported; the CSV holds the same boxes."""
+    """kiln predict's COCO results (the dataset's image and category ids, boxes in the input's pixels), re-read
+    against the test annotations, give the mAP the test reported; the CSV holds the same boxes."""
     import csv
 
     from torchmetrics.detection import MeanAveragePrecision
@@ -66,9 +66,11 @@ def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
         assert (drawn.convert("RGB").tobytes() != Image.open(image).convert("RGB").tobytes()) == boxed
     assert records and {r["category_id"] for r in records} <= {3, 7} and all(r["score"] >= 0.05 for r in records)
     truth = json.loads((scenes / "annotations" / "test.json").read_text())
+    ids = {image["file_name"].rsplit("/", 1)[-1]: image["id"] for image in truth["images"]}
+    assert all(r["image_id"] == ids[r["file_name"]] for r in records)  # the COCO file's own image ids
     metric = MeanAveragePrecision(box_format="xywh", backend="pycocotools")
     for image in truth["images"]:
-        mine = [r for r in records if r["file_name"] == image["file_name"]]
+        mine = [r for r in records if r["image_id"] == image["id"]]
         theirs = [a for a in truth["annotations"] if a["image_id"] == image["id"]]
         metric.update([{"boxes": torch.tensor([r["bbox"] for r in mine]).reshape(-1, 4),
                         "scores": torch.tensor([r["score"] for r in mine]),

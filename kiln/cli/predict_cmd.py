@@ -85,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         results = predict(models, inputs, ask)
     if args.out:
-        from kiln.tasks import task_class
+        from kiln.commands.predict import write_predictions
 
-        print(task_class(results[0].kind if results else "multiclass").write_predictions(results, Path(args.out)))
+        print(write_predictions(models, results, Path(args.out)))
         return 0
     for r in results:
         if args.json:

@@ -12,6 +12,7 @@ import torch
 
 from kiln.core.errors import KilnError
 from kiln.data.inputs import PredictQuery, inputs_of, inputs_of_export
+from kiln.runs import RunDir
 from kiln.tasks import Prediction, Task
 from kiln.train.device import autocast
 from kiln.train.ensemble import averaged_outputs
@@ -42,6 +43,17 @@ def predict(run_dir: Path | Sequence[Path], inputs: list[str], ask: Ask = Ask())
     ensemble, their answers averaged (`ask.weights`, default equal); `ask.tta` averages each model's answers over
     test-time views of each image."""
     return predict_named(run_dir, inputs, ask)[0]
+
+
+def write_predictions(models: Sequence[Path], results: list[Prediction], out: Path) -> str:
+    """`kiln predict --out`: written by the task, with the ids the first run's data gives its images (a COCO file's
+    image ids)."""
+    from kiln.data.registry import image_ids
+    from kiln.tasks import task_class
+
+    run = RunDir(models[0])
+    ids = image_ids(run.config().data) if run.is_run else {}
+    return task_class(results[0].kind if results else "multiclass").write_predictions(results, out, ids)
 
 
 def predict_named(run_dir: Path | Sequence[Path], inputs: list[str], ask: Ask = Ask()

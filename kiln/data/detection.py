@@ -96,6 +96,24 @@ def _read_json(path: Path) -> dict[str, Any]:
         raise KilnError(f"cannot read {path} as COCO JSON: {e}") from None
 
 
+def coco_image_ids(root: Path) -> dict[str, int]:
+    """Every image the COCO files under `root` list: its resolved path -> its id, and "name:<file name>" -> its
+    id where no other listed image has that name (a copy of the images elsewhere is still named by its id)."""
+    out: dict[str, int] = {}
+    names: dict[str, list[int]] = {}
+    for path in sorted((Path(root) / "annotations").glob("*.json")):
+        try:
+            images = json.loads(path.read_text()).get("images", [])
+        except (OSError, ValueError, AttributeError):
+            continue
+        for im in images:
+            if isinstance(im, dict) and "file_name" in im and "id" in im:
+                out[str((Path(root) / "images" / im["file_name"]).resolve())] = int(im["id"])
+                names.setdefault(Path(im["file_name"]).name, []).append(int(im["id"]))
+    out.update({f"name:{name}": ids[0] for name, ids in names.items() if len(set(ids)) == 1})
+    return out
+
+
 def _coco_split(root: Path, split: str, categories: dict[int, str], on_bad_row: str) -> list[Annotated]:
     path = root / "annotations" / f"{split}.json"
     data = _read_json(path)

@@ -219,6 +219,13 @@ def get_dataset(name: str):
     return DATASETS[name]
 
 
+def image_ids(cfg: DataConfig) -> dict[str, int]:
+    """The dataset's own id of each image it lists, by resolved path (COCO files); {} for sources without ids."""
+    spec = None if names_code(cfg.name) else DATASETS.get(cfg.name)
+    ids = getattr(spec, "image_ids", None)
+    return ids(cfg) if ids is not None else {}
+
+
 def training_files(cfg: DataConfig, task: str) -> list[Path]:
     """The image files a config trains and validates on, for commands that compare them with other files (kiln
     shift); a source without such files is a clear error."""

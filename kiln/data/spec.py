@@ -193,3 +193,9 @@ class DetectionFolder:
         from kiln.data.detection import build_detection_data
 
         return build_detection_data(cfg, request, self.layout, self.root_holds)
+
+    def image_ids(self, cfg: DataConfig) -> dict[str, int]:
+        """COCO: each listed image's id, by its resolved path (predictions name their image by it); YOLO: none."""
+        from kiln.data.detection import coco_image_ids
+
+        return coco_image_ids(cfg.root) if self.layout == "coco" and cfg.root is not None else {}

@@ -335,9 +335,10 @@ class Task:
                 "top": [{"label": lab, "probability": p} for lab, p in r.top]}
 
     @classmethod
-    def write_predictions(cls, results: list[Prediction], out: Path) -> str:
+    def write_predictions(cls, results: list[Prediction], out: Path, ids: dict[str, int] | None = None) -> str:
         """`kiln predict --out OUT`: the predictions written (default: a CSV file, the task's columns, whole or not
-        at all); what was written, for the console."""
+        at all); what was written, for the console. `ids`: the dataset's own id of inputs it lists (resolved path
+        -> id), for formats that name images by id (COCO results)."""
         import csv
         import io
 

@@ -178,14 +178,18 @@ class DetectionTask(Task):
         return {"input": r.input, "detections": r.detail or []}
 
     @classmethod
-    def write_predictions(cls, results: list[Prediction], out: Path) -> str:
-        """--out FILE.json: COCO results — one record per box with file_name, category_id (the dataset's), bbox
-        [x, y, w, h] in the input's pixels and score; --out FILE.csv: one row per box."""
+    def write_predictions(cls, results: list[Prediction], out: Path, ids: dict[str, int] | None = None) -> str:
+        """--out FILE.json: COCO results — one record per box with file_name, image_id (an image the run's COCO
+        files list), category_id (the dataset's), bbox [x, y, w, h] in the input's pixels and score; --out FILE.csv:
+        one row per box."""
         from kiln.core.state import atomic_write
 
-        records = [{"file_name": Path(r.input).name, **box} for r in results for box in r.detail or []]
+        ids = ids or {}
+        records = [{"file_name": Path(r.input).name, **_image_id(ids, r.input), **box}
+                   for r in results for box in r.detail or []]
         if out.suffix.lower() == ".json":
-            text = json.dumps([{k: rec[k] for k in ("file_name", "category_id", "bbox", "score")} for rec in records])
+            keys = ("file_name", "image_id", "category_id", "bbox", "score")
+            text = json.dumps([{k: rec[k] for k in keys if k in rec} for rec in records])
         else:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
@@ -194,6 +198,12 @@ class DetectionTask(Task):
             text = buffer.getvalue()
         atomic_write(out, lambda f: f.write(text.encode("utf-8")))
         return f"wrote {len(records)} boxes of {len(results)} images to {out}"
+
+
+def _image_id(ids: dict[str, int], path: str) -> dict[str, int]:
+    """The dataset's id of the image at `path`: by its path, else by its file name where that names one image."""
+    found = ids.get(str(Path(path).resolve()), ids.get(f"name:{Path(path).name}"))
+    return {} if found is None else {"image_id": found}
 
 
 class GatheredMap(Metrics):

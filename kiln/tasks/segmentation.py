@@ -137,7 +137,7 @@ class SegmentationTask(Task):
         return out
 
     @classmethod
-    def write_predictions(cls, results: list[Prediction], out: Path) -> str:
+    def write_predictions(cls, results: list[Prediction], out: Path, ids: dict[str, int] | None = None) -> str:
         """--out FOLDER (no suffix): one PNG of class indices per input, named by the input's stem, at the input's
         own size (the model saw it stretched to its size: the mask is stretched back, nearest); --out FILE.csv:
         each input's share of pixels per class."""
