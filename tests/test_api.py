@@ -89,3 +89,19 @@ def test_two_trainings_in_one_process_log_like_two_commands(tmp_path, idx_root):
         assert run.dir.is_absolute()
         log = (run.dir / "train.log").read_text()
         assert "epoch 1/2" in log and "epoch 2/2" in log and f"run{runs.index(run)}" in str(run.dir)
+
+
+def test_cross_validation_and_a_search_from_python(tmp_path, idx_root):
+    """kiln.cv and kiln.tune, as python.md shows them: cv.json's summary back, the tune folder's path back."""
+    import yaml
+
+    cfg = tiny_config(tmp_path, idx_root, model={"name": "mlp", "args": {"hidden": [32]}},
+                      trainer={"epochs": 1}, log={"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False})
+    summary = kiln.cv(cfg, "data.augment.hflip=false", folds=2)
+    assert len(summary["folds"]) == 2 and 0 <= summary["held_out"]["acc"]["mean"] <= 1
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(cfg))
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({
+        "base": "base.yaml", "metric": "val/acc", "mode": "max", "trials": 2, "sampler": "random", "pruner": "none",
+        "space": {"optim.lr": [0.01, 0.1]}}))
+    tune_dir = kiln.tune(tmp_path / "tune.yaml", "trainer.epochs=1")
+    assert (tune_dir / "results.csv").is_file() and (tune_dir / "best.yaml").is_file()

@@ -93,3 +93,27 @@ def test_every_command_shown_is_accepted_by_the_cli(page):
             assert e.code == 0, f"{page.name}: {command}"
     if page.name in ("README.md", "cli.md"):
         assert len(commands) > 10  # the tour's block is read
+
+
+def python_blocks(page: Path) -> list[tuple[int, str, str | None]]:
+    """(line, code, the reason it is not run — None when it is) of each ```python block of a page. A block is marked
+    not run by an HTML comment on the line before it: <!-- not run: REASON -->."""
+    lines, out = page.read_text().splitlines(), []
+    for i, line in enumerate(lines):
+        if line.strip() == "```python":
+            end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
+            mark = re.fullmatch(r"<!-- not run: (.+) -->", lines[i - 1].strip()) if i else None
+            out.append((i + 1, "\n".join(lines[i + 1:end]), mark[1] if mark else None))
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_python_block_runs_or_says_why_not(page, tmp_path, monkeypatch):
+    """Every block is valid Python; one not marked `<!-- not run: REASON -->` runs, in a fresh folder, as shown."""
+    monkeypatch.chdir(tmp_path)
+    for line, code, reason in python_blocks(page):
+        compile(code, f"{page.name}:{line}", "exec")
+        if reason is None:
+            exec(compile(code, f"{page.name}:{line}", "exec"), {"__name__": "__docs__"})
+        else:
+            assert len(reason.split()) >= 4, f"{page.name}:{line}: say why the block is not run"
