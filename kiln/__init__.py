@@ -8,9 +8,10 @@ import types
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["History", "KilnError", "Model", "Run", "__version__", "config", "cv", "load", "train", "tune"]
+__all__ = ["ExportedModel", "History", "KilnError", "Model", "Run", "__version__", "config", "cv", "load", "train",
+           "tune"]
 
-_API = ("History", "Model", "Run", "cv", "load", "tune")
+_API = ("ExportedModel", "History", "Model", "Run", "cv", "load", "tune")
 
 
 def train(config: Any = None, *overrides: Any, **options: Any) -> Any:

@@ -53,7 +53,7 @@ class Run:
         return History(RunDir(self.dir).metrics())
 
     def load(self, checkpoint: str = "best") -> Model:
-        return load(self.dir, checkpoint)
+        return Model(self.dir, checkpoint)
 
     def plot(self) -> Any:
         """The training curves — loss, the task's training metric and the learning rate, train against validation,
@@ -203,8 +203,34 @@ def _log_as_the_cli_does() -> None:
     setup_logging(0)
 
 
-def load(run: Path | str, checkpoint: str = "best") -> Model:
-    """A trained run's model with the weights of `checkpoint` (best | last | a path)."""
+class ExportedModel:
+    """An exported ONNX model (`kiln.load("model.onnx")`): predictions through onnxruntime, read and answered as
+    `kiln predict model.onnx` does (its .json metadata says how). Testing and exporting need the run folder."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise KilnError(f"{self.path}: no such file")
+
+    def predict(self, inputs: Any, *, top_k: int = 3, as_frame: bool = False, tta: str | None = None) -> Any:
+        """As Model.predict: paths, folders, texts, PIL images or uint8 arrays, or a list of these."""
+        from kiln.commands.predict import Ask, predict
+
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        with tempfile.TemporaryDirectory(prefix="kiln-predict-") as folder:
+            texts = [_as_input(item, Path(folder), i) for i, item in enumerate(items)]
+            results = predict([self.path], texts, Ask(top_k=top_k, tta=tta))
+        return _frame(results) if as_frame else results
+
+    def __repr__(self) -> str:
+        return f"ExportedModel({str(self.path)!r})"
+
+
+def load(run: Path | str, checkpoint: str = "best") -> Model | ExportedModel:
+    """A trained run's model with the weights of `checkpoint` (best | last | a path) — or, for an exported ONNX file
+    (kiln export), a model that predicts through onnxruntime."""
+    if Path(run).suffix.lower() == ".onnx":
+        return ExportedModel(run)
     return Model(run, checkpoint)
 
 
@@ -226,4 +252,4 @@ def tune(tune_config: Path | str, *overrides: Override, resume: Path | str | Non
                     workers=workers)
 
 
-__all__: Sequence[str] = ["History", "Model", "Run", "config", "cv", "load", "train", "tune"]
+__all__: Sequence[str] = ["ExportedModel", "History", "Model", "Run", "config", "cv", "load", "train", "tune"]

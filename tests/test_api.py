@@ -73,6 +73,12 @@ def test_train_load_predict_test_and_export_from_python(tmp_path, idx_root):
     assert exported == tmp_path / "model.safetensors" and exported.is_file()
     last = kiln.load(run.dir, "last").predict(paths[0])  # a path alone, not in a list
     assert len(last) == 1 and last[0].label in run.test["class_names"]
+    pytest.importorskip("onnxruntime")
+    onnx = kiln.load(model.export("onnx", tmp_path / "model.onnx"))  # an export answers as the run does
+    assert isinstance(onnx, kiln.ExportedModel)
+    served = onnx.predict([img.numpy() for img in images])
+    assert [r.label for r in served] == [r.label for r in from_files]
+    assert [r.probability for r in served] == pytest.approx([r.probability for r in from_files], abs=1e-4)
 
 
 def test_two_trainings_in_one_process_log_like_two_commands(tmp_path, idx_root):
