@@ -28,7 +28,7 @@ $(CORE): pyproject.toml
 	touch $(CORE)
 
 $(STAMP): $(CORE) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export,baseline,timm,hf,detection,data]'
+	$(PY) -m pip install --quiet -e '.[dev,ray,wandb,mlflow,export,baseline,timm,hf,detection,data,segmentation]'
 	touch $(STAMP)
 
 setup-core: $(CORE)

@@ -125,6 +125,18 @@ def test_a_torchvision_segmentation_model_trains_on_the_folder(tmp_path, scenes)
     assert 0 <= results["miou"] <= 1 and results["num_samples"] == 40
 
 
+def test_a_segmentation_models_pytorch_unet_trains_on_the_folder_without_hidden_downloads(tmp_path, scenes, cli):
+    pytest.importorskip("segmentation_models_pytorch", reason="make test installs the segmentation extra")
+    unet = ["model.name=smp:Unet", "model.args={encoder_name: resnet18, encoder_depth: 3, "
+            "decoder_channels: [32, 16, 8]}", "data.image_size=32"]
+    assert main([*_args(tmp_path, scenes, "trainer.epochs=1", *unet), "--run-dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert 0 <= results["miou"] <= 1 and set(results["iou"]) == {"background", "disc", "square"}
+    refused = cli(*_args(tmp_path, scenes, *unet[:1], "model.args={encoder_weights: imagenet}"))
+    assert refused.returncode == 2 and "model.download=true" in refused.stderr
+    assert cli(*_args(tmp_path, scenes, "model.name=smp:Unnet")).returncode == 2
+
+
 def test_inspect_blends_each_images_mask_into_it():
     from kiln.tasks.segmentation import SegmentationTask
 

@@ -25,7 +25,7 @@ def build_model(cfg: ModelConfig, info) -> nn.Module:
     if library == "hf" and not inputs_of(info).reads_text:
         raise KilnError(f"model.name={cfg.name} is a text encoder; data {info.name!r} is not text (text_csv, "
                         "ag_news)")
-    data_args = inputs_of(info).model_args(info) | ({"download": cfg.download} if library == "hf" else {})
+    data_args = inputs_of(info).model_args(info) | ({"download": cfg.download} if library in ("hf", "smp") else {})
     model = construct(cfg.name, cfg.args, data_args)
     if library in VISION_LIBRARIES:
         check_input(model, cfg.name, info.in_channels, info.image_size)

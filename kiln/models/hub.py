@@ -25,8 +25,8 @@ from kiln.core.errors import KilnError, first_line
 from kiln.core.model_names import torchvision_names  # read from torchvision's source; a test checks it
 from kiln.models.freeze import HEAD_ATTR, built_head
 
-LIBRARIES = ("torchvision", "timm", "hf")
-VISION_LIBRARIES = ("torchvision", "timm")
+LIBRARIES = ("torchvision", "timm", "hf", "smp")
+VISION_LIBRARIES = ("torchvision", "timm", "smp")
 
 
 def library_of(name: str) -> str | None:
@@ -54,7 +54,34 @@ def factory(name: str) -> Callable[..., nn.Module]:
         return hf_factory(arch)
     if library == "timm":
         return _timm_factory(arch)
+    if library == "smp":
+        return _smp_factory(arch)
     return _torchvision_factory(arch)
+
+
+def _smp_factory(arch: str) -> Callable[..., nn.Module]:
+    """segmentation-models-pytorch's architectures (`smp:Unet`, `smp:FPN`, `smp:DeepLabV3Plus`, ...) with any of its
+    encoders (model.args.encoder_name, default resnet34), randomly initialised: its ImageNet encoder weights are a
+    download, taken only with model.download=true and model.args.encoder_weights=imagenet."""
+    if importlib.util.find_spec("segmentation_models_pytorch") is None:
+        raise KilnError(f"model.name=smp:{arch} needs segmentation-models-pytorch: pip install "
+                        "'kiln-train[segmentation]' (or pip install segmentation-models-pytorch)")
+    import segmentation_models_pytorch as smp
+
+    names = sorted(n for n in dir(smp) if isinstance(getattr(smp, n), type) and issubclass(getattr(smp, n), nn.Module)
+                   and n[0].isupper())
+    if arch not in names:
+        raise KilnError(unknown_library_model("smp", arch, names))
+
+    def build(num_classes: int, in_channels: int = 3, encoder_name: str = "resnet34",
+              encoder_weights: str | None = None, download: bool = False, **args: Any) -> nn.Module:
+        if encoder_weights is not None and not download:
+            raise KilnError(f"model.args.encoder_weights={encoder_weights} downloads the encoder's weights: set "
+                            "model.download=true to allow it (kiln makes no hidden downloads)")
+        return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
+                                in_channels=in_channels, classes=num_classes, **args)
+
+    return build
 
 
 def _torchvision_factory(arch: str) -> Callable[..., nn.Module]:
