@@ -139,6 +139,11 @@ def test_shards_train_and_test_and_their_index_is_cached(tmp_path, packed, own_c
     before = [p.stat().st_mtime_ns for p in indexed]
     assert cli("test", run).returncode == 0
     assert [p.stat().st_mtime_ns for p in indexed] == before  # read back, not written again
+    own = (run / "test_metrics.json").read_bytes()
+    other = {"train": shard_urls(packed)["train"], "test": shard_urls(packed)["train"]}  # other test shards
+    assert cli("test", run, f"data.urls={json.dumps(other)}").returncode == 0
+    assert (run / "test_metrics.json").read_bytes() == own  # the run's own results untouched
+    assert len(list(run.glob("test_metrics-*.json"))) == 1
 
 
 @settings(max_examples=30, deadline=None)

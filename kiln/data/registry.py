@@ -204,7 +204,7 @@ def own_files(name: str) -> str | None:
 
 def found_by_root(name: str) -> bool:
     """Whether data.root chooses the data itself (the user's own files or Dataset), not only where it is kept."""
-    return names_code(name) or own_files(name) is not None
+    return names_code(name) or own_files(name) is not None or getattr(DATASETS.get(name), "root_chooses", False)
 
 
 def resizes_images(name: str) -> bool:

@@ -93,6 +93,7 @@ class HfDataset(ImageFiles):
 
     name = "hf_dataset"
     own_files: ClassVar[bool] = False  # data.root may also name a dataset in the Hugging Face cache
+    root_chooses: ClassVar[bool] = True  # ... but whichever it names, it is the data (another root: other data)
     root_holds: ClassVar[str] = ("a save_to_disk folder, Parquet files (train-*.parquet, test-*.parquet), or a dataset "
                                  "name in the Hugging Face cache; or data.files: {train: GLOB, test: GLOB}")
     num_classes = None  # a ClassLabel feature's names, or the label column's values

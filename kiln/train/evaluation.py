@@ -78,7 +78,7 @@ def collect_predictions(model: torch.nn.Module, batches: Batches, task: Task, de
 # The data settings that choose which samples are scored: changing one means testing on other data. data.root
 # does too where the files are the user's own; for a published dataset (Fashion-MNIST, CIFAR, AG News) it only
 # says where the same files lie on this machine.
-DATA_CHOICE = ("name", "args", "test_args", "test_split", "classes")
+DATA_CHOICE = ("name", "args", "test_args", "test_split", "classes", "files", "urls")
 
 
 def run_test(run_dir: Path | str | Sequence[Path | str], *, checkpoint: str = "best",
@@ -180,7 +180,7 @@ def other_data(data: DataConfig, saved: DataConfig) -> dict[str, Any] | None:
     keys = (*DATA_CHOICE, "root") if found_by_root(data.name) else DATA_CHOICE
     if all(now.get(k) == before.get(k) for k in keys):
         return None
-    return {k: now.get(k) for k in ("name", "root", "test_split") if now.get(k) is not None}
+    return {k: now.get(k) for k in ("name", "root", "files", "urls", "test_split") if now.get(k) is not None}
 
 
 def _other_folder_is_all_test(cfg: Config, saved: Config, overrides: Sequence[str]) -> Config:
