@@ -44,6 +44,20 @@ def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, sc
     assert "val loss" not in err and " map " in err  # detectors measure no validation loss: the line omits it
     if layout == "coco_detection":
         _predictions_score_as_the_test_did(run, scenes, results["map"], tmp_path)
+        assert main(["report", str(run)]) == 0
+        assert "Worst test images" in (run / "report.html").read_text()
+
+
+def test_each_images_f1_matches_boxes_of_its_class_scored_at_least_half():
+    from kiln.tasks.detection import DetectionTask
+
+    task = DetectionTask.__new__(DetectionTask)  # image_scores needs no settings
+    truth = {"boxes": torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30]]), "labels": torch.tensor([1, 2])}
+    found = {"boxes": torch.tensor([[1.0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 10]]),
+             "labels": torch.tensor([1, 1, 2]), "scores": torch.tensor([0.9, 0.8, 0.3])}
+    scores, marks = task.image_scores([found, {**found, "scores": torch.zeros(3)}], [truth, truth])
+    # image 1: the first box matches, the second is the wrong class, the third is below 0.5: F1 = 2*1/(2+2)
+    assert scores == [pytest.approx(0.5), 0.0] and len(marks[0]["boxes"]) == 2 and len(marks[1]["boxes"]) == 0
 
 
 def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):

@@ -154,6 +154,23 @@ def test_the_report_shows_each_classs_iou(tmp_path, scenes):
     text = (tmp_path / "run" / "report.html").read_text()
     assert "<th>class</th><th>iou</th>" in text  # a table of each class's IoU
     assert all(f"<td>{name}</td>" in text for name in SEGMENT_CLASSES)
+    assert "Worst test images" in text and (tmp_path / "run" / "figures" / "worst_images.png").is_file()
+
+
+def test_each_images_iou_counts_the_classes_it_or_its_prediction_has():
+    from kiln.tasks.segmentation import SegmentationTask
+
+    task = SegmentationTask.__new__(SegmentationTask)  # image_scores needs no settings
+    truth = torch.zeros(2, 4, 4, dtype=torch.long)
+    truth[:, :2] = 1  # the top half is class 1
+    truth[1, 3, 3] = 255  # ignored
+    perfect = torch.nn.functional.one_hot(truth.clamp(max=1), 3).permute(0, 3, 1, 2).float()
+    half = perfect.clone()
+    half[1, :, 0] = torch.tensor([0.0, 0.0, 1.0])[:, None]  # row 0 called class 2: wrong
+    scores, masks = task.image_scores(torch.stack([perfect[0], half[1]]), truth)
+    assert scores[0] == 1.0 and torch.equal(masks[0], truth[0])
+    # image 2: class 0 IoU 7/7 (its ignored pixel left out), class 1 IoU 4/8, class 2 IoU 0/4
+    assert scores[1] == pytest.approx((1 + 0.5 + 0) / 3)
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -178,6 +178,24 @@ def _scores_test(report: Report, run: RunDir, test: TestResults, folder: Path, n
     for key, value in test.items():
         if isinstance(value, dict) and value and all(isinstance(v, (int, float)) for v in value.values()):
             report.table(["class", key], [[name, v] for name, v in value.items()])
+    if num_wrong and not with_heading:
+        _worst(report, run, num_wrong, folder)
+
+
+def _worst(report: Report, run: RunDir, n: int, folder: Path) -> None:
+    """A task that marks images (masks, boxes): the test images it does worst on, truth beside prediction."""
+    from kiln.commands.worst import worst_images
+
+    try:
+        worst = worst_images(run, n)
+    except KilnError as e:  # e.g. the test data is not on this machine
+        report.note(f"worst test images not shown: {e}")
+        return
+    if worst is None or not len(worst.images):
+        return
+    report.heading("Worst test images")
+    report.figure(figures.image_grid(worst.images, worst.titles, "The test images scored lowest: the truth, then "
+                                     "the prediction", cols=4), folder, "worst_images", "worst test images")
 
 
 # What the test section shows, by task (the figures belong to the report; the task name picks them).

@@ -236,6 +236,13 @@ class Task:
         nothing to draw (a class per image)."""
         return None
 
+    image_score = "score"  # what image_scores measures, as the report titles it
+
+    def image_scores(self, predictions: Any, targets: Any) -> tuple[list[float], list[Any]] | None:
+        """For tasks that mark images (masks, boxes): each image's score (higher is better; the report shows the
+        worst) and its predicted marks as `overlay` draws them, from a batch's `predictions()`. None: no such view."""
+        return None
+
     @classmethod
     def write_overlays(cls, results: list[Prediction], folder: Path, names: list[str]) -> str:
         """`kiln predict --overlay DIR`: each input image with its prediction drawn in (`marks` + `overlay`), as a PNG

@@ -119,6 +119,31 @@ class DetectionTask(Task):
             out.append(draw_bounding_boxes(rgb, boxes, colors="yellow", width=1) if len(boxes) else rgb)
         return torch.stack(out).numpy()
 
+    image_score = "F1"
+
+    def image_scores(self, predictions: Any, targets: Any) -> tuple[list[float], list[Any]]:
+        """Each image's F1 of its boxes scored at least 0.5 against its true ones (a match: the same class and IoU
+        at least 0.5, best scores first), and those boxes."""
+        from torchvision.ops import box_iou
+
+        scores, marks = [], []
+        for found, truth in zip(predictions, targets):
+            keep = found["scores"].cpu() >= 0.5
+            boxes, labels = found["boxes"].cpu()[keep], found["labels"].cpu()[keep]
+            true_boxes, true_labels = truth["boxes"].cpu(), truth["labels"].cpu()
+            iou = box_iou(boxes, true_boxes) * (labels[:, None] == true_labels[None, :]) if len(boxes) and len(
+                true_boxes) else torch.zeros(len(boxes), len(true_boxes))
+            matched, used = 0, set()
+            for row in iou:  # boxes in score order, each to its best unused true box
+                free = [j for j in row.argsort(descending=True).tolist() if j not in used and row[j] >= 0.5]
+                if free:
+                    used.add(free[0])
+                    matched += 1
+            total = len(boxes) + len(true_boxes)
+            scores.append(2 * matched / total if total else 1.0)
+            marks.append({"boxes": boxes, "labels": labels})
+        return scores, marks
+
     @classmethod
     def target_text(cls, y: Any, names: list[str]) -> str:
         labels = y["labels"].tolist() if isinstance(y, dict) else []

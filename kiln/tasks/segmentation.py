@@ -193,6 +193,20 @@ class SegmentationTask(Task):
                 classes) else rgb)
         return torch.stack(out).numpy()
 
+    image_score = "IoU"
+
+    def image_scores(self, predictions: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], list[Any]]:
+        """Each image's IoU averaged over the classes in its mask or its prediction (ignored pixels left out), and
+        its predicted mask."""
+        masks = predictions.argmax(1).cpu()
+        scores = []
+        for mask, truth in zip(masks, targets.cpu()):
+            valid = truth != IGNORE
+            ious = [((mask == c) & (truth == c) & valid).sum() / ((mask == c) | (truth == c)).logical_and(valid).sum()
+                    for c in torch.unique(torch.cat([mask[valid], truth[valid]]))]
+            scores.append(float(torch.stack(ious).mean()) if ious else 1.0)
+        return scores, list(masks)
+
     @classmethod
     def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
         present = [names[int(c)] for c in torch.unique(y) if int(c) != IGNORE and int(c) < len(names)]
