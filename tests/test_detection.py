@@ -46,6 +46,8 @@ def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, sc
         _predictions_score_as_the_test_did(run, scenes, results["map"], tmp_path)
         assert main(["report", str(run)]) == 0
         assert "Worst test images" in (run / "report.html").read_text()
+        assert main(["export", str(run), "--format", "onnx"]) == 2  # refused up front, naming what does work
+        assert "--format safetensors writes it" in capsys.readouterr().err and not (run / "model.onnx").exists()
 
 
 def test_each_images_f1_matches_boxes_of_its_class_scored_at_least_half():

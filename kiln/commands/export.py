@@ -99,6 +99,10 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     if fmt not in FORMATS:
         raise KilnError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     trained = load_trained(run_dir, checkpoint, overrides, device="cpu")
+    allowed = trained.task.export_formats
+    if allowed is not None and fmt not in allowed:
+        raise KilnError(f"a {trained.task.name} model cannot be exported as {fmt} yet; --format "
+                        f"{' or '.join(allowed)} writes it (kiln predict and kiln test read the run folder itself)")
     if fmt == "safetensors":
         return _safetensors(trained, Path(out) if out else trained.run.path / "model.safetensors")
     wrapper = WRAPPERS[_layout(trained)]

@@ -63,6 +63,7 @@ class Task:
     sources = "an image CSV (data.name: image_csv), a text CSV (text_csv) or your own Dataset"  # for messages
     default_count: int | None = None  # the output count of your own Dataset that does not say (regression: 1)
     exported: tuple[str, ...] = ()  # task settings an export's metadata carries
+    export_formats: tuple[str, ...] | None = None  # the kiln export formats its models take (None: every one)
     mixes = False  # MixUp/CutMix may blend two samples' targets (soft_targets gives the form they blend in)
     pixel_outputs = False  # the outputs are per pixel of the input (test-time flips are undone before averaging)
     output_doc = ""  # what an exported model's output is, for its metadata

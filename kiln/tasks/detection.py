@@ -23,6 +23,10 @@ class DetectionTask(Task):
     """The detector's own training losses, summed; mAP@[.5:.95] (`map`), mAP@.5 (`map_50`) and, in tests, each
     class's AP — torchmetrics' MeanAveragePrecision (pycocotools), its states gathered over the processes."""
 
+    # torchvision's detectors trace to graphs only with their own post-processing rewritten (ONNX needs a fixed
+    # batch of one and opset-specific NMS); kiln does not export them yet: their weights, as safetensors
+    export_formats = ("safetensors",)
+
     name = "detection"
     train_metric = None  # the loss is the detector's own; no running metric without detections
     eval_loss = False  # in evaluation a detector returns detections: val/loss is logged as 0, not shown
