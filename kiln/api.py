@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.config import Config, resolve_config
-from kiln.core.errors import KilnError
+from kiln.core.errors import KilnError, TrainingInterrupted
 from kiln.core.formats import TestResults
 from kiln.runs import RunDir
 from kiln.tasks import Prediction, task_class
@@ -190,9 +190,24 @@ def train(config: ConfigLike | None, *overrides: Override, resume: Path | str | 
         raise KilnError("kiln.train needs a config (a file, a shipped config's name, a dict or a Config), or resume=RUN")
     else:
         cfg = resolve_config(config, *overrides)
-    result = session.train(cfg, resume=Path(resume) if resume else None, run_dir=Path(run_dir) if run_dir else None,
-                           quiet=quiet)
+    try:
+        result = session.train(cfg, resume=Path(resume) if resume else None,
+                               run_dir=Path(run_dir) if run_dir else None, quiet=quiet)
+    except TrainingInterrupted as e:
+        if e.preempted:  # SLURM's warning: the job is requeued, kiln's own error says so
+            raise
+        # Ctrl-C, or a notebook's interrupt: the step finished and last.pt was saved — raised on as what it was,
+        # with the resume call
+        raise KeyboardInterrupt(f"{e} From Python: kiln.train(None, resume={str(_run_of(e))!r})") from e
     return Run(Path(result.run_dir).resolve(), result.metrics, result.test_metrics, result.config or cfg)
+
+
+def _run_of(e: TrainingInterrupted) -> str:
+    """The run folder an interruption's message names (kiln train --resume RUN)."""
+    import re
+
+    found = re.search(r"--resume (\S+)", str(e))
+    return found[1] if found else "RUN"
 
 
 def _log_as_the_cli_does() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -111,3 +112,22 @@ def test_cross_validation_and_a_search_from_python(tmp_path, idx_root):
         "space": {"optim.lr": [0.01, 0.1]}}))
     tune_dir = kiln.tune(tmp_path / "tune.yaml", "trainer.epochs=1")
     assert (tune_dir / "results.csv").is_file() and (tune_dir / "best.yaml").is_file()
+
+
+def test_an_interrupt_in_a_notebook_saves_last_and_raises_keyboardinterrupt_with_the_resume_call(
+        tmp_path, idx_root, monkeypatch):
+    """The kernel's interrupt is a SIGINT to its process: the step finishes, last.pt is saved, and the notebook sees
+    the KeyboardInterrupt it asked for, saying how to resume; resuming from Python finishes the run."""
+    import json
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setenv("KILN_TEST_PREEMPT", "1")
+    cfg = tiny_config(tmp_path, idx_root, model={"name": "preemptmodel:WarnedAt", "args": {"at": 5, "sig": "SIGINT"}})
+    with pytest.raises(KeyboardInterrupt, match=r"last.pt saved .* kiln.train\(None, resume="):
+        kiln.train(cfg)
+    run = next((tmp_path / "runs").glob("*/*"))
+    assert (run / "checkpoints" / "last.pt").is_file()
+    assert json.loads((run / "status.json").read_text())["state"] == "interrupted"
+    monkeypatch.setenv("KILN_TEST_PREEMPT", "0")
+    finished = kiln.train(None, resume=run)
+    assert finished.dir == run.resolve() and finished.test is not None
