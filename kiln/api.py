@@ -198,16 +198,8 @@ def train(config: ConfigLike | None, *overrides: Override, resume: Path | str | 
             raise
         # Ctrl-C, or a notebook's interrupt: the step finished and last.pt was saved — raised on as what it was,
         # with the resume call
-        raise KeyboardInterrupt(f"{e} From Python: kiln.train(None, resume={str(_run_of(e))!r})") from e
+        raise KeyboardInterrupt(f"{e} From Python: kiln.train(None, resume={e.run or 'RUN'!r})") from e
     return Run(Path(result.run_dir).resolve(), result.metrics, result.test_metrics, result.config or cfg)
-
-
-def _run_of(e: TrainingInterrupted) -> str:
-    """The run folder an interruption's message names (kiln train --resume RUN)."""
-    import re
-
-    found = re.search(r"--resume (\S+)", str(e))
-    return found[1] if found else "RUN"
 
 
 def _log_as_the_cli_does() -> None:

@@ -93,12 +93,9 @@ def source_config(source: Path, overrides: list[str] | tuple[str, ...]) -> Confi
         return resolve_config(source, *overrides)
     if not source.is_dir():
         raise KilnError(f"{source}: no such config file or folder")
-    if any(source.glob("*.parquet")) or any(source.glob("data/*.parquet")) or \
-            (source / "dataset_dict.json").is_file() or (source / "state.json").is_file():
-        name = "hf_dataset"
-    else:
-        name = "image_csv" if (source / "train.csv").is_file() else "image_folder"
-    return resolve_config({"data": {"name": name, "root": str(source)}}, *overrides)
+    from kiln.data.registry import source_in
+
+    return resolve_config({"data": {"name": source_in(source), "root": str(source)}}, *overrides)
 
 
 def _spec(cfg: Config) -> Any:

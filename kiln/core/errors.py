@@ -33,8 +33,8 @@ def write_failed(path: object, error: OSError) -> TrainingStopped:
 class TrainingInterrupted(Exception):
     """SIGINT/SIGTERM: the current step finished and last.pt was written (exit code 130). `preempted`: SLURM's
     warning signal (SIGUSR1, `#SBATCH --signal=USR1@120`): exit code 75 (EX_TEMPFAIL), which a requeued job
-    resumes from with --resume auto."""
+    resumes from with --resume auto. `run`: the run folder that was saved (set once the run folder is known)."""
 
-    def __init__(self, message: str = "", preempted: bool = False):
+    def __init__(self, message: str = "", preempted: bool = False, run: str | None = None):
         super().__init__(message)
-        self.preempted = preempted
+        self.preempted, self.run = preempted, run

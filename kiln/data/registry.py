@@ -163,6 +163,10 @@ class ImageFilesDataset(ImageFiles):
     root_holds: str
     num_classes = None  # read from the files
 
+    def recognises(self, folder: Path) -> bool:
+        """image_csv: a train.csv; a folder of class folders is what is left (kiln.data.registry.source_in)."""
+        return self.layout == "csv" and (folder / "train.csv").is_file()
+
     def describe_files(self) -> str:
         if self.layout == "folder":
             return "<class>/<image> or train/<class>/<image> folders"
@@ -217,6 +221,16 @@ def get_dataset(name: str):
     if name not in DATASETS:
         raise KilnError(f"unknown dataset '{name}' — registered datasets: {', '.join(sorted(DATASETS))}")
     return DATASETS[name]
+
+
+def source_in(folder: Path) -> str:
+    """The data.name that reads the user's files in `folder`: the first source that recognises its layout (a saved
+    Hugging Face dataset or Parquet files, train.csv of image paths), else class folders (image_folder)."""
+    for name, spec in DATASETS.items():
+        recognises = getattr(spec, "recognises", None)
+        if recognises is not None and recognises(Path(folder)):
+            return name
+    return "image_folder"
 
 
 def image_ids(cfg: DataConfig) -> dict[str, int]:

@@ -101,6 +101,12 @@ class HfDataset(ImageFiles):
     def describe_files(self) -> str:
         return self.root_holds
 
+    @staticmethod
+    def recognises(folder: Path) -> bool:
+        """A save_to_disk folder, or Parquet files (beside each other or in data/, the Hub's layout)."""
+        return any(folder.glob("*.parquet")) or any(folder.glob("data/*.parquet")) or \
+            (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+
     def build(self, cfg: DataConfig, request: DataRequest) -> Data:
         """Images (data.image_column is a column) through the image pipeline, else texts (data.text.text_columns)
         through the text pipeline."""

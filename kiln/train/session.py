@@ -223,7 +223,7 @@ def _status_kept(run: RunDir, trainer: Trainer, status: dict[str, Any], is_main:
             f"after {done} full epoch(s) and {trainer.state.batch} batch(es) of epoch {done + 1}"
         what = "preempted (SIGUSR1)" if e.preempted else "interrupted"
         raise TrainingInterrupted(f"training {what}; last.pt saved {where}. Resume with: kiln train --resume {run} "
-                                  "(or --resume auto)", preempted=e.preempted) from None
+                                  "(or --resume auto)", preempted=e.preempted, run=str(run)) from None
     except TrainingStopped:
         write(RunStatus.STOPPED)
         raise
