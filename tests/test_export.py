@@ -25,7 +25,7 @@ def trained(tmp_path_factory, idx_root):
 def test_every_format_is_written_parity_checked_and_described(trained, fmt, suffix, capsys):
     assert main(["export", str(trained), "--format", fmt]) == 0
     out = capsys.readouterr().out
-    assert f"model{suffix}" in out and "largest logit difference" in out
+    assert f"model{suffix}" in out and "largest output difference" in out
     meta = json.loads((trained / f"model{suffix}.json").read_text())
     assert meta["class_names"][0] == "T-shirt/top" and meta["input"]["shape"] == ["batch", 1, 28, 28]
     assert meta["parity_max_abs_diff"] <= 1e-4

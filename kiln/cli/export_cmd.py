@@ -10,10 +10,12 @@ from kiln.cli.common import add_verbosity, verbosity
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a trained model (ONNX, torch.export, TorchScript), parity-checked",
                        description="Write the run's model as ONNX (dynamic batch; needs pip install -e .[export]), "
-                                   "a torch.export program (.pt2) or TorchScript, with its preprocessing (input "
+                                   "a torch.export program (.pt2) or TorchScript (a detector: ONNX, one image at a "
+                                   "time, NMS included), with its preprocessing (input "
                                    "shape, channels, mean/std, class names, task) beside it as FILE.json and in the "
                                    "ONNX metadata. The export is run on a real test batch and must match the PyTorch "
-                                   "model within 1e-4 (largest logit difference printed); a failing file is removed. "
+                                   "model within 1e-4 (largest output difference printed: logits; a detector's "
+                                   "boxes and scores); a failing file is removed. "
                                    "kiln predict takes the ONNX file like a run folder.",
                        epilog="examples:\n  kiln export runs/fashion_mnist/20260101-120000 --format onnx\n"
                               "  kiln predict runs/fashion_mnist/20260101-120000/model.onnx shoe.png",
@@ -51,5 +53,5 @@ def run(args: argparse.Namespace) -> int:
               f"difference {result.max_abs_diff:.2e}); start from it with model.pretrained={result.path}")
         return 0
     print(f"wrote {result.path} (+ {', '.join(extra)}); matches the PyTorch model on {result.batch} test "
-          f"samples: largest logit difference {result.max_abs_diff:.2e}")
+          f"samples: largest output difference {result.max_abs_diff:.2e}")
     return 0

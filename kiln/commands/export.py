@@ -10,9 +10,10 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kiln")
 FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
 ONNX_ONE_FILE = 1.5 * 2**30  # bytes of weights up to which model.onnx holds them itself (protobuf's limit: 2 GiB)
-TOLERANCE = 1e-4  # largest absolute difference in the logits accepted between PyTorch and the export
+TOLERANCE = 1e-4  # largest absolute difference in the outputs accepted between PyTorch and the export (logits;
+# a detector's boxes in pixels and scores)
+OPSET = 17  # the traced exporter's ONNX opset (NMS and the detectors' RoIAlign need 11 and 16 at least)
 
 
 @dataclass
@@ -105,11 +108,10 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
                         f"{' or '.join(allowed)} writes it (kiln predict and kiln test read the run folder itself)")
     if fmt == "safetensors":
         return _safetensors(trained, Path(out) if out else trained.run.path / "model.safetensors")
-    wrapper = WRAPPERS[_layout(trained)]
-    model = wrapper(trained.model.float().to(memory_format=torch.contiguous_format), trained.task).eval()
+    model = _graph(trained)
     sample = sample_batch(trained)
     path = Path(out) if out else trained.run.path / f"model{FORMATS[fmt]}"
-    meta = metadata(trained, fmt)
+    meta = metadata(trained, fmt, model)
     tokenizer = _tokenizer_beside(trained, path, meta, model)
     try:
         {"onnx": _onnx, "exported": _exported, "torchscript": _torchscript}[fmt](model, sample, path, meta)
@@ -128,13 +130,22 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     diff = parity(path, fmt, model, sample)
     if not diff <= TOLERANCE:
         path.unlink(missing_ok=True)
-        raise TrainingStopped(f"the {fmt} export does not match the PyTorch model (largest logit difference "
-                              f"{diff:.3g} > {TOLERANCE}); the file was removed")
+        raise TrainingStopped(f"the {fmt} export does not match the PyTorch model (largest output difference "
+                              f"{diff:.3g} > {TOLERANCE}{'; an output differs in shape' if diff == math.inf else ''}); "
+                              "the file was removed")
     if tokenizer is not None:
         trained.vocab.save(tokenizer)
     meta_path = path.with_name(path.name + ".json")
     meta_path.write_text(json.dumps({**meta, "parity_max_abs_diff": diff}, indent=2) + "\n")
     return Exported(path, meta_path, diff, len(sample[-1]))
+
+
+def _graph(trained: Trained) -> torch.nn.Module:
+    """The module the export holds: the task's own graph of the model (a detector's), else the input layout's
+    wrapper returning logits."""
+    model = trained.model.float().to(memory_format=torch.contiguous_format)
+    own = trained.task.export_graph(model)
+    return (own if own is not None else WRAPPERS[_layout(trained)](model, trained.task)).eval()
 
 
 def _tokenizer_beside(trained: Trained, path: Path, meta: ExportMeta, model) -> Path | None:
@@ -230,7 +241,7 @@ def _safetensors(trained: Trained, path: Path) -> Exported:
     return Exported(path, meta_path, diff, 0)
 
 
-def metadata(trained: Trained, fmt: str) -> ExportMeta:
+def metadata(trained: Trained, fmt: str, graph: torch.nn.Module | None = None) -> ExportMeta:
     info = trained.info
     task = trained.cfg.task
     kind = trained.task
@@ -239,11 +250,25 @@ def metadata(trained: Trained, fmt: str) -> ExportMeta:
                              "output": kind.output_doc, "checkpoint": str(trained.checkpoint),
                              **{key: getattr(task, key) for key in kind.exported}})
     meta["input"] = inputs_of(info).export_input(info, trained.cfg, trained.vocab)
+    if graph is not None:
+        meta["outputs"] = list(output_names(graph))
+        if (fixed := batch_size(graph)) is not None:  # a graph that takes one input at a time says so
+            meta["batch_size"] = fixed
+            meta["input"]["shape"] = [fixed, *meta["input"]["shape"][1:]]
     return meta
 
 
 def _input_names(model) -> tuple[str, ...]:
     return getattr(model, "input_names", ("images",))
+
+
+def output_names(model) -> tuple[str, ...]:
+    return getattr(model, "output_names", ("logits",))
+
+
+def batch_size(model) -> int | None:
+    """The batch a graph takes (None: any)."""
+    return getattr(model, "batch_size", None)
 
 
 def _dynamic(model) -> dict[str, Any]:
@@ -268,10 +293,19 @@ def _onnx(model, sample, path: Path, meta: ExportMeta) -> None:
     one_file = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())) < ONNX_ONE_FILE
     external: dict[str, Any] = {"external_data": not one_file} \
         if "external_data" in inspect.signature(torch.onnx.export).parameters else {}
+    names: dict[str, Any] = {"input_names": list(_input_names(model)), "output_names": list(output_names(model))}
     with warnings.catch_warnings():  # two inputs sharing the batch and token axes is what is meant
         warnings.filterwarnings("ignore", message=".*will not be used, since it shares the same shape constraints")
-        torch.onnx.export(model, sample, str(path), input_names=list(_input_names(model)), output_names=["logits"],
-                          dynamic_shapes=_dynamic(model), dynamo=True, verbose=False, **external)
+        if getattr(model, "traced", False):  # shapes that follow the data (a detector's boxes): traced, one call
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            torch.onnx.export(model, next(_calls(sample, batch_size(model))), str(path), **names, dynamo=False,
+                              opset_version=OPSET)
+        else:
+            torch.onnx.export(model, sample, str(path), **names, dynamic_shapes=_dynamic(model), dynamo=True,
+                              verbose=False, **external)
     proto = onnx.load(str(path))
     for key, value in meta.items():
         entry = proto.metadata_props.add()
@@ -299,14 +333,41 @@ def _torchscript(model, sample, path: Path, meta: ExportMeta) -> None:
 
 
 def parity(path: Path, fmt: str, model: torch.nn.Module, sample: tuple[torch.Tensor, ...]) -> float:
-    """Largest absolute logit difference between the exported file and the PyTorch model on `sample` (and on a
-    batch of another size, so a fixed batch dimension is caught)."""
-    diffs = []
-    for inputs in (sample, _fewer(model, sample, 3)):
-        with torch.no_grad():
-            expected = model(*inputs).numpy()
-        diffs.append(float(np.abs(run_exported(path, fmt, *(x.numpy() for x in inputs)) - expected).max()))
+    """Largest absolute output difference between the exported file and the PyTorch model on `sample` (and on a
+    batch of another size, so a fixed batch dimension is caught; a graph of one input at a time: input by input);
+    infinite where an output's shape differs (a box more or less)."""
+    run, fixed = exported_runner(path, fmt), batch_size(model)
+    diffs, compared = [], 0
+    for inputs in (sample,) if fixed else (sample, _fewer(model, sample, 3)):
+        for call in _calls(inputs, fixed):
+            with torch.no_grad():
+                expected = _numpy(model(*call))
+            diffs.append(_difference(expected, run(*(x.numpy() for x in call))))
+            compared += sum(e.size for e in expected)
+    if not compared:
+        log.warning("the model answered nothing on the %d samples the export was checked on (a detector found no "
+                    "boxes): only that the export answers nothing too was checked", len(sample[0]))
     return max(diffs)
+
+
+def _calls(inputs: tuple[Any, ...], fixed: int | None) -> Any:
+    """A batch's inputs as the graph takes them: whole, or `fixed` samples at a time."""
+    if fixed is None:
+        yield inputs
+        return
+    for start in range(0, len(inputs[0]), fixed):
+        yield tuple(x[start:start + fixed] for x in inputs)
+
+
+def _numpy(outputs: Any) -> tuple[np.ndarray, ...]:
+    return tuple(o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)))
+
+
+def _difference(expected: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...]) -> float:
+    if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got)):
+        return math.inf
+    return max((float(np.abs(g.astype(np.float64) - e.astype(np.float64)).max()) for e, g in zip(expected, got)
+                if e.size), default=0.0)
 
 
 def _fewer(model, sample: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:
@@ -324,19 +385,34 @@ def _fewer(model, sample: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tenso
     return (sample[0][:n],)
 
 
-def run_exported(path: Path, fmt: str, *inputs: np.ndarray) -> np.ndarray:
-    """Logits from an exported file (ONNX through onnxruntime)."""
+def exported_runner(path: Path, fmt: str) -> Callable[..., tuple[np.ndarray, ...]]:
+    """The exported file, loaded once, as a function of its input arrays returning every output (ONNX through
+    onnxruntime)."""
     if fmt == "onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feeds = {i.name: (x.astype(np.float32) if x.dtype.kind == "f" else x) for i, x in zip(session.get_inputs(), inputs)}
-        return session.run(None, feeds)[0]
-    tensors = [torch.from_numpy(x) for x in inputs]
-    with torch.no_grad():
-        if fmt == "exported":
-            return torch.export.load(str(path)).module()(*tensors).numpy()
-        return torch.jit.load(str(path))(*tensors).numpy()
+        names = [i.name for i in session.get_inputs()]
+
+        def run_onnx(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+            feeds = {name: (x.astype(np.float32) if x.dtype.kind == "f" else x) for name, x in zip(names, inputs)}
+            return tuple(session.run(None, feeds))
+
+        return run_onnx
+    module = torch.export.load(str(path)).module() if fmt == "exported" else torch.jit.load(str(path))
+
+    def run_torch(*inputs: np.ndarray) -> tuple[np.ndarray, ...]:
+        with torch.no_grad():
+            return _numpy(module(*(torch.from_numpy(x) for x in inputs)))
+
+    return run_torch
+
+
+def graph_outputs(run: Callable[..., tuple[np.ndarray, ...]], meta: ExportMeta, inputs: tuple[np.ndarray, ...]
+                  ) -> list[tuple[torch.Tensor, ...]]:
+    """An exported graph's outputs for a batch (`run`: its `exported_runner`): one tuple per call (the whole batch,
+    or one per input where the graph takes one at a time, as its metadata says) — what `Task.from_graph` reads."""
+    return [tuple(torch.from_numpy(o) for o in run(*call)) for call in _calls(inputs, meta.get("batch_size"))]
 
 
 def onnx_metadata(path: Path) -> ExportMeta:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from kiln.core.errors import KilnError
@@ -88,7 +89,7 @@ class Member:
 
     source: Path
     labels: list[str]
-    outputs: torch.Tensor
+    outputs: Any  # a batch of outputs (a tensor; a detector's list of detections)
     task: Task
     names: list[str]
 
@@ -162,27 +163,32 @@ def predict_onnx(path: Path, inputs: list[str], top_k: int = 3, path_column: str
 
 
 def onnx_outputs(path: Path, inputs: list[str], path_column: str | None, tta: str | None
-                 ) -> tuple[list[str], torch.Tensor, Task, list[str]]:
-    """An exported model's outputs for the inputs: (the inputs' names, outputs, its task, its output names)."""
-    from kiln.commands.export import onnx_metadata, run_exported, task_of
+                 ) -> tuple[list[str], Any, Task, list[str]]:
+    """An exported model's outputs for the inputs, as its task's `outputs` gives a run's: (the inputs' names,
+    outputs, its task, its output names)."""
+    from kiln.commands.export import exported_runner, graph_outputs, onnx_metadata, task_of
     from kiln.train.ensemble import check_image_batch, tta_views
 
     if not path.is_file():
         raise KilnError(f"ONNX file not found: {path}")
     meta = onnx_metadata(path)
     labels, arrays = inputs_of_export(meta).exported_batch(meta, path, inputs, path_column)
-    task, views = task_of(meta), tta_views(tta)
+    task, views, run = task_of(meta), tta_views(tta), exported_runner(path, "onnx")
+
+    def answer(batch: tuple[np.ndarray, ...]) -> Any:
+        return task.from_graph(graph_outputs(run, meta, batch), torch.from_numpy(batch[0]))
+
     if len(views) == 1:
-        return labels, torch.from_numpy(run_exported(path, "onnx", *arrays)), task, meta["class_names"]
+        return labels, answer(arrays), task, meta["class_names"]
     images = torch.from_numpy(arrays[0])
     check_image_batch(images)
     answers = []
     for view in views:  # the same views as a run's --tta (kiln.train.ensemble.WithViews)
-        out = torch.from_numpy(run_exported(path, "onnx", view.apply(images).numpy(), *arrays[1:])).float()
+        out = answer((view.apply(images).numpy(), *arrays[1:]))
         if task.pixel_outputs:
             if view.undo is None:
                 raise KilnError(f"--tta {tta}: crops cannot be mapped back onto the image's pixels; use hflip or flips")
-            out = view.undo(out)
+            out = view.undo(out.float())
         answers.append(out)
     return labels, task.average(answers, [1 / len(answers)] * len(answers)), task, meta["class_names"]
 

@@ -111,7 +111,7 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         report.note(f"no test_metrics.json: run `kiln test {run}` for the test-split figures")
         return
     report.heading("Test split", 3 if with_heading else 2)
-    task, scores = test.get("task", "multiclass"), by_name(test)
+    scores = by_name(test)
     report.table(["metric", "value"], [[k, scores[k]] for k in _task_class(cfg).summary_metrics
                                        if scores.get(k) is not None]
                  + [["samples", test["num_samples"]], ["checkpoint", Path(test["checkpoint"]).name]])
@@ -121,8 +121,10 @@ def _single(report: Report, run: RunDir, num_wrong: int, with_heading: bool) -> 
         report.table(["model", *[f"test {m}" for m in shared]],
                      [["this network", *[scores[m] for m in shared]],
                       [f"baseline: {baseline['baseline']}", *[baseline[m] for m in shared]]])
-    section = TEST_SECTIONS.get(task, _scores_test)  # each task's own figures and tables; the rest: its scores
-    section(report, run, test, folder, num_wrong, with_heading)
+    view, needs = TEST_SECTIONS.get(_task_class(cfg).report_view, (_scores_test, ""))
+    if needs and needs not in test:  # a task of your own that changed its test results: its scores
+        view = _scores_test
+    view(report, run, test, folder, num_wrong, with_heading)
     if num_wrong and not with_heading:
         _what_the_model_sees(report, run, folder)
 
@@ -168,8 +170,8 @@ def _regression_test(report: Report, run: RunDir, test: TestResults, folder: Pat
 
 def _scores_test(report: Report, run: RunDir, test: TestResults, folder: Path, num_wrong: int,
                  with_heading: bool) -> None:
-    """Any other task (segmentation, detection, multihead, yours): its test scores, and a table for each score it
-    gives per class (IoU, AP, ...)."""
+    """Any other task (its report_view: scores): its test scores, and a table for each score it gives per class
+    (IoU, AP, ...)."""
     shown = {*_task_class({"task": {"name": test.get("task")}}).summary_metrics, "epoch", "num_samples"}
     scores = {k: v for k, v in test.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
               and k not in shown}  # the table above has the task's summary
@@ -198,8 +200,10 @@ def _worst(report: Report, run: RunDir, n: int, folder: Path) -> None:
                                      "the prediction", cols=4), folder, "worst_images", "worst test images")
 
 
-# What the test section shows, by task (the figures belong to the report; the task name picks them).
-TEST_SECTIONS = {"multiclass": _multiclass_test, "multilabel": _multilabel_test, "regression": _regression_test}
+# What the test section shows, by the task's `report_view` (the figures belong to the report, the task picks
+# them), and the test result each needs.
+TEST_SECTIONS = {"confusion": (_multiclass_test, "confusion_matrix"), "per_label": (_multilabel_test, "per_label"),
+                 "predicted_vs_true": (_regression_test, "target_names"), "scores": (_scores_test, "")}
 
 
 def test_predictions(run: RunDir):

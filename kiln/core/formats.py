@@ -55,7 +55,7 @@ def by_name(document: TestResults | ExportMeta) -> Mapping[str, Any]:
 class ExportInput(TypedDict, total=False):
     """What an exported model takes: images (shape, normalisation) or texts (layout, tokenization)."""
 
-    shape: list[Any]  # images: ["batch", channels, height, width]
+    shape: list[Any]  # images: ["batch", channels, height, width] (a graph of one image at a time: 1, ...)
     dtype: str
     pixels: str  # how pixels become the input
     mean: list[float] | tuple[float, ...]
@@ -77,11 +77,16 @@ class ExportMeta(TypedDict, total=False):
     task: Required[str]
     class_names: Required[list[str]]  # the classes, labels or target columns, in output order
     output: str  # what the output tensor holds
+    outputs: list[str]  # the graph's outputs, in order (logits; a detector's boxes, scores, labels)
+    batch_size: int  # set where the graph takes this many inputs at a time (a detector's: 1)
     checkpoint: str  # the run's checkpoint exported
     input: Required[ExportInput]
     threshold: float | list[float]  # multilabel: each label's decision threshold
     target_mean: list[float] | None  # regression: outputs are standardised with these
     target_std: list[float] | None
+    score_threshold: float  # detection: detections below it are dropped
+    max_detections: int  # detection: at most this many per image
+    category_ids: list[int] | None  # detection: the dataset's id of each class
     model: dict[str, Any]  # safetensors: the model's name and args, to rebuild it
     data_info: dict[str, Any] | None  # safetensors: what the model was trained on
     parity_max_abs_diff: float  # the JSON beside the export: the largest output difference from the PyTorch model

@@ -3,10 +3,7 @@ pkg.mod:fn`), and the names of the metrics an epoch logs."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -14,22 +11,14 @@ import torch
 from kiln.config import TaskConfig
 from kiln.core.errors import KilnError
 from kiln.core.user_code import names_code
+from kiln.tasks.answering import Answering, Prediction
+from kiln.tasks.data_side import TargetsSide
+
+__all__ = ["Answering", "Metrics", "Prediction", "TargetsSide", "Task", "call_model", "known_direction", "to_columns",
+           "weighted_mean"]
 
 
-@dataclass
-class Prediction:
-    """One input's prediction, as `kiln predict` prints or writes it."""
-
-    input: str
-    label: str  # the class; the labels predicted, `a|b` (multilabel); the values, `name value ...` (regression)
-    probability: float | None  # the class's probability (multiclass only)
-    top: list[tuple[str, float]]  # the top-k (class, probability), best first; every label's probability, best
-    # first (multilabel); (target, value) of every target (regression)
-    kind: str = "multiclass"  # the task
-    detail: Any = None  # what a task writes besides the row, e.g. a segmentation's mask (Task.write_predictions)
-
-
-class Task:
+class Task(TargetsSide, Answering):
     """What a kind of problem is to kiln — the one interface the loop, evaluation, predict, cv, tune and the report
     use (the loop never names a loss). kiln's tasks (multiclass, multilabel, regression) implement it, and so does
     a task of your own (`task.name: package.module:Class`, built as `Class(cfg, num_classes, **task.args)`).
@@ -44,6 +33,9 @@ class Task:
     dataset's labels, stratified splits, softmax probabilities as predictions, top-k prediction rows — which a task
     overrides where its targets or outputs differ. Task settings come from `task.args`, as keyword arguments of
     its constructor. `outputs` are what the model returns (through `logits`); `targets` what the data gives.
+
+    The protocol is in three parts: training and evaluation (here), what the data side asks (`TargetsSide`), and
+    predictions and exported graphs (`Answering`).
     """
 
     name = ""
@@ -52,21 +44,8 @@ class Task:
     summary_metrics: tuple[str, ...] = ()  # the scalar test results, in the order tables show them
     directions: ClassVar[dict[str, str]] = {}  # metric -> "min" | "max", where the name does not tell
     eval_loss = True  # evaluation measures the loss (a detector returns detections there, not losses)
-
-    # What the data side asks of a task (known from task.name alone, before any model exists: class attributes and
-    # class methods). The data code never names a task.
-    noun = "classes"  # what the model's outputs are called: classes | labels | targets
-    several_columns = False  # a file may give one target per column (regression)
-    empty_label_ok = False  # a sample may have no target at all (multilabel: no label)
-    class_per_sample = True  # one class per sample: a class folder, a registered dataset's label can serve it
-    file_hint = "classes"  # what a CSV row gives for this task, for messages
-    sources = "an image CSV (data.name: image_csv), a text CSV (text_csv) or your own Dataset"  # for messages
-    default_count: int | None = None  # the output count of your own Dataset that does not say (regression: 1)
-    exported: tuple[str, ...] = ()  # task settings an export's metadata carries
-    export_formats: tuple[str, ...] | None = None  # the kiln export formats its models take (None: every one)
     mixes = False  # MixUp/CutMix may blend two samples' targets (soft_targets gives the form they blend in)
     pixel_outputs = False  # the outputs are per pixel of the input (test-time flips are undone before averaging)
-    output_doc = ""  # what an exported model's output is, for its metadata
 
     def __init__(self, cfg: TaskConfig, num_classes: int | None):
         self.cfg, self.num_classes = cfg, num_classes
@@ -192,180 +171,6 @@ class Task:
         """The headline metric of `predictions()` (e.g. a k-fold ensemble's averaged ones) against the targets."""
         raise KilnError(f"task {self.name} does not score averaged predictions (Task.score): kiln cv --ensemble "
                         "needs it")
-
-    # -- targets as files, splits and datasets give them (the defaults: one class index per sample)
-    @classmethod
-    def parse_cells(cls, cells: Sequence[str], names: list[str], separator: str = "|", one_based: bool = False
-                    ) -> tuple[Any, str]:
-        """A class: its name, or its 0-based (with one_based, 1-based) number."""
-        label = cells[0]
-        cls_index = {name: i for i, name in enumerate(names)}.get(label)
-        if cls_index is None and re.fullmatch(r"-?\d+", label):
-            number = int(label) - (1 if one_based else 0)
-            cls_index = number if 0 <= number < len(names) else None
-        if cls_index is not None:
-            return cls_index, ""
-        if separator in label:
-            return None, (f"label {label!r} holds several labels ({separator!r}-separated): that is a multilabel "
-                          "dataset; set task.name=multilabel")
-        valid = f"1..{len(names)}" if one_based else ", ".join(names[:10])
-        return None, f"label {label!r} is not a class ({valid})"
-
-    @classmethod
-    def target_names(cls, given: list[str] | None, raws: list[str], label_columns: list[str], separator: str,
-                     where: Any) -> list[str]:
-        from kiln.tasks.targets import infer_class_names, refuse_label_sets
-
-        if given:
-            return list(given)
-        refuse_label_sets(raws, separator, where)
-        return infer_class_names([r for r in raws if r])
-
-    @classmethod
-    def split_keys(cls, targets: torch.Tensor) -> torch.Tensor:
-        return targets
-
-    @classmethod
-    def overlay(cls, images: Any, targets: Any, num_classes: int) -> Any:
-        """A batch's uint8 images (B, C, H, W) for showing, with what the targets mark on them drawn in (a mask,
-        boxes); default: as they are."""
-        return images
-
-    @classmethod
-    def marks(cls, r: Prediction, size: tuple[int, int]) -> Any:
-        """A prediction as the targets `overlay` draws, for an image of `size` (width, height): a mask, boxes. None:
-        nothing to draw (a class per image)."""
-        return None
-
-    image_score = "score"  # what image_scores measures, as the report titles it
-
-    def image_scores(self, predictions: Any, targets: Any) -> tuple[list[float], list[Any]] | None:
-        """For tasks that mark images (masks, boxes): each image's score (higher is better; the report shows the
-        worst) and its predicted marks as `overlay` draws them, from a batch's `predictions()`. None: no such view."""
-        return None
-
-    @classmethod
-    def write_overlays(cls, results: list[Prediction], folder: Path, names: list[str]) -> str:
-        """`kiln predict --overlay DIR`: each input image with its prediction drawn in (`marks` + `overlay`), as a PNG
-        named by the input's stem, at the input's size."""
-        import numpy as np
-        from PIL import Image
-
-        folder.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            with Image.open(r.input) as img:
-                rgb = img.convert("RGB")
-            marks = cls.marks(r, rgb.size)
-            if marks is None:
-                raise KilnError(f"--overlay draws masks and boxes; a {cls.name or 'task of your own'} run's answer is "
-                                "one row per image: use --out FILE.csv")
-            image = torch.from_numpy(np.asarray(rgb)).permute(2, 0, 1)
-            drawn = cls.overlay(image[None], [marks], len(names))[0]
-            Image.fromarray(np.ascontiguousarray(np.transpose(drawn, (1, 2, 0)))).save(folder / f"{Path(r.input).stem}.png")
-        return f"wrote {len(results)} overlays (PNG) to {folder}"
-
-    @classmethod
-    def target_text(cls, y: torch.Tensor, names: list[str]) -> str:
-        """One sample's target as a person reads it (default: its class)."""
-        return names[int(y)] if names else str(int(y))
-
-    @classmethod
-    def split_summary(cls, targets: torch.Tensor, names: list[str]) -> str:
-        counts = torch.bincount(targets, minlength=len(names)).tolist()
-        return "class counts: " + ", ".join(f"{n} {c}" for n, c in zip(names, counts))
-
-    @classmethod
-    def check_columns(cls, label_columns: list[str], key: str) -> None:
-        if len(label_columns) > 1 and not cls.several_columns:
-            raise KilnError(f"{key} lists {len(label_columns)} columns; several label columns are regression targets "
-                            f"(task.name=regression), a {cls.name} task reads one")
-
-
-    @classmethod
-    def fold_keys(cls, targets: torch.Tensor, folds: int) -> torch.Tensor:
-        """What k-fold cross-validation stratifies by (class indices (N,), or label sets (N, L))."""
-        return cls.split_keys(targets)
-
-
-
-    @classmethod
-    def default_names(cls, count: int) -> list[str]:
-        """Output names for your own Dataset that has none."""
-        return [str(i) for i in range(count)]
-
-    @classmethod
-    def collate_targets(cls, targets: list[Any]) -> Any:
-        """Your own Dataset's targets of one batch (one per sample, as its __getitem__ returns them) as the loss and
-        metrics take them. Default: PyTorch's default_collate (numbers -> a tensor). A task whose targets are not
-        tensors (a list of dicts per sample, variable-size) returns them as they are, or in a form of its own;
-        kiln moves the tensors in them to the device."""
-        from torch.utils.data import default_collate
-
-        return default_collate(targets)
-
-    @classmethod
-    def checked_batch(cls, targets: Any, num_classes: int, shape: str, sample: Callable[[int], int],
-                      split: str) -> Any:
-        """Your own Dataset's batch of targets as the loss needs them, or a KilnError saying what is wrong
-        (`shape`: the batch described; `sample(i)`: the dataset index of its i-th sample). Default: as batched."""
-        return targets
-
-    # -- predictions as `kiln predict` gives them (the defaults: the top-k classes of probabilities)
-    def answers(self, inputs: list[str], predicted: torch.Tensor, names: list[str], top_k: int) -> list[Prediction]:
-        """The top-k classes of each input, best first."""
-        k = min(top_k, len(names))
-        out = []
-        for text, p in zip(inputs, predicted):
-            values, idx = p.topk(k)
-            top = [(names[i], float(v)) for v, i in zip(values.tolist(), idx.tolist())]
-            out.append(Prediction(text, top[0][0], top[0][1], top, self.name or "multiclass"))
-        return out
-
-    @classmethod
-    def submission_value(cls, r: Prediction, names: list[str], as_index: bool) -> str:
-        """What a submission file's label cell holds for a prediction: the class's name, or its index in the run's
-        class order."""
-        if not as_index:
-            return r.label
-        if r.label not in names:
-            raise KilnError(f"{r.input}: its answer {r.label!r} is not one class of the run's; write names "
-                            "(--labels name)")
-        return str(names.index(r.label))
-
-    @classmethod
-    def prediction_text(cls, r: Prediction) -> str:
-        """`label 0.953  other 0.021 ...`"""
-        return f"{r.label}\t{r.probability:.3f}\t" + "  ".join(f"{lab} {p:.3f}" for lab, p in r.top[1:])
-
-    @classmethod
-    def prediction_json(cls, r: Prediction) -> dict[str, Any]:
-        return {"input": r.input, "label": r.label, "probability": r.probability,
-                "top": [{"label": lab, "probability": p} for lab, p in r.top]}
-
-    @classmethod
-    def write_predictions(cls, results: list[Prediction], out: Path, ids: dict[str, int] | None = None) -> str:
-        """`kiln predict --out OUT`: the predictions written (default: a CSV file, the task's columns, whole or not
-        at all); what was written, for the console. `ids`: the dataset's own id of inputs it lists (resolved path
-        -> id), for formats that name images by id (COCO results)."""
-        import csv
-        import io
-
-        from kiln.core.state import atomic_write
-
-        text = io.StringIO()
-        writer = csv.writer(text)
-        writer.writerow(cls.csv_header(results[0] if results else None))
-        writer.writerows(cls.csv_row(r) for r in results)
-        atomic_write(out, lambda f: f.write(text.getvalue().encode("utf-8")))
-        return f"wrote {len(results)} predictions to {out}"
-
-    @classmethod
-    def csv_header(cls, first: Prediction | None) -> list[str]:
-        return ["file", "label", "probability", "top_k"]
-
-    @classmethod
-    def csv_row(cls, r: Prediction) -> list[str]:
-        return [r.input, r.label, f"{r.probability:.6f}", "|".join(f"{lab}:{p:.4f}" for lab, p in r.top)]
 
     # -- after training, and a classical baseline
     def after_fit_settings(self, probabilities: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:

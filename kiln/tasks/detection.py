@@ -23,9 +23,9 @@ class DetectionTask(Task):
     """The detector's own training losses, summed; mAP@[.5:.95] (`map`), mAP@.5 (`map_50`) and, in tests, each
     class's AP — torchmetrics' MeanAveragePrecision (pycocotools), its states gathered over the processes."""
 
-    # torchvision's detectors trace to graphs only with their own post-processing rewritten (ONNX needs a fixed
-    # batch of one and opset-specific NMS); kiln does not export them yet: their weights, as safetensors
-    export_formats = ("safetensors",)
+    # ONNX through DetectionGraph; torch.export and TorchScript's tracer cannot follow the post-processing's shapes
+    export_formats = ("onnx", "safetensors")
+    exported = ("score_threshold", "max_detections", "category_ids")  # what predictions from the export need
 
     name = "detection"
     train_metric = None  # the loss is the detector's own; no running metric without detections
@@ -36,7 +36,9 @@ class DetectionTask(Task):
     class_per_sample = False
     sources = "COCO or YOLO files (data.name: coco_detection, yolo_detection) or your own Dataset"
     file_hint = "boxes"
-    output_doc = "detections per image: boxes (x1, y1, x2, y2 in the input's pixels), scores, labels"
+    output_doc = ("one image's detections after the detector's own NMS: boxes (n, 4) x1, y1, x2, y2 in the input's "
+                  "pixels; scores (n,); labels (n,) 1..K, 0 being the background (kiln drops those below "
+                  "score_threshold and keeps max_detections)")
 
     def __init__(self, cfg: DetectionTaskConfig, num_classes: int | None):
         super().__init__(cfg, num_classes)
@@ -55,6 +57,15 @@ class DetectionTask(Task):
 
     def logits(self, outputs: Any) -> Any:
         return outputs
+
+    # -- the exported graph: one image in, its detections out
+    def export_graph(self, model: torch.nn.Module) -> torch.nn.Module:
+        return DetectionGraph(model)
+
+    def from_graph(self, answers: list[tuple[torch.Tensor, ...]], inputs: torch.Tensor) -> Any:
+        """The graph's raw detections of each image, kept as `outputs` keeps a model's."""
+        return [{**self._kept({"boxes": boxes, "scores": scores, "labels": labels}),
+                 "frame": torch.tensor(image.shape[-2:])} for (boxes, scores, labels), image in zip(answers, inputs)]
 
     # -- training
     def task_objective(self, outputs: Any, targets: Any) -> torch.Tensor:
@@ -227,6 +238,25 @@ class DetectionTask(Task):
             text = buffer.getvalue()
         atomic_write(out, lambda f: f.write(text.encode("utf-8")))
         return f"wrote {len(records)} boxes of {len(results)} images to {out}"
+
+
+class DetectionGraph(torch.nn.Module):
+    """A torchvision detector as an exported graph: one image (1, C, H, W) in, its detections after the detector's
+    own post-processing out. One image at a time — what ONNX's per-image NMS and the boxes' data-dependent count
+    allow; the graph is traced (torch.onnx's TorchScript-based exporter), which follows those shapes where
+    torch.export cannot."""
+
+    output_names = ("boxes", "scores", "labels")
+    batch_size = 1
+    traced = True
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        found = self.model([images[0]])[0]
+        return found["boxes"], found["scores"], found["labels"]
 
 
 def _image_id(ids: dict[str, int], path: str) -> dict[str, int]:

@@ -48,6 +48,7 @@ class MulticlassTask(Task):
 
     name = "multiclass"
     summary_metrics = ("loss", "acc", "acc_top5", "f1")
+    report_view = "confusion"
     output_doc = "logits (batch, classes); softmax gives probabilities"
     mixes = True
 

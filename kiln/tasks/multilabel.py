@@ -24,6 +24,7 @@ class MultilabelTask(Task):
     name = "multilabel"
     headline = "f1_micro"
     summary_metrics = ("loss", "f1_micro", "f1_macro", "map", "acc")
+    report_view = "per_label"
     noun = "labels"
     empty_label_ok = True
     class_per_sample = False

@@ -25,6 +25,7 @@ class RegressionTask(Task):
     train_metric = "mae"
     headline = "mae"
     summary_metrics = ("loss", "mae", "rmse", "r2")
+    report_view = "predicted_vs_true"
     noun = "targets"
     several_columns = True
     class_per_sample = False

@@ -157,7 +157,7 @@ class SegmentationTask(Task):
         """The predicted mask stretched back to the input's size (nearest)."""
         from PIL import Image
 
-        return torch.from_numpy(np.asarray(Image.fromarray(r.detail).resize(size, Image.Resampling.NEAREST))).long()
+        return torch.from_numpy(np.array(Image.fromarray(r.detail).resize(size, Image.Resampling.NEAREST))).long()
 
     @classmethod
     def csv_header(cls, first: Prediction | None) -> list[str]:
