@@ -471,7 +471,7 @@ def test_a_run_mirrored_to_s3_resumes_on_a_fresh_machine_bit_exact(tmp_path, idx
 def test_the_mirror_survives_a_kill_between_upload_and_publish(tmp_path, s3):
     from kiln.core.mirror import Mirror, read_manifest, sha256
     from kiln.core.storage import filesystem
-    from kiln.runs import _whole_checkpoint
+    from kiln.runs.remote import _whole_checkpoint
 
     folder, url = tmp_path / "run", "s3://kiln-data/mirror-test"
     (folder / "checkpoints").mkdir(parents=True)

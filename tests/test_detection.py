@@ -30,7 +30,7 @@ def _losses(run):
 
 
 @pytest.mark.parametrize("layout", ["coco_detection", "yolo_detection"])
-def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, scenes, capsys, layout):
+def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, scenes, capsys, monkeypatch, layout):
     run = tmp_path / "run"
     assert main([*_args(tmp_path, scenes, f"data.name={layout}", "trainer.epochs=3"), "--run-dir", str(run)]) == 0
     results = json.loads((run / "test_metrics.json").read_text())
@@ -46,7 +46,7 @@ def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, sc
         _predictions_score_as_the_test_did(run, scenes, results["map"], tmp_path)
         assert main(["report", str(run)]) == 0
         assert "Worst test images" in (run / "report.html").read_text()
-        _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys)
+        _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys, monkeypatch)
 
 
 def test_each_images_f1_matches_boxes_of_its_class_scored_at_least_half():
@@ -98,7 +98,7 @@ def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
     assert len(rows) == len(records) and rows[0]["category"] in ("disc", "square")
 
 
-def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys):
+def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys, monkeypatch):
     """kiln export --format onnx: one image at a time, NMS inside, checked on the test images' boxes by kiln export
     itself; kiln predict and kiln.load on the file give the run's own boxes (the score threshold, the most boxes and
     the dataset's category ids ride in its metadata); the graph formats torch.export cannot follow are refused."""
@@ -109,7 +109,8 @@ def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys):
     assert "largest output difference" in capsys.readouterr().out
     meta = json.loads((run / "model.onnx.json").read_text())
     assert meta["outputs"] == ["boxes", "scores", "labels"] and meta["input"]["shape"][0] == meta["batch_size"] == 1
-    assert meta["parity_max_abs_diff"] <= 1e-4 and meta["category_ids"][1:] == [3, 7]
+    assert meta["parity"]["boxes"] <= 0.01 and meta["parity"]["scores"] <= 1e-4 and meta["parity"]["labels"] == 0
+    assert meta["category_ids"][1:] == [3, 7]
     images = str(scenes / "test" / "images")
     assert main(["predict", str(run / "model.onnx"), images, "--out", str(tmp_path / "onnx.json")]) == 0
     mine, theirs = json.loads((tmp_path / "preds.json").read_text()), json.loads((tmp_path / "onnx.json").read_text())
@@ -121,6 +122,13 @@ def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys):
     assert [b["bbox"] for b in found[0].detail] == [r["bbox"] for r in theirs if r["file_name"] == "test0000.png"]
     assert main(["export", str(run), "--format", "exported"]) == 2  # refused up front, naming what does work
     assert "--format onnx or safetensors writes it" in capsys.readouterr().err and not (run / "model.pt2").exists()
+    from kiln.commands import export as exporting
+
+    real = exporting.exported_runner
+    monkeypatch.setattr(exporting, "exported_runner",  # an export that loses each image's last box fails the check
+                        lambda path, fmt: (lambda *x: tuple(o[:-1] for o in real(path, fmt)(*x))))
+    assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "lossy.onnx")]) == 1
+    assert "boxes: of another shape" in capsys.readouterr().err and not (tmp_path / "lossy.onnx").exists()
 
 
 def test_a_resumed_detection_run_ends_bit_exact(tmp_path, scenes):

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {result.path} (+ {', '.join(extra)}); loads back into the model unchanged (largest "
               f"difference {result.max_abs_diff:.2e}); start from it with model.pretrained={result.path}")
         return 0
+    each = ", ".join(f"{name} {d:.2e}" for name, d in (result.differences or {}).items())
     print(f"wrote {result.path} (+ {', '.join(extra)}); matches the PyTorch model on {result.batch} test "
-          f"samples: largest output difference {result.max_abs_diff:.2e}")
+          f"samples: largest output difference {result.max_abs_diff:.2e}" + (f" ({each})" if each else ""))
     return 0

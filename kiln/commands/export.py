@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kiln")
 FORMATS = {"onnx": ".onnx", "exported": ".pt2", "torchscript": ".ts.pt", "safetensors": ".safetensors"}
 ONNX_ONE_FILE = 1.5 * 2**30  # bytes of weights up to which model.onnx holds them itself (protobuf's limit: 2 GiB)
-TOLERANCE = 1e-4  # largest absolute difference in the outputs accepted between PyTorch and the export (logits;
-# a detector's boxes in pixels and scores)
+TOLERANCE = 1e-4  # largest absolute difference in an output accepted between PyTorch and the export (a graph may
+# set its own for an output in other units: `tolerances`, e.g. a detector's boxes in pixels)
 OPSET = 17  # the traced exporter's ONNX opset (NMS and the detectors' RoIAlign need 11 and 16 at least)
 
 
@@ -43,6 +43,7 @@ class Exported:
     meta_path: Path
     max_abs_diff: float
     batch: int
+    differences: dict[str, float] | None = None  # the largest difference of each output, where there are several
 
 
 class Logits(torch.nn.Module):
@@ -127,17 +128,33 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
             others = "torchscript"
         raise KilnError(f"the model could not be exported as {fmt}: {type(e).__name__}: {reason}; try --format "
                         f"{others}") from None
-    diff = parity(path, fmt, model, sample)
-    if not diff <= TOLERANCE:
+    diffs = parity(path, fmt, model, sample)
+    over = {name: d for name, d in diffs.items() if not d <= tolerance(model, name)}
+    if over:
         path.unlink(missing_ok=True)
-        raise TrainingStopped(f"the {fmt} export does not match the PyTorch model (largest output difference "
-                              f"{diff:.3g} > {TOLERANCE}{'; an output differs in shape' if diff == math.inf else ''}); "
-                              "the file was removed")
+        raise TrainingStopped(f"the {fmt} export does not match the PyTorch model ({_mismatch(model, over)}); the "
+                              "file was removed")
+    diff = max(diffs.values())
     if tokenizer is not None:
         trained.vocab.save(tokenizer)
     meta_path = path.with_name(path.name + ".json")
-    meta_path.write_text(json.dumps({**meta, "parity_max_abs_diff": diff}, indent=2) + "\n")
-    return Exported(path, meta_path, diff, len(sample[-1]))
+    several = diffs if len(diffs) > 1 else None
+    meta_path.write_text(json.dumps({**meta, "parity_max_abs_diff": diff, **({"parity": several} if several else {})},
+                                    indent=2) + "\n")
+    return Exported(path, meta_path, diff, len(sample[-1]), several)
+
+
+def tolerance(model, output: str) -> float:
+    """The largest difference accepted in an output (TOLERANCE unless the graph sets its own)."""
+    return getattr(model, "tolerances", {}).get(output, TOLERANCE)
+
+
+def _mismatch(model, over: dict[str, float]) -> str:
+    """Which outputs differ, by how much, against what was accepted (and why a shape may differ)."""
+    said = "; ".join(f"{name}: the largest difference {d:.3g} > {tolerance(model, name)}" if d != math.inf
+                     else f"{name}: of another shape" for name, d in over.items())
+    hint = getattr(model, "shape_hint", "")
+    return said + (f" — {hint}" if hint and math.inf in over.values() else "")
 
 
 def _graph(trained: Trained) -> torch.nn.Module:
@@ -332,22 +349,24 @@ def _torchscript(model, sample, path: Path, meta: ExportMeta) -> None:
     torch.jit.save(traced, str(path), _extra_files={"kiln.json": json.dumps(meta)})
 
 
-def parity(path: Path, fmt: str, model: torch.nn.Module, sample: tuple[torch.Tensor, ...]) -> float:
-    """Largest absolute output difference between the exported file and the PyTorch model on `sample` (and on a
-    batch of another size, so a fixed batch dimension is caught; a graph of one input at a time: input by input);
-    infinite where an output's shape differs (a box more or less)."""
-    run, fixed = exported_runner(path, fmt), batch_size(model)
-    diffs, compared = [], 0
+def parity(path: Path, fmt: str, model: torch.nn.Module, sample: tuple[torch.Tensor, ...]) -> dict[str, float]:
+    """The largest absolute difference of each output between the exported file and the PyTorch model on `sample`
+    (and on a batch of another size, so a fixed batch dimension is caught; a graph of one input at a time: input by
+    input); infinite where an output's shape differs (a box more or less)."""
+    run, fixed, names = exported_runner(path, fmt), batch_size(model), output_names(model)
+    diffs, compared = dict.fromkeys(names, 0.0), 0
     for inputs in (sample,) if fixed else (sample, _fewer(model, sample, 3)):
         for call in _calls(inputs, fixed):
             with torch.no_grad():
                 expected = _numpy(model(*call))
-            diffs.append(_difference(expected, run(*(x.numpy() for x in call))))
+            got = run(*(x.numpy() for x in call))
+            for name, e, g in zip(names, expected, got):
+                diffs[name] = max(diffs[name], _difference(e, g))
             compared += sum(e.size for e in expected)
     if not compared:
         log.warning("the model answered nothing on the %d samples the export was checked on (a detector found no "
                     "boxes): only that the export answers nothing too was checked", len(sample[0]))
-    return max(diffs)
+    return diffs
 
 
 def _calls(inputs: tuple[Any, ...], fixed: int | None) -> Any:
@@ -363,11 +382,10 @@ def _numpy(outputs: Any) -> tuple[np.ndarray, ...]:
     return tuple(o.numpy() for o in (outputs if isinstance(outputs, (tuple, list)) else (outputs,)))
 
 
-def _difference(expected: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...]) -> float:
-    if len(expected) != len(got) or any(e.shape != g.shape for e, g in zip(expected, got)):
+def _difference(expected: np.ndarray, got: np.ndarray) -> float:
+    if expected.shape != got.shape:
         return math.inf
-    return max((float(np.abs(g.astype(np.float64) - e.astype(np.float64)).max()) for e, g in zip(expected, got)
-                if e.size), default=0.0)
+    return float(np.abs(got.astype(np.float64) - expected.astype(np.float64)).max()) if expected.size else 0.0
 
 
 def _fewer(model, sample: tuple[torch.Tensor, ...], n: int) -> tuple[torch.Tensor, ...]:

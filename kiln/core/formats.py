@@ -90,3 +90,4 @@ class ExportMeta(TypedDict, total=False):
     model: dict[str, Any]  # safetensors: the model's name and args, to rebuild it
     data_info: dict[str, Any] | None  # safetensors: what the model was trained on
     parity_max_abs_diff: float  # the JSON beside the export: the largest output difference from the PyTorch model
+    parity: dict[str, float]  # ... and each output's, where there are several

@@ -10,7 +10,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -249,6 +249,9 @@ class DetectionGraph(torch.nn.Module):
     output_names = ("boxes", "scores", "labels")
     batch_size = 1
     traced = True
+    tolerances: ClassVar[dict[str, float]] = {"boxes": 0.01}  # pixels: a hundredth of one (scores and labels: kiln export's 1e-4)
+    shape_hint = ("a box more or less: boxes whose scores tie exactly, as an untrained detector's do, may be kept "
+                  "or ordered otherwise by ONNX's NMS; export a trained model")
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 
 from kiln.core import dist
 from kiln.core.errors import KilnError
-from kiln.runs import RunDir, mirror_of
+from kiln.runs import RunDir
+from kiln.runs.remote import mirror_of
 from kiln.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
