@@ -29,10 +29,17 @@ def _losses(run):
     return [float(r["train/loss"]) for r in csv.DictReader((run / "metrics.csv").open())]
 
 
+# The COCO files train kiln's fcos_small (the shipped config's choice on a CPU), the YOLO folder a torchvision
+# Faster R-CNN — both called as torchvision's detectors are, exported as the same one-image graph.
+MODELS = {"coco_detection": "fcos_small", "yolo_detection": "torchvision:fasterrcnn_mobilenet_v3_large_320_fpn"}
+
+
 @pytest.mark.parametrize("layout", ["coco_detection", "yolo_detection"])
 def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, scenes, capsys, monkeypatch, layout):
     run = tmp_path / "run"
-    assert main([*_args(tmp_path, scenes, f"data.name={layout}", "trainer.epochs=3"), "--run-dir", str(run)]) == 0
+    epochs = "trainer.epochs=8" if layout == "coco_detection" else "trainer.epochs=3"
+    assert main([*_args(tmp_path, scenes, f"data.name={layout}", f"model.name={MODELS[layout]}", epochs),
+                 "--run-dir", str(run)]) == 0
     results = json.loads((run / "test_metrics.json").read_text())
     assert results["task"] == "detection" and results["num_samples"] == 12
     assert results["class_names"] == ["background", "disc", "square"]  # COCO ids 3 and 7, numbered 1..K
@@ -42,7 +49,11 @@ def test_a_detector_trains_on_either_layout_and_is_scored_per_class(tmp_path, sc
     assert "val/map" in (run / "metrics.csv").read_text().splitlines()[0]
     err = capsys.readouterr().err
     assert "val loss" not in err and " map " in err  # detectors measure no validation loss: the line omits it
-    if layout == "coco_detection":
+    if layout == "yolo_detection":  # Faster R-CNN's graph (RoIAlign, two NMS) exports and matches box by box
+        assert main(["export", str(run), "--format", "onnx"]) == 0
+        assert json.loads((run / "model.onnx.json").read_text())["parity"]["boxes"] <= 0.01
+    else:  # predicting nothing scores mAP 0: the small FCOS learns the scenes
+        assert results["map_50"] > 0.5 and results["map"] > 0.3, results
         _predictions_score_as_the_test_did(run, scenes, results["map"], tmp_path)
         assert main(["report", str(run)]) == 0
         assert "Worst test images" in (run / "report.html").read_text()
@@ -59,6 +70,32 @@ def test_each_images_f1_matches_boxes_of_its_class_scored_at_least_half():
     scores, marks = task.image_scores([found, {**found, "scores": torch.zeros(3)}], [truth, truth])
     # image 1: the first box matches, the second is the wrong class, the third is below 0.5: F1 = 2*1/(2+2)
     assert scores == [pytest.approx(0.5), 0.0] and len(marks[0]["boxes"]) == 2 and len(marks[1]["boxes"]) == 0
+
+
+def test_an_exports_boxes_are_compared_as_sets_above_the_cut():
+    """Near-tied boxes may leave ONNX's NMS in another order (not a difference), a low-scored one may fall either
+    side of the cut (not compared); a confident box moved, or missing with no box of its class left, is."""
+    import math
+
+    import numpy as np
+
+    from kiln.tasks.detection import DetectionGraph
+
+    class Detector(torch.nn.Module):  # where torchvision's one-stage detectors keep their cut
+        score_thresh, detections_per_img = 0.05, 3
+
+    graph = DetectionGraph(Detector())
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [5, 5, 9, 9]], dtype=np.float32)
+    mine = (boxes, np.array([0.9, 0.9, 0.0505], dtype=np.float32), np.array([1, 2, 1]))
+    swapped = (boxes[[1, 0]], mine[1][[1, 0]], mine[2][[1, 0]])  # the tie in the other order, the 0.0505 box cut
+    assert graph.differences(mine, swapped) == {"boxes": 0.0, "scores": 0.0, "labels": 0.0}
+    moved = (boxes + np.array([0.5, 0, 0, 0], dtype=np.float32), mine[1], mine[2])
+    assert graph.differences(mine, moved)["boxes"] == 0.5
+    assert graph.differences(mine, (boxes[:1], mine[1][:1], mine[2][:1]))["labels"] == math.inf  # the square lost
+    nothing = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+    assert graph.differences(mine, nothing)["boxes"] == math.inf and graph.differences(nothing, nothing)["boxes"] == 0
+    full = (boxes, np.array([0.9, 0.9, 0.3], dtype=np.float32), mine[2])  # at the most boxes: 0.3 is the cut
+    assert graph.differences(full, (boxes[:2], full[1][:2], full[2][:2]))["boxes"] == 0.0
 
 
 def _predictions_score_as_the_test_did(run, scenes, test_map, tmp_path):
@@ -114,9 +151,11 @@ def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys, monke
     images = str(scenes / "test" / "images")
     assert main(["predict", str(run / "model.onnx"), images, "--out", str(tmp_path / "onnx.json")]) == 0
     mine, theirs = json.loads((tmp_path / "preds.json").read_text()), json.loads((tmp_path / "onnx.json").read_text())
-    assert mine and len(theirs) == len(mine)
-    for a, b in zip(mine, theirs):
-        assert (a["file_name"], a["category_id"]) == (b["file_name"], b["category_id"])
+    confident = [r for r in mine if r["score"] >= 0.1]  # below, near-tied boxes may fall either side of the cut
+    assert confident and abs(len(theirs) - len(mine)) <= len(mine) // 100
+    for a in confident:  # each of the run's boxes, found by the export: same image and class, same place and score
+        same = [b for b in theirs if (b["file_name"], b["category_id"]) == (a["file_name"], a["category_id"])]
+        b = min(same, key=lambda b: max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])))
         assert b["bbox"] == pytest.approx(a["bbox"], abs=0.02) and b["score"] == pytest.approx(a["score"], abs=1e-4)
     found = kiln.load(run / "model.onnx").predict(sorted((scenes / "test" / "images").iterdir())[0])
     assert [b["bbox"] for b in found[0].detail] == [r["bbox"] for r in theirs if r["file_name"] == "test0000.png"]
@@ -125,10 +164,11 @@ def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys, monke
     from kiln.commands import export as exporting
 
     real = exporting.exported_runner
-    monkeypatch.setattr(exporting, "exported_runner",  # an export that loses each image's last box fails the check
-                        lambda path, fmt: (lambda *x: tuple(o[:-1] for o in real(path, fmt)(*x))))
+    monkeypatch.setattr(exporting, "exported_runner",  # an export that loses each image's best box fails the check
+                        lambda path, fmt: (lambda *x: tuple(o[1:] for o in real(path, fmt)(*x))))
     assert main(["export", str(run), "--format", "onnx", "--out", str(tmp_path / "lossy.onnx")]) == 1
-    assert "boxes: of another shape" in capsys.readouterr().err and not (tmp_path / "lossy.onnx").exists()
+    err = capsys.readouterr().err
+    assert "export does not match the PyTorch model (boxes: " in err and not (tmp_path / "lossy.onnx").exists()
 
 
 def test_a_resumed_detection_run_ends_bit_exact(tmp_path, scenes):

@@ -54,7 +54,7 @@ class Section(BaseModel):
 
 class ModelConfig(Section):
     name: str = "cnn"
-    """Registered model name (mlp, cnn, resnet18/34/50, embedding_bag, gru, transformer, unet), `torchvision:NAME`,
+    """Registered model name (mlp, cnn, resnet18/34/50, embedding_bag, gru, transformer, unet, fcos_small), `torchvision:NAME`,
     `timm:NAME`, `hf:NAME_OR_PATH` (a Hugging Face text encoder), `smp:NAME` (segmentation-models-pytorch: Unet,
     FPN, DeepLabV3Plus, ... with model.args.encoder_name) or `package.module:Class`."""
     args: dict[str, Any] = Field(default_factory=dict)

@@ -12,7 +12,7 @@ from functools import cache
 from pathlib import Path
 
 # The modules whose @register_model functions are kiln's models (kiln.models imports the same ones).
-MODEL_MODULES = ("vision.py", "text.py", "segmentation.py")
+MODEL_MODULES = ("vision.py", "text.py", "segmentation.py", "detection.py")
 
 # Arguments kiln fills from the data; a user may set them, but they are not listed as the model's own.
 DATA_ARGS = frozenset({"in_channels", "image_size", "num_classes", "vocab_size", "pad_id"})

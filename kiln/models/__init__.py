@@ -8,7 +8,7 @@ from torch import nn
 from kiln.config import ModelConfig
 from kiln.core.errors import KilnError
 from kiln.data.inputs import inputs_of
-from kiln.models import segmentation, text, vision  # noqa: F401  (registers the built-in models)
+from kiln.models import detection, segmentation, text, vision  # noqa: F401  (registers the built-in models)
 from kiln.models.registry import MODELS, construct, register_model
 
 __all__ = ["MODELS", "build_model", "describe", "prepare_model", "register_model"]

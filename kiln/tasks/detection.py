@@ -8,10 +8,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from kiln.config import DetectionTaskConfig
@@ -251,15 +253,42 @@ class DetectionGraph(torch.nn.Module):
     traced = True
     tolerances: ClassVar[dict[str, float]] = {"boxes": 0.01}  # pixels: a hundredth of one (scores and labels: kiln export's 1e-4)
     shape_hint = ("a box more or less: boxes whose scores tie exactly, as an untrained detector's do, may be kept "
-                  "or ordered otherwise by ONNX's NMS; export a trained model")
+                  "otherwise by ONNX's NMS; export a trained model")
+    MARGIN = 1e-3  # boxes scored within this of the cut may fall either side of it: not compared
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
+        # where the detector cuts its answers: torchvision's keep these on the model or on its box head
+        heads = getattr(model, "roi_heads", model)
+        self.score_thresh = float(getattr(heads, "score_thresh", 0.0))
+        self.most = getattr(heads, "detections_per_img", None)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         found = self.model([images[0]])[0]
         return found["boxes"], found["scores"], found["labels"]
+
+    def differences(self, expected: tuple[np.ndarray, ...], got: tuple[np.ndarray, ...]) -> dict[str, float]:
+        """How far one image's exported detections are from the model's, as sets: boxes whose scores nearly tie
+        come out of NMS and the top-k in either order, so each box of either side is paired with the other side's
+        box of its class nearest to it. The largest box and score differences of the pairs; infinite for all
+        three where a box scored clearly above the cut (the score threshold or the most detections) has no
+        partner of its class."""
+        worst = {"boxes": 0.0, "scores": 0.0, "labels": 0.0}
+        full = [float(side[1].min()) for side in (expected, got) if self.most and len(side[1]) >= self.most]
+        floor = max([self.score_thresh, *full]) + self.MARGIN
+        for mine, theirs in ((expected, got), (got, expected)):
+            for box, score, label in zip(*mine):
+                if score < floor:
+                    continue
+                same = theirs[2] == label
+                if not same.any():
+                    return dict.fromkeys(worst, math.inf)
+                distance = np.abs(theirs[0][same].astype(np.float64) - box).max(1)
+                nearest = int(distance.argmin())
+                worst["boxes"] = max(worst["boxes"], float(distance[nearest]))
+                worst["scores"] = max(worst["scores"], abs(float(theirs[1][same][nearest]) - float(score)))
+        return worst
 
 
 def _image_id(ids: dict[str, int], path: str) -> dict[str, int]:
