@@ -334,8 +334,9 @@ def check_eval_commands(c: Ctx) -> str:
 
 
 def check_pixels_boxes(c: Ctx) -> str:
-    """Segmentation (kiln's U-Net) and detection (Faster R-CNN mobilenet 320) on generated scenes under the default
-    precision (bf16 autocast on the GPU): the tasks' losses, mIoU and mAP, predicted masks and boxes."""
+    """Segmentation (kiln's U-Net) and detection (Faster R-CNN mobilenet 320, kiln's fcos_small) on generated scenes
+    under the default precision (bf16 autocast on the GPU): the tasks' losses, mIoU and mAP, predicted masks and
+    boxes, a detector's ONNX export."""
     from kiln.commands.samples import write_detection_scenes, write_segmentation_scenes
 
     scenes = write_segmentation_scenes(c.work / "scenes", n=48 if c.dry else 160)
@@ -345,9 +346,18 @@ def check_pixels_boxes(c: Ctx) -> str:
     boxes = write_detection_scenes(c.work / "boxes", n=48 if c.dry else 160, size=64)
     c.kiln("train", "configs/detection_coco.yaml", f"data.root={boxes}", "data.image_size=64", "data.batch_size=8",
            "trainer.epochs=2", *c.train_args("detection", batches=20, images=False))
+    c.kiln("train", "configs/detection_coco.yaml", f"data.root={boxes}", "data.image_size=64", "data.batch_size=8",
+           "model.name=fcos_small", "trainer.epochs=4", *c.train_args("fcos", batches=20, images=False))
+    c.kiln("export", c.work / "fcos", "--format", "onnx")  # trained on the GPU, traced and checked on the CPU
     seg = json.loads((c.work / "segmentation" / "test_metrics.json").read_text())
     det = json.loads((c.work / "detection" / "test_metrics.json").read_text())
-    return f"segmentation mIoU {seg['miou']:.3f}; detection mAP {det['map']:.3f}, mAP@.5 {det['map_50']:.3f}"
+    fcos = json.loads((c.work / "fcos" / "test_metrics.json").read_text())
+    boxes_diff = json.loads((c.work / "fcos" / "model.onnx.json").read_text())["parity"]["boxes"]
+    import yaml
+
+    model = yaml.safe_load((c.work / "detection" / "config.yaml").read_text())["model"]["name"]  # the device's choice
+    return (f"segmentation mIoU {seg['miou']:.3f}; {model} mAP {det['map']:.3f}, mAP@.5 {det['map_50']:.3f}; "
+            f"fcos_small mAP {fcos['map']:.3f}, its ONNX boxes within {boxes_diff:.2g} px")
 
 
 def check_competition(c: Ctx) -> str:

@@ -248,3 +248,29 @@ def test_two_processes_score_the_test_split_as_one(tmp_path, scenes):
     assert two["num_samples"] == one["num_samples"] == 12
     # the same images in the same order (a barely trained detector's mAP changes with the order: ties in scores)
     assert two["map"] == pytest.approx(one["map"], abs=1e-6) and two["map_50"] == pytest.approx(one["map_50"], abs=1e-6)
+
+
+def test_tune_searches_a_detector_by_its_val_map(tmp_path, scenes):
+    """kiln tune on the shipped detection config: each trial a detector run scored by val/map (checked to exist
+    before the search), ranked by it; best.yaml holds the better trial's settings."""
+    import csv
+
+    import yaml
+
+    from kiln.commands.tune.runner import run_tune
+
+    base = {"base": str(ROOT / "configs" / "detection_coco.yaml"),
+            "data": {"root": str(scenes), "image_size": 64, "batch_size": 8},
+            "trainer": {"epochs": 2, "test_after_fit": False},
+            "log": {"dir": str(tmp_path / "runs"), "progress": "none", "tensorboard": False}}
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "tune.yaml").write_text(yaml.safe_dump({
+        "base": "base.yaml", "metric": "val/map", "mode": "max", "trials": 2, "sampler": "grid", "pruner": "none",
+        "space": {"optim.lr": [0.00001, 0.003]}}))
+    tune_dir = run_tune(tmp_path / "tune.yaml", [])
+    rows = list(csv.DictReader((tune_dir / "results.csv").open()))
+    assert [r["state"] for r in rows] == ["complete", "complete"]
+    maps = [float(r["val/map"]) for r in rows]
+    assert maps == sorted(maps, reverse=True) and maps[0] > maps[1]  # a learning rate 300x smaller learns less
+    best = yaml.safe_load((tune_dir / "best.yaml").read_text())
+    assert best["optim"]["lr"] == pytest.approx(float(rows[0]["param:optim.lr"])) == 0.003

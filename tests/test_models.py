@@ -26,8 +26,8 @@ def test_small_input_stem():
 
 
 def test_unknown_model_lists_known_ones():
-    with pytest.raises(KilnError, match=r"unknown model .vgg. — kiln's models: cnn, embedding_bag, fcos_small, gru, mlp, resnet18.*"
-                                        "any torchvision classifier as torchvision:NAME"):
+    with pytest.raises(KilnError, match=r"unknown model .vgg. — kiln's models: cnn, embedding_bag, fcos_small, gru, mlp, "
+                                        "resnet18.*any torchvision classifier as torchvision:NAME"):
         build_model(ModelConfig(name="vgg"), INFO)
 
 
