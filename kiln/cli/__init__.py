@@ -126,7 +126,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"kiln: {e}", file=sys.stderr)
         return PREEMPTED if e.preempted else 130
     except TrainingStopped as e:
-        print(f"kiln: training stopped: {e}", file=sys.stderr)
+        print(f"kiln: {e.what}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("kiln: interrupted", file=sys.stderr)

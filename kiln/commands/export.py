@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 import torch
 
-from kiln.core.errors import KilnError, TrainingStopped, first_line
+from kiln.core.errors import CheckFailed, KilnError, first_line
 from kiln.core.formats import ExportMeta, by_name
 from kiln.data.inputs import inputs_of
 from kiln.train.trained import Trained, load_trained, model_config
@@ -132,7 +132,7 @@ def export(run_dir: Path | str, fmt: str, *, checkpoint: str = "best", out: Path
     over = {name: d for name, d in diffs.items() if not d <= tolerance(model, name)}
     if over:
         path.unlink(missing_ok=True)
-        raise TrainingStopped(f"the {fmt} export does not match the PyTorch model ({_mismatch(model, over)}); the "
+        raise CheckFailed(f"the {fmt} export does not match the PyTorch model ({_mismatch(model, over)}); the "
                               "file was removed")
     diff = max(diffs.values())
     if tokenizer is not None:
@@ -248,7 +248,7 @@ def _safetensors(trained: Trained, path: Path) -> Exported:
         rebuilt.load_state_dict(load_file(str(path)))
     except RuntimeError as e:
         path.unlink(missing_ok=True)
-        raise TrainingStopped(f"the safetensors file does not load back into {trained.cfg.model.name} "
+        raise CheckFailed(f"the safetensors file does not load back into {trained.cfg.model.name} "
                               f"({first_line(e)}); the file was removed") from None
     back = rebuilt.state_dict()
     diff = max((float((back[k].float() - v.float()).abs().max()) for k, v in state.items() if v.numel()),

@@ -80,7 +80,7 @@ def predict_named(run_dir: Path | Sequence[Path], inputs: list[str], ask: Ask = 
         if m.labels != labels:
             raise KilnError(f"{m.source} read other inputs than {members[0].source} from the same arguments")
     outputs = averaged_outputs(task, [m.outputs for m in members], shares)
-    return warn_if_constant(task.answers(labels, task.predictions(outputs), names, ask.top_k)), names
+    return warn_if_constant(task, task.answers(labels, task.predictions(outputs), names, ask.top_k)), names
 
 
 @dataclass
@@ -126,13 +126,14 @@ def predict_with(run: Trained, inputs: list[str], *, file: Path | None = None, t
         predicted = task.predictions(outputs)
         predicted = predicted.float().cpu() if isinstance(predicted, torch.Tensor) else predicted  # detections: as is
         out += answers(task, labels, predicted, run.info.class_names, top_k)
-    return warn_if_constant(out)
+    return warn_if_constant(task, out)
 
 
-def warn_if_constant(results: list[Prediction]) -> list[Prediction]:
-    """Say so when many inputs all got the same answer: the sign of a model that collapsed onto one class."""
+def warn_if_constant(task: Task, results: list[Prediction]) -> list[Prediction]:
+    """Say so when many inputs all got the same answer: the sign of a model that collapsed onto one class (for a
+    task whose label is the answer — not a segmentation's largest class or the classes a detector found)."""
     labels = {r.label for r in results}
-    if len(results) >= CONSTANT_AFTER and len(labels) == 1:
+    if task.label_is_the_answer and len(results) >= CONSTANT_AFTER and len(labels) == 1:
         log.warning("all %d inputs got the same prediction (%r): the model may have collapsed onto one answer "
                     "(its training log and kiln report say so when validation showed it, with the likely causes)",
                     len(results), next(iter(labels)))

@@ -17,6 +17,14 @@ class CorruptCheckpoint(KilnError):
 class TrainingStopped(RuntimeError):
     """Training stopped early for a reason the user must hear about (e.g. NaN loss)."""
 
+    what = "training stopped"  # how the CLI introduces the message
+
+
+class CheckFailed(TrainingStopped):
+    """Work that was done but failed its own check (an export that does not match its model): nothing was kept."""
+
+    what = "check failed"
+
 
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (its type when it has none), for one-line messages."""

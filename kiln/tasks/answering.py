@@ -36,6 +36,9 @@ class Answering:
     # and per-class scores), per_label (multilabel's table), predicted_vs_true (regression's scatter and
     # residuals), scores (the default: the scores, a table for each per-class one, the worst images where marked)
     report_view = "scores"
+    # A prediction's label is its whole answer, so many inputs with one label mean a collapsed model (not so for a
+    # summary of marks: a segmentation's largest class, the classes a detector found)
+    label_is_the_answer = True
 
     # -- the exported graph (kiln export): by default the input layout's wrapper, returning logits for a whole batch
     def export_graph(self, model: torch.nn.Module) -> torch.nn.Module | None:

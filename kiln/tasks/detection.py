@@ -34,6 +34,7 @@ class DetectionTask(Task):
     eval_loss = False  # in evaluation a detector returns detections: val/loss is logged as 0, not shown
     headline = "map"
     summary_metrics = ("map", "map_50", "map_75")
+    label_is_the_answer = False  # the label summarises the image's marks
     noun = "classes"
     class_per_sample = False
     sources = "COCO or YOLO files (data.name: coco_detection, yolo_detection) or your own Dataset"

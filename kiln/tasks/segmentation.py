@@ -28,6 +28,7 @@ class SegmentationTask(Task):
     train_metric = "pixel_acc"
     headline = "miou"
     summary_metrics = ("loss", "miou", "pixel_acc")
+    label_is_the_answer = False  # the label summarises the image's marks
     noun = "classes"
     class_per_sample = False
     sources = "a segmentation folder (data.name: segmentation_folder) or your own Dataset of (image, mask)"
