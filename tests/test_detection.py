@@ -276,3 +276,41 @@ def test_tune_searches_a_detector_by_its_val_map(tmp_path, scenes):
     assert maps == sorted(maps, reverse=True) and maps[0] > maps[1]  # a learning rate 300x smaller learns less
     best = yaml.safe_load((tune_dir / "best.yaml").read_text())
     assert best["optim"]["lr"] == pytest.approx(float(rows[0]["param:optim.lr"])) == 0.003
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_boxes_move_with_the_pixels_under_crops_and_flips(seed):
+    """data.augment's padding crop, resized crop and flip on a detection sample: each box that survives still
+    encloses its square's pixels (to a pixel, the resize's blur aside); a box cut to nothing leaves with its label."""
+    from kiln.config import DataConfig
+    from kiln.data.detection import DetectionSamples, Scenes
+    from kiln.data.joint import joint_augment
+
+    image = torch.zeros(1, 3, 64, 64, dtype=torch.uint8)
+    squares = torch.tensor([[8.0, 10, 24, 30], [40, 36, 60, 58]])
+    for x1, y1, x2, y2 in squares.int().tolist():
+        image[0, :, y1:y2, x1:x2] = 255
+    cfg = DataConfig(name="coco_detection", augment={"crop_padding": 6, "resized_crop": True, "scale": [0.3, 1.0],
+                                                     "hflip": True})
+    samples = DetectionSamples(Scenes(image, [squares], [torch.tensor([1, 2])]), torch.tensor([0]),
+                               joint_augment(cfg, (64, 64), boxes=True))
+    torch.manual_seed(seed)
+    x, target = samples[0]
+    assert x.shape == (3, 64, 64) and len(target["boxes"]) == len(target["labels"]) <= 2
+    bright = x[0] > 0.5
+    for box in target["boxes"]:
+        x1, y1, x2, y2 = box.tolist()
+        assert 0 <= x1 < x2 <= 64 and 0 <= y1 < y2 <= 64
+        inside = bright[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1]
+        assert inside.float().mean() > 0.9  # the box lies on its square
+    outside = bright.clone()
+    for x1, y1, x2, y2 in target["boxes"].tolist():
+        outside[max(int(y1) - 1, 0):int(y2) + 2, max(int(x1) - 1, 0):int(x2) + 2] = False
+    assert outside.float().mean() < 0.01  # no square's pixels without their box
+
+
+@pytest.mark.parametrize("option", ["data.augment.preset=trivialaugment", "data.augment.random_erasing=0.25"])
+def test_augmentation_that_cannot_move_boxes_is_refused_before_training(tmp_path, scenes, capsys, option):
+    assert main([*_args(tmp_path, scenes, option)]) == 2
+    err = capsys.readouterr().err
+    assert option.split("=")[0] in err and "without moving their boxes" in err and "resized_crop" in err

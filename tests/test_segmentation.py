@@ -201,3 +201,35 @@ def test_an_auxiliary_head_joins_the_training_loss_only():
     assert torch.allclose(out, x[:, :3] * 2) and torch.allclose(task.objective(out, masks), expected)
     evaluated = task.outputs(TwoHeads(), x)  # evaluation: the main head alone
     assert torch.allclose(task.objective(evaluated, masks), torch.nn.functional.cross_entropy(x[:, :3] * 2, masks))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_masks_move_with_the_pixels_under_crops_and_flips(seed):
+    """data.augment's padding crop, resized crop and flip on a segmentation sample: the mask still marks exactly
+    the square's pixels (nearest for the mask, the resize's blur at the edge aside); padding is ignore (255)."""
+    from kiln.config import DataConfig
+    from kiln.data.info import DataInfo
+    from kiln.data.joint import joint_augment
+    from kiln.data.segmentation import IGNORE, Pairs, SegmentationSamples
+
+    image = torch.zeros(1, 3, 48, 48, dtype=torch.uint8)
+    mask = torch.zeros(1, 48, 48, dtype=torch.uint8)
+    image[0, :, 10:30, 14:40] = 255
+    mask[0, 10:30, 14:40] = 1
+    cfg = DataConfig(name="segmentation_folder", augment={"crop_padding": 8, "resized_crop": True,
+                                                          "scale": [0.4, 1.0], "hflip": True})
+    info = DataInfo("segmentation_folder", "image", 2, ["background", "square"], image_size=(48, 48), mean=(0.0,) * 3,
+                    std=(1.0,) * 3)
+    samples = SegmentationSamples(Pairs(image, mask), torch.tensor([0]), info, joint_augment(cfg, (48, 48), False))
+    torch.manual_seed(seed)
+    x, y = samples[0]
+    assert x.shape == (3, 48, 48) and y.shape == (48, 48)
+    labelled = y != IGNORE
+    bright, marked = x[0][labelled] > 0.5, y[labelled] == 1
+    assert (bright == marked).float().mean() > 0.93  # the square's pixels and its class agree (edges blur)
+    assert set(y.unique().tolist()) <= {0, 1, IGNORE}
+
+
+def test_augmentation_that_cannot_move_masks_is_refused_before_training(tmp_path, scenes, capsys):
+    assert main([*_args(tmp_path, scenes, "data.augment.preset=randaugment")]) == 2
+    assert "data.augment.preset would change the images without moving their masks" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from kiln.config import DataConfig
 from kiln.core.errors import KilnError
 from kiln.data.assemble import Found, Pool, assemble, plan_splits, pools_needed
 from kiln.data.info import Data, DataInfo, DataRequest
+from kiln.data.joint import joint_augment, refuse_pixel_only
 from kiln.data.loaders import Batches
 
 log = logging.getLogger("kiln")
@@ -51,6 +52,7 @@ def build_detection_data(cfg: DataConfig, request: DataRequest, layout: str, hol
     from kiln.data.segmentation import check_task_reads
 
     check_task_reads(request.task, "boxes per image", "detection")
+    refuse_pixel_only(cfg, "boxes")
     root = Path(cfg.root)
     read = _coco_split if layout == "coco" else _yolo_split
     categories = _coco_categories(root) if layout == "coco" else _yolo_classes(root)
@@ -268,27 +270,29 @@ class BoxedImages:
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
         from kiln.data.user import planned_batches
 
-        samples = DetectionSamples(self.scenes[pool], idx, flip=split == "train" and self.cfg.augment.hflip)
+        augment = joint_augment(self.cfg, self.info.image_size, boxes=True) if split == "train" else None
+        samples = DetectionSamples(self.scenes[pool], idx, augment)
         return planned_batches(samples, split, len(idx), self.info.num_classes, self.cfg, self.request)
 
 
 class DetectionSamples(Dataset):
     """(image in [0, 1] (C, S, S), {"boxes": (n, 4), "labels": (n,)}) of the samples `idx` of a split."""
 
-    def __init__(self, scenes: Scenes, idx: torch.Tensor, flip: bool):
-        self.scenes, self.idx, self.flip = scenes, idx, flip
+    def __init__(self, scenes: Scenes, idx: torch.Tensor, augment: Any = None):
+        self.scenes, self.idx, self.augment = scenes, idx, augment
 
     def __len__(self) -> int:
         return len(self.idx)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from torchvision import tv_tensors
-        from torchvision.transforms import v2
 
         j = int(self.idx[i])
         image = tv_tensors.Image(self.scenes.images[j])
-        boxes = tv_tensors.BoundingBoxes(self.scenes.boxes[j], format="XYXY", canvas_size=tuple(image.shape[-2:]))
-        if self.flip:
-            image, boxes = v2.RandomHorizontalFlip()(image, boxes)
+        target = {"boxes": tv_tensors.BoundingBoxes(self.scenes.boxes[j], format="XYXY",
+                                                    canvas_size=tuple(image.shape[-2:])),
+                  "labels": self.scenes.labels[j].clone()}
+        if self.augment is not None:  # boxes moved with the pixels; those cut to nothing dropped with their labels
+            image, target = self.augment(image, target)
         return (image.as_subclass(torch.Tensor).float() / 255,
-                {"boxes": boxes.as_subclass(torch.Tensor).float(), "labels": self.scenes.labels[j].clone()})
+                {"boxes": target["boxes"].as_subclass(torch.Tensor).float(), "labels": target["labels"]})

@@ -23,10 +23,11 @@ from kiln.config import DataConfig
 from kiln.core.errors import KilnError
 from kiln.data.assemble import Pool, assemble, plan_splits, pools_needed
 from kiln.data.info import Data, DataInfo, DataRequest
+from kiln.data.joint import MASK_FILL, joint_augment, refuse_pixel_only
 from kiln.data.loaders import Batches
 
 log = logging.getLogger("kiln")
-IGNORE = 255  # a mask value that no class has: those pixels are left out of the loss and the metrics
+IGNORE = MASK_FILL  # a mask value that no class has: those pixels are left out of the loss and the metrics
 SPLITS = ("train", "val", "test")
 
 
@@ -45,6 +46,7 @@ def build_segmentation_data(cfg: DataConfig, request: DataRequest, holds: str) -
     if cfg.root is None:
         raise KilnError(f"data.name=segmentation_folder needs data.root: the folder holding {holds}")
     check_task_reads(request.task, "a mask per image", "segmentation")
+    refuse_pixel_only(cfg, "masks")
     root = Path(cfg.root)
     found = {split: find_pairs(root, split, cfg.on_bad_row) for split in SPLITS if (root / split / "images").is_dir()}
     if "train" not in found:
@@ -204,7 +206,7 @@ class MaskedImages:
     def batches(self, split: str, pool: str, idx: torch.Tensor) -> Batches:
         from kiln.data.user import planned_batches
 
-        augment = _augment(self.cfg, self.info) if split == "train" else None
+        augment = joint_augment(self.cfg, self.info.image_size, boxes=False) if split == "train" else None
         samples = SegmentationSamples(self.pairs[pool], idx, self.info, augment)
         return planned_batches(samples, split, len(idx), self.info.num_classes, self.cfg, self.request)
 
@@ -229,16 +231,3 @@ class SegmentationSamples(Dataset):
             image, mask = self.augment(image, mask)
         x = (image.as_subclass(torch.Tensor).float() / 255 - self.mean) / self.std
         return x, mask.as_subclass(torch.Tensor).long()
-
-
-def _augment(cfg: DataConfig, info: DataInfo) -> Any:
-    """data.augment for an image and its mask together: a random resized crop back to the image size (masks
-    nearest) and a horizontal flip."""
-    from torchvision.transforms import v2
-
-    steps: list[Any] = []
-    if cfg.augment.resized_crop:
-        steps.append(v2.RandomResizedCrop(info.image_size, scale=tuple(cfg.augment.scale), antialias=True))
-    if cfg.augment.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose(steps) if steps else None
