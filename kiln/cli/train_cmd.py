@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from kiln.config import load_config
-    from kiln.runs import RunDir, find_resumable
+    from kiln.runs import RunDir
+    from kiln.runs.remote import find_resumable
     from kiln.track.console import setup_logging
 
     setup_logging(verbosity(args))

@@ -152,7 +152,7 @@ def tolerance(model, output: str) -> float:
 def _mismatch(model, over: dict[str, float]) -> str:
     """Which outputs differ, by how much, against what was accepted (and why a shape may differ)."""
     said = "; ".join(f"{name}: the largest difference {d:.3g} > {tolerance(model, name)}" if d != math.inf
-                     else f"{name}: of another shape" for name, d in over.items())
+                     else f"{name}: missing or of another shape" for name, d in over.items())
     hint = getattr(model, "shape_hint", "")
     return said + (f" — {hint}" if hint and math.inf in over.values() else "")
 

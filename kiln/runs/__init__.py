@@ -1,5 +1,5 @@
-"""Run folders: `RunDir` is the one owner of their layout; plus finding one to resume (here, or in the object store
-a run is mirrored to: kiln.runs.remote).
+"""Run folders: `RunDir` is the one owner of their layout (finding one to resume, here or in the object store a run
+is mirrored to: kiln.runs.remote).
 
     runs/<name>/<YYYYmmdd-HHMMSS>/
       config.yaml  status.json  train.log  metrics.jsonl  metrics.csv  tb/  vocab.json | tokenizer/
@@ -391,25 +391,6 @@ class RunLock:
             self.run.lock_file.unlink(missing_ok=True)  # while still held: no other writer is between the two
             self.file.close()  # closing the descriptor drops the lock
             self.file = None
-
-
-def find_resumable(log_dir: Path, name: str, remote: str | None = None) -> RunDir:
-    """The newest run of `name` that has a last.pt and did not finish — here, else (with `remote`, log.remote) the
-    newest such run there, fetched into `log_dir` with its newest intact checkpoint."""
-    folder = Path(log_dir) / name
-    candidates = sorted((RunDir(p) for p in folder.glob("*") if RunDir(p).has_last()),
-                        key=lambda r: r.path.name, reverse=True)
-    for run in candidates:
-        if run.state() is not RunStatus.FINISHED:
-            return run
-    from kiln.runs.remote import fetch_unfinished
-
-    fetched = fetch_unfinished(remote, Path(log_dir), name) if remote else None
-    if fetched is not None:
-        return fetched
-    raise KilnError(f"--resume auto found no unfinished run of '{name}' with a checkpoint under {folder}"
-                    + (f" or {remote.rstrip('/')}/{name}" if remote else "")
-                    + "; start a new run without --resume, or pass --resume RUN_DIR")
 
 
 def newest_finished(folder: Path) -> RunDir | None:

@@ -1,14 +1,32 @@
-"""Run folders mirrored to an object store (log.remote): where a run's mirror is, and fetching the newest
-unfinished run back from it to resume on another machine."""
+"""Finding a run to resume (`--resume auto`): here, or in the object store run folders are mirrored to
+(log.remote) — where a run's mirror is, and fetching the newest unfinished run back to resume on another machine."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+from kiln.core.errors import KilnError
 from kiln.runs import RunDir, RunStatus
 
 log = logging.getLogger("kiln")
+
+
+def find_resumable(log_dir: Path, name: str, remote: str | None = None) -> RunDir:
+    """The newest run of `name` that has a last.pt and did not finish — here, else (with `remote`, log.remote) the
+    newest such run there, fetched into `log_dir` with its newest intact checkpoint."""
+    folder = Path(log_dir) / name
+    candidates = sorted((RunDir(p) for p in folder.glob("*") if RunDir(p).has_last()),
+                        key=lambda r: r.path.name, reverse=True)
+    for run in candidates:
+        if run.state() is not RunStatus.FINISHED:
+            return run
+    fetched = fetch_unfinished(remote, Path(log_dir), name) if remote else None
+    if fetched is not None:
+        return fetched
+    raise KilnError(f"--resume auto found no unfinished run of '{name}' with a checkpoint under {folder}"
+                    + (f" or {remote.rstrip('/')}/{name}" if remote else "")
+                    + "; start a new run without --resume, or pass --resume RUN_DIR")
 
 
 def remote_url(remote: str, run: RunDir) -> str:

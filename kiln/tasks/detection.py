@@ -253,7 +253,7 @@ class DetectionGraph(torch.nn.Module):
     batch_size = 1
     traced = True
     tolerances: ClassVar[dict[str, float]] = {"boxes": 0.01}  # pixels: a hundredth of one (scores and labels: kiln export's 1e-4)
-    shape_hint = ("a box more or less: boxes whose scores tie exactly, as an untrained detector's do, may be kept "
+    shape_hint = ("a box more or less: boxes whose scores (nearly) tie, as an untrained detector's do, may be kept "
                   "otherwise by ONNX's NMS; export a trained model")
     MARGIN = 1e-3  # boxes scored within this of the cut may fall either side of it: not compared
 
