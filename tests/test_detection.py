@@ -314,3 +314,15 @@ def test_augmentation_that_cannot_move_boxes_is_refused_before_training(tmp_path
     assert main([*_args(tmp_path, scenes, option)]) == 2
     err = capsys.readouterr().err
     assert option.split("=")[0] in err and "without moving their boxes" in err and "resized_crop" in err
+
+
+def test_cross_validation_of_a_detector_reports_its_map_per_fold(tmp_path, scenes, capsys):
+    """kiln cv on detection: each fold's held-out mAP (a detector measures no loss in evaluation, so none is asked
+    for); --test, which averages the folds' answers, is refused before any fold trains."""
+    args = _args(tmp_path, scenes, "trainer.epochs=1")
+    assert main(["cv", *args[1:], "--folds", "2", "--test"]) == 2
+    assert "--test scores the ensemble" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    assert main(["cv", *args[1:], "--folds", "2"]) == 0
+    summary = json.loads(next((tmp_path / "runs").rglob("cv.json")).read_text())
+    assert summary["metrics"] == ["map", "map_50", "map_75"] and len(summary["folds"]) == 2
+    assert all(0 <= fold["map"] <= fold["map_50"] <= 1 for fold in summary["folds"])

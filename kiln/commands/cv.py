@@ -25,12 +25,13 @@ log = logging.getLogger("kiln")
 
 def fold_metrics(cfg: Config) -> tuple[str, ...]:
     """The held-out metrics cv.json and the table show: the task's test summary (accuracy and macro F1; micro and
-    macro F1 and mAP; MAE, RMSE and R²), loss last."""
+    macro F1 and mAP; MAE, RMSE and R²; mIoU; a detector's mAP), loss last where the task measures one in
+    evaluation (a detector does not)."""
     from kiln.tasks import task_class
 
     task = task_class(cfg.task.name)
     names = [m for m in task.summary_metrics if m not in ("loss", "acc_top5")] or [h for h in [task.headline] if h]
-    return (*names, "loss")  # a task of yours without a summary: its headline
+    return (*names, *(["loss"] if task.eval_loss else []))  # a task of yours without a summary: its headline
 
 
 def load_plan(folder: Path) -> tuple[Config, int]:
@@ -47,10 +48,15 @@ def load_plan(folder: Path) -> tuple[Config, int]:
 def run_cv(cfg: Config, folds: int, *, test: bool = False, resume: Path | None = None) -> dict[str, Any]:
     """Every fold of `cfg` (in a new cv folder, or the folds of `resume` that did not finish: pass the config and
     fold count `load_plan(resume)` gives)."""
+    from kiln.tasks import task_class
     from kiln.train import session
 
     if folds < 2:
         raise KilnError("--folds must be at least 2")
+    if test and not task_class(cfg.task.name).scores_averages():
+        raise KilnError(f"--test scores the ensemble of the folds' averaged predictions, which task {cfg.task.name} "
+                        "cannot average (Task.score); run kiln cv without --test, and kiln test a fold's run on the "
+                        "test split")
     folder = Path(resume) if resume else Path(cfg.log.dir) / cfg.name / f"cv-{time.strftime('%Y%m%d-%H%M%S')}"
     if resume is None:
         folder.mkdir(parents=True, exist_ok=False)

@@ -169,8 +169,13 @@ class Task(TargetsSide, Answering):
 
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> float:
         """The headline metric of `predictions()` (e.g. a k-fold ensemble's averaged ones) against the targets."""
-        raise KilnError(f"task {self.name} does not score averaged predictions (Task.score): kiln cv --ensemble "
+        raise KilnError(f"task {self.name} does not score averaged predictions (Task.score): kiln cv --test "
                         "needs it")
+
+    @classmethod
+    def scores_averages(cls) -> bool:
+        """Whether the task implements `score` (what kiln cv --test checks before training any fold)."""
+        return cls.score is not Task.score
 
     # -- after training, and a classical baseline
     def after_fit_settings(self, probabilities: torch.Tensor, targets: torch.Tensor) -> dict[str, Any] | None:
