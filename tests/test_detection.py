@@ -326,3 +326,15 @@ def test_cross_validation_of_a_detector_reports_its_map_per_fold(tmp_path, scene
     summary = json.loads(next((tmp_path / "runs").rglob("cv.json")).read_text())
     assert summary["metrics"] == ["map", "map_50", "map_75"] and len(summary["folds"]) == 2
     assert all(0 <= fold["map"] <= fold["map_50"] <= 1 for fold in summary["folds"])
+
+
+def test_a_detectors_last_checkpoints_average_and_test(tmp_path, scenes):
+    """kiln average on a detector: its BatchNorm statistics are measured again by calling it as training does (with
+    the targets: a torchvision detector in training mode refuses to run without them); the average then tests."""
+    run = tmp_path / "run"
+    assert main([*_args(tmp_path, scenes, "trainer.epochs=2", "trainer.checkpoint.keep_last_k=2",
+                        "trainer.test_after_fit=false"), "--run-dir", str(run)]) == 0
+    assert main(["average", str(run), "--last", "2"]) == 0
+    assert (run / "checkpoints" / "averaged.pt").is_file()
+    assert main(["test", str(run), "--checkpoint", "averaged"]) == 0
+    assert json.loads((run / "test_metrics.json").read_text())["checkpoint"].endswith("averaged.pt")

@@ -95,9 +95,9 @@ def _with_batchnorm_measured(run: RunDir, weights: dict[str, Any]) -> dict[str, 
     task, data = trained.task, trained.plan().data(("train",), vocab=trained.vocab)
     model.train()
     with torch.no_grad():
-        for inputs, _ in data.require("train").epoch(0):
-            with autocast(trained.device, trained.precision):
-                task.outputs(model, inputs)
+        for inputs, targets in data.require("train").epoch(0):
+            with autocast(trained.device, trained.precision):  # called as training calls it (a detector: with targets)
+                task.outputs(model, inputs, targets)
     for m, momentum in momenta.items():
         m.momentum = momentum
     log.info("BatchNorm statistics of the averaged weights measured over the training split (%d layers)", len(norms))
