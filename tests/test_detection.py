@@ -338,3 +338,8 @@ def test_a_detectors_last_checkpoints_average_and_test(tmp_path, scenes):
     assert (run / "checkpoints" / "averaged.pt").is_file()
     assert main(["test", str(run), "--checkpoint", "averaged"]) == 0
     assert json.loads((run / "test_metrics.json").read_text())["checkpoint"].endswith("averaged.pt")
+
+
+def test_baseline_says_it_has_no_classical_detector_before_reading_the_data(tmp_path, capsys):
+    assert main(["baseline", str(ROOT / "configs" / "detection_coco.yaml"), f"data.root={tmp_path / 'none'}"]) == 2
+    assert "no classical model for task detection" in capsys.readouterr().err

@@ -233,3 +233,8 @@ def test_masks_move_with_the_pixels_under_crops_and_flips(seed):
 def test_augmentation_that_cannot_move_masks_is_refused_before_training(tmp_path, scenes, capsys):
     assert main([*_args(tmp_path, scenes, "data.augment.preset=randaugment")]) == 2
     assert "data.augment.preset would change the images without moving their masks" in capsys.readouterr().err
+
+
+def test_baseline_says_it_has_no_classical_segmenter_before_reading_the_data(tmp_path, capsys):
+    assert main(["baseline", str(ROOT / "configs" / "segmentation_folder.yaml"), f"data.root={tmp_path / 'no'}"]) == 2
+    assert "no classical model for task segmentation" in capsys.readouterr().err

@@ -36,7 +36,9 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
 
     run = RunDir.open(target) if Path(target).is_dir() else None
     cfg = run.config(overrides) if run else load_config(target, overrides)
-    inputs_of(kind_of(cfg.data.name)).check_baseline()  # before any data is read
+    inputs_of(kind_of(cfg.data.name)).check_baseline()  # before any data is read, as is the task's model
+    task = task_class(cfg.task.name)
+    task.baseline(1.0)  # a task without a classical model (detection, segmentation) says so now
     data_cfg = _without_augmentation(cfg.data)
     plan = RunPlan.of(cfg.with_values({"data": data_cfg}), torch.device("cpu"), ProcessInfo())
     data = plan.data(vocab=run.vocab() if run else fresh_encoder(cfg))
@@ -46,11 +48,11 @@ def run_baseline(target: Path, overrides: list[str] | tuple[str, ...] = ()) -> d
     inputs = inputs_of(data.info)
     started = time.perf_counter()
     x_train, y_train, x_eval, y_eval = inputs.baseline_features(data.require("train"), data.require(split))
-    estimator, name = task_class(cfg.task.name).baseline(inputs.baseline_strength)
+    estimator, name = task.baseline(inputs.baseline_strength)
     estimator.fit(x_train, y_train)
     result = {"baseline": f"{name} on {inputs.baseline_description}", "task": cfg.task.name, "split": split,
               "num_train": len(y_train), "num_eval": len(y_eval),
-              **task_class(cfg.task.name).baseline_scores(y_eval, estimator.predict(x_eval)),
+              **task.baseline_scores(y_eval, estimator.predict(x_eval)),
               "seconds": round(time.perf_counter() - started, 2)}
     if run is not None:
         run.write_baseline(result)

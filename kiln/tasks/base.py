@@ -190,7 +190,8 @@ class Task(TargetsSide, Answering):
     def baseline(cls, strength: float) -> tuple[Any, str]:
         """(scikit-learn estimator, its name) of the classical model `kiln baseline` fits for this task;
         `strength`: the inverse regularisation its linear model gets on these inputs (scikit-learn's C)."""
-        raise KilnError(f"kiln baseline has no classical model for task {cls.name} (Task.baseline)")
+        raise KilnError(f"kiln baseline has no classical model for task {cls.name or 'of yours'} (Task.baseline): it "
+                        "fits one for an answer per sample — multiclass, multilabel, regression")
 
     @classmethod
     def baseline_scores(cls, truth: Any, predicted: Any) -> dict[str, float]:
