@@ -44,8 +44,11 @@ class Answering:
     def export_graph(self, model: torch.nn.Module) -> torch.nn.Module | None:
         """The module an export holds for this task's model, or None: the input layout's own wrapper, which returns
         the logits (`logits` of the model's outputs) of a whole batch. A module of the task's own takes the image
-        batch and sets `output_names` (its outputs, in order) and `batch_size` (1: the graph takes one input at a
-        time, as detectors' post-processing does; kiln runs it input by input)."""
+        batch and may set `output_names` (its outputs, in order), `batch_size` (1: the graph takes one input at a
+        time, as detectors' post-processing does; kiln runs it input by input), `traced` (exported by torch.onnx's
+        TorchScript-based exporter, for shapes torch.export cannot follow), `tolerances` ({output: the largest
+        difference accepted}), `differences(expected, got)` (its own comparison, e.g. boxes as sets) and
+        `shape_hint` (why an output may differ in shape). kiln's detection task is the worked example."""
         return None
 
     def from_graph(self, answers: list[tuple[torch.Tensor, ...]], inputs: torch.Tensor) -> Any:
