@@ -158,6 +158,13 @@ def _the_onnx_export_answers_the_same_boxes(run, scenes, tmp_path, capsys, monke
         same = [b for b in theirs if (b["file_name"], b["category_id"]) == (a["file_name"], a["category_id"])]
         b = min(same, key=lambda b: max(abs(x - y) for x, y in zip(a["bbox"], b["bbox"])))
         assert b["bbox"] == pytest.approx(a["bbox"], abs=0.02) and b["score"] == pytest.approx(a["score"], abs=1e-4)
+    # --set: the run's boxes at a higher score threshold (what the console wants; mAP wants them all)
+    assert main(["predict", str(run), images, "--set", "task.score_threshold=0.5", "--out", str(tmp_path / "c.json")]) == 0
+    sure = json.loads((tmp_path / "c.json").read_text())
+    assert sure and len(sure) < len(mine) and all(r["score"] >= 0.5 for r in sure)
+    assert [r for r in mine if r["score"] >= 0.5] == sure
+    assert main(["predict", str(run / "model.onnx"), images, "--set", "task.score_threshold=0.5"]) == 2
+    assert "settings are fixed in its metadata" in capsys.readouterr().err
     found = kiln.load(run / "model.onnx").predict(sorted((scenes / "test" / "images").iterdir())[0])
     assert [b["bbox"] for b in found[0].detail] == [r["bbox"] for r in theirs if r["file_name"] == "test0000.png"]
     assert main(["export", str(run), "--format", "exported"]) == 2  # refused up front, naming what does work

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
                    help="CSV inputs: the column of image paths (default: the run's data.path_column, else 'path', "
                         "else the one column whose values are image files)")
     p.add_argument("--top-k", type=int, default=3, help="how many classes to show per input (default 3)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="a setting of the run's config for these predictions (repeatable), e.g. "
+                        "task.score_threshold=0.3 (a detector's boxes kept), task.max_detections=10")
     p.add_argument("--json", action="store_true", help="one JSON object per line instead of text")
     p.add_argument("--overlay", metavar="DIR", help="segmentation and detection: also write each input with its "
                                                    "predicted mask or boxes drawn in, as DIR/<stem>.png")
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     models, inputs = models_and_inputs(args.run_dir, args.inputs)
     ask = Ask(file=Path(args.file) if args.file else None, checkpoint=args.checkpoint, top_k=args.top_k,
-              path_column=args.path_column, tta=args.tta, weights=args.weights)
+              overrides=tuple(args.settings), path_column=args.path_column, tta=args.tta, weights=args.weights)
     if args.submission:
         return _submit(args, models, inputs, ask)
     if args.overlay:

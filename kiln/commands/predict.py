@@ -66,6 +66,9 @@ def predict_named(run_dir: Path | Sequence[Path], inputs: list[str], ask: Ask = 
     shares = weights_of(ask.weights, len(paths))
     if ask.file and any(p.suffix == ".onnx" for p in paths):
         raise KilnError("--file is for text runs; an exported ONNX model takes image paths")
+    if ask.overrides and any(p.suffix == ".onnx" for p in paths):
+        raise KilnError(f"--set {ask.overrides[0]} changes a run's config; an exported model's settings are fixed in "
+                        "its metadata: predict with the run folder")
     if len(paths) == 1 and paths[0].suffix != ".onnx":
         trained = load_trained(paths[0], ask.checkpoint, ask.overrides)
         return predict_with(trained, inputs, file=ask.file, top_k=ask.top_k, path_column=ask.path_column,
