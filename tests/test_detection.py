@@ -350,3 +350,11 @@ def test_a_detectors_last_checkpoints_average_and_test(tmp_path, scenes):
 def test_baseline_says_it_has_no_classical_detector_before_reading_the_data(tmp_path, capsys):
     assert main(["baseline", str(ROOT / "configs" / "detection_coco.yaml"), f"data.root={tmp_path / 'none'}"]) == 2
     assert "no classical model for task detection" in capsys.readouterr().err
+
+
+def test_the_worst_images_are_those_below_the_best_score():
+    from kiln.commands.worst import worst_of
+
+    assert worst_of([1.0, 0.8, 1.0, 0.5, 1.0], 12) == [3, 1]  # perfect images are not among the worst
+    assert worst_of([0.2, 0.9, 0.4], 1) == [0]
+    assert worst_of([1.0, 1.0, 1.0], 2) == [0, 1] and worst_of([0.0, 0.0], 5) == [0, 1]  # all alike: the first n

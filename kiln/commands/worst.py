@@ -21,7 +21,9 @@ class Worst:
 
 
 def worst_images(run: RunDir, n: int) -> Worst | None:
-    """The `n` test images the best checkpoint does worst on; None when the run's task scores no images."""
+    """Up to `n` test images the best checkpoint does worst on — those scored below the best score of the split
+    (the images it gets right are not its worst), or, when every image scores the same, the first `n`; None when
+    the run's task scores no images."""
     from kiln.train.trained import load_trained
 
     trained = load_trained(run)
@@ -31,7 +33,7 @@ def worst_images(run: RunDir, n: int) -> Worst | None:
         if batch_scores is None:
             return None
         scores += batch_scores
-    worst = sorted(range(len(scores)), key=scores.__getitem__)[:n]
+    worst = worst_of(scores, n)
     picked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     names, task, at = trained.info.class_names, trained.task, 0
     for x, y, _, marks in _scored(trained, test):
@@ -47,6 +49,13 @@ def worst_images(run: RunDir, n: int) -> Worst | None:
     images = np.stack([image for i in worst for image in picked[i]])
     titles = [t for i in worst for t in (f"#{i} truth", f"predicted: {task.image_score} {scores[i]:.2f}")]
     return Worst(images, titles, scores)
+
+
+def worst_of(scores: list[float], n: int) -> list[int]:
+    """The indices of up to `n` lowest scores, lowest first, among those below the best (the images a model gets
+    right are not its worst); every score the same: the first `n`."""
+    order = sorted(range(len(scores)), key=scores.__getitem__)
+    return [i for i in order if scores[i] < max(scores)][:n] or order[:n]
 
 
 def _scored(trained: Any, test: Any):
